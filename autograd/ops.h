@@ -1,0 +1,113 @@
+// Every differentiable op of tapelm. Each op lives in autograd/ops/<file>.cpp
+// with its forward kernel, its backward (recorded on the tape) and its FLOP
+// count side by side. Floating ops accept float32 and float64 alike.
+#pragma once
+#include <vector>
+
+#include "autograd/tape.h"
+#include "autograd/tensor.h"
+
+namespace tapelm {
+
+// ---- binary.cpp: arithmetic with NumPy broadcasting -----------------------
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+// dst += src in place, same shape; not recorded (gradient accumulation, optimizers).
+void add_(Tensor& dst, const Tensor& src);
+
+// ---- scalar.cpp: ops with a scalar ---------------------------------------
+Tensor add_scalar(const Tensor& a, double s);  // a + s
+Tensor mul_scalar(const Tensor& a, double s);  // a * s
+Tensor rsub_scalar(double s, const Tensor& a);  // s - a
+Tensor rdiv_scalar(double s, const Tensor& a);  // s / a
+Tensor pow(const Tensor& a, double p);         // a^p (elementwise)
+
+// ---- unary.cpp: elementwise functions --------------------------------------
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor gelu(const Tensor& x);       // x·Φ(x), the exact (erf) form
+Tensor gelu_tanh(const Tensor& x);  // the tanh approximation (GPT-2's "gelu_new")
+Tensor silu(const Tensor& x);       // x·sigmoid(x), a.k.a. swish
+Tensor softplus(const Tensor& x);   // log(1+e^x); linear above 20 as in PyTorch
+Tensor elu(const Tensor& x, double alpha = 1.0);
+Tensor square(const Tensor& x);
+
+// ---- matmul.cpp ----------------------------------------------------------
+// a [..., m, k] @ b [..., k, n] -> [..., m, n], batch dims broadcast. With
+// trans_a, a is stored [..., k, m]; with trans_b, b is stored [..., n, k]
+// (read transposed in place, never copied). 2·m·n·k FLOPs per matrix.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+
+// ---- reduce.cpp ----------------------------------------------------------
+Tensor sum(const Tensor& a, std::vector<int64_t> axes, bool keepdim = false);
+Tensor sum(const Tensor& a);  // over everything -> shape []
+Tensor mean(const Tensor& a, std::vector<int64_t> axes, bool keepdim = false);
+Tensor mean(const Tensor& a);
+Tensor max(const Tensor& a, std::vector<int64_t> axes, bool keepdim = false);
+// Sums g down to `shape` (the inverse of broadcasting `shape` up to g's shape).
+Tensor sum_to(const Tensor& g, const Shape& shape);
+
+// ---- shape_ops.cpp: reshape, permute, slice, concat ----------------------
+Tensor reshape(const Tensor& a, Shape shape);  // one dim may be -1; shares storage
+Tensor unsqueeze(const Tensor& a, int64_t axis);
+Tensor squeeze(const Tensor& a, int64_t axis);
+Tensor permute(const Tensor& a, const std::vector<int64_t>& dims);
+Tensor transpose(const Tensor& a, int64_t d0, int64_t d1);
+// a[..., start:end, ...] along `axis` (negative indices count from the end).
+Tensor slice(const Tensor& a, int64_t axis, int64_t start, int64_t end);
+Tensor concat(const std::vector<Tensor>& parts, int64_t axis);
+std::vector<Tensor> split(const Tensor& a, const std::vector<int64_t>& sizes, int64_t axis);
+std::vector<Tensor> chunk(const Tensor& a, int64_t n, int64_t axis);  // n equal parts
+Tensor expand(const Tensor& a, const Shape& shape);  // broadcast_to (copies)
+
+// ---- gather.cpp ----------------------------------------------------------
+// weight [V, D], ids int32 [...] -> [..., D]; backward scatter-adds into rows.
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+
+// ---- softmax.cpp: over the last axis, max-subtracted ----------------------
+Tensor softmax(const Tensor& x);
+Tensor log_softmax(const Tensor& x);
+
+// ---- cross_entropy.cpp ---------------------------------------------------
+// logits [..., V], targets int32 [...]; mean over targets != ignore_index
+// (0 when every target is ignored). Fused: log-softmax and NLL in one pass.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -100);
+
+// ---- mask.cpp: boolean masks (dtype b8) ----------------------------------
+// mask broadcasts to a's shape; positions where mask is true become `value`.
+Tensor masked_fill(const Tensor& a, const Tensor& mask, double value);
+// mask ? a : b, all three broadcast together.
+Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b);
+Tensor logical_not(const Tensor& mask);  // not differentiable
+
+// ---- dropout.cpp ---------------------------------------------------------
+// Zeroes each element with probability p and scales the rest by 1/(1-p) when
+// training; the identity (no node) in eval mode or with p == 0.
+Tensor dropout(const Tensor& a, double p, bool training, Generator& gen);
+
+// ---- cumsum.cpp ----------------------------------------------------------
+Tensor cumsum(const Tensor& a, int64_t axis);
+
+// ---- operators -----------------------------------------------------------
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator-(const Tensor& a) { return neg(a); }
+inline Tensor operator+(const Tensor& a, double s) { return add_scalar(a, s); }
+inline Tensor operator+(double s, const Tensor& a) { return add_scalar(a, s); }
+inline Tensor operator-(const Tensor& a, double s) { return add_scalar(a, -s); }
+inline Tensor operator-(double s, const Tensor& a) { return rsub_scalar(s, a); }
+inline Tensor operator*(const Tensor& a, double s) { return mul_scalar(a, s); }
+inline Tensor operator*(double s, const Tensor& a) { return mul_scalar(a, s); }
+inline Tensor operator/(const Tensor& a, double s) { return mul_scalar(a, 1.0 / s); }
+inline Tensor operator/(double s, const Tensor& a) { return rdiv_scalar(s, a); }
+
+}  // namespace tapelm

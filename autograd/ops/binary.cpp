@@ -1,0 +1,93 @@
+// add, sub, mul, div with NumPy broadcasting. One FLOP per output element.
+// Backward: each input's gradient is summed back down to its own shape.
+#include "autograd/flops.h"
+#include "autograd/ops.h"
+#include "autograd/ops/broadcast_loop.h"
+
+namespace tapelm {
+
+namespace {
+
+template <class F>
+Tensor binary_forward(const char* op, const Tensor& a, const Tensor& b, F f) {
+  TAPELM_CHECK(a.dtype() == b.dtype(), "{}: dtypes {} and {} differ ({} and {})", op,
+               dtype_name(a.dtype()), dtype_name(b.dtype()), a.str_shape(), b.str_shape());
+  Shape out_shape = broadcast_shapes(op, a.shape(), b.shape());
+  Tensor out = Tensor::empty(out_shape, a.dtype());
+  dispatch_float(op, a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    T* po = out.data<T>();
+    if (a.shape() == b.shape()) {  // fast path: same shape
+      int64_t n = out.numel();
+#pragma omp parallel for simd if (n > (1 << 16))
+      for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i]);
+      return;
+    }
+    std::array<Shape, 2> st{broadcast_strides(a.shape(), out_shape),
+                            broadcast_strides(b.shape(), out_shape)};
+    detail::broadcast_rows<2>(out_shape, st, [&](int64_t o, auto s, auto step, int64_t len) {
+      for (int64_t j = 0; j < len; ++j) po[o + j] = f(pa[s[0] + j * step[0]], pb[s[1] + j * step[1]]);
+    });
+  });
+  FlopCounter::add(op, out.numel());
+  return out;
+}
+
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward("add", a, b, [](auto x, auto y) { return x + y; });
+  Shape sa = a.shape(), sb = b.shape();
+  return record("add", out, {a, b}, [sa, sb](const Tensor& g) -> std::vector<Tensor> {
+    return {sum_to(g, sa), sum_to(g, sb)};
+  });
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward("sub", a, b, [](auto x, auto y) { return x - y; });
+  Shape sa = a.shape(), sb = b.shape();
+  return record("sub", out, {a, b}, [sa, sb](const Tensor& g) -> std::vector<Tensor> {
+    return {sum_to(g, sa), sum_to(neg(g), sb)};
+  });
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward("mul", a, b, [](auto x, auto y) { return x * y; });
+  return record("mul", out, {a, b}, [a, b](const Tensor& g) -> std::vector<Tensor> {
+    Tensor ga, gb;
+    if (a.requires_grad()) ga = sum_to(mul(g, b), a.shape());
+    if (b.requires_grad()) gb = sum_to(mul(g, a), b.shape());
+    return {ga, gb};
+  });
+}
+
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward("div", a, b, [](auto x, auto y) { return x / y; });
+  return record("div", out, {a, b}, [a, b, out](const Tensor& g) -> std::vector<Tensor> {
+    Tensor ga, gb;
+    Tensor g_over_b = div(g, b);
+    if (a.requires_grad()) ga = sum_to(g_over_b, a.shape());
+    // d(a/b)/db = -(a/b)/b
+    if (b.requires_grad()) gb = sum_to(neg(mul(g_over_b, out)), b.shape());
+    return {ga, gb};
+  });
+}
+
+void add_(Tensor& dst, const Tensor& src) {
+  TAPELM_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype(),
+               "add_: {} {} into {} {}", dtype_name(src.dtype()), src.str_shape(),
+               dtype_name(dst.dtype()), dst.str_shape());
+  dispatch_float("add_", dst.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* pd = dst.data<T>();
+    const T* ps = src.data<T>();
+    int64_t n = dst.numel();
+#pragma omp parallel for simd if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) pd[i] += ps[i];
+  });
+  FlopCounter::add("add_", dst.numel());
+}
+
+}  // namespace tapelm

@@ -1,0 +1,82 @@
+// Cross-entropy of logits [..., V] against int32 targets [...]:
+//   loss = (1/K) Σ_{kept i} (logsumexp(x_i) − x_i[t_i]),  K = #targets ≠ ignore_index
+//   dx_i = (softmax(x_i) − onehot(t_i)) · g / K   (0 for ignored rows)
+// Fused: one pass for the forward, the softmax recomputed in backward from the
+// saved per-row logsumexp, so no [N, V] probability tensor is kept.
+// FLOPs: 4 per logit forward (max, sub, exp, sum), 4 per logit backward.
+#include <cmath>
+
+#include "autograd/flops.h"
+#include "autograd/ops.h"
+
+namespace tapelm {
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
+  TAPELM_CHECK(logits.dim() >= 1, "cross_entropy: logits need a class axis, got {}",
+               logits.str_shape());
+  TAPELM_CHECK(targets.dtype() == DType::i32, "cross_entropy: targets must be int32, got {}",
+               dtype_name(targets.dtype()));
+  Shape lead(logits.shape().begin(), logits.shape().end() - 1);
+  TAPELM_CHECK(targets.shape() == lead,
+               "cross_entropy: logits {} need targets of shape {}, got {}", logits.str_shape(),
+               shape_str(lead), targets.str_shape());
+  const int64_t V = logits.size(-1), rows = targets.numel();
+  const int32_t* pt = targets.data<int32_t>();
+  int64_t kept = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (pt[r] == ignore_index) continue;
+    TAPELM_CHECK(pt[r] >= 0 && pt[r] < V, "cross_entropy: target {} out of range for {} classes",
+                 pt[r], V);
+    ++kept;
+  }
+  auto lse = std::make_shared<std::vector<double>>(rows, 0.0);
+  Tensor loss = Tensor::empty({}, logits.dtype());
+  dispatch_float("cross_entropy", logits.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = logits.data<T>();
+    double total = 0;
+#pragma omp parallel for reduction(+ : total) if (rows * V > (1 << 15))
+    for (int64_t r = 0; r < rows; ++r) {
+      if (pt[r] == ignore_index) continue;
+      const T* xr = px + r * V;
+      T m = xr[0];
+      for (int64_t j = 1; j < V; ++j) m = std::max(m, xr[j]);
+      T s = 0;
+      for (int64_t j = 0; j < V; ++j) s += std::exp(xr[j] - m);
+      T l = m + std::log(s);
+      (*lse)[r] = (double)l;
+      total += (double)(l - xr[pt[r]]);
+    }
+    loss.data<T>()[0] = kept ? (T)(total / kept) : T(0);
+  });
+  FlopCounter::add("cross_entropy", 4 * rows * V);
+
+  Tensor saved_logits = logits, saved_targets = targets;
+  return record(
+      "cross_entropy", loss, {logits, Tensor()},
+      [saved_logits, saved_targets, lse, rows, V, kept, ignore_index](
+          const Tensor& g) -> std::vector<Tensor> {
+        Tensor gx = zeros(saved_logits.shape(), saved_logits.dtype());
+        if (kept == 0) return {gx, Tensor()};
+        dispatch_float("cross_entropy", gx.dtype(), [&](auto tag) {
+          using T = decltype(tag);
+          const T* px = saved_logits.data<T>();
+          const int32_t* pt = saved_targets.data<int32_t>();
+          T* po = gx.data<T>();
+          const T scale = g.data<T>()[0] / (T)kept;
+#pragma omp parallel for if (rows * V > (1 << 15))
+          for (int64_t r = 0; r < rows; ++r) {
+            if (pt[r] == ignore_index) continue;
+            const T* xr = px + r * V;
+            T* orow = po + r * V;
+            const T l = (T)(*lse)[r];
+            for (int64_t j = 0; j < V; ++j) orow[j] = std::exp(xr[j] - l) * scale;
+            orow[pt[r]] -= scale;
+          }
+        });
+        FlopCounter::add("cross_entropy", 4 * rows * V);
+        return {gx, Tensor()};
+      });
+}
+
+}  // namespace tapelm

@@ -1,0 +1,44 @@
+// Inclusive cumulative sum along an axis: y_i = Σ_{j≤i} x_j.
+// Its adjoint is the reverse cumulative sum: dx_j = Σ_{i≥j} g_i.
+// FLOPs: 1 per element each way.
+#include "autograd/flops.h"
+#include "autograd/ops.h"
+
+namespace tapelm {
+
+namespace {
+Tensor cumsum_kernel(const Tensor& a, int64_t axis, bool reverse) {
+  int64_t outer = 1, inner = 1, n = a.size(axis);
+  for (int64_t d = 0; d < axis; ++d) outer *= a.size(d);
+  for (int64_t d = axis + 1; d < a.dim(); ++d) inner *= a.size(d);
+  Tensor out = Tensor::empty(a.shape(), a.dtype());
+  dispatch_float("cumsum", a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = a.data<T>();
+    T* po = out.data<T>();
+#pragma omp parallel for if (a.numel() > (1 << 16))
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t j = 0; j < inner; ++j) {
+        T acc = 0;
+        for (int64_t t = 0; t < n; ++t) {
+          int64_t i = reverse ? n - 1 - t : t;
+          int64_t idx = (o * n + i) * inner + j;
+          acc += pa[idx];
+          po[idx] = acc;
+        }
+      }
+  });
+  FlopCounter::add("cumsum", a.numel());
+  return out;
+}
+}  // namespace
+
+Tensor cumsum(const Tensor& a, int64_t axis) {
+  int64_t ax = normalize_axis("cumsum", axis, a.dim());
+  Tensor out = cumsum_kernel(a, ax, false);
+  return record("cumsum", out, {a}, [ax](const Tensor& g) -> std::vector<Tensor> {
+    return {cumsum_kernel(g, ax, true)};
+  });
+}
+
+}  // namespace tapelm

@@ -1,0 +1,77 @@
+// Boolean-mask ops. Masks are b8 tensors that broadcast like any operand.
+//   masked_fill: y = mask ? value : a;   da = mask ? 0 : g
+//   where:       y = mask ? a : b;       da = Σ_bcast(mask ? g : 0), db likewise
+// FLOPs: 0 (selection only).
+#include "autograd/ops.h"
+#include "autograd/ops/broadcast_loop.h"
+
+namespace tapelm {
+
+namespace {
+void check_mask(const char* op, const Tensor& mask) {
+  TAPELM_CHECK(mask.dtype() == DType::b8, "{}: the mask must be bool, got {} {}", op,
+               dtype_name(mask.dtype()), mask.str_shape());
+}
+}  // namespace
+
+Tensor logical_not(const Tensor& mask) {
+  check_mask("logical_not", mask);
+  Tensor out = Tensor::empty(mask.shape(), DType::b8);
+  const uint8_t* pm = mask.data<uint8_t>();
+  uint8_t* po = out.data<uint8_t>();
+  for (int64_t i = 0; i < mask.numel(); ++i) po[i] = !pm[i];
+  return out;
+}
+
+Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
+  check_mask("where", mask);
+  TAPELM_CHECK(a.dtype() == b.dtype(), "where: dtypes {} and {} differ ({} and {})",
+               dtype_name(a.dtype()), dtype_name(b.dtype()), a.str_shape(), b.str_shape());
+  Shape out_shape =
+      broadcast_shapes("where", broadcast_shapes("where", mask.shape(), a.shape()), b.shape());
+  Tensor out = Tensor::empty(out_shape, a.dtype());
+  dispatch_float("where", a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const uint8_t* pm = mask.data<uint8_t>();
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    T* po = out.data<T>();
+    std::array<Shape, 3> st{broadcast_strides(mask.shape(), out_shape),
+                            broadcast_strides(a.shape(), out_shape),
+                            broadcast_strides(b.shape(), out_shape)};
+    detail::broadcast_rows<3>(out_shape, st, [&](int64_t o, auto s, auto step, int64_t len) {
+      for (int64_t j = 0; j < len; ++j)
+        po[o + j] = pm[s[0] + j * step[0]] ? pa[s[1] + j * step[1]] : pb[s[2] + j * step[2]];
+    });
+  });
+  Shape sa = a.shape(), sb = b.shape();
+  return record("where", out, {Tensor(), a, b},
+                [mask, sa, sb](const Tensor& g) -> std::vector<Tensor> {
+                  Tensor z = zeros({}, g.dtype());
+                  return {Tensor(), sum_to(where(mask, g, z), sa), sum_to(where(mask, z, g), sb)};
+                });
+}
+
+Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
+  check_mask("masked_fill", mask);
+  Shape b = broadcast_shapes("masked_fill", a.shape(), mask.shape());
+  TAPELM_CHECK(b == a.shape(), "masked_fill: mask {} does not broadcast to the tensor {}",
+               mask.str_shape(), a.str_shape());
+  Tensor out = Tensor::empty(a.shape(), a.dtype());
+  dispatch_float("masked_fill", a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const uint8_t* pm = mask.data<uint8_t>();
+    const T* pa = a.data<T>();
+    T* po = out.data<T>();
+    const T v = (T)value;
+    std::array<Shape, 1> st{broadcast_strides(mask.shape(), a.shape())};
+    detail::broadcast_rows<1>(a.shape(), st, [&](int64_t o, auto s, auto step, int64_t len) {
+      for (int64_t j = 0; j < len; ++j) po[o + j] = pm[s[0] + j * step[0]] ? v : pa[o + j];
+    });
+  });
+  return record("masked_fill", out, {a, Tensor()}, [mask](const Tensor& g) -> std::vector<Tensor> {
+    return {masked_fill(g, mask, 0.0), Tensor()};
+  });
+}
+
+}  // namespace tapelm

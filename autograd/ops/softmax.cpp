@@ -1,0 +1,75 @@
+// softmax and log_softmax over the last axis, max-subtracted for stability.
+//   softmax:     y = e^(x−m) / Σ e^(x−m);      dx = y ⊙ (g − Σ g⊙y)
+//   log_softmax: y = x − m − log Σ e^(x−m);   dx = g − e^y · Σ g
+// FLOPs per element: 4 forward (max, sub, exp, sum) + 1 (div / sub), 4 backward.
+#include <cmath>
+
+#include "autograd/flops.h"
+#include "autograd/ops.h"
+
+namespace tapelm {
+
+namespace {
+
+template <class T>
+void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, bool log_form) {
+#pragma omp parallel for if (rows * n > (1 << 15))
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * n;
+    T* yr = y + r * n;
+    T m = -std::numeric_limits<T>::infinity();
+    for (int64_t j = 0; j < n; ++j) m = std::max(m, xr[j]);
+    if (m == -std::numeric_limits<T>::infinity()) m = 0;  // all −∞: avoid (−∞)−(−∞)
+    T s = 0;
+    for (int64_t j = 0; j < n; ++j) s += std::exp(xr[j] - m);
+    if (log_form) {
+      T lse = m + std::log(s);
+      for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] - lse;
+    } else {
+      T inv = T(1) / s;
+      for (int64_t j = 0; j < n; ++j) yr[j] = std::exp(xr[j] - m) * inv;
+    }
+  }
+}
+
+Tensor softmax_impl(const char* op, const Tensor& x, bool log_form) {
+  TAPELM_CHECK(x.dim() >= 1, "{}: needs at least one dimension, got {}", op, x.str_shape());
+  const int64_t n = x.size(-1), rows = n == 0 ? 0 : x.numel() / n;
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  dispatch_float(op, x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    softmax_rows(x.data<T>(), y.data<T>(), rows, n, log_form);
+  });
+  FlopCounter::add(op, 5 * x.numel());
+  return record(op, y, {x}, [op, y, rows, n, log_form](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gx = Tensor::empty(y.shape(), y.dtype());
+    dispatch_float(op, y.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const T* py = y.data<T>();
+      const T* pg = g.data<T>();
+      T* po = gx.data<T>();
+#pragma omp parallel for if (rows * n > (1 << 15))
+      for (int64_t r = 0; r < rows; ++r) {
+        const T *yr = py + r * n, *gr = pg + r * n;
+        T* orow = po + r * n;
+        T s = 0;
+        if (log_form) {
+          for (int64_t j = 0; j < n; ++j) s += gr[j];
+          for (int64_t j = 0; j < n; ++j) orow[j] = gr[j] - std::exp(yr[j]) * s;
+        } else {
+          for (int64_t j = 0; j < n; ++j) s += gr[j] * yr[j];
+          for (int64_t j = 0; j < n; ++j) orow[j] = yr[j] * (gr[j] - s);
+        }
+      }
+    });
+    FlopCounter::add(op, 4 * y.numel());
+    return {gx};
+  });
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& x) { return softmax_impl("softmax", x, false); }
+Tensor log_softmax(const Tensor& x) { return softmax_impl("log_softmax", x, true); }
+
+}  // namespace tapelm

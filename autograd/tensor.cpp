@@ -1,0 +1,221 @@
+#include "autograd/tensor.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+namespace tapelm {
+
+static std::atomic<int64_t> g_live_bytes{0};
+static std::atomic<int64_t> g_live_buffers{0};
+
+Storage::Storage(size_t n) : bytes(n) {
+  size_t rounded = (n + 63) / 64 * 64;
+  data = std::aligned_alloc(64, rounded ? rounded : 64);
+  if (!data) throw Error(fmt::format("tensor: out of memory allocating {} bytes", n));
+  g_live_bytes += (int64_t)n;
+  g_live_buffers += 1;
+}
+
+Storage::~Storage() {
+  std::free(data);
+  g_live_bytes -= (int64_t)bytes;
+  g_live_buffers -= 1;
+}
+
+int64_t Storage::live_bytes() { return g_live_bytes.load(); }
+int64_t Storage::live_buffers() { return g_live_buffers.load(); }
+
+Tensor Tensor::empty(const Shape& shape, DType dtype) {
+  for (int64_t d : shape)
+    TAPELM_CHECK(d >= 0, "tensor: negative dimension in shape {}", shape_str(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->dtype = dtype;
+  impl->storage = std::make_shared<Storage>(numel_of(shape) * dtype_size(dtype));
+  return Tensor(std::move(impl));
+}
+
+int64_t Tensor::size(int64_t axis) const {
+  return shape()[normalize_axis("size", axis, dim())];
+}
+
+void Tensor::check_dtype(DType want) const {
+  TAPELM_CHECK(dtype() == want, "tensor: data<{}>() on a {} tensor of shape {}", dtype_name(want),
+               dtype_name(dtype()), str_shape());
+}
+
+double Tensor::flat(int64_t i) const {
+  TAPELM_CHECK(i >= 0 && i < numel(), "tensor: flat index {} out of range for shape {}", i,
+               str_shape());
+  switch (dtype()) {
+    case DType::f32: return data<float>()[i];
+    case DType::f64: return data<double>()[i];
+    case DType::i32: return data<int32_t>()[i];
+    case DType::b8: return data<uint8_t>()[i];
+  }
+  return 0;
+}
+
+void Tensor::set_flat(int64_t i, double v) {
+  TAPELM_CHECK(i >= 0 && i < numel(), "tensor: flat index {} out of range for shape {}", i,
+               str_shape());
+  switch (dtype()) {
+    case DType::f32: data<float>()[i] = (float)v; break;
+    case DType::f64: data<double>()[i] = v; break;
+    case DType::i32: data<int32_t>()[i] = (int32_t)v; break;
+    case DType::b8: data<uint8_t>()[i] = v != 0; break;
+  }
+}
+
+double Tensor::item() const {
+  TAPELM_CHECK(numel() == 1, "item: tensor of shape {} has {} elements, not 1", str_shape(),
+               numel());
+  return flat(0);
+}
+
+std::vector<double> Tensor::to_vector() const {
+  std::vector<double> v(numel());
+  for (int64_t i = 0; i < numel(); ++i) v[i] = flat(i);
+  return v;
+}
+
+Tensor& Tensor::requires_grad_(bool on) {
+  TAPELM_CHECK(!on || is_floating(dtype()), "requires_grad_: a {} tensor cannot have a gradient",
+               dtype_name(dtype()));
+  impl().requires_grad = on;
+  return *this;
+}
+
+void Tensor::set_grad(const Tensor& g) {
+  if (!g.defined()) {
+    impl().grad.reset();
+    return;
+  }
+  TAPELM_CHECK(g.shape() == shape() && g.dtype() == dtype(),
+               "set_grad: gradient {} {} does not match tensor {} {}", dtype_name(g.dtype()),
+               g.str_shape(), dtype_name(dtype()), str_shape());
+  impl().grad = g.impl_ptr();
+}
+
+Tensor Tensor::detach() const {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape();
+  impl->dtype = dtype();
+  impl->storage = this->impl().storage;
+  impl->offset = this->impl().offset;
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::clone() const {
+  Tensor out = Tensor::empty(shape(), dtype());
+  std::memcpy(out.raw_data(), raw_data(), numel() * dtype_size(dtype()));
+  return out;
+}
+
+Tensor Tensor::to(DType d) const {
+  if (d == dtype()) return clone();
+  Tensor out = Tensor::empty(shape(), d);
+  int64_t n = numel();
+  if (dtype() == DType::f32 && d == DType::f64) {
+    const float* s = data<float>();
+    double* o = out.data<double>();
+    for (int64_t i = 0; i < n; ++i) o[i] = s[i];
+  } else if (dtype() == DType::f64 && d == DType::f32) {
+    const double* s = data<double>();
+    float* o = out.data<float>();
+    for (int64_t i = 0; i < n; ++i) o[i] = (float)s[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) out.set_flat(i, flat(i));
+  }
+  return out;
+}
+
+void Tensor::copy_(const Tensor& src) {
+  TAPELM_CHECK(src.shape() == shape(), "copy_: source {} does not match destination {}",
+               src.str_shape(), str_shape());
+  if (src.dtype() == dtype()) {
+    std::memmove(raw_data(), src.raw_data(), numel() * dtype_size(dtype()));
+  } else {
+    Tensor c = src.to(dtype());
+    std::memcpy(raw_data(), c.raw_data(), numel() * dtype_size(dtype()));
+  }
+}
+
+void Tensor::fill_(double v) {
+  int64_t n = numel();
+  switch (dtype()) {
+    case DType::f32: std::fill_n(data<float>(), n, (float)v); break;
+    case DType::f64: std::fill_n(data<double>(), n, v); break;
+    case DType::i32: std::fill_n(data<int32_t>(), n, (int32_t)v); break;
+    case DType::b8: std::fill_n(data<uint8_t>(), n, (uint8_t)(v != 0)); break;
+  }
+}
+
+Tensor zeros(const Shape& shape, DType dtype) {
+  Tensor t = Tensor::empty(shape, dtype);
+  std::memset(t.raw_data(), 0, t.numel() * dtype_size(dtype));
+  return t;
+}
+
+Tensor ones(const Shape& shape, DType dtype) { return full(shape, 1.0, dtype); }
+
+Tensor full(const Shape& shape, double value, DType dtype) {
+  Tensor t = Tensor::empty(shape, dtype);
+  t.fill_(value);
+  return t;
+}
+
+Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype) {
+  TAPELM_CHECK((int64_t)values.size() == numel_of(shape),
+               "from_vector: {} values do not fill shape {}", values.size(), shape_str(shape));
+  Tensor t = Tensor::empty(shape, dtype);
+  for (size_t i = 0; i < values.size(); ++i) t.set_flat(i, values[i]);
+  return t;
+}
+
+Tensor from_ints(const std::vector<int32_t>& values, const Shape& shape) {
+  TAPELM_CHECK((int64_t)values.size() == numel_of(shape), "from_ints: {} values do not fill shape {}",
+               values.size(), shape_str(shape));
+  Tensor t = Tensor::empty(shape, DType::i32);
+  std::copy(values.begin(), values.end(), t.data<int32_t>());
+  return t;
+}
+
+Tensor from_bools(const std::vector<bool>& values, const Shape& shape) {
+  TAPELM_CHECK((int64_t)values.size() == numel_of(shape),
+               "from_bools: {} values do not fill shape {}", values.size(), shape_str(shape));
+  Tensor t = Tensor::empty(shape, DType::b8);
+  for (size_t i = 0; i < values.size(); ++i) t.data<uint8_t>()[i] = values[i];
+  return t;
+}
+
+Tensor arange(int64_t n, DType dtype) {
+  Tensor t = Tensor::empty({n}, dtype);
+  for (int64_t i = 0; i < n; ++i) t.set_flat(i, (double)i);
+  return t;
+}
+
+Tensor randn(const Shape& shape, Generator& gen, DType dtype, double mean, double std) {
+  Tensor t = Tensor::empty(shape, dtype);
+  dispatch_float("randn", dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = t.data<T>();
+    for (int64_t i = 0; i < t.numel(); ++i) p[i] = (T)(mean + std * gen.normal());
+  });
+  return t;
+}
+
+Tensor randn(const Shape& shape, DType dtype) { return randn(shape, default_generator(), dtype); }
+
+Tensor uniform(const Shape& shape, Generator& gen, double lo, double hi, DType dtype) {
+  Tensor t = Tensor::empty(shape, dtype);
+  dispatch_float("uniform", dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = t.data<T>();
+    for (int64_t i = 0; i < t.numel(); ++i) p[i] = (T)(lo + (hi - lo) * gen.uniform());
+  });
+  return t;
+}
+
+}  // namespace tapelm

@@ -1,0 +1,130 @@
+// Tensor: a shape, a dtype and a handle on contiguous row-major storage.
+//
+// A Tensor is a cheap handle (a shared_ptr); copying it aliases the same data,
+// as in PyTorch. Views (reshape, slices of leading rows) share the storage
+// with an element offset. Gradients live in `grad()`, filled by backward().
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <vector>
+
+#include "autograd/error.h"
+#include "autograd/random.h"
+#include "autograd/shape.h"
+
+namespace tapelm {
+
+// One 64-byte-aligned buffer. Counts live bytes process-wide, so tests can
+// prove that training steps do not leak.
+struct Storage {
+  explicit Storage(size_t bytes);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  void* data = nullptr;
+  size_t bytes = 0;
+  static int64_t live_bytes();
+  static int64_t live_buffers();
+};
+
+struct TensorImpl {
+  Shape shape;
+  DType dtype = DType::f32;
+  std::shared_ptr<Storage> storage;
+  int64_t offset = 0;  // in elements
+  bool requires_grad = false;
+  bool is_leaf = true;       // false for results of recorded ops
+  bool retain_grad = false;  // keep .grad on a non-leaf after backward
+  std::shared_ptr<TensorImpl> grad;
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+  // A fresh, uninitialised contiguous tensor.
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32);
+
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const { return impl().shape; }
+  int64_t dim() const { return (int64_t)impl().shape.size(); }
+  int64_t size(int64_t axis) const;  // negative axes count from the end
+  int64_t numel() const { return numel_of(impl().shape); }
+  DType dtype() const { return impl().dtype; }
+  std::string str_shape() const { return shape_str(shape()); }
+
+  // Typed access to the elements; throws if T is not the dtype.
+  template <class T> T* data() {
+    check_dtype(dtype_of<T>::value);
+    return static_cast<T*>(impl().storage->data) + impl().offset;
+  }
+  template <class T> const T* data() const {
+    check_dtype(dtype_of<T>::value);
+    return static_cast<const T*>(impl().storage->data) + impl().offset;
+  }
+  void* raw_data() { return (char*)impl().storage->data + impl().offset * dtype_size(dtype()); }
+  const void* raw_data() const {
+    return (const char*)impl().storage->data + impl().offset * dtype_size(dtype());
+  }
+
+  // Element i of the flattened tensor as a double (any dtype); for tests and I/O.
+  double flat(int64_t i) const;
+  void set_flat(int64_t i, double v);
+  double item() const;  // the value of a one-element tensor
+  std::vector<double> to_vector() const;
+
+  bool requires_grad() const { return impl().requires_grad; }
+  // Marks a leaf as a parameter whose gradient backward() should compute.
+  Tensor& requires_grad_(bool on = true);
+  bool is_leaf() const { return impl().is_leaf; }
+  void retain_grad() { impl().retain_grad = true; }
+  // The accumulated gradient (undefined until backward reaches this tensor).
+  Tensor grad() const { return impl().grad ? Tensor(impl().grad) : Tensor(); }
+  void set_grad(const Tensor& g);
+  void zero_grad() { impl().grad.reset(); }
+
+  // Same data, cut from the tape.
+  Tensor detach() const;
+  // A contiguous copy with its own storage (not recorded).
+  Tensor clone() const;
+  // Copy converted to another dtype (not recorded).
+  Tensor to(DType d) const;
+  // Overwrites this tensor's elements with src's (same shape; not recorded).
+  void copy_(const Tensor& src);
+  void fill_(double v);
+
+  bool same_storage(const Tensor& o) const { return impl().storage == o.impl().storage; }
+  TensorImpl& impl() const {
+    TAPELM_CHECK(impl_ != nullptr, "tensor: use of an undefined tensor");
+    return *impl_;
+  }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+
+ private:
+  void check_dtype(DType want) const;
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+// Creation helpers. Floating dtypes default to float32.
+Tensor zeros(const Shape& shape, DType dtype = DType::f32);
+Tensor ones(const Shape& shape, DType dtype = DType::f32);
+Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
+Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype = DType::f32);
+Tensor from_ints(const std::vector<int32_t>& values, const Shape& shape);
+Tensor from_bools(const std::vector<bool>& values, const Shape& shape);
+Tensor arange(int64_t n, DType dtype = DType::f32);
+Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::f32, double mean = 0,
+             double std = 1);
+Tensor uniform(const Shape& shape, Generator& gen, double lo, double hi,
+               DType dtype = DType::f32);
+Tensor randn(const Shape& shape, DType dtype = DType::f32);  // default generator
+
+// Calls f(T{}) with T = float or double matching `dtype`; throws naming `op` otherwise.
+template <class F> decltype(auto) dispatch_float(const char* op, DType dtype, F&& f) {
+  if (dtype == DType::f32) return f(float{});
+  if (dtype == DType::f64) return f(double{});
+  throw Error(fmt::format("{}: expects a float32 or float64 tensor, got {}", op, dtype_name(dtype)));
+}
+
+}  // namespace tapelm

@@ -1,0 +1,44 @@
+// Shared helpers for the tests.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "autograd/autograd.h"
+
+namespace tapelm::testing {
+
+// A float64 tensor of N(0,1) values from a fixed seed, marked requires_grad.
+inline Tensor param(const Shape& shape, uint64_t seed, double scale = 1.0) {
+  Generator g(seed);
+  Tensor t = randn(shape, g, DType::f64, 0.0, scale);
+  t.requires_grad_();
+  return t;
+}
+
+// Values kept away from 0 (for log, sqrt, div, relu kinks): |x| in [0.5, 1.5].
+inline Tensor positive_param(const Shape& shape, uint64_t seed) {
+  Generator g(seed);
+  Tensor t = uniform(shape, g, 0.5, 1.5, DType::f64);
+  t.requires_grad_();
+  return t;
+}
+
+inline void expect_gradcheck(const GradcheckFn& f, const std::vector<Tensor>& inputs,
+                             const GradcheckOptions& opt = {}) {
+  GradcheckResult r = gradcheck(f, inputs, opt);
+  EXPECT_TRUE(r.ok) << r.report;
+}
+
+// Expects `stmt` to throw tapelm::Error whose message contains `needle`.
+#define EXPECT_ERROR_CONTAINS(stmt, needle)                                          \
+  do {                                                                               \
+    try {                                                                            \
+      stmt;                                                                          \
+      ADD_FAILURE() << "expected tapelm::Error containing: " << (needle);            \
+    } catch (const ::tapelm::Error& e) {                                             \
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();  \
+    }                                                                                \
+  } while (0)
+
+}  // namespace tapelm::testing

@@ -116,9 +116,13 @@ TEST(Forward, SoftmaxIsStableAndNormalised) {
   Tensor ls = log_softmax(x);
   expect_near(slice(ls, 0, 0, 1), {std::log(e2 / z), std::log(e1 / z), std::log(1 / z)});
   for (double v : s.to_vector()) EXPECT_TRUE(std::isfinite(v));
-  // A row that is entirely −∞ (fully masked) must not produce NaN from log-softmax's max.
-  Tensor inf = full({3}, -INFINITY, DType::f64);
-  for (double v : softmax(inf).to_vector()) EXPECT_TRUE(std::isnan(v) || v == 0 || std::isfinite(v));
+  // A row that is entirely −∞ (a fully masked query) gives zeros, not NaN,
+  // and passes a zero gradient.
+  Tensor inf = full({2, 3}, -INFINITY, DType::f64).requires_grad_();
+  Tensor s_inf = softmax(inf);
+  for (double v : s_inf.to_vector()) EXPECT_EQ(v, 0.0);
+  backward(sum(s_inf));
+  for (double v : inf.grad().to_vector()) EXPECT_EQ(v, 0.0);
 }
 
 TEST(Forward, CrossEntropyMatchesLogSoftmaxAndIgnoresIndex) {

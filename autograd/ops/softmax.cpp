@@ -1,6 +1,8 @@
 // softmax and log_softmax over the last axis, max-subtracted for stability.
 //   softmax:     y = e^(x−m) / Σ e^(x−m);      dx = y ⊙ (g − Σ g⊙y)
 //   log_softmax: y = x − m − log Σ e^(x−m);   dx = g − e^y · Σ g
+// A softmax row that is entirely −∞ (a query whose keys are all masked) gives
+// zeros, not NaN, and so passes no gradient.
 // FLOPs per element: 4 forward (max, sub, exp, sum) + 1 (div / sub), 4 backward.
 #include <cmath>
 
@@ -19,7 +21,10 @@ void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, bool log_form) {
     T* yr = y + r * n;
     T m = -std::numeric_limits<T>::infinity();
     for (int64_t j = 0; j < n; ++j) m = std::max(m, xr[j]);
-    if (m == -std::numeric_limits<T>::infinity()) m = 0;  // all −∞: avoid (−∞)−(−∞)
+    if (m == -std::numeric_limits<T>::infinity()) {  // every entry masked
+      for (int64_t j = 0; j < n; ++j) yr[j] = log_form ? m : T(0);
+      continue;
+    }
     T s = 0;
     for (int64_t j = 0; j < n; ++j) s += std::exp(xr[j] - m);
     if (log_form) {

@@ -1,0 +1,80 @@
+#include "nn/attention.h"
+
+#include <cmath>
+
+#include "autograd/ops.h"
+
+namespace tapelm::nn {
+
+int64_t AttentionCache::bytes() const {
+  if (!k.defined()) return 0;
+  return (k.numel() + v.numel()) * (int64_t)dtype_size(k.dtype()) + key_pad.numel();
+}
+
+MultiHeadAttention::MultiHeadAttention(int64_t dim_, int64_t n_head_, bool bias, double dropout,
+                                       std::shared_ptr<Rotary> rotary, Generator& gen,
+                                       Generator* dropout_gen, double proj_std)
+    : dim(dim_), n_head(n_head_), dropout_p(dropout), rotary_(std::move(rotary)),
+      dropout_gen_(dropout_gen) {
+  TAPELM_CHECK(n_head > 0 && dim % n_head == 0,
+               "MultiHeadAttention: n_embd {} is not divisible by n_head {}", dim, n_head);
+  head_dim = dim / n_head;
+  c_attn = register_module("c_attn", std::make_shared<Linear>(dim, 3 * dim, bias, gen));
+  c_proj = register_module("c_proj", std::make_shared<Linear>(dim, dim, bias, gen, proj_std));
+}
+
+std::unique_ptr<MixerState> MultiHeadAttention::init_state(int64_t) const {
+  return std::make_unique<AttentionCache>();
+}
+
+Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad) {
+  Tensor m = Tensor::empty({B, 1, Tq, Tk}, DType::b8);
+  uint8_t* pm = m.data<uint8_t>();
+  const uint8_t* kp = key_pad.defined() ? key_pad.data<uint8_t>() : nullptr;
+  const int64_t past = Tk - Tq;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < Tq; ++i)
+      for (int64_t j = 0; j < Tk; ++j)
+        pm[(b * Tq + i) * Tk + j] = (j > past + i) || (kp && kp[b * Tk + j]);
+  return m;
+}
+
+Tensor MultiHeadAttention::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
+  TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "MultiHeadAttention: expects [B,T,{}], got {}",
+               dim, x.str_shape());
+  const int64_t B = x.size(0), T = x.size(1);
+  // [B,T,3C] -> three [B,H,T,hd]
+  std::vector<Tensor> qkv = split(c_attn->forward(x), {dim, dim, dim}, -1);
+  auto heads = [&](const Tensor& t) {
+    return permute(reshape(t, {B, T, n_head, head_dim}), {0, 2, 1, 3});
+  };
+  Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
+  if (rotary_) {
+    q = rotary_->apply(q, ctx.positions);
+    k = rotary_->apply(k, ctx.positions);
+  }
+  Tensor pad = ctx.pad_mask.defined() ? ctx.pad_mask : zeros({B, T}, DType::b8);
+  if (state) {
+    auto* cache = dynamic_cast<AttentionCache*>(state);
+    TAPELM_CHECK(cache, "MultiHeadAttention: the decoding state is not an AttentionCache");
+    if (cache->k.defined()) {
+      k = concat({cache->k, k}, 2);
+      v = concat({cache->v, v}, 2);
+      pad = concat({cache->key_pad, pad}, 1);
+    }
+    cache->k = k.detach();
+    cache->v = v.detach();
+    cache->key_pad = pad;
+  }
+  const int64_t Tk = k.size(2);
+  Tensor scores = mul_scalar(matmul(q, k, false, true), 1.0 / std::sqrt((double)head_dim));
+  scores = masked_fill(scores, attention_mask(B, T, Tk, pad), -INFINITY);
+  Tensor att = softmax(scores);
+  if (training() && dropout_p > 0) att = dropout(att, dropout_p, true, *dropout_gen_);
+  Tensor y = reshape(permute(matmul(att, v), {0, 2, 1, 3}), {B, T, dim});
+  y = c_proj->forward(y);
+  if (training() && dropout_p > 0) y = dropout(y, dropout_p, true, *dropout_gen_);
+  return y;
+}
+
+}  // namespace tapelm::nn

@@ -1,0 +1,44 @@
+// Multi-head scaled dot-product attention (Vaswani et al. 2017):
+//   Attention(Q, K, V) = softmax(QKᵀ/√d_k + M) V   per head, then c_proj.
+// Q, K, V come from one fused projection c_attn (nanoGPT's layout). The mask M
+// is −∞ where a key is in the future (causal) or is padding; a query whose keys
+// are all masked gets zeros. With an AttentionCache, keys and values of earlier
+// tokens are reused (KV cache) and outputs equal the full forward.
+#pragma once
+#include <memory>
+
+#include "nn/linear.h"
+#include "nn/mixer.h"
+#include "nn/position.h"
+
+namespace tapelm::nn {
+
+struct AttentionCache : MixerState {
+  Tensor k, v;     // [B, H, T_seen, head_dim]
+  Tensor key_pad;  // [B, T_seen] bool
+  int64_t bytes() const override;
+};
+
+class MultiHeadAttention : public TokenMixer {
+ public:
+  // rotary may be null (no RoPE). proj_std: init std of c_proj.weight.
+  MultiHeadAttention(int64_t dim, int64_t n_head, bool bias, double dropout,
+                     std::shared_ptr<Rotary> rotary, Generator& init_gen, Generator* dropout_gen,
+                     double proj_std = 0.02);
+  Tensor forward(const Tensor& x, const MixerContext& ctx, MixerState* state) override;
+  std::unique_ptr<MixerState> init_state(int64_t batch) const override;
+
+  int64_t dim, n_head, head_dim;
+  double dropout_p;
+  std::shared_ptr<Linear> c_attn, c_proj;
+
+ private:
+  std::shared_ptr<Rotary> rotary_;
+  Generator* dropout_gen_;
+};
+
+// The boolean mask [B, 1, Tq, Tk] (true = masked) for queries at absolute
+// positions past..past+Tq−1 over keys 0..Tk−1: causal, or'ed with key padding.
+Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad);
+
+}  // namespace tapelm::nn

@@ -1,0 +1,73 @@
+#include "nn/config.h"
+
+#include <nlohmann/json.hpp>
+
+#include "autograd/error.h"
+
+namespace tapelm::nn {
+
+void ModelConfig::validate() const {
+  TAPELM_CHECK(vocab_size > 0, "config: vocab_size must be positive, got {}", vocab_size);
+  TAPELM_CHECK(block_size > 0, "config: block_size (context) must be positive, got {}", block_size);
+  TAPELM_CHECK(n_layer > 0, "config: n_layer must be positive, got {}", n_layer);
+  TAPELM_CHECK(n_head > 0, "config: n_head must be positive, got {}", n_head);
+  TAPELM_CHECK(n_embd > 0 && n_embd % n_head == 0,
+               "config: n_embd {} is not divisible by n_head {}", n_embd, n_head);
+  TAPELM_CHECK(mixer == "attention", "config: unknown mixer '{}' (available: attention)", mixer);
+  TAPELM_CHECK(ffn == "gelu" || ffn == "relu" || ffn == "swiglu",
+               "config: unknown ffn '{}' (gelu, relu, swiglu)", ffn);
+  TAPELM_CHECK(norm == "layernorm" || norm == "rmsnorm" || norm == "dyt",
+               "config: unknown norm '{}' (layernorm, rmsnorm, dyt)", norm);
+  TAPELM_CHECK(position == "learned" || position == "sinusoidal" || position == "rope" ||
+                   position == "none",
+               "config: unknown position '{}' (learned, sinusoidal, rope, none)", position);
+  TAPELM_CHECK(position != "rope" || (n_embd / n_head) % 2 == 0,
+               "config: rope needs an even head dimension, got {}", n_embd / n_head);
+  TAPELM_CHECK(dropout >= 0 && dropout < 1, "config: dropout must be in [0, 1), got {}", dropout);
+}
+
+std::string ModelConfig::to_json() const {
+  nlohmann::json j = {{"vocab_size", vocab_size}, {"block_size", block_size},
+                      {"n_layer", n_layer},       {"n_head", n_head},
+                      {"n_embd", n_embd},         {"ffn_hidden", ffn_hidden},
+                      {"mixer", mixer},           {"ffn", ffn},
+                      {"norm", norm},             {"position", position},
+                      {"bias", bias},             {"tie_weights", tie_weights},
+                      {"dropout", dropout}};
+  return j.dump();
+}
+
+ModelConfig ModelConfig::from_json(const std::string& text) {
+  ModelConfig c;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("config: not valid JSON: {}", e.what()));
+  }
+  auto get = [&](const char* key, auto& field) {
+    if (!j.contains(key)) return;
+    try {
+      j.at(key).get_to(field);
+    } catch (const std::exception& e) {
+      throw Error(fmt::format("config: bad value for '{}': {}", key, j.at(key).dump()));
+    }
+  };
+  get("vocab_size", c.vocab_size);
+  get("block_size", c.block_size);
+  get("n_layer", c.n_layer);
+  get("n_head", c.n_head);
+  get("n_embd", c.n_embd);
+  get("ffn_hidden", c.ffn_hidden);
+  get("mixer", c.mixer);
+  get("ffn", c.ffn);
+  get("norm", c.norm);
+  get("position", c.position);
+  get("bias", c.bias);
+  get("tie_weights", c.tie_weights);
+  get("dropout", c.dropout);
+  c.validate();
+  return c;
+}
+
+}  // namespace tapelm::nn

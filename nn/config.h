@@ -1,0 +1,32 @@
+// The model configuration. Defaults are nanoGPT's GPT (learned positions,
+// LayerNorm with bias, GELU MLP of width 4·d, softmax attention with a fused
+// qkv projection, head tied to the token embedding).
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace tapelm::nn {
+
+struct ModelConfig {
+  int64_t vocab_size = 65;
+  int64_t block_size = 64;  // context length
+  int64_t n_layer = 4;
+  int64_t n_head = 4;
+  int64_t n_embd = 128;
+  int64_t ffn_hidden = 0;             // 0 = 4·n_embd
+  std::string mixer = "attention";    // token mixer of every block
+  std::string ffn = "gelu";           // gelu | relu | swiglu
+  std::string norm = "layernorm";     // layernorm | rmsnorm | dyt
+  std::string position = "learned";   // learned | sinusoidal | rope | none
+  bool bias = true;                   // biases in Linear and norm layers
+  bool tie_weights = true;            // lm_head.weight is transformer.wte.weight
+  double dropout = 0.0;
+
+  int64_t hidden() const { return ffn_hidden > 0 ? ffn_hidden : 4 * n_embd; }
+  // Throws Error naming the first bad field.
+  void validate() const;
+  std::string to_json() const;
+  static ModelConfig from_json(const std::string& json);
+};
+
+}  // namespace tapelm::nn

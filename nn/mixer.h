@@ -1,0 +1,30 @@
+// The token-mixer slot of a block: softmax attention now, the linear-attention
+// family and Mamba later. A mixer maps [B, T, C] -> [B, T, C] and can either run
+// over a whole sequence (training) or continue from a decoding state.
+#pragma once
+#include <memory>
+
+#include "nn/module.h"
+
+namespace tapelm::nn {
+
+struct MixerContext {
+  Tensor pad_mask;   // [B, T] bool, true at padding; undefined = no padding
+  Tensor positions;  // [B, T] int32 position ids (see position_ids)
+};
+
+// Per-sequence decoding state of one layer (a KV cache, a recurrent state...).
+struct MixerState {
+  virtual ~MixerState() = default;
+  virtual int64_t bytes() const = 0;  // memory held, for the generation-speed report
+};
+
+class TokenMixer : public Module {
+ public:
+  // With state == nullptr: the whole-sequence (training) form. With a state:
+  // continue from it and update it; outputs equal the whole-sequence form's.
+  virtual Tensor forward(const Tensor& x, const MixerContext& ctx, MixerState* state) = 0;
+  virtual std::unique_ptr<MixerState> init_state(int64_t batch) const = 0;
+};
+
+}  // namespace tapelm::nn

@@ -1,0 +1,150 @@
+#include "nn/model.h"
+
+#include <cmath>
+
+#include "autograd/ops.h"
+
+namespace tapelm::nn {
+
+namespace {
+std::shared_ptr<TokenMixer> make_mixer(const ModelConfig& c, std::shared_ptr<Rotary> rotary,
+                                       Generator& gen, Generator* dropout_gen, double proj_std) {
+  if (c.mixer == "attention")
+    return std::make_shared<MultiHeadAttention>(c.n_embd, c.n_head, c.bias, c.dropout, rotary, gen,
+                                                dropout_gen, proj_std);
+  throw Error(fmt::format("model: unknown mixer '{}'", c.mixer));
+}
+
+// GPT-2: residual output projections get std 0.02/√(2·n_layer), since each
+// block adds two of them to the residual stream.
+double proj_std(const ModelConfig& c) { return 0.02 / std::sqrt(2.0 * c.n_layer); }
+}  // namespace
+
+Block::Block(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen,
+             Generator* dropout_gen) {
+  ln_1 = register_module("ln_1", make_norm(c.norm, c.n_embd, c.bias));
+  attn = register_module("attn", make_mixer(c, rotary, gen, dropout_gen, proj_std(c)));
+  ln_2 = register_module("ln_2", make_norm(c.norm, c.n_embd, c.bias));
+  mlp = register_module("mlp", std::make_shared<FeedForward>(c.n_embd, c.hidden(), c.ffn, c.bias,
+                                                             c.dropout, gen, dropout_gen,
+                                                             proj_std(c)));
+}
+
+Tensor Block::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
+  Tensor h = add(x, attn->forward(ln_1->forward(x), ctx, state));
+  return add(h, mlp->forward(ln_2->forward(h)));
+}
+
+Transformer::Transformer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen,
+                         Generator* dropout_gen) {
+  wte = register_module("wte", std::make_shared<Embedding>(c.vocab_size, c.n_embd, gen));
+  if (c.position == "learned")
+    wpe = register_module("wpe", std::make_shared<Embedding>(c.block_size, c.n_embd, gen));
+  // A ModuleList named "h": children "h.0", "h.1", ...
+  for (int64_t i = 0; i < c.n_layer; ++i)
+    h.push_back(register_module(fmt::format("h.{}", i),
+                                std::make_shared<Block>(c, rotary, gen, dropout_gen)));
+  ln_f = register_module("ln_f", make_norm(c.norm, c.n_embd, c.bias));
+}
+
+int64_t DecodeState::bytes() const {
+  int64_t n = 0;
+  for (auto& l : layers) n += l->bytes();
+  return n;
+}
+
+GPT::GPT(const ModelConfig& c, Generator& gen) : config(c), dropout_gen(gen.next_u64()) {
+  config.validate();
+  if (c.position == "rope") rotary_ = std::make_shared<Rotary>(c.n_embd / c.n_head, c.block_size);
+  if (c.position == "sinusoidal") sinusoid_ = sinusoidal_table(c.block_size, c.n_embd, DType::f64);
+  transformer = register_module("transformer",
+                                std::make_shared<Transformer>(c, rotary_, gen, &dropout_gen));
+  lm_head = register_module("lm_head", std::make_shared<Linear>(c.n_embd, c.vocab_size, false, gen));
+  if (c.tie_weights) {
+    lm_head->tie_parameter("weight", transformer->wte->weight);
+    lm_head->weight = transformer->wte->weight;
+  }
+}
+
+DecodeState GPT::init_decode(int64_t batch) const {
+  DecodeState s;
+  for (auto& block : transformer->h) s.layers.push_back(block->attn->init_state(batch));
+  s.seen.assign(batch, 0);
+  return s;
+}
+
+Tensor GPT::forward(const Tensor& idx, const Tensor& pad_mask, DecodeState* state) {
+  TAPELM_CHECK(idx.dim() == 2 && idx.dtype() == DType::i32,
+               "model: tokens must be int32 [B,T], got {} {}", dtype_name(idx.dtype()),
+               idx.str_shape());
+  const int64_t B = idx.size(0), T = idx.size(1);
+  if (state)
+    TAPELM_CHECK((int64_t)state->seen.size() == B,
+                 "model: decoding state is for batch {}, tokens are [{},{}]", state->seen.size(), B, T);
+  MixerContext ctx{pad_mask, position_ids(B, T, pad_mask, state ? state->seen : std::vector<int32_t>{})};
+  if (config.position != "none") {
+    const int32_t* p = ctx.positions.data<int32_t>();
+    for (int64_t i = 0; i < B * T; ++i)
+      TAPELM_CHECK(p[i] < config.block_size,
+                   "model: position {} is beyond the context length {} (sequence too long)", p[i],
+                   config.block_size);
+  }
+  const DType dt = transformer->wte->weight.dtype();
+  Tensor x = transformer->wte->forward(idx);
+  if (config.position == "learned") x = add(x, transformer->wpe->forward(ctx.positions));
+  if (config.position == "sinusoidal")
+    x = add(x, embedding(dt == DType::f64 ? sinusoid_ : sinusoid_.to(dt), ctx.positions));
+  if (training() && config.dropout > 0) x = dropout(x, config.dropout, true, dropout_gen);
+  for (size_t i = 0; i < transformer->h.size(); ++i)
+    x = transformer->h[i]->forward(x, ctx, state ? state->layers[i].get() : nullptr);
+  Tensor logits = lm_head->forward(transformer->ln_f->forward(x));
+  if (state) {
+    const uint8_t* pm = pad_mask.defined() ? pad_mask.data<uint8_t>() : nullptr;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t) state->seen[b] += !(pm && pm[b * T + t]);
+  }
+  return logits;
+}
+
+Tensor GPT::loss(const Tensor& idx, const Tensor& targets, const Tensor& pad_mask) {
+  TAPELM_CHECK(targets.shape() == idx.shape() && targets.dtype() == DType::i32,
+               "model: targets must be int32 {}, got {} {}", idx.str_shape(),
+               dtype_name(targets.dtype()), targets.str_shape());
+  Tensor t = targets;
+  if (pad_mask.defined()) {
+    t = targets.clone();
+    int32_t* pt = t.data<int32_t>();
+    const uint8_t* pm = pad_mask.data<uint8_t>();
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (pm[i]) pt[i] = -1;
+  }
+  return cross_entropy(forward(idx, pad_mask), t, -1);
+}
+
+int64_t GPT::num_non_embedding_parameters() const {
+  int64_t n = num_parameters() - transformer->wte->weight.numel();
+  if (transformer->wpe) n -= transformer->wpe->weight.numel();
+  return n;
+}
+
+std::string GPT::describe() const {
+  std::string s;
+  auto count = [](const Module& m) { return m.num_parameters(); };
+  s += fmt::format("  {:<28} {:>12}\n", "transformer.wte", count(*transformer->wte));
+  if (transformer->wpe) s += fmt::format("  {:<28} {:>12}\n", "transformer.wpe", count(*transformer->wpe));
+  for (size_t i = 0; i < transformer->h.size(); ++i) {
+    const Block& b = *transformer->h[i];
+    s += fmt::format("  {:<28} {:>12}  (attn {}, mlp {}, norms {})\n",
+                     fmt::format("transformer.h.{}", i), count(b), count(*b.attn), count(*b.mlp),
+                     count(*b.ln_1) + count(*b.ln_2));
+  }
+  s += fmt::format("  {:<28} {:>12}\n", "transformer.ln_f", count(*transformer->ln_f));
+  s += fmt::format("  {:<28} {:>12}\n", "lm_head",
+                   config.tie_weights ? std::string("tied to wte") : fmt::format("{}", count(*lm_head)));
+  const int64_t l = config.n_layer, d = config.n_embd;
+  s += fmt::format("  total {} parameters; non-embedding N = {} (12·l·d² = {})\n", num_parameters(),
+                   num_non_embedding_parameters(), 12 * l * d * d);
+  return s;
+}
+
+}  // namespace tapelm::nn

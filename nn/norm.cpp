@@ -1,0 +1,46 @@
+#include "nn/norm.h"
+
+#include "autograd/ops.h"
+
+namespace tapelm::nn {
+
+LayerNorm::LayerNorm(int64_t dim, bool has_bias, double eps_) : eps(eps_) {
+  weight = register_parameter("weight", ones({dim}));
+  if (has_bias) bias = register_parameter("bias", zeros({dim}));
+}
+
+Tensor LayerNorm::forward(const Tensor& x) const {
+  Tensor xc = sub(x, mean(x, {-1}, true));
+  Tensor inv_std = pow(add_scalar(mean(square(xc), {-1}, true), eps), -0.5);
+  Tensor y = mul(mul(xc, inv_std), weight);
+  return bias.defined() ? add(y, bias) : y;
+}
+
+RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) {
+  weight = register_parameter("weight", ones({dim}));
+}
+
+Tensor RMSNorm::forward(const Tensor& x) const {
+  Tensor inv_rms = pow(add_scalar(mean(square(x), {-1}, true), eps), -0.5);
+  return mul(mul(x, inv_rms), weight);
+}
+
+DyT::DyT(int64_t dim, bool has_bias, double alpha_init) {
+  alpha = register_parameter("alpha", full({1}, alpha_init));
+  weight = register_parameter("weight", ones({dim}));
+  if (has_bias) bias = register_parameter("bias", zeros({dim}));
+}
+
+Tensor DyT::forward(const Tensor& x) const {
+  Tensor y = mul(tanh(mul(x, alpha)), weight);
+  return bias.defined() ? add(y, bias) : y;
+}
+
+std::shared_ptr<Norm> make_norm(const std::string& kind, int64_t dim, bool bias) {
+  if (kind == "layernorm") return std::make_shared<LayerNorm>(dim, bias);
+  if (kind == "rmsnorm") return std::make_shared<RMSNorm>(dim);
+  if (kind == "dyt") return std::make_shared<DyT>(dim, bias);
+  throw Error(fmt::format("norm: unknown kind '{}' (expected layernorm, rmsnorm or dyt)", kind));
+}
+
+}  // namespace tapelm::nn

@@ -1,0 +1,45 @@
+// Normalisation layers over the last axis.
+//   LayerNorm (Ba et al. 2016):  (x − μ)/√(σ² + ε) · γ + β   (β optional)
+//   RMSNorm (Zhang & Sennrich 2019):  x/√(mean(x²) + ε) · γ
+//   DyT (Zhu et al. 2025, "Transformers without Normalization"): tanh(αx) · γ + β,
+//     α a learned scalar (init 0.5)
+#pragma once
+#include <memory>
+#include <string>
+
+#include "nn/module.h"
+
+namespace tapelm::nn {
+
+class Norm : public Module {
+ public:
+  virtual Tensor forward(const Tensor& x) const = 0;
+};
+
+class LayerNorm : public Norm {
+ public:
+  LayerNorm(int64_t dim, bool bias, double eps = 1e-5);
+  Tensor forward(const Tensor& x) const override;
+  Tensor weight, bias;
+  double eps;
+};
+
+class RMSNorm : public Norm {
+ public:
+  explicit RMSNorm(int64_t dim, double eps = 1e-5);
+  Tensor forward(const Tensor& x) const override;
+  Tensor weight;
+  double eps;
+};
+
+class DyT : public Norm {
+ public:
+  DyT(int64_t dim, bool bias, double alpha_init = 0.5);
+  Tensor forward(const Tensor& x) const override;
+  Tensor alpha, weight, bias;
+};
+
+// kind: "layernorm", "rmsnorm" or "dyt".
+std::shared_ptr<Norm> make_norm(const std::string& kind, int64_t dim, bool bias);
+
+}  // namespace tapelm::nn

@@ -1,0 +1,71 @@
+#include "nn/position.h"
+
+#include <cmath>
+
+#include "autograd/ops.h"
+
+namespace tapelm::nn {
+
+Tensor position_ids(int64_t B, int64_t T, const Tensor& pad_mask,
+                    const std::vector<int32_t>& offsets) {
+  if (pad_mask.defined())
+    TAPELM_CHECK(pad_mask.dtype() == DType::b8 && pad_mask.shape() == (Shape{B, T}),
+                 "position_ids: pad_mask must be bool [{},{}], got {} {}", B, T,
+                 dtype_name(pad_mask.dtype()), pad_mask.str_shape());
+  Tensor pos = Tensor::empty({B, T}, DType::i32);
+  int32_t* p = pos.data<int32_t>();
+  const uint8_t* pm = pad_mask.defined() ? pad_mask.data<uint8_t>() : nullptr;
+  for (int64_t b = 0; b < B; ++b) {
+    int32_t seen = offsets.empty() ? 0 : offsets[b];
+    for (int64_t t = 0; t < T; ++t) {
+      bool pad = pm && pm[b * T + t];
+      p[b * T + t] = pad ? std::max(seen - 1, 0) : seen;
+      if (!pad) ++seen;
+    }
+  }
+  return pos;
+}
+
+Tensor sinusoidal_table(int64_t n_pos, int64_t dim, DType dtype) {
+  Tensor t = Tensor::empty({n_pos, dim}, DType::f64);
+  double* p = t.data<double>();
+  for (int64_t pos = 0; pos < n_pos; ++pos)
+    for (int64_t i = 0; i < dim; i += 2) {
+      double angle = pos / std::pow(10000.0, (double)i / dim);
+      p[pos * dim + i] = std::sin(angle);
+      if (i + 1 < dim) p[pos * dim + i + 1] = std::cos(angle);
+    }
+  return t.to(dtype);
+}
+
+Rotary::Rotary(int64_t hd, int64_t mp, double base) : head_dim(hd), max_pos(mp) {
+  TAPELM_CHECK(hd % 2 == 0, "Rotary: head dimension {} must be even", hd);
+  cos64_ = Tensor::empty({mp, hd}, DType::f64);
+  sin64_ = Tensor::empty({mp, hd}, DType::f64);
+  const int64_t half = hd / 2;
+  for (int64_t p = 0; p < mp; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      double theta = p * std::pow(base, -2.0 * i / hd);
+      for (int64_t j : {i, i + half}) {
+        cos64_.data<double>()[p * hd + j] = std::cos(theta);
+        sin64_.data<double>()[p * hd + j] = std::sin(theta);
+      }
+    }
+  cos32_ = cos64_.to(DType::f32);
+  sin32_ = sin64_.to(DType::f32);
+}
+
+Tensor Rotary::apply(const Tensor& x, const Tensor& positions) const {
+  TAPELM_CHECK(x.dim() == 4 && x.size(-1) == head_dim,
+               "Rotary: expects [B,H,T,{}], got {}", head_dim, x.str_shape());
+  bool f64 = x.dtype() == DType::f64;
+  // [B, T, hd] -> [B, 1, T, hd], broadcast over heads.
+  Tensor cos = unsqueeze(embedding(f64 ? cos64_ : cos32_, positions), 1);
+  Tensor sin = unsqueeze(embedding(f64 ? sin64_ : sin32_, positions), 1);
+  const int64_t half = head_dim / 2;
+  Tensor x1 = slice(x, -1, 0, half), x2 = slice(x, -1, half, head_dim);
+  Tensor rotated = concat({neg(x2), x1}, -1);
+  return add(mul(x, cos), mul(rotated, sin));
+}
+
+}  // namespace tapelm::nn

@@ -1,0 +1,265 @@
+#!/usr/bin/python3
+"""Writes the PyTorch golden files that tests/test_golden.cpp checks tapelm against.
+
+Each module (and a 2-layer model) is written here in plain PyTorch, in float64,
+with random weights; every file holds the inputs (`input.*`), the weights under
+tapelm's / nanoGPT's names (`param.*`), the outputs (`output.*`), the upstream
+gradient used for backward (`upstream.*`) and every gradient (`grad.*`).
+The C++ tests need no Python: the files are committed.
+
+Regenerate (Debian 12: apt-get install python3-torch) from the repository root:
+    /usr/bin/python3 tests/golden/make_golden.py
+"""
+import json
+import math
+import os
+import struct
+
+import torch
+import torch.nn.functional as F
+
+torch.manual_seed(0)
+DT = torch.float64
+OUT = os.path.dirname(os.path.abspath(__file__))
+
+
+def save(name, tensors):
+    """Minimal safetensors writer (torch 1.13 has no safetensors package)."""
+    header, blobs, offset = {}, [], 0
+    codes = {torch.float64: "F64", torch.float32: "F32", torch.int32: "I32", torch.bool: "BOOL"}
+    for key in sorted(tensors):
+        t = tensors[key].detach().contiguous()
+        data = t.numpy().tobytes()
+        header[key] = {"dtype": codes[t.dtype], "shape": list(t.shape),
+                       "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - (len(h) + 8) % 8) % 8)
+    with open(os.path.join(OUT, name + ".safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def rand(*shape, scale=1.0):
+    return (torch.randn(*shape, dtype=DT) * scale).requires_grad_()
+
+
+def gain(n):  # norm gains near 1, so tests see non-trivial values
+    return (1 + 0.1 * torch.randn(n, dtype=DT)).requires_grad_()
+
+
+# ---- modules, written as tapelm (and nanoGPT) define them -------------------
+
+def layernorm(x, w, b, eps=1e-5):
+    return F.layer_norm(x, w.shape, w, b, eps)
+
+
+def rmsnorm(x, w, eps=1e-5):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def dyt(x, alpha, w, b):
+    return torch.tanh(alpha * x) * w + b
+
+
+def linear(x, p, prefix, bias=True):
+    return F.linear(x, p[prefix + ".weight"], p.get(prefix + ".bias") if bias else None)
+
+
+def ffn(x, p, prefix, kind, bias=True):
+    if kind == "swiglu":
+        h = F.silu(linear(x, p, prefix + ".c_gate", bias)) * linear(x, p, prefix + ".c_fc", bias)
+    else:
+        h = linear(x, p, prefix + ".c_fc", bias)
+        h = F.gelu(h) if kind == "gelu" else F.relu(h)
+    return linear(h, p, prefix + ".c_proj", bias)
+
+
+def position_ids(pad):
+    """Real tokens before each position (HF convention); pads repeat the last one."""
+    valid = (~pad).long()
+    before = torch.cumsum(valid, 1) - valid
+    return torch.where(pad, (before - 1).clamp(min=0), before)
+
+
+def rope(x, pos, base=10000.0):
+    """x [B,H,T,hd], rotate-half layout (GPT-NeoX / LLaMA)."""
+    hd = x.shape[-1]
+    inv = base ** (-torch.arange(0, hd, 2, dtype=DT) / hd)
+    ang = pos.to(DT)[..., None] * inv  # [B,T,hd/2]
+    ang = torch.cat([ang, ang], -1)[:, None]  # [B,1,T,hd]
+    x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
+    return x * ang.cos() + torch.cat([-x2, x1], -1) * ang.sin()
+
+
+def attention(x, p, prefix, n_head, pad, use_rope, bias=True):
+    B, T, C = x.shape
+    q, k, v = linear(x, p, prefix + ".c_attn", bias).split(C, dim=2)
+    q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))
+    if use_rope:
+        pos = position_ids(pad)
+        q, k = rope(q, pos), rope(k, pos)
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+    causal = torch.ones(T, T, dtype=torch.bool).triu(1)
+    mask = causal[None, None] | pad[:, None, None, :]
+    att = att.masked_fill(mask, float("-inf"))
+    att = F.softmax(att, dim=-1)
+    att = att.masked_fill(mask.all(-1, keepdim=True), 0.0)  # fully masked query -> zeros
+    y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+    return linear(y, p, prefix + ".c_proj", bias)
+
+
+def sinusoidal_table(n_pos, dim):
+    """'Attention is all you need' §3.5: sin on even, cos on odd dimensions."""
+    pos = torch.arange(n_pos, dtype=DT)[:, None]
+    i = torch.arange(0, dim, 2, dtype=DT)
+    ang = pos / 10000 ** (i / dim)
+    table = torch.zeros(n_pos, dim, dtype=DT)
+    table[:, 0::2], table[:, 1::2] = ang.sin(), ang.cos()
+    return table
+
+
+def norm(x, p, prefix, kind, bias=True):
+    if kind == "layernorm":
+        return layernorm(x, p[prefix + ".weight"], p.get(prefix + ".bias") if bias else None)
+    if kind == "rmsnorm":
+        return rmsnorm(x, p[prefix + ".weight"])
+    return dyt(x, p[prefix + ".alpha"], p[prefix + ".weight"], p[prefix + ".bias"])
+
+
+def gpt(idx, p, cfg, pad):
+    """nanoGPT's GPT.forward (dropout 0), with tapelm's options and padding."""
+    B, T = idx.shape
+    x = F.embedding(idx.long(), p["transformer.wte.weight"])
+    if cfg["position"] == "learned":
+        x = x + F.embedding(position_ids(pad), p["transformer.wpe.weight"])
+    if cfg["position"] == "sinusoidal":
+        x = x + sinusoidal_table(cfg["block_size"], cfg["n_embd"])[position_ids(pad)]
+    for i in range(cfg["n_layer"]):
+        pre = f"transformer.h.{i}"
+        x = x + attention(norm(x, p, pre + ".ln_1", cfg["norm"], cfg["bias"]), p, pre + ".attn",
+                          cfg["n_head"], pad, cfg["position"] == "rope", cfg["bias"])
+        x = x + ffn(norm(x, p, pre + ".ln_2", cfg["norm"], cfg["bias"]), p, pre + ".mlp",
+                    cfg["ffn"], cfg["bias"])
+    x = norm(x, p, "transformer.ln_f", cfg["norm"], cfg["bias"])
+    head = p["transformer.wte.weight"] if cfg["tie_weights"] else p["lm_head.weight"]
+    return F.linear(x, head)
+
+
+def gpt_params(cfg):
+    C, V, L, H = cfg["n_embd"], cfg["vocab_size"], cfg["n_layer"], 4 * cfg["n_embd"]
+    p = {"transformer.wte.weight": rand(V, C, scale=0.5)}
+    if cfg["position"] == "learned":
+        p["transformer.wpe.weight"] = rand(cfg["block_size"], C, scale=0.2)
+
+    def add_norm(prefix):
+        p[prefix + ".weight"] = gain(C)
+        if cfg["norm"] == "dyt":
+            p[prefix + ".alpha"] = torch.tensor([0.7], dtype=DT, requires_grad=True)
+        if cfg["bias"] and cfg["norm"] != "rmsnorm":
+            p[prefix + ".bias"] = rand(C, scale=0.1)
+
+    def add_linear(prefix, i, o):
+        p[prefix + ".weight"] = rand(o, i, scale=1 / math.sqrt(i))
+        if cfg["bias"]:
+            p[prefix + ".bias"] = rand(o, scale=0.1)
+
+    for i in range(L):
+        pre = f"transformer.h.{i}"
+        add_norm(pre + ".ln_1")
+        add_linear(pre + ".attn.c_attn", C, 3 * C)
+        add_linear(pre + ".attn.c_proj", C, C)
+        add_norm(pre + ".ln_2")
+        add_linear(pre + ".mlp.c_fc", C, H)
+        if cfg["ffn"] == "swiglu":
+            add_linear(pre + ".mlp.c_gate", C, H)
+        add_linear(pre + ".mlp.c_proj", H, C)
+    add_norm("transformer.ln_f")
+    if not cfg["tie_weights"]:
+        p["lm_head.weight"] = rand(V, C, scale=1 / math.sqrt(C))
+    return p
+
+
+# ---- cases ------------------------------------------------------------------
+
+def module_case(name, params, inputs, fn, extra=None):
+    y = fn(*inputs.values())
+    upstream = torch.randn_like(y)
+    (y * upstream).sum().backward()
+    t = {f"param.{k}": v for k, v in params.items()}
+    t.update({f"input.{k}": v for k, v in inputs.items()})
+    t.update({f"grad.input.{k}": v.grad for k, v in inputs.items() if v.dtype == DT})
+    t.update({f"grad.{k}": v.grad for k, v in params.items()})
+    t["output.y"] = y
+    t["upstream.y"] = upstream
+    t.update(extra or {})
+    save(name, t)
+
+
+def model_case(name, cfg, pad):
+    p = gpt_params(cfg)
+    B, T = pad.shape
+    idx = torch.randint(0, cfg["vocab_size"], (B, T), dtype=torch.int32)
+    targets = torch.randint(0, cfg["vocab_size"], (B, T), dtype=torch.int32)
+    logits = gpt(idx, p, cfg, pad)
+    kept = targets.long().masked_fill(pad, -1)
+    loss = F.cross_entropy(logits.view(-1, logits.size(-1)), kept.view(-1), ignore_index=-1)
+    loss.backward()
+    t = {f"param.{k}": v for k, v in p.items()}
+    t.update({f"grad.{k}": v.grad for k, v in p.items()})
+    t.update({"input.idx": idx, "input.targets": targets, "input.pad_mask": pad,
+              "output.logits": logits, "output.loss": loss.reshape(1)})
+    if cfg["tie_weights"]:
+        t["param.lm_head.weight"] = p["transformer.wte.weight"]
+    save(name, t)
+    with open(os.path.join(OUT, name + ".json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+
+
+def main():
+    C = 8
+    x = lambda: {"x": rand(2, 3, C)}  # noqa: E731
+    w, b = gain(C), rand(C, scale=0.1)
+    module_case("layernorm", {"weight": w, "bias": b}, x(), lambda x: layernorm(x, w, b))
+    w = gain(C)
+    module_case("rmsnorm", {"weight": w}, x(), lambda x: rmsnorm(x, w))
+    a, w, b = torch.tensor([0.7], dtype=DT, requires_grad=True), gain(C), rand(C, scale=0.1)
+    module_case("dyt", {"alpha": a, "weight": w, "bias": b}, x(), lambda x: dyt(x, a, w, b))
+    for kind in ("gelu", "relu", "swiglu"):
+        p = {"c_fc.weight": rand(16, C, scale=0.4), "c_fc.bias": rand(16, scale=0.1),
+             "c_proj.weight": rand(C, 16, scale=0.3), "c_proj.bias": rand(C, scale=0.1)}
+        if kind == "swiglu":
+            p.update({"c_gate.weight": rand(16, C, scale=0.4), "c_gate.bias": rand(16, scale=0.1)})
+        module_case(f"ffn_{kind}", p, x(), lambda x, p=p, kind=kind: ffn_module(x, p, kind))
+    # Attention over [2,6,8], 2 heads: sequence 0 left-padded by 2, sequence 1 right-padded by 1.
+    pad = torch.tensor([[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]], dtype=torch.bool)
+    for use_rope in (False, True):
+        p = {"c_attn.weight": rand(3 * C, C, scale=0.4), "c_attn.bias": rand(3 * C, scale=0.1),
+             "c_proj.weight": rand(C, C, scale=0.3), "c_proj.bias": rand(C, scale=0.1)}
+        module_case("attention_rope" if use_rope else "attention", p, {"x": rand(2, 6, C)},
+                    lambda x, p=p, r=use_rope: attention_module(x, p, pad, r),
+                    {"input.pad_mask": pad})
+    nano = {"vocab_size": 11, "block_size": 8, "n_layer": 2, "n_head": 2, "n_embd": 16,
+            "ffn": "gelu", "norm": "layernorm", "position": "learned", "bias": True,
+            "tie_weights": True, "mixer": "attention"}
+    model_case("model_nanogpt", nano, torch.zeros(2, 8, dtype=torch.bool))
+    variant = dict(nano, ffn="swiglu", norm="rmsnorm", position="rope", bias=False,
+                   tie_weights=False)
+    pad = torch.tensor([[1, 1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1, 1]], dtype=torch.bool)
+    model_case("model_rope_rmsnorm_swiglu_padded", variant, pad)
+    model_case("model_dyt_sinusoidal_relu_padded",
+               dict(nano, ffn="relu", norm="dyt", position="sinusoidal"), pad)
+
+
+def ffn_module(x, p, kind):
+    q = {"." + k: v for k, v in p.items()}
+    return ffn(x, q, "", kind)
+
+
+def attention_module(x, p, pad, use_rope):
+    q = {"." + k: v for k, v in p.items()}
+    return attention(x, q, "", 2, pad, use_rope)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+// nn modules and the model: float64 gradchecks of every module, causality,
+// padding invariance (left and right), KV-cache decoding, naming, init,
+// parameter counts, and a model that learns.
+#include <cmath>
+
+#include "nn/attention.h"
+#include "nn/feedforward.h"
+#include "nn/model.h"
+#include "nn/norm.h"
+#include "tests/test_helpers.h"
+
+using namespace tapelm;
+using namespace tapelm::nn;
+using namespace tapelm::testing;
+
+namespace {
+
+// Gradchecks a module: the input and every parameter (made float64, perturbed
+// away from their trivial init so gains and biases matter).
+void gradcheck_module(Module& m, const Tensor& x, const std::function<Tensor(const Tensor&)>& f) {
+  m.to(DType::f64);
+  std::vector<Tensor> inputs{x};
+  Generator g(77);
+  for (auto& p : m.named_parameters()) {
+    NoGradGuard ng;
+    p.tensor.copy_(add(p.tensor, randn(p.tensor.shape(), g, DType::f64, 0, 0.3)));
+    inputs.push_back(p.tensor);
+  }
+  expect_gradcheck([&](const std::vector<Tensor>& v) { return f(v[0]); }, inputs);
+}
+
+Tensor pad_mask(std::vector<std::vector<int>> rows) {
+  std::vector<bool> v;
+  for (auto& r : rows)
+    for (int b : r) v.push_back(b);
+  return from_bools(v, {(int64_t)rows.size(), (int64_t)rows[0].size()});
+}
+
+ModelConfig tiny(const std::string& position = "learned") {
+  ModelConfig c;
+  c.vocab_size = 13, c.block_size = 12, c.n_layer = 2, c.n_head = 2, c.n_embd = 8;
+  c.position = position;
+  return c;
+}
+
+}  // namespace
+
+TEST(NnGradcheck, Linear) {
+  Generator g(0);
+  Linear m(3, 4, true, g);
+  gradcheck_module(m, param({2, 5, 3}, 1), [&](const Tensor& x) { return m.forward(x); });
+}
+
+TEST(NnGradcheck, Norms) {
+  for (std::string kind : {"layernorm", "rmsnorm", "dyt"}) {
+    auto m = make_norm(kind, 6, true);
+    gradcheck_module(*m, param({2, 3, 6}, 1), [&](const Tensor& x) { return m->forward(x); });
+  }
+}
+
+TEST(NnGradcheck, FeedForwardKinds) {
+  for (std::string kind : {"gelu", "relu", "swiglu"}) {
+    Generator g(0);
+    FeedForward m(4, 8, kind, true, 0.0, g, nullptr, 0.3);
+    gradcheck_module(m, param({2, 3, 4}, 2), [&](const Tensor& x) { return m.forward(x); });
+  }
+}
+
+TEST(NnGradcheck, AttentionCausalAndPaddingTogetherWithAndWithoutRope) {
+  Tensor pad = pad_mask({{1, 1, 0, 0, 0}, {0, 0, 0, 1, 1}});
+  for (bool rope : {false, true}) {
+    Generator g(0);
+    MultiHeadAttention m(8, 2, true, 0.0, rope ? std::make_shared<Rotary>(4, 8) : nullptr, g, nullptr, 0.3);
+    MixerContext ctx{pad, position_ids(2, 5, pad)};
+    gradcheck_module(m, param({2, 5, 8}, 3), [&](const Tensor& x) { return m.forward(x, ctx, nullptr); });
+  }
+}
+
+TEST(NnGradcheck, RotaryAlone) {
+  Rotary r(4, 8);
+  Tensor pos = position_ids(1, 3, Tensor());
+  expect_gradcheck([&](const std::vector<Tensor>& v) { return r.apply(v[0], pos); }, {param({1, 2, 3, 4}, 4)});
+}
+
+TEST(NnGradcheck, WholeModelLoss) {
+  for (std::string position : {"learned", "rope"}) {
+    ModelConfig c = tiny(position);
+    c.n_layer = 1, c.vocab_size = 5, c.n_embd = 4, c.block_size = 4;
+    Generator g(1);
+    GPT model(c, g);
+    model.to(DType::f64);
+    std::vector<Tensor> inputs;
+    for (auto& p : model.named_parameters()) inputs.push_back(p.tensor);
+    Tensor idx = from_ints({1, 4, 2, 0, 3, 3}, {2, 3}), tgt = from_ints({4, 2, 0, 3, 3, 1}, {2, 3});
+    Tensor pad = pad_mask({{1, 0, 0}, {0, 0, 1}});
+    expect_gradcheck([&](const std::vector<Tensor>&) { return model.loss(idx, tgt, pad); }, inputs);
+  }
+}
+
+TEST(NnModel, NanoGPTNamesShapesAndCounts) {
+  ModelConfig c;  // nanoGPT's small char config
+  Generator g(0);
+  GPT model(c, g);
+  std::vector<std::string> names;
+  for (auto& p : model.state_dict()) names.push_back(p.name);
+  std::vector<std::string> want_prefix = {
+      "transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight",
+      "transformer.h.0.ln_1.bias", "transformer.h.0.attn.c_attn.weight",
+      "transformer.h.0.attn.c_attn.bias", "transformer.h.0.attn.c_proj.weight",
+      "transformer.h.0.attn.c_proj.bias", "transformer.h.0.ln_2.weight", "transformer.h.0.ln_2.bias",
+      "transformer.h.0.mlp.c_fc.weight", "transformer.h.0.mlp.c_fc.bias",
+      "transformer.h.0.mlp.c_proj.weight", "transformer.h.0.mlp.c_proj.bias"};
+  for (size_t i = 0; i < want_prefix.size(); ++i) EXPECT_EQ(names[i], want_prefix[i]);
+  EXPECT_EQ(names.back(), "lm_head.weight");
+  EXPECT_EQ(names[names.size() - 2], "transformer.ln_f.bias");
+  EXPECT_EQ(model.state_dict()[4].tensor.shape(), (Shape{384, 128}));  // c_attn [3C, C]
+  // wte 65·128 + wpe 64·128 + 4 layers × (2 norms 2·256 + c_attn 128·384+384 +
+  // c_proj 128·128+128 + c_fc 128·512+512 + c_proj 512·128+128) + ln_f 256.
+  // (nanoGPT reports 0.80M = this minus wpe.)
+  EXPECT_EQ(model.num_parameters(), 65 * 128 + 64 * 128 + 4 * 198272 + 256);
+  const int64_t d = 128, l = 4;
+  // N = 12·l·d² plus biases and norm gains (13·d per layer) plus ln_f (2·d).
+  EXPECT_EQ(model.num_non_embedding_parameters(), 12 * l * d * d + 13 * d * l + 2 * d);
+  EXPECT_NE(model.describe().find("12·l·d² = 786432"), std::string::npos) << model.describe();
+}
+
+TEST(NnModel, Gpt2Initialisation) {
+  ModelConfig c;
+  c.n_layer = 4;
+  Generator g(0);
+  GPT model(c, g);
+  auto stddev = [](const Tensor& t) {
+    double s = 0;
+    for (double v : t.to_vector()) s += v * v;
+    return std::sqrt(s / t.numel());
+  };
+  for (auto& p : model.named_parameters()) {
+    bool is_bias = p.name.size() > 5 && p.name.substr(p.name.size() - 5) == ".bias";
+    if (is_bias) {
+      EXPECT_EQ(stddev(p.tensor), 0.0) << p.name;
+    } else if (p.name.find("ln_") != std::string::npos) {
+      EXPECT_EQ(p.tensor.flat(0), 1.0) << p.name;
+    } else if (p.name.find("c_proj.weight") != std::string::npos) {
+      EXPECT_NEAR(stddev(p.tensor), 0.02 / std::sqrt(8.0), 0.002) << p.name;
+    } else {
+      EXPECT_NEAR(stddev(p.tensor), 0.02, 0.002) << p.name;
+    }
+  }
+}
+
+TEST(NnModel, CausalFutureTokensNeverChangePastLogits) {
+  for (std::string position : {"learned", "rope", "sinusoidal", "none"}) {
+    Generator g(2);
+    GPT model(tiny(position), g);
+    NoGradGuard ng;
+    Tensor a = from_ints({1, 2, 3, 4, 5, 6, 7, 8}, {1, 8});
+    Tensor b = a.clone();
+    b.set_flat(5, 11);  // change token 5
+    Tensor la = model.forward(a), lb = model.forward(b);
+    const int64_t V = 13;
+    for (int64_t t = 0; t < 8; ++t)
+      for (int64_t v = 0; v < V; ++v) {
+        double da = la.flat(t * V + v), db = lb.flat(t * V + v);
+        if (t < 5) EXPECT_EQ(da, db) << position << " t=" << t;
+      }
+    EXPECT_NE(la.flat(5 * V), lb.flat(5 * V));
+  }
+}
+
+TEST(NnModel, PaddingLeftOrRightLeavesRealTokenLogitsUnchanged) {
+  for (std::string position : {"learned", "rope", "sinusoidal"}) {
+    Generator g(3);
+    GPT model(tiny(position), g);
+    NoGradGuard ng;
+    std::vector<int32_t> seq{3, 1, 4, 1, 5};
+    Tensor plain = model.forward(from_ints(seq, {1, 5}));
+    // Right padding by 3 and left padding by 3 in one batch.
+    std::vector<int32_t> ids{3, 1, 4, 1, 5, 0, 0, 0, 0, 0, 0, 3, 1, 4, 1, 5};
+    Tensor pad = pad_mask({{0, 0, 0, 0, 0, 1, 1, 1}, {1, 1, 1, 0, 0, 0, 0, 0}});
+    Tensor padded = model.forward(from_ints(ids, {2, 8}), pad);
+    const int64_t V = 13;
+    for (int64_t t = 0; t < 5; ++t)
+      for (int64_t v = 0; v < V; ++v) {
+        double want = plain.flat(t * V + v);
+        EXPECT_NEAR(padded.flat(t * V + v), want, 1e-6) << position << " right t=" << t;
+        EXPECT_NEAR(padded.flat((8 + 3 + t) * V + v), want, 1e-6) << position << " left t=" << t;
+      }
+    for (double v : padded.to_vector()) ASSERT_TRUE(std::isfinite(v));
+  }
+}
+
+TEST(NnModel, KVCacheDecodingEqualsFullForward) {
+  for (std::string position : {"learned", "rope"}) {
+    Generator g(4);
+    GPT model(tiny(position), g);
+    model.to(DType::f64);
+    NoGradGuard ng;
+    std::vector<int32_t> ids{2, 7, 1, 8, 2, 8, 1, 8, 2, 8};
+    Tensor full = model.forward(from_ints(ids, {1, 10}));
+    DecodeState state = model.init_decode(1);
+    // A 4-token prompt at once, then one token at a time.
+    Tensor first = model.forward(from_ints({2, 7, 1, 8}, {1, 4}), Tensor(), &state);
+    std::vector<Tensor> steps{first};
+    for (int t = 4; t < 10; ++t) steps.push_back(model.forward(from_ints({ids[t]}, {1, 1}), Tensor(), &state));
+    Tensor decoded = concat(steps, 1);
+    for (int64_t i = 0; i < full.numel(); ++i) EXPECT_NEAR(decoded.flat(i), full.flat(i), 1e-12);
+    EXPECT_EQ(state.seen[0], 10);
+    EXPECT_EQ(state.bytes(), 2 /*layers*/ * 2 /*k,v*/ * 10 * 8 * 8 /*bytes f64*/ + 2 * 10);
+  }
+}
+
+TEST(NnModel, ContextOverflowAndBadConfigAreClearErrors) {
+  Generator g(0);
+  GPT model(tiny(), g);
+  EXPECT_ERROR_CONTAINS(model.forward(zeros({1, 13}, DType::i32)),
+                        "position 12 is beyond the context length 12");
+  ModelConfig c = tiny();
+  c.n_embd = 10, c.n_head = 4;
+  EXPECT_ERROR_CONTAINS(GPT(c, g), "n_embd 10 is not divisible by n_head 4");
+  c = tiny();
+  c.mixer = "transformerxl";
+  EXPECT_ERROR_CONTAINS(c.validate(), "unknown mixer 'transformerxl'");
+  EXPECT_ERROR_CONTAINS(model.forward(from_ints({1, 99}, {1, 2})), "embedding: index 99 out of range");
+}
+
+TEST(NnModel, ConfigJsonRoundTrip) {
+  ModelConfig c = tiny("rope");
+  c.ffn = "swiglu", c.norm = "dyt", c.dropout = 0.1, c.tie_weights = false;
+  ModelConfig d = ModelConfig::from_json(c.to_json());
+  EXPECT_EQ(d.to_json(), c.to_json());
+  EXPECT_ERROR_CONTAINS(ModelConfig::from_json("{\"n_layer\": \"four\"}"), "bad value for 'n_layer'");
+}
+
+TEST(NnModel, DropoutOnlyInTrainMode) {
+  ModelConfig c = tiny();
+  c.dropout = 0.5;
+  Generator g(5);
+  GPT model(c, g);
+  NoGradGuard ng;
+  Tensor idx = from_ints({1, 2, 3, 4}, {1, 4});
+  model.eval();
+  EXPECT_EQ(model.forward(idx).to_vector(), model.forward(idx).to_vector());
+  model.train();
+  EXPECT_NE(model.forward(idx).to_vector(), model.forward(idx).to_vector());
+}
+
+// The model learns: cross-entropy on a repeated short sequence falls from
+// about log(V) to far below it within 300 steps of plain SGD with momentum.
+TEST(NnModel, TrainsOnARepeatedSequence) {
+  ModelConfig c = tiny();
+  c.n_embd = 32, c.n_head = 4, c.block_size = 16;
+  Generator g(6);
+  GPT model(c, g);
+  std::vector<int32_t> pattern{1, 5, 2, 9, 3, 7, 4, 11};
+  std::vector<int32_t> in, out;
+  for (int b = 0; b < 4; ++b)
+    for (int t = 0; t < 16; ++t) {
+      in.push_back(pattern[(b + t) % 8]);
+      out.push_back(pattern[(b + t + 1) % 8]);
+    }
+  Tensor idx = from_ints(in, {4, 16}), tgt = from_ints(out, {4, 16});
+  std::map<const TensorImpl*, Tensor> momentum;
+  double first = 0, last = 0;
+  for (int step = 0; step < 300; ++step) {
+    Tensor loss = model.loss(idx, tgt);
+    backward(loss);
+    NoGradGuard ng;
+    for (auto& p : model.named_parameters()) {
+      Tensor& m = momentum[p.tensor.impl_ptr().get()];
+      m = m.defined() ? add(mul_scalar(m, 0.9), p.tensor.grad()) : p.tensor.grad().clone();
+      add_(p.tensor, mul_scalar(m, -0.1));
+    }
+    model.zero_grad();
+    last = loss.item();
+    if (step == 0) first = last;
+  }
+  EXPECT_NEAR(first, std::log(13.0), 0.3);
+  EXPECT_LT(last, 0.05) << "loss went from " << first << " to " << last;
+}

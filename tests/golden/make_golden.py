@@ -249,6 +249,29 @@ def main():
     model_case("model_rope_rmsnorm_swiglu_padded", variant, pad)
     model_case("model_dyt_sinusoidal_relu_padded",
                dict(nano, ffn="relu", norm="dyt", position="sinusoidal"), pad)
+    optimizer_case("adamw", lambda groups: torch.optim.AdamW(groups, betas=(0.9, 0.95), eps=1e-8))
+    optimizer_case("sgd", lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9))
+
+
+def optimizer_case(name, make_opt):
+    """20 steps of a torch optimizer in float32 on two groups (decayed matrix,
+    undecayed vector), with given gradients and an lr that changes each step."""
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(4, 3, generator=g).requires_grad_()
+    b = torch.randn(3, generator=g).requires_grad_()
+    t = {"param.w": w.detach().clone(), "param.b": b.detach().clone()}
+    opt = make_opt([{"params": [w], "weight_decay": 0.1}, {"params": [b], "weight_decay": 0.0}])
+    for step in range(20):
+        lr = 1e-2 * (1 + step) / 20
+        for group in opt.param_groups:
+            group["lr"] = lr
+        w.grad = torch.randn(4, 3, generator=g)
+        b.grad = torch.randn(3, generator=g)
+        t[f"grad.{step}.w"], t[f"grad.{step}.b"] = w.grad.clone(), b.grad.clone()
+        t[f"lr.{step}"] = torch.tensor([lr], dtype=torch.float64)
+        opt.step()
+    t["final.w"], t["final.b"] = w.detach().clone(), b.detach().clone()
+    save(name, t)
 
 
 def ffn_module(x, p, kind):

@@ -1,0 +1,73 @@
+#include "data/corpus.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "autograd/error.h"
+
+namespace tapelm::data {
+
+namespace fs = std::filesystem;
+
+static std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  TAPELM_CHECK(in.good(), "corpus: cannot read {}", p.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string read_corpus(const std::vector<std::string>& paths) {
+  TAPELM_CHECK(!paths.empty(), "corpus: no input path given");
+  std::string text;
+  for (const std::string& path : paths) {
+    std::error_code ec;
+    TAPELM_CHECK(fs::exists(path, ec), "corpus: {} does not exist", path);
+    if (fs::is_directory(path, ec)) {
+      std::vector<fs::path> files;
+      for (auto& e : fs::directory_iterator(path, ec))
+        if (e.is_regular_file() && !e.is_symlink()) files.push_back(e.path());
+      TAPELM_CHECK(!ec, "corpus: cannot list {}: {}", path, ec.message());
+      std::sort(files.begin(), files.end());
+      size_t used = 0;
+      for (auto& f : files) {
+        std::string t = read_file(f);
+        if (t.find('\0') != std::string::npos) continue;  // binary
+        text += t;
+        ++used;
+      }
+      TAPELM_CHECK(used > 0, "corpus: folder {} has no text files", path);
+    } else {
+      text += read_file(path);
+    }
+  }
+  TAPELM_CHECK(!text.empty(), "corpus: {} is empty", fmt::join(paths, ", "));
+  return text;
+}
+
+std::vector<std::string> split_documents(const std::string& text, const std::string& separator) {
+  std::vector<std::string> docs;
+  std::string cur;
+  std::istringstream in(text);
+  std::string line;
+  auto flush = [&] {
+    if (cur.find_first_not_of(" \t\r\n") != std::string::npos) docs.push_back(cur);
+    cur.clear();
+  };
+  while (std::getline(in, line)) {
+    bool boundary = separator.empty() ? line.find_first_not_of(" \t\r") == std::string::npos
+                                      : line == separator;
+    if (boundary) {
+      flush();
+    } else {
+      cur += line;
+      cur += '\n';
+    }
+  }
+  flush();
+  return docs;
+}
+
+}  // namespace tapelm::data

@@ -1,0 +1,18 @@
+// Reading training text: one file, several, or a folder (its regular text
+// files, sorted by name; symbolic links and binary files — any NUL byte — are
+// skipped, which suits e.g. /usr/share/games/fortunes with its .dat indexes).
+#pragma once
+#include <string>
+#include <vector>
+
+namespace tapelm::data {
+
+// Concatenated bytes of every file. Throws Error for a missing, unreadable or
+// empty input, naming the path.
+std::string read_corpus(const std::vector<std::string>& paths);
+
+// Splits text into documents: at blank lines when separator is empty, else at
+// lines equal to separator (e.g. "%" for fortune files). Empty documents dropped.
+std::vector<std::string> split_documents(const std::string& text, const std::string& separator);
+
+}  // namespace tapelm::data

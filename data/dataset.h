@@ -1,0 +1,47 @@
+// Token batches for training and evaluation.
+//   windows:   nanoGPT's get_batch: B random contiguous windows of T tokens,
+//              targets shifted by one.
+//   documents: B random documents (each cut to at most T+1 tokens) padded on
+//              the right to the longest, with a padding mask; targets at
+//              padding are −1 (ignored by the loss).
+// The split is by position: the last val_fraction of tokens (windows) or of
+// documents (documents) is validation. Every draw comes from the generator
+// passed in, so batches are reproducible from a seed.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "autograd/tensor.h"
+#include "data/tokenizer.h"
+
+namespace tapelm::data {
+
+struct Batch {
+  Tensor x;         // int32 [B, T]
+  Tensor y;         // int32 [B, T], −1 where ignored
+  Tensor pad_mask;  // bool [B, T], true at padding; undefined in window mode
+  int64_t tokens() const;  // number of target tokens that count
+};
+
+enum class Split { train, val };
+
+class Dataset {
+ public:
+  // mode: "windows" or "documents"; doc_separator as in split_documents.
+  Dataset(const std::string& text, const Tokenizer& tok, int64_t context, double val_fraction = 0.1,
+          const std::string& mode = "windows", const std::string& doc_separator = "");
+
+  Batch batch(Split split, int64_t batch_size, Generator& gen) const;
+  // Every non-overlapping window of the split, in order (for `eval`), B at a time.
+  std::vector<Batch> sequential_batches(Split split, int64_t batch_size) const;
+  int64_t tokens(Split split) const;
+  const std::string& mode() const { return mode_; }
+
+ private:
+  int64_t context_;
+  std::string mode_;
+  std::vector<int32_t> train_, val_;                    // windows
+  std::vector<std::vector<int32_t>> train_docs_, val_docs_;  // documents
+};
+
+}  // namespace tapelm::data

@@ -1,0 +1,156 @@
+// data/: corpus reading, tokenizers (exact round trips), batches.
+#include <filesystem>
+#include <fstream>
+
+#include "data/corpus.h"
+#include "data/dataset.h"
+#include "data/tokenizer.h"
+#include "tests/test_helpers.h"
+
+using namespace tapelm;
+using namespace tapelm::data;
+namespace fs = std::filesystem;
+
+namespace {
+std::string temp_dir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("tapelm_test_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+void write(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+
+// Every byte value, invalid UTF-8 sequences, and multi-byte characters.
+std::string nasty_bytes() {
+  std::string s = "héllo wörld — 日本語 🎉\n";
+  for (int b = 0; b < 256; ++b) s += (char)b;
+  s += "\xC0\xAF \xED\xA0\x80 \xF4\x90\x80\x80 \xE2\x82 end";  // overlong, surrogate, >U+10FFFF, truncated
+  return s;
+}
+}  // namespace
+
+TEST(Tokenizer, CharRoundTripsAnyBytesSeenInCorpus) {
+  std::string text = nasty_bytes();
+  CharTokenizer tok(text);
+  EXPECT_EQ(tok.decode(tok.encode(text)), text);
+  auto back = Tokenizer::from_json(tok.to_json());
+  EXPECT_EQ(back->encode(text), tok.encode(text));
+  EXPECT_ERROR_CONTAINS(CharTokenizer("abc").encode("abd"), "character 'd' (U+0064) is not in the vocabulary");
+}
+
+TEST(Tokenizer, CharVocabularyIsTheSortedCharacterSet) {
+  CharTokenizer tok("hello");  // e h l o
+  EXPECT_EQ(tok.vocab_size(), 4);
+  EXPECT_EQ(tok.encode("hello"), (std::vector<int32_t>{1, 0, 2, 2, 3}));
+}
+
+TEST(Tokenizer, ByteRoundTrip) {
+  ByteTokenizer tok;
+  std::string text = nasty_bytes();
+  EXPECT_EQ(tok.decode(tok.encode(text)), text);
+  EXPECT_EQ(tok.vocab_size(), 256);
+  EXPECT_ERROR_CONTAINS(tok.decode({300}), "token id 300 out of range");
+}
+
+TEST(Tokenizer, BPELearnsMergesCompressesAndRoundTripsExactly) {
+  std::string corpus;
+  for (int i = 0; i < 200; ++i) corpus += "the cat sat on the mat with the hat. ";
+  BPETokenizer tok(corpus, 280);
+  // 9 distinct chunks ("the", " cat", ...): merging stops once each is one
+  // token, before the requested 280, since no pair occurs twice any more.
+  EXPECT_LE(tok.vocab_size(), 280);
+  auto ids = tok.encode(corpus);
+  EXPECT_EQ(ids.size(), 200u * 10 + 1);  // 10 chunks a sentence + the final lone space
+  BPETokenizer small(corpus, 260);
+  EXPECT_EQ(small.vocab_size(), 260);
+  EXPECT_EQ(tok.decode(ids), corpus);
+  // Text it never saw, arbitrary bytes included, still round-trips.
+  std::string other = nasty_bytes() + " the matter of hats";
+  EXPECT_EQ(tok.decode(tok.encode(other)), other);
+  auto back = Tokenizer::from_json(tok.to_json());
+  EXPECT_EQ(back->encode(other), tok.encode(other));
+  EXPECT_ERROR_CONTAINS(BPETokenizer("abc", 100), "vocab_size 100 must be at least 256");
+}
+
+TEST(Tokenizer, BPEChunksKeepLeadingSpaceWithWord) {
+  auto c = bpe_chunks("Hi  there, 42 cats!\n");
+  EXPECT_EQ(c, (std::vector<std::string>{"Hi", " ", " there", ",", " 42", " cats", "!", "\n"}));
+  std::string joined;
+  for (auto& s : bpe_chunks(nasty_bytes())) joined += s;
+  EXPECT_EQ(joined, nasty_bytes());
+}
+
+TEST(Corpus, ReadsFilesAndFoldersSkippingBinaryAndLinks) {
+  std::string d = temp_dir("corpus");
+  write(d + "/a.txt", "alpha\n");
+  write(d + "/b.txt", "beta\n");
+  write(d + "/b.dat", std::string("\0\1\2", 3));
+  fs::create_symlink(d + "/a.txt", d + "/c.u8");
+  EXPECT_EQ(read_corpus({d}), "alpha\nbeta\n");
+  EXPECT_EQ(read_corpus({d + "/b.txt", d + "/a.txt"}), "beta\nalpha\n");
+  fs::remove_all(d);
+}
+
+TEST(Corpus, MissingEmptyAndBinaryOnlyInputsAreClearErrors) {
+  std::string d = temp_dir("corpus_bad");
+  EXPECT_ERROR_CONTAINS(read_corpus({d + "/nope.txt"}), "corpus: " + d + "/nope.txt does not exist");
+  write(d + "/empty.txt", "");
+  EXPECT_ERROR_CONTAINS(read_corpus({d + "/empty.txt"}), "is empty");
+  fs::create_directories(d + "/bin");
+  write(d + "/bin/x.dat", std::string("\0", 1));
+  EXPECT_ERROR_CONTAINS(read_corpus({d + "/bin"}), "has no text files");
+  fs::remove_all(d);
+}
+
+TEST(Corpus, SplitDocuments) {
+  EXPECT_EQ(split_documents("a\nb\n\n\nc\n", ""), (std::vector<std::string>{"a\nb\n", "c\n"}));
+  EXPECT_EQ(split_documents("one\n%\ntwo\nlines\n%\n", "%"), (std::vector<std::string>{"one\n", "two\nlines\n"}));
+}
+
+TEST(Dataset, WindowsAreShiftedByOneAndSeeded) {
+  std::string text;
+  for (int i = 0; i < 50; ++i) text += "abcdefghij";
+  CharTokenizer tok(text);
+  Dataset ds(text, tok, 8);
+  EXPECT_EQ(ds.tokens(Split::train), 450);
+  EXPECT_EQ(ds.tokens(Split::val), 50);
+  Generator g1(3), g2(3);
+  Batch a = ds.batch(Split::train, 4, g1), b = ds.batch(Split::train, 4, g2);
+  EXPECT_EQ(a.x.to_vector(), b.x.to_vector());
+  EXPECT_EQ(a.x.shape(), (Shape{4, 8}));
+  for (int64_t i = 0; i < 4; ++i)
+    for (int64_t t = 0; t < 8; ++t)
+      EXPECT_EQ(a.y.flat(i * 8 + t), ((int)a.x.flat(i * 8 + t) + 1) % 10);
+  EXPECT_EQ(a.tokens(), 32);
+  auto all = ds.sequential_batches(Split::val, 4);  // 50 tokens -> 6 windows of 8 -> 2 batches
+  EXPECT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[1].x.size(0), 2);
+}
+
+TEST(Dataset, CorpusShorterThanAContextWindowIsAClearError) {
+  CharTokenizer tok("0123456789");
+  EXPECT_ERROR_CONTAINS(Dataset("0123456789012345678901234567890123456789", tok, 8),
+                        "validation split of 4 tokens is shorter than one context window");
+}
+
+TEST(Dataset, DocumentsArePaddedWithMaskAndIgnoredTargets) {
+  std::string text = "ab\n%\nabcdef\n%\nabc\n%\nabcd\n%\nab\n%\nabcdefghijk\n%\nabc\n%\nab\n%\nabc\n%\nabcde\n";
+  CharTokenizer tok(text);
+  Dataset ds(text, tok, 6, 0.2, "documents", "%");
+  Generator g(1);
+  Batch b = ds.batch(Split::train, 5, g);
+  ASSERT_TRUE(b.pad_mask.defined());
+  const int64_t T = b.x.size(1);
+  EXPECT_LE(T, 6);
+  for (int64_t i = 0; i < 5; ++i)
+    for (int64_t t = 0; t < T; ++t) {
+      bool pad = b.pad_mask.flat(i * T + t);
+      EXPECT_EQ(b.y.flat(i * T + t) < 0, pad);
+      if (!pad && t + 1 < T && !b.pad_mask.flat(i * T + t + 1))
+        EXPECT_EQ(b.y.flat(i * T + t), b.x.flat(i * T + t + 1));
+    }
+  // Right padding only: once padded, the rest of the row is padding.
+  for (int64_t i = 0; i < 5; ++i)
+    for (int64_t t = 1; t < T; ++t)
+      if (b.pad_mask.flat(i * T + t - 1)) EXPECT_TRUE(b.pad_mask.flat(i * T + t));
+}

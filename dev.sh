@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the build and the main job need.
-PACKAGES=(cmake ninja-build g++ libeigen3-dev libfmt-dev libgtest-dev nlohmann-json3-dev)
+PACKAGES=(cmake ninja-build g++ libeigen3-dev libfmt-dev libgtest-dev nlohmann-json3-dev libcli11-dev fortunes)
 
 install_missing() {
   local missing=()

@@ -146,11 +146,14 @@ TEST(Dataset, DocumentsArePaddedWithMaskAndIgnoredTargets) {
     for (int64_t t = 0; t < T; ++t) {
       bool pad = b.pad_mask.flat(i * T + t);
       EXPECT_EQ(b.y.flat(i * T + t) < 0, pad);
-      if (!pad && t + 1 < T && !b.pad_mask.flat(i * T + t + 1))
+      if (!pad && t + 1 < T && !b.pad_mask.flat(i * T + t + 1)) {
         EXPECT_EQ(b.y.flat(i * T + t), b.x.flat(i * T + t + 1));
+      }
     }
   // Right padding only: once padded, the rest of the row is padding.
   for (int64_t i = 0; i < 5; ++i)
     for (int64_t t = 1; t < T; ++t)
-      if (b.pad_mask.flat(i * T + t - 1)) EXPECT_TRUE(b.pad_mask.flat(i * T + t));
+      if (b.pad_mask.flat(i * T + t - 1)) {
+        EXPECT_TRUE(b.pad_mask.flat(i * T + t));
+      }
 }

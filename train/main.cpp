@@ -1,61 +1,208 @@
-// The tapelm command-line tool. Until the language model lands, its main job
-// is a demo of the autograd stack: a two-layer MLP fitting sin(x) on [−π, π]
-// with full-batch gradient descent, printing its loss as it falls.
-#include <fmt/core.h>
+// tapelm: the command-line tool. Subcommands train, sample, eval; every one
+// takes --help. Flags are parsed by CLI11 (Debian's libcli11-dev).
+#include <omp.h>
 
-#include <cmath>
-#include <cstring>
+#include <CLI/CLI.hpp>
+#include <Eigen/Core>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "autograd/autograd.h"
+#include "data/corpus.h"
+#include "data/dataset.h"
+#include "train/checkpoint.h"
+#include "train/sampler.h"
+#include "train/trainer.h"
 
 using namespace tapelm;
 
-static int demo() {
-  Generator gen(0);
-  const int64_t n = 256, hidden = 32;
-  Tensor x = Tensor::empty({n, 1});
-  Tensor y = Tensor::empty({n, 1});
-  for (int64_t i = 0; i < n; ++i) {
-    double v = -M_PI + 2 * M_PI * i / (n - 1);
-    x.set_flat(i, v);
-    y.set_flat(i, std::sin(v));
+namespace {
+
+void set_threads(int n) {
+  if (n > 0) {
+    omp_set_num_threads(n);
+    Eigen::setNbThreads(n);
   }
-  Tensor w1 = randn({1, hidden}, gen, DType::f32, 0, 1.0).requires_grad_();
-  Tensor b1 = zeros({hidden}).requires_grad_();
-  Tensor w2 = randn({hidden, 1}, gen, DType::f32, 0, 1.0 / std::sqrt(hidden)).requires_grad_();
-  Tensor b2 = zeros({1}).requires_grad_();
-  std::vector<Tensor> params{w1, b1, w2, b2};
-  // lr below 2/λ_max: the output layer's Hessian has λ_max ≈ 2·hidden·E[tanh²] ≈ 30.
-  const double lr = 0.03;
-  fmt::print("tapelm demo: MLP 1-{}-1 (tanh) fitting sin(x), full-batch gradient descent, lr {}\n",
-             hidden, lr);
-  double first = 0, last = 0;
-  for (int step = 0; step <= 3000; ++step) {
-    Tensor pred = add(matmul(tanh(add(matmul(x, w1), b1)), w2), b2);
-    Tensor loss = mean(square(sub(pred, y)));
-    backward(loss);
-    {
-      NoGradGuard no_grad;
-      for (Tensor& p : params) {
-        add_(p, mul_scalar(p.grad(), -lr));
-        p.zero_grad();
-      }
-    }
-    last = loss.item();
-    if (step == 0) first = last;
-    if (step % 500 == 0) fmt::print("step {:5d}  mse {:.6f}\n", step, last);
-  }
-  fmt::print("mse fell from {:.4f} to {:.6f}\n", first, last);
-  return last < first ? 0 : 1;
 }
 
+// --config FILE.json: its keys are flag names ("n_layer" or "n-layer"); they
+// are placed before the command line's own flags, which therefore win.
+std::vector<std::string> expand_config(std::vector<std::string> args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string path;
+    size_t n_erase = 0;
+    if (args[i] == "--config" && i + 1 < args.size()) path = args[i + 1], n_erase = 2;
+    else if (args[i].rfind("--config=", 0) == 0) path = args[i].substr(9), n_erase = 1;
+    if (path.empty()) continue;
+    std::ifstream in(path);
+    TAPELM_CHECK(in.good(), "--config: cannot read {}", path);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const std::exception& e) {
+      throw Error(fmt::format("--config: {} is not valid JSON: {}", path, e.what()));
+    }
+    TAPELM_CHECK(j.is_object(), "--config: {} must hold a JSON object of flag names", path);
+    std::vector<std::string> from_file;
+    for (auto& [key, value] : j.items()) {
+      std::string flag = "--" + key;
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      auto one = [&](const nlohmann::json& v) {
+        from_file.push_back(flag + "=" + (v.is_string() ? v.get<std::string>() : v.dump()));
+      };
+      if (value.is_array()) for (auto& v : value) one(v);
+      else one(value);
+    }
+    args.erase(args.begin() + i, args.begin() + i + n_erase);
+    args.insert(args.begin() + 2, from_file.begin(), from_file.end());  // after "tapelm <subcommand>"
+    break;
+  }
+  return args;
+}
+
+int run_sample(const std::string& dir, const std::string& prompt, train::SampleOptions so) {
+  train::Checkpoint ck = train::load_checkpoint(dir);
+  std::vector<int32_t> ids;
+  if (prompt.empty()) {
+    try {
+      ids = ck.tokenizer->encode("\n");
+    } catch (const Error&) {
+      ids = {0};
+    }
+  } else {
+    ids = ck.tokenizer->encode(prompt);
+  }
+  fmt::print("{}", prompt);
+  std::fflush(stdout);
+  train::generate(*ck.model, ids, so, [&](int32_t id) {
+    fmt::print("{}", ck.tokenizer->decode({id}));
+    std::fflush(stdout);
+  });
+  fmt::print("\n");
+  return 0;
+}
+
+int run_eval(const std::string& dir, const std::vector<std::string>& paths, int64_t batch) {
+  train::Checkpoint ck = train::load_checkpoint(dir);
+  auto opts = nlohmann::json::parse(ck.train_options_json);
+  const std::string mode = opts.value("batch_mode", "windows"), sep = opts.value("doc_sep", "");
+  const double val_fraction = opts.value("val_fraction", 0.1);
+  data::Dataset ds(data::read_corpus(paths), *ck.tokenizer, ck.config.block_size, val_fraction, mode, sep);
+  NoGradGuard no_grad;
+  ck.model->eval();
+  double total = 0;
+  int64_t tokens = 0;
+  for (auto& b : ds.sequential_batches(data::Split::val, batch)) {
+    const int64_t n = b.tokens();
+    total += ck.model->loss(b.x, b.y, b.pad_mask).item() * n;
+    tokens += n;
+  }
+  TAPELM_CHECK(tokens > 0, "eval: the validation split has no complete window");
+  fmt::print("val loss {:.4f} (perplexity {:.2f}) over {} tokens of {} (model at step {})\n", total / tokens,
+             std::exp(total / tokens), tokens, fmt::join(paths, ", "), ck.step);
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  CLI::App app{"tapelm: train, evaluate and sample small language models on a CPU"};
+  app.require_subcommand(1);
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+
+  // ---- train ----
+  train::TrainOptions t;
+  auto* tr = app.add_subcommand("train", "Train a model on a text corpus and write checkpoints to --out");
+  tr->add_option("--config", "JSON file of flag values (keys are flag names); flags given here override it");
+  tr->add_option("--data", t.data, "Corpus: text file(s) or folder(s) of text files")->required()->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  tr->add_option("--out", t.out, "Output directory: checkpoint, log.jsonl, loss.svg")->capture_default_str();
+  tr->add_option("--mixer", t.model.mixer, "Token mixer of every block")->capture_default_str();
+  tr->add_option("--n-layer", t.model.n_layer, "Number of blocks")->capture_default_str();
+  tr->add_option("--n-head", t.model.n_head, "Attention heads")->capture_default_str();
+  tr->add_option("--n-embd", t.model.n_embd, "Model width d")->capture_default_str();
+  tr->add_option("--context", t.model.block_size, "Context length T (tokens)")->capture_default_str();
+  tr->add_option("--ffn", t.model.ffn, "Feed-forward kind: gelu, relu, swiglu")->capture_default_str();
+  tr->add_option("--ffn-hidden", t.model.ffn_hidden, "Feed-forward width (0 = 4·n_embd)")->capture_default_str();
+  tr->add_option("--norm", t.model.norm, "Normalisation: layernorm, rmsnorm, dyt")->capture_default_str();
+  tr->add_option("--position", t.model.position, "Positions: learned, sinusoidal, rope, none")->capture_default_str();
+  tr->add_option("--bias", t.model.bias, "Biases in linear and norm layers (true/false)")->capture_default_str();
+  tr->add_option("--tie-weights", t.model.tie_weights, "Tie the LM head to the token embedding (true/false)")->capture_default_str();
+  tr->add_option("--dropout", t.model.dropout, "Dropout probability")->capture_default_str()->check(CLI::Range(0.0, 0.99));
+  tr->add_option("--tokenizer", t.tokenizer, "char, byte or bpe")->capture_default_str()->check(CLI::IsMember({"char", "byte", "bpe"}));
+  tr->add_option("--vocab-size", t.vocab_size, "BPE vocabulary size (>= 256)")->capture_default_str();
+  tr->add_option("--batch-mode", t.batch_mode, "windows (random contiguous windows) or documents (padded, masked)")->capture_default_str()->check(CLI::IsMember({"windows", "documents"}));
+  tr->add_option("--doc-sep", t.doc_sep, "Document separator line for --batch-mode documents (empty = blank lines)");
+  tr->add_option("--val-fraction", t.val_fraction, "Fraction of the corpus held out for validation (the end)")->capture_default_str();
+  tr->add_option("--batch", t.batch, "Sequences per micro-batch B")->capture_default_str();
+  tr->add_option("--grad-accum", t.grad_accum, "Micro-batches accumulated per optimizer step")->capture_default_str();
+  tr->add_option("--steps", t.steps, "Optimizer steps (total, including resumed ones)")->capture_default_str();
+  tr->add_option("--optimizer", t.optimizer, "adamw or sgd")->capture_default_str()->check(CLI::IsMember({"adamw", "sgd"}));
+  tr->add_option("--lr", t.lr, "Peak learning rate")->capture_default_str();
+  tr->add_option("--min-lr", t.min_lr, "Learning rate at the end of the cosine")->capture_default_str();
+  tr->add_option("--schedule", t.schedule, "cosine (warm-up, then cosine to --min-lr) or constant")->capture_default_str()->check(CLI::IsMember({"cosine", "constant"}));
+  tr->add_option("--warmup", t.warmup, "Linear warm-up steps")->capture_default_str();
+  tr->add_option("--weight-decay", t.weight_decay, "AdamW decay of matrices and embeddings (1-D parameters are not decayed)")->capture_default_str();
+  tr->add_option("--beta1", t.beta1, "AdamW β1 (SGD momentum)")->capture_default_str();
+  tr->add_option("--beta2", t.beta2, "AdamW β2")->capture_default_str();
+  tr->add_option("--grad-clip", t.grad_clip, "Clip the global gradient norm to this (0 = off)")->capture_default_str();
+  tr->add_option("--eval-interval", t.eval_interval, "Steps between validation evaluations (and checkpoints)")->capture_default_str();
+  tr->add_option("--eval-batches", t.eval_batches, "Batches averaged per evaluation")->capture_default_str();
+  tr->add_option("--log-interval", t.log_interval, "Steps between progress lines")->capture_default_str();
+  tr->add_option("--checkpoint-interval", t.checkpoint_interval, "Steps between checkpoints (0 = at each evaluation)")->capture_default_str();
+  tr->add_option("--seed", t.seed, "Seed for weights, batches and dropout")->capture_default_str();
+  tr->add_option("--threads", t.threads, "OpenMP/Eigen threads (0 = all cores)")->capture_default_str();
+  tr->add_flag("--resume", t.resume, "Continue the run in --out from its checkpoint, exactly");
+  tr->add_flag("--quiet", t.quiet, "No progress lines (evaluations still print)");
+
+  // ---- sample ----
+  std::string ck_dir, prompt;
+  train::SampleOptions so;
+  int threads = 0;
+  auto* sa = app.add_subcommand("sample", "Generate text from a checkpoint");
+  sa->add_option("--checkpoint", ck_dir, "Checkpoint directory (the --out of train)")->required();
+  sa->add_option("--prompt", prompt, "Text to continue (default: a newline)");
+  sa->add_option("--tokens", so.tokens, "Tokens to generate")->capture_default_str();
+  sa->add_option("--temperature", so.temperature, "Softmax temperature; 0 = greedy argmax")->capture_default_str()->check(CLI::NonNegativeNumber);
+  sa->add_option("--top-k", so.top_k, "Sample among the k most likely tokens (0 = all)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  sa->add_option("--seed", so.seed, "Sampling seed")->capture_default_str();
+  sa->add_option("--threads", threads, "Threads (0 = all cores)")->capture_default_str();
+
+  // ---- eval ----
+  std::vector<std::string> eval_data;
+  int64_t eval_batch = 16;
+  auto* ev = app.add_subcommand("eval", "Mean loss of a checkpoint over a corpus's validation split");
+  ev->add_option("--checkpoint", ck_dir, "Checkpoint directory")->required();
+  ev->add_option("--data", eval_data, "Corpus (file(s) or folder(s))")->required()->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  ev->add_option("--batch", eval_batch, "Windows per forward pass")->capture_default_str();
+  ev->add_option("--threads", threads, "Threads (0 = all cores)")->capture_default_str();
+
   try {
-    if (argc >= 2 && std::strcmp(argv[1], "demo") == 0) return demo();
-    fmt::print(stderr, "usage: tapelm demo\n");
-    return 2;
+    std::vector<std::string> args = expand_config(std::vector<std::string>(argv, argv + argc));
+    std::vector<char*> cargs;
+    for (auto& a : args) cargs.push_back(a.data());
+    try {
+      app.parse((int)cargs.size(), cargs.data());
+    } catch (const CLI::ParseError& e) {
+      return app.exit(e);
+    }
+    if (*tr) {
+      std::vector<std::string> explicit_flags;
+      for (auto [flag, key] : std::vector<std::pair<std::string, std::string>>{
+               {"--mixer", "mixer"}, {"--n-layer", "n_layer"}, {"--n-head", "n_head"}, {"--n-embd", "n_embd"},
+               {"--context", "block_size"}, {"--ffn", "ffn"}, {"--ffn-hidden", "ffn_hidden"}, {"--norm", "norm"},
+               {"--position", "position"}, {"--bias", "bias"}, {"--tie-weights", "tie_weights"}, {"--dropout", "dropout"}})
+        if (tr->count(flag)) explicit_flags.push_back(key);
+      return train::run_training(t, explicit_flags);
+    }
+    set_threads(threads);
+    if (*sa) return run_sample(ck_dir, prompt, so);
+    if (*ev) return run_eval(ck_dir, eval_data, eval_batch);
   } catch (const Error& e) {
     fmt::print(stderr, "tapelm: error: {}\n", e.what());
     return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "tapelm: error: {}\n", e.what());
+    return 1;
   }
+  return 0;
 }

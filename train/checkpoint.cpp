@@ -1,0 +1,101 @@
+#include "train/checkpoint.h"
+
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+
+namespace tapelm::train {
+
+namespace fs = std::filesystem;
+
+static constexpr const char* kFormat = "tapelm-checkpoint-1";
+
+std::string encode_rng(const Generator::State& s) {
+  uint64_t spare_bits;
+  std::memcpy(&spare_bits, &s.spare, 8);
+  return fmt::format("{} {} {} {} {} {}", s.s[0], s.s[1], s.s[2], s.s[3], s.has_spare ? 1 : 0, spare_bits);
+}
+
+Generator::State decode_rng(const std::string& text) {
+  Generator::State s{};
+  std::istringstream in(text);
+  int has = 0;
+  uint64_t spare_bits = 0;
+  in >> s.s[0] >> s.s[1] >> s.s[2] >> s.s[3] >> has >> spare_bits;
+  TAPELM_CHECK(!in.fail(), "checkpoint: corrupt RNG state '{}'", text);
+  s.has_spare = has;
+  std::memcpy(&s.spare, &spare_bits, 8);
+  return s;
+}
+
+Checkpoint load_checkpoint(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "model.safetensors").string();
+  TAPELM_CHECK(fs::exists(path), "checkpoint: {} not found (is {} a checkpoint directory?)", path, dir);
+  TensorFile f = load_safetensors(path);
+  auto meta = [&](const char* key) -> const std::string& {
+    auto it = f.metadata.find(key);
+    TAPELM_CHECK(it != f.metadata.end(), "checkpoint: {} has no '{}' in its metadata (not a tapelm checkpoint?)", path, key);
+    return it->second;
+  };
+  TAPELM_CHECK(meta("format") == kFormat, "checkpoint: {} has format '{}', expected '{}'", path,
+               meta("format"), kFormat);
+  Checkpoint ck;
+  ck.config = nn::ModelConfig::from_json(meta("config"));
+  ck.tokenizer = data::Tokenizer::from_json(meta("tokenizer"));
+  TAPELM_CHECK(ck.tokenizer->vocab_size() == ck.config.vocab_size,
+               "checkpoint: {}: tokenizer has {} tokens but the model {}", path,
+               ck.tokenizer->vocab_size(), ck.config.vocab_size);
+  ck.step = std::stoll(meta("step"));
+  ck.train_options_json = meta("train");
+  const std::string& opt = meta("optimizer");
+  ck.optimizer_file = opt.empty() ? "" : (fs::path(dir) / opt).string();
+  Generator init(0);
+  ck.model = std::make_unique<nn::GPT>(ck.config, init);
+  try {
+    ck.model->load_state_dict(f.tensors);
+  } catch (const Error& e) {
+    throw Error(fmt::format("checkpoint: {} does not match its own config: {}", path, e.what()));
+  }
+  return ck;
+}
+
+void save_checkpoint(const std::string& dir, const nn::GPT& model, const data::Tokenizer& tok,
+                     const optim::Optimizer& opt, const RngStates& rng, int64_t step,
+                     const std::string& train_options_json) {
+  fs::create_directories(dir);
+  const std::string opt_name = fmt::format("optimizer-{}.safetensors", step);
+  TensorFile o = opt.state();
+  o.metadata["rng_batches"] = encode_rng(rng.batches);
+  o.metadata["rng_dropout"] = encode_rng(rng.dropout);
+  save_safetensors((fs::path(dir) / opt_name).string(), o);
+
+  TensorFile m;
+  for (auto& p : model.state_dict()) m.tensors[p.name] = p.tensor.dtype() == DType::f32 ? p.tensor : p.tensor.to(DType::f32);
+  m.metadata = {{"format", kFormat},
+                {"config", model.config.to_json()},
+                {"tokenizer", tok.to_json()},
+                {"step", std::to_string(step)},
+                {"train", train_options_json},
+                {"optimizer", opt_name}};
+  save_safetensors((fs::path(dir) / "model.safetensors").string(), m);  // the commit point
+
+  for (auto& e : fs::directory_iterator(dir)) {
+    std::string name = e.path().filename().string();
+    if (name.rfind("optimizer-", 0) == 0 && name != opt_name) fs::remove(e.path());
+  }
+}
+
+void load_training_state(const Checkpoint& ck, optim::Optimizer& opt, RngStates& rng) {
+  TAPELM_CHECK(!ck.optimizer_file.empty() && fs::exists(ck.optimizer_file),
+               "checkpoint: optimizer state {} is missing; cannot resume exactly", ck.optimizer_file);
+  TensorFile f = load_safetensors(ck.optimizer_file);
+  opt.load_state(f);
+  TAPELM_CHECK(opt.steps_taken() == ck.step, "checkpoint: optimizer state is at step {} but the model at {}",
+               opt.steps_taken(), ck.step);
+  TAPELM_CHECK(f.metadata.count("rng_batches") && f.metadata.count("rng_dropout"),
+               "checkpoint: {} lacks RNG states", ck.optimizer_file);
+  rng.batches = decode_rng(f.metadata.at("rng_batches"));
+  rng.dropout = decode_rng(f.metadata.at("rng_dropout"));
+}
+
+}  // namespace tapelm::train

@@ -1,0 +1,243 @@
+#include "train/trainer.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <Eigen/Core>
+#include <chrono>
+#include <csignal>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "autograd/flops.h"
+#include "autograd/ops.h"
+#include "data/corpus.h"
+#include "data/dataset.h"
+#include "optim/schedule.h"
+#include "train/checkpoint.h"
+
+namespace tapelm::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+volatile std::sig_atomic_t g_interrupted = 0;
+void on_sigint(int) { g_interrupted = 1; }
+
+std::string hms(double seconds) {
+  int64_t s = (int64_t)seconds;
+  return s >= 3600 ? fmt::format("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+                   : fmt::format("{}:{:02}", s / 60, s % 60);
+}
+
+// Mean loss over `batches` random batches of a split, drawn from a generator
+// seeded by (seed, step) so evaluation never disturbs the training stream.
+double estimate_loss(nn::GPT& model, const data::Dataset& ds, data::Split split, int64_t B,
+                     int64_t batches, uint64_t seed) {
+  NoGradGuard no_grad;
+  const bool was_training = model.training();
+  model.eval();
+  Generator gen(seed);
+  double total = 0;
+  for (int64_t i = 0; i < batches; ++i) {
+    data::Batch b = ds.batch(split, B, gen);
+    total += model.loss(b.x, b.y, b.pad_mask).item();
+  }
+  model.train(was_training);
+  return total / batches;
+}
+
+std::vector<std::pair<int64_t, double>> read_curve(const std::string& log, const char* key) {
+  std::vector<std::pair<int64_t, double>> pts;
+  std::ifstream in(log);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.contains(key)) pts.push_back({j["step"].get<int64_t>(), j[key].get<double>()});
+  }
+  return pts;
+}
+
+}  // namespace
+
+std::string TrainOptions::to_json() const {
+  return nlohmann::json{{"data", data},           {"tokenizer", tokenizer},
+                        {"vocab_size", vocab_size}, {"batch_mode", batch_mode},
+                        {"doc_sep", doc_sep},     {"val_fraction", val_fraction},
+                        {"batch", batch},         {"grad_accum", grad_accum},
+                        {"steps", steps},         {"optimizer", optimizer},
+                        {"lr", lr},               {"min_lr", min_lr},
+                        {"schedule", schedule},   {"warmup", warmup},
+                        {"weight_decay", weight_decay}, {"beta1", beta1},
+                        {"beta2", beta2},         {"grad_clip", grad_clip},
+                        {"seed", seed},           {"threads", threads}}
+      .dump();
+}
+
+int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_flags) {
+  if (o.threads > 0) {
+    omp_set_num_threads(o.threads);
+    Eigen::setNbThreads(o.threads);
+  }
+  const int threads = omp_get_max_threads();
+  TAPELM_CHECK(o.batch > 0 && o.steps > 0 && o.grad_accum > 0 && o.eval_interval > 0 && o.eval_batches > 0,
+               "train: --batch, --steps, --grad-accum, --eval-interval and --eval-batches must be positive");
+  TAPELM_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be a positive number, got {}", o.lr);
+  TAPELM_CHECK(o.optimizer == "adamw" || o.optimizer == "sgd", "train: unknown --optimizer '{}' (adamw or sgd)", o.optimizer);
+  const optim::Schedule schedule{o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup, o.steps};
+  schedule.at(0);  // validates the kind
+  if (!o.resume) o.model.validate();  // config errors before the corpus is read
+
+  const std::string text = data::read_corpus(o.data);
+  std::unique_ptr<data::Tokenizer> tok;
+  std::unique_ptr<nn::GPT> model;
+  int64_t start_step = 0;
+  Checkpoint ck;
+  if (o.resume) {
+    ck = load_checkpoint(o.out);
+    // Flags given explicitly must agree with the checkpoint's model.
+    auto want = nlohmann::json::parse(o.model.to_json()), have = nlohmann::json::parse(ck.config.to_json());
+    for (const std::string& key : explicit_model_flags)
+      TAPELM_CHECK(want[key] == have[key], "train --resume: the checkpoint in {} has {} = {}, but {} was given",
+                   o.out, key, have[key].dump(), want[key].dump());
+    tok = std::move(ck.tokenizer);
+    model = std::move(ck.model);
+    start_step = ck.step;
+  } else {
+    tok = data::make_tokenizer(o.tokenizer, text, o.vocab_size);
+    o.model.vocab_size = tok->vocab_size();
+    Generator init(o.seed);
+    model = std::make_unique<nn::GPT>(o.model, init);
+  }
+  const nn::ModelConfig& cfg = model->config;
+  data::Dataset ds(text, *tok, cfg.block_size, o.val_fraction, o.batch_mode, o.doc_sep);
+
+  auto groups = optim::decay_groups(*model, o.weight_decay);
+  std::unique_ptr<optim::Optimizer> opt;
+  if (o.optimizer == "adamw") opt = std::make_unique<optim::AdamW>(groups, o.beta1, o.beta2);
+  else opt = std::make_unique<optim::SGD>(groups, o.beta1);
+  Generator batch_gen(o.seed * 2654435761ULL + 1);
+  if (o.resume) {
+    RngStates rng;
+    load_training_state(ck, *opt, rng);
+    batch_gen.set_state(rng.batches);
+    model->dropout_gen.set_state(rng.dropout);
+  }
+  TAPELM_CHECK(start_step < o.steps, "train --resume: the checkpoint is already at step {} (--steps {})",
+               start_step, o.steps);
+
+  fs::create_directories(o.out);
+  const std::string log_path = (fs::path(o.out) / "log.jsonl").string();
+  std::ofstream log(log_path, o.resume ? std::ios::app : std::ios::trunc);
+  TAPELM_CHECK(log.good(), "train: cannot write {}", log_path);
+
+  const int64_t T = cfg.block_size, N = model->num_non_embedding_parameters();
+  fmt::print("tapelm train: {} | {} tokenizer, vocab {} | train {} tokens, val {} tokens ({} batches)\n",
+             fmt::join(o.data, ", "), tok->kind(), tok->vocab_size(), ds.tokens(data::Split::train),
+             ds.tokens(data::Split::val), o.batch_mode);
+  fmt::print("model: {} mixer, n_layer {}, n_head {}, n_embd {}, context {}, {} ffn, {}, {} positions\n{}",
+             cfg.mixer, cfg.n_layer, cfg.n_head, cfg.n_embd, T, cfg.ffn, cfg.norm, cfg.position, model->describe());
+  fmt::print("optimizer: {} ({}), lr {} {} (warm-up {}, floor {}), batch {} × {} accumulation, {} threads, seed {}\n",
+             o.optimizer, optim::describe_groups(groups), o.lr, o.schedule, o.warmup, schedule.min_lr, o.batch,
+             o.grad_accum, threads, o.seed);
+  if (o.resume) fmt::print("resuming from step {} in {}\n", start_step, o.out);
+
+  g_interrupted = 0;
+  auto previous_handler = std::signal(SIGINT, on_sigint);
+  const bool tty = isatty(1);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto last_log = t0;
+  int64_t tokens_since_log = 0, tokens_total = 0;
+  FlopCounter::reset();
+  int64_t flops_total = 0;
+  auto save = [&](int64_t step) {
+    save_checkpoint(o.out, *model, *tok, *opt, {batch_gen.state(), model->dropout_gen.state()}, step, o.to_json());
+  };
+  auto evaluate = [&](int64_t step) {
+    double tr = estimate_loss(*model, ds, data::Split::train, o.batch, o.eval_batches, o.seed + 1000003 * step);
+    double va = estimate_loss(*model, ds, data::Split::val, o.batch, o.eval_batches, o.seed + 1000003 * step + 1);
+    if (tty && !o.quiet) fmt::print("\n");
+    fmt::print("step {}: train loss {:.4f}, val loss {:.4f}\n", step, tr, va);
+    log << nlohmann::json{{"step", step}, {"train_loss", tr}, {"val_loss", va}}.dump() << "\n";
+    log.flush();
+  };
+
+  int exit_code = 0;
+  double last_loss = NAN;
+  int64_t step = start_step;
+  for (; step < o.steps; ++step) {
+    if (g_interrupted) break;
+    const double lr = schedule.at(step);
+    opt->set_lr(lr);
+    double loss_sum = 0;
+    FlopCounter::reset();
+    for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
+      data::Batch b = ds.batch(data::Split::train, o.batch, batch_gen);
+      Tensor loss = model->loss(b.x, b.y, b.pad_mask);
+      loss_sum += loss.item();
+      backward(o.grad_accum > 1 ? mul_scalar(loss, 1.0 / o.grad_accum) : loss);
+      tokens_since_log += b.tokens();
+      tokens_total += b.tokens();
+    }
+    last_loss = loss_sum / o.grad_accum;
+    if (!std::isfinite(last_loss)) {
+      model->zero_grad();
+      fmt::print(stderr, "\ntapelm: error: the training loss became {} at step {}; stopping. ",
+                 std::isnan(last_loss) ? "NaN" : "infinite", step);
+      if (fs::exists(fs::path(o.out) / "model.safetensors"))
+        fmt::print(stderr, "The last good checkpoint in {} is kept.\n", o.out);
+      else
+        fmt::print(stderr, "No checkpoint had been written yet.\n");
+      exit_code = 3;
+      break;
+    }
+    const double grad_norm = o.grad_clip > 0 ? optim::clip_grad_norm(groups, o.grad_clip) : 0.0;
+    opt->step();
+    model->zero_grad();
+    flops_total += FlopCounter::total().total();
+
+    const int64_t done = step + 1;
+    if (done % o.log_interval == 0 || done == o.steps) {
+      auto now = std::chrono::steady_clock::now();
+      const double dt = std::chrono::duration<double>(now - last_log).count();
+      const double elapsed = std::chrono::duration<double>(now - t0).count();
+      const double tps = tokens_since_log / std::max(dt, 1e-9);
+      const double eta = elapsed / (done - start_step) * (o.steps - done);
+      if (!o.quiet)
+        fmt::print("{}step {:>6}/{} | loss {:.4f} | lr {:.2e} | {:>8.0f} tok/s | {} elapsed, ETA {}{}", tty ? "\r" : "",
+                   done, o.steps, last_loss, lr, tps, hms(elapsed), hms(eta), tty ? "   " : "\n");
+      std::fflush(stdout);
+      log << nlohmann::json{{"step", done}, {"loss", last_loss}, {"lr", lr}, {"grad_norm", grad_norm},
+                            {"tokens_per_s", tps}, {"tokens", tokens_total}, {"flops", flops_total},
+                            {"elapsed_s", elapsed}}
+                 .dump()
+          << "\n";
+      last_log = now;
+      tokens_since_log = 0;
+    }
+    const bool eval_now = done % o.eval_interval == 0 || done == o.steps;
+    const int64_t ck_every = o.checkpoint_interval > 0 ? o.checkpoint_interval : o.eval_interval;
+    if (eval_now) evaluate(done);
+    if (done % ck_every == 0 || done == o.steps) save(done);
+  }
+  std::signal(SIGINT, previous_handler);
+  if (g_interrupted && exit_code == 0) {
+    save(step);
+    fmt::print("\ninterrupted: checkpoint at step {} saved in {}; continue with --resume\n", step, o.out);
+    exit_code = 130;
+  }
+  log.close();
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  write_loss_svg((fs::path(o.out) / "loss.svg").string(), read_curve(log_path, "loss"),
+                 read_curve(log_path, "val_loss"), fmt::format("tapelm: {} (N = {})", fs::path(o.out).filename().string(), N));
+  if (exit_code == 0)
+    fmt::print("done: {} steps in {}, {} tokens, {:.3g} FLOPs counted (C/(6·N·D) = {:.3f}); checkpoint, log.jsonl, loss.svg in {}\n",
+               o.steps - start_step, hms(elapsed), tokens_total, (double)flops_total,
+               tokens_total ? flops_total / (6.0 * N * tokens_total) : 0.0, o.out);
+  return exit_code;
+}
+
+}  // namespace tapelm::train

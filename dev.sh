@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The front door. On a fresh Debian 12 machine:
-#   ./dev.sh run    install what is missing, build, run the main job
+#   ./dev.sh run    install what is missing, build, run the main job: train a
+#                   small GPT on the fortune cookies of Debian's 'fortunes'
+#                   package (no download) and print a sample
 #   ./dev.sh test   install what is missing, build, run every test (ctest)
 #   ./dev.sh build  install what is missing and build only
 set -euo pipefail
@@ -32,7 +34,10 @@ case "${1:-}" in
   run)
     install_missing
     build
-    ./build/tapelm demo
+    ./build/tapelm train --data /usr/share/games/fortunes --out runs/fortunes \
+      --steps 1000 --eval-interval 250 --log-interval 50
+    echo "--- sample ---"
+    ./build/tapelm sample --checkpoint runs/fortunes --tokens 500 --temperature 0.8 --seed 1
     ;;
   test)
     install_missing

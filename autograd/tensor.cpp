@@ -1,10 +1,21 @@
 #include "autograd/tensor.h"
 
+#include <malloc.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 
 namespace tapelm {
+
+// Training allocates the same activation buffers every step. glibc would serve
+// each large one with a fresh mmap (and page faults on first touch); keeping
+// freed memory in the heap lets step N reuse step N−1's pages instead.
+static const bool g_malloc_tuned = [] {
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  return true;
+}();
 
 static std::atomic<int64_t> g_live_bytes{0};
 static std::atomic<int64_t> g_live_buffers{0};

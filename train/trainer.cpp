@@ -56,9 +56,23 @@ std::vector<std::pair<int64_t, double>> read_curve(const std::string& log, const
   std::string line;
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.contains(key)) pts.push_back({j["step"].get<int64_t>(), j[key].get<double>()});
+    if (!j.is_discarded() && j.contains(key) && j[key].is_number()) pts.push_back({j["step"].get<int64_t>(), j[key].get<double>()});
   }
   return pts;
+}
+
+// False if any parameter holds a NaN or ±Inf (after an update blew up).
+bool parameters_finite(const nn::Module& model) {
+  for (auto& p : model.named_parameters()) {
+    bool ok = true;
+    dispatch_float("train", p.tensor.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const T* d = p.tensor.data<T>();
+      for (int64_t i = 0; i < p.tensor.numel() && ok; ++i) ok = std::isfinite(d[i]);
+    });
+    if (!ok) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -70,7 +84,7 @@ std::string TrainOptions::to_json() const {
                         {"batch", batch},         {"grad_accum", grad_accum},
                         {"steps", steps},         {"optimizer", optimizer},
                         {"lr", lr},               {"min_lr", min_lr},
-                        {"schedule", schedule},   {"warmup", warmup},
+                        {"schedule", schedule},   {"warmup", warmup}, {"lr_decay_steps", lr_decay_steps},
                         {"weight_decay", weight_decay}, {"beta1", beta1},
                         {"beta2", beta2},         {"grad_clip", grad_clip},
                         {"seed", seed},           {"threads", threads}}
@@ -87,7 +101,8 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
                "train: --batch, --steps, --grad-accum, --eval-interval and --eval-batches must be positive");
   TAPELM_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be a positive number, got {}", o.lr);
   TAPELM_CHECK(o.optimizer == "adamw" || o.optimizer == "sgd", "train: unknown --optimizer '{}' (adamw or sgd)", o.optimizer);
-  const optim::Schedule schedule{o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup, o.steps};
+  const optim::Schedule schedule{o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup,
+                                 o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
   schedule.at(0);  // validates the kind
   if (!o.resume) o.model.validate();  // config errors before the corpus is read
 
@@ -156,6 +171,7 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   auto save = [&](int64_t step) {
     save_checkpoint(o.out, *model, *tok, *opt, {batch_gen.state(), model->dropout_gen.state()}, step, o.to_json());
   };
+  // Returns false if either loss is not finite (the weights then are not worth saving).
   auto evaluate = [&](int64_t step) {
     double tr = estimate_loss(*model, ds, data::Split::train, o.batch, o.eval_batches, o.seed + 1000003 * step);
     double va = estimate_loss(*model, ds, data::Split::val, o.batch, o.eval_batches, o.seed + 1000003 * step + 1);
@@ -163,10 +179,22 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
     fmt::print("step {}: train loss {:.4f}, val loss {:.4f}\n", step, tr, va);
     log << nlohmann::json{{"step", step}, {"train_loss", tr}, {"val_loss", va}}.dump() << "\n";
     log.flush();
+    return std::isfinite(tr) && std::isfinite(va);
+  };
+  // Stops the run without saving: the checkpoint on disk stays the last one
+  // written from finite weights with finite losses.
+  auto stop_on = [&](const std::string& failure) {
+    model->zero_grad();
+    std::fflush(stdout);
+    fmt::print(stderr, "\ntapelm: error: {}; stopping. ", failure);
+    if (fs::exists(fs::path(o.out) / "model.safetensors"))
+      fmt::print(stderr, "The last good checkpoint in {} is kept.\n", o.out);
+    else
+      fmt::print(stderr, "No checkpoint had been written yet.\n");
   };
 
   int exit_code = 0;
-  double last_loss = NAN;
+  double last_loss = NAN, grad_norm = 0;
   int64_t step = start_step;
   for (; step < o.steps; ++step) {
     if (g_interrupted) break;
@@ -183,19 +211,21 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
       tokens_total += b.tokens();
     }
     last_loss = loss_sum / o.grad_accum;
+    std::string failure;
     if (!std::isfinite(last_loss)) {
-      model->zero_grad();
-      fmt::print(stderr, "\ntapelm: error: the training loss became {} at step {}; stopping. ",
-                 std::isnan(last_loss) ? "NaN" : "infinite", step);
-      if (fs::exists(fs::path(o.out) / "model.safetensors"))
-        fmt::print(stderr, "The last good checkpoint in {} is kept.\n", o.out);
-      else
-        fmt::print(stderr, "No checkpoint had been written yet.\n");
+      failure = fmt::format("the training loss became {} at step {}", std::isnan(last_loss) ? "NaN" : "infinite", step);
+    } else {
+      const double gn = o.grad_clip > 0 ? optim::clip_grad_norm(groups, o.grad_clip) : 0.0;
+      opt->step();
+      if (!parameters_finite(*model))
+        failure = fmt::format("the parameters became NaN or infinite in the update of step {} (loss {:.4f})", step, last_loss);
+      grad_norm = gn;
+    }
+    if (!failure.empty()) {
+      stop_on(failure);
       exit_code = 3;
       break;
     }
-    const double grad_norm = o.grad_clip > 0 ? optim::clip_grad_norm(groups, o.grad_clip) : 0.0;
-    opt->step();
     model->zero_grad();
     flops_total += FlopCounter::total().total();
 
@@ -220,7 +250,11 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
     }
     const bool eval_now = done % o.eval_interval == 0 || done == o.steps;
     const int64_t ck_every = o.checkpoint_interval > 0 ? o.checkpoint_interval : o.eval_interval;
-    if (eval_now) evaluate(done);
+    if (eval_now && !evaluate(done)) {
+      stop_on(fmt::format("the evaluation after step {} gave a non-finite loss", done));
+      exit_code = 3;
+      break;
+    }
     if (done % ck_every == 0 || done == o.steps) save(done);
   }
   std::signal(SIGINT, previous_handler);

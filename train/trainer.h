@@ -26,6 +26,7 @@ struct TrainOptions {
   double min_lr = 1e-4;
   std::string schedule = "cosine";
   int64_t warmup = 100;
+  int64_t lr_decay_steps = 0;  // where the cosine reaches min_lr; 0 = steps
   double weight_decay = 0.1;
   double beta1 = 0.9, beta2 = 0.99;
   double grad_clip = 1.0;

@@ -4,6 +4,7 @@
 // Fused: one pass for the forward, the softmax recomputed in backward from the
 // saved per-row logsumexp, so no [N, V] probability tensor is kept.
 // FLOPs: 4 per logit forward (max, sub, exp, sum), 4 per logit backward.
+#include <Eigen/Core>
 #include <cmath>
 
 #include "autograd/flops.h"
@@ -38,12 +39,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
 #pragma omp parallel for reduction(+ : total) if (rows * V > (1 << 15))
     for (int64_t r = 0; r < rows; ++r) {
       if (pt[r] == ignore_index) continue;
-      const T* xr = px + r * V;
-      T m = xr[0];
-      for (int64_t j = 1; j < V; ++j) m = std::max(m, xr[j]);
-      T s = 0;
-      for (int64_t j = 0; j < V; ++j) s += std::exp(xr[j] - m);
-      T l = m + std::log(s);
+      Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> xr(px + r * V, V);
+      const T m = xr.maxCoeff();
+      const T l = m + std::log((xr - m).exp().sum());
       (*lse)[r] = (double)l;
       total += (double)(l - xr[pt[r]]);
     }
@@ -67,10 +65,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
 #pragma omp parallel for if (rows * V > (1 << 15))
           for (int64_t r = 0; r < rows; ++r) {
             if (pt[r] == ignore_index) continue;
-            const T* xr = px + r * V;
-            T* orow = po + r * V;
-            const T l = (T)(*lse)[r];
-            for (int64_t j = 0; j < V; ++j) orow[j] = std::exp(xr[j] - l) * scale;
+            using Row = Eigen::Array<T, Eigen::Dynamic, 1>;
+            Eigen::Map<Row> orow(po + r * V, V);
+            orow = (Eigen::Map<const Row>(px + r * V, V) - (T)(*lse)[r]).exp() * scale;
             orow[pt[r]] -= scale;
           }
         });

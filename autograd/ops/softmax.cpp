@@ -4,6 +4,7 @@
 // A softmax row that is entirely −∞ (a query whose keys are all masked) gives
 // zeros, not NaN, and so passes no gradient.
 // FLOPs per element: 4 forward (max, sub, exp, sum) + 1 (div / sub), 4 backward.
+#include <Eigen/Core>
 #include <cmath>
 
 #include "autograd/flops.h"
@@ -15,25 +16,20 @@ namespace {
 
 template <class T>
 void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, bool log_form) {
+  using Row = Eigen::Array<T, Eigen::Dynamic, 1>;
 #pragma omp parallel for if (rows * n > (1 << 15))
   for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * n;
-    T* yr = y + r * n;
-    T m = -std::numeric_limits<T>::infinity();
-    for (int64_t j = 0; j < n; ++j) m = std::max(m, xr[j]);
+    Eigen::Map<const Row> xr(x + r * n, n);
+    Eigen::Map<Row> yr(y + r * n, n);
+    const T m = n ? xr.maxCoeff() : T(0);
     if (m == -std::numeric_limits<T>::infinity()) {  // every entry masked
-      for (int64_t j = 0; j < n; ++j) yr[j] = log_form ? m : T(0);
+      yr.setConstant(log_form ? m : T(0));
       continue;
     }
-    T s = 0;
-    for (int64_t j = 0; j < n; ++j) s += std::exp(xr[j] - m);
-    if (log_form) {
-      T lse = m + std::log(s);
-      for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] - lse;
-    } else {
-      T inv = T(1) / s;
-      for (int64_t j = 0; j < n; ++j) yr[j] = std::exp(xr[j] - m) * inv;
-    }
+    yr = (xr - m).exp();  // vectorised
+    const T s = yr.sum();
+    if (log_form) yr = xr - (m + std::log(s));
+    else yr *= T(1) / s;
   }
 }
 

@@ -1,8 +1,12 @@
-// Elementwise functions y = f(x). Each op is one line of a table: its forward
-// f(x), its derivative rule dx = f'(x, y)·g, and its FLOP counts. FLOP
-// convention: every arithmetic operation and every transcendental call
+// Elementwise functions y = f(x). Each op is one entry of a table: its forward
+// f(x), its derivative rule dx = f'(x, y)·g, and its FLOP counts. Both rules
+// are written on Eigen arrays, so exp, log, tanh and erf run vectorised.
+// FLOP convention: every arithmetic operation and every transcendental call
 // (exp, log, tanh, erf, sqrt) counts as one FLOP per element.
+#include <Eigen/Core>
+#include <unsupported/Eigen/SpecialFunctions>  // vectorised erf
 #include <cmath>
+#include <omp.h>
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
@@ -11,7 +15,28 @@ namespace tapelm {
 
 namespace {
 
-// Runs f over x, records a node whose backward runs df(x, y, g) elementwise.
+template <class T> using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+template <class T> using In = Eigen::Map<const Arr<T>>;
+template <class T> using Out = Eigen::Map<Arr<T>>;
+
+// Calls body(begin, length) over [0, n) in per-thread chunks.
+template <class Body>
+void parallel_chunks(int64_t n, Body body) {
+  const int64_t min_chunk = 1 << 14;
+  const int threads = (int)std::min<int64_t>(omp_get_max_threads(), (n + min_chunk - 1) / min_chunk);
+  if (threads <= 1) {
+    body(0, n);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t begin = n * t / nt, end = n * (t + 1) / nt;
+    body(begin, end - begin);
+  }
+}
+
+// Runs f over x, records a node whose backward computes df(x, y, g).
 template <class F, class DF>
 Tensor unary(const char* op, const Tensor& x, int64_t fwd_flops, int64_t bwd_flops, F f, DF df) {
   Tensor y = Tensor::empty(x.shape(), x.dtype());
@@ -20,27 +45,26 @@ Tensor unary(const char* op, const Tensor& x, int64_t fwd_flops, int64_t bwd_flo
     using T = decltype(tag);
     const T* px = x.data<T>();
     T* py = y.data<T>();
-#pragma omp parallel for simd if (n > (1 << 15))
-    for (int64_t i = 0; i < n; ++i) py[i] = f(px[i]);
+    parallel_chunks(n, [&](int64_t b, int64_t len) { Out<T>(py + b, len) = f(In<T>(px + b, len)); });
   });
   FlopCounter::add(op, fwd_flops * n);
   return record(op, y, {x}, [op, x, y, bwd_flops, df, n](const Tensor& g) -> std::vector<Tensor> {
     Tensor gx = Tensor::empty(x.shape(), x.dtype());
     dispatch_float(op, x.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      const T* px = x.data<T>();
-      const T* py = y.data<T>();
-      const T* pg = g.data<T>();
+      const T *px = x.data<T>(), *py = y.data<T>(), *pg = g.data<T>();
       T* po = gx.data<T>();
-#pragma omp parallel for simd if (n > (1 << 15))
-      for (int64_t i = 0; i < n; ++i) po[i] = df(px[i], py[i], pg[i]);
+      parallel_chunks(n, [&](int64_t b, int64_t len) {
+        Out<T>(po + b, len) = df(In<T>(px + b, len), In<T>(py + b, len), In<T>(pg + b, len));
+      });
     });
     FlopCounter::add(op, bwd_flops * n);
     return {gx};
   });
 }
 
-template <class T> T sigmoid_of(T x) { return T(1) / (T(1) + std::exp(-x)); }
+// The scalar type of an Eigen array expression, for typed constants.
+template <class A> using S = typename std::decay_t<A>::Scalar;
 
 }  // namespace
 
@@ -49,47 +73,46 @@ Tensor neg(const Tensor& x) {
 }
 
 Tensor exp(const Tensor& x) {
-  return unary("exp", x, 1, 1, [](auto v) { return std::exp(v); },
-               [](auto, auto y, auto g) { return g * y; });
+  return unary("exp", x, 1, 1, [](auto v) { return v.exp(); }, [](auto, auto y, auto g) { return g * y; });
 }
 
 Tensor log(const Tensor& x) {
-  return unary("log", x, 1, 1, [](auto v) { return std::log(v); },
-               [](auto v, auto, auto g) { return g / v; });
+  return unary("log", x, 1, 1, [](auto v) { return v.log(); }, [](auto v, auto, auto g) { return g / v; });
 }
 
 Tensor sqrt(const Tensor& x) {
-  return unary("sqrt", x, 1, 3, [](auto v) { return std::sqrt(v); },
-               [](auto, auto y, auto g) { return g / (decltype(y))(2) / y; });
+  return unary("sqrt", x, 1, 3, [](auto v) { return v.sqrt(); },
+               [](auto, auto y, auto g) { return g / (S<decltype(y)>(2) * y); });
 }
 
 Tensor tanh(const Tensor& x) {
-  return unary("tanh", x, 1, 3, [](auto v) { return std::tanh(v); },
-               [](auto, auto y, auto g) { return g * (1 - y * y); });
+  return unary("tanh", x, 1, 3, [](auto v) { return v.tanh(); },
+               [](auto, auto y, auto g) { return g * (S<decltype(y)>(1) - y * y); });
 }
 
+// σ(x) = 1/(1 + e^(−x));  σ' = σ(1 − σ)
 Tensor sigmoid(const Tensor& x) {
-  return unary("sigmoid", x, 4, 3, [](auto v) { return sigmoid_of(v); },
-               [](auto, auto y, auto g) { return g * y * (1 - y); });
+  return unary("sigmoid", x, 4, 3, [](auto v) { return S<decltype(v)>(1) / (S<decltype(v)>(1) + (-v).exp()); },
+               [](auto, auto y, auto g) { return g * y * (S<decltype(y)>(1) - y); });
 }
 
 Tensor relu(const Tensor& x) {
-  return unary("relu", x, 1, 1, [](auto v) { return v > 0 ? v : decltype(v)(0); },
-               [](auto v, auto, auto g) { return v > 0 ? g : decltype(g)(0); });
+  return unary("relu", x, 1, 1, [](auto v) { return v.max(S<decltype(v)>(0)); },
+               [](auto v, auto, auto g) { return (v > S<decltype(v)>(0)).select(g, S<decltype(v)>(0)); });
 }
 
-// GELU(x) = x·Φ(x) = x·½(1 + erf(x/√2));  GELU'(x) = Φ(x) + x·φ(x).
+// GELU(x) = x·Φ(x) = ½x(1 + erf(x/√2));  GELU'(x) = Φ(x) + x·φ(x).
 Tensor gelu(const Tensor& x) {
   return unary(
       "gelu", x, 5, 9,
       [](auto v) {
-        using T = decltype(v);
-        return T(0.5) * v * (T(1) + std::erf(v * T(M_SQRT1_2)));
+        using T = S<decltype(v)>;
+        return T(0.5) * v * (T(1) + (v * T(M_SQRT1_2)).erf());
       },
       [](auto v, auto, auto g) {
-        using T = decltype(v);
-        T cdf = T(0.5) * (T(1) + std::erf(v * T(M_SQRT1_2)));
-        T pdf = std::exp(T(-0.5) * v * v) * T(0.5 * M_2_SQRTPI * M_SQRT1_2);
+        using T = S<decltype(v)>;
+        auto cdf = T(0.5) * (T(1) + (v * T(M_SQRT1_2)).erf());
+        auto pdf = (T(-0.5) * v * v).exp() * T(0.5 * M_2_SQRTPI * M_SQRT1_2);
         return g * (cdf + v * pdf);
       });
 }
@@ -99,50 +122,56 @@ Tensor gelu_tanh(const Tensor& x) {
   return unary(
       "gelu_tanh", x, 9, 14,
       [](auto v) {
-        using T = decltype(v);
-        T u = T(M_2_SQRTPI * M_SQRT1_2) * (v + T(0.044715) * v * v * v);
-        return T(0.5) * v * (T(1) + std::tanh(u));
+        using T = S<decltype(v)>;
+        return T(0.5) * v * (T(1) + (T(M_2_SQRTPI * M_SQRT1_2) * (v + T(0.044715) * v * v * v)).tanh());
       },
       [](auto v, auto, auto g) {
-        using T = decltype(v);
+        using T = S<decltype(v)>;
         const T k = T(M_2_SQRTPI * M_SQRT1_2);
-        T t = std::tanh(k * (v + T(0.044715) * v * v * v));
-        T du = k * (T(1) + T(3 * 0.044715) * v * v);
-        return g * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * du);
+        Arr<T> t = (k * (v + T(0.044715) * v * v * v)).tanh();
+        return g * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * k * (T(1) + T(3 * 0.044715) * v * v));
       });
 }
 
 // silu(x) = x·σ(x);  silu'(x) = σ(x)(1 + x(1 − σ(x))).
 Tensor silu(const Tensor& x) {
-  return unary("silu", x, 5, 8, [](auto v) { return v * sigmoid_of(v); },
+  return unary("silu", x, 5, 8, [](auto v) { return v / (S<decltype(v)>(1) + (-v).exp()); },
                [](auto v, auto, auto g) {
-                 auto s = sigmoid_of(v);
-                 return g * s * (1 + v * (1 - s));
+                 using T = S<decltype(v)>;
+                 Arr<T> s = T(1) / (T(1) + (-v).exp());
+                 return g * s * (T(1) + v * (T(1) - s));
                });
 }
 
-// softplus(x) = log(1 + eʸ), = x above 20 (PyTorch's threshold); derivative σ(x).
+// softplus(x) = log(1 + eˣ), = x above 20 (PyTorch's threshold); derivative σ(x).
 Tensor softplus(const Tensor& x) {
   return unary("softplus", x, 3, 5,
-               [](auto v) { return v > 20 ? v : std::log1p(std::exp(v)); },
-               [](auto v, auto, auto g) { return v > 20 ? g : g * sigmoid_of(v); });
+               [](auto v) {
+                 using T = S<decltype(v)>;
+                 return (v > T(20)).select(v, v.min(T(20)).exp().log1p());
+               },
+               [](auto v, auto, auto g) {
+                 using T = S<decltype(v)>;
+                 return (v > T(20)).select(g, g / (T(1) + (-v).exp()));
+               });
 }
 
+// elu(x) = x for x > 0, α(eˣ − 1) otherwise.
 Tensor elu(const Tensor& x, double alpha) {
   return unary("elu", x, 3, 2,
                [alpha](auto v) {
-                 using T = decltype(v);
-                 return v > 0 ? v : T(alpha) * std::expm1(v);
+                 using T = S<decltype(v)>;
+                 return (v > T(0)).select(v, T(alpha) * v.min(T(0)).expm1());
                },
                [alpha](auto v, auto y, auto g) {
-                 using T = decltype(v);
-                 return v > 0 ? g : g * (y + T(alpha));
+                 using T = S<decltype(v)>;
+                 return (v > T(0)).select(g, g * (y + T(alpha)));
                });
 }
 
 Tensor square(const Tensor& x) {
   return unary("square", x, 1, 2, [](auto v) { return v * v; },
-               [](auto v, auto, auto g) { return 2 * v * g; });
+               [](auto v, auto, auto g) { return S<decltype(v)>(2) * v * g; });
 }
 
 }  // namespace tapelm

@@ -1,0 +1,237 @@
+// The tapelm tool end to end: exact resume, checkpoints, bad input (each a
+// clear message and a non-zero exit, never a crash, never a damaged
+// checkpoint), Ctrl-C, flags and config files, sample and eval.
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "autograd/safetensors.h"
+#include "train/checkpoint.h"
+#include "train/sampler.h"
+#include "tests/test_helpers.h"
+
+using namespace tapelm;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out;
+};
+
+Result run(const std::string& args) {
+  std::string cmd = std::string(TAPELM_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+}
+
+class Tool : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir = (fs::temp_directory_path() / ("tapelm_tool_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+              .string();
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    corpus = dir + "/corpus.txt";
+    std::ofstream f(corpus);
+    for (int i = 0; i < 60; ++i) f << "To be, or not to be, that is the question.\n%\nWhether 'tis nobler in the mind.\n%\n";
+  }
+  void TearDown() override { fs::remove_all(dir); }
+  // A tiny, fast model; dropout on so resume must restore the dropout RNG too.
+  std::string tiny(const std::string& out) {
+    return "train --data " + corpus + " --out " + out +
+           " --n-layer 1 --n-head 2 --n-embd 16 --context 16 --batch 4 --threads 1 --dropout 0.1"
+           " --warmup 3 --eval-batches 2 --log-interval 1 --quiet";
+  }
+  std::string dir, corpus;
+};
+
+std::vector<double> logged_losses(const std::string& run_dir) {
+  std::vector<double> v;
+  std::ifstream in(run_dir + "/log.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) v.push_back(j["loss"].get<double>());
+  }
+  return v;
+}
+
+}  // namespace
+
+TEST_F(Tool, ResumeContinuesExactly) {
+  Result full = run(tiny(dir + "/full") + " --steps 20 --eval-interval 10");
+  ASSERT_EQ(full.code, 0) << full.out;
+  // The first leg stops at 10 but follows the 20-step schedule.
+  Result first = run(tiny(dir + "/split") + " --steps 10 --lr-decay-steps 20 --eval-interval 10");
+  ASSERT_EQ(first.code, 0) << first.out;
+  Result second = run(tiny(dir + "/split") + " --steps 20 --eval-interval 10 --resume");
+  ASSERT_EQ(second.code, 0) << second.out;
+  EXPECT_NE(second.out.find("resuming from step 10"), std::string::npos) << second.out;
+  std::vector<double> a = logged_losses(dir + "/full"), b = logged_losses(dir + "/split");
+  ASSERT_EQ(a.size(), 20u);
+  ASSERT_EQ(b.size(), 20u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "step " << i + 1;
+  TensorFile wa = load_safetensors(dir + "/full/model.safetensors"), wb = load_safetensors(dir + "/split/model.safetensors");
+  for (auto& [name, t] : wa.tensors) EXPECT_EQ(t.to_vector(), wb.tensors.at(name).to_vector()) << name;
+  // Exactly one optimizer file, the one model.safetensors names.
+  int optimizer_files = 0;
+  for (auto& e : fs::directory_iterator(dir + "/split")) optimizer_files += e.path().filename().string().rfind("optimizer-", 0) == 0;
+  EXPECT_EQ(optimizer_files, 1);
+  EXPECT_EQ(wb.metadata.at("optimizer"), "optimizer-20.safetensors");
+  EXPECT_TRUE(fs::exists(dir + "/split/loss.svg"));
+}
+
+TEST_F(Tool, ResumeWithAnotherConfigIsRefused) {
+  ASSERT_EQ(run(tiny(dir + "/r") + " --steps 2 --eval-interval 2").code, 0);
+  Result r = run(tiny(dir + "/r") + " --steps 4 --eval-interval 2 --resume --n-layer 2");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("has n_layer = 1, but 2 was given"), std::string::npos) << r.out;
+}
+
+TEST_F(Tool, BadCorpusInputs) {
+  Result missing = run("train --data " + dir + "/nope.txt --out " + dir + "/o");
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.out.find("tapelm: error: corpus: " + dir + "/nope.txt does not exist"), std::string::npos) << missing.out;
+  std::ofstream(dir + "/empty.txt").close();
+  Result empty = run("train --data " + dir + "/empty.txt --out " + dir + "/o");
+  EXPECT_EQ(empty.code, 1);
+  EXPECT_NE(empty.out.find("is empty"), std::string::npos) << empty.out;
+  std::ofstream(dir + "/short.txt") << "just a few characters of text";
+  Result shortc = run("train --data " + dir + "/short.txt --out " + dir + "/o --context 64");
+  EXPECT_EQ(shortc.code, 1);
+  EXPECT_NE(shortc.out.find("shorter than one context window"), std::string::npos) << shortc.out;
+}
+
+TEST_F(Tool, BadModelConfig) {
+  Result heads = run(tiny(dir + "/o") + " --n-embd 10 --n-head 4 --steps 1");
+  EXPECT_EQ(heads.code, 1);
+  EXPECT_NE(heads.out.find("n_embd 10 is not divisible by n_head 4"), std::string::npos) << heads.out;
+  Result mixer = run(tiny(dir + "/o") + " --mixer lstm --steps 1");
+  EXPECT_EQ(mixer.code, 1);
+  EXPECT_NE(mixer.out.find("unknown mixer 'lstm'"), std::string::npos) << mixer.out;
+}
+
+TEST_F(Tool, FlagErrorsNameTheFlag) {
+  Result unknown = run("train --data x --bogus 3");
+  EXPECT_NE(unknown.code, 0);
+  EXPECT_NE(unknown.out.find("--bogus"), std::string::npos) << unknown.out;
+  Result bad = run("train --data x --n-layer four");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.out.find("--n-layer"), std::string::npos) << bad.out;
+  Result tok = run("train --data x --tokenizer words");
+  EXPECT_NE(tok.code, 0);
+  EXPECT_NE(tok.out.find("--tokenizer"), std::string::npos) << tok.out;
+  for (std::string sub : {"train", "sample", "eval"}) {
+    Result h = run(sub + " --help");
+    EXPECT_EQ(h.code, 0) << sub;
+    EXPECT_NE(h.out.find("Usage:"), std::string::npos) << sub;
+  }
+}
+
+TEST_F(Tool, ConfigFileIsOverriddenByFlags) {
+  std::ofstream(dir + "/cfg.json") << R"({"n_layer": 2, "n_embd": 16, "n_head": 2, "context": 16, "steps": 1,
+                                          "eval_interval": 1, "batch": 2, "threads": 1, "quiet": true})";
+  Result r = run("train --config " + dir + "/cfg.json --data " + corpus + " --out " + dir + "/c --n-layer 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("n_layer 1, n_head 2, n_embd 16, context 16"), std::string::npos) << r.out;
+  std::ofstream(dir + "/bad.json") << R"({"n_layers": 2})";
+  Result bad = run("train --config " + dir + "/bad.json --data " + corpus);
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.out.find("--n-layers"), std::string::npos) << bad.out;
+}
+
+TEST_F(Tool, TruncatedOrCorruptCheckpointIsAClearError) {
+  ASSERT_EQ(run(tiny(dir + "/t") + " --steps 2 --eval-interval 2").code, 0);
+  const std::string model = dir + "/t/model.safetensors";
+  fs::copy_file(model, dir + "/good.safetensors");
+  fs::resize_file(model, fs::file_size(model) / 2);
+  Result trunc = run("sample --checkpoint " + dir + "/t --tokens 5");
+  EXPECT_EQ(trunc.code, 1);
+  EXPECT_NE(trunc.out.find("truncated"), std::string::npos) << trunc.out;
+  const std::string garbage("\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}", 25);
+  std::ofstream(model, std::ios::binary | std::ios::trunc) << garbage;
+  Result corrupt = run("sample --checkpoint " + dir + "/t --tokens 5");
+  EXPECT_EQ(corrupt.code, 1);
+  EXPECT_NE(corrupt.out.find("corrupt header"), std::string::npos) << corrupt.out;
+  Result none = run("sample --checkpoint " + dir + "/nothing");
+  EXPECT_EQ(none.code, 1);
+  EXPECT_NE(none.out.find("not found"), std::string::npos) << none.out;
+}
+
+TEST_F(Tool, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
+  // A good checkpoint at step 3, then an absurd learning rate blows the
+  // weights up on the first resumed update: the run stops, step 3 survives.
+  ASSERT_EQ(run(tiny(dir + "/n") + " --steps 3 --eval-interval 3").code, 0);
+  TensorFile before = load_safetensors(dir + "/n/model.safetensors");
+  Result r = run(tiny(dir + "/n") + " --steps 50 --eval-interval 1 --lr 1e30 --warmup 0 --schedule constant --grad-clip 0 --resume");
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("; stopping. The last good checkpoint in"), std::string::npos) << r.out;
+  // Intact, loadable, and from finite weights (a checkpoint is only written
+  // after a finite loss, finite updated weights and a finite evaluation).
+  train::Checkpoint ck = train::load_checkpoint(dir + "/n");
+  EXPECT_GE(ck.step, 3);
+  EXPECT_LT(ck.step, 50);
+  TensorFile after = load_safetensors(dir + "/n/model.safetensors");
+  for (auto& [name, t] : after.tensors)
+    for (double v : t.to_vector()) ASSERT_TRUE(std::isfinite(v)) << name;
+  EXPECT_FALSE(before.tensors.empty());
+}
+
+TEST_F(Tool, CtrlCSavesACheckpointAndExits130) {
+  std::string cmd = "timeout -s INT --preserve-status 3 " + std::string(TAPELM_BINARY) + " " + tiny(dir + "/i") +
+                    " --steps 1000000 --eval-interval 1000000 > " + dir + "/i.log 2>&1";
+  int status = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  train::Checkpoint ck = train::load_checkpoint(dir + "/i");
+  EXPECT_GT(ck.step, 0);
+  std::ifstream log(dir + "/i.log");
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("interrupted: checkpoint at step"), std::string::npos) << text;
+}
+
+TEST_F(Tool, SampleAndEval) {
+  ASSERT_EQ(run(tiny(dir + "/s") + " --steps 5 --eval-interval 5").code, 0);
+  Result g1 = run("sample --checkpoint " + dir + "/s --prompt 'To be' --tokens 40 --temperature 0");
+  Result g2 = run("sample --checkpoint " + dir + "/s --prompt 'To be' --tokens 40 --temperature 0");
+  ASSERT_EQ(g1.code, 0) << g1.out;
+  EXPECT_EQ(g1.out, g2.out);  // greedy is deterministic
+  EXPECT_EQ(g1.out.rfind("To be", 0), 0u);
+  Result s = run("sample --checkpoint " + dir + "/s --tokens 30 --top-k 3 --seed 7");
+  EXPECT_EQ(s.code, 0) << s.out;
+  Result bad = run("sample --checkpoint " + dir + "/s --prompt 'Zebra!'");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("character 'Z'"), std::string::npos) << bad.out;
+  Result e = run("eval --checkpoint " + dir + "/s --data " + corpus);
+  EXPECT_EQ(e.code, 0) << e.out;
+  EXPECT_NE(e.out.find("val loss "), std::string::npos) << e.out;
+}
+
+TEST_F(Tool, DocumentBatchesWithBPE) {
+  Result r = run(tiny(dir + "/d") + " --steps 3 --eval-interval 3 --batch-mode documents --doc-sep % --tokenizer bpe --vocab-size 300");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("bpe tokenizer"), std::string::npos) << r.out;
+  Result e = run("eval --checkpoint " + dir + "/d --data " + corpus);
+  EXPECT_EQ(e.code, 0) << e.out;
+}
+
+TEST(Sampler, GreedyAndTopK) {
+  float logits[5] = {0.1f, 2.0f, -1.0f, 1.9f, 0.0f};
+  Generator g(0);
+  EXPECT_EQ(train::pick_token(logits, 5, 0.0, 0, g), 1);
+  EXPECT_EQ(train::pick_token(logits, 5, 1.0, 1, g), 1);  // top-1 is greedy
+  for (int i = 0; i < 50; ++i) {
+    int32_t t = train::pick_token(logits, 5, 1.0, 2, g);
+    EXPECT_TRUE(t == 1 || t == 3);
+  }
+}

@@ -95,6 +95,20 @@ Tensor dropout(const Tensor& a, double p, bool training, Generator& gen);
 // ---- cumsum.cpp ----------------------------------------------------------
 Tensor cumsum(const Tensor& a, int64_t axis);
 
+// ---- recurrence.cpp: the linear-attention core ---------------------------
+// S_t = diag(exp g_t)·S_{t−1} + k_t v_tᵀ,  o_t = S_tᵀ q_t, per batch and head.
+// q, k [B,H,T,K], v [B,H,T,V], g (log-decay ≤ 0) [B,H,T,K] or [B,H,T,1];
+// returns o [B,H,T,V]. The three forms give the same numbers; `chunk` is the
+// chunk size of the chunkwise form. With `state` (inference, no grad), the
+// recurrence starts from *state ([B,H,K,V], zeros if undefined) and leaves the
+// final state there.
+enum class RecurrenceForm { recurrent, parallel, chunkwise };
+Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
+                        RecurrenceForm form = RecurrenceForm::chunkwise, int64_t chunk = 64,
+                        Tensor* state = nullptr);
+// The same recurrence as a plain loop of primitive ops (for tests).
+Tensor gated_recurrence_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g);
+
 // ---- operators -----------------------------------------------------------
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }

@@ -161,7 +161,9 @@ TEST(NnModel, CausalFutureTokensNeverChangePastLogits) {
     for (int64_t t = 0; t < 8; ++t)
       for (int64_t v = 0; v < V; ++v) {
         double da = la.flat(t * V + v), db = lb.flat(t * V + v);
-        if (t < 5) EXPECT_EQ(da, db) << position << " t=" << t;
+        if (t < 5) {
+          EXPECT_EQ(da, db) << position << " t=" << t;
+        }
       }
     EXPECT_NE(la.flat(5 * V), lb.flat(5 * V));
   }

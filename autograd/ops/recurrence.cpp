@@ -1,0 +1,255 @@
+// The linear-recurrence core shared by the linear-attention family
+// (linear attention, RetNet, gated retention, GLA): per batch and head, a
+// state S_t ∈ R^{K×V} that is decayed per key dimension, written, and read:
+//
+//   S_t = diag(exp g_t) · S_{t−1} + k_t v_tᵀ,      o_t = S_tᵀ q_t          (1)
+//
+// g_t ≤ 0 is the log-decay: 0 (linear attention), a constant per head
+// (RetNet), one value per head and step (gated retention, last dim 1), or a
+// vector over the key dimension (GLA). Three forward forms compute (1):
+//   recurrent  — the loop itself, O(T·K·V);
+//   parallel   — o_t = Σ_{s≤t} (Σ_i q_ti k_si e^{L_ti − L_si}) v_s with
+//                L = cumsum(g): the masked "attention" form, O(T²·(K+V));
+//   chunkwise  — within a chunk of C steps the parallel form, across chunks
+//                the state: linear in T (Yang et al. 2023, GLA, §3).
+// Decays are always taken as differences of cumulative sums inside a chunk
+// (e^{L_t − L_s} ≤ 1), never as ratios of products, so nothing overflows.
+//
+// All forms share one backward, the reverse recurrence of (1) with
+//   G_t = q_t do_tᵀ + diag(exp g_{t+1}) G_{t+1}      (∂L/∂S_t, incl. the future)
+//   dq_t = S_t do_t,  dk_t = G_t v_t,  dv_t = G_tᵀ k_t,
+//   dg_t[i] = e^{g_ti} Σ_j G_t[i,j] S_{t−1}[i,j]      (summed over i if g is per head)
+// where the states S_t are recomputed chunk by chunk from checkpoints taken
+// every `chunk` steps, so memory stays O((T/C)·K·V).
+#include <Eigen/Core>
+#include <cmath>
+
+#include "autograd/flops.h"
+#include "autograd/ops.h"
+
+namespace tapelm {
+
+namespace {
+
+template <class T> using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T> using MapM = Eigen::Map<Mat<T>>;
+template <class T> using CMapM = Eigen::Map<const Mat<T>>;
+template <class T> using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+template <class T> using CMapV = Eigen::Map<const Vec<T>>;
+
+struct Dims {
+  int64_t BH, T, K, V, GK;  // GK = K (vector decay) or 1 (one decay per head and step)
+};
+
+// One (batch, head) slice of every input, as raw pointers.
+template <class T>
+struct Slice {
+  const T *q, *k, *v, *g;
+  T* o;
+  T* state;  // K×V initial state in, final state out (may be null)
+};
+
+template <class T> inline T decay_at(const T* g, int64_t t, int64_t i, int64_t GK) {
+  return g[t * GK + (GK == 1 ? 0 : i)];
+}
+
+// ---- forward forms ---------------------------------------------------------
+
+template <class T>
+void forward_recurrent(const Slice<T>& s, const Dims& d) {
+  Mat<T> S = Mat<T>::Zero(d.K, d.V);
+  if (s.state) S = CMapM<T>(s.state, d.K, d.V);
+  for (int64_t t = 0; t < d.T; ++t) {
+    for (int64_t i = 0; i < d.K; ++i) S.row(i) *= std::exp(decay_at(s.g, t, i, d.GK));
+    S.noalias() += CMapV<T>(s.k + t * d.K, d.K) * CMapV<T>(s.v + t * d.V, d.V).transpose();
+    Eigen::Map<Vec<T>>(s.o + t * d.V, d.V).noalias() = S.transpose() * CMapV<T>(s.q + t * d.K, d.K);
+  }
+  if (s.state) MapM<T>(s.state, d.K, d.V) = S;
+}
+
+// Positions [t0, t1) as one block: intra-block masked form plus the read of
+// the incoming state S; then S advances to the end of the block. With
+// t0 = 0, t1 = T this is the parallel form; with blocks of C the chunkwise one.
+template <class T>
+void forward_block(const Slice<T>& s, const Dims& d, int64_t t0, int64_t t1, Mat<T>& S) {
+  const int64_t C = t1 - t0, K = d.K, V = d.V;
+  Mat<T> L(C, K);  // cumulative log-decay from the block start, inclusive
+  for (int64_t i = 0; i < K; ++i) {
+    T acc = 0;
+    for (int64_t t = 0; t < C; ++t) L(t, i) = acc += decay_at(s.g, t0 + t, i, d.GK);
+  }
+  CMapM<T> Q(s.q + t0 * K, C, K), Kb(s.k + t0 * K, C, K), Vb(s.v + t0 * V, C, V);
+  MapM<T> O(s.o + t0 * V, C, V);
+  // Intra-block scores A[t,u] = Σ_i q_ti k_ui e^{L_ti − L_ui}, u ≤ t.
+  Mat<T> A = Mat<T>::Zero(C, C);
+  if (d.GK == 1) {
+    A.noalias() = Q * Kb.transpose();
+    for (int64_t t = 0; t < C; ++t)
+      for (int64_t u = 0; u < C; ++u) A(t, u) = u <= t ? A(t, u) * std::exp(L(t, 0) - L(u, 0)) : T(0);
+  } else {
+    for (int64_t t = 0; t < C; ++t)
+      for (int64_t u = 0; u <= t; ++u) {
+        T a = 0;
+        for (int64_t i = 0; i < K; ++i) a += Q(t, i) * Kb(u, i) * std::exp(L(t, i) - L(u, i));
+        A(t, u) = a;
+      }
+  }
+  O.noalias() = A * Vb;
+  // Read of the incoming state: (q_t ⊙ e^{L_t})ᵀ S.
+  Mat<T> Qd = Q.array() * L.array().exp();
+  O.noalias() += Qd * S;
+  // Advance: S ← diag(e^{L_last}) S + Σ_u (k_u ⊙ e^{L_last − L_u}) v_uᵀ.
+  Mat<T> Kd(C, K);
+  for (int64_t t = 0; t < C; ++t)
+    for (int64_t i = 0; i < K; ++i) Kd(t, i) = Kb(t, i) * std::exp(L(C - 1, i) - L(t, i));
+  for (int64_t i = 0; i < K; ++i) S.row(i) *= std::exp(L(C - 1, i));
+  S.noalias() += Kd.transpose() * Vb;
+}
+
+template <class T>
+void forward_blocks(const Slice<T>& s, const Dims& d, int64_t chunk) {
+  Mat<T> S = Mat<T>::Zero(d.K, d.V);
+  if (s.state) S = CMapM<T>(s.state, d.K, d.V);
+  for (int64_t t0 = 0; t0 < d.T; t0 += chunk) forward_block(s, d, t0, std::min(d.T, t0 + chunk), S);
+  if (s.state) MapM<T>(s.state, d.K, d.V) = S;
+}
+
+int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
+  const int64_t K = d.K, V = d.V, T = d.T;
+  if (form == RecurrenceForm::recurrent) return d.BH * T * (K * V /*decay*/ + 2 * K * V /*write*/ + 2 * K * V /*read*/);
+  const int64_t C = form == RecurrenceForm::parallel ? T : chunk;
+  int64_t total = 0;
+  for (int64_t t0 = 0; t0 < T; t0 += C) {
+    const int64_t c = std::min(T, t0 + C) - t0, pairs = c * (c + 1) / 2;
+    total += pairs * (d.GK == 1 ? 2 * K + 2 : 4 * K)  // scores with decay
+             + pairs * 2 * V                         // A·V
+             + 2 * c * K * V                         // read of the state
+             + 2 * c * K * V + K * V;                // advance the state
+  }
+  return d.BH * total;
+}
+
+// ---- backward (shared by all forms) ---------------------------------------
+
+template <class T>
+void backward_slice(const Slice<T>& s, const T* dO, T* dq, T* dk, T* dv, T* dg, const Dims& d, int64_t chunk) {
+  const int64_t K = d.K, V = d.V, steps = d.T;
+  const int64_t n_chunks = (steps + chunk - 1) / chunk;
+  // Checkpoints: the state entering each chunk.
+  std::vector<Mat<T>> entry(n_chunks, Mat<T>::Zero(K, V));
+  {
+    Mat<T> S = Mat<T>::Zero(K, V);
+    for (int64_t t = 0; t < steps; ++t) {
+      if (t % chunk == 0) entry[t / chunk] = S;
+      for (int64_t i = 0; i < K; ++i) S.row(i) *= std::exp(decay_at(s.g, t, i, d.GK));
+      S.noalias() += CMapV<T>(s.k + t * K, K) * CMapV<T>(s.v + t * V, V).transpose();
+    }
+  }
+  Mat<T> G = Mat<T>::Zero(K, V);  // ∂L/∂S_t, accumulated backwards
+  std::vector<Mat<T>> states(chunk + 1, Mat<T>(K, V));
+  for (int64_t c = n_chunks - 1; c >= 0; --c) {
+    const int64_t t0 = c * chunk, t1 = std::min(steps, t0 + chunk);
+    states[0] = entry[c];  // states[j] = S_{t0+j−1}
+    for (int64_t t = t0; t < t1; ++t) {
+      Mat<T>& S = states[t - t0 + 1];
+      S = states[t - t0];
+      for (int64_t i = 0; i < K; ++i) S.row(i) *= std::exp(decay_at(s.g, t, i, d.GK));
+      S.noalias() += CMapV<T>(s.k + t * K, K) * CMapV<T>(s.v + t * V, V).transpose();
+    }
+    for (int64_t t = t1 - 1; t >= t0; --t) {
+      if (t + 1 < steps)  // the future's gradient reaches S_t through the decay of step t+1
+        for (int64_t i = 0; i < K; ++i) G.row(i) *= std::exp(decay_at(s.g, t + 1, i, d.GK));
+      CMapV<T> q(s.q + t * K, K), k(s.k + t * K, K), v(s.v + t * V, V), g_out(dO + t * V, V);
+      G.noalias() += q * g_out.transpose();
+      const Mat<T>& S_t = states[t - t0 + 1];
+      const Mat<T>& S_prev = states[t - t0];
+      Eigen::Map<Vec<T>>(dq + t * K, K).noalias() = S_t * g_out;
+      Eigen::Map<Vec<T>>(dk + t * K, K).noalias() = G * v;
+      Eigen::Map<Vec<T>>(dv + t * V, V).noalias() = G.transpose() * k;
+      if (d.GK == 1) {
+        dg[t] = std::exp(s.g[t]) * (G.array() * S_prev.array()).sum();
+      } else {
+        for (int64_t i = 0; i < K; ++i)
+          dg[t * K + i] = std::exp(s.g[t * K + i]) * (G.row(i).array() * S_prev.row(i).array()).sum();
+      }
+    }
+  }
+}
+
+Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g) {
+  const char* op = "gated_recurrence";
+  TAPELM_CHECK(q.dim() == 4 && k.shape() == q.shape() && v.dim() == 4 && g.dim() == 4,
+               "{}: expects q, k [B,H,T,K], v [B,H,T,V], g [B,H,T,K|1]; got q {}, k {}, v {}, g {}", op,
+               q.str_shape(), k.str_shape(), v.str_shape(), g.str_shape());
+  TAPELM_CHECK(v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == q.size(2) &&
+                   g.size(0) == q.size(0) && g.size(1) == q.size(1) && g.size(2) == q.size(2) &&
+                   (g.size(3) == q.size(3) || g.size(3) == 1),
+               "{}: shapes do not agree: q {}, k {}, v {}, g {}", op, q.str_shape(), k.str_shape(),
+               v.str_shape(), g.str_shape());
+  TAPELM_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype() && q.dtype() == g.dtype(),
+               "{}: dtypes differ", op);
+  return {q.size(0) * q.size(1), q.size(2), q.size(3), v.size(3), g.size(3)};
+}
+
+}  // namespace
+
+Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
+                        RecurrenceForm form, int64_t chunk, Tensor* state) {
+  const Dims d = check_inputs(q, k, v, g);
+  TAPELM_CHECK(chunk > 0, "gated_recurrence: chunk size must be positive, got {}", chunk);
+  if (state) {
+    TAPELM_CHECK(!grad_enabled() || !(q.requires_grad() || k.requires_grad() || v.requires_grad() || g.requires_grad()),
+                 "gated_recurrence: a carried state is for inference; run it under NoGradGuard");
+    if (!state->defined()) *state = zeros({q.size(0), q.size(1), d.K, d.V}, q.dtype());
+    TAPELM_CHECK(state->shape() == (Shape{q.size(0), q.size(1), d.K, d.V}),
+                 "gated_recurrence: state {} does not match [B,H,K,V] = [{},{},{},{}]", state->str_shape(),
+                 q.size(0), q.size(1), d.K, d.V);
+  }
+  Tensor o = Tensor::empty({q.size(0), q.size(1), d.T, d.V}, q.dtype());
+  dispatch_float("gated_recurrence", q.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t bh = 0; bh < d.BH; ++bh) {
+      Slice<T> s{q.data<T>() + bh * d.T * d.K, k.data<T>() + bh * d.T * d.K, v.data<T>() + bh * d.T * d.V,
+                 g.data<T>() + bh * d.T * d.GK, o.data<T>() + bh * d.T * d.V,
+                 state ? state->data<T>() + bh * d.K * d.V : nullptr};
+      if (form == RecurrenceForm::recurrent) forward_recurrent(s, d);
+      else forward_blocks(s, d, form == RecurrenceForm::parallel ? std::max<int64_t>(d.T, 1) : chunk);
+    }
+  });
+  FlopCounter::add("gated_recurrence", forward_flops(d, form, chunk));
+  const int64_t bwd_chunk = form == RecurrenceForm::chunkwise ? chunk : 64;
+  return record("gated_recurrence", o, {q, k, v, g}, [q, k, v, g, d, bwd_chunk](const Tensor& dO) -> std::vector<Tensor> {
+    Tensor dq = Tensor::empty(q.shape(), q.dtype()), dk = Tensor::empty(k.shape(), k.dtype());
+    Tensor dv = Tensor::empty(v.shape(), v.dtype()), dg = Tensor::empty(g.shape(), g.dtype());
+    dispatch_float("gated_recurrence", q.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+#pragma omp parallel for schedule(dynamic)
+      for (int64_t bh = 0; bh < d.BH; ++bh) {
+        Slice<T> s{q.data<T>() + bh * d.T * d.K, k.data<T>() + bh * d.T * d.K, v.data<T>() + bh * d.T * d.V,
+                   g.data<T>() + bh * d.T * d.GK, nullptr, nullptr};
+        backward_slice(s, dO.data<T>() + bh * d.T * d.V, dq.data<T>() + bh * d.T * d.K, dk.data<T>() + bh * d.T * d.K,
+                       dv.data<T>() + bh * d.T * d.V, dg.data<T>() + bh * d.T * d.GK, d, bwd_chunk);
+      }
+    });
+    // Recompute pass (3KV per step) + reverse pass (decay KV, G += 2KV, dq/dk/dv 6KV, dg 3KV).
+    FlopCounter::add("gated_recurrence", d.BH * d.T * d.K * d.V * (3 + 12));
+    return {dq, dk, dv, dg};
+  });
+}
+
+Tensor gated_recurrence_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g) {
+  const Dims d = check_inputs(q, k, v, g);
+  const int64_t B = q.size(0), H = q.size(1);
+  Tensor S = zeros({B, H, d.K, d.V}, q.dtype());
+  std::vector<Tensor> outs;
+  for (int64_t t = 0; t < d.T; ++t) {
+    auto at = [&](const Tensor& x) { return slice(x, 2, t, t + 1); };  // [B,H,1,·]
+    Tensor decay = exp(transpose(at(g), 2, 3));                        // [B,H,K|1,1]
+    S = add(mul(S, decay), matmul(at(k), at(v), true, false));         // kᵀv: [B,H,K,V]
+    outs.push_back(matmul(at(q), S));                                  // [B,H,1,V]
+  }
+  return concat(outs, 2);
+}
+
+}  // namespace tapelm

@@ -1,0 +1,123 @@
+// The linear-recurrence core: recurrent == parallel == chunkwise (every chunk
+// size that divides T and some that do not) == the primitive-op reference, in
+// values and gradients; float64 gradcheck of every form; carried state.
+#include "tests/test_helpers.h"
+
+using namespace tapelm;
+using namespace tapelm::testing;
+
+namespace {
+
+struct Inputs {
+  Tensor q, k, v, g;
+};
+
+// g = −softplus(·) ≤ 0 (a decay in (0, 1]); gk = K for a vector decay, 1 per head.
+Inputs make(int64_t B, int64_t H, int64_t T, int64_t K, int64_t V, int64_t gk, uint64_t seed, DType dt = DType::f64) {
+  Generator gen(seed);
+  Inputs in{randn({B, H, T, K}, gen, dt, 0, 0.5), randn({B, H, T, K}, gen, dt, 0, 0.5),
+            randn({B, H, T, V}, gen, dt), Tensor()};
+  {
+    NoGradGuard ng;
+    in.g = neg(softplus(randn({B, H, T, gk}, gen, dt, -1.0, 1.0)));
+  }
+  for (Tensor* t : {&in.q, &in.k, &in.v, &in.g}) t->requires_grad_();
+  return in;
+}
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  double m = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, std::fabs(a.flat(i) - b.flat(i)));
+  return m;
+}
+
+std::vector<Tensor> grads_of(const Inputs& in, const std::function<Tensor()>& f, const Tensor& upstream) {
+  for (const Tensor* t : {&in.q, &in.k, &in.v, &in.g}) const_cast<Tensor*>(t)->zero_grad();
+  backward(f(), upstream);
+  return {in.q.grad(), in.k.grad(), in.v.grad(), in.g.grad()};
+}
+
+}  // namespace
+
+class RecurrenceForms : public ::testing::TestWithParam<int64_t> {};  // param: decay width (K or 1)
+
+TEST_P(RecurrenceForms, AllFormsAndChunkSizesAgreeInValuesAndGradients) {
+  const int64_t T = 12, K = 4, V = 3, gk = GetParam() == 1 ? 1 : K;
+  Inputs in = make(2, 2, T, K, V, gk, 1);
+  Generator gen(9);
+  Tensor up = randn({2, 2, T, V}, gen, DType::f64);
+  auto ref = [&] { return gated_recurrence_reference(in.q, in.k, in.v, in.g); };
+  Tensor want = ref();
+  std::vector<Tensor> want_grads = grads_of(in, ref, up);
+  std::vector<std::pair<RecurrenceForm, int64_t>> forms{{RecurrenceForm::recurrent, 64}, {RecurrenceForm::parallel, 64}};
+  for (int64_t c : {1, 2, 3, 4, 5, 6, 12, 16}) forms.push_back({RecurrenceForm::chunkwise, c});
+  for (auto [form, chunk] : forms) {
+    auto f = [&, form = form, chunk = chunk] { return gated_recurrence(in.q, in.k, in.v, in.g, form, chunk); };
+    Tensor got = f();
+    clear_tape();
+    EXPECT_LT(max_abs_diff(got, want), 1e-12) << "form " << (int)form << " chunk " << chunk;
+    std::vector<Tensor> g = grads_of(in, f, up);
+    for (int i = 0; i < 4; ++i) EXPECT_LT(max_abs_diff(g[i], want_grads[i]), 1e-12) << "grad " << i << " form " << (int)form << " chunk " << chunk;
+  }
+}
+
+TEST_P(RecurrenceForms, GradcheckEveryForm) {
+  const int64_t gk = GetParam() == 1 ? 1 : 3;
+  for (auto [form, chunk] : std::vector<std::pair<RecurrenceForm, int64_t>>{
+           {RecurrenceForm::recurrent, 64}, {RecurrenceForm::parallel, 64}, {RecurrenceForm::chunkwise, 2}}) {
+    Inputs in = make(1, 2, 5, 3, 2, gk, 2);
+    expect_gradcheck([form = form, chunk = chunk](const std::vector<Tensor>& x) {
+      return gated_recurrence(x[0], x[1], x[2], x[3], form, chunk);
+    }, {in.q, in.k, in.v, in.g});
+  }
+}
+
+TEST_P(RecurrenceForms, Float32MatchesFloat64) {
+  const int64_t gk = GetParam() == 1 ? 1 : 8;
+  Inputs in = make(2, 2, 40, 8, 8, gk, 3);
+  NoGradGuard ng;
+  Tensor want = gated_recurrence(in.q, in.k, in.v, in.g, RecurrenceForm::recurrent);
+  double scale = 0;
+  for (double x : want.to_vector()) scale = std::max(scale, std::fabs(x));
+  for (auto form : {RecurrenceForm::recurrent, RecurrenceForm::parallel, RecurrenceForm::chunkwise}) {
+    Tensor got = gated_recurrence(in.q.to(DType::f32), in.k.to(DType::f32), in.v.to(DType::f32), in.g.to(DType::f32), form, 16);
+    EXPECT_LT(max_abs_diff(got, want) / scale, 1e-5) << (int)form;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Decay, RecurrenceForms, ::testing::Values(1, 0),
+                         [](const ::testing::TestParamInfo<int64_t>& i) { return i.param == 1 ? "per_head" : "per_key_dim"; });
+
+TEST(Recurrence, CarriedStateContinuesExactly) {
+  Inputs in = make(2, 2, 10, 4, 3, 4, 4);
+  NoGradGuard ng;
+  Tensor full = gated_recurrence(in.q, in.k, in.v, in.g, RecurrenceForm::chunkwise, 4);
+  Tensor state;
+  std::vector<Tensor> parts;
+  for (auto [a, b] : std::vector<std::pair<int, int>>{{0, 3}, {3, 4}, {4, 10}}) {
+    auto cut = [&](const Tensor& x) { return slice(x, 2, a, b); };
+    parts.push_back(gated_recurrence(cut(in.q), cut(in.k), cut(in.v), cut(in.g), b - a == 1 ? RecurrenceForm::recurrent : RecurrenceForm::chunkwise, 2, &state));
+  }
+  EXPECT_LT(max_abs_diff(concat(parts, 2), full), 1e-12);
+  EXPECT_EQ(state.shape(), (Shape{2, 2, 4, 3}));
+}
+
+TEST(Recurrence, NoDecayIsCausalLinearAttention) {
+  // g = 0: o_t = Σ_{s≤t} (q_t·k_s) v_s, i.e. (QKᵀ ⊙ causal) V.
+  Inputs in = make(1, 1, 6, 3, 2, 1, 5);
+  NoGradGuard ng;
+  Tensor g0 = zeros({1, 1, 6, 1}, DType::f64);
+  Tensor scores = matmul(in.q, in.k, false, true);
+  std::vector<bool> upper;
+  for (int t = 0; t < 6; ++t)
+    for (int s = 0; s < 6; ++s) upper.push_back(s > t);
+  Tensor want = matmul(masked_fill(scores, from_bools(upper, {6, 6}), 0.0), in.v);
+  EXPECT_LT(max_abs_diff(gated_recurrence(in.q, in.k, in.v, g0), want), 1e-12);
+}
+
+TEST(Recurrence, ShapeErrors) {
+  EXPECT_ERROR_CONTAINS(gated_recurrence(zeros({1, 2, 3, 4}), zeros({1, 2, 3, 5}), zeros({1, 2, 3, 4}), zeros({1, 2, 3, 1})),
+                        "gated_recurrence: expects q, k [B,H,T,K]");
+  EXPECT_ERROR_CONTAINS(gated_recurrence(zeros({1, 2, 3, 4}), zeros({1, 2, 3, 4}), zeros({1, 2, 3, 4}), zeros({1, 2, 3, 2})),
+                        "gated_recurrence: shapes do not agree");
+}

@@ -13,7 +13,16 @@ void ModelConfig::validate() const {
   TAPELM_CHECK(n_head > 0, "config: n_head must be positive, got {}", n_head);
   TAPELM_CHECK(n_embd > 0 && n_embd % n_head == 0,
                "config: n_embd {} is not divisible by n_head {}", n_embd, n_head);
-  TAPELM_CHECK(mixer == "attention", "config: unknown mixer '{}' (available: attention)", mixer);
+  TAPELM_CHECK(mixer == "attention" || mixer == "linear" || mixer == "retnet" || mixer == "gated_retention" ||
+                   mixer == "gla",
+               "config: unknown mixer '{}' (available: attention, linear, retnet, gated_retention, gla)", mixer);
+  TAPELM_CHECK(recurrent_form == "chunkwise" || recurrent_form == "parallel" || recurrent_form == "recurrent",
+               "config: unknown recurrent_form '{}' (chunkwise, parallel, recurrent)", recurrent_form);
+  TAPELM_CHECK(chunk_size > 0, "config: chunk_size must be positive, got {}", chunk_size);
+  TAPELM_CHECK(feature_map == "elu" || feature_map == "relu" || feature_map == "identity",
+               "config: unknown feature_map '{}' (elu, relu, identity)", feature_map);
+  TAPELM_CHECK((mixer != "retnet" && mixer != "gated_retention") || (n_embd / n_head) % 2 == 0,
+               "config: {} applies rotary positions and needs an even head dimension, got {}", mixer, n_embd / n_head);
   TAPELM_CHECK(ffn == "gelu" || ffn == "relu" || ffn == "swiglu",
                "config: unknown ffn '{}' (gelu, relu, swiglu)", ffn);
   TAPELM_CHECK(norm == "layernorm" || norm == "rmsnorm" || norm == "dyt",
@@ -33,7 +42,9 @@ std::string ModelConfig::to_json() const {
                       {"mixer", mixer},           {"ffn", ffn},
                       {"norm", norm},             {"position", position},
                       {"bias", bias},             {"tie_weights", tie_weights},
-                      {"dropout", dropout}};
+                      {"dropout", dropout},       {"recurrent_form", recurrent_form},
+                      {"chunk_size", chunk_size}, {"feature_map", feature_map},
+                      {"normalize", normalize}};
   return j.dump();
 }
 
@@ -66,6 +77,10 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
   get("bias", c.bias);
   get("tie_weights", c.tie_weights);
   get("dropout", c.dropout);
+  get("recurrent_form", c.recurrent_form);
+  get("chunk_size", c.chunk_size);
+  get("feature_map", c.feature_map);
+  get("normalize", c.normalize);
   c.validate();
   return c;
 }

@@ -14,13 +14,18 @@ struct ModelConfig {
   int64_t n_head = 4;
   int64_t n_embd = 128;
   int64_t ffn_hidden = 0;             // 0 = 4·n_embd
-  std::string mixer = "attention";    // token mixer of every block
+  std::string mixer = "attention";    // attention | linear | retnet | gated_retention | gla
   std::string ffn = "gelu";           // gelu | relu | swiglu
   std::string norm = "layernorm";     // layernorm | rmsnorm | dyt
   std::string position = "learned";   // learned | sinusoidal | rope | none
   bool bias = true;                   // biases in Linear and norm layers
   bool tie_weights = true;            // lm_head.weight is transformer.wte.weight
   double dropout = 0.0;
+  // Linear-attention family (nn/linear_attention.h).
+  std::string recurrent_form = "chunkwise";  // chunkwise | parallel | recurrent (training form)
+  int64_t chunk_size = 64;
+  std::string feature_map = "elu";           // linear attention: elu (elu+1) | relu | identity
+  bool normalize = true;                     // linear attention: divide by φ(q)ᵀz (else per-head RMSNorm)
 
   int64_t hidden() const { return ffn_hidden > 0 ? ffn_hidden : 4 * n_embd; }
   // Throws Error naming the first bad field.

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "autograd/ops.h"
+#include "nn/linear_attention.h"
 
 namespace tapelm::nn {
 
@@ -12,6 +13,7 @@ std::shared_ptr<TokenMixer> make_mixer(const ModelConfig& c, std::shared_ptr<Rot
   if (c.mixer == "attention")
     return std::make_shared<MultiHeadAttention>(c.n_embd, c.n_head, c.bias, c.dropout, rotary, gen,
                                                 dropout_gen, proj_std);
+  if (is_linear_recurrent_mixer(c.mixer)) return std::make_shared<LinearRecurrentMixer>(c, gen, proj_std);
   throw Error(fmt::format("model: unknown mixer '{}'", c.mixer));
 }
 

@@ -9,6 +9,7 @@
 #include "autograd/safetensors.h"
 #include "nn/attention.h"
 #include "nn/feedforward.h"
+#include "nn/linear_attention.h"
 #include "nn/model.h"
 #include "nn/norm.h"
 #include "tests/test_helpers.h"
@@ -101,6 +102,29 @@ TEST_P(Golden, AttentionWithCausalAndPaddingMasks) {
                    MixerContext ctx{pad, position_ids(x.size(0), x.size(1), pad)};
                    return m.forward(x, ctx, nullptr);
                  });
+  }
+}
+
+// The linear-attention family against plain-PyTorch sequential loops, with
+// a padding mask (sequence 0 left-padded by 2, sequence 1 right-padded by 2).
+TEST_P(Golden, LinearAttentionFamilyMixers) {
+  struct V { std::string name, kind, fmap; bool normalize; };
+  for (const V& v : {V{"linear_elu", "linear", "elu", true}, V{"linear_relu", "linear", "relu", true},
+                     V{"linear_unnormalised", "linear", "elu", false}, V{"retnet", "retnet", "elu", true},
+                     V{"gated_retention", "gated_retention", "elu", true}, V{"gla", "gla", "elu", true}}) {
+    for (auto form : {RecurrenceForm::chunkwise, RecurrenceForm::parallel, RecurrenceForm::recurrent}) {
+      ModelConfig c;
+      c.n_embd = 8, c.n_head = 2, c.block_size = 16, c.mixer = v.kind, c.feature_map = v.fmap, c.normalize = v.normalize;
+      Generator g(0);
+      LinearRecurrentMixer m(c, g, 0.02);
+      m.form = form;
+      m.chunk = 3;
+      check_module("mixer_" + v.name, m, GetParam(), [&](const Tensor& x, const TensorFile& f) {
+        Tensor pad = f.tensors.at("input.pad_mask");
+        MixerContext ctx{pad, position_ids(x.size(0), x.size(1), pad)};
+        return m.forward(x, ctx, nullptr);
+      });
+    }
   }
 }
 

@@ -249,8 +249,75 @@ def main():
     model_case("model_rope_rmsnorm_swiglu_padded", variant, pad)
     model_case("model_dyt_sinusoidal_relu_padded",
                dict(nano, ffn="relu", norm="dyt", position="sinusoidal"), pad)
+    mixer_cases()
     optimizer_case("adamw", lambda groups: torch.optim.AdamW(groups, betas=(0.9, 0.95), eps=1e-8))
     optimizer_case("sgd", lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9))
+
+
+def recurrent_mixer(x, p, kind, pad, n_head, feature_map="elu", normalize=True):
+    """The linear-attention family as a plain sequential loop:
+    S_t = diag(exp g_t) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t (tapelm's nn/linear_attention.h)."""
+    B, T, C = x.shape
+    K = C // n_head
+    heads = lambda t: t.view(B, T, n_head, -1).transpose(1, 2)  # noqa: E731  [B,H,T,d]
+    q, k, v = (heads(F.linear(x, p[n + "_proj.weight"])) for n in ("q", "k", "v"))
+    if kind == "linear":
+        phi = {"elu": lambda t: F.elu(t) + 1, "relu": F.relu, "identity": lambda t: t}[feature_map]
+        q, k = phi(q), phi(k)
+        g = torch.zeros(B, n_head, T, 1, dtype=DT)
+        if normalize:
+            v = torch.cat([v, torch.ones(B, n_head, T, 1, dtype=DT)], -1)
+    else:
+        if kind in ("retnet", "gated_retention"):
+            pos = position_ids(pad)
+            q, k = rope(q, pos), rope(k, pos)
+        q = q / math.sqrt(K)
+        if kind == "retnet":
+            gamma = 1 - 2.0 ** (-5 - torch.arange(n_head, dtype=DT))
+            g = gamma.log().view(1, n_head, 1, 1).expand(B, n_head, T, 1)
+        elif kind == "gated_retention":
+            g = F.logsigmoid(heads(F.linear(x, p["gk_proj.weight"], p["gk_proj.bias"]))) / 16
+        else:  # gla
+            low = F.linear(x, p["gk_proj.0.weight"])
+            g = F.logsigmoid(heads(F.linear(low, p["gk_proj.1.weight"], p["gk_proj.1.bias"]))) / 16
+    m = pad[:, None, :, None]
+    k, g = k.masked_fill(m, 0.0), g.masked_fill(m, 0.0)  # padding: no write, no decay
+    S = torch.zeros(B, n_head, K, v.shape[-1], dtype=DT)
+    outs = []
+    for t in range(T):
+        S = S * g[:, :, t].exp().unsqueeze(-1) + k[:, :, t, :, None] * v[:, :, t, None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, :, t], S))
+    o = torch.stack(outs, 2)
+    if kind == "linear" and normalize:
+        o = o[..., :K] / (o[..., K:] + 1e-6)
+    else:
+        o = rmsnorm(o, p["g_norm.weight"])
+    o = o.transpose(1, 2).reshape(B, T, C)
+    if kind != "linear":
+        o = F.silu(F.linear(x, p["g_proj.weight"])) * o
+    return F.linear(o, p["o_proj.weight"])
+
+
+def mixer_cases():
+    C, H = 8, 2
+    pad = torch.tensor([[1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 1]], dtype=torch.bool)
+    variants = [("linear_elu", "linear", "elu", True), ("linear_relu", "linear", "relu", True),
+                ("linear_unnormalised", "linear", "elu", False), ("retnet", "retnet", "elu", True),
+                ("gated_retention", "gated_retention", "elu", True), ("gla", "gla", "elu", True)]
+    for name, kind, fmap, norm in variants:
+        p = {n + "_proj.weight": rand(C, C, scale=0.4) for n in ("q", "k", "v", "o")}
+        if kind != "linear":
+            p["g_proj.weight"] = rand(C, C, scale=0.4)
+        if kind == "gated_retention":
+            p["gk_proj.weight"], p["gk_proj.bias"] = rand(H, C, scale=0.4), rand(H, scale=0.5)
+        if kind == "gla":
+            p["gk_proj.0.weight"] = rand(16, C, scale=0.4)
+            p["gk_proj.1.weight"], p["gk_proj.1.bias"] = rand(C, 16, scale=0.3), rand(C, scale=0.5)
+        if kind != "linear" or not norm:
+            p["g_norm.weight"] = gain(C // H)
+        module_case("mixer_" + name, p, {"x": rand(2, 7, C)},
+                    lambda x, p=p, kind=kind, fmap=fmap, norm=norm: recurrent_mixer(x, p, kind, pad, H, fmap, norm),
+                    {"input.pad_mask": pad})
 
 
 def optimizer_case(name, make_opt):

@@ -1,0 +1,60 @@
+// The linear-attention family on one recurrence core (autograd's
+// gated_recurrence): per head a state S_t ∈ R^{K×V},
+//   S_t = diag(exp g_t) S_{t−1} + k_t v_tᵀ,   y_t = S_tᵀ q_t,
+// and a mixer is only its projections, its decay g and its output path:
+//   linear           Katharopoulos et al. 2020: φ(q), φ(k) with φ = elu+1 (or
+//                    relu, identity), g = 0, y = φ(q)ᵀS / (φ(q)ᵀz + ε) with
+//                    z_t = Σ φ(k) (computed by the same core through a column
+//                    of ones appended to v), or unnormalised with a per-head RMSNorm.
+//   retnet           Sun et al. 2023: g = log γ_h, γ_h = 1 − 2^(−5−h); rotary q, k;
+//                    y = o_proj(swish(g_proj x) ⊙ GroupNorm(Y)).
+//   gated_retention  as retnet with a data-dependent decay per head,
+//                    γ_t = σ(x W_γ)^(1/τ), τ = 16 (the gRetNet of YOCO).
+//   gla              Yang et al. 2023: decay per key dimension,
+//                    α_t = σ(x W₁W₂ + b)^(1/τ), τ = 16; no rotary.
+// Padding: a padded position writes nothing and does not decay (k = 0, g = 0),
+// so real tokens see the same state with or without padding.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "autograd/ops.h"
+#include "nn/config.h"
+#include "nn/linear.h"
+#include "nn/mixer.h"
+#include "nn/norm.h"
+#include "nn/position.h"
+
+namespace tapelm::nn {
+
+struct RecurrentState : MixerState {
+  Tensor S;  // [B, H, K, V]
+  int64_t bytes() const override { return S.defined() ? S.numel() * (int64_t)dtype_size(S.dtype()) : 0; }
+};
+
+class LinearRecurrentMixer : public TokenMixer {
+ public:
+  LinearRecurrentMixer(const ModelConfig& c, Generator& gen, double proj_std);
+  Tensor forward(const Tensor& x, const MixerContext& ctx, MixerState* state) override;
+  std::unique_ptr<MixerState> init_state(int64_t batch) const override;
+
+  const std::string kind;
+  const int64_t dim, n_head, head_dim;
+  RecurrenceForm form;
+  int64_t chunk;
+  std::shared_ptr<Linear> q_proj, k_proj, v_proj, g_proj, gk_proj_0, gk_proj_1, o_proj;
+  std::shared_ptr<RMSNorm> g_norm;
+
+ private:
+  // [B,T,H·d] -> [B,H,T,d]
+  Tensor heads(const Tensor& t, int64_t B, int64_t T) const;
+  std::string feature_map_;
+  bool normalize_;
+  std::shared_ptr<Rotary> rotary_;
+  Tensor retnet_log_gamma_;  // [1,H,1,1] float64 (retnet)
+};
+
+// True for the mixer names this file implements.
+bool is_linear_recurrent_mixer(const std::string& kind);
+
+}  // namespace tapelm::nn

@@ -109,6 +109,14 @@ Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const
 // The same recurrence as a plain loop of primitive ops (for tests).
 Tensor gated_recurrence_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g);
 
+// ---- delta_rule.cpp: the DeltaNet core -----------------------------------
+// S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ,  o_t = S_tᵀ q_t, α_t = exp(g_t).
+// q, k [B,H,T,K], v [B,H,T,V], beta and g [B,H,T,1]; forms and state as above
+// (chunkwise is the WY/UT form; parallel is one chunk over the sequence).
+Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
+                  RecurrenceForm form = RecurrenceForm::chunkwise, int64_t chunk = 64, Tensor* state = nullptr);
+Tensor delta_rule_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g);
+
 // ---- operators -----------------------------------------------------------
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }

@@ -14,7 +14,7 @@ struct ModelConfig {
   int64_t n_head = 4;
   int64_t n_embd = 128;
   int64_t ffn_hidden = 0;             // 0 = 4·n_embd
-  std::string mixer = "attention";    // attention | linear | retnet | gated_retention | gla
+  std::string mixer = "attention";    // attention | linear | retnet | gated_retention | gla | deltanet | gated_deltanet
   std::string ffn = "gelu";           // gelu | relu | swiglu
   std::string norm = "layernorm";     // layernorm | rmsnorm | dyt
   std::string position = "learned";   // learned | sinusoidal | rope | none

@@ -5,6 +5,9 @@
 namespace tapelm::nn {
 
 namespace {
+// x / ‖x‖ over the last axis (DeltaNet's q, k normalisation).
+Tensor l2_normalize(const Tensor& x) { return div(x, sqrt(add_scalar(sum(square(x), {-1}, true), 1e-6))); }
+
 constexpr double kTau = 16.0;         // decay temperature of gated retention and GLA
 constexpr int64_t kGateRank = 16;     // GLA's low-rank decay projection
 constexpr double kNormalizerEps = 1e-6;
@@ -13,7 +16,8 @@ Tensor logsigmoid(const Tensor& x) { return neg(softplus(neg(x))); }
 }  // namespace
 
 bool is_linear_recurrent_mixer(const std::string& kind) {
-  return kind == "linear" || kind == "retnet" || kind == "gated_retention" || kind == "gla";
+  return kind == "linear" || kind == "retnet" || kind == "gated_retention" || kind == "gla" || kind == "deltanet" ||
+         kind == "gated_deltanet";
 }
 
 LinearRecurrentMixer::LinearRecurrentMixer(const ModelConfig& c, Generator& gen, double proj_std)
@@ -25,8 +29,10 @@ LinearRecurrentMixer::LinearRecurrentMixer(const ModelConfig& c, Generator& gen,
   q_proj = register_module("q_proj", std::make_shared<Linear>(dim, dim, false, gen));
   k_proj = register_module("k_proj", std::make_shared<Linear>(dim, dim, false, gen));
   v_proj = register_module("v_proj", std::make_shared<Linear>(dim, dim, false, gen));
-  if (kind != "linear") g_proj = register_module("g_proj", std::make_shared<Linear>(dim, dim, false, gen));
-  if (kind == "gated_retention")
+  const bool delta = kind == "deltanet" || kind == "gated_deltanet";
+  if (delta) b_proj = register_module("b_proj", std::make_shared<Linear>(dim, n_head, false, gen));
+  if (kind != "linear" && kind != "deltanet") g_proj = register_module("g_proj", std::make_shared<Linear>(dim, dim, false, gen));
+  if (kind == "gated_retention" || kind == "gated_deltanet")
     gk_proj_0 = register_module("gk_proj", std::make_shared<Linear>(dim, n_head, true, gen));
   if (kind == "gla") {
     gk_proj_0 = register_module("gk_proj.0", std::make_shared<Linear>(dim, kGateRank, false, gen));
@@ -52,7 +58,14 @@ Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, M
   const int64_t B = x.size(0), T = x.size(1);
   Tensor q = heads(q_proj->forward(x), B, T), k = heads(k_proj->forward(x), B, T), v = heads(v_proj->forward(x), B, T);
   Tensor g;  // log-decay [B,H,T,1] or [B,H,T,K]
-  if (kind == "linear") {
+  Tensor beta;  // delta rule's write strength [B,H,T,1]
+  if (kind == "deltanet" || kind == "gated_deltanet") {
+    q = mul_scalar(l2_normalize(q), 1.0 / std::sqrt((double)head_dim));
+    k = l2_normalize(k);
+    beta = sigmoid(heads(b_proj->forward(x), B, T));
+    g = kind == "gated_deltanet" ? mul_scalar(logsigmoid(heads(gk_proj_0->forward(x), B, T)), 1.0 / kTau)
+                                 : zeros({B, n_head, T, 1}, x.dtype());
+  } else if (kind == "linear") {
     auto phi = [&](const Tensor& t) {
       if (feature_map_ == "elu") return add_scalar(elu(t), 1.0);
       if (feature_map_ == "relu") return relu(t);
@@ -80,15 +93,17 @@ Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, M
     Tensor pad = reshape(ctx.pad_mask, {B, 1, T, 1});
     k = masked_fill(k, pad, 0.0);
     g = masked_fill(g, pad, 0.0);
+    if (beta.defined()) beta = masked_fill(beta, pad, 0.0);
   }
-  Tensor y;
+  Tensor* carried = nullptr;
   if (state) {
     auto* st = dynamic_cast<RecurrentState*>(state);
     TAPELM_CHECK(st, "{}: the decoding state is not a RecurrentState", kind);
-    y = gated_recurrence(q, k, v, g, T == 1 ? RecurrenceForm::recurrent : form, chunk, &st->S);
-  } else {
-    y = gated_recurrence(q, k, v, g, form, chunk);
+    carried = &st->S;
   }
+  const RecurrenceForm run_form = state && T == 1 ? RecurrenceForm::recurrent : form;
+  Tensor y = beta.defined() ? delta_rule(q, k, v, beta, g, run_form, chunk, carried)
+                            : gated_recurrence(q, k, v, g, run_form, chunk, carried);
   if (kind == "linear" && normalize_) {
     Tensor num = slice(y, -1, 0, head_dim), den = slice(y, -1, head_dim, head_dim + 1);
     y = div(num, add_scalar(den, kNormalizerEps));

@@ -12,7 +12,12 @@
 //                    γ_t = σ(x W_γ)^(1/τ), τ = 16 (the gRetNet of YOCO).
 //   gla              Yang et al. 2023: decay per key dimension,
 //                    α_t = σ(x W₁W₂ + b)^(1/τ), τ = 16; no rotary.
-// Padding: a padded position writes nothing and does not decay (k = 0, g = 0),
+//   deltanet         Schlag et al. 2021 / Yang et al. 2024 on the delta-rule core
+//                    (autograd's delta_rule): S_t = (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ,
+//                    β_t = σ(x W_β), L2-normalised q and k, per-head RMSNorm.
+//   gated_deltanet   Yang et al. 2024b: a scalar decay α_t = σ(x W_α)^(1/τ) in
+//                    front, and an output gate swish(g_proj x).
+// Padding: a padded position writes nothing and does not decay (k = 0, β = 0, g = 0),
 // so real tokens see the same state with or without padding.
 #pragma once
 #include <memory>
@@ -42,7 +47,7 @@ class LinearRecurrentMixer : public TokenMixer {
   const int64_t dim, n_head, head_dim;
   RecurrenceForm form;
   int64_t chunk;
-  std::shared_ptr<Linear> q_proj, k_proj, v_proj, g_proj, gk_proj_0, gk_proj_1, o_proj;
+  std::shared_ptr<Linear> q_proj, k_proj, v_proj, b_proj, g_proj, gk_proj_0, gk_proj_1, o_proj;
   std::shared_ptr<RMSNorm> g_norm;
 
  private:

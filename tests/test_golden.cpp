@@ -111,7 +111,8 @@ TEST_P(Golden, LinearAttentionFamilyMixers) {
   struct V { std::string name, kind, fmap; bool normalize; };
   for (const V& v : {V{"linear_elu", "linear", "elu", true}, V{"linear_relu", "linear", "relu", true},
                      V{"linear_unnormalised", "linear", "elu", false}, V{"retnet", "retnet", "elu", true},
-                     V{"gated_retention", "gated_retention", "elu", true}, V{"gla", "gla", "elu", true}}) {
+                     V{"gated_retention", "gated_retention", "elu", true}, V{"gla", "gla", "elu", true},
+                     V{"deltanet", "deltanet", "elu", true}, V{"gated_deltanet", "gated_deltanet", "elu", true}}) {
     for (auto form : {RecurrenceForm::chunkwise, RecurrenceForm::parallel, RecurrenceForm::recurrent}) {
       ModelConfig c;
       c.n_embd = 8, c.n_head = 2, c.block_size = 16, c.mixer = v.kind, c.feature_map = v.fmap, c.normalize = v.normalize;

@@ -150,7 +150,8 @@ INSTANTIATE_TEST_SUITE_P(
     LinearFamily, Mixer,
     ::testing::Values(Variant{"linear_elu", "linear", "elu", true}, Variant{"linear_relu", "linear", "relu", true},
                       Variant{"linear_unnormalised", "linear", "elu", false}, Variant{"retnet", "retnet", "elu", true},
-                      Variant{"gated_retention", "gated_retention", "elu", true}, Variant{"gla", "gla", "elu", true}),
+                      Variant{"gated_retention", "gated_retention", "elu", true}, Variant{"gla", "gla", "elu", true},
+                      Variant{"deltanet", "deltanet", "elu", true}, Variant{"gated_deltanet", "gated_deltanet", "elu", true}),
     [](const ::testing::TestParamInfo<Variant>& i) { return i.param.name; });
 
 TEST(MixerNames, FollowTheReferenceImplementations) {

@@ -121,3 +121,81 @@ TEST(Recurrence, ShapeErrors) {
   EXPECT_ERROR_CONTAINS(gated_recurrence(zeros({1, 2, 3, 4}), zeros({1, 2, 3, 4}), zeros({1, 2, 3, 4}), zeros({1, 2, 3, 2})),
                         "gated_recurrence: shapes do not agree");
 }
+
+// ---- the delta rule ---------------------------------------------------------
+
+namespace {
+struct DeltaInputs {
+  Tensor q, k, v, beta, g;
+};
+
+// L2-normalised keys and β ∈ (0, 1), as DeltaNet uses them; g = 0 when ungated.
+DeltaInputs make_delta(int64_t B, int64_t H, int64_t T, int64_t K, int64_t V, bool gated, uint64_t seed) {
+  Generator gen(seed);
+  NoGradGuard ng;
+  Tensor k = randn({B, H, T, K}, gen, DType::f64);
+  k = div(k, sqrt(sum(square(k), {-1}, true)));
+  DeltaInputs in{randn({B, H, T, K}, gen, DType::f64, 0, 0.5), k, randn({B, H, T, V}, gen, DType::f64),
+                 sigmoid(randn({B, H, T, 1}, gen, DType::f64)),
+                 gated ? neg(softplus(randn({B, H, T, 1}, gen, DType::f64, -1.0, 1.0))) : zeros({B, H, T, 1}, DType::f64)};
+  for (Tensor* t : {&in.q, &in.k, &in.v, &in.beta, &in.g}) t->requires_grad_();
+  return in;
+}
+}  // namespace
+
+class DeltaRule : public ::testing::TestWithParam<bool> {};  // param: gated
+
+TEST_P(DeltaRule, AllFormsAndChunkSizesAgreeInValuesAndGradients) {
+  const int64_t T = 12;
+  DeltaInputs in = make_delta(2, 2, T, 4, 3, GetParam(), 11);
+  Generator gen(12);
+  Tensor up = randn({2, 2, T, 3}, gen, DType::f64);
+  auto grads = [&](const std::function<Tensor()>& f) {
+    for (Tensor* t : {&in.q, &in.k, &in.v, &in.beta, &in.g}) t->zero_grad();
+    Tensor out = f();
+    Tensor kept = out.detach().clone();
+    backward(out, up);
+    return std::vector<Tensor>{kept, in.q.grad(), in.k.grad(), in.v.grad(), in.beta.grad(), in.g.grad()};
+  };
+  auto want = grads([&] { return delta_rule_reference(in.q, in.k, in.v, in.beta, in.g); });
+  std::vector<std::pair<RecurrenceForm, int64_t>> forms{{RecurrenceForm::recurrent, 64}, {RecurrenceForm::parallel, 64}};
+  for (int64_t c : {1, 2, 3, 4, 5, 12, 16}) forms.push_back({RecurrenceForm::chunkwise, c});
+  for (auto [form, chunk] : forms) {
+    auto got = grads([&, form = form, chunk = chunk] { return delta_rule(in.q, in.k, in.v, in.beta, in.g, form, chunk); });
+    for (size_t i = 0; i < got.size(); ++i)
+      EXPECT_LT(max_abs_diff(got[i], want[i]), 1e-12) << (i ? "grad " : "value ") << i << " form " << (int)form << " chunk " << chunk;
+  }
+}
+
+TEST_P(DeltaRule, GradcheckEveryForm) {
+  for (auto [form, chunk] : std::vector<std::pair<RecurrenceForm, int64_t>>{
+           {RecurrenceForm::recurrent, 64}, {RecurrenceForm::parallel, 64}, {RecurrenceForm::chunkwise, 2}}) {
+    DeltaInputs in = make_delta(1, 2, 5, 3, 2, GetParam(), 13);
+    expect_gradcheck([form = form, chunk = chunk](const std::vector<Tensor>& x) {
+      return delta_rule(x[0], x[1], x[2], x[3], x[4], form, chunk);
+    }, {in.q, in.k, in.v, in.beta, in.g});
+  }
+}
+
+TEST_P(DeltaRule, CarriedStateAndFloat32) {
+  DeltaInputs in = make_delta(2, 2, 40, 8, 8, GetParam(), 14);
+  NoGradGuard ng;
+  Tensor full = delta_rule(in.q, in.k, in.v, in.beta, in.g, RecurrenceForm::chunkwise, 16);
+  Tensor state;
+  std::vector<Tensor> parts;
+  for (auto [a, b] : std::vector<std::pair<int, int>>{{0, 7}, {7, 8}, {8, 40}}) {
+    auto cut = [&](const Tensor& x) { return slice(x, 2, a, b); };
+    parts.push_back(delta_rule(cut(in.q), cut(in.k), cut(in.v), cut(in.beta), cut(in.g), RecurrenceForm::chunkwise, 5, &state));
+  }
+  EXPECT_LT(max_abs_diff(concat(parts, 2), full), 1e-12);
+  double scale = 0;
+  for (double x : full.to_vector()) scale = std::max(scale, std::fabs(x));
+  for (auto form : {RecurrenceForm::recurrent, RecurrenceForm::parallel, RecurrenceForm::chunkwise}) {
+    Tensor got = delta_rule(in.q.to(DType::f32), in.k.to(DType::f32), in.v.to(DType::f32), in.beta.to(DType::f32),
+                            in.g.to(DType::f32), form, 16);
+    EXPECT_LT(max_abs_diff(got, full) / scale, 1e-5) << (int)form;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Gating, DeltaRule, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "gated" : "plain"; });

@@ -261,7 +261,14 @@ def recurrent_mixer(x, p, kind, pad, n_head, feature_map="elu", normalize=True):
     K = C // n_head
     heads = lambda t: t.view(B, T, n_head, -1).transpose(1, 2)  # noqa: E731  [B,H,T,d]
     q, k, v = (heads(F.linear(x, p[n + "_proj.weight"])) for n in ("q", "k", "v"))
-    if kind == "linear":
+    beta = None
+    if kind in ("deltanet", "gated_deltanet"):
+        l2 = lambda t: t / torch.sqrt(t.pow(2).sum(-1, keepdim=True) + 1e-6)  # noqa: E731
+        q, k = l2(q) / math.sqrt(K), l2(k)
+        beta = torch.sigmoid(heads(F.linear(x, p["b_proj.weight"])))
+        g = (F.logsigmoid(heads(F.linear(x, p["gk_proj.weight"], p["gk_proj.bias"]))) / 16
+             if kind == "gated_deltanet" else torch.zeros(B, n_head, T, 1, dtype=DT))
+    elif kind == "linear":
         phi = {"elu": lambda t: F.elu(t) + 1, "relu": F.relu, "identity": lambda t: t}[feature_map]
         q, k = phi(q), phi(k)
         g = torch.zeros(B, n_head, T, 1, dtype=DT)
@@ -282,10 +289,18 @@ def recurrent_mixer(x, p, kind, pad, n_head, feature_map="elu", normalize=True):
             g = F.logsigmoid(heads(F.linear(low, p["gk_proj.1.weight"], p["gk_proj.1.bias"]))) / 16
     m = pad[:, None, :, None]
     k, g = k.masked_fill(m, 0.0), g.masked_fill(m, 0.0)  # padding: no write, no decay
+    if beta is not None:
+        beta = beta.masked_fill(m, 0.0)
     S = torch.zeros(B, n_head, K, v.shape[-1], dtype=DT)
     outs = []
     for t in range(T):
-        S = S * g[:, :, t].exp().unsqueeze(-1) + k[:, :, t, :, None] * v[:, :, t, None, :]
+        a = g[:, :, t].exp().unsqueeze(-1)
+        if beta is None:
+            S = S * a + k[:, :, t, :, None] * v[:, :, t, None, :]
+        else:  # delta rule: S = a (I - b k k^T) S + b k v^T
+            b = beta[:, :, t][..., None]  # [B,H,1,1]
+            kt = k[:, :, t, :, None]
+            S = a * (S - b * kt * (kt.transpose(-1, -2) @ S)) + b * kt * v[:, :, t, None, :]
         outs.append(torch.einsum("bhk,bhkv->bhv", q[:, :, t], S))
     o = torch.stack(outs, 2)
     if kind == "linear" and normalize:
@@ -293,7 +308,7 @@ def recurrent_mixer(x, p, kind, pad, n_head, feature_map="elu", normalize=True):
     else:
         o = rmsnorm(o, p["g_norm.weight"])
     o = o.transpose(1, 2).reshape(B, T, C)
-    if kind != "linear":
+    if kind not in ("linear", "deltanet"):
         o = F.silu(F.linear(x, p["g_proj.weight"])) * o
     return F.linear(o, p["o_proj.weight"])
 
@@ -303,12 +318,15 @@ def mixer_cases():
     pad = torch.tensor([[1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 1]], dtype=torch.bool)
     variants = [("linear_elu", "linear", "elu", True), ("linear_relu", "linear", "relu", True),
                 ("linear_unnormalised", "linear", "elu", False), ("retnet", "retnet", "elu", True),
-                ("gated_retention", "gated_retention", "elu", True), ("gla", "gla", "elu", True)]
+                ("gated_retention", "gated_retention", "elu", True), ("gla", "gla", "elu", True),
+                ("deltanet", "deltanet", "elu", True), ("gated_deltanet", "gated_deltanet", "elu", True)]
     for name, kind, fmap, norm in variants:
         p = {n + "_proj.weight": rand(C, C, scale=0.4) for n in ("q", "k", "v", "o")}
-        if kind != "linear":
+        if kind not in ("linear", "deltanet"):
             p["g_proj.weight"] = rand(C, C, scale=0.4)
-        if kind == "gated_retention":
+        if kind in ("deltanet", "gated_deltanet"):
+            p["b_proj.weight"] = rand(H, C, scale=0.5)
+        if kind in ("gated_retention", "gated_deltanet"):
             p["gk_proj.weight"], p["gk_proj.bias"] = rand(H, C, scale=0.4), rand(H, scale=0.5)
         if kind == "gla":
             p["gk_proj.0.weight"] = rand(16, C, scale=0.4)

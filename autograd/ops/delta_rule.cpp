@@ -1,0 +1,247 @@
+// The delta-rule core of DeltaNet (Schlag et al. 2021; Yang et al. 2024) and
+// Gated DeltaNet (Yang et al. 2024b): per batch and head, a state S ∈ R^{K×V}
+// from which the value stored at key k_t is erased before v_t is written:
+//
+//   S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ,   o_t = S_tᵀ q_t      (1)
+//
+// with α_t = exp(g_t) (g = 0: plain DeltaNet). Equivalently S_t = α_t S_{t−1} +
+// k_t u_tᵀ with pseudo-values u_t = β_t (v_t − α_t S_{t−1}ᵀ k_t).
+// Forms:
+//   recurrent  — (1) step by step;
+//   chunkwise  — the WY/UT representation: within a chunk with incoming state
+//                S₀ and cumulative log-decay L (γ_t = e^{L_t}), U solves the unit
+//                lower-triangular system
+//                  (I + diag(β) M) U = diag(β) (V − diag(γ) K S₀),
+//                  M_ti = e^{L_t − L_i} k_t·k_i for i < t,
+//                then O = diag(γ) Q S₀ + (QKᵀ ⊙ D)_{i≤t} U, D_ti = e^{L_t − L_i},
+//                and S_C = γ_C S₀ + (K ⊙ e^{L_C − L})ᵀ U;
+//   parallel   — the same with one chunk spanning the sequence.
+// Backward (shared, exact): with P_t = α_t (I − β_t k_t k_tᵀ) (symmetric),
+//   G_t = q_t do_tᵀ + P_{t+1} G_{t+1}
+//   dq_t = S_t do_t,  dv_t = β_t Gᵀ k_t,
+//   dβ_t = (Gᵀ k_t)·(v_t − α_t S_{t−1}ᵀ k_t),
+//   dα_t = ⟨G, S_{t−1}⟩ − β_t (Gᵀ k_t)·(S_{t−1}ᵀ k_t),  dg_t = α_t dα_t,
+//   dk_t = β_t G v_t − α_t β_t (G S_{t−1}ᵀ k_t + S_{t−1} Gᵀ k_t),
+// states recomputed chunk by chunk from checkpoints.
+#include <Eigen/Core>
+#include <Eigen/Dense>
+#include <cmath>
+
+#include "autograd/flops.h"
+#include "autograd/ops.h"
+
+namespace tapelm {
+
+namespace {
+
+template <class T> using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T> using MapM = Eigen::Map<Mat<T>>;
+template <class T> using CMapM = Eigen::Map<const Mat<T>>;
+template <class T> using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+template <class T> using CMapV = Eigen::Map<const Vec<T>>;
+
+struct Dims {
+  int64_t BH, T, K, V;
+};
+
+template <class T>
+struct Slice {
+  const T *q, *k, *v, *beta, *g;
+  T* o;
+  T* state;
+};
+
+// One step of (1) on S.
+template <class T>
+void delta_step(Mat<T>& S, const T* k, const T* v, T beta, T alpha, int64_t K, int64_t V) {
+  CMapV<T> kk(k, K), vv(v, V);
+  Vec<T> u = beta * (vv - alpha * (S.transpose() * kk));
+  S *= alpha;
+  S.noalias() += kk * u.transpose();
+}
+
+template <class T>
+void forward_recurrent(const Slice<T>& s, const Dims& d) {
+  Mat<T> S = Mat<T>::Zero(d.K, d.V);
+  if (s.state) S = CMapM<T>(s.state, d.K, d.V);
+  for (int64_t t = 0; t < d.T; ++t) {
+    delta_step(S, s.k + t * d.K, s.v + t * d.V, s.beta[t], std::exp(s.g[t]), d.K, d.V);
+    Eigen::Map<Vec<T>>(s.o + t * d.V, d.V).noalias() = S.transpose() * CMapV<T>(s.q + t * d.K, d.K);
+  }
+  if (s.state) MapM<T>(s.state, d.K, d.V) = S;
+}
+
+template <class T>
+void forward_chunk(const Slice<T>& s, const Dims& d, int64_t t0, int64_t t1, Mat<T>& S) {
+  const int64_t C = t1 - t0, K = d.K, V = d.V;
+  CMapM<T> Q(s.q + t0 * K, C, K), Kc(s.k + t0 * K, C, K), Vc(s.v + t0 * V, C, V);
+  Vec<T> L(C);
+  T acc = 0;
+  for (int64_t t = 0; t < C; ++t) L(t) = acc += s.g[t0 + t];
+  Mat<T> KK = Kc * Kc.transpose(), QK = Q * Kc.transpose();
+  Mat<T> A = Mat<T>::Identity(C, C), Dqk = Mat<T>::Zero(C, C);
+  for (int64_t t = 0; t < C; ++t)
+    for (int64_t i = 0; i <= t; ++i) {
+      const T decay = std::exp(L(t) - L(i));
+      if (i < t) A(t, i) = s.beta[t0 + t] * decay * KK(t, i);
+      Dqk(t, i) = decay * QK(t, i);
+    }
+  Vec<T> gamma = L.array().exp();
+  Mat<T> U = Vc - gamma.asDiagonal() * (Kc * S);  // right-hand side, then β row scaling
+  for (int64_t t = 0; t < C; ++t) U.row(t) *= s.beta[t0 + t];
+  A.template triangularView<Eigen::UnitLower>().solveInPlace(U);
+  MapM<T> O(s.o + t0 * V, C, V);
+  O.noalias() = gamma.asDiagonal() * (Q * S);
+  O.noalias() += Dqk * U;
+  Mat<T> Kd = (Kc.array().colwise() * (L(C - 1) - L.array()).exp()).matrix();
+  S *= gamma(C - 1);
+  S.noalias() += Kd.transpose() * U;
+}
+
+template <class T>
+void forward_chunks(const Slice<T>& s, const Dims& d, int64_t chunk) {
+  Mat<T> S = Mat<T>::Zero(d.K, d.V);
+  if (s.state) S = CMapM<T>(s.state, d.K, d.V);
+  for (int64_t t0 = 0; t0 < d.T; t0 += chunk) forward_chunk(s, d, t0, std::min(d.T, t0 + chunk), S);
+  if (s.state) MapM<T>(s.state, d.K, d.V) = S;
+}
+
+int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
+  const int64_t K = d.K, V = d.V;
+  if (form == RecurrenceForm::recurrent) return d.BH * d.T * (2 * K * V + 3 * V + K * V + 2 * K * V + 2 * K * V);
+  const int64_t C = form == RecurrenceForm::parallel ? d.T : chunk;
+  int64_t total = 0;
+  for (int64_t t0 = 0; t0 < d.T; t0 += C) {
+    const int64_t c = std::min(d.T, t0 + C) - t0;
+    total += 2 * c * c * K * 2      // K Kᵀ and Q Kᵀ
+             + 2 * c * K * V + c * V  // right-hand side
+             + c * c * V              // triangular solve
+             + 2 * c * K * V + 2 * c * c * V  // output
+             + 2 * c * K * V + K * V;         // state
+  }
+  return d.BH * total;
+}
+
+template <class T>
+void backward_slice(const Slice<T>& s, const T* dO, T* dq, T* dk, T* dv, T* dbeta, T* dg, const Dims& d, int64_t chunk) {
+  const int64_t K = d.K, V = d.V, steps = d.T, n_chunks = (steps + chunk - 1) / chunk;
+  std::vector<Mat<T>> entry(n_chunks, Mat<T>::Zero(K, V));
+  {
+    Mat<T> S = Mat<T>::Zero(K, V);
+    for (int64_t t = 0; t < steps; ++t) {
+      if (t % chunk == 0) entry[t / chunk] = S;
+      delta_step(S, s.k + t * K, s.v + t * V, s.beta[t], std::exp(s.g[t]), K, V);
+    }
+  }
+  Mat<T> G = Mat<T>::Zero(K, V);
+  std::vector<Mat<T>> states(chunk + 1, Mat<T>(K, V));
+  for (int64_t c = n_chunks - 1; c >= 0; --c) {
+    const int64_t t0 = c * chunk, t1 = std::min(steps, t0 + chunk);
+    states[0] = entry[c];
+    for (int64_t t = t0; t < t1; ++t) {
+      states[t - t0 + 1] = states[t - t0];
+      delta_step(states[t - t0 + 1], s.k + t * K, s.v + t * V, s.beta[t], std::exp(s.g[t]), K, V);
+    }
+    for (int64_t t = t1 - 1; t >= t0; --t) {
+      if (t + 1 < steps) {  // G ← P_{t+1} G = α (G − β k (kᵀ G))
+        CMapV<T> kn(s.k + (t + 1) * K, K);
+        const T an = std::exp(s.g[t + 1]), bn = s.beta[t + 1];
+        Vec<T> kG = G.transpose() * kn;
+        G.noalias() -= bn * kn * kG.transpose();
+        G *= an;
+      }
+      CMapV<T> q(s.q + t * K, K), k(s.k + t * K, K), v(s.v + t * V, V), g_out(dO + t * V, V);
+      G.noalias() += q * g_out.transpose();
+      const Mat<T>& S_t = states[t - t0 + 1];
+      const Mat<T>& Sp = states[t - t0];
+      const T alpha = std::exp(s.g[t]), beta = s.beta[t];
+      Vec<T> Gk = G.transpose() * k;    // Gᵀk  [V]
+      Vec<T> Spk = Sp.transpose() * k;  // S_{t−1}ᵀk  [V]
+      Eigen::Map<Vec<T>>(dq + t * K, K).noalias() = S_t * g_out;
+      Eigen::Map<Vec<T>>(dv + t * V, V) = beta * Gk;
+      dbeta[t] = Gk.dot(v - alpha * Spk);
+      dg[t] = alpha * ((G.array() * Sp.array()).sum() - beta * Gk.dot(Spk));
+      Eigen::Map<Vec<T>>(dk + t * K, K) = beta * (G * v) - alpha * beta * (G * Spk + Sp * Gk);
+    }
+  }
+}
+
+Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g) {
+  const char* op = "delta_rule";
+  TAPELM_CHECK(q.dim() == 4 && k.shape() == q.shape() && v.dim() == 4 && beta.dim() == 4 && g.dim() == 4,
+               "{}: expects q, k [B,H,T,K], v [B,H,T,V], beta, g [B,H,T,1]; got q {}, k {}, v {}, beta {}, g {}",
+               op, q.str_shape(), k.str_shape(), v.str_shape(), beta.str_shape(), g.str_shape());
+  const Shape per_step{q.size(0), q.size(1), q.size(2), 1};
+  TAPELM_CHECK(v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == q.size(2) &&
+                   beta.shape() == per_step && g.shape() == per_step,
+               "{}: shapes do not agree: q {}, v {}, beta {}, g {}", op, q.str_shape(), v.str_shape(),
+               beta.str_shape(), g.str_shape());
+  TAPELM_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype() && q.dtype() == beta.dtype() && q.dtype() == g.dtype(),
+               "{}: dtypes differ", op);
+  return {q.size(0) * q.size(1), q.size(2), q.size(3), v.size(3)};
+}
+
+}  // namespace
+
+Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
+                  RecurrenceForm form, int64_t chunk, Tensor* state) {
+  const Dims d = check_inputs(q, k, v, beta, g);
+  TAPELM_CHECK(chunk > 0, "delta_rule: chunk size must be positive, got {}", chunk);
+  if (state) {
+    TAPELM_CHECK(!grad_enabled() || !(q.requires_grad() || k.requires_grad() || v.requires_grad() ||
+                                      beta.requires_grad() || g.requires_grad()),
+                 "delta_rule: a carried state is for inference; run it under NoGradGuard");
+    if (!state->defined()) *state = zeros({q.size(0), q.size(1), d.K, d.V}, q.dtype());
+  }
+  Tensor o = Tensor::empty({q.size(0), q.size(1), d.T, d.V}, q.dtype());
+  dispatch_float("delta_rule", q.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t bh = 0; bh < d.BH; ++bh) {
+      Slice<T> s{q.data<T>() + bh * d.T * d.K, k.data<T>() + bh * d.T * d.K, v.data<T>() + bh * d.T * d.V,
+                 beta.data<T>() + bh * d.T, g.data<T>() + bh * d.T, o.data<T>() + bh * d.T * d.V,
+                 state ? state->data<T>() + bh * d.K * d.V : nullptr};
+      if (form == RecurrenceForm::recurrent) forward_recurrent(s, d);
+      else forward_chunks(s, d, form == RecurrenceForm::parallel ? std::max<int64_t>(d.T, 1) : chunk);
+    }
+  });
+  FlopCounter::add("delta_rule", forward_flops(d, form, chunk));
+  const int64_t bwd_chunk = form == RecurrenceForm::chunkwise ? chunk : 64;
+  return record("delta_rule", o, {q, k, v, beta, g},
+                [q, k, v, beta, g, d, bwd_chunk](const Tensor& dO) -> std::vector<Tensor> {
+                  Tensor dq = Tensor::empty(q.shape(), q.dtype()), dk = Tensor::empty(k.shape(), k.dtype());
+                  Tensor dv = Tensor::empty(v.shape(), v.dtype()), db = Tensor::empty(beta.shape(), beta.dtype());
+                  Tensor dg = Tensor::empty(g.shape(), g.dtype());
+                  dispatch_float("delta_rule", q.dtype(), [&](auto tag) {
+                    using T = decltype(tag);
+#pragma omp parallel for schedule(dynamic)
+                    for (int64_t bh = 0; bh < d.BH; ++bh) {
+                      Slice<T> s{q.data<T>() + bh * d.T * d.K, k.data<T>() + bh * d.T * d.K, v.data<T>() + bh * d.T * d.V,
+                                 beta.data<T>() + bh * d.T, g.data<T>() + bh * d.T, nullptr, nullptr};
+                      backward_slice(s, dO.data<T>() + bh * d.T * d.V, dq.data<T>() + bh * d.T * d.K,
+                                     dk.data<T>() + bh * d.T * d.K, dv.data<T>() + bh * d.T * d.V,
+                                     db.data<T>() + bh * d.T, dg.data<T>() + bh * d.T, d, bwd_chunk);
+                    }
+                  });
+                  // Recompute (2 passes × 5KV) + reverse pass (~16KV) per step.
+                  FlopCounter::add("delta_rule", d.BH * d.T * d.K * d.V * 26);
+                  return {dq, dk, dv, db, dg};
+                });
+}
+
+Tensor delta_rule_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g) {
+  const Dims d = check_inputs(q, k, v, beta, g);
+  Tensor S = zeros({q.size(0), q.size(1), d.K, d.V}, q.dtype());
+  std::vector<Tensor> outs;
+  for (int64_t t = 0; t < d.T; ++t) {
+    auto at = [&](const Tensor& x) { return slice(x, 2, t, t + 1); };  // [B,H,1,·]
+    Tensor kt = at(k), b = at(beta), a = exp(at(g));
+    Tensor read = matmul(kt, S);                               // kᵀS  [B,H,1,V]
+    Tensor u = mul(b, sub(at(v), mul(a, read)));               // β (v − α Sᵀk)
+    S = add(mul(S, a), matmul(kt, u, true, false));            // α S + k uᵀ
+    outs.push_back(matmul(at(q), S));
+  }
+  return concat(outs, 2);
+}
+
+}  // namespace tapelm

@@ -14,12 +14,13 @@ void ModelConfig::validate() const {
   TAPELM_CHECK(n_embd > 0 && n_embd % n_head == 0,
                "config: n_embd {} is not divisible by n_head {}", n_embd, n_head);
   TAPELM_CHECK(mixer == "attention" || mixer == "linear" || mixer == "retnet" || mixer == "gated_retention" ||
-                   mixer == "gla" || mixer == "deltanet" || mixer == "gated_deltanet",
+                   mixer == "gla" || mixer == "deltanet" || mixer == "gated_deltanet" || mixer == "gau",
                "config: unknown mixer '{}' (available: attention, linear, retnet, gated_retention, gla, deltanet, "
-               "gated_deltanet)",
+               "gated_deltanet, gau)",
                mixer);
   TAPELM_CHECK(recurrent_form == "chunkwise" || recurrent_form == "parallel" || recurrent_form == "recurrent",
                "config: unknown recurrent_form '{}' (chunkwise, parallel, recurrent)", recurrent_form);
+  TAPELM_CHECK(gau_qk_dim > 0, "config: gau_qk_dim must be positive, got {}", gau_qk_dim);
   TAPELM_CHECK(chunk_size > 0, "config: chunk_size must be positive, got {}", chunk_size);
   TAPELM_CHECK(feature_map == "elu" || feature_map == "relu" || feature_map == "identity",
                "config: unknown feature_map '{}' (elu, relu, identity)", feature_map);
@@ -46,7 +47,7 @@ std::string ModelConfig::to_json() const {
                       {"bias", bias},             {"tie_weights", tie_weights},
                       {"dropout", dropout},       {"recurrent_form", recurrent_form},
                       {"chunk_size", chunk_size}, {"feature_map", feature_map},
-                      {"normalize", normalize}};
+                      {"normalize", normalize},   {"gau_qk_dim", gau_qk_dim}};
   return j.dump();
 }
 
@@ -83,6 +84,7 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
   get("chunk_size", c.chunk_size);
   get("feature_map", c.feature_map);
   get("normalize", c.normalize);
+  get("gau_qk_dim", c.gau_qk_dim);
   c.validate();
   return c;
 }

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "autograd/ops.h"
+#include "nn/gau.h"
 #include "nn/linear_attention.h"
 
 namespace tapelm::nn {
@@ -14,6 +15,7 @@ std::shared_ptr<TokenMixer> make_mixer(const ModelConfig& c, std::shared_ptr<Rot
     return std::make_shared<MultiHeadAttention>(c.n_embd, c.n_head, c.bias, c.dropout, rotary, gen,
                                                 dropout_gen, proj_std);
   if (is_linear_recurrent_mixer(c.mixer)) return std::make_shared<LinearRecurrentMixer>(c, gen, proj_std);
+  if (c.mixer == "gau") return std::make_shared<GatedAttentionUnit>(c, gen, proj_std);
   throw Error(fmt::format("model: unknown mixer '{}'", c.mixer));
 }
 
@@ -26,6 +28,7 @@ Block::Block(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& ge
              Generator* dropout_gen) {
   ln_1 = register_module("ln_1", make_norm(c.norm, c.n_embd, c.bias));
   attn = register_module("attn", make_mixer(c, rotary, gen, dropout_gen, proj_std(c)));
+  if (!c.has_ffn()) return;
   ln_2 = register_module("ln_2", make_norm(c.norm, c.n_embd, c.bias));
   mlp = register_module("mlp", std::make_shared<FeedForward>(c.n_embd, c.hidden(), c.ffn, c.bias,
                                                              c.dropout, gen, dropout_gen,
@@ -34,7 +37,7 @@ Block::Block(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& ge
 
 Tensor Block::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
   Tensor h = add(x, attn->forward(ln_1->forward(x), ctx, state));
-  return add(h, mlp->forward(ln_2->forward(h)));
+  return mlp ? add(h, mlp->forward(ln_2->forward(h))) : h;
 }
 
 Transformer::Transformer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen,
@@ -136,9 +139,9 @@ std::string GPT::describe() const {
   if (transformer->wpe) s += fmt::format("  {:<28} {:>12}\n", "transformer.wpe", count(*transformer->wpe));
   for (size_t i = 0; i < transformer->h.size(); ++i) {
     const Block& b = *transformer->h[i];
-    s += fmt::format("  {:<28} {:>12}  (attn {}, mlp {}, norms {})\n",
-                     fmt::format("transformer.h.{}", i), count(b), count(*b.attn), count(*b.mlp),
-                     count(*b.ln_1) + count(*b.ln_2));
+    s += fmt::format("  {:<28} {:>12}  (mixer {}, mlp {}, norms {})\n",
+                     fmt::format("transformer.h.{}", i), count(b), count(*b.attn), b.mlp ? count(*b.mlp) : 0,
+                     count(*b.ln_1) + (b.ln_2 ? count(*b.ln_2) : 0));
   }
   s += fmt::format("  {:<28} {:>12}\n", "transformer.ln_f", count(*transformer->ln_f));
   s += fmt::format("  {:<28} {:>12}\n", "lm_head",

@@ -9,6 +9,7 @@
 #include "autograd/safetensors.h"
 #include "nn/attention.h"
 #include "nn/feedforward.h"
+#include "nn/gau.h"
 #include "nn/linear_attention.h"
 #include "nn/model.h"
 #include "nn/norm.h"
@@ -127,6 +128,17 @@ TEST_P(Golden, LinearAttentionFamilyMixers) {
       });
     }
   }
+}
+
+TEST_P(Golden, GatedAttentionUnit) {
+  ModelConfig c;
+  c.n_embd = 8, c.gau_qk_dim = 8, c.block_size = 16, c.mixer = "gau";
+  Generator g(0);
+  GatedAttentionUnit m(c, g, 0.02);
+  check_module("gau", m, GetParam(), [&](const Tensor& x, const TensorFile& f) {
+    Tensor pad = f.tensors.at("input.pad_mask");
+    return m.forward(x, MixerContext{pad, position_ids(x.size(0), x.size(1), pad)}, nullptr);
+  });
 }
 
 void check_model(const std::string& name, DType dt) {

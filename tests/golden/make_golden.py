@@ -250,6 +250,7 @@ def main():
     model_case("model_dyt_sinusoidal_relu_padded",
                dict(nano, ffn="relu", norm="dyt", position="sinusoidal"), pad)
     mixer_cases()
+    gau_case()
     optimizer_case("adamw", lambda groups: torch.optim.AdamW(groups, betas=(0.9, 0.95), eps=1e-8))
     optimizer_case("sgd", lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9))
 
@@ -336,6 +337,28 @@ def mixer_cases():
         module_case("mixer_" + name, p, {"x": rand(2, 7, C)},
                     lambda x, p=p, kind=kind, fmap=fmap, norm=norm: recurrent_mixer(x, p, kind, pad, H, fmap, norm),
                     {"input.pad_mask": pad})
+
+
+def gau_case():
+    """Gated Attention Unit (Hua et al. 2022), causal quadratic form, d=8, e=16, s=8, n=16."""
+    C, E, S, n = 8, 16, 8, 16
+    pad = torch.tensor([[1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 1]], dtype=torch.bool)
+    p = {"to_hidden.weight": rand(2 * E, C, scale=0.4), "to_hidden.bias": rand(2 * E, scale=0.1),
+         "to_qk.weight": rand(S, C, scale=0.4), "to_qk.bias": rand(S, scale=0.1),
+         "qk_offset_scale.gamma": rand(2, S, scale=1.0), "qk_offset_scale.beta": rand(2, S, scale=0.3),
+         "to_out.weight": rand(C, E, scale=0.3), "to_out.bias": rand(C, scale=0.1)}
+
+    def gau(x):
+        u, v = F.silu(F.linear(x, p["to_hidden.weight"], p["to_hidden.bias"])).chunk(2, -1)
+        z = F.silu(F.linear(x, p["to_qk.weight"], p["to_qk.bias"]))
+        g, b = p["qk_offset_scale.gamma"], p["qk_offset_scale.beta"]
+        q, k = z * g[0] + b[0], z * g[1] + b[1]
+        a = F.relu(q @ k.transpose(-1, -2) / math.sqrt(S)).pow(2) / n
+        T = x.shape[1]
+        mask = torch.ones(T, T, dtype=torch.bool).triu(1)[None] | pad[:, None, :]
+        return F.linear(u * (a.masked_fill(mask, 0.0) @ v), p["to_out.weight"], p["to_out.bias"])
+
+    module_case("gau", p, {"x": rand(2, 7, C)}, gau, {"input.pad_mask": pad})
 
 
 def optimizer_case(name, make_opt):

@@ -14,9 +14,10 @@ void ModelConfig::validate() const {
   TAPELM_CHECK(n_embd > 0 && n_embd % n_head == 0,
                "config: n_embd {} is not divisible by n_head {}", n_embd, n_head);
   TAPELM_CHECK(mixer == "attention" || mixer == "linear" || mixer == "retnet" || mixer == "gated_retention" ||
-                   mixer == "gla" || mixer == "deltanet" || mixer == "gated_deltanet" || mixer == "gau",
+                   mixer == "gla" || mixer == "deltanet" || mixer == "gated_deltanet" || mixer == "gau" ||
+                   mixer == "flash",
                "config: unknown mixer '{}' (available: attention, linear, retnet, gated_retention, gla, deltanet, "
-               "gated_deltanet, gau)",
+               "gated_deltanet, gau, flash)",
                mixer);
   TAPELM_CHECK(recurrent_form == "chunkwise" || recurrent_form == "parallel" || recurrent_form == "recurrent",
                "config: unknown recurrent_form '{}' (chunkwise, parallel, recurrent)", recurrent_form);

@@ -141,6 +141,21 @@ TEST_P(Golden, GatedAttentionUnit) {
   });
 }
 
+// FLASH (chunk 3) in its parallel and chunkwise forms; the batch is left- and
+// right-padded, so the chunkwise setting exercises the masked fallback too.
+TEST_P(Golden, FlashMixedChunk) {
+  for (std::string form : {"parallel", "chunkwise"}) {
+    ModelConfig c;
+    c.n_embd = 8, c.gau_qk_dim = 8, c.block_size = 16, c.mixer = "flash", c.chunk_size = 3, c.recurrent_form = form;
+    Generator g(0);
+    GatedAttentionUnit m(c, g, 0.02);
+    check_module("flash", m, GetParam(), [&](const Tensor& x, const TensorFile& f) {
+      Tensor pad = f.tensors.at("input.pad_mask");
+      return m.forward(x, MixerContext{pad, position_ids(x.size(0), x.size(1), pad)}, nullptr);
+    });
+  }
+}
+
 void check_model(const std::string& name, DType dt) {
   std::ifstream cfg_file(golden_path(name + ".json"));
   std::string json((std::istreambuf_iterator<char>(cfg_file)), std::istreambuf_iterator<char>());

@@ -2,6 +2,7 @@
 // decoding (recurrent state) equals the full forward, padding (left and right)
 // leaves real-token logits unchanged, float64 gradcheck of the whole model
 // with a padding mask, and the model learns.
+#include "nn/gau.h"
 #include "nn/linear_attention.h"
 #include "nn/model.h"
 #include "optim/optimizer.h"
@@ -247,6 +248,111 @@ TEST(Gau, ModelLearnsARepeatedSequence) {
   opt.set_lr(1e-2);
   double first = 0, last = 0;
   for (int step = 0; step < 300; ++step) {  // slower start: FLASH's γ init N(0, 0.02) makes QK ≈ 0
+    Tensor loss = model.loss(idx, tgt);
+    backward(loss);
+    opt.step();
+    model.zero_grad();
+    last = loss.item();
+    if (step == 0) first = last;
+  }
+  EXPECT_GT(first, 2.0);
+  EXPECT_LT(last, 0.1) << "loss went from " << first << " to " << last;
+}
+
+// ---- FLASH (mixed-chunk GAU) -------------------------------------------------
+
+namespace {
+ModelConfig flash_config(int64_t chunk) {
+  ModelConfig c = gau_config();
+  c.mixer = "flash";
+  c.chunk_size = chunk;
+  return c;
+}
+void set_flash(GPT& m, const std::string& form, int64_t chunk) {
+  for (auto& b : m.transformer->h) {
+    auto* g = dynamic_cast<GatedAttentionUnit*>(b->attn.get());
+    ASSERT_NE(g, nullptr);
+    g->form = form;
+    g->chunk = chunk;
+  }
+}
+}  // namespace
+
+TEST(Flash, ParallelChunkwiseAndRecurrentFormsAgree) {
+  Generator g(7);
+  GPT model(flash_config(4), g);
+  model.to(DType::f64);
+  NoGradGuard ng;
+  std::vector<int32_t> ids{2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4, 5, 9, 0};
+  Tensor idx = from_ints(ids, {1, 14});
+  for (int64_t c : {1, 2, 3, 4, 5, 14, 16}) {
+    set_flash(model, "parallel", c);
+    Tensor want = model.forward(idx);
+    set_flash(model, "chunkwise", c);
+    EXPECT_LT(max_abs_diff(model.forward(idx), want), 1e-12) << "chunk " << c;
+    DecodeState state = model.init_decode(1);
+    std::vector<Tensor> steps{model.forward(from_ints({2, 7, 1}, {1, 3}), Tensor(), &state)};
+    for (int t = 3; t < 14; ++t) steps.push_back(model.forward(from_ints({ids[t]}, {1, 1}), Tensor(), &state));
+    EXPECT_LT(max_abs_diff(concat(steps, 1), want), 1e-12) << "decode, chunk " << c;
+    EXPECT_LE(state.bytes(), 2 * (8 * 16 + c * (8 + 8 + 16)) * 8);  // S + at most one chunk per layer
+  }
+}
+
+TEST(Flash, PaddingLeftOrRightLeavesRealTokensUnchanged) {
+  Generator g(8);
+  ModelConfig c = flash_config(2);
+  c.position = "learned";
+  GPT model(c, g);
+  model.to(DType::f64);
+  NoGradGuard ng;
+  Tensor plain = model.forward(from_ints({3, 1, 4, 1, 5}, {1, 5}));
+  Tensor padded = model.forward(from_ints({3, 1, 4, 1, 5, 0, 0, 0, 9, 9, 9, 3, 1, 4, 1, 5}, {2, 8}),
+                                from_bools({0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0}, {2, 8}));
+  for (int64_t t = 0; t < 5; ++t)
+    for (int64_t k = 0; k < 13; ++k) {
+      EXPECT_NEAR(padded.flat(t * 13 + k), plain.flat(t * 13 + k), 1e-12) << "right t=" << t;
+      EXPECT_NEAR(padded.flat((11 + t) * 13 + k), plain.flat(t * 13 + k), 1e-12) << "left t=" << t;
+    }
+}
+
+TEST(Flash, GradcheckChunkedAndMaskedPaths) {
+  for (bool left_pad : {false, true}) {  // right padding runs the chunked form, left the masked one
+    ModelConfig c = flash_config(2);
+    c.n_layer = 1, c.n_embd = 4, c.gau_qk_dim = 4, c.vocab_size = 5;
+    Generator g(9);
+    GPT model(c, g);
+    model.to(DType::f64);
+    std::vector<Tensor> inputs;
+    {
+      NoGradGuard ng;
+      Generator w(10);
+      for (auto& p : model.named_parameters()) {
+        p.tensor.copy_(add(p.tensor, randn(p.tensor.shape(), w, DType::f64, 0, 0.4)));
+        inputs.push_back(p.tensor);
+      }
+    }
+    Tensor idx = from_ints({1, 4, 2, 0, 3, 3, 2, 1, 0, 4}, {2, 5}), tgt = from_ints({4, 2, 0, 3, 3, 1, 1, 0, 2, 2}, {2, 5});
+    Tensor pad = left_pad ? from_bools({1, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {2, 5}) : from_bools({0, 0, 0, 0, 0, 0, 0, 0, 1, 1}, {2, 5});
+    expect_gradcheck([&](const std::vector<Tensor>&) { return model.loss(idx, tgt, pad); }, inputs);
+  }
+}
+
+TEST(Flash, ModelLearnsARepeatedSequence) {
+  ModelConfig c = flash_config(4);
+  c.n_embd = 32, c.gau_qk_dim = 32;
+  Generator g(6);
+  GPT model(c, g);
+  std::vector<int32_t> pattern{1, 5, 2, 9, 3, 7, 4, 11}, in, out;
+  for (int b = 0; b < 4; ++b)
+    for (int t = 0; t < 16; ++t) {
+      in.push_back(pattern[(b + t) % 8]);
+      out.push_back(pattern[(b + t + 1) % 8]);
+    }
+  Tensor idx = from_ints(in, {4, 16}), tgt = from_ints(out, {4, 16});
+  optim::AdamW opt(optim::decay_groups(model, 0.0));
+  opt.set_lr(1e-2);
+  double first = 0, last = 0;
+  for (int step = 0; step < 300; ++step) {
     Tensor loss = model.loss(idx, tgt);
     backward(loss);
     opt.step();

@@ -360,6 +360,29 @@ def gau_case():
 
     module_case("gau", p, {"x": rand(2, 7, C)}, gau, {"input.pad_mask": pad})
 
+    # FLASH: chunks of 3 by position id; quadratic within a chunk, linear across.
+    chunk = 3
+    p = {k: v.detach().clone().requires_grad_() for k, v in p.items()}  # fresh leaves: no stale .grad
+    p.update({"qk_offset_scale.gamma": rand(4, S, scale=1.0), "qk_offset_scale.beta": rand(4, S, scale=0.3)})
+
+    def flash(x):
+        u, v = F.silu(F.linear(x, p["to_hidden.weight"], p["to_hidden.bias"])).chunk(2, -1)
+        z = F.silu(F.linear(x, p["to_qk.weight"], p["to_qk.bias"]))
+        g, b = p["qk_offset_scale.gamma"], p["qk_offset_scale.beta"]
+        q, k, ql, kl = (z * g[i] + b[i] for i in range(4))
+        T = x.shape[1]
+        c = position_ids(pad) // chunk  # [B,T]
+        causal = torch.ones(T, T, dtype=torch.bool).tril()[None]
+        key_ok = ~pad[:, None, :]
+        same = c[:, :, None] == c[:, None, :]
+        before = c[:, None, :] < c[:, :, None]
+        quad = F.relu(q @ k.transpose(-1, -2) / math.sqrt(S)).pow(2) / n
+        lin = ql @ kl.transpose(-1, -2) / n
+        a = quad * (causal & same & key_ok) + lin * (causal & before & key_ok)
+        return F.linear(u * (a @ v), p["to_out.weight"], p["to_out.bias"])
+
+    module_case("flash", p, {"x": rand(2, 7, C)}, flash, {"input.pad_mask": pad})
+
 
 def optimizer_case(name, make_opt):
     """20 steps of a torch optimizer in float32 on two groups (decayed matrix,

@@ -14,13 +14,14 @@ int64_t AttentionCache::bytes() const {
 MultiHeadAttention::MultiHeadAttention(int64_t dim_, int64_t n_head_, bool bias, double dropout,
                                        std::shared_ptr<Rotary> rotary, Generator& gen,
                                        Generator* dropout_gen, double proj_std)
-    : dim(dim_), n_head(n_head_), dropout_p(dropout), rotary_(std::move(rotary)),
-      dropout_gen_(dropout_gen) {
+    : dim(dim_), n_head(n_head_), dropout_p(dropout), rotary_(std::move(rotary)) {
   TAPELM_CHECK(n_head > 0 && dim % n_head == 0,
                "MultiHeadAttention: n_embd {} is not divisible by n_head {}", dim, n_head);
   head_dim = dim / n_head;
   c_attn = register_module("c_attn", std::make_shared<Linear>(dim, 3 * dim, bias, gen));
   c_proj = register_module("c_proj", std::make_shared<Linear>(dim, dim, bias, gen, proj_std));
+  attn_dropout = register_module("attn_dropout", std::make_shared<Dropout>(dropout, dropout_gen));
+  resid_dropout = register_module("resid_dropout", std::make_shared<Dropout>(dropout, dropout_gen));
 }
 
 std::unique_ptr<MixerState> MultiHeadAttention::init_state(int64_t) const {
@@ -69,12 +70,9 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const MixerContext& ctx, Mix
   const int64_t Tk = k.size(2);
   Tensor scores = mul_scalar(matmul(q, k, false, true), 1.0 / std::sqrt((double)head_dim));
   scores = masked_fill(scores, attention_mask(B, T, Tk, pad), -INFINITY);
-  Tensor att = softmax(scores);
-  if (training() && dropout_p > 0) att = dropout(att, dropout_p, true, *dropout_gen_);
+  Tensor att = attn_dropout->forward(softmax(scores));
   Tensor y = reshape(permute(matmul(att, v), {0, 2, 1, 3}), {B, T, dim});
-  y = c_proj->forward(y);
-  if (training() && dropout_p > 0) y = dropout(y, dropout_p, true, *dropout_gen_);
-  return y;
+  return resid_dropout->forward(c_proj->forward(y));
 }
 
 }  // namespace tapelm::nn

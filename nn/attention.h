@@ -7,6 +7,7 @@
 #pragma once
 #include <memory>
 
+#include "nn/dropout.h"
 #include "nn/linear.h"
 #include "nn/mixer.h"
 #include "nn/position.h"
@@ -31,10 +32,10 @@ class MultiHeadAttention : public TokenMixer {
   int64_t dim, n_head, head_dim;
   double dropout_p;
   std::shared_ptr<Linear> c_attn, c_proj;
+  std::shared_ptr<Dropout> attn_dropout, resid_dropout;  // nanoGPT's names
 
  private:
   std::shared_ptr<Rotary> rotary_;
-  Generator* dropout_gen_;
 };
 
 // The boolean mask [B, 1, Tq, Tk] (true = masked) for queries at absolute

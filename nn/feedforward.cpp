@@ -6,12 +6,13 @@ namespace tapelm::nn {
 
 FeedForward::FeedForward(int64_t dim, int64_t hidden, const std::string& kind_, bool bias,
                          double dropout, Generator& gen, Generator* dropout_gen, double proj_std)
-    : kind(kind_), dropout_p(dropout), dropout_gen_(dropout_gen) {
+    : kind(kind_), dropout_p(dropout) {
   TAPELM_CHECK(kind == "gelu" || kind == "relu" || kind == "swiglu",
                "FeedForward: unknown kind '{}' (expected gelu, relu or swiglu)", kind);
   c_fc = register_module("c_fc", std::make_shared<Linear>(dim, hidden, bias, gen));
   if (kind == "swiglu") c_gate = register_module("c_gate", std::make_shared<Linear>(dim, hidden, bias, gen));
   c_proj = register_module("c_proj", std::make_shared<Linear>(hidden, dim, bias, gen, proj_std));
+  drop = register_module("dropout", std::make_shared<Dropout>(dropout, dropout_gen));
 }
 
 Tensor FeedForward::forward(const Tensor& x) const {
@@ -19,12 +20,7 @@ Tensor FeedForward::forward(const Tensor& x) const {
   if (kind == "gelu") h = gelu(c_fc->forward(x));
   else if (kind == "relu") h = relu(c_fc->forward(x));
   else h = mul(silu(c_gate->forward(x)), c_fc->forward(x));
-  Tensor y = c_proj->forward(h);
-  if (training() && dropout_p > 0) {
-    TAPELM_CHECK(dropout_gen_, "FeedForward: dropout {} needs a generator", dropout_p);
-    y = dropout(y, dropout_p, true, *dropout_gen_);
-  }
-  return y;
+  return drop->forward(c_proj->forward(h));
 }
 
 }  // namespace tapelm::nn

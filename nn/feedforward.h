@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "nn/dropout.h"
 #include "nn/linear.h"
 
 namespace tapelm::nn {
@@ -19,9 +20,7 @@ class FeedForward : public Module {
   std::string kind;
   double dropout_p;
   std::shared_ptr<Linear> c_fc, c_gate, c_proj;  // c_gate only for swiglu
-
- private:
-  Generator* dropout_gen_;
+  std::shared_ptr<Dropout> drop;
 };
 
 }  // namespace tapelm::nn

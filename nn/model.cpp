@@ -45,6 +45,7 @@ Transformer::Transformer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, G
   wte = register_module("wte", std::make_shared<Embedding>(c.vocab_size, c.n_embd, gen));
   if (c.position == "learned")
     wpe = register_module("wpe", std::make_shared<Embedding>(c.block_size, c.n_embd, gen));
+  drop = register_module("drop", std::make_shared<Dropout>(c.dropout, dropout_gen));
   // A ModuleList named "h": children "h.0", "h.1", ...
   for (int64_t i = 0; i < c.n_layer; ++i)
     h.push_back(register_module(fmt::format("h.{}", i),
@@ -99,7 +100,7 @@ Tensor GPT::forward(const Tensor& idx, const Tensor& pad_mask, DecodeState* stat
   if (config.position == "learned") x = add(x, transformer->wpe->forward(ctx.positions));
   if (config.position == "sinusoidal")
     x = add(x, embedding(dt == DType::f64 ? sinusoid_ : sinusoid_.to(dt), ctx.positions));
-  if (training() && config.dropout > 0) x = dropout(x, config.dropout, true, dropout_gen);
+  x = transformer->drop->forward(x);
   for (size_t i = 0; i < transformer->h.size(); ++i)
     x = transformer->h[i]->forward(x, ctx, state ? state->layers[i].get() : nullptr);
   Tensor logits = lm_head->forward(transformer->ln_f->forward(x));

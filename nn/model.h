@@ -9,6 +9,7 @@
 
 #include "nn/attention.h"
 #include "nn/config.h"
+#include "nn/dropout.h"
 #include "nn/feedforward.h"
 #include "nn/linear.h"
 #include "nn/norm.h"
@@ -30,6 +31,7 @@ class Transformer : public Module {
   Transformer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen,
               Generator* dropout_gen);
   std::shared_ptr<Embedding> wte, wpe;  // wpe only for learned positions
+  std::shared_ptr<Dropout> drop;
   std::vector<std::shared_ptr<Block>> h;
   std::shared_ptr<Norm> ln_f;
 };

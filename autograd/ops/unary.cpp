@@ -1,6 +1,8 @@
 // Elementwise functions y = f(x). Each op is one entry of a table: its forward
 // f(x), its derivative rule dx = f'(x, y)·g, and its FLOP counts. Both rules
 // are written on Eigen arrays, so exp, log, tanh and erf run vectorised.
+// A rule returns an Eigen expression; one that uses a local array must return
+// it evaluated (Arr<T>(...)), since expressions hold plain arrays by reference.
 // FLOP convention: every arithmetic operation and every transcendental call
 // (exp, log, tanh, erf, sqrt) counts as one FLOP per element.
 #include <Eigen/Core>
@@ -129,7 +131,8 @@ Tensor gelu_tanh(const Tensor& x) {
         using T = S<decltype(v)>;
         const T k = T(M_2_SQRTPI * M_SQRT1_2);
         Arr<T> t = (k * (v + T(0.044715) * v * v * v)).tanh();
-        return g * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * k * (T(1) + T(3 * 0.044715) * v * v));
+        // Evaluated here: an expression would refer to the local t after return.
+        return Arr<T>(g * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * k * (T(1) + T(3 * 0.044715) * v * v)));
       });
 }
 
@@ -139,7 +142,7 @@ Tensor silu(const Tensor& x) {
                [](auto v, auto, auto g) {
                  using T = S<decltype(v)>;
                  Arr<T> s = T(1) / (T(1) + (-v).exp());
-                 return g * s * (T(1) + v * (T(1) - s));
+                 return Arr<T>(g * s * (T(1) + v * (T(1) - s)));  // evaluated: s is local
                });
 }
 

@@ -117,6 +117,11 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
                   RecurrenceForm form = RecurrenceForm::chunkwise, int64_t chunk = 64, Tensor* state = nullptr);
 Tensor delta_rule_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g);
 
+// ---- conv1d.cpp ----------------------------------------------------------
+// Depthwise causal convolution: x [B,T,C], w [C,K], b [C] (optional) -> [B,T,C],
+// y_t = b + Σ_j w_j ⊙ x_{t−K+1+j} with zeros before the start (Mamba's conv1d).
+Tensor causal_conv1d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+
 // ---- operators -----------------------------------------------------------
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }

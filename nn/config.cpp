@@ -15,12 +15,15 @@ void ModelConfig::validate() const {
                "config: n_embd {} is not divisible by n_head {}", n_embd, n_head);
   TAPELM_CHECK(mixer == "attention" || mixer == "linear" || mixer == "retnet" || mixer == "gated_retention" ||
                    mixer == "gla" || mixer == "deltanet" || mixer == "gated_deltanet" || mixer == "gau" ||
-                   mixer == "flash",
+                   mixer == "flash" || mixer == "mamba" || mixer == "mamba2",
                "config: unknown mixer '{}' (available: attention, linear, retnet, gated_retention, gla, deltanet, "
-               "gated_deltanet, gau, flash)",
+               "gated_deltanet, gau, flash, mamba, mamba2)",
                mixer);
   TAPELM_CHECK(recurrent_form == "chunkwise" || recurrent_form == "parallel" || recurrent_form == "recurrent",
                "config: unknown recurrent_form '{}' (chunkwise, parallel, recurrent)", recurrent_form);
+  TAPELM_CHECK(d_state > 0 && d_conv > 0 && ssm_headdim > 0, "config: d_state, d_conv and ssm_headdim must be positive");
+  TAPELM_CHECK(mixer != "mamba2" || (2 * n_embd) % ssm_headdim == 0,
+               "config: mamba2 needs 2·n_embd ({}) divisible by ssm_headdim {}", 2 * n_embd, ssm_headdim);
   TAPELM_CHECK(gau_qk_dim > 0, "config: gau_qk_dim must be positive, got {}", gau_qk_dim);
   TAPELM_CHECK(chunk_size > 0, "config: chunk_size must be positive, got {}", chunk_size);
   TAPELM_CHECK(feature_map == "elu" || feature_map == "relu" || feature_map == "identity",
@@ -48,7 +51,9 @@ std::string ModelConfig::to_json() const {
                       {"bias", bias},             {"tie_weights", tie_weights},
                       {"dropout", dropout},       {"recurrent_form", recurrent_form},
                       {"chunk_size", chunk_size}, {"feature_map", feature_map},
-                      {"normalize", normalize},   {"gau_qk_dim", gau_qk_dim}};
+                      {"normalize", normalize},   {"gau_qk_dim", gau_qk_dim},
+                      {"d_state", d_state},       {"d_conv", d_conv},
+                      {"ssm_headdim", ssm_headdim}};
   return j.dump();
 }
 
@@ -86,6 +91,9 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
   get("feature_map", c.feature_map);
   get("normalize", c.normalize);
   get("gau_qk_dim", c.gau_qk_dim);
+  get("d_state", c.d_state);
+  get("d_conv", c.d_conv);
+  get("ssm_headdim", c.ssm_headdim);
   c.validate();
   return c;
 }

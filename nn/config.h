@@ -14,7 +14,7 @@ struct ModelConfig {
   int64_t n_head = 4;
   int64_t n_embd = 128;
   int64_t ffn_hidden = 0;             // 0 = 4·n_embd
-  std::string mixer = "attention";    // attention | linear | retnet | gated_retention | gla | deltanet | gated_deltanet | gau | flash
+  std::string mixer = "attention";    // attention | linear | retnet | gated_retention | gla | deltanet | gated_deltanet | gau | flash | mamba | mamba2
   std::string ffn = "gelu";           // gelu | relu | swiglu
   std::string norm = "layernorm";     // layernorm | rmsnorm | dyt
   std::string position = "learned";   // learned | sinusoidal | rope | none
@@ -27,8 +27,11 @@ struct ModelConfig {
   std::string feature_map = "elu";           // linear attention: elu (elu+1) | relu | identity
   bool normalize = true;                     // linear attention: divide by φ(q)ᵀz (else per-head RMSNorm)
   int64_t gau_qk_dim = 128;                  // GAU: width s of the shared Z
-  // GAU replaces attention and the FFN: its blocks have no ln_2/mlp.
-  bool has_ffn() const { return mixer != "gau" && mixer != "flash"; }
+  int64_t d_state = 16;                      // Mamba / Mamba-2: SSM state size N
+  int64_t d_conv = 4;                        // Mamba: causal conv kernel
+  int64_t ssm_headdim = 32;                  // Mamba-2: head dimension P
+  // GAU and Mamba blocks replace attention and the FFN: no ln_2/mlp.
+  bool has_ffn() const { return mixer != "gau" && mixer != "flash" && mixer != "mamba" && mixer != "mamba2"; }
 
   int64_t hidden() const { return ffn_hidden > 0 ? ffn_hidden : 4 * n_embd; }
   // Throws Error naming the first bad field.

@@ -5,6 +5,7 @@
 #include "autograd/ops.h"
 #include "nn/gau.h"
 #include "nn/linear_attention.h"
+#include "nn/mamba.h"
 
 namespace tapelm::nn {
 
@@ -15,6 +16,7 @@ std::shared_ptr<TokenMixer> make_mixer(const ModelConfig& c, std::shared_ptr<Rot
     return std::make_shared<MultiHeadAttention>(c.n_embd, c.n_head, c.bias, c.dropout, rotary, gen,
                                                 dropout_gen, proj_std);
   if (is_linear_recurrent_mixer(c.mixer)) return std::make_shared<LinearRecurrentMixer>(c, gen, proj_std);
+  if (c.mixer == "mamba" || c.mixer == "mamba2") return std::make_shared<Mamba>(c, gen, proj_std);
   if (c.mixer == "gau" || c.mixer == "flash") return std::make_shared<GatedAttentionUnit>(c, gen, proj_std);
   throw Error(fmt::format("model: unknown mixer '{}'", c.mixer));
 }

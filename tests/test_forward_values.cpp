@@ -177,3 +177,10 @@ TEST(Forward, Float32AgreesWithFloat64) {
   Tensor y64 = f(x64, w64), y32 = f(x32, w32);
   for (int64_t i = 0; i < y64.numel(); ++i) EXPECT_NEAR(y32.flat(i), y64.flat(i), 1e-5);
 }
+
+TEST(Forward, CausalConv1dMixesOnlyThePast) {
+  // One channel, kernel [1, 10, 100]: y_t = 100 x_t + 10 x_{t-1} + x_{t-2} + 0.5.
+  Tensor x = from_vector({1, 2, 3, 4}, {1, 4, 1}, DType::f64);
+  Tensor y = causal_conv1d(x, from_vector({1, 10, 100}, {1, 3}, DType::f64), from_vector({0.5}, {1}, DType::f64));
+  expect_near(y, {100.5, 210.5, 321.5, 432.5});
+}

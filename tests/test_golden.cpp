@@ -11,6 +11,7 @@
 #include "nn/feedforward.h"
 #include "nn/gau.h"
 #include "nn/linear_attention.h"
+#include "nn/mamba.h"
 #include "nn/model.h"
 #include "nn/norm.h"
 #include "tests/test_helpers.h"
@@ -154,6 +155,22 @@ TEST_P(Golden, FlashMixedChunk) {
       return m.forward(x, MixerContext{pad, position_ids(x.size(0), x.size(1), pad)}, nullptr);
     });
   }
+}
+
+// Mamba and Mamba-2 blocks against sequential PyTorch scans, in every form.
+TEST_P(Golden, MambaAndMamba2) {
+  for (std::string mixer : {"mamba", "mamba2"})
+    for (std::string form : {"recurrent", "parallel", "chunkwise"}) {
+      ModelConfig c;
+      c.n_embd = 8, c.d_state = 4, c.ssm_headdim = 4, c.block_size = 16, c.mixer = mixer, c.recurrent_form = form;
+      c.chunk_size = 3;
+      Generator g(0);
+      Mamba m(c, g, 0.02);
+      check_module(mixer, m, GetParam(), [&](const Tensor& x, const TensorFile& f) {
+        Tensor pad = f.tensors.at("input.pad_mask");
+        return m.forward(x, MixerContext{pad, position_ids(x.size(0), x.size(1), pad)}, nullptr);
+      });
+    }
 }
 
 void check_model(const std::string& name, DType dt) {

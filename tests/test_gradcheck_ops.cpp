@@ -146,6 +146,10 @@ std::vector<Case> cases() {
                [](const V& x) { return cumsum(x[0], 0); }});
   c.push_back({"cumsum_last", [=] { return V{P({2, 5}, 1)}; },
                [](const V& x) { return cumsum(x[0], -1); }});
+  c.push_back({"causal_conv1d", [=] { return V{P({2, 5, 3}, 1), P({3, 4}, 2), P({3}, 3)}; },
+               [](const V& x) { return causal_conv1d(x[0], x[1], x[2]); }});
+  c.push_back({"causal_conv1d_no_bias_k1", [=] { return V{P({1, 4, 2}, 1), P({2, 1}, 2)}; },
+               [](const V& x) { return causal_conv1d(x[0], x[1]); }});
   // Graph-level cases.
   c.push_back({"reused_tensor", [=] { return V{P({3, 3}, 1)}; },
                [](const V& x) { return add(matmul(x[0], x[0]), mul(tanh(x[0]), x[0])); }});

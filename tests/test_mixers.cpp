@@ -4,6 +4,7 @@
 // with a padding mask, and the model learns.
 #include "nn/gau.h"
 #include "nn/linear_attention.h"
+#include "nn/mamba.h"
 #include "nn/model.h"
 #include "optim/optimizer.h"
 #include "tests/test_helpers.h"
@@ -305,4 +306,106 @@ TEST(Flash, ModelLearnsARepeatedSequence) {
   ModelConfig c = flash_config(4);
   c.n_embd = 32, c.gau_qk_dim = 32;
   expect_learns(c, 300);
+}
+
+// ---- Mamba and Mamba-2 --------------------------------------------------------
+
+namespace {
+ModelConfig mamba_config(const std::string& mixer) {
+  ModelConfig c;
+  c.vocab_size = 13, c.block_size = 16, c.n_layer = 2, c.n_head = 1, c.n_embd = 8;
+  c.mixer = mixer, c.d_state = 4, c.ssm_headdim = 4, c.chunk_size = 4, c.position = "none";
+  return c;
+}
+void set_mamba_form(GPT& m, RecurrenceForm form, int64_t chunk) {
+  for (auto& b : m.transformer->h) {
+    auto* mm = dynamic_cast<Mamba*>(b->attn.get());
+    ASSERT_NE(mm, nullptr);
+    mm->form = form;
+    mm->chunk = chunk;
+  }
+}
+class MambaTest : public ::testing::TestWithParam<std::string> {};
+}  // namespace
+
+TEST_P(MambaTest, FormsAgreeAndDecodingEqualsFullForward) {
+  Generator g(1);
+  GPT model(mamba_config(GetParam()), g);
+  model.to(DType::f64);
+  NoGradGuard ng;
+  std::vector<int32_t> ids{2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4, 5};
+  Tensor idx = from_ints(ids, {1, 12});
+  set_mamba_form(model, RecurrenceForm::recurrent, 4);
+  Tensor want = model.forward(idx);
+  for (auto [form, chunk] : std::vector<std::pair<RecurrenceForm, int64_t>>{
+           {RecurrenceForm::parallel, 4}, {RecurrenceForm::chunkwise, 1}, {RecurrenceForm::chunkwise, 5}, {RecurrenceForm::chunkwise, 12}}) {
+    set_mamba_form(model, form, chunk);
+    EXPECT_LT(max_abs_diff(model.forward(idx), want), 1e-12) << (int)form << " chunk " << chunk;
+  }
+  DecodeState state = model.init_decode(1);
+  std::vector<Tensor> steps{model.forward(from_ints({2, 7, 1, 8, 2}, {1, 5}), Tensor(), &state)};
+  for (int t = 5; t < 12; ++t) steps.push_back(model.forward(from_ints({ids[t]}, {1, 1}), Tensor(), &state));
+  EXPECT_LT(max_abs_diff(concat(steps, 1), want), 1e-12);
+  // Constant-size state: conv window (d_conv−1)·channels + SSM state, per layer.
+  const int64_t conv = 3 * (GetParam() == "mamba" ? 16 : 16 + 8), ssm = GetParam() == "mamba" ? 16 * 4 : 4 * 4 * 4;
+  EXPECT_EQ(state.bytes(), 2 * (conv + ssm) * 8);
+}
+
+TEST_P(MambaTest, PaddingLeftOrRightLeavesRealTokensUnchanged) {
+  Generator g(3);
+  ModelConfig c = mamba_config(GetParam());
+  c.position = "learned";
+  GPT model(c, g);
+  model.to(DType::f64);
+  NoGradGuard ng;
+  Tensor plain = model.forward(from_ints({3, 1, 4, 1, 5}, {1, 5}));
+  Tensor padded = model.forward(from_ints({3, 1, 4, 1, 5, 0, 0, 0, 9, 9, 9, 3, 1, 4, 1, 5}, {2, 8}),
+                                from_bools({0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0}, {2, 8}));
+  for (int64_t t = 0; t < 5; ++t)
+    for (int64_t k = 0; k < 13; ++k) {
+      EXPECT_NEAR(padded.flat(t * 13 + k), plain.flat(t * 13 + k), 1e-12) << "right t=" << t;
+      EXPECT_NEAR(padded.flat((11 + t) * 13 + k), plain.flat(t * 13 + k), 1e-12) << "left t=" << t;
+    }
+}
+
+TEST_P(MambaTest, GradcheckWholeModelWithPadding) {
+  ModelConfig c = mamba_config(GetParam());
+  c.n_layer = 1, c.n_embd = 4, c.vocab_size = 5, c.d_state = 2, c.ssm_headdim = 4, c.chunk_size = 2;
+  gradcheck_model(c, from_ints({1, 4, 2, 0, 3, 3, 2, 1}, {2, 4}), from_ints({4, 2, 0, 3, 3, 1, 1, 0}, {2, 4}),
+                  from_bools({1, 0, 0, 0, 0, 0, 0, 1}, {2, 4}));
+}
+
+TEST_P(MambaTest, ModelLearnsARepeatedSequence) {
+  ModelConfig c = mamba_config(GetParam());
+  c.n_embd = 32, c.d_state = 8, c.ssm_headdim = 16, c.recurrent_form = "recurrent";
+  expect_learns(c, 300);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ssm, MambaTest, ::testing::Values("mamba", "mamba2"));
+
+TEST(MambaNames, FollowMambaSsm) {
+  Generator g(0);
+  GPT m1(mamba_config("mamba"), g), m2(mamba_config("mamba2"), g);
+  auto has = [](const GPT& m, const std::string& name, const Shape& shape) {
+    for (auto& p : m.state_dict())
+      if (p.name == name) return p.tensor.shape() == shape;
+    return false;
+  };
+  EXPECT_TRUE(has(m1, "transformer.h.0.attn.in_proj.weight", {32, 8}));
+  EXPECT_TRUE(has(m1, "transformer.h.0.attn.conv1d.weight", {16, 1, 4}));
+  EXPECT_TRUE(has(m1, "transformer.h.0.attn.x_proj.weight", {1 + 8, 16}));
+  EXPECT_TRUE(has(m1, "transformer.h.0.attn.dt_proj.bias", {16}));
+  EXPECT_TRUE(has(m1, "transformer.h.0.attn.A_log", {16, 4}));
+  EXPECT_TRUE(has(m1, "transformer.h.0.attn.D", {16}));
+  EXPECT_TRUE(has(m2, "transformer.h.0.attn.in_proj.weight", {2 * 16 + 2 * 4 + 4, 8}));
+  EXPECT_TRUE(has(m2, "transformer.h.0.attn.dt_bias", {4}));
+  EXPECT_TRUE(has(m2, "transformer.h.0.attn.norm.weight", {16}));
+  // dt_proj's bias is softplus⁻¹ of Δ ∈ [0.001, 0.1].
+  for (auto& p : m1.state_dict())
+    if (p.name == "transformer.h.0.attn.dt_proj.bias")
+      for (double b : p.tensor.to_vector()) {
+        const double dt = std::log1p(std::exp(b));
+        EXPECT_GE(dt, 0.001 * 0.999);
+        EXPECT_LE(dt, 0.1 * 1.001);
+      }
 }

@@ -125,9 +125,11 @@ int main(int argc, char** argv) {
   tr->add_option("--config", "JSON file of flag values (keys are flag names); flags given here override it");
   tr->add_option("--data", t.data, "Corpus: text file(s) or folder(s) of text files")->required()->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   tr->add_option("--out", t.out, "Output directory: checkpoint, log.jsonl, loss.svg")->capture_default_str();
-  tr->add_option("--mixer", t.model.mixer, "Token mixer of every block: attention, linear, retnet, gated_retention, gla, deltanet, gated_deltanet, gau, flash")->capture_default_str();
+  tr->add_option("--mixer", t.model.mixer, "Token mixer of every block: attention, linear, retnet, gated_retention, gla, deltanet, gated_deltanet, gau, flash, mamba, mamba2")->capture_default_str();
   tr->add_option("--recurrent-form", t.model.recurrent_form, "Training form of recurrent mixers: chunkwise, parallel, recurrent")->capture_default_str();
   tr->add_option("--chunk-size", t.model.chunk_size, "Chunk size of the chunkwise form")->capture_default_str();
+  tr->add_option("--d-state", t.model.d_state, "Mamba / Mamba-2 SSM state size")->capture_default_str();
+  tr->add_option("--ssm-headdim", t.model.ssm_headdim, "Mamba-2 head dimension")->capture_default_str();
   tr->add_option("--feature-map", t.model.feature_map, "Linear attention feature map: elu (elu+1), relu, identity")->capture_default_str();
   tr->add_option("--normalize", t.model.normalize, "Linear attention: normalise by φ(q)ᵀz (true) or per-head RMSNorm (false)")->capture_default_str();
   tr->add_option("--n-layer", t.model.n_layer, "Number of blocks")->capture_default_str();
@@ -206,7 +208,7 @@ int main(int argc, char** argv) {
                {"--context", "block_size"}, {"--ffn", "ffn"}, {"--ffn-hidden", "ffn_hidden"}, {"--norm", "norm"},
                {"--position", "position"}, {"--bias", "bias"}, {"--tie-weights", "tie_weights"}, {"--dropout", "dropout"},
                {"--recurrent-form", "recurrent_form"}, {"--chunk-size", "chunk_size"}, {"--feature-map", "feature_map"},
-               {"--normalize", "normalize"}})
+               {"--normalize", "normalize"}, {"--d-state", "d_state"}, {"--ssm-headdim", "ssm_headdim"}})
         if (tr->count(flag)) explicit_flags.push_back(key);
       return train::run_training(t, explicit_flags);
     }

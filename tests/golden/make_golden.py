@@ -251,6 +251,7 @@ def main():
                dict(nano, ffn="relu", norm="dyt", position="sinusoidal"), pad)
     mixer_cases()
     gau_case()
+    mamba_cases()
     optimizer_case("adamw", lambda groups: torch.optim.AdamW(groups, betas=(0.9, 0.95), eps=1e-8))
     optimizer_case("sgd", lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9))
 
@@ -382,6 +383,66 @@ def gau_case():
         return F.linear(u * (a @ v), p["to_out.weight"], p["to_out.bias"])
 
     module_case("flash", p, {"x": rand(2, 7, C)}, flash, {"input.pad_mask": pad})
+
+
+def mamba_cases():
+    """Mamba (mamba_simple.py) and Mamba-2 (SSD) blocks as sequential scans, d=8,
+    d_inner=16, N=4, d_conv=4, Mamba-2 head dim 4; padded batch."""
+    C, Di, N, K, R, P = 8, 16, 4, 4, 1, 4
+    H = Di // P
+    pad = torch.tensor([[1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 1]], dtype=torch.bool)
+
+    def conv(u, w, b):  # depthwise causal
+        T = u.shape[1]
+        return F.conv1d(u.transpose(1, 2), w, b, padding=w.shape[-1] - 1, groups=u.shape[-1])[..., :T].transpose(1, 2)
+
+    p1 = {"in_proj.weight": rand(2 * Di, C, scale=0.4), "conv1d.weight": rand(Di, 1, K, scale=0.4),
+          "conv1d.bias": rand(Di, scale=0.1), "x_proj.weight": rand(R + 2 * N, Di, scale=0.4),
+          "dt_proj.weight": rand(Di, R, scale=0.5), "dt_proj.bias": rand(Di, scale=0.5),
+          "A_log": (torch.rand(Di, N, dtype=DT) * 2).requires_grad_(), "D": gain(Di),
+          "out_proj.weight": rand(C, Di, scale=0.3)}
+
+    def mamba1(x):
+        B, T, _ = x.shape
+        xi, z = F.linear(x, p1["in_proj.weight"]).chunk(2, -1)
+        u = F.silu(conv(xi.masked_fill(pad[..., None], 0.0), p1["conv1d.weight"], p1["conv1d.bias"]))
+        dt, Bm, Cm = F.linear(u, p1["x_proj.weight"]).split([R, N, N], -1)
+        delta = F.softplus(F.linear(dt, p1["dt_proj.weight"], p1["dt_proj.bias"])).masked_fill(pad[..., None], 0.0)
+        A = -p1["A_log"].exp()
+        h = torch.zeros(B, Di, N, dtype=DT)
+        ys = []
+        for t in range(T):
+            d = delta[:, t, :, None]
+            h = (d * A).exp() * h + d * Bm[:, t, None, :] * u[:, t, :, None]
+            ys.append((h * Cm[:, t, None, :]).sum(-1))
+        y = (torch.stack(ys, 1) + u * p1["D"]) * F.silu(z)
+        return F.linear(y, p1["out_proj.weight"])
+
+    module_case("mamba", p1, {"x": rand(2, 7, C)}, mamba1, {"input.pad_mask": pad})
+
+    p2 = {"in_proj.weight": rand(2 * Di + 2 * N + H, C, scale=0.4), "conv1d.weight": rand(Di + 2 * N, 1, K, scale=0.4),
+          "conv1d.bias": rand(Di + 2 * N, scale=0.1), "dt_bias": rand(H, scale=0.5),
+          "A_log": (torch.rand(H, dtype=DT) * 2).requires_grad_(), "D": gain(H), "norm.weight": gain(Di),
+          "out_proj.weight": rand(C, Di, scale=0.3)}
+
+    def mamba2(x):
+        B, T, _ = x.shape
+        z, xbc, dt = F.linear(x, p2["in_proj.weight"]).split([Di, Di + 2 * N, H], -1)
+        u = F.silu(conv(xbc.masked_fill(pad[..., None], 0.0), p2["conv1d.weight"], p2["conv1d.bias"]))
+        xs, Bm, Cm = u.split([Di, N, N], -1)
+        delta = F.softplus(dt + p2["dt_bias"]).masked_fill(pad[..., None], 0.0)  # [B,T,H]
+        A = -p2["A_log"].exp()
+        xh = xs.view(B, T, H, P)
+        h = torch.zeros(B, H, N, P, dtype=DT)
+        ys = []
+        for t in range(T):
+            d = delta[:, t, :, None, None]
+            h = (d * A[None, :, None, None]).exp() * h + Bm[:, t, None, :, None] * (d * xh[:, t, :, None, :])
+            ys.append(torch.einsum("bn,bhnp->bhp", Cm[:, t], h))
+        y = (torch.stack(ys, 1) + xh * p2["D"][None, None, :, None]).reshape(B, T, Di)
+        return F.linear(rmsnorm(y * F.silu(z), p2["norm.weight"]), p2["out_proj.weight"])
+
+    module_case("mamba2", p2, {"x": rand(2, 7, C)}, mamba2, {"input.pad_mask": pad})
 
 
 def optimizer_case(name, make_opt):

@@ -1,0 +1,135 @@
+#include "nn/mamba.h"
+
+#include <cmath>
+
+#include "autograd/ops.h"
+
+namespace tapelm::nn {
+
+namespace {
+// Holds conv1d.{weight,bias} under a child named as in mamba_ssm.
+struct Conv1d : Module {
+  Tensor weight, bias;
+  Conv1d(int64_t channels, int64_t k, Generator& gen) {  // PyTorch's default init: U(±1/√fan_in)
+    const double bound = 1.0 / std::sqrt((double)k);
+    weight = register_parameter("weight", uniform({channels, 1, k}, gen, -bound, bound));
+    bias = register_parameter("bias", uniform({channels}, gen, -bound, bound));
+  }
+};
+
+// Δ initialised log-uniform in [0.001, 0.1]; the bias is its inverse softplus.
+Tensor dt_init_bias(int64_t n, Generator& gen) {
+  Tensor b = Tensor::empty({n}, DType::f32);
+  for (int64_t i = 0; i < n; ++i) {
+    double dt = std::exp(std::log(0.001) + gen.uniform() * (std::log(0.1) - std::log(0.001)));
+    dt = std::max(dt, 1e-4);
+    b.set_flat(i, dt + std::log(-std::expm1(-dt)));
+  }
+  return b;
+}
+}  // namespace
+
+int64_t MambaState::bytes() const {
+  int64_t n = 0;
+  for (const Tensor* t : {&conv, &S})
+    if (t->defined()) n += t->numel() * (int64_t)dtype_size(t->dtype());
+  return n;
+}
+
+Mamba::Mamba(const ModelConfig& c, Generator& gen, double proj_std)
+    : version(c.mixer == "mamba2" ? 2 : 1), dim(c.n_embd), d_inner(2 * c.n_embd), d_state(c.d_state),
+      d_conv(c.d_conv), dt_rank((c.n_embd + 15) / 16), headdim(c.ssm_headdim),
+      n_heads(version == 2 ? 2 * c.n_embd / c.ssm_headdim : 2 * c.n_embd),
+      conv_channels(version == 2 ? 2 * c.n_embd + 2 * c.d_state : 2 * c.n_embd), chunk(c.chunk_size) {
+  form = c.recurrent_form == "parallel" ? RecurrenceForm::parallel
+         : c.recurrent_form == "recurrent" ? RecurrenceForm::recurrent : RecurrenceForm::chunkwise;
+  TAPELM_CHECK(version == 1 || d_inner % headdim == 0, "mamba2: d_inner {} is not divisible by ssm_headdim {}",
+               d_inner, headdim);
+  const int64_t in_out = version == 1 ? 2 * d_inner : 2 * d_inner + 2 * d_state + n_heads;
+  in_proj = register_module("in_proj", std::make_shared<Linear>(dim, in_out, false, gen));
+  auto cv = register_module("conv1d", std::make_shared<Conv1d>(conv_channels, d_conv, gen));
+  conv_weight = cv->weight;
+  conv_bias = cv->bias;
+  if (version == 1) {
+    x_proj = register_module("x_proj", std::make_shared<Linear>(d_inner, dt_rank + 2 * d_state, false, gen));
+    dt_proj = register_module("dt_proj", std::make_shared<Linear>(dt_rank, d_inner, true, gen));
+    const double bound = 1.0 / std::sqrt((double)dt_rank);  // as mamba_simple: U(±dt_rank^−½)
+    dt_proj->weight.copy_(uniform(dt_proj->weight.shape(), gen, -bound, bound));
+    dt_proj->bias.copy_(dt_init_bias(d_inner, gen));
+    Tensor a = Tensor::empty({d_inner, d_state}, DType::f32);  // S4D-real: A = −(1..N)
+    for (int64_t i = 0; i < d_inner; ++i)
+      for (int64_t n = 0; n < d_state; ++n) a.set_flat(i * d_state + n, std::log((double)(n + 1)));
+    A_log = register_parameter("A_log", a);
+    D = register_parameter("D", ones({d_inner}));
+  } else {
+    dt_bias = register_parameter("dt_bias", dt_init_bias(n_heads, gen));
+    A_log = register_parameter("A_log", log(uniform({n_heads}, gen, 1.0, 16.0)).detach());
+    D = register_parameter("D", ones({n_heads}));
+    norm = register_module("norm", std::make_shared<RMSNorm>(d_inner));
+  }
+  out_proj = register_module("out_proj", std::make_shared<Linear>(d_inner, dim, false, gen, proj_std));
+}
+
+std::unique_ptr<MixerState> Mamba::init_state(int64_t) const { return std::make_unique<MambaState>(); }
+
+Tensor Mamba::conv(const Tensor& u, MambaState* st) const {
+  const int64_t B = u.size(0), T = u.size(1);
+  Tensor w = reshape(conv_weight, {conv_channels, d_conv});
+  if (!st) return causal_conv1d(u, w, conv_bias);
+  if (!st->conv.defined()) st->conv = zeros({B, d_conv - 1, conv_channels}, u.dtype());
+  Tensor full = concat({st->conv, u}, 1);
+  st->conv = slice(full, 1, T, T + d_conv - 1).clone();
+  return slice(causal_conv1d(full, w, conv_bias), 1, d_conv - 1, T + d_conv - 1);
+}
+
+Tensor Mamba::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
+  TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "mamba: expects [B,T,{}], got {}", dim, x.str_shape());
+  const int64_t B = x.size(0), T = x.size(1);
+  MambaState* st = nullptr;
+  if (state) {
+    st = dynamic_cast<MambaState*>(state);
+    TAPELM_CHECK(st, "mamba: the decoding state is not a MambaState");
+  }
+  Tensor pad = ctx.pad_mask.defined() ? reshape(ctx.pad_mask, {B, T, 1}) : Tensor();
+  auto unpad = [&](const Tensor& t) { return pad.defined() ? masked_fill(t, pad, 0.0) : t; };
+  Tensor proj = in_proj->forward(x);
+  Tensor z, conv_in, dt_raw;
+  if (version == 1) {
+    auto parts = split(proj, {d_inner, d_inner}, -1);
+    conv_in = parts[0], z = parts[1];
+  } else {
+    auto parts = split(proj, {d_inner, conv_channels, n_heads}, -1);
+    z = parts[0], conv_in = parts[1], dt_raw = parts[2];
+  }
+  Tensor u = silu(conv(unpad(conv_in), st));  // padding: zero conv input
+  Tensor y;
+  const RecurrenceForm run_form = st && T == 1 ? RecurrenceForm::recurrent : form;
+  Tensor* carried = st ? &st->S : nullptr;
+  if (version == 1) {
+    auto dbc = split(x_proj->forward(u), {dt_rank, d_state, d_state}, -1);
+    Tensor delta = unpad(softplus(dt_proj->forward(dbc[0])));  // [B,T,Di]; padding: Δ = 0
+    Tensor A = neg(exp(A_log));                                // [Di,N]
+    auto per_channel = [&](const Tensor& t) { return expand(unsqueeze(t, 1), {B, d_inner, T, d_state}); };
+    Tensor q = per_channel(dbc[2]), k = per_channel(dbc[1]);                 // C_t, B_t
+    Tensor v = unsqueeze(permute(mul(delta, u), {0, 2, 1}), -1);             // [B,Di,T,1]
+    Tensor g = permute(mul(unsqueeze(delta, -1), A), {0, 2, 1, 3});          // [B,Di,T,N]
+    Tensor h = gated_recurrence(q, k, v, g, run_form, chunk, carried);       // [B,Di,T,1]
+    y = add(permute(squeeze(h, -1), {0, 2, 1}), mul(u, D));
+    y = mul(y, silu(z));
+  } else {
+    auto xbc = split(u, {d_inner, d_state, d_state}, -1);
+    Tensor delta = unpad(softplus(add(dt_raw, dt_bias)));                    // [B,T,H]
+    Tensor A = neg(exp(A_log));                                              // [H]
+    auto shared = [&](const Tensor& t) { return expand(unsqueeze(t, 1), {B, n_heads, T, d_state}); };
+    Tensor xh = permute(reshape(xbc[0], {B, T, n_heads, headdim}), {0, 2, 1, 3});  // [B,H,T,P]
+    Tensor dt_h = unsqueeze(permute(delta, {0, 2, 1}), -1);                        // [B,H,T,1]
+    Tensor g = mul(dt_h, reshape(A, {1, n_heads, 1, 1}));
+    Tensor h = gated_recurrence(shared(xbc[2]), shared(xbc[1]), mul(xh, dt_h), g, run_form, chunk, carried);
+    h = add(h, mul(xh, reshape(D, {1, n_heads, 1, 1})));
+    y = reshape(permute(h, {0, 2, 1, 3}), {B, T, d_inner});
+    y = norm->forward(mul(y, silu(z)));  // gated RMSNorm (norm after the gate)
+  }
+  return out_proj->forward(y);
+}
+
+}  // namespace tapelm::nn

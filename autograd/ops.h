@@ -117,6 +117,14 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
                   RecurrenceForm form = RecurrenceForm::chunkwise, int64_t chunk = 64, Tensor* state = nullptr);
 Tensor delta_rule_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g);
 
+// ---- selective_scan.cpp: Mamba's scan -------------------------------------
+// h_t = exp(Δ_t A) ⊙ h_{t−1} + Δ_t u_t B_t, y_t = C_t·h_t per batch and channel:
+// u, delta [B,T,D], A [D,N], B, C [B,T,N] -> y [B,T,D]. With `state` ([B,D,N],
+// inference only) the scan continues from it and leaves the final state there.
+Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm, const Tensor& Cm,
+                      Tensor* state = nullptr);
+Tensor selective_scan_reference(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm, const Tensor& Cm);
+
 // ---- conv1d.cpp ----------------------------------------------------------
 // Depthwise causal convolution: x [B,T,C], w [C,K], b [C] (optional) -> [B,T,C],
 // y_t = b + Σ_j w_j ⊙ x_{t−K+1+j} with zeros before the start (Mamba's conv1d).

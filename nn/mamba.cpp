@@ -109,12 +109,26 @@ Tensor Mamba::forward(const Tensor& x, const MixerContext& ctx, MixerState* stat
     auto dbc = split(x_proj->forward(u), {dt_rank, d_state, d_state}, -1);
     Tensor delta = unpad(softplus(dt_proj->forward(dbc[0])));  // [B,T,Di]; padding: Δ = 0
     Tensor A = neg(exp(A_log));                                // [Di,N]
-    auto per_channel = [&](const Tensor& t) { return expand(unsqueeze(t, 1), {B, d_inner, T, d_state}); };
-    Tensor q = per_channel(dbc[2]), k = per_channel(dbc[1]);                 // C_t, B_t
-    Tensor v = unsqueeze(permute(mul(delta, u), {0, 2, 1}), -1);             // [B,Di,T,1]
-    Tensor g = permute(mul(unsqueeze(delta, -1), A), {0, 2, 1, 3});          // [B,Di,T,N]
-    Tensor h = gated_recurrence(q, k, v, g, run_form, chunk, carried);       // [B,Di,T,1]
-    y = add(permute(squeeze(h, -1), {0, 2, 1}), mul(u, D));
+    Tensor scan;
+    if (run_form == RecurrenceForm::recurrent) {
+      // The fused selective scan (fast on a CPU).
+      Tensor* scan_state = nullptr;
+      if (st) {  // keep the SSM state as [B,Di,N] for the scan
+        if (st->S.defined()) st->S = reshape(st->S, {B, d_inner, d_state});
+        scan_state = &st->S;
+      }
+      scan = selective_scan(u, delta, A, dbc[1], dbc[2], scan_state);
+      if (st) st->S = reshape(st->S, {B, d_inner, d_state, 1});
+    } else {
+      // The same recurrence on the shared core: one head per channel, K = N, V = 1.
+      auto per_channel = [&](const Tensor& t) { return expand(unsqueeze(t, 1), {B, d_inner, T, d_state}); };
+      Tensor q = per_channel(dbc[2]), k = per_channel(dbc[1]);                 // C_t, B_t
+      Tensor v = unsqueeze(permute(mul(delta, u), {0, 2, 1}), -1);             // [B,Di,T,1]
+      Tensor g = permute(mul(unsqueeze(delta, -1), A), {0, 2, 1, 3});          // [B,Di,T,N]
+      Tensor h = gated_recurrence(q, k, v, g, run_form, chunk, carried);       // [B,Di,T,1]
+      scan = permute(squeeze(h, -1), {0, 2, 1});
+    }
+    y = add(scan, mul(u, D));
     y = mul(y, silu(z));
   } else {
     auto xbc = split(u, {d_inner, d_state, d_state}, -1);

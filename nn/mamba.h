@@ -1,6 +1,8 @@
 // Mamba (Gu & Dao 2023) and Mamba-2 (Dao & Gu 2024) blocks. Both run their
 // state-space recurrence on autograd's gated_recurrence core:
-//   Mamba-1 selective scan, per channel c (one "head" per channel, K = d_state, V = 1):
+//   Mamba-1 selective scan, per channel c: its recurrent form is the fused
+//   selective_scan op; its parallel and chunkwise forms run on the core with
+//   one "head" per channel (K = d_state, V = 1):
 //     h_t = exp(Δ_{t,c} A_c) ⊙ h_{t−1} + Δ_{t,c} B_t x_{t,c},  y_{t,c} = C_t·h_t + D_c x_{t,c}
 //     → q = C_t, k = B_t, v = Δ_{t,c} x_{t,c}, g = Δ_{t,c} A_c (decay per state dimension).
 //   Mamba-2 SSD, per head h (A_h a scalar, head dim P, B and C shared by heads):

@@ -199,3 +199,65 @@ TEST_P(DeltaRule, CarriedStateAndFloat32) {
 
 INSTANTIATE_TEST_SUITE_P(Gating, DeltaRule, ::testing::Values(false, true),
                          [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "gated" : "plain"; });
+
+// ---- Mamba's selective scan ---------------------------------------------------
+
+namespace {
+std::vector<Tensor> scan_inputs(int64_t B, int64_t T, int64_t D, int64_t N, uint64_t seed) {
+  Generator g(seed);
+  NoGradGuard ng;
+  std::vector<Tensor> in{randn({B, T, D}, g, DType::f64), softplus(randn({B, T, D}, g, DType::f64, -1.0, 1.0)),
+                         neg(exp(randn({D, N}, g, DType::f64, 0.0, 0.5))), randn({B, T, N}, g, DType::f64),
+                         randn({B, T, N}, g, DType::f64)};
+  for (auto& t : in) t.requires_grad_();
+  return in;
+}
+}  // namespace
+
+TEST(SelectiveScan, GradcheckFusedAndReference) {
+  auto in = scan_inputs(2, 5, 3, 2, 21);
+  expect_gradcheck([](const std::vector<Tensor>& x) { return selective_scan(x[0], x[1], x[2], x[3], x[4]); }, in);
+  expect_gradcheck([](const std::vector<Tensor>& x) { return selective_scan_reference(x[0], x[1], x[2], x[3], x[4]); }, in);
+}
+
+TEST(SelectiveScan, FusedEqualsReferenceAndTheSharedCoreInValuesAndGradients) {
+  auto in = scan_inputs(2, 9, 4, 3, 22);
+  Generator gen(23);
+  Tensor up = randn({2, 9, 4}, gen, DType::f64);
+  auto run = [&](const std::function<Tensor()>& f) {
+    for (auto& t : in) t.zero_grad();
+    Tensor y = f();
+    Tensor kept = y.detach().clone();
+    backward(y, up);
+    std::vector<Tensor> r{kept};
+    for (auto& t : in) r.push_back(t.grad());
+    return r;
+  };
+  auto want = run([&] { return selective_scan_reference(in[0], in[1], in[2], in[3], in[4]); });
+  auto fused = run([&] { return selective_scan(in[0], in[1], in[2], in[3], in[4]); });
+  auto core = run([&] {  // the same scan as gated_recurrence: one head per channel, K = N, V = 1
+    const int64_t B = 2, T = 9, D = 4, N = 3;
+    auto per_channel = [&](const Tensor& t) { return expand(unsqueeze(t, 1), {B, D, T, N}); };
+    Tensor v = unsqueeze(permute(mul(in[1], in[0]), {0, 2, 1}), -1);
+    Tensor g = permute(mul(unsqueeze(in[1], -1), in[2]), {0, 2, 1, 3});
+    Tensor h = gated_recurrence(per_channel(in[4]), per_channel(in[3]), v, g, RecurrenceForm::chunkwise, 4);
+    return permute(squeeze(h, -1), {0, 2, 1});
+  });
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_LT(max_abs_diff(fused[i], want[i]), 1e-12) << "fused " << i;
+    EXPECT_LT(max_abs_diff(core[i], want[i]), 1e-12) << "core " << i;
+  }
+}
+
+TEST(SelectiveScan, CarriedStateContinuesExactly) {
+  auto in = scan_inputs(2, 10, 3, 4, 24);
+  NoGradGuard ng;
+  Tensor full = selective_scan(in[0], in[1], in[2], in[3], in[4]);
+  Tensor state;
+  std::vector<Tensor> parts;
+  for (auto [a, b] : std::vector<std::pair<int, int>>{{0, 4}, {4, 5}, {5, 10}}) {
+    auto cut = [&](const Tensor& x) { return slice(x, 1, a, b); };
+    parts.push_back(selective_scan(cut(in[0]), cut(in[1]), in[2], cut(in[3]), cut(in[4]), &state));
+  }
+  EXPECT_LT(max_abs_diff(concat(parts, 1), full), 1e-12);
+}

@@ -19,8 +19,9 @@ void ModelConfig::validate() const {
                "config: unknown mixer '{}' (available: attention, linear, retnet, gated_retention, gla, deltanet, "
                "gated_deltanet, gau, flash, mamba, mamba2)",
                mixer);
-  TAPELM_CHECK(recurrent_form == "chunkwise" || recurrent_form == "parallel" || recurrent_form == "recurrent",
-               "config: unknown recurrent_form '{}' (chunkwise, parallel, recurrent)", recurrent_form);
+  TAPELM_CHECK(recurrent_form == "auto" || recurrent_form == "chunkwise" || recurrent_form == "parallel" ||
+                   recurrent_form == "recurrent",
+               "config: unknown recurrent_form '{}' (auto, chunkwise, parallel, recurrent)", recurrent_form);
   TAPELM_CHECK(d_state > 0 && d_conv > 0 && ssm_headdim > 0, "config: d_state, d_conv and ssm_headdim must be positive");
   TAPELM_CHECK(mixer != "mamba2" || (2 * n_embd) % ssm_headdim == 0,
                "config: mamba2 needs 2·n_embd ({}) divisible by ssm_headdim {}", 2 * n_embd, ssm_headdim);

@@ -22,7 +22,9 @@ struct ModelConfig {
   bool tie_weights = true;            // lm_head.weight is transformer.wte.weight
   double dropout = 0.0;
   // Linear-attention family (nn/linear_attention.h).
-  std::string recurrent_form = "chunkwise";  // chunkwise | parallel | recurrent (training form)
+  // Training form of recurrent mixers: auto (each mixer's fastest on a CPU:
+  // the fused scan for mamba, chunkwise otherwise) | chunkwise | parallel | recurrent.
+  std::string recurrent_form = "auto";
   int64_t chunk_size = 64;
   std::string feature_map = "elu";           // linear attention: elu (elu+1) | relu | identity
   bool normalize = true;                     // linear attention: divide by φ(q)ᵀz (else per-head RMSNorm)

@@ -29,7 +29,7 @@ int64_t FlashState::bytes() const {
 
 GatedAttentionUnit::GatedAttentionUnit(const ModelConfig& c, Generator& gen, double proj_std)
     : mixed_chunk(c.mixer == "flash"), dim(c.n_embd), expansion(2 * c.n_embd), qk_dim(c.gau_qk_dim),
-      n(c.block_size), chunk(c.chunk_size), form(c.recurrent_form) {
+      n(c.block_size), chunk(c.chunk_size), form(c.recurrent_form == "auto" ? "chunkwise" : c.recurrent_form) {
   TAPELM_CHECK(form == "parallel" || form == "chunkwise" || form == "recurrent", "flash: unknown form {}", form);
   to_hidden = register_module("to_hidden", std::make_shared<Linear>(dim, 2 * expansion, true, gen));
   to_qk = register_module("to_qk", std::make_shared<Linear>(dim, qk_dim, true, gen));

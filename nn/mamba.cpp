@@ -41,8 +41,11 @@ Mamba::Mamba(const ModelConfig& c, Generator& gen, double proj_std)
       d_conv(c.d_conv), dt_rank((c.n_embd + 15) / 16), headdim(c.ssm_headdim),
       n_heads(version == 2 ? 2 * c.n_embd / c.ssm_headdim : 2 * c.n_embd),
       conv_channels(version == 2 ? 2 * c.n_embd + 2 * c.d_state : 2 * c.n_embd), chunk(c.chunk_size) {
-  form = c.recurrent_form == "parallel" ? RecurrenceForm::parallel
-         : c.recurrent_form == "recurrent" ? RecurrenceForm::recurrent : RecurrenceForm::chunkwise;
+  form = c.recurrent_form == "parallel"    ? RecurrenceForm::parallel
+         : c.recurrent_form == "recurrent" ? RecurrenceForm::recurrent
+         : c.recurrent_form == "chunkwise" ? RecurrenceForm::chunkwise
+         : version == 1                    ? RecurrenceForm::recurrent  // auto: the fused selective scan
+                                           : RecurrenceForm::chunkwise;
   TAPELM_CHECK(version == 1 || d_inner % headdim == 0, "mamba2: d_inner {} is not divisible by ssm_headdim {}",
                d_inner, headdim);
   const int64_t in_out = version == 1 ? 2 * d_inner : 2 * d_inner + 2 * d_state + n_heads;

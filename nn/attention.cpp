@@ -11,6 +11,17 @@ int64_t AttentionCache::bytes() const {
   return (k.numel() + v.numel()) * (int64_t)dtype_size(k.dtype()) + key_pad.numel();
 }
 
+void AttentionCache::extend(Tensor& new_k, Tensor& new_v, Tensor& new_pad, int64_t time_axis) {
+  if (k.defined()) {
+    new_k = concat({k, new_k}, time_axis);
+    new_v = concat({v, new_v}, time_axis);
+    new_pad = concat({key_pad, new_pad}, 1);
+  }
+  k = new_k.detach();
+  v = new_v.detach();
+  key_pad = new_pad;
+}
+
 MultiHeadAttention::MultiHeadAttention(int64_t dim_, int64_t n_head_, bool bias, double dropout,
                                        std::shared_ptr<Rotary> rotary, Generator& gen,
                                        Generator* dropout_gen, double proj_std)
@@ -58,14 +69,7 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const MixerContext& ctx, Mix
   if (state) {
     auto* cache = dynamic_cast<AttentionCache*>(state);
     TAPELM_CHECK(cache, "MultiHeadAttention: the decoding state is not an AttentionCache");
-    if (cache->k.defined()) {
-      k = concat({cache->k, k}, 2);
-      v = concat({cache->v, v}, 2);
-      pad = concat({cache->key_pad, pad}, 1);
-    }
-    cache->k = k.detach();
-    cache->v = v.detach();
-    cache->key_pad = pad;
+    cache->extend(k, v, pad, 2);
   }
   const int64_t Tk = k.size(2);
   Tensor scores = mul_scalar(matmul(q, k, false, true), 1.0 / std::sqrt((double)head_dim));

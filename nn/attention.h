@@ -15,9 +15,12 @@
 namespace tapelm::nn {
 
 struct AttentionCache : MixerState {
-  Tensor k, v;     // [B, H, T_seen, head_dim]
+  Tensor k, v;     // keys and values seen so far (time on `time_axis`)
   Tensor key_pad;  // [B, T_seen] bool
   int64_t bytes() const override;
+  // Prepends the cached keys, values and key padding to the new ones (in
+  // place) and stores the result as the cache.
+  void extend(Tensor& new_k, Tensor& new_v, Tensor& new_pad, int64_t time_axis);
 };
 
 class MultiHeadAttention : public TokenMixer {

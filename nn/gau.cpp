@@ -161,14 +161,7 @@ Tensor GatedAttentionUnit::forward(const Tensor& x, const MixerContext& ctx, Mix
   if (state) {
     auto* cache = dynamic_cast<AttentionCache*>(state);
     TAPELM_CHECK(cache, "gau: the decoding state is not an AttentionCache");
-    if (cache->k.defined()) {
-      k = concat({cache->k, k}, 1);
-      v = concat({cache->v, v}, 1);
-      pad = concat({cache->key_pad, pad}, 1);
-    }
-    cache->k = k.detach();
-    cache->v = v.detach();
-    cache->key_pad = pad;
+    cache->extend(k, v, pad, 1);
   }
   const int64_t Tk = k.size(1);
   Tensor scores = mul_scalar(matmul(q, k, false, true), 1.0 / std::sqrt((double)qk_dim));  // [B,T,Tk]

@@ -89,6 +89,20 @@ void expect_learns(const ModelConfig& c, int steps) {
   EXPECT_LT(last, 0.1) << c.mixer << ": loss went from " << first << " to " << last;
 }
 
+// Logits at real tokens are identical unpadded, right-padded by 3 and
+// left-padded by 3 (vocabulary 13, float64 model).
+void expect_padding_invariant(GPT& model) {
+  NoGradGuard ng;
+  Tensor plain = model.forward(from_ints({3, 1, 4, 1, 5}, {1, 5}));
+  Tensor padded = model.forward(from_ints({3, 1, 4, 1, 5, 0, 0, 0, 9, 9, 9, 3, 1, 4, 1, 5}, {2, 8}),
+                                from_bools({0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0}, {2, 8}));
+  for (int64_t t = 0; t < 5; ++t)
+    for (int64_t k = 0; k < 13; ++k) {
+      EXPECT_NEAR(padded.flat(t * 13 + k), plain.flat(t * 13 + k), 1e-12) << model.config.mixer << " right t=" << t;
+      EXPECT_NEAR(padded.flat((11 + t) * 13 + k), plain.flat(t * 13 + k), 1e-12) << model.config.mixer << " left t=" << t;
+    }
+}
+
 class Mixer : public ::testing::TestWithParam<Variant> {};
 
 void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
@@ -133,17 +147,7 @@ TEST_P(Mixer, PaddingLeftOrRightLeavesRealTokensUnchanged) {
   c.position = "learned";  // positions come from the pad mask too
   GPT model(c, g);
   model.to(DType::f64);
-  NoGradGuard ng;
-  Tensor plain = model.forward(from_ints({3, 1, 4, 1, 5}, {1, 5}));
-  std::vector<int32_t> ids{3, 1, 4, 1, 5, 0, 0, 0, 9, 9, 9, 3, 1, 4, 1, 5};
-  std::vector<bool> pad{0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0};
-  Tensor padded = model.forward(from_ints(ids, {2, 8}), from_bools(pad, {2, 8}));
-  const int64_t V = 13;
-  for (int64_t t = 0; t < 5; ++t)
-    for (int64_t k = 0; k < V; ++k) {
-      EXPECT_NEAR(padded.flat(t * V + k), plain.flat(t * V + k), 1e-12) << "right t=" << t;
-      EXPECT_NEAR(padded.flat((8 + 3 + t) * V + k), plain.flat(t * V + k), 1e-12) << "left t=" << t;
-    }
+  expect_padding_invariant(model);
 }
 
 TEST_P(Mixer, GradcheckWholeModelWithPadding) {
@@ -214,14 +218,7 @@ TEST(Gau, DecodingAndPaddingMatchTheFullForward) {
   std::vector<Tensor> steps{model.forward(from_ints({2, 7, 1}, {1, 3}), Tensor(), &state)};
   for (int t = 3; t < 10; ++t) steps.push_back(model.forward(from_ints({ids[t]}, {1, 1}), Tensor(), &state));
   EXPECT_LT(max_abs_diff(concat(steps, 1), full), 1e-12);
-  Tensor plain = model.forward(from_ints({3, 1, 4, 1, 5}, {1, 5}));
-  Tensor padded = model.forward(from_ints({3, 1, 4, 1, 5, 0, 0, 0, 9, 9, 9, 3, 1, 4, 1, 5}, {2, 8}),
-                                from_bools({0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0}, {2, 8}));
-  for (int64_t t = 0; t < 5; ++t)
-    for (int64_t k = 0; k < 13; ++k) {
-      EXPECT_NEAR(padded.flat(t * 13 + k), plain.flat(t * 13 + k), 1e-12);
-      EXPECT_NEAR(padded.flat((11 + t) * 13 + k), plain.flat(t * 13 + k), 1e-12);
-    }
+  expect_padding_invariant(model);
 }
 
 TEST(Gau, GradcheckWholeModelWithPadding) {
@@ -282,15 +279,7 @@ TEST(Flash, PaddingLeftOrRightLeavesRealTokensUnchanged) {
   c.position = "learned";
   GPT model(c, g);
   model.to(DType::f64);
-  NoGradGuard ng;
-  Tensor plain = model.forward(from_ints({3, 1, 4, 1, 5}, {1, 5}));
-  Tensor padded = model.forward(from_ints({3, 1, 4, 1, 5, 0, 0, 0, 9, 9, 9, 3, 1, 4, 1, 5}, {2, 8}),
-                                from_bools({0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0}, {2, 8}));
-  for (int64_t t = 0; t < 5; ++t)
-    for (int64_t k = 0; k < 13; ++k) {
-      EXPECT_NEAR(padded.flat(t * 13 + k), plain.flat(t * 13 + k), 1e-12) << "right t=" << t;
-      EXPECT_NEAR(padded.flat((11 + t) * 13 + k), plain.flat(t * 13 + k), 1e-12) << "left t=" << t;
-    }
+  expect_padding_invariant(model);
 }
 
 TEST(Flash, GradcheckChunkedAndMaskedPaths) {
@@ -357,15 +346,7 @@ TEST_P(MambaTest, PaddingLeftOrRightLeavesRealTokensUnchanged) {
   c.position = "learned";
   GPT model(c, g);
   model.to(DType::f64);
-  NoGradGuard ng;
-  Tensor plain = model.forward(from_ints({3, 1, 4, 1, 5}, {1, 5}));
-  Tensor padded = model.forward(from_ints({3, 1, 4, 1, 5, 0, 0, 0, 9, 9, 9, 3, 1, 4, 1, 5}, {2, 8}),
-                                from_bools({0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0}, {2, 8}));
-  for (int64_t t = 0; t < 5; ++t)
-    for (int64_t k = 0; k < 13; ++k) {
-      EXPECT_NEAR(padded.flat(t * 13 + k), plain.flat(t * 13 + k), 1e-12) << "right t=" << t;
-      EXPECT_NEAR(padded.flat((11 + t) * 13 + k), plain.flat(t * 13 + k), 1e-12) << "left t=" << t;
-    }
+  expect_padding_invariant(model);
 }
 
 TEST_P(MambaTest, GradcheckWholeModelWithPadding) {

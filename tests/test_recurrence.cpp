@@ -261,3 +261,16 @@ TEST(SelectiveScan, CarriedStateContinuesExactly) {
   }
   EXPECT_LT(max_abs_diff(concat(parts, 1), full), 1e-12);
 }
+
+TEST(Recurrence, CarriedStateOfTheWrongShapeIsAClearError) {
+  NoGradGuard ng;
+  Tensor q = zeros({1, 2, 3, 4}), v = zeros({1, 2, 3, 5}), per_step = zeros({1, 2, 3, 1});
+  Tensor bad = zeros({1, 2, 4, 4});
+  EXPECT_ERROR_CONTAINS(gated_recurrence(q, q, v, per_step, RecurrenceForm::chunkwise, 2, &bad),
+                        "gated_recurrence: state float32 [1,2,4,4] does not match float32 [1,2,4,5]");
+  EXPECT_ERROR_CONTAINS(delta_rule(q, q, v, per_step, per_step, RecurrenceForm::chunkwise, 2, &bad),
+                        "delta_rule: state float32 [1,2,4,4] does not match float32 [1,2,4,5]");
+  Tensor scan_bad = zeros({1, 3, 2});
+  EXPECT_ERROR_CONTAINS(selective_scan(zeros({1, 3, 3}), zeros({1, 3, 3}), zeros({3, 4}), zeros({1, 3, 4}), zeros({1, 3, 4}), &scan_bad),
+                        "selective_scan: state float32 [1,3,2] does not match float32 [1,3,4]");
+}

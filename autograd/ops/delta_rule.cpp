@@ -29,16 +29,13 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/ops/recurrence_common.h"
 
 namespace tapelm {
 
 namespace {
 
-template <class T> using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <class T> using MapM = Eigen::Map<Mat<T>>;
-template <class T> using CMapM = Eigen::Map<const Mat<T>>;
-template <class T> using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-template <class T> using CMapV = Eigen::Map<const Vec<T>>;
+using namespace detail;
 
 struct Dims {
   int64_t BH, T, K, V;
@@ -62,13 +59,12 @@ void delta_step(Mat<T>& S, const T* k, const T* v, T beta, T alpha, int64_t K, i
 
 template <class T>
 void forward_recurrent(const Slice<T>& s, const Dims& d) {
-  Mat<T> S = Mat<T>::Zero(d.K, d.V);
-  if (s.state) S = CMapM<T>(s.state, d.K, d.V);
-  for (int64_t t = 0; t < d.T; ++t) {
-    delta_step(S, s.k + t * d.K, s.v + t * d.V, s.beta[t], std::exp(s.g[t]), d.K, d.V);
-    Eigen::Map<Vec<T>>(s.o + t * d.V, d.V).noalias() = S.transpose() * CMapV<T>(s.q + t * d.K, d.K);
-  }
-  if (s.state) MapM<T>(s.state, d.K, d.V) = S;
+  run_blocks<T>(s.state, d.K, d.V, d.T, d.T, [&](int64_t, int64_t, Mat<T>& S) {
+    for (int64_t t = 0; t < d.T; ++t) {
+      delta_step(S, s.k + t * d.K, s.v + t * d.V, s.beta[t], std::exp(s.g[t]), d.K, d.V);
+      Eigen::Map<Vec<T>>(s.o + t * d.V, d.V).noalias() = S.transpose() * CMapV<T>(s.q + t * d.K, d.K);
+    }
+  });
 }
 
 template <class T>
@@ -98,18 +94,10 @@ void forward_chunk(const Slice<T>& s, const Dims& d, int64_t t0, int64_t t1, Mat
   S.noalias() += Kd.transpose() * U;
 }
 
-template <class T>
-void forward_chunks(const Slice<T>& s, const Dims& d, int64_t chunk) {
-  Mat<T> S = Mat<T>::Zero(d.K, d.V);
-  if (s.state) S = CMapM<T>(s.state, d.K, d.V);
-  for (int64_t t0 = 0; t0 < d.T; t0 += chunk) forward_chunk(s, d, t0, std::min(d.T, t0 + chunk), S);
-  if (s.state) MapM<T>(s.state, d.K, d.V) = S;
-}
-
 int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
   const int64_t K = d.K, V = d.V;
   if (form == RecurrenceForm::recurrent) return d.BH * d.T * (2 * K * V + 3 * V + K * V + 2 * K * V + 2 * K * V);
-  const int64_t C = form == RecurrenceForm::parallel ? d.T : chunk;
+  const int64_t C = block_length(form, chunk, d.T);
   int64_t total = 0;
   for (int64_t t0 = 0; t0 < d.T; t0 += C) {
     const int64_t c = std::min(d.T, t0 + C) - t0;
@@ -187,12 +175,7 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
                   RecurrenceForm form, int64_t chunk, Tensor* state) {
   const Dims d = check_inputs(q, k, v, beta, g);
   TAPELM_CHECK(chunk > 0, "delta_rule: chunk size must be positive, got {}", chunk);
-  if (state) {
-    TAPELM_CHECK(!grad_enabled() || !(q.requires_grad() || k.requires_grad() || v.requires_grad() ||
-                                      beta.requires_grad() || g.requires_grad()),
-                 "delta_rule: a carried state is for inference; run it under NoGradGuard");
-    if (!state->defined()) *state = zeros({q.size(0), q.size(1), d.K, d.V}, q.dtype());
-  }
+  if (state) prepare_state("delta_rule", state, {q.size(0), q.size(1), d.K, d.V}, q.dtype(), {q, k, v, beta, g});
   Tensor o = Tensor::empty({q.size(0), q.size(1), d.T, d.V}, q.dtype());
   dispatch_float("delta_rule", q.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -201,8 +184,12 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
       Slice<T> s{q.data<T>() + bh * d.T * d.K, k.data<T>() + bh * d.T * d.K, v.data<T>() + bh * d.T * d.V,
                  beta.data<T>() + bh * d.T, g.data<T>() + bh * d.T, o.data<T>() + bh * d.T * d.V,
                  state ? state->data<T>() + bh * d.K * d.V : nullptr};
-      if (form == RecurrenceForm::recurrent) forward_recurrent(s, d);
-      else forward_chunks(s, d, form == RecurrenceForm::parallel ? std::max<int64_t>(d.T, 1) : chunk);
+      if (form == RecurrenceForm::recurrent) {
+        forward_recurrent(s, d);
+      } else {
+        run_blocks<T>(s.state, d.K, d.V, d.T, block_length(form, chunk, d.T),
+                      [&](int64_t t0, int64_t t1, Mat<T>& S) { forward_chunk(s, d, t0, t1, S); });
+      }
     }
   });
   FlopCounter::add("delta_rule", forward_flops(d, form, chunk));

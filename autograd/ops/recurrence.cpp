@@ -26,16 +26,13 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/ops/recurrence_common.h"
 
 namespace tapelm {
 
 namespace {
 
-template <class T> using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <class T> using MapM = Eigen::Map<Mat<T>>;
-template <class T> using CMapM = Eigen::Map<const Mat<T>>;
-template <class T> using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-template <class T> using CMapV = Eigen::Map<const Vec<T>>;
+using namespace detail;
 
 struct Dims {
   int64_t BH, T, K, V, GK;  // GK = K (vector decay) or 1 (one decay per head and step)
@@ -57,14 +54,13 @@ template <class T> inline T decay_at(const T* g, int64_t t, int64_t i, int64_t G
 
 template <class T>
 void forward_recurrent(const Slice<T>& s, const Dims& d) {
-  Mat<T> S = Mat<T>::Zero(d.K, d.V);
-  if (s.state) S = CMapM<T>(s.state, d.K, d.V);
-  for (int64_t t = 0; t < d.T; ++t) {
-    for (int64_t i = 0; i < d.K; ++i) S.row(i) *= std::exp(decay_at(s.g, t, i, d.GK));
-    S.noalias() += CMapV<T>(s.k + t * d.K, d.K) * CMapV<T>(s.v + t * d.V, d.V).transpose();
-    Eigen::Map<Vec<T>>(s.o + t * d.V, d.V).noalias() = S.transpose() * CMapV<T>(s.q + t * d.K, d.K);
-  }
-  if (s.state) MapM<T>(s.state, d.K, d.V) = S;
+  run_blocks<T>(s.state, d.K, d.V, d.T, d.T, [&](int64_t, int64_t, Mat<T>& S) {
+    for (int64_t t = 0; t < d.T; ++t) {
+      for (int64_t i = 0; i < d.K; ++i) S.row(i) *= std::exp(decay_at(s.g, t, i, d.GK));
+      S.noalias() += CMapV<T>(s.k + t * d.K, d.K) * CMapV<T>(s.v + t * d.V, d.V).transpose();
+      Eigen::Map<Vec<T>>(s.o + t * d.V, d.V).noalias() = S.transpose() * CMapV<T>(s.q + t * d.K, d.K);
+    }
+  });
 }
 
 // Positions [t0, t1) as one block: intra-block masked form plus the read of
@@ -106,18 +102,10 @@ void forward_block(const Slice<T>& s, const Dims& d, int64_t t0, int64_t t1, Mat
   S.noalias() += Kd.transpose() * Vb;
 }
 
-template <class T>
-void forward_blocks(const Slice<T>& s, const Dims& d, int64_t chunk) {
-  Mat<T> S = Mat<T>::Zero(d.K, d.V);
-  if (s.state) S = CMapM<T>(s.state, d.K, d.V);
-  for (int64_t t0 = 0; t0 < d.T; t0 += chunk) forward_block(s, d, t0, std::min(d.T, t0 + chunk), S);
-  if (s.state) MapM<T>(s.state, d.K, d.V) = S;
-}
-
 int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
   const int64_t K = d.K, V = d.V, T = d.T;
   if (form == RecurrenceForm::recurrent) return d.BH * T * (K * V /*decay*/ + 2 * K * V /*write*/ + 2 * K * V /*read*/);
-  const int64_t C = form == RecurrenceForm::parallel ? T : chunk;
+  const int64_t C = block_length(form, chunk, T);
   int64_t total = 0;
   for (int64_t t0 = 0; t0 < T; t0 += C) {
     const int64_t c = std::min(T, t0 + C) - t0, pairs = c * (c + 1) / 2;
@@ -197,14 +185,7 @@ Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const
                         RecurrenceForm form, int64_t chunk, Tensor* state) {
   const Dims d = check_inputs(q, k, v, g);
   TAPELM_CHECK(chunk > 0, "gated_recurrence: chunk size must be positive, got {}", chunk);
-  if (state) {
-    TAPELM_CHECK(!grad_enabled() || !(q.requires_grad() || k.requires_grad() || v.requires_grad() || g.requires_grad()),
-                 "gated_recurrence: a carried state is for inference; run it under NoGradGuard");
-    if (!state->defined()) *state = zeros({q.size(0), q.size(1), d.K, d.V}, q.dtype());
-    TAPELM_CHECK(state->shape() == (Shape{q.size(0), q.size(1), d.K, d.V}),
-                 "gated_recurrence: state {} does not match [B,H,K,V] = [{},{},{},{}]", state->str_shape(),
-                 q.size(0), q.size(1), d.K, d.V);
-  }
+  if (state) prepare_state("gated_recurrence", state, {q.size(0), q.size(1), d.K, d.V}, q.dtype(), {q, k, v, g});
   Tensor o = Tensor::empty({q.size(0), q.size(1), d.T, d.V}, q.dtype());
   dispatch_float("gated_recurrence", q.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -213,8 +194,12 @@ Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const
       Slice<T> s{q.data<T>() + bh * d.T * d.K, k.data<T>() + bh * d.T * d.K, v.data<T>() + bh * d.T * d.V,
                  g.data<T>() + bh * d.T * d.GK, o.data<T>() + bh * d.T * d.V,
                  state ? state->data<T>() + bh * d.K * d.V : nullptr};
-      if (form == RecurrenceForm::recurrent) forward_recurrent(s, d);
-      else forward_blocks(s, d, form == RecurrenceForm::parallel ? std::max<int64_t>(d.T, 1) : chunk);
+      if (form == RecurrenceForm::recurrent) {
+        forward_recurrent(s, d);
+      } else {
+        run_blocks<T>(s.state, d.K, d.V, d.T, block_length(form, chunk, d.T),
+                      [&](int64_t t0, int64_t t1, Mat<T>& S) { forward_block(s, d, t0, t1, S); });
+      }
     }
   });
   FlopCounter::add("gated_recurrence", forward_flops(d, form, chunk));

@@ -14,6 +14,7 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/ops/recurrence_common.h"
 
 namespace tapelm {
 
@@ -33,12 +34,7 @@ Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, con
                       Tensor* state) {
   check_scan(u, delta, A, Bm, Cm);
   const int64_t Bn = u.size(0), T = u.size(1), D = u.size(2), N = A.size(1);
-  if (state) {
-    TAPELM_CHECK(!grad_enabled() || !(u.requires_grad() || delta.requires_grad() || A.requires_grad() ||
-                                      Bm.requires_grad() || Cm.requires_grad()),
-                 "selective_scan: a carried state is for inference; run it under NoGradGuard");
-    if (!state->defined()) *state = zeros({Bn, D, N}, u.dtype());
-  }
+  if (state) detail::prepare_state("selective_scan", state, {Bn, D, N}, u.dtype(), {u, delta, A, Bm, Cm});
   Tensor y = Tensor::empty(u.shape(), u.dtype());
   dispatch_float("selective_scan", u.dtype(), [&](auto tag) {
     using S = decltype(tag);

@@ -23,6 +23,46 @@ std::string describe_groups(const std::vector<ParamGroup>& groups) {
   return s;
 }
 
+Tensor& Optimizer::slot(const std::string& name, const nn::NamedParameter& p) {
+  Tensor& t = slots_[name][p.name];
+  if (!t.defined()) t = zeros(p.tensor.shape(), p.tensor.dtype());
+  return t;
+}
+
+bool Optimizer::has_slot(const std::string& name, const std::string& param) const {
+  auto it = slots_.find(name);
+  return it != slots_.end() && it->second.count(param);
+}
+
+TensorFile Optimizer::state() const {
+  TensorFile f;
+  for (auto& [name, per_param] : slots_)
+    for (auto& [param, t] : per_param) f.tensors[name + "." + param] = t;
+  f.metadata["optimizer"] = kind_;
+  f.metadata["step"] = std::to_string(step_);
+  return f;
+}
+
+void Optimizer::load_state(const TensorFile& f) {
+  auto it = f.metadata.find("optimizer");
+  TAPELM_CHECK(it != f.metadata.end() && it->second == kind_, "optimizer state: expected a '{}' state, found optimizer '{}'",
+               kind_, it == f.metadata.end() ? "" : it->second);
+  step_ = std::stoll(f.metadata.at("step"));
+  slots_.clear();
+  for (auto& g : groups_)
+    for (auto& p : g.params) {
+      int found = 0;
+      for (auto& name : slot_names_) found += f.tensors.count(name + "." + p.name) ? 1 : 0;
+      if (found == 0) continue;  // never updated
+      for (auto& name : slot_names_) {
+        auto t = f.tensors.find(name + "." + p.name);
+        TAPELM_CHECK(t != f.tensors.end() && t->second.shape() == p.tensor.shape(),
+                     "optimizer state: missing or mis-shaped {} for '{}' {}", name, p.name, p.tensor.str_shape());
+        slots_[name][p.name] = t->second.to(p.tensor.dtype());
+      }
+    }
+}
+
 namespace {
 // Runs f(T* θ, const T* g, int64_t n, state tensors...) with the parameter's dtype.
 template <class F>
@@ -37,19 +77,15 @@ void for_each_param(std::vector<ParamGroup>& groups, F f) {
 }  // namespace
 
 AdamW::AdamW(std::vector<ParamGroup> groups, double b1, double b2, double e)
-    : Optimizer(std::move(groups)), beta1(b1), beta2(b2), eps(e) {}
+    : Optimizer(std::move(groups), "adamw", {"exp_avg", "exp_avg_sq"}), beta1(b1), beta2(b2), eps(e) {}
 
 void AdamW::step() {
   ++step_;
   const double bc1 = 1 - std::pow(beta1, (double)step_);
   const double bc2_sqrt = std::sqrt(1 - std::pow(beta2, (double)step_));
   for_each_param(groups_, [&](ParamGroup& g, nn::NamedParameter& p, const Tensor& grad) {
-    Tensor& m = m_[p.name];
-    Tensor& v = v_[p.name];
-    if (!m.defined()) {
-      m = zeros(p.tensor.shape(), p.tensor.dtype());
-      v = zeros(p.tensor.shape(), p.tensor.dtype());
-    }
+    Tensor& m = slot("exp_avg", p);
+    Tensor& v = slot("exp_avg_sq", p);
     dispatch_float("AdamW", p.tensor.dtype(), [&](auto tag) {
       using T = decltype(tag);
       T* th = p.tensor.data<T>();
@@ -71,44 +107,13 @@ void AdamW::step() {
   });
 }
 
-TensorFile AdamW::state() const {
-  TensorFile f;
-  for (auto& [name, t] : m_) f.tensors["exp_avg." + name] = t;
-  for (auto& [name, t] : v_) f.tensors["exp_avg_sq." + name] = t;
-  f.metadata["optimizer"] = "adamw";
-  f.metadata["step"] = std::to_string(step_);
-  return f;
-}
-
-void AdamW::load_state(const TensorFile& f) {
-  auto it = f.metadata.find("optimizer");
-  TAPELM_CHECK(it != f.metadata.end() && it->second == "adamw",
-               "optimizer state: not an AdamW state (optimizer = '{}')",
-               it == f.metadata.end() ? "" : it->second);
-  step_ = std::stoll(f.metadata.at("step"));
-  m_.clear();
-  v_.clear();
-  for (auto& g : groups_)
-    for (auto& p : g.params) {
-      auto m = f.tensors.find("exp_avg." + p.name), v = f.tensors.find("exp_avg_sq." + p.name);
-      if (m == f.tensors.end() && v == f.tensors.end()) continue;  // never updated
-      TAPELM_CHECK(m != f.tensors.end() && v != f.tensors.end() &&
-                       m->second.shape() == p.tensor.shape() && v->second.shape() == p.tensor.shape(),
-                   "optimizer state: missing or mis-shaped moments for '{}' {}", p.name,
-                   p.tensor.str_shape());
-      m_[p.name] = m->second.to(p.tensor.dtype());
-      v_[p.name] = v->second.to(p.tensor.dtype());
-    }
-}
-
-SGD::SGD(std::vector<ParamGroup> groups, double mu) : Optimizer(std::move(groups)), momentum(mu) {}
+SGD::SGD(std::vector<ParamGroup> groups, double mu) : Optimizer(std::move(groups), "sgd", {"momentum_buffer"}), momentum(mu) {}
 
 void SGD::step() {
   ++step_;
   for_each_param(groups_, [&](ParamGroup& g, nn::NamedParameter& p, const Tensor& grad) {
-    Tensor& b = buf_[p.name];
-    const bool first = !b.defined();
-    if (first) b = zeros(p.tensor.shape(), p.tensor.dtype());
+    const bool first = !has_slot("momentum_buffer", p.name);
+    Tensor& b = slot("momentum_buffer", p);
     dispatch_float("SGD", p.tensor.dtype(), [&](auto tag) {
       using T = decltype(tag);
       T* th = p.tensor.data<T>();
@@ -122,23 +127,6 @@ void SGD::step() {
       }
     });
   });
-}
-
-TensorFile SGD::state() const {
-  TensorFile f;
-  for (auto& [name, t] : buf_) f.tensors["momentum_buffer." + name] = t;
-  f.metadata["optimizer"] = "sgd";
-  f.metadata["step"] = std::to_string(step_);
-  return f;
-}
-
-void SGD::load_state(const TensorFile& f) {
-  auto it = f.metadata.find("optimizer");
-  TAPELM_CHECK(it != f.metadata.end() && it->second == "sgd", "optimizer state: not an SGD state");
-  step_ = std::stoll(f.metadata.at("step"));
-  buf_.clear();
-  for (auto& [k, t] : f.tensors)
-    if (k.rfind("momentum_buffer.", 0) == 0) buf_[k.substr(16)] = t;
 }
 
 double clip_grad_norm(const std::vector<ParamGroup>& groups, double max_norm) {

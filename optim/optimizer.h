@@ -25,7 +25,6 @@ std::string describe_groups(const std::vector<ParamGroup>& groups);
 
 class Optimizer {
  public:
-  explicit Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)) {}
   virtual ~Optimizer() = default;
   // One update from the parameters' current .grad (parameters without a grad are skipped).
   virtual void step() = 0;
@@ -34,13 +33,27 @@ class Optimizer {
   }
   std::vector<ParamGroup>& groups() { return groups_; }
   int64_t steps_taken() const { return step_; }
-  // State by parameter name, for checkpoints.
-  virtual TensorFile state() const = 0;
-  virtual void load_state(const TensorFile& f) = 0;
+  // State for checkpoints: every slot tensor as "<slot>.<parameter name>",
+  // with the optimizer's kind and step in the metadata.
+  TensorFile state() const;
+  // Restores state(); throws naming a wrong kind or a missing or mis-shaped slot.
+  void load_state(const TensorFile& f);
 
  protected:
+  // kind: "adamw" / "sgd"; slot_names: the per-parameter state it keeps.
+  Optimizer(std::vector<ParamGroup> groups, std::string kind, std::vector<std::string> slot_names)
+      : groups_(std::move(groups)), kind_(std::move(kind)), slot_names_(std::move(slot_names)) {}
+  // The state tensor `slot` of parameter p, created as zeros on first use.
+  Tensor& slot(const std::string& slot, const nn::NamedParameter& p);
+  bool has_slot(const std::string& slot, const std::string& param) const;
+
   std::vector<ParamGroup> groups_;
   int64_t step_ = 0;
+
+ private:
+  std::string kind_;
+  std::vector<std::string> slot_names_;
+  std::map<std::string, std::map<std::string, Tensor>> slots_;  // slot -> parameter -> tensor
 };
 
 // torch.optim.AdamW (Loshchilov & Hutter 2019), non-amsgrad, exactly:
@@ -51,12 +64,7 @@ class AdamW : public Optimizer {
  public:
   AdamW(std::vector<ParamGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8);
   void step() override;
-  TensorFile state() const override;
-  void load_state(const TensorFile& f) override;
   double beta1, beta2, eps;
-
- private:
-  std::map<std::string, Tensor> m_, v_;
 };
 
 // torch.optim.SGD with momentum μ (dampening 0, not Nesterov):
@@ -65,12 +73,7 @@ class SGD : public Optimizer {
  public:
   SGD(std::vector<ParamGroup> groups, double momentum = 0.9);
   void step() override;
-  TensorFile state() const override;
-  void load_state(const TensorFile& f) override;
   double momentum;
-
- private:
-  std::map<std::string, Tensor> buf_;
 };
 
 // Scales all gradients so their global L2 norm is at most max_norm (as

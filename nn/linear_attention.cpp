@@ -42,8 +42,9 @@ LinearRecurrentMixer::LinearRecurrentMixer(const ModelConfig& c, Generator& gen,
   o_proj = register_module("o_proj", std::make_shared<Linear>(dim, dim, false, gen, proj_std));
   if (kind == "retnet" || kind == "gated_retention") rotary_ = std::make_shared<Rotary>(head_dim, c.block_size);
   if (kind == "retnet") {
-    retnet_log_gamma_ = Tensor::empty({1, n_head, 1, 1}, DType::f64);
-    for (int64_t h = 0; h < n_head; ++h) retnet_log_gamma_.set_flat(h, std::log(1.0 - std::pow(2.0, -5.0 - h)));
+    Tensor log_gamma = Tensor::empty({1, n_head, 1, 1}, DType::f64);
+    for (int64_t h = 0; h < n_head; ++h) log_gamma.set_flat(h, std::log(1.0 - std::pow(2.0, -5.0 - h)));
+    retnet_log_gamma_ = ConstantTensor(log_gamma);
   }
 }
 
@@ -82,7 +83,7 @@ Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, M
     }
     q = mul_scalar(q, 1.0 / std::sqrt((double)head_dim));
     if (kind == "retnet") {
-      g = expand(retnet_log_gamma_.to(x.dtype()), {B, n_head, T, 1});
+      g = expand(retnet_log_gamma_.as(x.dtype()), {B, n_head, T, 1});
     } else if (kind == "gated_retention") {
       g = mul_scalar(logsigmoid(heads(gk_proj_0->forward(x), B, T)), 1.0 / kTau);  // [B,H,T,1]
     } else {  // gla

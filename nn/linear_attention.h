@@ -25,6 +25,7 @@
 
 #include "autograd/ops.h"
 #include "nn/config.h"
+#include "nn/constant_tensor.h"
 #include "nn/linear.h"
 #include "nn/mixer.h"
 #include "nn/norm.h"
@@ -56,7 +57,7 @@ class LinearRecurrentMixer : public TokenMixer {
   std::string feature_map_;
   bool normalize_;
   std::shared_ptr<Rotary> rotary_;
-  Tensor retnet_log_gamma_;  // [1,H,1,1] float64 (retnet)
+  ConstantTensor retnet_log_gamma_;  // [1,H,1,1] (retnet)
 };
 
 // True for the mixer names this file implements.

@@ -64,7 +64,7 @@ int64_t DecodeState::bytes() const {
 GPT::GPT(const ModelConfig& c, Generator& gen) : config(c), dropout_gen(gen.next_u64()) {
   config.validate();
   if (c.position == "rope") rotary_ = std::make_shared<Rotary>(c.n_embd / c.n_head, c.block_size);
-  if (c.position == "sinusoidal") sinusoid_ = sinusoidal_table(c.block_size, c.n_embd, DType::f64);
+  if (c.position == "sinusoidal") sinusoid_ = ConstantTensor(sinusoidal_table(c.block_size, c.n_embd, DType::f64));
   transformer = register_module("transformer",
                                 std::make_shared<Transformer>(c, rotary_, gen, &dropout_gen));
   lm_head = register_module("lm_head", std::make_shared<Linear>(c.n_embd, c.vocab_size, false, gen));
@@ -101,7 +101,7 @@ Tensor GPT::forward(const Tensor& idx, const Tensor& pad_mask, DecodeState* stat
   Tensor x = transformer->wte->forward(idx);
   if (config.position == "learned") x = add(x, transformer->wpe->forward(ctx.positions));
   if (config.position == "sinusoidal")
-    x = add(x, embedding(dt == DType::f64 ? sinusoid_ : sinusoid_.to(dt), ctx.positions));
+    x = add(x, embedding(sinusoid_.as(dt), ctx.positions));
   x = transformer->drop->forward(x);
   for (size_t i = 0; i < transformer->h.size(); ++i)
     x = transformer->h[i]->forward(x, ctx, state ? state->layers[i].get() : nullptr);

@@ -67,7 +67,7 @@ class GPT : public Module {
   Generator dropout_gen;  // draws every dropout mask; part of a checkpoint's RNG state
 
  private:
-  Tensor sinusoid_;  // fixed table for position == "sinusoidal"
+  ConstantTensor sinusoid_;  // fixed table for position == "sinusoidal"
   std::shared_ptr<Rotary> rotary_;
 };
 

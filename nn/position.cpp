@@ -40,28 +40,26 @@ Tensor sinusoidal_table(int64_t n_pos, int64_t dim, DType dtype) {
 
 Rotary::Rotary(int64_t hd, int64_t mp, double base) : head_dim(hd), max_pos(mp) {
   TAPELM_CHECK(hd % 2 == 0, "Rotary: head dimension {} must be even", hd);
-  cos64_ = Tensor::empty({mp, hd}, DType::f64);
-  sin64_ = Tensor::empty({mp, hd}, DType::f64);
+  Tensor cos = Tensor::empty({mp, hd}, DType::f64), sin = Tensor::empty({mp, hd}, DType::f64);
   const int64_t half = hd / 2;
   for (int64_t p = 0; p < mp; ++p)
     for (int64_t i = 0; i < half; ++i) {
       double theta = p * std::pow(base, -2.0 * i / hd);
       for (int64_t j : {i, i + half}) {
-        cos64_.data<double>()[p * hd + j] = std::cos(theta);
-        sin64_.data<double>()[p * hd + j] = std::sin(theta);
+        cos.data<double>()[p * hd + j] = std::cos(theta);
+        sin.data<double>()[p * hd + j] = std::sin(theta);
       }
     }
-  cos32_ = cos64_.to(DType::f32);
-  sin32_ = sin64_.to(DType::f32);
+  cos_ = ConstantTensor(cos);
+  sin_ = ConstantTensor(sin);
 }
 
 Tensor Rotary::apply(const Tensor& x, const Tensor& positions) const {
   TAPELM_CHECK(x.dim() == 4 && x.size(-1) == head_dim,
                "Rotary: expects [B,H,T,{}], got {}", head_dim, x.str_shape());
-  bool f64 = x.dtype() == DType::f64;
   // [B, T, hd] -> [B, 1, T, hd], broadcast over heads.
-  Tensor cos = unsqueeze(embedding(f64 ? cos64_ : cos32_, positions), 1);
-  Tensor sin = unsqueeze(embedding(f64 ? sin64_ : sin32_, positions), 1);
+  Tensor cos = unsqueeze(embedding(cos_.as(x.dtype()), positions), 1);
+  Tensor sin = unsqueeze(embedding(sin_.as(x.dtype()), positions), 1);
   const int64_t half = head_dim / 2;
   Tensor x1 = slice(x, -1, 0, half), x2 = slice(x, -1, half, head_dim);
   Tensor rotated = concat({neg(x2), x1}, -1);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "autograd/tensor.h"
+#include "nn/constant_tensor.h"
 
 namespace tapelm::nn {
 
@@ -29,7 +30,7 @@ class Rotary {
   int64_t head_dim, max_pos;
 
  private:
-  Tensor cos64_, sin64_, cos32_, sin32_;  // [max_pos, head_dim]
+  ConstantTensor cos_, sin_;  // [max_pos, head_dim]
 };
 
 }  // namespace tapelm::nn

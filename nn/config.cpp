@@ -6,6 +6,31 @@
 
 namespace tapelm::nn {
 
+const std::vector<MixerKind>& mixer_kinds() {
+  static const std::vector<MixerKind> kinds{
+      {"attention", true}, {"linear", true}, {"retnet", true}, {"gated_retention", true},
+      {"gla", true},       {"deltanet", true}, {"gated_deltanet", true}, {"gau", false},
+      {"flash", false},    {"mamba", false},   {"mamba2", false}};
+  return kinds;
+}
+
+std::string mixer_names() {
+  std::string names;
+  for (auto& k : mixer_kinds()) names += (names.empty() ? "" : ", ") + std::string(k.name);
+  return names;
+}
+
+static const MixerKind* find_mixer(const std::string& name) {
+  for (auto& k : mixer_kinds())
+    if (name == k.name) return &k;
+  return nullptr;
+}
+
+bool ModelConfig::has_ffn() const {
+  const MixerKind* k = find_mixer(mixer);
+  return !k || k->has_ffn;
+}
+
 void ModelConfig::validate() const {
   TAPELM_CHECK(vocab_size > 0, "config: vocab_size must be positive, got {}", vocab_size);
   TAPELM_CHECK(block_size > 0, "config: block_size (context) must be positive, got {}", block_size);
@@ -13,12 +38,7 @@ void ModelConfig::validate() const {
   TAPELM_CHECK(n_head > 0, "config: n_head must be positive, got {}", n_head);
   TAPELM_CHECK(n_embd > 0 && n_embd % n_head == 0,
                "config: n_embd {} is not divisible by n_head {}", n_embd, n_head);
-  TAPELM_CHECK(mixer == "attention" || mixer == "linear" || mixer == "retnet" || mixer == "gated_retention" ||
-                   mixer == "gla" || mixer == "deltanet" || mixer == "gated_deltanet" || mixer == "gau" ||
-                   mixer == "flash" || mixer == "mamba" || mixer == "mamba2",
-               "config: unknown mixer '{}' (available: attention, linear, retnet, gated_retention, gla, deltanet, "
-               "gated_deltanet, gau, flash, mamba, mamba2)",
-               mixer);
+  TAPELM_CHECK(find_mixer(mixer), "config: unknown mixer '{}' (available: {})", mixer, mixer_names());
   TAPELM_CHECK(recurrent_form == "auto" || recurrent_form == "chunkwise" || recurrent_form == "parallel" ||
                    recurrent_form == "recurrent",
                "config: unknown recurrent_form '{}' (auto, chunkwise, parallel, recurrent)", recurrent_form);

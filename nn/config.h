@@ -4,8 +4,18 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace tapelm::nn {
+
+// Every token mixer the model knows, in one table (name, whether its blocks
+// also have an FFN); validation, has_ffn() and --help read it.
+struct MixerKind {
+  const char* name;
+  bool has_ffn;  // GAU, FLASH and Mamba blocks replace attention and the FFN
+};
+const std::vector<MixerKind>& mixer_kinds();
+std::string mixer_names();  // "attention, linear, ..."
 
 struct ModelConfig {
   int64_t vocab_size = 65;
@@ -32,8 +42,8 @@ struct ModelConfig {
   int64_t d_state = 16;                      // Mamba / Mamba-2: SSM state size N
   int64_t d_conv = 4;                        // Mamba: causal conv kernel
   int64_t ssm_headdim = 32;                  // Mamba-2: head dimension P
-  // GAU and Mamba blocks replace attention and the FFN: no ln_2/mlp.
-  bool has_ffn() const { return mixer != "gau" && mixer != "flash" && mixer != "mamba" && mixer != "mamba2"; }
+  // False for mixers whose blocks have no ln_2/mlp (see mixer_kinds()).
+  bool has_ffn() const;
 
   int64_t hidden() const { return ffn_hidden > 0 ? ffn_hidden : 4 * n_embd; }
   // Throws Error naming the first bad field.

@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
   tr->add_option("--config", "JSON file of flag values (keys are flag names); flags given here override it");
   tr->add_option("--data", t.data, "Corpus: text file(s) or folder(s) of text files")->required()->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   tr->add_option("--out", t.out, "Output directory: checkpoint, log.jsonl, loss.svg")->capture_default_str();
-  tr->add_option("--mixer", t.model.mixer, "Token mixer of every block: attention, linear, retnet, gated_retention, gla, deltanet, gated_deltanet, gau, flash, mamba, mamba2")->capture_default_str();
+  tr->add_option("--mixer", t.model.mixer, "Token mixer of every block: " + nn::mixer_names())->capture_default_str();
   tr->add_option("--recurrent-form", t.model.recurrent_form, "Training form of recurrent mixers: auto (fastest: mamba's fused scan, else chunkwise), chunkwise, parallel, recurrent")->capture_default_str();
   tr->add_option("--chunk-size", t.model.chunk_size, "Chunk size of the chunkwise form")->capture_default_str();
   tr->add_option("--d-state", t.model.d_state, "Mamba / Mamba-2 SSM state size")->capture_default_str();

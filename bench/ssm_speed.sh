@@ -5,17 +5,12 @@
 set -euo pipefail
 threads=${1:-0}
 data=${DATA:-../shared/data/tinyshakespeare.txt}
-out=$(mktemp -d)
+source "$(dirname "$0")/train_speed.sh"
 printf "%-10s %-10s %8s %12s\n" mixer form context "tokens/s"
 for T in 64 256 1024; do
   for spec in "attention -" "mamba recurrent" "mamba chunkwise" "mamba2 chunkwise" "mamba2 recurrent"; do
     set -- $spec
     args=(--mixer "$1"); [[ $2 != - ]] && args+=(--recurrent-form "$2" --chunk-size 16)
-    build/tapelm train --data "$data" --out "$out/r" --context "$T" --batch 4 --steps 8 --log-interval 4 \
-      --eval-interval 1000 --eval-batches 1 --threads "$threads" --quiet "${args[@]}" >/dev/null
-    tps=$(tail -n 2 "$out/r/log.jsonl" | head -n 1 | sed 's/.*"tokens_per_s":\([0-9.]*\).*/\1/')
-    printf "%-10s %-10s %8d %12.0f\n" "$1" "$2" "$T" "$tps"
-    rm -rf "$out/r"
+    printf "%-10s %-10s %8d %12.0f\n" "$1" "$2" "$T" "$(train_tokens_per_s "$T" "$threads" "${args[@]}")"
   done
 done
-rm -rf "$out"

@@ -25,7 +25,7 @@ void AttentionCache::extend(Tensor& new_k, Tensor& new_v, Tensor& new_pad, int64
 MultiHeadAttention::MultiHeadAttention(int64_t dim_, int64_t n_head_, bool bias, double dropout,
                                        std::shared_ptr<Rotary> rotary, Generator& gen,
                                        Generator* dropout_gen, double proj_std)
-    : dim(dim_), n_head(n_head_), dropout_p(dropout), rotary_(std::move(rotary)) {
+    : dim(dim_), n_head(n_head_), rotary_(std::move(rotary)) {
   TAPELM_CHECK(n_head > 0 && dim % n_head == 0,
                "MultiHeadAttention: n_embd {} is not divisible by n_head {}", dim, n_head);
   head_dim = dim / n_head;

@@ -33,7 +33,6 @@ class MultiHeadAttention : public TokenMixer {
   std::unique_ptr<MixerState> init_state(int64_t batch) const override;
 
   int64_t dim, n_head, head_dim;
-  double dropout_p;
   std::shared_ptr<Linear> c_attn, c_proj;
   std::shared_ptr<Dropout> attn_dropout, resid_dropout;  // nanoGPT's names
 

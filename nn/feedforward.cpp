@@ -6,7 +6,7 @@ namespace tapelm::nn {
 
 FeedForward::FeedForward(int64_t dim, int64_t hidden, const std::string& kind_, bool bias,
                          double dropout, Generator& gen, Generator* dropout_gen, double proj_std)
-    : kind(kind_), dropout_p(dropout) {
+    : kind(kind_) {
   TAPELM_CHECK(kind == "gelu" || kind == "relu" || kind == "swiglu",
                "FeedForward: unknown kind '{}' (expected gelu, relu or swiglu)", kind);
   c_fc = register_module("c_fc", std::make_shared<Linear>(dim, hidden, bias, gen));

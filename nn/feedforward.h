@@ -18,7 +18,6 @@ class FeedForward : public Module {
               Generator& init_gen, Generator* dropout_gen, double proj_std = 0.02);
   Tensor forward(const Tensor& x) const;
   std::string kind;
-  double dropout_p;
   std::shared_ptr<Linear> c_fc, c_gate, c_proj;  // c_gate only for swiglu
   std::shared_ptr<Dropout> drop;
 };

@@ -1,10 +1,8 @@
 // tapelm: the command-line tool. Subcommands train, sample, eval; every one
 // takes --help. Flags are parsed by CLI11 (Debian's libcli11-dev).
-#include <omp.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <Eigen/Core>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -18,13 +16,6 @@
 using namespace tapelm;
 
 namespace {
-
-void set_threads(int n) {
-  if (n > 0) {
-    omp_set_num_threads(n);
-    Eigen::setNbThreads(n);
-  }
-}
 
 // --config FILE.json: its keys are flag names ("n_layer" or "n-layer"); they
 // are placed before the command line's own flags, which therefore win.
@@ -212,7 +203,7 @@ int main(int argc, char** argv) {
         if (tr->count(flag)) explicit_flags.push_back(key);
       return train::run_training(t, explicit_flags);
     }
-    set_threads(threads);
+    train::set_threads(threads);
     if (*sa) return run_sample(ck_dir, prompt, so);
     if (*ev) return run_eval(ck_dir, eval_data, eval_batch);
   } catch (const Error& e) {

@@ -91,11 +91,15 @@ std::string TrainOptions::to_json() const {
       .dump();
 }
 
-int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_flags) {
-  if (o.threads > 0) {
-    omp_set_num_threads(o.threads);
-    Eigen::setNbThreads(o.threads);
+void set_threads(int n) {
+  if (n > 0) {
+    omp_set_num_threads(n);
+    Eigen::setNbThreads(n);
   }
+}
+
+int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_flags) {
+  set_threads(o.threads);
   const int threads = omp_get_max_threads();
   TAPELM_CHECK(o.batch > 0 && o.steps > 0 && o.grad_accum > 0 && o.eval_interval > 0 && o.eval_batches > 0,
                "train: --batch, --steps, --grad-accum, --eval-interval and --eval-batches must be positive");

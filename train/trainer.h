@@ -42,6 +42,9 @@ struct TrainOptions {
   std::string to_json() const;  // the run's options, stored in checkpoints
 };
 
+// Sets the OpenMP and Eigen thread count (n <= 0: leave the default, all cores).
+void set_threads(int n);
+
 // Returns the process exit code: 0 done, 3 stopped on a non-finite loss,
 // 130 interrupted (checkpoint saved).
 int run_training(TrainOptions opt, const std::vector<std::string>& explicit_model_flags);

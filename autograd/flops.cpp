@@ -1,42 +1,83 @@
 #include "autograd/flops.h"
 
+#include <vector>
+
 namespace tapelm {
 
 namespace {
-std::map<std::string, FlopTally> g_tallies;
+std::map<std::pair<std::string, std::string>, FlopTally> g_tallies;
 const char* g_backward_op = nullptr;  // non-null while a node's backward runs
+int g_component = 0;                  // index into the interned paths; 0 = ""
+
+// Component paths are interned once, so nodes carry a small integer.
+std::vector<std::string>& paths() {
+  static std::vector<std::string> p{""};
+  return p;
+}
+int intern(const std::string& path) {
+  static std::map<std::string, int> ids{{"", 0}};
+  auto [it, added] = ids.emplace(path, (int)paths().size());
+  if (added) paths().push_back(path);
+  return it->second;
+}
 }  // namespace
 
 void FlopCounter::add(const char* op, int64_t flops) {
   if (g_backward_op) {
-    g_tallies[g_backward_op].backward += flops;
+    g_tallies[{paths()[g_component], g_backward_op}].backward += flops;
   } else {
-    g_tallies[op].forward += flops;
+    g_tallies[{paths()[g_component], op}].forward += flops;
   }
 }
 
 void FlopCounter::reset() { g_tallies.clear(); }
 
-const std::map<std::string, FlopTally>& FlopCounter::tallies() { return g_tallies; }
+const std::map<std::pair<std::string, std::string>, FlopTally>& FlopCounter::tallies() { return g_tallies; }
+
+std::map<std::string, FlopTally> FlopCounter::by_op() {
+  std::map<std::string, FlopTally> m;
+  for (auto& [key, v] : g_tallies) m[key.second] += v;
+  return m;
+}
+
+std::map<std::string, FlopTally> FlopCounter::by_component() {
+  std::map<std::string, FlopTally> m;
+  for (auto& [key, v] : g_tallies) m[key.first] += v;
+  return m;
+}
 
 FlopTally FlopCounter::total() {
   FlopTally t;
-  for (auto& [name, v] : g_tallies) {
-    t.forward += v.forward;
-    t.backward += v.backward;
-  }
+  for (auto& [key, v] : g_tallies) t += v;
   return t;
 }
 
 FlopTally FlopCounter::of(const std::string& op) {
-  auto it = g_tallies.find(op);
-  return it == g_tallies.end() ? FlopTally{} : it->second;
+  FlopTally t;
+  for (auto& [key, v] : g_tallies)
+    if (key.second == op) t += v;
+  return t;
 }
 
-FlopCounter::BackwardScope::BackwardScope(const char* op) : prev_(g_backward_op) {
-  // Nested scopes keep the outermost attribution.
-  if (!g_backward_op) g_backward_op = op;
+int FlopCounter::current_component() { return g_component; }
+const std::string& FlopCounter::component_name(int id) { return paths()[id]; }
+
+FlopCounter::Scope::Scope(const char* name) : prev_(g_component) {
+  const std::string& parent = paths()[g_component];
+  g_component = intern(parent.empty() ? std::string(name) : parent + "." + name);
 }
-FlopCounter::BackwardScope::~BackwardScope() { g_backward_op = prev_; }
+FlopCounter::Scope::~Scope() { g_component = prev_; }
+
+FlopCounter::BackwardScope::BackwardScope(const char* op, int component)
+    : prev_op_(g_backward_op), prev_component_(g_component) {
+  if (!g_backward_op) {
+    g_backward_op = op;
+    g_component = component;
+  }
+}
+FlopCounter::BackwardScope::~BackwardScope() {
+  g_backward_op = prev_op_;
+  g_component = prev_component_;
+}
 
 }  // namespace tapelm

@@ -1,6 +1,9 @@
 #include "autograd/tape.h"
 
+#include <chrono>
+
 #include "autograd/flops.h"
+#include "autograd/profiler.h"
 #include "autograd/ops.h"
 
 namespace tapelm {
@@ -8,6 +11,7 @@ namespace tapelm {
 namespace {
 std::vector<Node> g_tape;
 bool g_grad_enabled = true;
+bool g_in_backward = false;  // ops run by backward closures are not forward time
 
 // Adds g into impl->grad. The first gradient is taken over without a copy when
 // nothing else can see its storage; otherwise it is cloned, because later
@@ -34,13 +38,14 @@ NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
 
 Tensor record(const char* op, Tensor output, const std::vector<Tensor>& inputs,
               BackwardFn backward) {
+  if (!g_in_backward) Profiler::book_forward(op);
   if (!g_grad_enabled) return output;
   bool any = false;
   for (const Tensor& t : inputs) any = any || (t.defined() && t.requires_grad());
   if (!any) return output;
   output.impl().requires_grad = true;
   output.impl().is_leaf = false;
-  Node node{op, {}, output.impl_ptr(), std::move(backward)};
+  Node node{op, FlopCounter::current_component(), {}, output.impl_ptr(), std::move(backward)};
   node.inputs.reserve(inputs.size());
   for (const Tensor& t : inputs) node.inputs.push_back(t.defined() ? t.impl_ptr() : nullptr);
   g_tape.push_back(std::move(node));
@@ -62,14 +67,20 @@ void backward(const Tensor& root, const Tensor& grad_output) {
                "backward: gradient of shape {} for an output of shape {}", seed.str_shape(),
                root.str_shape());
   NoGradGuard no_grad;
+  struct InBackward {
+    InBackward() { g_in_backward = true; }
+    ~InBackward() { g_in_backward = false; }
+  } in_backward;
   accumulate(root.impl(), std::move(seed));
   for (auto it = g_tape.rbegin(); it != g_tape.rend(); ++it) {
     Node& node = *it;
     if (node.output->grad) {
       std::vector<Tensor> grads;
       {
-        FlopCounter::BackwardScope scope(node.op);
+        FlopCounter::BackwardScope scope(node.op, node.component);
+        const auto t0 = std::chrono::steady_clock::now();
         grads = node.backward(Tensor(node.output->grad));
+        Profiler::book_backward(node.op, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
       TAPELM_CHECK(grads.size() == node.inputs.size(),
                    "backward: op {} returned {} gradients for {} inputs", node.op, grads.size(),
@@ -88,6 +99,7 @@ void backward(const Tensor& root, const Tensor& grad_output) {
     node = Node{};
   }
   g_tape.clear();
+  Profiler::mark();
 }
 
 size_t tape_size() { return g_tape.size(); }

@@ -22,6 +22,7 @@ using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>
 
 struct Node {
   const char* op;
+  int component;  // FlopCounter component path in force when the op ran
   std::vector<std::shared_ptr<TensorImpl>> inputs;
   std::shared_ptr<TensorImpl> output;
   BackwardFn backward;  // returns one gradient per input (undefined = none)

@@ -1,5 +1,6 @@
 #include "nn/linear.h"
 
+#include "autograd/flops.h"
 #include "autograd/ops.h"
 
 namespace tapelm::nn {
@@ -13,6 +14,8 @@ Tensor Linear::forward(const Tensor& x) const {
   TAPELM_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1),
                "Linear: input {} does not end in in_features {} (weight {})", x.str_shape(),
                weight.size(1), weight.str_shape());
+  // FLOPs of parameter matmuls are booked to "<component>.proj": the 6N part.
+  FlopCounter::Scope scope("proj");
   Tensor y = matmul(x.dim() == 1 ? unsqueeze(x, 0) : x, weight, false, true);
   if (x.dim() == 1) y = squeeze(y, 0);
   return bias.defined() ? add(y, bias) : y;

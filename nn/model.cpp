@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "nn/gau.h"
 #include "nn/linear_attention.h"
@@ -37,9 +38,33 @@ Block::Block(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& ge
                                                              proj_std(c)));
 }
 
+// FLOP components: "norm", "mixer" (its projections in "mixer.proj"), "ffn",
+// and the residual adds in "residual".
 Tensor Block::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
-  Tensor h = add(x, attn->forward(ln_1->forward(x), ctx, state));
-  return mlp ? add(h, mlp->forward(ln_2->forward(h))) : h;
+  auto norm = [](Norm& n, const Tensor& t) {
+    FlopCounter::Scope scope("norm");
+    return n.forward(t);
+  };
+  Tensor mixed;
+  {
+    Tensor normed = norm(*ln_1, x);
+    FlopCounter::Scope scope("mixer");
+    mixed = attn->forward(normed, ctx, state);
+  }
+  Tensor h;
+  {
+    FlopCounter::Scope scope("residual");
+    h = add(x, mixed);
+  }
+  if (!mlp) return h;
+  Tensor f;
+  {
+    Tensor normed = norm(*ln_2, h);
+    FlopCounter::Scope scope("ffn");
+    f = mlp->forward(normed);
+  }
+  FlopCounter::Scope scope("residual");
+  return add(h, f);
 }
 
 Transformer::Transformer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen,
@@ -98,14 +123,26 @@ Tensor GPT::forward(const Tensor& idx, const Tensor& pad_mask, DecodeState* stat
                    config.block_size);
   }
   const DType dt = transformer->wte->weight.dtype();
-  Tensor x = transformer->wte->forward(idx);
-  if (config.position == "learned") x = add(x, transformer->wpe->forward(ctx.positions));
-  if (config.position == "sinusoidal")
-    x = add(x, embedding(sinusoid_.as(dt), ctx.positions));
-  x = transformer->drop->forward(x);
+  Tensor x;
+  {
+    FlopCounter::Scope scope("embedding");
+    x = transformer->wte->forward(idx);
+    if (config.position == "learned") x = add(x, transformer->wpe->forward(ctx.positions));
+    if (config.position == "sinusoidal")
+      x = add(x, embedding(sinusoid_.as(dt), ctx.positions));
+    x = transformer->drop->forward(x);
+  }
   for (size_t i = 0; i < transformer->h.size(); ++i)
     x = transformer->h[i]->forward(x, ctx, state ? state->layers[i].get() : nullptr);
-  Tensor logits = lm_head->forward(transformer->ln_f->forward(x));
+  {
+    FlopCounter::Scope scope("norm");
+    x = transformer->ln_f->forward(x);
+  }
+  Tensor logits;
+  {
+    FlopCounter::Scope scope("lm_head");
+    logits = lm_head->forward(x);
+  }
   if (state) {
     const uint8_t* pm = pad_mask.defined() ? pad_mask.data<uint8_t>() : nullptr;
     for (int64_t b = 0; b < B; ++b)
@@ -126,7 +163,9 @@ Tensor GPT::loss(const Tensor& idx, const Tensor& targets, const Tensor& pad_mas
     for (int64_t i = 0; i < t.numel(); ++i)
       if (pm[i]) pt[i] = -1;
   }
-  return cross_entropy(forward(idx, pad_mask), t, -1);
+  Tensor logits = forward(idx, pad_mask);
+  FlopCounter::Scope scope("loss");
+  return cross_entropy(logits, t, -1);
 }
 
 int64_t GPT::num_non_embedding_parameters() const {

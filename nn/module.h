@@ -35,6 +35,8 @@ class Module {
   // unexpected (when strict) or wrongly shaped entry.
   void load_state_dict(const std::map<std::string, Tensor>& values, bool strict = true);
   int64_t num_parameters() const;
+  // This module ("") and every submodule under its dotted name, depth first.
+  std::vector<std::pair<std::string, const Module*>> named_modules() const;
 
   void train(bool on = true);
   void eval() { train(false); }

@@ -10,6 +10,7 @@
 #include "data/corpus.h"
 #include "data/dataset.h"
 #include "train/checkpoint.h"
+#include "train/flop_report.h"
 #include "train/sampler.h"
 #include "train/trainer.h"
 
@@ -50,6 +51,42 @@ std::vector<std::string> expand_config(std::vector<std::string> args) {
     break;
   }
   return args;
+}
+
+// The model flags, shared by train and flops.
+void add_model_options(CLI::App* app, nn::ModelConfig& m) {
+  app->add_option("--mixer", m.mixer, "Token mixer of every block: " + nn::mixer_names())->capture_default_str();
+  app->add_option("--recurrent-form", m.recurrent_form, "Training form of recurrent mixers: auto (fastest: mamba's fused scan, else chunkwise), chunkwise, parallel, recurrent")->capture_default_str();
+  app->add_option("--chunk-size", m.chunk_size, "Chunk size of the chunkwise form")->capture_default_str();
+  app->add_option("--d-state", m.d_state, "Mamba / Mamba-2 SSM state size")->capture_default_str();
+  app->add_option("--ssm-headdim", m.ssm_headdim, "Mamba-2 head dimension")->capture_default_str();
+  app->add_option("--feature-map", m.feature_map, "Linear attention feature map: elu (elu+1), relu, identity")->capture_default_str();
+  app->add_option("--normalize", m.normalize, "Linear attention: normalise by φ(q)ᵀz (true) or per-head RMSNorm (false)")->capture_default_str();
+  app->add_option("--n-layer", m.n_layer, "Number of blocks")->capture_default_str();
+  app->add_option("--n-head", m.n_head, "Attention heads")->capture_default_str();
+  app->add_option("--n-embd", m.n_embd, "Model width d")->capture_default_str();
+  app->add_option("--context", m.block_size, "Context length T (tokens)")->capture_default_str();
+  app->add_option("--ffn", m.ffn, "Feed-forward kind: gelu, relu, swiglu")->capture_default_str();
+  app->add_option("--ffn-hidden", m.ffn_hidden, "Feed-forward width (0 = 4·n_embd)")->capture_default_str();
+  app->add_option("--norm", m.norm, "Normalisation: layernorm, rmsnorm, dyt")->capture_default_str();
+  app->add_option("--position", m.position, "Positions: learned, sinusoidal, rope, none")->capture_default_str();
+  app->add_option("--bias", m.bias, "Biases in linear and norm layers (true/false)")->capture_default_str();
+  app->add_option("--tie-weights", m.tie_weights, "Tie the LM head to the token embedding (true/false)")->capture_default_str();
+  app->add_option("--dropout", m.dropout, "Dropout probability")->capture_default_str()->check(CLI::Range(0.0, 0.99));
+}
+
+// Names of the model flags given on the command line, as ModelConfig JSON keys
+// (train --resume checks them against the checkpoint).
+std::vector<std::string> explicit_model_flags(const CLI::App* app) {
+  std::vector<std::string> keys;
+  for (auto [flag, key] : std::vector<std::pair<std::string, std::string>>{
+           {"--mixer", "mixer"}, {"--n-layer", "n_layer"}, {"--n-head", "n_head"}, {"--n-embd", "n_embd"},
+           {"--context", "block_size"}, {"--ffn", "ffn"}, {"--ffn-hidden", "ffn_hidden"}, {"--norm", "norm"},
+           {"--position", "position"}, {"--bias", "bias"}, {"--tie-weights", "tie_weights"}, {"--dropout", "dropout"},
+           {"--recurrent-form", "recurrent_form"}, {"--chunk-size", "chunk_size"}, {"--feature-map", "feature_map"},
+           {"--normalize", "normalize"}, {"--d-state", "d_state"}, {"--ssm-headdim", "ssm_headdim"}})
+    if (app->count(flag)) keys.push_back(key);
+  return keys;
 }
 
 int run_sample(const std::string& dir, const std::string& prompt, train::SampleOptions so) {
@@ -116,24 +153,7 @@ int main(int argc, char** argv) {
   tr->add_option("--config", "JSON file of flag values (keys are flag names); flags given here override it");
   tr->add_option("--data", t.data, "Corpus: text file(s) or folder(s) of text files")->required()->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   tr->add_option("--out", t.out, "Output directory: checkpoint, log.jsonl, loss.svg")->capture_default_str();
-  tr->add_option("--mixer", t.model.mixer, "Token mixer of every block: " + nn::mixer_names())->capture_default_str();
-  tr->add_option("--recurrent-form", t.model.recurrent_form, "Training form of recurrent mixers: auto (fastest: mamba's fused scan, else chunkwise), chunkwise, parallel, recurrent")->capture_default_str();
-  tr->add_option("--chunk-size", t.model.chunk_size, "Chunk size of the chunkwise form")->capture_default_str();
-  tr->add_option("--d-state", t.model.d_state, "Mamba / Mamba-2 SSM state size")->capture_default_str();
-  tr->add_option("--ssm-headdim", t.model.ssm_headdim, "Mamba-2 head dimension")->capture_default_str();
-  tr->add_option("--feature-map", t.model.feature_map, "Linear attention feature map: elu (elu+1), relu, identity")->capture_default_str();
-  tr->add_option("--normalize", t.model.normalize, "Linear attention: normalise by φ(q)ᵀz (true) or per-head RMSNorm (false)")->capture_default_str();
-  tr->add_option("--n-layer", t.model.n_layer, "Number of blocks")->capture_default_str();
-  tr->add_option("--n-head", t.model.n_head, "Attention heads")->capture_default_str();
-  tr->add_option("--n-embd", t.model.n_embd, "Model width d")->capture_default_str();
-  tr->add_option("--context", t.model.block_size, "Context length T (tokens)")->capture_default_str();
-  tr->add_option("--ffn", t.model.ffn, "Feed-forward kind: gelu, relu, swiglu")->capture_default_str();
-  tr->add_option("--ffn-hidden", t.model.ffn_hidden, "Feed-forward width (0 = 4·n_embd)")->capture_default_str();
-  tr->add_option("--norm", t.model.norm, "Normalisation: layernorm, rmsnorm, dyt")->capture_default_str();
-  tr->add_option("--position", t.model.position, "Positions: learned, sinusoidal, rope, none")->capture_default_str();
-  tr->add_option("--bias", t.model.bias, "Biases in linear and norm layers (true/false)")->capture_default_str();
-  tr->add_option("--tie-weights", t.model.tie_weights, "Tie the LM head to the token embedding (true/false)")->capture_default_str();
-  tr->add_option("--dropout", t.model.dropout, "Dropout probability")->capture_default_str()->check(CLI::Range(0.0, 0.99));
+  add_model_options(tr, t.model);
   tr->add_option("--tokenizer", t.tokenizer, "char, byte or bpe")->capture_default_str()->check(CLI::IsMember({"char", "byte", "bpe"}));
   tr->add_option("--vocab-size", t.vocab_size, "BPE vocabulary size (>= 256)")->capture_default_str();
   tr->add_option("--batch-mode", t.batch_mode, "windows (random contiguous windows) or documents (padded, masked)")->capture_default_str()->check(CLI::IsMember({"windows", "documents"}));
@@ -183,6 +203,16 @@ int main(int argc, char** argv) {
   ev->add_option("--batch", eval_batch, "Windows per forward pass")->capture_default_str();
   ev->add_option("--threads", threads, "Threads (0 = all cores)")->capture_default_str();
 
+  // ---- flops ----
+  nn::ModelConfig flops_model;
+  int64_t flops_batch = 12;
+  auto* fl = app.add_subcommand("flops", "Analytic FLOP accounting beside the tape's count for one training step, per component");
+  fl->add_option("--config", "JSON file of flag values (keys are flag names)");
+  add_model_options(fl, flops_model);
+  fl->add_option("--vocab-size", flops_model.vocab_size, "Vocabulary size V")->capture_default_str();
+  fl->add_option("--batch", flops_batch, "Sequences per step b")->capture_default_str();
+  fl->add_option("--threads", threads, "Threads (0 = all cores)")->capture_default_str();
+
   try {
     std::vector<std::string> args = expand_config(std::vector<std::string>(argv, argv + argc));
     std::vector<char*> cargs;
@@ -192,20 +222,16 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
       return app.exit(e);
     }
-    if (*tr) {
-      std::vector<std::string> explicit_flags;
-      for (auto [flag, key] : std::vector<std::pair<std::string, std::string>>{
-               {"--mixer", "mixer"}, {"--n-layer", "n_layer"}, {"--n-head", "n_head"}, {"--n-embd", "n_embd"},
-               {"--context", "block_size"}, {"--ffn", "ffn"}, {"--ffn-hidden", "ffn_hidden"}, {"--norm", "norm"},
-               {"--position", "position"}, {"--bias", "bias"}, {"--tie-weights", "tie_weights"}, {"--dropout", "dropout"},
-               {"--recurrent-form", "recurrent_form"}, {"--chunk-size", "chunk_size"}, {"--feature-map", "feature_map"},
-               {"--normalize", "normalize"}, {"--d-state", "d_state"}, {"--ssm-headdim", "ssm_headdim"}})
-        if (tr->count(flag)) explicit_flags.push_back(key);
-      return train::run_training(t, explicit_flags);
-    }
+    if (*tr) return train::run_training(t, explicit_model_flags(tr));
+
     train::set_threads(threads);
     if (*sa) return run_sample(ck_dir, prompt, so);
     if (*ev) return run_eval(ck_dir, eval_data, eval_batch);
+    if (*fl) {
+      TAPELM_CHECK(flops_batch > 0, "flops: --batch must be positive");
+      fmt::print("{}", train::format_flop_report(train::flop_report(flops_model, flops_batch)));
+      return 0;
+    }
   } catch (const Error& e) {
     fmt::print(stderr, "tapelm: error: {}\n", e.what());
     return 1;

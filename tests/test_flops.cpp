@@ -71,7 +71,7 @@ TEST(Flops, GptMatmulFlopsEqualTheFormulaExactly) {
   for (auto& row : r.rows)
     if (row.analytic_train >= 0) EXPECT_EQ(row.counted.total(), row.analytic_train) << row.name;
   // Everything else (LayerNorm, softmax and mask, GELU, residual adds, the
-X, 1.5% at
+  // loss) is O(n·d) per layer against the GEMMs' O(n·d²): 2.7% here, 1.5% at
   // nanoGPT's d = 128. Bound: 3%.
   const double margin = (double)(r.counted.total() - r.analytic_train) / r.analytic_train;
   EXPECT_GT(margin, 0.0);

@@ -66,6 +66,17 @@ std::vector<double> logged_losses(const std::string& run_dir) {
   return v;
 }
 
+nlohmann::json last_summary(const std::string& run_dir) {
+  nlohmann::json last;
+  std::ifstream in(run_dir + "/log.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("summary")) last = j;
+  }
+  return last;
+}
+
 }  // namespace
 
 TEST_F(Tool, ResumeContinuesExactly) {
@@ -89,6 +100,12 @@ TEST_F(Tool, ResumeContinuesExactly) {
   EXPECT_EQ(optimizer_files, 1);
   EXPECT_EQ(wb.metadata.at("optimizer"), "optimizer-20.safetensors");
   EXPECT_TRUE(fs::exists(dir + "/split/loss.svg"));
+  // Cumulative D and C continue across the resume: the summaries agree.
+  nlohmann::json sa = last_summary(dir + "/full"), sb = last_summary(dir + "/split");
+  EXPECT_EQ(sa["tokens"].get<int64_t>(), 20 * 4 * 16);
+  EXPECT_EQ(sa["tokens"], sb["tokens"]);
+  EXPECT_EQ(sa["flops"], sb["flops"]);
+  EXPECT_GT(sa["mfu"].get<double>(), 0.0);
 }
 
 TEST_F(Tool, ResumeWithAnotherConfigIsRefused) {

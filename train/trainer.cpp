@@ -17,6 +17,7 @@
 #include "data/dataset.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
+#include "train/gemm_peak.h"
 
 namespace tapelm::train {
 
@@ -48,6 +49,19 @@ double estimate_loss(nn::GPT& model, const data::Dataset& ds, data::Split split,
   }
   model.train(was_training);
   return total / batches;
+}
+
+// The last logged cumulative tokens and FLOPs (to continue them on --resume).
+std::pair<int64_t, int64_t> last_totals(const std::string& log, int64_t up_to_step) {
+  std::pair<int64_t, int64_t> totals{0, 0};
+  std::ifstream in(log);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.contains("tokens") && j.contains("flops") && j.value("step", (int64_t)0) <= up_to_step)
+      totals = {j["tokens"].get<int64_t>(), j["flops"].get<int64_t>()};
+  }
+  return totals;
 }
 
 std::vector<std::pair<int64_t, double>> read_curve(const std::string& log, const char* key) {
@@ -150,6 +164,9 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
 
   fs::create_directories(o.out);
   const std::string log_path = (fs::path(o.out) / "log.jsonl").string();
+  // Cumulative D and C continue across --resume (from the last progress line
+  // at or before the checkpoint's step; steps logged after it are redone).
+  const auto [resumed_tokens, resumed_flops] = o.resume ? last_totals(log_path, start_step) : std::pair<int64_t, int64_t>{0, 0};
   std::ofstream log(log_path, o.resume ? std::ios::app : std::ios::trunc);
   TAPELM_CHECK(log.good(), "train: cannot write {}", log_path);
 
@@ -163,15 +180,19 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
              o.optimizer, optim::describe_groups(groups), o.lr, o.schedule, o.warmup, schedule.min_lr, o.batch,
              o.grad_accum, threads, o.seed);
   if (o.resume) fmt::print("resuming from step {} in {}\n", start_step, o.out);
+  const double peak = measure_gemm_peak();
+  fmt::print("GEMM peak on {} threads: {:.1f} GFLOP/s (best of 5 float32 1024³ Eigen GEMMs; MFU is measured against it)\n",
+             threads, peak / 1e9);
 
   g_interrupted = 0;
   auto previous_handler = std::signal(SIGINT, on_sigint);
   const bool tty = isatty(1);
   const auto t0 = std::chrono::steady_clock::now();
   auto last_log = t0;
-  int64_t tokens_since_log = 0, tokens_total = 0;
+  int64_t tokens_since_log = 0, tokens_total = resumed_tokens, tokens_run = 0;
   FlopCounter::reset();
-  int64_t flops_total = 0;
+  int64_t flops_total = resumed_flops, flops_run = 0;
+  double step_seconds = 0;  // time inside training steps only (no evaluation, no checkpoints): MFU's denominator
   auto save = [&](int64_t step) {
     save_checkpoint(o.out, *model, *tok, *opt, {batch_gen.state(), model->dropout_gen.state()}, step, o.to_json());
   };
@@ -202,6 +223,7 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   int64_t step = start_step;
   for (; step < o.steps; ++step) {
     if (g_interrupted) break;
+    const auto step_t0 = std::chrono::steady_clock::now();
     const double lr = schedule.at(step);
     opt->set_lr(lr);
     double loss_sum = 0;
@@ -213,6 +235,7 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
       backward(o.grad_accum > 1 ? mul_scalar(loss, 1.0 / o.grad_accum) : loss);
       tokens_since_log += b.tokens();
       tokens_total += b.tokens();
+      tokens_run += b.tokens();
     }
     last_loss = loss_sum / o.grad_accum;
     std::string failure;
@@ -231,7 +254,10 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
       break;
     }
     model->zero_grad();
-    flops_total += FlopCounter::total().total();
+    step_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_t0).count();
+    const int64_t step_flops = FlopCounter::total().total();
+    flops_total += step_flops;
+    flops_run += step_flops;
 
     const int64_t done = step + 1;
     if (done % o.log_interval == 0 || done == o.steps) {
@@ -267,14 +293,24 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
     fmt::print("\ninterrupted: checkpoint at step {} saved in {}; continue with --resume\n", step, o.out);
     exit_code = 130;
   }
+  const double achieved = flops_run / std::max(step_seconds, 1e-9);
+  const double c_over_6nd = tokens_total ? flops_total / (6.0 * N * tokens_total) : 0.0;
+  if (exit_code == 0)
+    log << nlohmann::json{{"step", o.steps}, {"summary", true}, {"tokens", tokens_total}, {"flops", flops_total},
+                          {"N", N}, {"C_over_6ND", c_over_6nd}, {"gflops_per_s", achieved / 1e9},
+                          {"gemm_peak_gflops", peak / 1e9}, {"mfu", achieved / peak}}
+               .dump()
+        << "\n";
   log.close();
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   write_loss_svg((fs::path(o.out) / "loss.svg").string(), read_curve(log_path, "loss"),
                  read_curve(log_path, "val_loss"), fmt::format("tapelm: {} (N = {})", fs::path(o.out).filename().string(), N));
   if (exit_code == 0)
-    fmt::print("done: {} steps in {}, {} tokens, {:.3g} FLOPs counted (C/(6·N·D) = {:.3f}); checkpoint, log.jsonl, loss.svg in {}\n",
-               o.steps - start_step, hms(elapsed), tokens_total, (double)flops_total,
-               tokens_total ? flops_total / (6.0 * N * tokens_total) : 0.0, o.out);
+    fmt::print("done: {} steps in {}; D = {} tokens, C = {:.4g} FLOPs counted (cumulative), C/(6·N·D) = {:.3f} (N = {})\n"
+               "speed: {:.0f} tokens/s, {:.1f} GFLOP/s in training steps = MFU {:.1f}% of the {:.1f} GFLOP/s GEMM peak\n"
+               "checkpoint, log.jsonl, loss.svg in {}\n",
+               o.steps - start_step, hms(elapsed), tokens_total, (double)flops_total, c_over_6nd, N,
+               tokens_run / std::max(step_seconds, 1e-9), achieved / 1e9, 100 * achieved / peak, peak / 1e9, o.out);
   return exit_code;
 }
 

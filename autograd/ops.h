@@ -75,6 +75,10 @@ Tensor embedding(const Tensor& weight, const Tensor& ids);
 Tensor softmax(const Tensor& x);
 Tensor log_softmax(const Tensor& x);
 
+// ---- norm.cpp: fused over the last axis; weight (and bias) of [last dim] --
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);  // bias may be undefined
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-5);
+
 // ---- cross_entropy.cpp ---------------------------------------------------
 // logits [..., V], targets int32 [...]; mean over targets != ignore_index
 // (0 when every target is ignored). Fused: log-softmax and NLL in one pass.

@@ -9,21 +9,13 @@ LayerNorm::LayerNorm(int64_t dim, bool has_bias, double eps_) : eps(eps_) {
   if (has_bias) bias = register_parameter("bias", zeros({dim}));
 }
 
-Tensor LayerNorm::forward(const Tensor& x) const {
-  Tensor xc = sub(x, mean(x, {-1}, true));
-  Tensor inv_std = pow(add_scalar(mean(square(xc), {-1}, true), eps), -0.5);
-  Tensor y = mul(mul(xc, inv_std), weight);
-  return bias.defined() ? add(y, bias) : y;
-}
+Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps); }
 
 RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", ones({dim}));
 }
 
-Tensor RMSNorm::forward(const Tensor& x) const {
-  Tensor inv_rms = pow(add_scalar(mean(square(x), {-1}, true), eps), -0.5);
-  return mul(mul(x, inv_rms), weight);
-}
+Tensor RMSNorm::forward(const Tensor& x) const { return rms_norm(x, weight, eps); }
 
 DyT::DyT(int64_t dim, bool has_bias, double alpha_init) {
   alpha = register_parameter("alpha", full({1}, alpha_init));

@@ -1,5 +1,6 @@
 #include "optim/optimizer.h"
 
+#include <Eigen/Core>
 #include <cmath>
 
 #include "autograd/flops.h"
@@ -64,6 +65,11 @@ void Optimizer::load_state(const TensorFile& f) {
 }
 
 namespace {
+template <class T>
+using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <class T>
+using ConstVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+
 // Runs f(T* θ, const T* g, int64_t n, state tensors...) with the parameter's dtype.
 template <class F>
 void for_each_param(std::vector<ParamGroup>& groups, F f) {
@@ -88,20 +94,17 @@ void AdamW::step() {
     Tensor& v = slot("exp_avg_sq", p);
     dispatch_float("AdamW", p.tensor.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      T* th = p.tensor.data<T>();
-      const T* gr = grad.data<T>();
-      T* pm = m.data<T>();
-      T* pv = v.data<T>();
+      const int64_t n = p.tensor.numel();
+      Vec<T> th(p.tensor.data<T>(), n), pm(m.data<T>(), n), pv(v.data<T>(), n);
+      ConstVec<T> gr(grad.data<T>(), n);
       const T decay = T(1 - g.lr * g.weight_decay), b1 = T(beta1), b2 = T(beta2);
       const T step_size = T(g.lr / bc1), bc2s = T(bc2_sqrt), e = T(eps);
-      const int64_t n = p.tensor.numel();
-#pragma omp parallel for simd if (n > (1 << 16))
-      for (int64_t i = 0; i < n; ++i) {
-        th[i] *= decay;
-        pm[i] = b1 * pm[i] + (T(1) - b1) * gr[i];
-        pv[i] = b2 * pv[i] + (T(1) - b2) * gr[i] * gr[i];
-        th[i] -= step_size * pm[i] / (std::sqrt(pv[i]) / bc2s + e);
-      }
+      // torch.optim.AdamW's order: decay θ, update the moments, then the step.
+      // Eigen arrays vectorise the sqrt and the division (a plain loop did not).
+      th *= decay;
+      pm = b1 * pm + (T(1) - b1) * gr;
+      pv = b2 * pv + (T(1) - b2) * gr * gr;
+      th -= step_size * pm / (pv.sqrt() / bc2s + e);
     });
     FlopCounter::add("adamw", 12 * p.tensor.numel());
   });
@@ -137,8 +140,7 @@ double clip_grad_norm(const std::vector<ParamGroup>& groups, double max_norm) {
       if (!grad.defined()) continue;
       dispatch_float("clip_grad_norm", grad.dtype(), [&](auto tag) {
         using T = decltype(tag);
-        const T* pg = grad.data<T>();
-        for (int64_t i = 0; i < grad.numel(); ++i) sq += (double)pg[i] * pg[i];
+        sq += ConstVec<T>(grad.data<T>(), grad.numel()).template cast<double>().square().sum();
       });
     }
   const double norm = std::sqrt(sq);
@@ -150,8 +152,7 @@ double clip_grad_norm(const std::vector<ParamGroup>& groups, double max_norm) {
         if (!grad.defined()) continue;
         dispatch_float("clip_grad_norm", grad.dtype(), [&](auto tag) {
           using T = decltype(tag);
-          T* pg = grad.data<T>();
-          for (int64_t i = 0; i < grad.numel(); ++i) pg[i] *= T(coef);
+          Vec<T>(grad.data<T>(), grad.numel()) *= T(coef);
         });
       }
   return norm;

@@ -119,6 +119,13 @@ std::vector<Case> cases() {
   // Gather.
   c.push_back({"embedding_repeated_ids", [=] { return V{P({5, 3}, 1)}; },
                [](const V& x) { return embedding(x[0], from_ints({4, 0, 4, 2, 4, 1}, {2, 3})); }});
+  // Fused norms (nn's LayerNorm / RMSNorm).
+  c.push_back({"layer_norm", [=] { return V{P({2, 3, 5}, 1), P({5}, 2), P({5}, 3)}; },
+               [](const V& x) { return layer_norm(x[0], x[1], x[2]); }});
+  c.push_back({"layer_norm_no_bias", [=] { return V{P({4, 6}, 1), P({6}, 2)}; },
+               [](const V& x) { return layer_norm(x[0], x[1], Tensor()); }});
+  c.push_back({"rms_norm", [=] { return V{P({3, 7}, 1), P({7}, 2)}; },
+               [](const V& x) { return rms_norm(x[0], x[1]); }});
   // Softmax family.
   c.push_back({"softmax", [=] { return V{P({3, 5}, 1)}; }, [](const V& x) { return softmax(x[0]); }});
   c.push_back({"log_softmax", [=] { return V{P({2, 2, 5}, 1)}; },

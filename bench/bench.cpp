@@ -1,0 +1,163 @@
+// tapelm_bench: training speed of one configuration, the figures bench/run.sh
+// puts beside PyTorch's (bench/torch_reference.py trains the same model).
+//
+//   build/tapelm_bench --n-layer 4 --n-head 4 --n-embd 128 --context 64 --batch 12 --threads 1
+//   build/tapelm_bench ... --profile        time per op kind, forward and backward
+//
+// Each step is what `tapelm train` does: forward, loss, backward, gradient
+// clipping, AdamW (nanoGPT decay groups), zero_grad, on random tokens of the
+// given vocabulary. Prints one JSON line (--json) or a readable summary.
+#include <omp.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "autograd/autograd.h"
+#include "nn/model.h"
+#include "optim/optimizer.h"
+#include "train/gemm_peak.h"
+#include "train/trainer.h"
+
+using namespace tapelm;
+
+namespace {
+
+double rss_mb() {  // resident set now
+  std::ifstream f("/proc/self/statm");
+  long pages = 0, resident = 0;
+  f >> pages >> resident;
+  return resident * (double)sysconf(_SC_PAGESIZE) / (1 << 20);
+}
+
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024.0;
+}
+
+void print_profile(int64_t steps) {
+  struct Row {
+    std::string op;
+    TimeTally t;
+  };
+  std::vector<Row> rows;
+  double total = 0;
+  for (auto& [op, t] : Profiler::tallies()) {
+    rows.push_back({op, t});
+    total += t.forward_s + t.backward_s;
+  }
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+    return a.t.forward_s + a.t.backward_s > b.t.forward_s + b.t.backward_s;
+  });
+  fmt::print("\nprofile: wall time per op kind, ms per step (mean over {} steps)\n", steps);
+  fmt::print("{:<22} {:>10} {:>10} {:>10} {:>7} {:>9}\n", "op", "forward", "backward", "total", "share", "calls");
+  for (auto& r : rows)
+    fmt::print("{:<22} {:>10.3f} {:>10.3f} {:>10.3f} {:>6.1f}% {:>9}\n", r.op, 1e3 * r.t.forward_s / steps,
+               1e3 * r.t.backward_s / steps, 1e3 * (r.t.forward_s + r.t.backward_s) / steps,
+               100 * (r.t.forward_s + r.t.backward_s) / total, (r.t.forward_calls + r.t.backward_calls) / steps);
+  fmt::print("{:<22} {:>32.3f}\n", "sum", 1e3 * total / steps);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!std::getenv("OMP_WAIT_POLICY")) {  // see train/main.cpp
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv);
+  }
+  CLI::App app{"tapelm_bench: median training step time of one model configuration"};
+  nn::ModelConfig c;
+  c.vocab_size = 65;
+  int64_t batch = 12, steps = 30, warmup = 5;
+  int threads = 1;
+  bool profile = false, json = false;
+  std::string label;
+  app.add_option("--mixer", c.mixer, "Token mixer")->capture_default_str();
+  app.add_option("--n-layer", c.n_layer)->capture_default_str();
+  app.add_option("--n-head", c.n_head)->capture_default_str();
+  app.add_option("--n-embd", c.n_embd)->capture_default_str();
+  app.add_option("--context", c.block_size)->capture_default_str();
+  app.add_option("--vocab", c.vocab_size)->capture_default_str();
+  app.add_option("--recurrent-form", c.recurrent_form)->capture_default_str();
+  app.add_option("--batch", batch)->capture_default_str();
+  app.add_option("--steps", steps, "Timed steps (the median is reported)")->capture_default_str();
+  app.add_option("--warmup", warmup, "Untimed steps first")->capture_default_str();
+  app.add_option("--threads", threads)->capture_default_str();
+  app.add_option("--label", label, "Name of the configuration in the output");
+  app.add_flag("--profile", profile, "Print the time per op kind (forward, backward)");
+  app.add_flag("--json", json, "One JSON line instead of the summary");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    c.dropout = 0;
+    c.validate();
+    train::set_threads(threads);
+    const double peak = train::measure_gemm_peak();
+    Generator gen(1337);
+    nn::GPT model(c, gen);
+    auto groups = optim::decay_groups(model, 0.1);
+    optim::AdamW opt(groups, 0.9, 0.99);
+    opt.set_lr(1e-3);
+    auto tokens = [&] {
+      Tensor t = Tensor::empty({batch, c.block_size}, DType::i32);
+      for (int64_t i = 0; i < t.numel(); ++i) t.data<int32_t>()[i] = (int32_t)gen.randint(c.vocab_size);
+      return t;
+    };
+    std::vector<double> times;
+    int64_t flops = 0;
+    double rss_first = 0;
+    for (int64_t step = 0; step < warmup + steps; ++step) {
+      Tensor x = tokens(), y = tokens();
+      const bool timed = step >= warmup;
+      if (timed && profile) Profiler::enable(true);
+      FlopCounter::reset();
+      Profiler::mark();
+      const auto t0 = std::chrono::steady_clock::now();
+      backward(model.loss(x, y));
+      auto t1 = std::chrono::steady_clock::now();
+      optim::clip_grad_norm(groups, 1.0);
+      const auto t1b = std::chrono::steady_clock::now();
+      Profiler::book_other("(clip_grad_norm)", std::chrono::duration<double>(t1b - t1).count());
+      opt.step();
+      const auto t1c = std::chrono::steady_clock::now();
+      Profiler::book_other("(AdamW step)", std::chrono::duration<double>(t1c - t1b).count());
+      model.zero_grad();
+      const auto t2 = std::chrono::steady_clock::now();
+      Profiler::book_other("(zero_grad)", std::chrono::duration<double>(t2 - t1c).count());
+      Profiler::enable(false);
+      if (timed) times.push_back(std::chrono::duration<double>(t2 - t0).count());
+      if (step == warmup) rss_first = rss_mb();
+      flops = FlopCounter::total().total();
+    }
+    std::vector<double> sorted = times;
+    std::sort(sorted.begin(), sorted.end());
+    const double median = sorted[sorted.size() / 2];
+    const double tps = batch * c.block_size / median, gflops = flops / median / 1e9;
+    nlohmann::json j{{"label", label},          {"mixer", c.mixer},         {"n_layer", c.n_layer},
+                     {"n_head", c.n_head},      {"n_embd", c.n_embd},       {"context", c.block_size},
+                     {"batch", batch},          {"vocab", c.vocab_size},    {"threads", omp_get_max_threads()},
+                     {"ms_per_step", median * 1e3}, {"tokens_per_s", tps}, {"flops_per_step", flops},
+                     {"gflops_per_s", gflops},  {"gemm_peak_gflops", peak / 1e9}, {"mfu", gflops * 1e9 / peak},
+                     {"peak_rss_mb", peak_rss_mb()}, {"rss_first_mb", rss_first}, {"rss_last_mb", rss_mb()},
+                     {"steps", steps},          {"N", model.num_non_embedding_parameters()}};
+    if (json) {
+      fmt::print("{}\n", j.dump());
+    } else {
+      fmt::print("{} mixer, L{} H{} D{} T{} B{} V{}, {} threads, N = {}\n", c.mixer, c.n_layer, c.n_head, c.n_embd,
+                 c.block_size, batch, c.vocab_size, omp_get_max_threads(), model.num_non_embedding_parameters());
+      fmt::print("median {:.2f} ms/step over {} steps | {:.0f} tokens/s | {:.1f} GFLOP/s ({:.3g} FLOPs/step counted) | "
+                 "MFU {:.1f}% of {:.1f} GFLOP/s GEMM peak | RSS {:.0f} MB after warm-up, {:.0f} MB at the end, peak {:.0f} MB\n",
+                 median * 1e3, steps, tps, gflops, (double)flops, 100 * gflops * 1e9 / peak, peak / 1e9, rss_first,
+                 rss_mb(), peak_rss_mb());
+    }
+    if (profile) print_profile(steps);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "tapelm_bench: error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,5 +1,6 @@
 #include "autograd/flops.h"
 
+#include <cstring>
 #include <vector>
 
 namespace tapelm {
@@ -23,7 +24,12 @@ int intern(const std::string& path) {
 }  // namespace
 
 void FlopCounter::add(const char* op, int64_t flops) {
-  if (g_backward_op) {
+  // A fused op may split its count into named parts ("attention.softmax");
+  // inside its own backward those parts keep their names.
+  const size_t n = g_backward_op ? std::strlen(g_backward_op) : 0;
+  if (g_backward_op && std::strncmp(op, g_backward_op, n) == 0 && op[n] == '.') {
+    g_tallies[{paths()[g_component], op}].backward += flops;
+  } else if (g_backward_op) {
     g_tallies[{paths()[g_component], g_backward_op}].backward += flops;
   } else {
     g_tallies[{paths()[g_component], op}].forward += flops;

@@ -1,7 +1,9 @@
 // Per-op FLOP counter. Every op adds its forward FLOPs under its own name; the
 // FLOPs spent inside a node's backward are booked as that op's backward FLOPs
 // (whatever ops the backward uses), so `matmul` shows 2mnk forward and 4mnk
-// backward. A training loop reads totals and resets between steps.
+// backward. A fused op may split its count into parts named "<op>.<part>"
+// ("attention.softmax"), which keep their names in its backward too.
+// A training loop reads totals and resets between steps.
 //
 // FLOPs are also booked to a component: the path of the FlopCounter::Scope
 // guards alive when the op ran forward ("mixer", "mixer.proj", "ffn.proj",

@@ -75,6 +75,12 @@ Tensor embedding(const Tensor& weight, const Tensor& ids);
 Tensor softmax(const Tensor& x);
 Tensor log_softmax(const Tensor& x);
 
+// ---- attention.cpp: fused softmax(scale·Q Kᵀ, masked) V ---------------
+// q [B,Tq,H,hd], k and v [B,Tk,H,hd] -> [B,Tq,H,hd]; mask (bool, true = hidden)
+// [B,1,Tq,Tk] or [B,Tq,Tk], shared by the heads, or undefined.
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
+                                    double scale);
+
 // ---- norm.cpp: fused over the last axis; weight (and bias) of [last dim] --
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);  // bias may be undefined
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-5);

@@ -51,32 +51,42 @@ Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad) 
   return m;
 }
 
+// Heads stay in the [B,T,H,hd] layout the projection gives (a free reshape):
+// the fused attention op reads them in place. With attention dropout in
+// training the probabilities must exist as a tensor, so that case runs the
+// composed form (matmul, mask, softmax, dropout, matmul); both give the same
+// numbers without dropout (tested).
 Tensor MultiHeadAttention::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
   TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "MultiHeadAttention: expects [B,T,{}], got {}",
                dim, x.str_shape());
   const int64_t B = x.size(0), T = x.size(1);
-  // [B,T,3C] -> three [B,H,T,hd]
   std::vector<Tensor> qkv = split(c_attn->forward(x), {dim, dim, dim}, -1);
-  auto heads = [&](const Tensor& t) {
-    return permute(reshape(t, {B, T, n_head, head_dim}), {0, 2, 1, 3});
-  };
+  auto heads = [&](const Tensor& t) { return reshape(t, {B, T, n_head, head_dim}); };
   Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
   if (rotary_) {
-    q = rotary_->apply(q, ctx.positions);
-    k = rotary_->apply(k, ctx.positions);
+    q = rotary_->apply(q, ctx.positions, 2);
+    k = rotary_->apply(k, ctx.positions, 2);
   }
   Tensor pad = ctx.pad_mask.defined() ? ctx.pad_mask : zeros({B, T}, DType::b8);
   if (state) {
     auto* cache = dynamic_cast<AttentionCache*>(state);
     TAPELM_CHECK(cache, "MultiHeadAttention: the decoding state is not an AttentionCache");
-    cache->extend(k, v, pad, 2);
+    cache->extend(k, v, pad, 1);
   }
-  const int64_t Tk = k.size(2);
-  Tensor scores = mul_scalar(matmul(q, k, false, true), 1.0 / std::sqrt((double)head_dim));
-  scores = masked_fill(scores, attention_mask(B, T, Tk, pad), -INFINITY);
-  Tensor att = attn_dropout->forward(softmax(scores));
-  Tensor y = reshape(permute(matmul(att, v), {0, 2, 1, 3}), {B, T, dim});
-  return resid_dropout->forward(c_proj->forward(y));
+  const int64_t Tk = k.size(1);
+  const Tensor mask = attention_mask(B, T, Tk, pad);
+  const double scale = 1.0 / std::sqrt((double)head_dim);
+  Tensor y = attn_dropout->training() && attn_dropout->p > 0 ? composed_attention(q, k, v, mask, scale)
+                                                              : scaled_dot_product_attention(q, k, v, mask, scale);
+  return resid_dropout->forward(c_proj->forward(reshape(y, {B, T, dim})));
+}
+
+Tensor MultiHeadAttention::composed_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
+                                              double scale) const {
+  auto heads_first = [](const Tensor& t) { return permute(t, {0, 2, 1, 3}); };  // [B,H,T,hd]
+  Tensor scores = mul_scalar(matmul(heads_first(q), heads_first(k), false, true), scale);
+  Tensor att = attn_dropout->forward(softmax(masked_fill(scores, mask, -INFINITY)));
+  return permute(matmul(att, heads_first(v)), {0, 2, 1, 3});
 }
 
 }  // namespace tapelm::nn

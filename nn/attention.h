@@ -37,6 +37,8 @@ class MultiHeadAttention : public TokenMixer {
   std::shared_ptr<Dropout> attn_dropout, resid_dropout;  // nanoGPT's names
 
  private:
+  // softmax(scale·QKᵀ masked) V through separate ops, for attention dropout.
+  Tensor composed_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double scale) const;
   std::shared_ptr<Rotary> rotary_;
 };
 

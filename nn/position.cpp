@@ -54,12 +54,13 @@ Rotary::Rotary(int64_t hd, int64_t mp, double base) : head_dim(hd), max_pos(mp) 
   sin_ = ConstantTensor(sin);
 }
 
-Tensor Rotary::apply(const Tensor& x, const Tensor& positions) const {
-  TAPELM_CHECK(x.dim() == 4 && x.size(-1) == head_dim,
-               "Rotary: expects [B,H,T,{}], got {}", head_dim, x.str_shape());
-  // [B, T, hd] -> [B, 1, T, hd], broadcast over heads.
-  Tensor cos = unsqueeze(embedding(cos_.as(x.dtype()), positions), 1);
-  Tensor sin = unsqueeze(embedding(sin_.as(x.dtype()), positions), 1);
+Tensor Rotary::apply(const Tensor& x, const Tensor& positions, int64_t head_axis) const {
+  TAPELM_CHECK(x.dim() == 4 && x.size(-1) == head_dim && (head_axis == 1 || head_axis == 2),
+               "Rotary: expects [B,H,T,{0}] (head_axis 1) or [B,T,H,{0}] (head_axis 2), got {1}", head_dim,
+               x.str_shape());
+  // [B, T, hd] -> [B, 1, T, hd] or [B, T, 1, hd], broadcast over heads.
+  Tensor cos = unsqueeze(embedding(cos_.as(x.dtype()), positions), head_axis);
+  Tensor sin = unsqueeze(embedding(sin_.as(x.dtype()), positions), head_axis);
   const int64_t half = head_dim / 2;
   Tensor x1 = slice(x, -1, 0, half), x2 = slice(x, -1, half, head_dim);
   Tensor rotated = concat({neg(x2), x1}, -1);

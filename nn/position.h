@@ -26,7 +26,8 @@ class Rotary {
  public:
   Rotary(int64_t head_dim, int64_t max_pos, double base = 10000.0);
   // x: [B, H, T, head_dim], positions: [B, T] int32.
-  Tensor apply(const Tensor& x, const Tensor& positions) const;
+  // x is [B,H,T,hd] (head_axis 1) or [B,T,H,hd] (head_axis 2); positions [B,T].
+  Tensor apply(const Tensor& x, const Tensor& positions, int64_t head_axis = 1) const;
   int64_t head_dim, max_pos;
 
  private:

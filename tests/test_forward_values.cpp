@@ -1,6 +1,7 @@
 // Forward values of every op against hand-computed or closed-form results.
 #include <cmath>
 
+#include "nn/attention.h"
 #include "tests/test_helpers.h"
 
 using namespace tapelm;
@@ -183,4 +184,35 @@ TEST(Forward, CausalConv1dMixesOnlyThePast) {
   Tensor x = from_vector({1, 2, 3, 4}, {1, 4, 1}, DType::f64);
   Tensor y = causal_conv1d(x, from_vector({1, 10, 100}, {1, 3}, DType::f64), from_vector({0.5}, {1}, DType::f64));
   expect_near(y, {100.5, 210.5, 321.5, 432.5});
+}
+
+// The fused attention op equals the composed ops it replaces (matmul, scale,
+// masked_fill, softmax, matmul over [B,H,T,hd]), values and gradients, in float64.
+TEST(FusedAttention, EqualsComposedOps) {
+  Generator gen(7);
+  const int64_t B = 2, T = 5, H = 3, hd = 4;
+  Tensor q = randn({B, T, H, hd}, gen, DType::f64).requires_grad_();
+  Tensor k = randn({B, T, H, hd}, gen, DType::f64).requires_grad_();
+  Tensor v = randn({B, T, H, hd}, gen, DType::f64).requires_grad_();
+  Tensor pad = zeros({B, T}, DType::b8);
+  pad.data<uint8_t>()[T] = 1;  // batch 1 is left-padded by one token
+  Tensor mask = nn::attention_mask(B, T, T, pad);
+  Tensor R = randn({B, T, H, hd}, gen, DType::f64);
+  auto grads = [&](const Tensor& y) {
+    for (Tensor* t : {&q, &k, &v}) t->zero_grad();
+    backward(sum(mul(y, R)));
+    return std::vector<std::vector<double>>{q.grad().to_vector(), k.grad().to_vector(), v.grad().to_vector()};
+  };
+  Tensor fused = scaled_dot_product_attention(q, k, v, mask, 0.5);
+  std::vector<double> fused_values = fused.to_vector();
+  auto fused_grads = grads(fused);
+  auto hf = [](const Tensor& t) { return permute(t, {0, 2, 1, 3}); };
+  Tensor composed = permute(
+      matmul(softmax(masked_fill(mul_scalar(matmul(hf(q), hf(k), false, true), 0.5), mask, -INFINITY)), hf(v)),
+      {0, 2, 1, 3});
+  std::vector<double> composed_values = composed.to_vector();
+  auto composed_grads = grads(composed);
+  for (size_t i = 0; i < fused_values.size(); ++i) EXPECT_NEAR(fused_values[i], composed_values[i], 1e-13);
+  for (int t = 0; t < 3; ++t)
+    for (size_t i = 0; i < fused_grads[t].size(); ++i) EXPECT_NEAR(fused_grads[t][i], composed_grads[t][i], 1e-13);
 }

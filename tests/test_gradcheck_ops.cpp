@@ -119,6 +119,15 @@ std::vector<Case> cases() {
   // Gather.
   c.push_back({"embedding_repeated_ids", [=] { return V{P({5, 3}, 1)}; },
                [](const V& x) { return embedding(x[0], from_ints({4, 0, 4, 2, 4, 1}, {2, 3})); }});
+  // Fused attention, [B,T,H,hd] layout: a causal mask, a query with every key
+  // hidden (row 0 of batch 1: zeros, no gradient), and cross-length Tq < Tk.
+  c.push_back({"attention_masked", [=] { return V{P({2, 3, 2, 4}, 1), P({2, 3, 2, 4}, 2), P({2, 3, 2, 4}, 3)}; },
+               [](const V& x) {
+                 Tensor m = bmask({0, 1, 1, 0, 0, 1, 0, 0, 0, 1, 1, 1, 0, 0, 1, 0, 0, 0}, {2, 1, 3, 3});
+                 return scaled_dot_product_attention(x[0], x[1], x[2], m, 0.7);
+               }});
+  c.push_back({"attention_no_mask_tq_lt_tk", [=] { return V{P({1, 2, 3, 2}, 1), P({1, 4, 3, 2}, 2), P({1, 4, 3, 2}, 3)}; },
+               [](const V& x) { return scaled_dot_product_attention(x[0], x[1], x[2], Tensor(), 0.5); }});
   // Fused norms (nn's LayerNorm / RMSNorm).
   c.push_back({"layer_norm", [=] { return V{P({2, 3, 5}, 1), P({5}, 2), P({5}, 3)}; },
                [](const V& x) { return layer_norm(x[0], x[1], x[2]); }});

@@ -1,0 +1,120 @@
+// Fused scaled dot-product attention (Vaswani et al. 2017, eq. 1) with a
+// boolean mask, one (batch, head) pair per OpenMP task:
+//   S = scale·Q Kᵀ,  S[i,j] = −∞ where mask[i,j],  P = softmax_rows(S),  O = P V
+// Backward (G = dO):
+//   dV = Pᵀ G,  dP = G Vᵀ,  dS = P ⊙ (dP − rowsum(dP ⊙ P)),  dQ = scale·dS K,  dK = scale·dSᵀ Q
+// Q, K, V and O use the [B, T, H, hd] layout (what a [B,T,C] projection gives
+// after a free reshape); each head is read in place through an Eigen map with
+// row stride H·hd, so no permute copies are made. Only P is saved.
+// A row whose keys are all masked gives zeros (as softmax does).
+// FLOPs: the GEMMs, booked as "attention", are 4·Tq·Tk·hd forward and
+// 8·Tq·Tk·hd backward per (batch, head), the same full-square count as the
+// composed matmul form; scale, mask and softmax are booked as
+// "attention.softmax": 7 per score forward, 5 backward.
+#include <Eigen/Core>
+#include <cmath>
+#include <limits>
+
+#include "autograd/flops.h"
+#include "autograd/ops.h"
+
+namespace tapelm {
+
+namespace {
+
+template <class T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using HeadMap = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using ConstHeadMap = Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>>;
+
+struct Dims {
+  int64_t B, Tq, Tk, H, hd;
+};
+
+}  // namespace
+
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
+                                    double scale) {
+  const char* op = "attention";
+  TAPELM_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && k.shape() == v.shape() && q.size(0) == k.size(0) &&
+                   q.size(2) == k.size(2) && q.size(3) == k.size(3),
+               "attention: q {}, k {}, v {}: expected [B,Tq,H,hd] and two [B,Tk,H,hd]", q.str_shape(),
+               k.str_shape(), v.str_shape());
+  TAPELM_CHECK(q.dtype() == k.dtype() && k.dtype() == v.dtype(), "attention: dtypes differ");
+  const Dims d{q.size(0), q.size(1), k.size(1), q.size(2), q.size(3)};
+  TAPELM_CHECK(!mask.defined() || (mask.dtype() == DType::b8 && mask.numel() == d.B * d.Tq * d.Tk),
+               "attention: mask {} must be bool with B·Tq·Tk = {} elements ([B,1,Tq,Tk] or [B,Tq,Tk])",
+               mask.defined() ? mask.str_shape() : "", d.B * d.Tq * d.Tk);
+  Tensor out = Tensor::empty(q.shape(), q.dtype());
+  Tensor probs = Tensor::empty({d.B, d.H, d.Tq, d.Tk}, q.dtype());
+  const int64_t row_stride = d.H * d.hd;
+  dispatch_float(op, q.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const uint8_t* pm = mask.defined() ? mask.data<uint8_t>() : nullptr;
+#pragma omp parallel for schedule(static) if (d.B * d.H > 1)
+    for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
+      const int64_t b = bh / d.H, h = bh % d.H;
+      ConstHeadMap<T> Q(q.data<T>() + b * d.Tq * row_stride + h * d.hd, d.Tq, d.hd, Eigen::OuterStride<>(row_stride));
+      ConstHeadMap<T> K(k.data<T>() + b * d.Tk * row_stride + h * d.hd, d.Tk, d.hd, Eigen::OuterStride<>(row_stride));
+      ConstHeadMap<T> V(v.data<T>() + b * d.Tk * row_stride + h * d.hd, d.Tk, d.hd, Eigen::OuterStride<>(row_stride));
+      HeadMap<T> O(out.data<T>() + b * d.Tq * row_stride + h * d.hd, d.Tq, d.hd, Eigen::OuterStride<>(row_stride));
+      Eigen::Map<RowMat<T>> P(probs.data<T>() + bh * d.Tq * d.Tk, d.Tq, d.Tk);
+      P.noalias() = Q * K.transpose();
+      const uint8_t* mb = pm ? pm + b * d.Tq * d.Tk : nullptr;
+      for (int64_t i = 0; i < d.Tq; ++i) {
+        auto row = P.row(i).array();
+        row *= T(scale);
+        if (mb)
+          for (int64_t j = 0; j < d.Tk; ++j)
+            if (mb[i * d.Tk + j]) row(j) = -std::numeric_limits<T>::infinity();
+        const T m = row.maxCoeff();
+        if (m == -std::numeric_limits<T>::infinity()) {
+          row.setZero();
+          continue;
+        }
+        row = (row - m).exp();
+        row *= T(1) / row.sum();
+      }
+      O.noalias() = P * V;
+    }
+  });
+  const int64_t scores = d.B * d.H * d.Tq * d.Tk;
+  FlopCounter::add(op, 4 * scores * d.hd);
+  FlopCounter::add("attention.softmax", 7 * scores);
+  return record(op, out, {q, k, v}, [q, k, v, probs, d, scale](const Tensor& g) -> std::vector<Tensor> {
+    Tensor dq = Tensor::empty(q.shape(), q.dtype()), dk = Tensor::empty(k.shape(), k.dtype());
+    Tensor dv = Tensor::empty(v.shape(), v.dtype());
+    const int64_t row_stride = d.H * d.hd;
+    dispatch_float("attention", q.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+#pragma omp parallel for schedule(static) if (d.B * d.H > 1)
+      for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
+        const int64_t b = bh / d.H, h = bh % d.H;
+        const int64_t oq = b * d.Tq * row_stride + h * d.hd, ok = b * d.Tk * row_stride + h * d.hd;
+        const Eigen::OuterStride<> s(row_stride);
+        ConstHeadMap<T> Q(q.data<T>() + oq, d.Tq, d.hd, s), K(k.data<T>() + ok, d.Tk, d.hd, s);
+        ConstHeadMap<T> V(v.data<T>() + ok, d.Tk, d.hd, s), G(g.data<T>() + oq, d.Tq, d.hd, s);
+        HeadMap<T> dQ(dq.data<T>() + oq, d.Tq, d.hd, s), dK(dk.data<T>() + ok, d.Tk, d.hd, s);
+        HeadMap<T> dV(dv.data<T>() + ok, d.Tk, d.hd, s);
+        Eigen::Map<const RowMat<T>> P(probs.data<T>() + bh * d.Tq * d.Tk, d.Tq, d.Tk);
+        dV.noalias() = P.transpose() * G;
+        RowMat<T> dS = G * V.transpose();  // dP, then dS in place
+        for (int64_t i = 0; i < d.Tq; ++i) {
+          auto ds = dS.row(i).array();
+          const auto p = P.row(i).array();
+          ds = p * (ds - (ds * p).sum()) * T(scale);
+        }
+        dQ.noalias() = dS * K;
+        dK.noalias() = dS.transpose() * Q;
+      }
+    });
+    const int64_t scores = d.B * d.H * d.Tq * d.Tk;
+    FlopCounter::add("attention", 8 * scores * d.hd);
+    FlopCounter::add("attention.softmax", 5 * scores);
+    return {dq, dk, dv};
+  });
+}
+
+}  // namespace tapelm

@@ -44,6 +44,8 @@ Tensor square(const Tensor& x);
 // trans_a, a is stored [..., k, m]; with trans_b, b is stored [..., n, k]
 // (read transposed in place, never copied). 2·m·n·k FLOPs per matrix.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// x Wᵀ + b over the last axis of x (F.linear); W [out, in]; b [out] or undefined.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
 // ---- reduce.cpp ----------------------------------------------------------
 Tensor sum(const Tensor& a, std::vector<int64_t> axes, bool keepdim = false);

@@ -16,9 +16,7 @@ Tensor Linear::forward(const Tensor& x) const {
                weight.size(1), weight.str_shape());
   // FLOPs of parameter matmuls are booked to "<component>.proj": the 6N part.
   FlopCounter::Scope scope("proj");
-  Tensor y = matmul(x.dim() == 1 ? unsqueeze(x, 0) : x, weight, false, true);
-  if (x.dim() == 1) y = squeeze(y, 0);
-  return bias.defined() ? add(y, bias) : y;
+  return linear(x, weight, bias);
 }
 
 Embedding::Embedding(int64_t num, int64_t dim, Generator& gen, double init_std) {

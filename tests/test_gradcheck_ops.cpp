@@ -119,6 +119,11 @@ std::vector<Case> cases() {
   // Gather.
   c.push_back({"embedding_repeated_ids", [=] { return V{P({5, 3}, 1)}; },
                [](const V& x) { return embedding(x[0], from_ints({4, 0, 4, 2, 4, 1}, {2, 3})); }});
+  // Fused linear (nn::Linear): batched rows, with and without bias.
+  c.push_back({"linear_bias", [=] { return V{P({2, 3, 4}, 1), P({5, 4}, 2), P({5}, 3)}; },
+               [](const V& x) { return linear(x[0], x[1], x[2]); }});
+  c.push_back({"linear_no_bias_1d", [=] { return V{P({4}, 1), P({3, 4}, 2)}; },
+               [](const V& x) { return linear(x[0], x[1], Tensor()); }});
   // Fused attention, [B,T,H,hd] layout: a causal mask, a query with every key
   // hidden (row 0 of batch 1: zeros, no gradient), and cross-length Tq < Tk.
   c.push_back({"attention_masked", [=] { return V{P({2, 3, 2, 4}, 1), P({2, 3, 2, 4}, 2), P({2, 3, 2, 4}, 3)}; },

@@ -115,7 +115,7 @@ FlopReport flop_report(const nn::ModelConfig& config, int64_t batch) {
     FlopTally t;
     for (auto& [key, v] : tallies) {
       if (key.first != component) continue;
-      const bool is_core = key.second == "matmul" || key.second == "attention" || key.second == "gated_recurrence" ||
+      const bool is_core = key.second == "matmul" || key.second == "linear" || key.second == "attention" || key.second == "gated_recurrence" ||
                            key.second == "delta_rule" || key.second == "selective_scan";
       if (is_core == matmul_like) t += v;
     }
@@ -156,6 +156,7 @@ FlopReport flop_report(const nn::ModelConfig& config, int64_t batch) {
   other("loss", {"loss", "lm_head.proj", "lm_head"}, "log-softmax and NLL over V");
   r.counted = FlopCounter::total();
   r.counted_matmul = FlopCounter::of("matmul");
+  r.counted_matmul += FlopCounter::of("linear");     // Linear layers' GEMMs
   r.counted_matmul += FlopCounter::of("attention");  // the fused attention op's GEMMs
   FlopCounter::reset();
   return r;

@@ -37,7 +37,7 @@ struct FlopReport {
   std::vector<FlopRow> rows;  // analytic rows first, then the counted-only rest
   int64_t analytic_train = 0;  // sum of analytic rows
   FlopTally counted;           // everything the tape counted in the step
-  FlopTally counted_matmul;    // GEMM FLOPs only: the matmul op and the fused attention op's GEMMs
+  FlopTally counted_matmul;    // GEMM FLOPs only: matmul, linear and the fused attention op's GEMMs
   int64_t analytic_matmul_train = 0;  // the analytic rows that are plain matmuls
 };
 

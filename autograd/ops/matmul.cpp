@@ -111,4 +111,57 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   });
 }
 
+// linear(x, W, b) = x Wᵀ + b (torch.nn.functional.linear), x [..., in],
+// W [out, in], b [out] or undefined. One GEMM over the folded rows with the
+// bias written first and the product accumulated onto it (no separate add
+// pass); backward dx = G W, dW = Gᵀ x (one GEMM each), db = Σ_rows G.
+// FLOPs: "linear" 2·rows·out·in forward, 4·rows·out·in backward (the same
+// count as matmul); "linear.bias" rows·out each way.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  const char* op = "linear";
+  TAPELM_CHECK(x.dim() >= 1 && w.dim() == 2 && x.size(-1) == w.size(1) && x.dtype() == w.dtype() &&
+                   (!b.defined() || (b.dim() == 1 && b.size(0) == w.size(0) && b.dtype() == w.dtype())),
+               "linear: input {} with weight {}{}: expected [..., in], [out, in] and [out] of one dtype",
+               x.str_shape(), w.str_shape(), b.defined() ? " and bias " + b.str_shape() : std::string());
+  const int64_t in = w.size(1), out_f = w.size(0), rows = x.numel() / std::max<int64_t>(in, 1);
+  Shape out_shape = x.shape();
+  out_shape.back() = out_f;
+  Tensor y = Tensor::empty(out_shape, x.dtype());
+  dispatch_float(op, x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    Eigen::Map<RowMat<T>> Y(y.data<T>(), rows, out_f);
+    Eigen::Map<const RowMat<T>> X(x.data<T>(), rows, in), W(w.data<T>(), out_f, in);
+    if (b.defined()) {
+      Y.rowwise() = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(b.data<T>(), out_f);
+      Y.noalias() += X * W.transpose();
+    } else {
+      Y.noalias() = X * W.transpose();
+    }
+  });
+  FlopCounter::add(op, 2 * rows * out_f * in);
+  if (b.defined()) FlopCounter::add("linear.bias", rows * out_f);
+  return record(op, y, {x, w, b}, [x, w, b, rows, in, out_f](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gx, gw, gb;
+    dispatch_float("linear", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      Eigen::Map<const RowMat<T>> G(g.data<T>(), rows, out_f), X(x.data<T>(), rows, in), W(w.data<T>(), out_f, in);
+      if (x.requires_grad()) {
+        gx = Tensor::empty(x.shape(), x.dtype());
+        Eigen::Map<RowMat<T>>(gx.data<T>(), rows, in).noalias() = G * W;
+      }
+      if (w.requires_grad()) {
+        gw = Tensor::empty(w.shape(), w.dtype());
+        Eigen::Map<RowMat<T>>(gw.data<T>(), out_f, in).noalias() = G.transpose() * X;
+      }
+      if (b.defined() && b.requires_grad()) {
+        gb = Tensor::empty(b.shape(), b.dtype());
+        Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(gb.data<T>(), out_f) = G.colwise().sum();
+      }
+    });
+    FlopCounter::add("linear", (x.requires_grad() ? 2 : 0) * rows * out_f * in + (w.requires_grad() ? 2 : 0) * rows * out_f * in);
+    if (b.defined()) FlopCounter::add("linear.bias", rows * out_f);
+    return {gx, gw, gb};
+  });
+}
+
 }  // namespace tapelm

@@ -3,6 +3,7 @@
 //
 //   build/tapelm_bench --n-layer 4 --n-head 4 --n-embd 128 --context 64 --batch 12 --threads 1
 //   build/tapelm_bench ... --profile        time per op kind, forward and backward
+//   build/tapelm_bench --mixer retnet --decode 64,256,1024,4096   decoding tokens/s against context
 //
 // Each step is what `tapelm train` does: forward, loss, backward, gradient
 // clipping, AdamW (nanoGPT decay groups), zero_grad, on random tokens of the
@@ -63,6 +64,39 @@ void print_profile(int64_t steps) {
   fmt::print("{:<22} {:>32.3f}\n", "sum", 1e3 * total / steps);
 }
 
+// Incremental decoding speed against context length: for each context c,
+// prefill c−1 tokens into a fresh DecodeState (one forward), then time
+// `tokens` single-token steps (batch 1, no grad) and report tokens/s and the
+// state's bytes per sequence (KV cache for attention, recurrent state else).
+void decode_bench(const nn::ModelConfig& c, const std::vector<int64_t>& contexts, int64_t tokens, bool json,
+                  const std::string& label) {
+  Generator gen(1337);
+  nn::GPT model(c, gen);
+  model.eval();
+  NoGradGuard no_grad;
+  if (!json)
+    fmt::print("decoding, {} mixer, L{} D{}, batch 1, {} threads\n{:>8} {:>12} {:>16}\n", c.mixer, c.n_layer, c.n_embd,
+               omp_get_max_threads(), "context", "tokens/s", "state bytes/seq");
+  for (int64_t ctx : contexts) {
+    TAPELM_CHECK(ctx - 1 + tokens <= c.block_size, "decode: context {} + {} tokens exceeds --context {}", ctx, tokens,
+                 c.block_size);
+    nn::DecodeState state = model.init_decode(1);
+    std::vector<int32_t> prompt(ctx - 1);
+    for (auto& t : prompt) t = (int32_t)gen.randint(c.vocab_size);
+    model.forward(from_ints(prompt, {1, ctx - 1}), Tensor(), &state);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < tokens; ++i) model.forward(from_ints({(int32_t)gen.randint(c.vocab_size)}, {1, 1}), Tensor(), &state);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const int64_t bytes = state.bytes();
+    if (json)
+      fmt::print("{}\n", nlohmann::json{{"label", label}, {"mixer", c.mixer}, {"context", ctx}, {"tokens_per_s", tokens / dt},
+                                        {"state_bytes", bytes}, {"threads", omp_get_max_threads()}}
+                             .dump());
+    else
+      fmt::print("{:>8} {:>12.0f} {:>16}\n", ctx, tokens / dt, bytes);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -91,11 +125,22 @@ int main(int argc, char** argv) {
   app.add_option("--label", label, "Name of the configuration in the output");
   app.add_flag("--profile", profile, "Print the time per op kind (forward, backward)");
   app.add_flag("--json", json, "One JSON line instead of the summary");
+  std::vector<int64_t> decode_contexts;
+  int64_t decode_tokens = 64;
+  app.add_option("--decode", decode_contexts, "Measure decoding tokens/s at these context lengths instead of training")
+      ->delimiter(',');
+  app.add_option("--decode-tokens", decode_tokens, "Tokens timed per context length")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     c.dropout = 0;
-    c.validate();
     train::set_threads(threads);
+    if (!decode_contexts.empty()) {
+      c.block_size = std::max(c.block_size, *std::max_element(decode_contexts.begin(), decode_contexts.end()) + decode_tokens);
+      c.validate();
+      decode_bench(c, decode_contexts, decode_tokens, json, label);
+      return 0;
+    }
+    c.validate();
     const double peak = train::measure_gemm_peak();
     Generator gen(1337);
     nn::GPT model(c, gen);

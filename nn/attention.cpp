@@ -1,6 +1,8 @@
 #include "nn/attention.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "autograd/ops.h"
 
@@ -8,18 +10,41 @@ namespace tapelm::nn {
 
 int64_t AttentionCache::bytes() const {
   if (!k.defined()) return 0;
-  return (k.numel() + v.numel()) * (int64_t)dtype_size(k.dtype()) + key_pad.numel();
+  const int64_t B = k.size(0), cap = k.size(1);
+  return length * B * ((k.numel() + v.numel()) / (B * cap) * (int64_t)dtype_size(k.dtype()) + 1);
 }
 
-void AttentionCache::extend(Tensor& new_k, Tensor& new_v, Tensor& new_pad, int64_t time_axis) {
-  if (k.defined()) {
-    new_k = concat({k, new_k}, time_axis);
-    new_v = concat({v, new_v}, time_axis);
-    new_pad = concat({key_pad, new_pad}, 1);
+void AttentionCache::append(const Tensor& new_k, const Tensor& new_v, const Tensor& new_pad) {
+  const int64_t B = new_k.size(0), T = new_k.size(1);
+  TAPELM_CHECK(!k.defined() || (k.size(0) == B && new_k.dtype() == k.dtype()),
+               "AttentionCache: batch {} {} does not match the cache's {}", B, dtype_name(new_k.dtype()),
+               k.defined() ? k.str_shape() : "");
+  // Copies rows [0, n) of each batch entry of src ([B, src_cap, row]) into dst ([B, dst_cap, row]) at `at`.
+  auto copy_rows = [&](const Tensor& src, Tensor& dst, int64_t n, int64_t at) {
+    const int64_t row = src.numel() / (B * src.size(1)) * (int64_t)dtype_size(src.dtype());
+    for (int64_t b = 0; b < B; ++b)
+      std::memcpy((char*)dst.raw_data() + (b * dst.size(1) + at) * row,
+                  (const char*)src.raw_data() + b * src.size(1) * row, n * row);
+  };
+  if (!k.defined() || length + T > k.size(1)) {
+    const int64_t cap = std::max<int64_t>({16, length + T, k.defined() ? 2 * k.size(1) : 0});
+    auto grow = [&](const Tensor& old, const Tensor& like) {
+      Shape s = like.shape();
+      s[1] = cap;
+      Tensor t = zeros(s, like.dtype());
+      if (old.defined()) copy_rows(old, t, length, 0);
+      return t;
+    };
+    Tensor pad = full({B, cap}, 1, DType::b8);
+    if (key_pad.defined()) copy_rows(key_pad, pad, length, 0);
+    k = grow(k, new_k);
+    v = grow(v, new_v);
+    key_pad = pad;
   }
-  k = new_k.detach();
-  v = new_v.detach();
-  key_pad = new_pad;
+  copy_rows(new_k, k, T, length);
+  copy_rows(new_v, v, T, length);
+  copy_rows(new_pad, key_pad, T, length);
+  length += T;
 }
 
 MultiHeadAttention::MultiHeadAttention(int64_t dim_, int64_t n_head_, bool bias, double dropout,
@@ -39,11 +64,11 @@ std::unique_ptr<MixerState> MultiHeadAttention::init_state(int64_t) const {
   return std::make_unique<AttentionCache>();
 }
 
-Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad) {
+Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad, int64_t past) {
   Tensor m = Tensor::empty({B, 1, Tq, Tk}, DType::b8);
   uint8_t* pm = m.data<uint8_t>();
   const uint8_t* kp = key_pad.defined() ? key_pad.data<uint8_t>() : nullptr;
-  const int64_t past = Tk - Tq;
+  if (past < 0) past = Tk - Tq;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < Tq; ++i)
       for (int64_t j = 0; j < Tk; ++j)
@@ -68,13 +93,15 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const MixerContext& ctx, Mix
     k = rotary_->apply(k, ctx.positions, 2);
   }
   Tensor pad = ctx.pad_mask.defined() ? ctx.pad_mask : zeros({B, T}, DType::b8);
-  if (state) {
+  int64_t past = 0;
+  if (state) {  // attend over the whole cache buffer; its unused slots are masked
     auto* cache = dynamic_cast<AttentionCache*>(state);
     TAPELM_CHECK(cache, "MultiHeadAttention: the decoding state is not an AttentionCache");
-    cache->extend(k, v, pad, 1);
+    past = cache->length;
+    cache->append(k, v, pad);
+    k = cache->k, v = cache->v, pad = cache->key_pad;
   }
-  const int64_t Tk = k.size(1);
-  const Tensor mask = attention_mask(B, T, Tk, pad);
+  const Tensor mask = attention_mask(B, T, k.size(1), pad, past);
   const double scale = 1.0 / std::sqrt((double)head_dim);
   Tensor y = attn_dropout->training() && attn_dropout->p > 0 ? composed_attention(q, k, v, mask, scale)
                                                               : scaled_dot_product_attention(q, k, v, mask, scale);

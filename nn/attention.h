@@ -14,13 +14,17 @@
 
 namespace tapelm::nn {
 
+// Keys and values of the tokens seen so far, in buffers [B, capacity, ...]
+// (time on axis 1) that grow by doubling, so a decoding step writes only its
+// own rows instead of copying the whole cache. Slots past `length` are
+// marked as padding in key_pad, so attention over the whole buffer ignores them.
 struct AttentionCache : MixerState {
-  Tensor k, v;     // keys and values seen so far (time on `time_axis`)
-  Tensor key_pad;  // [B, T_seen] bool
-  int64_t bytes() const override;
-  // Prepends the cached keys, values and key padding to the new ones (in
-  // place) and stores the result as the cache.
-  void extend(Tensor& new_k, Tensor& new_v, Tensor& new_pad, int64_t time_axis);
+  Tensor k, v;         // [B, capacity, ...]
+  Tensor key_pad;      // [B, capacity] bool: padding tokens and unused slots are true
+  int64_t length = 0;  // time steps filled
+  int64_t bytes() const override;  // of the filled part: length steps of k, v and key_pad
+  // Writes new keys [B, T, ...], values and key padding [B, T] at `length`.
+  void append(const Tensor& new_k, const Tensor& new_v, const Tensor& new_pad);
 };
 
 class MultiHeadAttention : public TokenMixer {
@@ -44,6 +48,7 @@ class MultiHeadAttention : public TokenMixer {
 
 // The boolean mask [B, 1, Tq, Tk] (true = masked) for queries at absolute
 // positions past..past+Tq−1 over keys 0..Tk−1: causal, or'ed with key padding.
-Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad);
+// past defaults to Tk − Tq (the queries are the last Tq keys).
+Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad, int64_t past = -1);
 
 }  // namespace tapelm::nn

@@ -158,15 +158,18 @@ Tensor GatedAttentionUnit::forward(const Tensor& x, const MixerContext& ctx, Mix
     }
     return to_out->forward(o);
   }
-  if (state) {
+  int64_t past = 0;
+  if (state) {  // the whole cache buffer; unused slots are masked
     auto* cache = dynamic_cast<AttentionCache*>(state);
     TAPELM_CHECK(cache, "gau: the decoding state is not an AttentionCache");
-    cache->extend(k, v, pad, 1);
+    past = cache->length;
+    cache->append(k, v, pad);
+    k = cache->k, v = cache->v, pad = cache->key_pad;
   }
   const int64_t Tk = k.size(1);
   Tensor scores = mul_scalar(matmul(q, k, false, true), 1.0 / std::sqrt((double)qk_dim));  // [B,T,Tk]
   Tensor a = mul_scalar(square(relu(scores)), 1.0 / (double)n);
-  a = masked_fill(a, reshape(attention_mask(B, T, Tk, pad), {B, T, Tk}), 0.0);
+  a = masked_fill(a, reshape(attention_mask(B, T, Tk, pad, past), {B, T, Tk}), 0.0);
   return to_out->forward(mul(uv[0], matmul(a, v)));
 }
 

@@ -211,6 +211,33 @@ TEST(NnModel, KVCacheDecodingEqualsFullForward) {
   }
 }
 
+// Batch 2 with a left-padded row, a cache that grows past its first capacity
+// (16 slots) while decoding: each row's logits equal its own full forward.
+TEST(NnModel, KVCacheDecodingBatchedWithPaddingAndGrowth) {
+  ModelConfig c = tiny("learned");
+  c.block_size = 24;
+  Generator g(5);
+  GPT model(c, g);
+  model.to(DType::f64);
+  NoGradGuard ng;
+  const int64_t V = c.vocab_size;
+  std::vector<int32_t> a{2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4, 5, 9, 0, 4, 5, 3, 6, 2, 1};  // 20 tokens
+  std::vector<int32_t> b(a.begin() + 3, a.end());                                       // 17 tokens, left-padded by 3
+  Tensor full_a = model.forward(from_ints(a, {1, 20})), full_b = model.forward(from_ints(b, {1, 17}));
+  DecodeState state = model.init_decode(2);
+  std::vector<int32_t> prompt(a.begin(), a.begin() + 5);
+  prompt.insert(prompt.end(), {0, 0, 0, b[0], b[1]});
+  Tensor pad = from_bools({0, 0, 0, 0, 0, 1, 1, 1, 0, 0}, {2, 5});
+  std::vector<Tensor> outs{model.forward(from_ints(prompt, {2, 5}), pad, &state)};
+  for (int t = 5; t < 20; ++t) outs.push_back(model.forward(from_ints({a[t], b[t - 3]}, {2, 1}), Tensor(), &state));
+  Tensor decoded = concat(outs, 1);  // [2, 20, V]
+  for (int64_t t = 0; t < 20; ++t)
+    for (int64_t v = 0; v < V; ++v) {
+      EXPECT_NEAR(decoded.flat(t * V + v), full_a.flat(t * V + v), 1e-12) << "row 0, t " << t;
+      if (t >= 3) EXPECT_NEAR(decoded.flat((20 + t) * V + v), full_b.flat((t - 3) * V + v), 1e-12) << "row 1, t " << t;
+    }
+}
+
 TEST(NnModel, ContextOverflowAndBadConfigAreClearErrors) {
   Generator g(0);
   GPT model(tiny(), g);

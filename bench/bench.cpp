@@ -21,6 +21,7 @@
 #include "autograd/autograd.h"
 #include "nn/model.h"
 #include "optim/optimizer.h"
+#include "train/decode_speed.h"
 #include "train/gemm_peak.h"
 #include "train/trainer.h"
 
@@ -64,36 +65,21 @@ void print_profile(int64_t steps) {
   fmt::print("{:<22} {:>32.3f}\n", "sum", 1e3 * total / steps);
 }
 
-// Incremental decoding speed against context length: for each context c,
-// prefill c−1 tokens into a fresh DecodeState (one forward), then time
-// `tokens` single-token steps (batch 1, no grad) and report tokens/s and the
-// state's bytes per sequence (KV cache for attention, recurrent state else).
 void decode_bench(const nn::ModelConfig& c, const std::vector<int64_t>& contexts, int64_t tokens, bool json,
                   const std::string& label) {
   Generator gen(1337);
   nn::GPT model(c, gen);
-  model.eval();
-  NoGradGuard no_grad;
   if (!json)
     fmt::print("decoding, {} mixer, L{} D{}, batch 1, {} threads\n{:>8} {:>12} {:>16}\n", c.mixer, c.n_layer, c.n_embd,
                omp_get_max_threads(), "context", "tokens/s", "state bytes/seq");
-  for (int64_t ctx : contexts) {
-    TAPELM_CHECK(ctx - 1 + tokens <= c.block_size, "decode: context {} + {} tokens exceeds --context {}", ctx, tokens,
-                 c.block_size);
-    nn::DecodeState state = model.init_decode(1);
-    std::vector<int32_t> prompt(ctx - 1);
-    for (auto& t : prompt) t = (int32_t)gen.randint(c.vocab_size);
-    model.forward(from_ints(prompt, {1, ctx - 1}), Tensor(), &state);
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < tokens; ++i) model.forward(from_ints({(int32_t)gen.randint(c.vocab_size)}, {1, 1}), Tensor(), &state);
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const int64_t bytes = state.bytes();
+  for (auto& p : train::measure_decode_speed(model, contexts, tokens)) {
     if (json)
-      fmt::print("{}\n", nlohmann::json{{"label", label}, {"mixer", c.mixer}, {"context", ctx}, {"tokens_per_s", tokens / dt},
-                                        {"state_bytes", bytes}, {"threads", omp_get_max_threads()}}
+      fmt::print("{}\n", nlohmann::json{{"label", label}, {"mixer", c.mixer}, {"context", p.context},
+                                        {"tokens_per_s", p.tokens_per_s}, {"state_bytes", p.state_bytes},
+                                        {"threads", omp_get_max_threads()}}
                              .dump());
     else
-      fmt::print("{:>8} {:>12.0f} {:>16}\n", ctx, tokens / dt, bytes);
+      fmt::print("{:>8} {:>12.0f} {:>16}\n", p.context, p.tokens_per_s, p.state_bytes);
   }
 }
 

@@ -10,6 +10,7 @@
 #include "data/corpus.h"
 #include "data/dataset.h"
 #include "train/checkpoint.h"
+#include "train/compare.h"
 #include "train/flop_report.h"
 #include "train/sampler.h"
 #include "train/trainer.h"
@@ -53,9 +54,11 @@ std::vector<std::string> expand_config(std::vector<std::string> args) {
   return args;
 }
 
-// The model flags, shared by train and flops.
-void add_model_options(CLI::App* app, nn::ModelConfig& m) {
-  app->add_option("--mixer", m.mixer, "Token mixer of every block: " + nn::mixer_names())->capture_default_str();
+// The model flags, shared by train, flops and compare (which picks mixers
+// with --mixers instead of --mixer).
+void add_model_options(CLI::App* app, nn::ModelConfig& m, bool with_mixer = true) {
+  if (with_mixer)
+    app->add_option("--mixer", m.mixer, "Token mixer of every block: " + nn::mixer_names())->capture_default_str();
   app->add_option("--recurrent-form", m.recurrent_form, "Training form of recurrent mixers: auto (fastest: mamba's fused scan, else chunkwise), chunkwise, parallel, recurrent")->capture_default_str();
   app->add_option("--chunk-size", m.chunk_size, "Chunk size of the chunkwise form")->capture_default_str();
   app->add_option("--d-state", m.d_state, "Mamba / Mamba-2 SSM state size")->capture_default_str();
@@ -73,6 +76,35 @@ void add_model_options(CLI::App* app, nn::ModelConfig& m) {
   app->add_option("--bias", m.bias, "Biases in linear and norm layers (true/false)")->capture_default_str();
   app->add_option("--tie-weights", m.tie_weights, "Tie the LM head to the token embedding (true/false)")->capture_default_str();
   app->add_option("--dropout", m.dropout, "Dropout probability")->capture_default_str()->check(CLI::Range(0.0, 0.99));
+}
+
+// Corpus, batching, optimizer, schedule, evaluation and seed flags, shared by
+// train and compare.
+void add_run_options(CLI::App* app, train::TrainOptions& t) {
+  app->add_option("--tokenizer", t.tokenizer, "char, byte or bpe")->capture_default_str()->check(CLI::IsMember({"char", "byte", "bpe"}));
+  app->add_option("--vocab-size", t.vocab_size, "BPE vocabulary size (>= 256)")->capture_default_str();
+  app->add_option("--batch-mode", t.batch_mode, "windows (random contiguous windows) or documents (padded, masked)")->capture_default_str()->check(CLI::IsMember({"windows", "documents"}));
+  app->add_option("--doc-sep", t.doc_sep, "Document separator line for --batch-mode documents (empty = blank lines)");
+  app->add_option("--val-fraction", t.val_fraction, "Fraction of the corpus held out for validation (the end)")->capture_default_str();
+  app->add_option("--batch", t.batch, "Sequences per micro-batch B")->capture_default_str();
+  app->add_option("--grad-accum", t.grad_accum, "Micro-batches accumulated per optimizer step")->capture_default_str();
+  app->add_option("--steps", t.steps, "Optimizer steps (total, including resumed ones)")->capture_default_str();
+  app->add_option("--optimizer", t.optimizer, "adamw or sgd")->capture_default_str()->check(CLI::IsMember({"adamw", "sgd"}));
+  app->add_option("--lr", t.lr, "Peak learning rate")->capture_default_str();
+  app->add_option("--min-lr", t.min_lr, "Learning rate at the end of the cosine")->capture_default_str();
+  app->add_option("--schedule", t.schedule, "cosine (warm-up, then cosine to --min-lr) or constant")->capture_default_str()->check(CLI::IsMember({"cosine", "constant"}));
+  app->add_option("--warmup", t.warmup, "Linear warm-up steps")->capture_default_str();
+  app->add_option("--lr-decay-steps", t.lr_decay_steps, "Step where the cosine reaches --min-lr (0 = --steps); set it to stop early and resume later on the same schedule")->capture_default_str();
+  app->add_option("--weight-decay", t.weight_decay, "AdamW decay of matrices and embeddings (1-D parameters are not decayed)")->capture_default_str();
+  app->add_option("--beta1", t.beta1, "AdamW β1 (SGD momentum)")->capture_default_str();
+  app->add_option("--beta2", t.beta2, "AdamW β2")->capture_default_str();
+  app->add_option("--grad-clip", t.grad_clip, "Clip the global gradient norm to this (0 = off)")->capture_default_str();
+  app->add_option("--eval-interval", t.eval_interval, "Steps between validation evaluations (and checkpoints)")->capture_default_str();
+  app->add_option("--eval-batches", t.eval_batches, "Batches averaged per evaluation")->capture_default_str();
+  app->add_option("--log-interval", t.log_interval, "Steps between progress lines")->capture_default_str();
+  app->add_option("--checkpoint-interval", t.checkpoint_interval, "Steps between checkpoints (0 = at each evaluation)")->capture_default_str();
+  app->add_option("--seed", t.seed, "Seed for weights, batches and dropout")->capture_default_str();
+  app->add_option("--threads", t.threads, "OpenMP/Eigen threads (0 = all cores)")->capture_default_str();
 }
 
 // Names of the model flags given on the command line, as ModelConfig JSON keys
@@ -154,30 +186,7 @@ int main(int argc, char** argv) {
   tr->add_option("--data", t.data, "Corpus: text file(s) or folder(s) of text files")->required()->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   tr->add_option("--out", t.out, "Output directory: checkpoint, log.jsonl, loss.svg")->capture_default_str();
   add_model_options(tr, t.model);
-  tr->add_option("--tokenizer", t.tokenizer, "char, byte or bpe")->capture_default_str()->check(CLI::IsMember({"char", "byte", "bpe"}));
-  tr->add_option("--vocab-size", t.vocab_size, "BPE vocabulary size (>= 256)")->capture_default_str();
-  tr->add_option("--batch-mode", t.batch_mode, "windows (random contiguous windows) or documents (padded, masked)")->capture_default_str()->check(CLI::IsMember({"windows", "documents"}));
-  tr->add_option("--doc-sep", t.doc_sep, "Document separator line for --batch-mode documents (empty = blank lines)");
-  tr->add_option("--val-fraction", t.val_fraction, "Fraction of the corpus held out for validation (the end)")->capture_default_str();
-  tr->add_option("--batch", t.batch, "Sequences per micro-batch B")->capture_default_str();
-  tr->add_option("--grad-accum", t.grad_accum, "Micro-batches accumulated per optimizer step")->capture_default_str();
-  tr->add_option("--steps", t.steps, "Optimizer steps (total, including resumed ones)")->capture_default_str();
-  tr->add_option("--optimizer", t.optimizer, "adamw or sgd")->capture_default_str()->check(CLI::IsMember({"adamw", "sgd"}));
-  tr->add_option("--lr", t.lr, "Peak learning rate")->capture_default_str();
-  tr->add_option("--min-lr", t.min_lr, "Learning rate at the end of the cosine")->capture_default_str();
-  tr->add_option("--schedule", t.schedule, "cosine (warm-up, then cosine to --min-lr) or constant")->capture_default_str()->check(CLI::IsMember({"cosine", "constant"}));
-  tr->add_option("--warmup", t.warmup, "Linear warm-up steps")->capture_default_str();
-  tr->add_option("--lr-decay-steps", t.lr_decay_steps, "Step where the cosine reaches --min-lr (0 = --steps); set it to stop early and resume later on the same schedule")->capture_default_str();
-  tr->add_option("--weight-decay", t.weight_decay, "AdamW decay of matrices and embeddings (1-D parameters are not decayed)")->capture_default_str();
-  tr->add_option("--beta1", t.beta1, "AdamW β1 (SGD momentum)")->capture_default_str();
-  tr->add_option("--beta2", t.beta2, "AdamW β2")->capture_default_str();
-  tr->add_option("--grad-clip", t.grad_clip, "Clip the global gradient norm to this (0 = off)")->capture_default_str();
-  tr->add_option("--eval-interval", t.eval_interval, "Steps between validation evaluations (and checkpoints)")->capture_default_str();
-  tr->add_option("--eval-batches", t.eval_batches, "Batches averaged per evaluation")->capture_default_str();
-  tr->add_option("--log-interval", t.log_interval, "Steps between progress lines")->capture_default_str();
-  tr->add_option("--checkpoint-interval", t.checkpoint_interval, "Steps between checkpoints (0 = at each evaluation)")->capture_default_str();
-  tr->add_option("--seed", t.seed, "Seed for weights, batches and dropout")->capture_default_str();
-  tr->add_option("--threads", t.threads, "OpenMP/Eigen threads (0 = all cores)")->capture_default_str();
+  add_run_options(tr, t);
   tr->add_flag("--resume", t.resume, "Continue the run in --out from its checkpoint, exactly");
   tr->add_flag("--quiet", t.quiet, "No progress lines (evaluations still print)");
 
@@ -203,6 +212,23 @@ int main(int argc, char** argv) {
   ev->add_option("--batch", eval_batch, "Windows per forward pass")->capture_default_str();
   ev->add_option("--threads", threads, "Threads (0 = all cores)")->capture_default_str();
 
+  // ---- compare ----
+  train::CompareOptions cmp;
+  cmp.train.out = "runs/compare";
+  cmp.train.steps = 600;
+  cmp.train.eval_interval = 100;
+  cmp.train.log_interval = 50;
+  auto* co = app.add_subcommand("compare", "Bake-off: train every mixer at the attention model's non-embedding N; "
+                                           "draw validation loss vs FLOPs and decoding speed vs context");
+  co->add_option("--config", "JSON file of flag values (keys are flag names)");
+  co->add_option("--data", cmp.train.data, "Corpus: text file(s) or folder(s) of text files")->required()->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  co->add_option("--out", cmp.train.out, "Output directory: one run per mixer, loss_vs_flops.svg, decode_speed.svg, results.md")->capture_default_str();
+  co->add_option("--mixers", cmp.mixers, "Mixers to train (default: all)")->delimiter(',')->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  add_model_options(co, cmp.train.model, false);
+  add_run_options(co, cmp.train);
+  co->add_option("--decode-contexts", cmp.decode_contexts, "Context lengths of the decoding-speed picture")->delimiter(',')->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  co->add_option("--decode-tokens", cmp.decode_tokens, "Tokens timed per context length")->capture_default_str();
+
   // ---- flops ----
   nn::ModelConfig flops_model;
   int64_t flops_batch = 12;
@@ -223,6 +249,7 @@ int main(int argc, char** argv) {
       return app.exit(e);
     }
     if (*tr) return train::run_training(t, explicit_model_flags(tr));
+    if (*co) return train::run_compare(cmp);
 
     train::set_threads(threads);
     if (*sa) return run_sample(ck_dir, prompt, so);

@@ -202,7 +202,9 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
     double va = estimate_loss(*model, ds, data::Split::val, o.batch, o.eval_batches, o.seed + 1000003 * step + 1);
     if (tty && !o.quiet) fmt::print("\n");
     fmt::print("step {}: train loss {:.4f}, val loss {:.4f}\n", step, tr, va);
-    log << nlohmann::json{{"step", step}, {"train_loss", tr}, {"val_loss", va}}.dump() << "\n";
+    log << nlohmann::json{{"step", step}, {"train_loss", tr}, {"val_loss", va}, {"tokens", tokens_total}, {"flops", flops_total}}
+               .dump()
+        << "\n";
     log.flush();
     return std::isfinite(tr) && std::isfinite(va);
   };
@@ -298,6 +300,7 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   if (exit_code == 0)
     log << nlohmann::json{{"step", o.steps}, {"summary", true}, {"tokens", tokens_total}, {"flops", flops_total},
                           {"N", N}, {"C_over_6ND", c_over_6nd}, {"gflops_per_s", achieved / 1e9},
+                          {"tokens_per_s", tokens_run / std::max(step_seconds, 1e-9)},
                           {"gemm_peak_gflops", peak / 1e9}, {"mfu", achieved / peak}}
                .dump()
         << "\n";

@@ -1,0 +1,24 @@
+// A dependency-free SVG line chart: loss curves of a run (loss.svg), and the
+// bake-off's loss-vs-FLOPs and decoding-speed pictures.
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tapelm::train {
+
+struct Series {
+  std::string name;
+  std::vector<std::pair<double, double>> points;
+};
+
+struct Chart {
+  std::string title, x_label, y_label;
+  bool log_x = false, log_y = false;
+  std::vector<Series> series;
+};
+
+// Writes the chart to `path`; throws Error if it cannot be written.
+void write_svg_chart(const std::string& path, const Chart& chart);
+
+}  // namespace tapelm::train

@@ -68,8 +68,11 @@ TEST(Flops, GptMatmulFlopsEqualTheFormulaExactly) {
   EXPECT_EQ(r.counted_matmul.total(), l * per_layer + 6 * b * s * d * V);
   EXPECT_EQ(r.analytic_matmul_train, l * per_layer + 6 * b * s * d * V);
   EXPECT_EQ(r.counted_matmul.backward, 2 * r.counted_matmul.forward);
-  for (auto& row : r.rows)
-    if (row.analytic_train >= 0) EXPECT_EQ(row.counted.total(), row.analytic_train) << row.name;
+  for (auto& row : r.rows) {
+    if (row.analytic_train >= 0) {
+      EXPECT_EQ(row.counted.total(), row.analytic_train) << row.name;
+    }
+  }
   // Everything else (LayerNorm, softmax and mask, GELU, residual adds, the
   // loss) is O(n·d) per layer against the GEMMs' O(n·d²): 2.7% here, 1.5% at
   // nanoGPT's d = 128. Bound: 3%.

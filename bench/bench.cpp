@@ -104,6 +104,9 @@ int main(int argc, char** argv) {
   app.add_option("--context", c.block_size)->capture_default_str();
   app.add_option("--vocab", c.vocab_size)->capture_default_str();
   app.add_option("--recurrent-form", c.recurrent_form)->capture_default_str();
+  app.add_option("--chunk-size", c.chunk_size)->capture_default_str();
+  app.add_option("--d-state", c.d_state)->capture_default_str();
+  app.add_option("--ssm-headdim", c.ssm_headdim)->capture_default_str();
   app.add_option("--batch", batch)->capture_default_str();
   app.add_option("--steps", steps, "Timed steps (the median is reported)")->capture_default_str();
   app.add_option("--warmup", warmup, "Untimed steps first")->capture_default_str();

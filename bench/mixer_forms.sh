@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
 # Training speed of each recurrent mixer in its chunkwise and parallel forms
 # (softmax attention and quadratic GAU for reference) at context 256 and 1024:
-# L4 H4 d128, batch 4, tokens/s over training steps 4-8 (median of the logged
-# intervals is not needed at this length: the last interval is printed).
+# L4 H4 d128, batch 4, median tokens/s of 10 steps (tapelm_bench).
 # Usage: bench/mixer_forms.sh [threads]   (run from the repository root after ./dev.sh build)
 set -euo pipefail
 threads=${1:-0}
-data=${DATA:-../shared/data/tinyshakespeare.txt}
 source "$(dirname "$0")/train_speed.sh"
 printf "%-16s %-10s %8s %12s\n" mixer form context "tokens/s"
 for T in 256 1024; do

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Training tokens/s of a 4-layer d=128 Mamba and Mamba-2 beside the attention
 # model of the same depth and width, at context 64, 256 and 1024 (batch 4,
-# tokens/s over steps 4-8). Usage: bench/ssm_speed.sh [threads]
+# median tokens/s of 10 steps, tapelm_bench). Usage: bench/ssm_speed.sh [threads]
 set -euo pipefail
 threads=${1:-0}
-data=${DATA:-../shared/data/tinyshakespeare.txt}
 source "$(dirname "$0")/train_speed.sh"
 printf "%-10s %-10s %8s %12s\n" mixer form context "tokens/s"
 for T in 64 256 1024; do

@@ -9,6 +9,7 @@
 // with h recomputed per (b, d) from the start. Parallel over the batch (dB, dC
 // are shared by the channels of one sequence). FLOPs: 7N per (b,t,d) forward,
 // 7N recompute + 14N reverse backward.
+#include <Eigen/Core>
 #include <cmath>
 #include <vector>
 
@@ -41,22 +42,21 @@ Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, con
     const S *pu = u.data<S>(), *pd = delta.data<S>(), *pa = A.data<S>(), *pb = Bm.data<S>(), *pc = Cm.data<S>();
     S* py = y.data<S>();
     S* ps = state ? state->data<S>() : nullptr;
+    using Vec = Eigen::Array<S, Eigen::Dynamic, 1>;
+    using CMap = Eigen::Map<const Vec>;
 #pragma omp parallel for collapse(2) if (Bn * D > 1)
     for (int64_t b = 0; b < Bn; ++b)
       for (int64_t d = 0; d < D; ++d) {
-        std::vector<S> h(N, S(0));
-        if (ps) std::copy_n(ps + (b * D + d) * N, N, h.begin());
+        Vec h = ps ? Vec(CMap(ps + (b * D + d) * N, N)) : Vec::Zero(N);
+        const CMap a(pa + d * N, N);
         for (int64_t t = 0; t < T; ++t) {
           const int64_t bt = b * T + t;
           const S dt = pd[bt * D + d], x = pu[bt * D + d];
-          S acc = 0;
-          for (int64_t n = 0; n < N; ++n) {
-            h[n] = std::exp(dt * pa[d * N + n]) * h[n] + dt * x * pb[bt * N + n];
-            acc += h[n] * pc[bt * N + n];
-          }
-          py[bt * D + d] = acc;
+          // Over the N states at once: Eigen vectorises the exp.
+          h = (dt * a).exp() * h + (dt * x) * CMap(pb + bt * N, N);
+          py[bt * D + d] = (h * CMap(pc + bt * N, N)).sum();
         }
-        if (ps) std::copy_n(h.begin(), N, ps + (b * D + d) * N);
+        if (ps) Eigen::Map<Vec>(ps + (b * D + d) * N, N) = h;
       }
   });
   FlopCounter::add("selective_scan", 7 * Bn * T * D * N);
@@ -70,36 +70,39 @@ Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, con
                             *pc = Cm.data<S>(), *pg = dy.data<S>();
                     S *pdu = du.data<S>(), *pdd = dd.data<S>(), *pdB = dB.data<S>(), *pdC = dC.data<S>();
                     std::vector<S> dA_total(D * N, S(0));
+                    using Vec = Eigen::Array<S, Eigen::Dynamic, 1>;
+                    using Map = Eigen::Map<Vec>;
+                    using CMap = Eigen::Map<const Vec>;
 #pragma omp parallel
                     {
-                      std::vector<S> hs((T + 1) * N), G(N), dA_local(D * N, S(0));
+                      // hs[t+1] = h_t (hs[0] = h_{−1} = 0); es[t] = exp(Δ_t A_d), kept from the recompute.
+                      std::vector<S> hs((T + 1) * N), es(T * N), dA_local(D * N, S(0));
+                      Vec G(N);
 #pragma omp for schedule(static)
                       for (int64_t b = 0; b < Bn; ++b)
                         for (int64_t d = 0; d < D; ++d) {
-                          std::fill(hs.begin(), hs.begin() + N, S(0));  // hs[t+1] = h_t, hs[0] = h_{−1} = 0
+                          const CMap a(pa + d * N, N);
+                          Map(hs.data(), N).setZero();
                           for (int64_t t = 0; t < T; ++t) {
                             const int64_t bt = b * T + t;
                             const S dt = pd[bt * D + d], x = pu[bt * D + d];
-                            for (int64_t n = 0; n < N; ++n)
-                              hs[(t + 1) * N + n] = std::exp(dt * pa[d * N + n]) * hs[t * N + n] + dt * x * pb[bt * N + n];
+                            Map e(es.data() + t * N, N);
+                            e = (dt * a).exp();
+                            Map(hs.data() + (t + 1) * N, N) = e * CMap(hs.data() + t * N, N) + (dt * x) * CMap(pb + bt * N, N);
                           }
-                          std::fill(G.begin(), G.end(), S(0));
+                          G.setZero();
+                          Map dA_d(dA_local.data() + d * N, N);
                           for (int64_t t = T - 1; t >= 0; --t) {
                             const int64_t bt = b * T + t;
                             const S dt = pd[bt * D + d], x = pu[bt * D + d], g = pg[bt * D + d];
-                            S ddt = 0, dux = 0;
-                            for (int64_t n = 0; n < N; ++n) {
-                              G[n] += g * pc[bt * N + n];
-                              pdC[bt * N + n] += g * hs[(t + 1) * N + n];
-                              const S a = pa[d * N + n], e = std::exp(dt * a), hp = hs[t * N + n];
-                              pdB[bt * N + n] += G[n] * dt * x;
-                              dux += G[n] * pb[bt * N + n];
-                              ddt += G[n] * (a * e * hp + x * pb[bt * N + n]);
-                              dA_local[d * N + n] += G[n] * dt * e * hp;
-                              G[n] *= e;  // to h_{t−1}
-                            }
-                            pdu[bt * D + d] = dt * dux;
-                            pdd[bt * D + d] = ddt;
+                            const CMap bv(pb + bt * N, N), e(es.data() + t * N, N), hp(hs.data() + t * N, N);
+                            G += g * CMap(pc + bt * N, N);
+                            Map(pdC + bt * N, N) += g * CMap(hs.data() + (t + 1) * N, N);
+                            Map(pdB + bt * N, N) += (dt * x) * G;
+                            pdu[bt * D + d] = dt * (G * bv).sum();
+                            pdd[bt * D + d] = (G * (a * e * hp + x * bv)).sum();
+                            dA_d += dt * G * e * hp;
+                            G *= e;  // to h_{t−1}
                           }
                         }
 #pragma omp critical

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Thread scaling on the lent many-core machine: tapelm_bench (static build)
-# and PyTorch's reference script, same configs, 1..16 threads.
+# Thread scaling on a many-core machine without the Debian libraries:
+# tapelm_bench (static builds) and PyTorch's reference script, same configs,
+# 1..16 threads, JSON lines into $OUT/scale.jsonl. Put beside this script:
+#   tapelm_bench_v4, tapelm_bench_v3  cmake -S . -B /tmp/b-v4 -G Ninja -DTAPELM_STATIC=ON -DTAPELM_NATIVE=OFF
+#                                     -DTAPELM_BUILD_TESTS=OFF -DCMAKE_CXX_FLAGS=-march=x86-64-v4 (v3 alike)
+#   torch_reference.py                 (from bench/)
+# Made bench/results/scale_16core*.jsonl (README, Performance).
 set -u
 cd "$(dirname "$0")"
 B=./tapelm_bench_v3
@@ -20,4 +25,7 @@ cat "$OUT/machine.txt" "$OUT/scale.jsonl"
 for t in 1 2 4 8 16; do
   OMP_WAIT_POLICY=active $B --json --label small-active --threads $t --steps 30 $SMALL | sed 's/^/tapelm /' >> "$OUT/scale.jsonl"
 done
-tail -5 "$OUT/scale.jsonl"
+for t in 1 2 4 8 16; do
+  OMP_WAIT_POLICY=active $B --json --label mid-active --threads $t --steps 15 --warmup 2 $MID | sed 's/^/tapelm /' >> "$OUT/scale.jsonl"
+done
+tail -10 "$OUT/scale.jsonl"

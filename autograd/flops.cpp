@@ -40,12 +40,6 @@ void FlopCounter::reset() { g_tallies.clear(); }
 
 const std::map<std::pair<std::string, std::string>, FlopTally>& FlopCounter::tallies() { return g_tallies; }
 
-std::map<std::string, FlopTally> FlopCounter::by_op() {
-  std::map<std::string, FlopTally> m;
-  for (auto& [key, v] : g_tallies) m[key.second] += v;
-  return m;
-}
-
 std::map<std::string, FlopTally> FlopCounter::by_component() {
   std::map<std::string, FlopTally> m;
   for (auto& [key, v] : g_tallies) m[key.first] += v;
@@ -66,7 +60,6 @@ FlopTally FlopCounter::of(const std::string& op) {
 }
 
 int FlopCounter::current_component() { return g_component; }
-const std::string& FlopCounter::component_name(int id) { return paths()[id]; }
 
 FlopCounter::Scope::Scope(const char* name) : prev_(g_component) {
   const std::string& parent = paths()[g_component];

@@ -32,17 +32,15 @@ class FlopCounter {
  public:
   static void add(const char* op, int64_t flops);
   static void reset();
-  static std::map<std::string, FlopTally> by_op();
   static std::map<std::string, FlopTally> by_component();
   // Per (component, op); the component of unscoped ops is "".
   static const std::map<std::pair<std::string, std::string>, FlopTally>& tallies();
   static FlopTally total();
   static FlopTally of(const std::string& op);
 
-  // The component path now in force ("" outside every scope); the tape stores
-  // it with each node.
+  // The component path now in force ("" outside every scope), as an id; the
+  // tape stores it with each node.
   static int current_component();
-  static const std::string& component_name(int id);
 
   // While alive, forward FLOPs are booked to <enclosing path>.<name>.
   class Scope {

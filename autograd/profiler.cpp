@@ -16,7 +16,6 @@ void Profiler::enable(bool on) {
   g_mark = Clock::now();
 }
 bool Profiler::enabled() { return g_on; }
-void Profiler::reset() { g_times.clear(); }
 void Profiler::mark() { g_mark = Clock::now(); }
 
 void Profiler::book_forward(const char* op) {

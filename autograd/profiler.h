@@ -23,7 +23,6 @@ class Profiler {
  public:
   static void enable(bool on);
   static bool enabled();
-  static void reset();
   static void mark();
   static void book_forward(const char* op);                // called by record()
   static void book_backward(const char* op, double seconds);  // called by backward()

@@ -234,7 +234,9 @@ TEST(NnModel, KVCacheDecodingBatchedWithPaddingAndGrowth) {
   for (int64_t t = 0; t < 20; ++t)
     for (int64_t v = 0; v < V; ++v) {
       EXPECT_NEAR(decoded.flat(t * V + v), full_a.flat(t * V + v), 1e-12) << "row 0, t " << t;
-      if (t >= 3) EXPECT_NEAR(decoded.flat((20 + t) * V + v), full_b.flat((t - 3) * V + v), 1e-12) << "row 1, t " << t;
+      if (t >= 3) {
+        EXPECT_NEAR(decoded.flat((20 + t) * V + v), full_b.flat((t - 3) * V + v), 1e-12) << "row 1, t " << t;
+      }
     }
 }
 

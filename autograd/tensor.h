@@ -22,10 +22,13 @@ struct Storage {
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
-  void* data = nullptr;
+  void* data = nullptr;  // 64-byte aligned, inside `block`
   size_t bytes = 0;
   static int64_t live_bytes();
   static int64_t live_buffers();
+
+ private:
+  void* block = nullptr;  // what malloc returned
 };
 
 struct TensorImpl {
@@ -119,6 +122,8 @@ Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::f32, doubl
 Tensor uniform(const Shape& shape, Generator& gen, double lo, double hi,
                DType dtype = DType::f32);
 Tensor randn(const Shape& shape, DType dtype = DType::f32);  // default generator
+// int32 ids drawn uniformly from [0, high) (torch.randint), e.g. random tokens.
+Tensor randint(const Shape& shape, int64_t high, Generator& gen);
 
 // Calls f(T{}) with T = float or double matching `dtype`; throws naming `op` otherwise.
 template <class F> decltype(auto) dispatch_float(const char* op, DType dtype, F&& f) {

@@ -136,16 +136,11 @@ int main(int argc, char** argv) {
     auto groups = optim::decay_groups(model, 0.1);
     optim::AdamW opt(groups, 0.9, 0.99);
     opt.set_lr(1e-3);
-    auto tokens = [&] {
-      Tensor t = Tensor::empty({batch, c.block_size}, DType::i32);
-      for (int64_t i = 0; i < t.numel(); ++i) t.data<int32_t>()[i] = (int32_t)gen.randint(c.vocab_size);
-      return t;
-    };
     std::vector<double> times;
     int64_t flops = 0;
     double rss_first = 0;
     for (int64_t step = 0; step < warmup + steps; ++step) {
-      Tensor x = tokens(), y = tokens();
+      Tensor x = randint({batch, c.block_size}, c.vocab_size, gen), y = randint({batch, c.block_size}, c.vocab_size, gen);
       const bool timed = step >= warmup;
       if (timed && profile) Profiler::enable(true);
       FlopCounter::reset();

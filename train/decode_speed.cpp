@@ -19,14 +19,9 @@ std::vector<DecodePoint> measure_decode_speed(nn::GPT& model, const std::vector<
                  "decode speed: context {} plus {} timed tokens does not fit the model's context {}", ctx, tokens,
                  c.block_size);
     nn::DecodeState state = model.init_decode(1);
-    auto random_tokens = [&](int64_t n) {
-      std::vector<int32_t> t(n);
-      for (auto& id : t) id = (int32_t)gen.randint(c.vocab_size);
-      return from_ints(t, {1, n});
-    };
-    if (ctx > 1) model.forward(random_tokens(ctx - 1), Tensor(), &state);
+    if (ctx > 1) model.forward(randint({1, ctx - 1}, c.vocab_size, gen), Tensor(), &state);
     const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < tokens; ++i) model.forward(random_tokens(1), Tensor(), &state);
+    for (int64_t i = 0; i < tokens; ++i) model.forward(randint({1, 1}, c.vocab_size, gen), Tensor(), &state);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     points.push_back({ctx, tokens / dt, state.bytes()});
   }

@@ -99,12 +99,7 @@ FlopReport flop_report(const nn::ModelConfig& config, int64_t batch) {
   r.n_params = model.num_parameters();
   r.n_non_embedding = model.num_non_embedding_parameters();
 
-  auto tokens = [&] {
-    Tensor t = Tensor::empty({b, s}, DType::i32);
-    for (int64_t i = 0; i < b * s; ++i) t.data<int32_t>()[i] = (int32_t)gen.randint(config.vocab_size);
-    return t;
-  };
-  Tensor x = tokens(), y = tokens();
+  Tensor x = randint({b, s}, config.vocab_size, gen), y = randint({b, s}, config.vocab_size, gen);
   FlopCounter::reset();
   backward(model.loss(x, y));
   model.zero_grad();

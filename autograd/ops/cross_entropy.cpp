@@ -9,6 +9,7 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -36,7 +37,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
     using T = decltype(tag);
     const T* px = logits.data<T>();
     double total = 0;
-#pragma omp parallel for reduction(+ : total) if (rows * V > (1 << 15))
+#pragma omp parallel for reduction(+ : total) if (rows * V > kParallelElements)
     for (int64_t r = 0; r < rows; ++r) {
       if (pt[r] == ignore_index) continue;
       Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> xr(px + r * V, V);
@@ -54,19 +55,22 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
       "cross_entropy", loss, {logits, Tensor()},
       [saved_logits, saved_targets, lse, rows, V, kept, ignore_index](
           const Tensor& g) -> std::vector<Tensor> {
-        Tensor gx = zeros(saved_logits.shape(), saved_logits.dtype());
-        if (kept == 0) return {gx, Tensor()};
+        if (kept == 0) return {zeros(saved_logits.shape(), saved_logits.dtype()), Tensor()};
+        Tensor gx = Tensor::empty(saved_logits.shape(), saved_logits.dtype());  // every row written below
         dispatch_float("cross_entropy", gx.dtype(), [&](auto tag) {
           using T = decltype(tag);
           const T* px = saved_logits.data<T>();
           const int32_t* pt = saved_targets.data<int32_t>();
           T* po = gx.data<T>();
           const T scale = g.data<T>()[0] / (T)kept;
-#pragma omp parallel for if (rows * V > (1 << 15))
+#pragma omp parallel for if (rows * V > kParallelElements)
           for (int64_t r = 0; r < rows; ++r) {
-            if (pt[r] == ignore_index) continue;
             using Row = Eigen::Array<T, Eigen::Dynamic, 1>;
             Eigen::Map<Row> orow(po + r * V, V);
+            if (pt[r] == ignore_index) {
+              orow.setZero();
+              continue;
+            }
             orow = (Eigen::Map<const Row>(px + r * V, V) - (T)(*lse)[r]).exp() * scale;
             orow[pt[r]] -= scale;
           }

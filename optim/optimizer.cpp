@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "autograd/flops.h"
+#include "autograd/parallel.h"
 
 namespace tapelm::optim {
 
@@ -94,17 +95,26 @@ void AdamW::step() {
     Tensor& v = slot("exp_avg_sq", p);
     dispatch_float("AdamW", p.tensor.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      const int64_t n = p.tensor.numel();
-      Vec<T> th(p.tensor.data<T>(), n), pm(m.data<T>(), n), pv(v.data<T>(), n);
-      ConstVec<T> gr(grad.data<T>(), n);
       const T decay = T(1 - g.lr * g.weight_decay), b1 = T(beta1), b2 = T(beta2);
       const T step_size = T(g.lr / bc1), bc2s = T(bc2_sqrt), e = T(eps);
-      // torch.optim.AdamW's order: decay θ, update the moments, then the step.
-      // Eigen arrays vectorise the sqrt and the division (a plain loop did not).
-      th *= decay;
-      pm = b1 * pm + (T(1) - b1) * gr;
-      pv = b2 * pv + (T(1) - b2) * gr * gr;
-      th -= step_size * pm / (pv.sqrt() / bc2s + e);
+      T *pth = p.tensor.data<T>(), *pmv = m.data<T>(), *pvv = v.data<T>();
+      const T* pg = grad.data<T>();
+      // Each thread takes a contiguous part and walks it in L1-sized blocks,
+      // so the four statements read each element from memory once.
+      constexpr int64_t kBlock = 2048;
+      parallel_chunks(p.tensor.numel(), [&](int64_t begin, int64_t len) {
+        for (int64_t s = begin; s < begin + len; s += kBlock) {
+          const int64_t n = std::min(kBlock, begin + len - s);
+          Vec<T> th(pth + s, n), pm(pmv + s, n), pv(pvv + s, n);
+          ConstVec<T> gr(pg + s, n);
+          // torch.optim.AdamW's order: decay θ, update the moments, then the step.
+          // Eigen arrays vectorise the sqrt and the division (a plain loop did not).
+          th *= decay;
+          pm = b1 * pm + (T(1) - b1) * gr;
+          pv = b2 * pv + (T(1) - b2) * gr * gr;
+          th -= step_size * pm / (pv.sqrt() / bc2s + e);
+        }
+      });
     });
     FlopCounter::add("adamw", 12 * p.tensor.numel());
   });
@@ -133,15 +143,25 @@ void SGD::step() {
 }
 
 double clip_grad_norm(const std::vector<ParamGroup>& groups, double max_norm) {
+  // Σ g² in double over fixed blocks summed in block order, so the norm does
+  // not depend on the thread count.
+  constexpr int64_t kBlock = int64_t(1) << 16;
   double sq = 0;
+  std::vector<double> partial;
   for (auto& g : groups)
     for (auto& p : g.params) {
       Tensor grad = p.tensor.grad();
       if (!grad.defined()) continue;
+      const int64_t n = grad.numel(), blocks = (n + kBlock - 1) / kBlock;
+      partial.assign(blocks, 0.0);
       dispatch_float("clip_grad_norm", grad.dtype(), [&](auto tag) {
         using T = decltype(tag);
-        sq += ConstVec<T>(grad.data<T>(), grad.numel()).template cast<double>().square().sum();
+        const T* pg = grad.data<T>();
+#pragma omp parallel for schedule(static) if (blocks > 1)
+        for (int64_t b = 0; b < blocks; ++b)
+          partial[b] = ConstVec<T>(pg + b * kBlock, std::min(kBlock, n - b * kBlock)).template cast<double>().square().sum();
       });
+      for (double v : partial) sq += v;
     }
   const double norm = std::sqrt(sq);
   const double coef = max_norm / (norm + 1e-6);
@@ -152,7 +172,8 @@ double clip_grad_norm(const std::vector<ParamGroup>& groups, double max_norm) {
         if (!grad.defined()) continue;
         dispatch_float("clip_grad_norm", grad.dtype(), [&](auto tag) {
           using T = decltype(tag);
-          Vec<T>(grad.data<T>(), grad.numel()) *= T(coef);
+          T* pg = grad.data<T>();
+          parallel_chunks(grad.numel(), [&](int64_t begin, int64_t len) { Vec<T>(pg + begin, len) *= T(coef); });
         });
       }
   return norm;

@@ -3,6 +3,7 @@
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "autograd/ops/broadcast_loop.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -21,7 +22,7 @@ Tensor binary_forward(const char* op, const Tensor& a, const Tensor& b, F f) {
     T* po = out.data<T>();
     if (a.shape() == b.shape()) {  // fast path: same shape
       int64_t n = out.numel();
-#pragma omp parallel for simd if (n > (1 << 16))
+#pragma omp parallel for simd if (n > kParallelElements)
       for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i]);
       return;
     }
@@ -84,7 +85,7 @@ void add_(Tensor& dst, const Tensor& src) {
     T* pd = dst.data<T>();
     const T* ps = src.data<T>();
     int64_t n = dst.numel();
-#pragma omp parallel for simd if (n > (1 << 16))
+#pragma omp parallel for simd if (n > kParallelElements)
     for (int64_t i = 0; i < n; ++i) pd[i] += ps[i];
   });
   FlopCounter::add("add_", dst.numel());

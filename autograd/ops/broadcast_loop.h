@@ -6,6 +6,7 @@
 #include <array>
 
 #include "autograd/shape.h"
+#include "autograd/parallel.h"
 
 namespace tapelm::detail {
 
@@ -16,7 +17,7 @@ void broadcast_rows(const Shape& out, const std::array<Shape, N>& strides, F&& f
   const int64_t rows = len == 0 ? 0 : numel_of(out) / len;
   std::array<int64_t, N> step{};
   for (size_t k = 0; k < N; ++k) step[k] = nd == 0 ? 0 : strides[k][nd - 1];
-#pragma omp parallel for schedule(static) if (rows * len > (1 << 16))
+#pragma omp parallel for schedule(static) if (rows * len > kParallelElements)
   for (int64_t r = 0; r < rows; ++r) {
     std::array<int64_t, N> start{};
     int64_t rem = r;

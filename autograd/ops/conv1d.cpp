@@ -5,6 +5,7 @@
 // db_c = Σ_t g_{t,c}. FLOPs 2·K per output forward, 4·K + 1 backward.
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -19,7 +20,7 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& w, const Tensor& b) {
     using S = decltype(tag);
     const S *px = x.data<S>(), *pw = w.data<S>(), *pb = b.defined() ? b.data<S>() : nullptr;
     S* py = y.data<S>();
-#pragma omp parallel for if (B * T * C * K > (1 << 16))
+#pragma omp parallel for if (B * T * C * K > kParallelElements)
     for (int64_t bt = 0; bt < B * T; ++bt) {
       const int64_t t = bt % T;
       for (int64_t c = 0; c < C; ++c) {

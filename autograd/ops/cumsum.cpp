@@ -3,6 +3,7 @@
 // FLOPs: 1 per element each way.
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -16,7 +17,7 @@ Tensor cumsum_kernel(const Tensor& a, int64_t axis, bool reverse) {
     using T = decltype(tag);
     const T* pa = a.data<T>();
     T* po = out.data<T>();
-#pragma omp parallel for if (a.numel() > (1 << 16))
+#pragma omp parallel for if (a.numel() > kParallelElements)
     for (int64_t o = 0; o < outer; ++o)
       for (int64_t j = 0; j < inner; ++j) {
         T acc = 0;

@@ -5,6 +5,7 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -24,7 +25,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   size_t row_bytes = D * dtype_size(weight.dtype());
   const char* pw = (const char*)weight.raw_data();
   char* po = (char*)out.raw_data();
-#pragma omp parallel for if (n * D > (1 << 16))
+#pragma omp parallel for if (n * D > kParallelElements)
   for (int64_t i = 0; i < n; ++i) std::memcpy(po + i * row_bytes, pw + pid[i] * row_bytes, row_bytes);
 
   Tensor ids_saved = ids;

@@ -8,7 +8,9 @@
 #include <Eigen/Core>
 
 #include "autograd/flops.h"
+#include "autograd/gemm.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -16,22 +18,6 @@ namespace {
 
 template <class T>
 using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-// C[m,n] = op(A)·op(B), A stored [m,k] or [k,m], B stored [k,n] or [n,k].
-template <class T>
-void gemm(const T* a, bool ta, const T* b, bool tb, T* c, int64_t m, int64_t n, int64_t k) {
-  Eigen::Map<RowMat<T>> C(c, m, n);
-  if (k == 0) {
-    C.setZero();
-    return;
-  }
-  Eigen::Map<const RowMat<T>> A(a, ta ? k : m, ta ? m : k);
-  Eigen::Map<const RowMat<T>> B(b, tb ? n : k, tb ? k : n);
-  if (!ta && !tb) C.noalias() = A * B;
-  else if (ta && !tb) C.noalias() = A.transpose() * B;
-  else if (!ta && tb) C.noalias() = A * B.transpose();
-  else C.noalias() = A.transpose() * B.transpose();
-}
 
 Shape batch_of(const Shape& s) { return Shape(s.begin(), s.end() - 2); }
 
@@ -78,7 +64,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
         ob += idx * sb[d];
       }
     };
-    // Many small products: one per thread, each single-threaded inside Eigen.
+    // Many small products: one per thread, each single-threaded (gemm inside a
+    // parallel region).
 #pragma omp parallel for schedule(static) if (nbatch > 1)
     for (int64_t i = 0; i < nbatch; ++i) {
       int64_t oa, ob;
@@ -112,9 +99,9 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
 }
 
 // linear(x, W, b) = x Wᵀ + b (torch.nn.functional.linear), x [..., in],
-// W [out, in], b [out] or undefined. One GEMM over the folded rows with the
-// bias written first and the product accumulated onto it (no separate add
-// pass); backward dx = G W, dW = Gᵀ x (one GEMM each), db = Σ_rows G.
+// W [out, in], b [out] or undefined. One GEMM over the folded rows, each
+// thread writing the bias into its own tile and accumulating the product onto
+// it (no separate add pass); backward dx = G W, dW = Gᵀ x (one GEMM each), db = Σ_rows G.
 // FLOPs: "linear" 2·rows·out·in forward, 4·rows·out·in backward (the same
 // count as matmul); "linear.bias" rows·out each way.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
@@ -129,14 +116,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Tensor y = Tensor::empty(out_shape, x.dtype());
   dispatch_float(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    Eigen::Map<RowMat<T>> Y(y.data<T>(), rows, out_f);
-    Eigen::Map<const RowMat<T>> X(x.data<T>(), rows, in), W(w.data<T>(), out_f, in);
-    if (b.defined()) {
-      Y.rowwise() = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(b.data<T>(), out_f);
-      Y.noalias() += X * W.transpose();
-    } else {
-      Y.noalias() = X * W.transpose();
-    }
+    gemm(x.data<T>(), false, w.data<T>(), true, y.data<T>(), rows, out_f, in, false,
+         b.defined() ? b.data<T>() : nullptr);
   });
   FlopCounter::add(op, 2 * rows * out_f * in);
   if (b.defined()) FlopCounter::add("linear.bias", rows * out_f);
@@ -144,18 +125,27 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     Tensor gx, gw, gb;
     dispatch_float("linear", x.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      Eigen::Map<const RowMat<T>> G(g.data<T>(), rows, out_f), X(x.data<T>(), rows, in), W(w.data<T>(), out_f, in);
       if (x.requires_grad()) {
         gx = Tensor::empty(x.shape(), x.dtype());
-        Eigen::Map<RowMat<T>>(gx.data<T>(), rows, in).noalias() = G * W;
+        gemm(g.data<T>(), false, w.data<T>(), false, gx.data<T>(), rows, in, out_f);
       }
       if (w.requires_grad()) {
         gw = Tensor::empty(w.shape(), w.dtype());
-        Eigen::Map<RowMat<T>>(gw.data<T>(), out_f, in).noalias() = G.transpose() * X;
+        gemm(g.data<T>(), true, x.data<T>(), false, gw.data<T>(), out_f, in, rows);
       }
       if (b.defined() && b.requires_grad()) {
         gb = Tensor::empty(b.shape(), b.dtype());
-        Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(gb.data<T>(), out_f) = G.colwise().sum();
+        // Column blocks in parallel; each column summed in row order, so the
+        // result does not depend on the thread count.
+        constexpr int64_t kCols = 64;
+        const T* pg = g.data<T>();
+        T* pb = gb.data<T>();
+#pragma omp parallel for schedule(static) if (rows * out_f > kParallelElements)
+        for (int64_t c0 = 0; c0 < out_f; c0 += kCols) {
+          const int64_t cols = std::min(kCols, out_f - c0);
+          Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>> G(pg + c0, rows, cols, Eigen::OuterStride<>(out_f));
+          Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(pb + c0, cols) = G.colwise().sum();
+        }
       }
     });
     FlopCounter::add("linear", (x.requires_grad() ? 2 : 0) * rows * out_f * in + (w.requires_grad() ? 2 : 0) * rows * out_f * in);

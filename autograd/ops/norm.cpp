@@ -17,6 +17,7 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -40,7 +41,7 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
     const T* px = x.data<T>();
     ConstRow<T> wv(w.data<T>(), d);
     const T* pb = b.defined() ? b.data<T>() : nullptr;
-#pragma omp parallel for if (rows * d > (1 << 14))
+#pragma omp parallel for if (rows * d > kParallelElements)
     for (int64_t r = 0; r < rows; ++r) {
       ConstRow<T> xr(px + r * d, d);
       Row<T> xh(xhat.data<T>() + r * d, d), yr(y.data<T>() + r * d, d);
@@ -66,7 +67,7 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
       const int nt = omp_in_parallel() ? 1 : std::max(1, omp_get_max_threads());
       std::vector<Eigen::Array<T, Eigen::Dynamic, 1>> pw(nt, Eigen::Array<T, Eigen::Dynamic, 1>::Zero(d)),
           pbias(nt, Eigen::Array<T, Eigen::Dynamic, 1>::Zero(d));
-#pragma omp parallel num_threads(nt) if (rows * d > (1 << 14))
+#pragma omp parallel num_threads(nt) if (rows * d > kParallelElements)
       {
         const int t = omp_get_thread_num();
         Eigen::Array<T, Eigen::Dynamic, 1> gh(d);

@@ -6,6 +6,7 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -38,14 +39,14 @@ Tensor sum_axis_kernel(const Tensor& a, int64_t axis) {
     const T* pa = a.data<T>();
     T* po = out.data<T>();
     if (inner == 1) {
-#pragma omp parallel for if (outer * n > (1 << 16))
+#pragma omp parallel for if (outer * n > kParallelElements)
       for (int64_t o = 0; o < outer; ++o) {
         T acc = 0;
         for (int64_t i = 0; i < n; ++i) acc += pa[o * n + i];
         po[o] = acc;
       }
     } else {
-#pragma omp parallel for if (outer * n * inner > (1 << 16))
+#pragma omp parallel for if (outer * n * inner > kParallelElements)
       for (int64_t o = 0; o < outer; ++o)
         for (int64_t i = 0; i < n; ++i)
           for (int64_t j = 0; j < inner; ++j) po[o * inner + j] += pa[(o * n + i) * inner + j];

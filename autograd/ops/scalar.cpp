@@ -3,6 +3,7 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -15,7 +16,7 @@ Tensor map_scalar(const char* op, const Tensor& a, int64_t flops_per_elem, F f) 
     const T* pa = a.data<T>();
     T* po = out.data<T>();
     int64_t n = a.numel();
-#pragma omp parallel for simd if (n > (1 << 16))
+#pragma omp parallel for simd if (n > kParallelElements)
     for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i]);
   });
   FlopCounter::add(op, flops_per_elem * a.numel());

@@ -4,6 +4,7 @@
 
 #include "autograd/ops.h"
 #include "autograd/ops/broadcast_loop.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -123,6 +124,7 @@ static void copy_block(const Tensor& src, Tensor& dst, int64_t axis, int64_t sta
   int64_t n_src = src.size(axis), n_dst = dst.size(axis);
   const char* s = (const char*)src.raw_data();
   char* o = (char*)dst.raw_data();
+#pragma omp parallel for schedule(static) if (outer * n_src * inner > kParallelElements)
   for (int64_t i = 0; i < outer; ++i)
     std::memcpy(o + ((i * n_dst + start) * inner) * es, s + (i * n_src * inner) * es,
                 n_src * inner * es);
@@ -150,13 +152,25 @@ Tensor slice(const Tensor& a, int64_t axis, int64_t start, int64_t end) {
     const char* s = (const char*)a.raw_data();
     char* o = (char*)out.raw_data();
     int64_t m = end - start;
+#pragma omp parallel for schedule(static) if (outer * m * inner > kParallelElements)
     for (int64_t i = 0; i < outer; ++i)
       std::memcpy(o + i * m * inner * es, s + ((i * n + start) * inner) * es, m * inner * es);
   }
   Shape in_shape = a.shape();
-  return record("slice", out, {a}, [in_shape, ax, start](const Tensor& g) -> std::vector<Tensor> {
-    Tensor ga = zeros(in_shape, g.dtype());
-    copy_block(g, ga, ax, start);
+  return record("slice", out, {a}, [in_shape, ax, start, end, n, outer, inner](const Tensor& g) -> std::vector<Tensor> {
+    // Each outer row of the gradient: zeros, g's block, zeros (one pass).
+    Tensor ga = Tensor::empty(in_shape, g.dtype());
+    const size_t es = dtype_size(g.dtype());
+    const char* src = (const char*)g.raw_data();
+    char* dst = (char*)ga.raw_data();
+    const int64_t m = end - start;
+#pragma omp parallel for schedule(static) if (outer * n * inner > kParallelElements)
+    for (int64_t i = 0; i < outer; ++i) {
+      char* row = dst + i * n * inner * es;
+      std::memset(row, 0, start * inner * es);
+      std::memcpy(row + start * inner * es, src + i * m * inner * es, m * inner * es);
+      std::memset(row + end * inner * es, 0, (n - end) * inner * es);
+    }
     return {ga};
   });
 }

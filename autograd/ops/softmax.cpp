@@ -9,6 +9,7 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -17,7 +18,7 @@ namespace {
 template <class T>
 void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, bool log_form) {
   using Row = Eigen::Array<T, Eigen::Dynamic, 1>;
-#pragma omp parallel for if (rows * n > (1 << 15))
+#pragma omp parallel for if (rows * n > kParallelElements)
   for (int64_t r = 0; r < rows; ++r) {
     Eigen::Map<const Row> xr(x + r * n, n);
     Eigen::Map<Row> yr(y + r * n, n);
@@ -49,7 +50,7 @@ Tensor softmax_impl(const char* op, const Tensor& x, bool log_form) {
       const T* py = y.data<T>();
       const T* pg = g.data<T>();
       T* po = gx.data<T>();
-#pragma omp parallel for if (rows * n > (1 << 15))
+#pragma omp parallel for if (rows * n > kParallelElements)
       for (int64_t r = 0; r < rows; ++r) {
         const T *yr = py + r * n, *gr = pg + r * n;
         T* orow = po + r * n;

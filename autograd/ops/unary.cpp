@@ -12,6 +12,7 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -20,23 +21,6 @@ namespace {
 template <class T> using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
 template <class T> using In = Eigen::Map<const Arr<T>>;
 template <class T> using Out = Eigen::Map<Arr<T>>;
-
-// Calls body(begin, length) over [0, n) in per-thread chunks.
-template <class Body>
-void parallel_chunks(int64_t n, Body body) {
-  const int64_t min_chunk = 1 << 14;
-  const int threads = (int)std::min<int64_t>(omp_get_max_threads(), (n + min_chunk - 1) / min_chunk);
-  if (threads <= 1) {
-    body(0, n);
-    return;
-  }
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t begin = n * t / nt, end = n * (t + 1) / nt;
-    body(begin, end - begin);
-  }
-}
 
 // Runs f over x, records a node whose backward computes df(x, y, g).
 template <class F, class DF>

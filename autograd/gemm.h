@@ -1,0 +1,32 @@
+// The one dense matrix product the ops call: C = op(A)·op(B), or C += it,
+// optionally plus a bias row broadcast over C's rows (F.linear's bias).
+// Row-major, natural leading dimensions: A is [m,k] ([k,m] if ta), B is
+// [k,n] ([n,k] if tb), C is [m,n], bias is [n].
+//
+// Outside an OpenMP parallel region and with more than one thread, C is cut
+// into a grid of tiles, one per thread, and each thread runs Eigen's
+// single-threaded GEMM kernel on its own tile: every thread packs its own
+// panels and no thread waits on another until the end. Eigen's own threaded
+// product shares packed panels between threads and synchronises on them, and
+// on the 16-core machine it reached 55-60% of PyTorch's GEMM at 4 threads
+// (shared/measurements/gemm-16core.md); the tile grid is chosen to keep each
+// thread's share of the product equal and its packing traffic small.
+// Inside a parallel region (one product per head, per chunk) it is one
+// single-threaded Eigen call.
+#pragma once
+#include <cstdint>
+
+namespace tapelm {
+
+template <class T>
+void gemm(const T* a, bool ta, const T* b, bool tb, T* c, int64_t m, int64_t n, int64_t k, bool accumulate = false,
+          const T* bias = nullptr);
+
+// The tile grid gemm uses for an m×n×k product on `threads` threads (rows ×
+// columns of tiles; rows·cols ≤ threads). Exposed for tests and benchmarks.
+struct GemmGrid {
+  int rows = 1, cols = 1;
+};
+GemmGrid gemm_grid(int64_t m, int64_t n, int64_t k, int threads);
+
+}  // namespace tapelm

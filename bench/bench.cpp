@@ -23,6 +23,7 @@
 #include "optim/optimizer.h"
 #include "train/decode_speed.h"
 #include "train/gemm_peak.h"
+#include "train/thread_policy.h"
 #include "train/trainer.h"
 
 using namespace tapelm;
@@ -86,10 +87,7 @@ void decode_bench(const nn::ModelConfig& c, const std::vector<int64_t>& contexts
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (!std::getenv("OMP_WAIT_POLICY")) {  // see train/main.cpp
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", argv);
-  }
+  train::choose_wait_policy(argc, argv);  // the tool's policy (train/thread_policy.h)
   CLI::App app{"tapelm_bench: median training step time of one model configuration"};
   nn::ModelConfig c;
   c.vocab_size = 65;

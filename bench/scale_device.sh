@@ -1,31 +1,65 @@
 #!/usr/bin/env bash
 # Thread scaling on a many-core machine without the Debian libraries:
-# tapelm_bench (static builds) and PyTorch's reference script, same configs,
-# 1..16 threads, JSON lines into $OUT/scale.jsonl. Put beside this script:
-#   tapelm_bench_v4, tapelm_bench_v3  cmake -S . -B /tmp/b-v4 -G Ninja -DTAPELM_STATIC=ON -DTAPELM_NATIVE=OFF
-#                                     -DTAPELM_BUILD_TESTS=OFF -DCMAKE_CXX_FLAGS=-march=x86-64-v4 (v3 alike)
-#   torch_reference.py                 (from bench/)
-# Made bench/results/scale_16core*.jsonl (README, Performance).
+# tapelm_bench (a static build) beside PyTorch's nanoGPT reference
+# (torch_reference.py: scaled_dot_product_attention, nanoGPT's init, AdamW
+# decay groups, clipping) on the same three shapes at 1, 4, 8 and 16 threads,
+# with tapelm's default thread policy (train/thread_policy.h). JSON lines go to
+# $OUT/scale.jsonl and a markdown table to $OUT/scale.md (README, Performance).
+#
+#   bench/scale_device.sh            the table
+#   bench/scale_device.sh --policy   tapelm at 4 and 16 threads under each OMP_WAIT_POLICY
+#
+# Put beside this script (the folder is what the device call carries):
+#   tapelm_bench_v4   cmake -S . -B /tmp/b-v4 -G Ninja -DTAPELM_STATIC=ON -DTAPELM_NATIVE=OFF \
+#                       -DTAPELM_BUILD_TESTS=OFF -DCMAKE_CXX_FLAGS=-march=x86-64-v4
+#                     cmake --build /tmp/b-v4 --target tapelm_bench
+#   torch_reference.py, scale_table.py   (from bench/)
 set -u
 cd "$(dirname "$0")"
-B=./tapelm_bench_v3
-grep -qw avx512f /proc/cpuinfo && B=./tapelm_bench_v4
-{ lscpu | grep -E "Model name|^CPU\(s\)|Thread|Socket"; python3 -c "import torch; print('torch', torch.__version__, torch.__config__.parallel_info().splitlines()[:3])"; echo "binary $B"; } > "$OUT/machine.txt" 2>&1
+OUT=${OUT:-.}
+B=./tapelm_bench_v4
 SMALL="--n-layer 4 --n-head 4 --n-embd 128 --context 64 --batch 12"
 MID="--n-layer 6 --n-head 6 --n-embd 384 --context 256 --batch 8"
-for t in 1 2 4 8 16; do
-  $B --json --label small --threads $t --steps 30 $SMALL | sed 's/^/tapelm /' >> "$OUT/scale.jsonl"
-  python3 torch_reference.py --threads $t --steps 30 $SMALL | sed 's/^/torch small /' >> "$OUT/scale.jsonl"
+GPT2="--n-layer 12 --n-head 12 --n-embd 768 --context 256 --batch 4 --vocab 50257"
+# Steps per shape: the two big shapes warm up twice (the first step also
+# allocates AdamW's moments, so the second still touches new memory).
+steps() {
+  case $1 in
+    small) echo "--steps 30" ;;
+    mid) echo "--steps 6 --warmup 2" ;;
+    gpt2) echo "--steps 3 --warmup 2" ;;
+  esac
+}
+flags() {
+  case $1 in
+    small) echo "$SMALL" ;;
+    mid) echo "$MID" ;;
+    gpt2) echo "$GPT2" ;;
+  esac
+}
+
+{ lscpu | grep -E "Model name|^CPU\(s\)|Thread|Socket|L2|L3"; python3 -c "import torch; print('torch', torch.__version__)"; } \
+  > "$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
+
+if [[ "${1:-}" == "--policy" ]]; then
+  for cfg in small mid; do
+    for t in 4 16; do
+      for p in active passive default; do  # "default": libgomp's own (it warns about the value)
+        OMP_WAIT_POLICY=$p $B --json --label "$cfg-$p" --threads $t $(steps $cfg) $(flags $cfg) 2>/dev/null |
+          sed 's/^/tapelm /' | tee -a "$OUT/policy.jsonl"
+      done
+    done
+  done
+  exit 0
+fi
+
+for cfg in small mid gpt2; do
+  for t in 1 4 8 16; do
+    env -u OMP_WAIT_POLICY $B --json --label $cfg --threads $t $(steps $cfg) $(flags $cfg) | sed 's/^/tapelm /' |
+      tee -a "$OUT/scale.jsonl"
+    python3 torch_reference.py --threads $t $(steps $cfg) $(flags $cfg) | sed "s/^{/torch {\"label\": \"$cfg\", /" |
+      tee -a "$OUT/scale.jsonl"
+  done
 done
-for t in 1 2 4 8 16; do
-  $B --json --label mid --threads $t --steps 15 --warmup 2 $MID | sed 's/^/tapelm /' >> "$OUT/scale.jsonl"
-  python3 torch_reference.py --threads $t --steps 15 --warmup 2 $MID | sed 's/^/torch mid /' >> "$OUT/scale.jsonl"
-done
-cat "$OUT/machine.txt" "$OUT/scale.jsonl"
-for t in 1 2 4 8 16; do
-  OMP_WAIT_POLICY=active $B --json --label small-active --threads $t --steps 30 $SMALL | sed 's/^/tapelm /' >> "$OUT/scale.jsonl"
-done
-for t in 1 2 4 8 16; do
-  OMP_WAIT_POLICY=active $B --json --label mid-active --threads $t --steps 15 --warmup 2 $MID | sed 's/^/tapelm /' >> "$OUT/scale.jsonl"
-done
-tail -10 "$OUT/scale.jsonl"
+python3 scale_table.py "$OUT/scale.jsonl" | tee "$OUT/scale.md"

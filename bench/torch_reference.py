@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """PyTorch reference for bench/run.sh: trains nanoGPT's GPT (the same model
 tapelm builds by default: learned positions, LayerNorm with bias, GELU FFN,
-tied LM head, no dropout) with AdamW on random tokens, and prints one JSON
-line with the median ms/step, tokens/s and peak RSS.
+tied LM head, no dropout, nanoGPT's init; scaled_dot_product_attention on
+PyTorch >= 2.0, the explicit mask before) with AdamW on random tokens, and
+prints one JSON line with the median ms/step, tokens/s and peak RSS.
 
 Run with Debian's python3-torch: /usr/bin/python3 bench/torch_reference.py \
     --n-layer 4 --n-head 4 --n-embd 128 --context 64 --batch 12 --vocab 65 --threads 1
@@ -35,11 +36,15 @@ class Block(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         heads = lambda t: t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         q, k, v = heads(q), heads(k), heads(v)
-        # nanoGPT's path for PyTorch < 2.0 (no scaled_dot_product_attention).
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-        mask = torch.ones(T, T, dtype=torch.bool).tril()
-        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-        return self.c_proj((att @ v).transpose(1, 2).contiguous().view(B, T, C))
+        if hasattr(F, "scaled_dot_product_attention"):
+            # nanoGPT on PyTorch >= 2.0: the fused (flash) kernel.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            # nanoGPT's path for PyTorch < 2.0.
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+            mask = torch.ones(T, T, dtype=torch.bool).tril()
+            y = att.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
     def forward(self, x):
         x = x + self.attention(self.ln_1(x))
@@ -55,6 +60,19 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(d)
         self.lm_head = nn.Linear(d, vocab, bias=False)
         self.lm_head.weight = self.wte.weight
+        # nanoGPT's init: N(0, 0.02) for every Linear and Embedding weight
+        # (the tied embedding included; nn.Embedding's own N(0, 1) made 15% of
+        # the GPT-2 shape's logit gradients subnormal and PyTorch 4x slower),
+        # zero biases, and N(0, 0.02/sqrt(2·n_layer)) for the residual
+        # projections.
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight") or name.endswith("mlp_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
 
     def forward(self, idx, targets):
         T = idx.size(1)

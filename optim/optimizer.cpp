@@ -71,15 +71,39 @@ using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <class T>
 using ConstVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
-// Runs f(T* θ, const T* g, int64_t n, state tensors...) with the parameter's dtype.
-template <class F>
-void for_each_param(std::vector<ParamGroup>& groups, F f) {
+// One piece of one parameter: elements [begin, begin + len) of flat tensor p.
+struct Piece {
+  ParamGroup* group;
+  const nn::NamedParameter* param;
+  Tensor grad;
+  int64_t begin, len;
+};
+
+// Cuts every parameter that has a gradient into pieces of at most kPieceElements,
+// in group and parameter order, so one parallel loop covers the whole model
+// (PyTorch's multi-tensor "foreach" idea): a small model's hundred tiny tensors
+// would otherwise each pay for a parallel region or run on one thread.
+constexpr int64_t kPieceElements = int64_t(1) << 15;
+std::vector<Piece> pieces_of(std::vector<ParamGroup>& groups) {
+  std::vector<Piece> pieces;
   for (auto& g : groups)
     for (auto& p : g.params) {
       Tensor grad = p.tensor.grad();
       if (!grad.defined()) continue;
-      f(g, p, grad);
+      for (int64_t b = 0; b < p.tensor.numel(); b += kPieceElements)
+        pieces.push_back({&g, &p, grad, b, std::min(kPieceElements, p.tensor.numel() - b)});
     }
+  return pieces;
+}
+
+// Runs body(piece) for every piece, in parallel when there is enough work.
+template <class Body>
+void for_each_piece(const std::vector<Piece>& pieces, Body body) {
+  int64_t total = 0;
+  for (auto& piece : pieces) total += piece.len;
+  const int64_t n = (int64_t)pieces.size();
+#pragma omp parallel for schedule(static) if (total > kParallelElements && n > 1)
+  for (int64_t i = 0; i < n; ++i) body(pieces[i]);
 }
 }  // namespace
 
@@ -90,92 +114,92 @@ void AdamW::step() {
   ++step_;
   const double bc1 = 1 - std::pow(beta1, (double)step_);
   const double bc2_sqrt = std::sqrt(1 - std::pow(beta2, (double)step_));
-  for_each_param(groups_, [&](ParamGroup& g, nn::NamedParameter& p, const Tensor& grad) {
-    Tensor& m = slot("exp_avg", p);
-    Tensor& v = slot("exp_avg_sq", p);
-    dispatch_float("AdamW", p.tensor.dtype(), [&](auto tag) {
+  std::vector<Piece> pieces = pieces_of(groups_);
+  // The moment slots are looked up (and created) serially, before the parallel loop.
+  std::vector<std::pair<Tensor, Tensor>> moments;
+  for (auto& piece : pieces) moments.emplace_back(slot("exp_avg", *piece.param), slot("exp_avg_sq", *piece.param));
+  for_each_piece(pieces, [&](const Piece& piece) {
+    const ParamGroup& g = *piece.group;
+    Tensor theta = piece.param->tensor;
+    auto [m, v] = moments[&piece - pieces.data()];
+    dispatch_float("AdamW", theta.dtype(), [&](auto tag) {
       using T = decltype(tag);
       const T decay = T(1 - g.lr * g.weight_decay), b1 = T(beta1), b2 = T(beta2);
       const T step_size = T(g.lr / bc1), bc2s = T(bc2_sqrt), e = T(eps);
-      T *pth = p.tensor.data<T>(), *pmv = m.data<T>(), *pvv = v.data<T>();
-      const T* pg = grad.data<T>();
-      // Each thread takes a contiguous part and walks it in L1-sized blocks,
-      // so the four statements read each element from memory once.
+      // Walked in L1-sized blocks, so the four statements read each element
+      // from memory once.
       constexpr int64_t kBlock = 2048;
-      parallel_chunks(p.tensor.numel(), [&](int64_t begin, int64_t len) {
-        for (int64_t s = begin; s < begin + len; s += kBlock) {
-          const int64_t n = std::min(kBlock, begin + len - s);
-          Vec<T> th(pth + s, n), pm(pmv + s, n), pv(pvv + s, n);
-          ConstVec<T> gr(pg + s, n);
-          // torch.optim.AdamW's order: decay θ, update the moments, then the step.
-          // Eigen arrays vectorise the sqrt and the division (a plain loop did not).
-          th *= decay;
-          pm = b1 * pm + (T(1) - b1) * gr;
-          pv = b2 * pv + (T(1) - b2) * gr * gr;
-          th -= step_size * pm / (pv.sqrt() / bc2s + e);
-        }
-      });
+      for (int64_t s = piece.begin; s < piece.begin + piece.len; s += kBlock) {
+        const int64_t n = std::min(kBlock, piece.begin + piece.len - s);
+        Vec<T> th(theta.data<T>() + s, n), pm(m.data<T>() + s, n), pv(v.data<T>() + s, n);
+        ConstVec<T> gr(piece.grad.data<T>() + s, n);
+        // torch.optim.AdamW's order: decay θ, update the moments, then the step.
+        // Eigen arrays vectorise the sqrt and the division (a plain loop did not).
+        th *= decay;
+        pm = b1 * pm + (T(1) - b1) * gr;
+        pv = b2 * pv + (T(1) - b2) * gr * gr;
+        th -= step_size * pm / (pv.sqrt() / bc2s + e);
+      }
     });
-    FlopCounter::add("adamw", 12 * p.tensor.numel());
   });
+  for (auto& piece : pieces) FlopCounter::add("adamw", 12 * piece.len);
 }
 
 SGD::SGD(std::vector<ParamGroup> groups, double mu) : Optimizer(std::move(groups), "sgd", {"momentum_buffer"}), momentum(mu) {}
 
 void SGD::step() {
   ++step_;
-  for_each_param(groups_, [&](ParamGroup& g, nn::NamedParameter& p, const Tensor& grad) {
-    const bool first = !has_slot("momentum_buffer", p.name);
-    Tensor& b = slot("momentum_buffer", p);
-    dispatch_float("SGD", p.tensor.dtype(), [&](auto tag) {
+  std::vector<Piece> pieces = pieces_of(groups_);
+  std::vector<char> first(pieces.size());
+  std::vector<Tensor> buffers;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    first[i] = !has_slot("momentum_buffer", pieces[i].param->name);
+    buffers.push_back(slot("momentum_buffer", *pieces[i].param));
+  }
+  const int64_t n_pieces = (int64_t)pieces.size();
+#pragma omp parallel for schedule(static) if (n_pieces > 1)
+  for (int64_t i = 0; i < n_pieces; ++i) {
+    const Piece& piece = pieces[i];
+    Tensor theta = piece.param->tensor, b = buffers[i];
+    dispatch_float("SGD", theta.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      T* th = p.tensor.data<T>();
-      const T* gr = grad.data<T>();
+      T* th = theta.data<T>();
+      const T* gr = piece.grad.data<T>();
       T* pb = b.data<T>();
-      const T wd = T(g.weight_decay), mu = T(momentum), lr = T(g.lr);
-      for (int64_t i = 0; i < p.tensor.numel(); ++i) {
-        T d = gr[i] + wd * th[i];
-        pb[i] = first ? d : mu * pb[i] + d;  // torch: the first buffer is the gradient
-        th[i] -= lr * (momentum ? pb[i] : d);
+      const T wd = T(piece.group->weight_decay), mu = T(momentum), lr = T(piece.group->lr);
+      for (int64_t j = piece.begin; j < piece.begin + piece.len; ++j) {
+        T d = gr[j] + wd * th[j];
+        pb[j] = first[i] ? d : mu * pb[j] + d;  // torch: the first buffer is the gradient
+        th[j] -= lr * (momentum ? pb[j] : d);
       }
     });
-  });
+  }
 }
 
 double clip_grad_norm(const std::vector<ParamGroup>& groups, double max_norm) {
-  // Σ g² in double over fixed blocks summed in block order, so the norm does
-  // not depend on the thread count.
-  constexpr int64_t kBlock = int64_t(1) << 16;
+  // Σ g² in double per piece, summed in piece order: the norm does not
+  // depend on the thread count.
+  std::vector<Piece> pieces = pieces_of(const_cast<std::vector<ParamGroup>&>(groups));
+  std::vector<double> partial(pieces.size());
+  for_each_piece(pieces, [&](const Piece& piece) {
+    dispatch_float("clip_grad_norm", piece.grad.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      partial[&piece - pieces.data()] =
+          ConstVec<T>(piece.grad.data<T>() + piece.begin, piece.len).template cast<double>().square().sum();
+    });
+  });
   double sq = 0;
-  std::vector<double> partial;
-  for (auto& g : groups)
-    for (auto& p : g.params) {
-      Tensor grad = p.tensor.grad();
-      if (!grad.defined()) continue;
-      const int64_t n = grad.numel(), blocks = (n + kBlock - 1) / kBlock;
-      partial.assign(blocks, 0.0);
-      dispatch_float("clip_grad_norm", grad.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        const T* pg = grad.data<T>();
-#pragma omp parallel for schedule(static) if (blocks > 1)
-        for (int64_t b = 0; b < blocks; ++b)
-          partial[b] = ConstVec<T>(pg + b * kBlock, std::min(kBlock, n - b * kBlock)).template cast<double>().square().sum();
-      });
-      for (double v : partial) sq += v;
-    }
+  for (double v : partial) sq += v;
   const double norm = std::sqrt(sq);
   const double coef = max_norm / (norm + 1e-6);
   if (coef < 1)
-    for (auto& g : groups)
-      for (auto& p : g.params) {
-        Tensor grad = p.tensor.grad();
-        if (!grad.defined()) continue;
-        dispatch_float("clip_grad_norm", grad.dtype(), [&](auto tag) {
-          using T = decltype(tag);
-          T* pg = grad.data<T>();
-          parallel_chunks(grad.numel(), [&](int64_t begin, int64_t len) { Vec<T>(pg + begin, len) *= T(coef); });
-        });
-      }
+    for_each_piece(pieces, [&](const Piece& piece) {
+      dispatch_float("clip_grad_norm", piece.grad.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        Tensor grad = piece.grad;
+        Vec<T>(grad.data<T>() + piece.begin, piece.len) *= T(coef);
+      });
+    });
   return norm;
 }
 

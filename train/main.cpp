@@ -11,6 +11,7 @@
 #include "data/dataset.h"
 #include "train/checkpoint.h"
 #include "train/compare.h"
+#include "train/thread_policy.h"
 #include "train/flop_report.h"
 #include "train/sampler.h"
 #include "train/trainer.h"
@@ -167,14 +168,7 @@ int run_eval(const std::string& dir, const std::vector<std::string>& paths, int6
 }  // namespace
 
 int main(int argc, char** argv) {
-  // OpenMP workers that spin while waiting made training 3-5x slower on the
-  // 2-vCPU machines this project runs on (measured: 2.2k vs 10.9k tokens/s).
-  // libgomp reads OMP_WAIT_POLICY when it loads, before main, so set it and
-  // re-execute once, unless the user chose a policy.
-  if (!std::getenv("OMP_WAIT_POLICY")) {
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
-  }
+  train::choose_wait_policy(argc, argv);  // see train/thread_policy.h
   CLI::App app{"tapelm: train, evaluate and sample small language models on a CPU"};
   app.require_subcommand(1);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);

@@ -1,0 +1,26 @@
+// How OpenMP's idle workers wait, chosen before the runtime starts.
+//
+// Between two parallel regions of a training step a worker either spins
+// (OMP_WAIT_POLICY=active) or sleeps in the kernel (passive). Measured with
+// tapelm_bench (README, Performance): on the 16-core machine spinning was the
+// fastest at 4 and 16 threads (small config at 16 threads: 42.8k tokens/s
+// active, 39.5k libgomp's default, 31.6k passive), and on the 2-core VM too,
+// idle (30.7k active vs 27.5k passive) and with the other core busy (19.2k vs
+// 5.6k), because a sleeping worker pays a wake-up for each of the step's
+// hundreds of regions. Spinning only loses when there are more threads than
+// CPUs to spin on, so: active when the thread count fits the CPUs this process
+// may run on, passive when it does not. A policy set by the user is kept.
+#pragma once
+
+namespace tapelm::train {
+
+// The thread count a run will use: the value of a `--threads N` flag in argv
+// if positive, else OMP_NUM_THREADS, else the CPUs this process may run on.
+int requested_threads(int argc, char** argv);
+
+// Unless OMP_WAIT_POLICY is set, sets it as above and re-executes the program
+// (libgomp reads it once, when it loads); returns only if nothing changed or
+// the re-execution failed.
+void choose_wait_policy(int argc, char** argv);
+
+}  // namespace tapelm::train

@@ -73,7 +73,9 @@ int run_compare(CompareOptions o) {
     t.out = (fs::path(root) / mixer).string();
     t.quiet = true;
     t.resume = false;
-    RunResult r{mixer, t.model.n_embd};
+    RunResult r;
+    r.mixer = mixer;
+    r.width = t.model.n_embd;
     {
       nn::ModelConfig probe = t.model;
       probe.vocab_size = 256;

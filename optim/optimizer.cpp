@@ -73,7 +73,7 @@ using ConstVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
 // One piece of one parameter: elements [begin, begin + len) of flat tensor p.
 struct Piece {
-  ParamGroup* group;
+  const ParamGroup* group;
   const nn::NamedParameter* param;
   Tensor grad;
   int64_t begin, len;
@@ -84,7 +84,7 @@ struct Piece {
 // (PyTorch's multi-tensor "foreach" idea): a small model's hundred tiny tensors
 // would otherwise each pay for a parallel region or run on one thread.
 constexpr int64_t kPieceElements = int64_t(1) << 15;
-std::vector<Piece> pieces_of(std::vector<ParamGroup>& groups) {
+std::vector<Piece> pieces_of(const std::vector<ParamGroup>& groups) {
   std::vector<Piece> pieces;
   for (auto& g : groups)
     for (auto& p : g.params) {
@@ -179,7 +179,7 @@ void SGD::step() {
 double clip_grad_norm(const std::vector<ParamGroup>& groups, double max_norm) {
   // Σ g² in double per piece, summed in piece order: the norm does not
   // depend on the thread count.
-  std::vector<Piece> pieces = pieces_of(const_cast<std::vector<ParamGroup>&>(groups));
+  std::vector<Piece> pieces = pieces_of(groups);
   std::vector<double> partial(pieces.size());
   for_each_piece(pieces, [&](const Piece& piece) {
     dispatch_float("clip_grad_norm", piece.grad.dtype(), [&](auto tag) {

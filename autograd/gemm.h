@@ -4,15 +4,16 @@
 // [k,n] ([n,k] if tb), C is [m,n], bias is [n].
 //
 // Outside an OpenMP parallel region and with more than one thread, C is cut
-// into a grid of tiles, one per thread, and each thread runs Eigen's
-// single-threaded GEMM kernel on its own tile: every thread packs its own
-// panels and no thread waits on another until the end. Eigen's own threaded
-// product shares packed panels between threads and synchronises on them, and
-// on the 16-core machine it reached 55-60% of PyTorch's GEMM at 4 threads
-// (shared/measurements/gemm-16core.md); the tile grid is chosen to keep each
-// thread's share of the product equal and its packing traffic small.
-// Inside a parallel region (one product per head, per chunk) it is one
-// single-threaded Eigen call.
+// into a grid of tiles, one per thread (gemm_grid), chosen to keep each
+// thread's share equal and the panels it reads small. Inside a parallel
+// region (one product per head, per chunk) it runs on the calling thread.
+//
+// float runs tapelm's own packed kernel (gemm_kernel.h): the team packs each
+// k block of A and B once into shared panels, then each thread multiplies its
+// tile. double (gradient checks), and CPUs without AVX2/AVX-512, run Eigen's
+// single-threaded kernel on each tile. Eigen's own threaded product reached
+// 55-60% of PyTorch's GEMM at 4 threads on the 16-core machine
+// (shared/measurements/gemm-16core.md).
 #pragma once
 #include <cstdint>
 

@@ -177,15 +177,16 @@ void SGD::step() {
 }
 
 double clip_grad_norm(const std::vector<ParamGroup>& groups, double max_norm) {
-  // Σ g² in double per piece, summed in piece order: the norm does not
-  // depend on the thread count.
+  // Σ g² per piece in the gradient's precision (as torch's clip_grad_norm_
+  // does per tensor; Eigen's vectorised reduction), then the pieces' sums in
+  // double and in piece order: the norm does not depend on the thread count.
   std::vector<Piece> pieces = pieces_of(groups);
   std::vector<double> partial(pieces.size());
   for_each_piece(pieces, [&](const Piece& piece) {
     dispatch_float("clip_grad_norm", piece.grad.dtype(), [&](auto tag) {
       using T = decltype(tag);
       partial[&piece - pieces.data()] =
-          ConstVec<T>(piece.grad.data<T>() + piece.begin, piece.len).template cast<double>().square().sum();
+          double(ConstVec<T>(piece.grad.data<T>() + piece.begin, piece.len).square().sum());
     });
   });
   double sq = 0;

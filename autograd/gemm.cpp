@@ -23,8 +23,8 @@ using ConstBlock = Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>>;
 // Below this many multiply-adds per thread a product is not worth waking
 // another thread for (about 2 µs of one core's GEMM).
 constexpr int64_t kMinMacsPerThread = int64_t(1) << 18;
-// Reading an element of a shared packed panel costs a thread about as much
-// time as this many multiply-adds of the kernel: the weight of a tile's
+// Packing an element of A or B costs a thread about as much time as this
+// many multiply-adds of the kernel: the weight of a tile's
 // perimeter against its area when choosing the grid.
 constexpr int64_t kPackCost = 10;
 // Eigen's kernel slows down on very wide outputs (an LM head's 50,257
@@ -95,7 +95,7 @@ GemmGrid gemm_grid(int64_t m, int64_t n, int64_t k, int threads) {
     if (pr > row_units || pc > col_units) continue;
     const int64_t tile_rows = ceil_div(row_units, pr) * kGemmMR;
     const int64_t tile_cols = ceil_div(col_units, pc) * kGemmNR;
-    // The slowest thread's time: its tile's area plus the panels it reads.
+    // The slowest thread's time: its tile's area plus the panels it packs.
     const int64_t cost = tile_rows * tile_cols + kPackCost * (tile_rows + tile_cols);
     if (cost < best_cost) {
       best_cost = cost;

@@ -222,46 +222,34 @@ void gemm_f32(const float* a, bool ta, const float* b, bool tb, float* c, int64_
               bool accumulate, const float* bias, GemmGrid grid) {
   const int64_t lda = ta ? m : k, ldb = tb ? k : n;
   const int64_t a_slivers = ceil_div(m, kMR), b_slivers = ceil_div(n, kNR);
-  // The packed panels of one k block, shared by the team; they live in the
-  // calling thread's buffers, reused from call to call.
-  thread_local PackBuffer packed_a, packed_b;
   const int64_t kc_max = std::min(k, kKC);
-  float* const ap = packed_a.get(a_slivers * kMR * kc_max);
-  float* const bp = packed_b.get(b_slivers * kNR * kc_max);
   const int tiles = grid.rows * grid.cols;
 
-  // One thread of `threads`: per k block, pack its share of the slivers, wait
-  // for the others, multiply its tiles, wait before the panels are reused.
+  // One thread's tiles, with its own packed panels: no thread waits on another.
   auto work = [&](int thread, int threads) {
-    const int64_t slivers = a_slivers + b_slivers;
-    for (int64_t p0 = 0; p0 < k; p0 += kKC) {
-      const int64_t kc = std::min(kKC, k - p0);
-      for (int64_t s = slivers * thread / threads; s < slivers * (thread + 1) / threads; ++s) {
-        if (s < a_slivers) {
-          pack_a_sliver(a, lda, ta, s * kMR, std::min<int64_t>(kMR, m - s * kMR), p0, kc, ap + s * kMR * kc);
-        } else {
-          const int64_t j = s - a_slivers;
-          pack_b_sliver(b, ldb, tb, p0, kc, j * kNR, std::min<int64_t>(kNR, n - j * kNR), bp + j * kNR * kc);
-        }
-      }
-      if (threads > 1) {
-#pragma omp barrier
-      }
-      const bool beta = accumulate || p0 > 0;  // later k blocks add to C
-      const float* block_bias = p0 == 0 ? bias : nullptr;
-      for (int tile = thread; tile < tiles; tile += threads) {
-        const auto [i0, i1] = grid_span(tile / grid.cols, grid.rows, a_slivers);
-        const auto [j0, j1] = grid_span(tile % grid.cols, grid.cols, b_slivers);
+    thread_local PackBuffer packed_a, packed_b;
+    for (int tile = thread; tile < tiles; tile += threads) {
+      const auto [i0, i1] = grid_span(tile / grid.cols, grid.rows, a_slivers);
+      const auto [j0, j1] = grid_span(tile % grid.cols, grid.cols, b_slivers);
+      float* const ap = packed_a.get((i1 - i0) * kMR * kc_max);
+      float* const bp = packed_b.get(kNC * kc_max);
+      for (int64_t p0 = 0; p0 < k; p0 += kKC) {
+        const int64_t kc = std::min(kKC, k - p0);
+        const bool beta = accumulate || p0 > 0;  // later k blocks add to C
+        const float* block_bias = p0 == 0 ? bias : nullptr;
+        for (int64_t i = i0; i < i1; ++i)
+          pack_a_sliver(a, lda, ta, i * kMR, std::min<int64_t>(kMR, m - i * kMR), p0, kc, ap + (i - i0) * kMR * kc);
         // kNC columns of packed B stay in L2 while every A sliver (in L1) meets them.
-        for (int64_t jc = j0; jc < j1; jc += kNC / kNR)
+        for (int64_t jc = j0; jc < j1; jc += kNC / kNR) {
+          const int64_t jend = std::min(j1, jc + kNC / kNR);
+          for (int64_t j = jc; j < jend; ++j)
+            pack_b_sliver(b, ldb, tb, p0, kc, j * kNR, std::min<int64_t>(kNR, n - j * kNR), bp + (j - jc) * kNR * kc);
           for (int64_t i = i0; i < i1; ++i)
-            for (int64_t j = jc; j < std::min(j1, jc + kNC / kNR); ++j)
-              multiply_tile(kc, ap + i * kMR * kc, bp + j * kNR * kc, c + i * kMR * n + j * kNR, n, beta,
-                           block_bias ? block_bias + j * kNR : nullptr, std::min<int64_t>(kMR, m - i * kMR),
-                           std::min<int64_t>(kNR, n - j * kNR));
-      }
-      if (threads > 1) {
-#pragma omp barrier
+            for (int64_t j = jc; j < jend; ++j)
+              multiply_tile(kc, ap + (i - i0) * kMR * kc, bp + (j - jc) * kNR * kc, c + i * kMR * n + j * kNR, n, beta,
+                            block_bias ? block_bias + j * kNR : nullptr, std::min<int64_t>(kMR, m - i * kMR),
+                            std::min<int64_t>(kNR, n - j * kNR));
+        }
       }
     }
   };

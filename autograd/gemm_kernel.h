@@ -3,15 +3,20 @@
 // TOMS 2008; Van Zee & van de Geijn, "BLIS", TOMS 2015), with a register
 // micro-kernel of kGemmMR rows × kGemmNR columns of C.
 //
-// gemm_f32 has gemm's contract (gemm.h). For each block of 256 along k, the
-// team of grid.rows × grid.cols threads packs op(A) and op(B) once, into
-// panels all threads share (each packs its share), then each thread runs the
-// micro-kernel over its own tile of C. One thread is a team of one.
+// gemm_f32 has gemm's contract (gemm.h). Each of the grid.rows × grid.cols
+// threads packs the panels of its own tile of C, per block of 256 along k,
+// and runs the micro-kernel over them; no thread waits on another. (Panels
+// packed once and shared by the team, with a barrier per k block, measured
+// slower on the lent 16-core Xeon: 295-638 against 756-1017 GFLOP/s on the
+// small QKV product, 10-20% less on the mid and GPT-2 shapes, 5-10% more on
+// the LM head's forward only.)
 //
 // Why our own kernel: Eigen's float kernel holds 12 accumulators (a 48×4
-// tile), wants its panels per thread, and slows down on wide outputs (an LM
-// head's 50,257 columns). The 8×48 AVX-512 tile holds 24 accumulators: 24
-// FMAs per 3 vector loads and 8 broadcasts.
+// tile) and slows down on wide outputs (an LM head's 50,257 columns); the
+// 8×48 AVX-512 tile holds 24: 24 FMAs per 3 vector loads and 8 broadcasts.
+// On one core of the lent Xeon the two are within noise of each other on the
+// training step's products; on the head and at 16 threads ours is ahead
+// (bench/gemm_bench.cpp, README "Many cores").
 //
 // Available on x86-64 with AVX-512F or AVX2+FMA (kGemmKernel is true); other
 // targets, and double, use Eigen's kernel (gemm.cpp).

@@ -1,6 +1,7 @@
 #include "autograd/gemm.h"
 
 #include "autograd/gemm_kernel.h"
+#include "autograd/parallel.h"
 
 #include <omp.h>
 
@@ -31,8 +32,6 @@ constexpr int64_t kPackCost = 10;
 // columns ran at 88 GFLOP/s on one core, against 170 in panels of 512-4096
 // columns), so a tile is run as panels at most this wide.
 constexpr int64_t kMaxPanelCols = 4096;
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Eigen's kernel for C[r0:r0+rows, c0:c0+cols] (+)= bias[c0:] + op(A)[r0:, :]·op(B)[:, c0:], one thread.
 template <class T>
@@ -70,7 +69,7 @@ void eigen_gemm(const T* a, bool ta, const T* b, bool tb, T* c, int64_t m, int64
       const int64_t r0 = i0 * kGemmMR, r1 = std::min(m, i1 * kGemmMR);
       const int64_t c0 = j0 * kGemmNR, c1 = std::min(n, j1 * kGemmNR);
       for (int64_t p = c0; p < c1; p += kMaxPanelCols)
-        if (r1 > r0) eigen_panel(a, ta, b, tb, c, m, n, k, accumulate, bias, r0, r1 - r0, p, std::min(kMaxPanelCols, c1 - p));
+        eigen_panel(a, ta, b, tb, c, m, n, k, accumulate, bias, r0, r1 - r0, p, std::min(kMaxPanelCols, c1 - p));
     }
   };
   if (tiles == 1) {

@@ -8,7 +8,8 @@
 // thread's share equal and the panels it reads small. Inside a parallel
 // region (one product per head, per chunk) it runs on the calling thread.
 //
-// float runs tapelm's own packed kernel (gemm_kernel.h) on each tile. double (gradient checks), and CPUs without AVX2/AVX-512, run Eigen's
+// float runs tapelm's own packed kernel (gemm_kernel.h) on each tile;
+// double (gradient checks), and CPUs without AVX2/AVX-512, run Eigen's
 // single-threaded kernel on each tile. Eigen's own threaded product reached
 // 55-60% of PyTorch's GEMM at 4 threads on the 16-core machine
 // (shared/measurements/gemm-16core.md).

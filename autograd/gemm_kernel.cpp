@@ -1,5 +1,7 @@
 #include "autograd/gemm_kernel.h"
 
+#include "autograd/parallel.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -65,9 +67,6 @@ static_assert(kMR == kGemmMR && kNR == kGemmNR);
 constexpr int64_t kKC = 256;
 constexpr int64_t kNC = 512 / kNR * kNR;
 
-int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
-int64_t ceil_div(int64_t x, int64_t to) { return (x + to - 1) / to; }
-
 // A per-thread packing buffer, 64-byte aligned, grown and never shrunk.
 class PackBuffer {
  public:
@@ -76,7 +75,7 @@ class PackBuffer {
     if (n > capacity_) {
       std::free(data_);
       capacity_ = n;
-      data_ = static_cast<float*>(std::aligned_alloc(64, round_up(n * (int64_t)sizeof(float), 64)));
+      data_ = static_cast<float*>(std::aligned_alloc(64, ceil_div(n * (int64_t)sizeof(float), 64) * 64));
     }
     return data_;
   }
@@ -124,45 +123,41 @@ void pack_transposed(const float* src, int64_t ld, int64_t rows, int64_t kc, int
     for (int64_t r = rows; r < width; ++r) out[p * width + r] = 0;
 }
 
+// out[p * width + r] = src[p * ld + r] for r < rows, p < kc, and zeros for
+// rows ≤ r < width: a packed sliver cut from rows that run across k.
+void pack_contiguous(const float* src, int64_t ld, int64_t rows, int64_t kc, int64_t width, float* out) {
+  for (int64_t p = 0; p < kc; ++p) {
+    const float* from = src + p * ld;
+    float* to = out + p * width;
+    if (rows == width) {
+      std::memcpy(to, from, width * sizeof(float));
+      continue;
+    }
+    for (int64_t r = 0; r < rows; ++r) to[r] = from[r];
+    for (int64_t r = rows; r < width; ++r) to[r] = 0;
+  }
+}
+
 // op(A)[i0:i0+rows, p0:p0+kc] as one sliver of kMR rows stored column by
 // column (kMR consecutive values per p); rows past `rows` are zeros.
 void pack_a_sliver(const float* a, int64_t lda, bool ta, int64_t i0, int64_t rows, int64_t p0, int64_t kc,
                    float* out) {
-  if (!ta) {  // A is [m, k]: the sliver is a transpose.
-    pack_transposed(a + i0 * lda + p0, lda, rows, kc, kMR, out);
-    return;
-  }
-  for (int64_t p = 0; p < kc; ++p) {  // A is [k, m]: kMR values at one p are contiguous.
-    const float* src = a + (p0 + p) * lda + i0;
-    float* dst = out + p * kMR;
-    for (int64_t i = 0; i < rows; ++i) dst[i] = src[i];
-    for (int64_t i = rows; i < kMR; ++i) dst[i] = 0;
-  }
+  if (ta) pack_contiguous(a + p0 * lda + i0, lda, rows, kc, kMR, out);  // A is [k, m]
+  else pack_transposed(a + i0 * lda + p0, lda, rows, kc, kMR, out);     // A is [m, k]
 }
 
 // op(B)[p0:p0+kc, j0:j0+cols] as one sliver of kNR columns stored row by row
 // (kNR consecutive values per p); columns past `cols` are zeros.
 void pack_b_sliver(const float* b, int64_t ldb, bool tb, int64_t p0, int64_t kc, int64_t j0, int64_t cols,
                    float* out) {
-  if (tb) {  // B is [n, k] (a Linear weight): the sliver is a transpose.
-    pack_transposed(b + j0 * ldb + p0, ldb, cols, kc, kNR, out);
-    return;
-  }
-  for (int64_t p = 0; p < kc; ++p) {  // B is [k, n]: kNR values at one p are contiguous.
-    const float* src = b + (p0 + p) * ldb + j0;
-    float* dst = out + p * kNR;
-    if (cols == kNR) {
-      std::memcpy(dst, src, kNR * sizeof(float));
-      continue;
-    }
-    for (int64_t j = 0; j < cols; ++j) dst[j] = src[j];
-    for (int64_t j = cols; j < kNR; ++j) dst[j] = 0;
-  }
+  if (tb) pack_transposed(b + j0 * ldb + p0, ldb, cols, kc, kNR, out);  // B is [n, k] (a Linear weight)
+  else pack_contiguous(b + p0 * ldb + j0, ldb, cols, kc, kNR, out);    // B is [k, n]
 }
 
 // C[kMR, NV·kLanes] (ldc) = (beta ? C : 0) + (bias row if given) + Ap · Bp
-// over kc: the register tile (Bp's rows are kNR apart). A partial tile (rows < kMR or cols < kNR, at C's edges)
-// reads and writes only what is inside C.
+// over kc: the register tile (Bp's rows are kNR apart). A partial tile
+// (rows < kMR or cols < kNR, at C's edges) reads and writes only what is
+// inside C.
 template <int NV>
 void micro_kernel(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool beta, const float* bias,
                   int64_t rows, int64_t cols) {
@@ -186,7 +181,8 @@ void micro_kernel(int64_t kc, const float* ap, const float* bp, float* c, int64_
   }
   // C (+)= the tile (+ the bias row): what is inside C of a partial tile.
   Vec bias_vec[NV];
-  for (int v = 0; v < NV; ++v) bias_vec[v] = bias ? vload_first(bias + v * kLanes, std::clamp<int64_t>(cols - v * kLanes, 0, kLanes)) : vzero();
+  for (int v = 0; v < NV; ++v)
+    bias_vec[v] = bias ? vload_first(bias + v * kLanes, std::clamp<int64_t>(cols - v * kLanes, 0, kLanes)) : vzero();
   if (rows == kMR && cols == NV * kLanes) {
 #pragma GCC unroll 16
     for (int i = 0; i < kMR; ++i)

@@ -23,6 +23,7 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -44,7 +45,7 @@ constexpr int64_t kQueryBlock = 32;
 // For each batch row and query block, one past the last unmasked key of any
 // query in the block (Tk without a mask).
 std::vector<int64_t> block_key_ends(const uint8_t* mask, const Dims& d) {
-  const int64_t blocks = (d.Tq + kQueryBlock - 1) / kQueryBlock;
+  const int64_t blocks = ceil_div(d.Tq, kQueryBlock);
   std::vector<int64_t> ends(d.B * blocks, d.Tk);
   if (!mask) return ends;
   for (int64_t b = 0; b < d.B; ++b)
@@ -85,7 +86,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   dispatch_float(op, q.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const uint8_t* pm = mask.defined() ? mask.data<uint8_t>() : nullptr;
-    const int64_t blocks = (d.Tq + kQueryBlock - 1) / kQueryBlock;
+    const int64_t blocks = ceil_div(d.Tq, kQueryBlock);
 #pragma omp parallel for schedule(static) if (d.B * d.H > 1)
     for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
       const int64_t b = bh / d.H, h = bh % d.H;
@@ -128,7 +129,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
     const int64_t row_stride = d.H * d.hd;
     dispatch_float("attention", q.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      const int64_t blocks = (d.Tq + kQueryBlock - 1) / kQueryBlock;
+      const int64_t blocks = ceil_div(d.Tq, kQueryBlock);
 #pragma omp parallel for schedule(static) if (d.B * d.H > 1)
       for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
         const int64_t b = bh / d.H, h = bh % d.H;

@@ -29,6 +29,7 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 #include "autograd/ops/recurrence_common.h"
 
 namespace tapelm {
@@ -112,7 +113,7 @@ int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
 
 template <class T>
 void backward_slice(const Slice<T>& s, const T* dO, T* dq, T* dk, T* dv, T* dbeta, T* dg, const Dims& d, int64_t chunk) {
-  const int64_t K = d.K, V = d.V, steps = d.T, n_chunks = (steps + chunk - 1) / chunk;
+  const int64_t K = d.K, V = d.V, steps = d.T, n_chunks = ceil_div(steps, chunk);
   std::vector<Mat<T>> entry(n_chunks, Mat<T>::Zero(K, V));
   {
     Mat<T> S = Mat<T>::Zero(K, V);

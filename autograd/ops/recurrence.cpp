@@ -26,6 +26,7 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 #include "autograd/ops/recurrence_common.h"
 
 namespace tapelm {
@@ -122,7 +123,7 @@ int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
 template <class T>
 void backward_slice(const Slice<T>& s, const T* dO, T* dq, T* dk, T* dv, T* dg, const Dims& d, int64_t chunk) {
   const int64_t K = d.K, V = d.V, steps = d.T;
-  const int64_t n_chunks = (steps + chunk - 1) / chunk;
+  const int64_t n_chunks = ceil_div(steps, chunk);
   // Checkpoints: the state entering each chunk.
   std::vector<Mat<T>> entry(n_chunks, Mat<T>::Zero(K, V));
   {

@@ -6,7 +6,9 @@
 //
 // Shapes are a Linear layer's three products at the small, mid and GPT-2
 // small configs: forward Y = X·Wᵀ, dX = G·W and dW = Gᵀ·X, with rows = B·T.
-// Each cell is the best of --repeats runs after one warm-up run.
+// Each cell is the best of --repeats runs after one warm-up run. With --cold,
+// each run starts after a 256 MB sweep has pushed the operands out of every
+// cache, as a training step's products usually find them.
 // Built with -DTAPELM_BENCH_DNNL and linked with -ldnnl it adds oneDNN's sgemm
 // (Debian's libdnnl-dev) as a third column (measured once; not a dependency).
 #include <omp.h>
@@ -33,10 +35,19 @@ struct Shape {
   bool ta, tb;
 };
 
-double best_seconds(const std::function<void()>& f, int repeats) {
+// Writes through a buffer larger than the caches (when cold), so that the
+// next product reads its operands from memory.
+void evict_caches(bool cold) {
+  if (!cold) return;
+  static std::vector<char> sweep(size_t(256) << 20);
+  for (size_t i = 0; i < sweep.size(); i += 64) sweep[i] = char(sweep[i] + 1);
+}
+
+double best_seconds(const std::function<void()>& f, int repeats, bool cold) {
   f();
   double best = 1e30;
   for (int i = 0; i < repeats; ++i) {
+    evict_caches(cold);
     const auto t0 = std::chrono::steady_clock::now();
     f();
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -50,8 +61,10 @@ int main(int argc, char** argv) {
   CLI::App app{"tapelm_gemm_bench: GEMM GFLOP/s of the training step's shapes"};
   std::vector<int> thread_counts{1, static_cast<int>(omp_get_num_procs())};
   int repeats = 5;
+  bool cold = false;
   app.add_option("--threads", thread_counts, "Thread counts")->delimiter(',');
   app.add_option("--repeats", repeats, "Timed runs per cell (the best is kept)")->capture_default_str();
+  app.add_flag("--cold", cold, "Evict the caches before each timed run");
   CLI11_PARSE(app, argc, argv);
 
   std::vector<Shape> shapes;
@@ -93,14 +106,14 @@ int main(int argc, char** argv) {
       auto ours = [&] { tapelm::gemm(a.data(), s.ta, b.data(), s.tb, c.data(), s.m, s.n, s.k); };
       const tapelm::GemmGrid g = tapelm::gemm_grid(s.m, s.n, s.k, t);
       fmt::print("{:<16} {:>6} {:>6} {:>6} {:>3} {:>7} {:>10.0f} {:>10.0f}", s.name, s.m, s.n, s.k,
-                 std::string(s.ta ? "T" : "N") + (s.tb ? "T" : "N"), t, flop / best_seconds(eigen, repeats) / 1e9,
-                 flop / best_seconds(ours, repeats) / 1e9);
+                 std::string(s.ta ? "T" : "N") + (s.tb ? "T" : "N"), t, flop / best_seconds(eigen, repeats, cold) / 1e9,
+                 flop / best_seconds(ours, repeats, cold) / 1e9);
 #ifdef TAPELM_BENCH_DNNL
       auto dnnl = [&] {
         dnnl_sgemm(s.ta ? 'T' : 'N', s.tb ? 'T' : 'N', s.m, s.n, s.k, 1.f, a.data(), s.ta ? s.m : s.k, b.data(),
                    s.tb ? s.k : s.n, 0.f, c.data(), s.n);
       };
-      fmt::print(" {:>10.0f}", flop / best_seconds(dnnl, repeats) / 1e9);
+      fmt::print(" {:>10.0f}", flop / best_seconds(dnnl, repeats, cold) / 1e9);
 #endif
       fmt::print("   grid {}x{}\n", g.rows, g.cols);
     }

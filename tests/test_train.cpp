@@ -1,11 +1,14 @@
 // The tapelm tool end to end: exact resume, checkpoints, bad input (each a
 // clear message and a non-zero exit, never a crash, never a damaged
 // checkpoint), Ctrl-C, flags and config files, sample and eval.
+#include <sched.h>
 #include <sys/wait.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 
 #include "autograd/safetensors.h"
 #include "train/checkpoint.h"
@@ -22,8 +25,9 @@ struct Result {
   std::string out;
 };
 
-Result run(const std::string& args) {
-  std::string cmd = std::string(TAPELM_BINARY) + " " + args + " 2>&1";
+// The tool run with an environment prefix (e.g. "env A=1"), output captured.
+Result run_env(const std::string& env, const std::string& args) {
+  std::string cmd = env + " " + std::string(TAPELM_BINARY) + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];
@@ -32,6 +36,8 @@ Result run(const std::string& args) {
   int status = pclose(p);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
 }
+
+Result run(const std::string& args) { return run_env("", args); }
 
 class Tool : public ::testing::Test {
  protected:
@@ -215,6 +221,27 @@ TEST_F(Tool, CtrlCSavesACheckpointAndExits130) {
   std::ifstream log(dir + "/i.log");
   std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("interrupted: checkpoint at step"), std::string::npos) << text;
+}
+
+// With OMP_PROC_BIND set, libgomp pins the first thread before main(); the
+// re-execution that sets the wait policy (train/thread_policy.h) must not
+// inherit that one CPU, or the whole team shares it (4x slower at 4 threads).
+TEST_F(Tool, ThreadBindingSurvivesTheWaitPolicyReexec) {
+  cpu_set_t set;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
+  if (CPU_COUNT(&set) < 2) GTEST_SKIP() << "needs 2 CPUs";
+  std::string args = tiny(dir + "/b");
+  args.replace(args.find("--threads 1"), 11, "--threads 2");
+  // OMP_WAIT_POLICY unset, so that the tool chooses it and re-executes itself.
+  Result r = run_env("env -u OMP_WAIT_POLICY OMP_PROC_BIND=close OMP_PLACES=threads OMP_DISPLAY_AFFINITY=true "
+                     "OMP_AFFINITY_FORMAT='tapelm-affinity %A'",
+                     args + " --steps 1 --eval-interval 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::set<std::string> cpus;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind("tapelm-affinity ", 0) == 0) cpus.insert(line.substr(16));
+  EXPECT_GE(cpus.size(), 2u) << "the team's threads were bound to one CPU:\n" << r.out;
 }
 
 TEST_F(Tool, SampleAndEval) {

@@ -10,6 +10,8 @@
 // hundreds of regions. Spinning only loses when there are more threads than
 // CPUs to spin on, so: active when the thread count fits the CPUs this process
 // may run on, passive when it does not. A policy set by the user is kept.
+// Placement (OMP_PROC_BIND, OMP_PLACES) is the user's: the re-execution hands
+// on the CPUs of libgomp's places, not the one CPU it pinned this thread to.
 #pragma once
 
 namespace tapelm::train {

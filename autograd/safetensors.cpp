@@ -70,10 +70,17 @@ TensorFile load_safetensors(const std::string& path) {
       TAPELM_CHECK(off[1] <= data_size,
                    "safetensors: {} is truncated: tensor '{}' ends at byte {} of {} data bytes",
                    path, name, off[1], data_size);
-      Tensor t = Tensor::empty(shape, dt);
-      TAPELM_CHECK((int64_t)(t.numel() * dtype_size(dt)) == off[1] - off[0],
-                   "safetensors: {}: tensor '{}' of shape {} does not match its {} bytes", path,
+      // Checked before anything is allocated: the shape is the file's word.
+      int64_t bytes = -1;
+      try {
+        bytes = bytes_of(shape, dt);
+      } catch (const Error&) {
+        throw Error(fmt::format("safetensors: {}: tensor '{}' has an impossible shape {} (negative, or too many elements)",
+                                path, name, shape_str(shape)));
+      }
+      TAPELM_CHECK(bytes == off[1] - off[0], "safetensors: {}: tensor '{}' of shape {} does not match its {} bytes", path,
                    name, shape_str(shape), off[1] - off[0]);
+      Tensor t = Tensor::empty(shape, dt);
       in.seekg(data_start + off[0]);
       in.read((char*)t.raw_data(), off[1] - off[0]);
       TAPELM_CHECK(in.good(), "safetensors: {}: read error in tensor '{}'", path, name);

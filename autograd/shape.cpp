@@ -26,8 +26,19 @@ size_t dtype_size(DType d) {
 
 int64_t numel_of(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s) {
+    TAPELM_CHECK(d >= 0, "shape {}: negative dimension", shape_str(s));
+    // Shapes can come from files: a product past int64 is an error, not UB.
+    TAPELM_CHECK(!__builtin_mul_overflow(n, d, &n), "shape {}: more elements than int64 can count", shape_str(s));
+  }
   return n;
+}
+
+int64_t bytes_of(const Shape& s, DType d) {
+  int64_t bytes = 0;
+  TAPELM_CHECK(!__builtin_mul_overflow(numel_of(s), (int64_t)dtype_size(d), &bytes),
+               "shape {}: more {} bytes than int64 can count", shape_str(s), dtype_name(d));
+  return bytes;
 }
 
 std::string shape_str(const Shape& s) { return fmt::format("[{}]", fmt::join(s, ",")); }

@@ -21,7 +21,10 @@ template <> struct dtype_of<double> { static constexpr DType value = DType::f64;
 template <> struct dtype_of<int32_t> { static constexpr DType value = DType::i32; };
 template <> struct dtype_of<uint8_t> { static constexpr DType value = DType::b8; };
 
+// The element count; throws on a negative dimension or a count past int64.
 int64_t numel_of(const Shape& s);
+// numel_of(s) · dtype_size(d), with the same checks.
+int64_t bytes_of(const Shape& s, DType d);
 // "[2,3,4]"
 std::string shape_str(const Shape& s);
 // Row-major strides in elements.

@@ -31,7 +31,27 @@ static std::atomic<int64_t> g_live_buffers{0};
 // aligned_alloc asks for the size plus the alignment and splits the block,
 // so a freed buffer is slightly too small for the next request of the same
 // size, and every step grew the heap into fresh, faulting pages again.
+namespace {
+thread_local AllocationBudget* t_budget = nullptr;
+}
+
+AllocationBudget::AllocationBudget(int64_t bytes, std::string what)
+    : limit_(bytes), what_(std::move(what)), outer_(t_budget) {
+  t_budget = this;
+}
+
+AllocationBudget::~AllocationBudget() { t_budget = outer_; }
+
+void AllocationBudget::charge(int64_t bytes) {
+  for (AllocationBudget* b = t_budget; b; b = b->outer_) {
+    TAPELM_CHECK(bytes <= b->limit_ - b->used_, "{} (its budget of {:.1f} MB exceeded)", b->what_,
+                 b->limit_ / 1048576.0);
+  }
+  for (AllocationBudget* b = t_budget; b; b = b->outer_) b->used_ += bytes;
+}
+
 Storage::Storage(size_t n) : bytes(n) {
+  AllocationBudget::charge((int64_t)n);
   constexpr size_t kAlign = 64;
   block = std::malloc(n + kAlign);
   if (!block) throw Error(fmt::format("tensor: out of memory allocating {} bytes", n));
@@ -50,12 +70,11 @@ int64_t Storage::live_bytes() { return g_live_bytes.load(); }
 int64_t Storage::live_buffers() { return g_live_buffers.load(); }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype) {
-  for (int64_t d : shape)
-    TAPELM_CHECK(d >= 0, "tensor: negative dimension in shape {}", shape_str(shape));
+  const int64_t bytes = bytes_of(shape, dtype);  // checks the shape
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;
-  impl->storage = std::make_shared<Storage>(numel_of(shape) * dtype_size(dtype));
+  impl->storage = std::make_shared<Storage>(bytes);
   return Tensor(std::move(impl));
 }
 

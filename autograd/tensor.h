@@ -31,6 +31,26 @@ struct Storage {
   void* block = nullptr;  // what malloc returned
 };
 
+// Caps what this thread may allocate while it lives: a Storage that would
+// take the thread's allocations past `bytes` throws Error("<what> (its budget
+// of N MB exceeded)") instead. For work whose size comes from untrusted input (a checkpoint's
+// config), so that an absurd size fails at once instead of hanging or
+// exhausting memory. Budgets nest; each counts what is allocated inside it.
+class AllocationBudget {
+ public:
+  AllocationBudget(int64_t bytes, std::string what);
+  ~AllocationBudget();
+  AllocationBudget(const AllocationBudget&) = delete;
+  AllocationBudget& operator=(const AllocationBudget&) = delete;
+  // Throws if `bytes` more would exceed this budget or an enclosing one.
+  static void charge(int64_t bytes);
+
+ private:
+  int64_t limit_, used_ = 0;
+  std::string what_;
+  AllocationBudget* outer_;
+};
+
 struct TensorImpl {
   Shape shape;
   DType dtype = DType::f32;

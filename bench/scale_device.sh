@@ -6,7 +6,8 @@
 # with tapelm's default thread policy (train/thread_policy.h). JSON lines go to
 # $OUT/scale.jsonl and a markdown table to $OUT/scale.md (README, Performance).
 #
-#   bench/scale_device.sh            the table (REPEAT=3 SHAPES="small mid": best of 3, two shapes)
+#   bench/scale_device.sh            the table (REPEAT=3 SHAPES="small mid" THREADS="1 4": best of 3,
+#                                    two shapes, two thread counts; defaults: 1 run, all shapes, 1 4 8 16)
 #   bench/scale_device.sh --policy   tapelm at 4 and 16 threads under each OMP_WAIT_POLICY
 #
 # Put beside this script (the folder is what the device call carries):
@@ -56,9 +57,9 @@ fi
 
 # A lent machine's speed drifts by 10-20% from run to run, so each cell runs
 # REPEAT times, tapelm and PyTorch alternating; scale_table.py keeps the best
-# of each. SHAPES picks the shapes (to split the table over several calls).
+# of each. SHAPES and THREADS pick the cells (to split the table over several calls).
 for cfg in ${SHAPES:-small mid gpt2}; do
-  for t in 1 4 8 16; do
+  for t in ${THREADS:-1 4 8 16}; do
     for ((r = 0; r < ${REPEAT:-1}; ++r)); do
       env -u OMP_WAIT_POLICY $B --json --label $cfg --threads $t $(steps $cfg) $(flags $cfg) | sed 's/^/tapelm /' |
         tee -a "$OUT/scale.jsonl"

@@ -31,22 +31,32 @@ bool ModelConfig::has_ffn() const {
   return !k || k->has_ffn;
 }
 
+// Upper bounds far above any model a CPU trains (GPT-3 has 96 layers of width
+// 12,288): they keep every size derived from a config (a file's, say) far
+// from int64 overflow.
+static void check_range(const char* field, int64_t value, int64_t lo, int64_t hi) {
+  TAPELM_CHECK(value >= lo && value <= hi, "config: {} must be in [{}, {}], got {}", field, lo, hi, value);
+}
+
 void ModelConfig::validate() const {
-  TAPELM_CHECK(vocab_size > 0, "config: vocab_size must be positive, got {}", vocab_size);
-  TAPELM_CHECK(block_size > 0, "config: block_size (context) must be positive, got {}", block_size);
-  TAPELM_CHECK(n_layer > 0, "config: n_layer must be positive, got {}", n_layer);
-  TAPELM_CHECK(n_head > 0, "config: n_head must be positive, got {}", n_head);
-  TAPELM_CHECK(n_embd > 0 && n_embd % n_head == 0,
-               "config: n_embd {} is not divisible by n_head {}", n_embd, n_head);
+  check_range("vocab_size", vocab_size, 1, int64_t(1) << 24);
+  check_range("block_size (context)", block_size, 1, int64_t(1) << 20);
+  check_range("n_layer", n_layer, 1, 1024);
+  check_range("n_embd", n_embd, 1, int64_t(1) << 16);
+  check_range("n_head", n_head, 1, n_embd);
+  check_range("ffn_hidden", ffn_hidden, 0, int64_t(1) << 18);
+  check_range("chunk_size", chunk_size, 1, int64_t(1) << 20);
+  check_range("gau_qk_dim", gau_qk_dim, 1, int64_t(1) << 16);
+  check_range("d_state", d_state, 1, int64_t(1) << 12);
+  check_range("d_conv", d_conv, 1, 1024);
+  check_range("ssm_headdim", ssm_headdim, 1, int64_t(1) << 16);
+  TAPELM_CHECK(n_embd % n_head == 0, "config: n_embd {} is not divisible by n_head {}", n_embd, n_head);
   TAPELM_CHECK(find_mixer(mixer), "config: unknown mixer '{}' (available: {})", mixer, mixer_names());
   TAPELM_CHECK(recurrent_form == "auto" || recurrent_form == "chunkwise" || recurrent_form == "parallel" ||
                    recurrent_form == "recurrent",
                "config: unknown recurrent_form '{}' (auto, chunkwise, parallel, recurrent)", recurrent_form);
-  TAPELM_CHECK(d_state > 0 && d_conv > 0 && ssm_headdim > 0, "config: d_state, d_conv and ssm_headdim must be positive");
   TAPELM_CHECK(mixer != "mamba2" || (2 * n_embd) % ssm_headdim == 0,
                "config: mamba2 needs 2·n_embd ({}) divisible by ssm_headdim {}", 2 * n_embd, ssm_headdim);
-  TAPELM_CHECK(gau_qk_dim > 0, "config: gau_qk_dim must be positive, got {}", gau_qk_dim);
-  TAPELM_CHECK(chunk_size > 0, "config: chunk_size must be positive, got {}", chunk_size);
   TAPELM_CHECK(feature_map == "elu" || feature_map == "relu" || feature_map == "identity",
                "config: unknown feature_map '{}' (elu, relu, identity)", feature_map);
   TAPELM_CHECK((mixer != "retnet" && mixer != "gated_retention") || (n_embd / n_head) % 2 == 0,

@@ -83,3 +83,29 @@ TEST(Tensor, WrongDtypeAccessThrows) {
   EXPECT_ERROR_CONTAINS(a.data<double>(), "data<float64>() on a float32 tensor");
   EXPECT_ERROR_CONTAINS(from_ints({1}, {1}).requires_grad_(), "int32 tensor cannot have a gradient");
 }
+
+// Shapes can come from files: overflow and negative sizes are errors, never UB.
+TEST(Tensor, ShapeSizesAreChecked) {
+  EXPECT_EQ(numel_of({3, 0, 5}), 0);
+  EXPECT_EQ(bytes_of({2, 3}, DType::f64), 48);
+  EXPECT_ERROR_CONTAINS(numel_of({int64_t(1) << 62, 8}), "more elements than int64 can count");
+  EXPECT_ERROR_CONTAINS(numel_of({4, -1}), "negative dimension");
+  EXPECT_ERROR_CONTAINS(bytes_of({int64_t(1) << 62}, DType::f32), "more float32 bytes than int64 can count");
+  EXPECT_ERROR_CONTAINS(Tensor::empty({int64_t(1) << 40, int64_t(1) << 40}, DType::f32), "int64");
+}
+
+TEST(Tensor, AllocationBudgetStopsAndNests) {
+  {
+    AllocationBudget outer(1000, "outer job");
+    Tensor a = Tensor::empty({100}, DType::f32);  // 400 bytes
+    {
+      AllocationBudget inner(1 << 20, "inner job");
+      // The inner budget has room; the enclosing one (600 left) has not.
+      EXPECT_ERROR_CONTAINS(Tensor::empty({200}, DType::f32), "outer job (its budget of 0.0 MB exceeded)");
+      Tensor b = Tensor::empty({100}, DType::f32);  // 800 of the outer's 1000
+    }
+    EXPECT_ERROR_CONTAINS(Tensor::empty({100}, DType::f32), "outer job");
+  }
+  Tensor free_again = Tensor::empty({1 << 20}, DType::f32);  // no budget left behind
+  EXPECT_EQ(free_again.numel(), 1 << 20);
+}

@@ -4,7 +4,9 @@
 #include <sched.h>
 #include <sys/wait.h>
 
+#include <chrono>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -189,6 +191,49 @@ TEST_F(Tool, TruncatedOrCorruptCheckpointIsAClearError) {
   Result none = run("sample --checkpoint " + dir + "/nothing");
   EXPECT_EQ(none.code, 1);
   EXPECT_NE(none.out.find("not found"), std::string::npos) << none.out;
+}
+
+// A checkpoint's sizes are the file's word: each is checked before it is
+// trusted, and a config that disagrees with the tensors ends in one message,
+// quickly (no hang building 10^9 layers, no terabyte allocation).
+TEST_F(Tool, CheckpointSizesAreCheckedBeforeUse) {
+  ASSERT_EQ(run(tiny(dir + "/c") + " --steps 2 --eval-interval 2").code, 0);
+  const std::string model = dir + "/c/model.safetensors";
+  const TensorFile good = load_safetensors(model);
+  auto with_config = [&](const std::function<void(nlohmann::json&)>& edit) {
+    TensorFile f = good;
+    nlohmann::json config = nlohmann::json::parse(f.metadata.at("config"));
+    edit(config);
+    f.metadata["config"] = config.dump();
+    save_safetensors(model, f);
+    return run("sample --checkpoint " + dir + "/c --tokens 5");
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  Result deep = with_config([](nlohmann::json& c) { c["n_layer"] = 1000000000; });
+  EXPECT_EQ(deep.code, 1);
+  EXPECT_NE(deep.out.find("n_layer must be in [1, 1024], got 1000000000"), std::string::npos) << deep.out;
+  // In range, but far larger than the file: stopped by the build's budget.
+  Result wide = with_config([](nlohmann::json& c) {
+    c["n_layer"] = 64;
+    c["n_embd"] = 8192;
+  });
+  EXPECT_EQ(wide.code, 1);
+  EXPECT_NE(wide.out.find("the config describes a bigger model (64 layers, width 8192"), std::string::npos) << wide.out;
+  Result two = with_config([](nlohmann::json& c) { c["n_layer"] = 2; });
+  EXPECT_EQ(two.code, 1);
+  EXPECT_NE(two.out.find("does not match its own config"), std::string::npos) << two.out;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 20.0);
+
+  // A shape whose element count overflows int64, with offsets that fit the file.
+  const std::string header =
+      R"({"x":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,0]}})";
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[i] = char((header.size() >> (8 * i)) & 0xff);
+  std::ofstream(model, std::ios::binary | std::ios::trunc) << bytes << header;
+  Result huge = run("sample --checkpoint " + dir + "/c --tokens 5");
+  EXPECT_EQ(huge.code, 1);
+  EXPECT_NE(huge.out.find("tensor 'x' has an impossible shape [4611686018427387904,8]"), std::string::npos)
+      << huge.out;
 }
 
 TEST_F(Tool, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {

@@ -49,9 +49,22 @@ Checkpoint load_checkpoint(const std::string& dir) {
   ck.train_options_json = meta("train");
   const std::string& opt = meta("optimizer");
   ck.optimizer_file = opt.empty() ? "" : (fs::path(dir) / opt).string();
+  // Every parameter is stored in the file, so the model its config describes
+  // takes about the file's tensor bytes (plus buffers such as position
+  // tables). A config that claims far more (n_layer 10^9, a huge n_embd) is
+  // stopped by the budget as soon as its allocations pass it, instead of
+  // hanging or asking for terabytes; load_state_dict then checks every name
+  // and shape.
+  int64_t file_bytes = 0;
+  for (auto& [name, t] : f.tensors) file_bytes += t.numel() * (int64_t)dtype_size(t.dtype());
   Generator init(0);
-  ck.model = std::make_unique<nn::GPT>(ck.config, init);
   try {
+    AllocationBudget budget(2 * file_bytes + (int64_t(256) << 20),
+                            fmt::format("the config describes a bigger model ({} layers, width {}, vocabulary {}, "
+                                        "context {}) than the file's {:.1f} MB of tensors",
+                                        ck.config.n_layer, ck.config.n_embd, ck.config.vocab_size,
+                                        ck.config.block_size, file_bytes / 1048576.0));
+    ck.model = std::make_unique<nn::GPT>(ck.config, init);
     ck.model->load_state_dict(f.tensors);
   } catch (const Error& e) {
     throw Error(fmt::format("checkpoint: {} does not match its own config: {}", path, e.what()));

@@ -1,7 +1,12 @@
 #include "autograd/safetensors.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -92,6 +97,37 @@ TensorFile load_safetensors(const std::string& path) {
   return file;
 }
 
+namespace {
+
+// Writes all of `n` bytes to fd, or throws naming the file and the OS's reason.
+void write_all(int fd, const void* data, size_t n, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    TAPELM_CHECK(w > 0, "safetensors: cannot write {}: {}", path, std::strerror(errno));
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+// Makes a rename inside `dir` durable (fsync(2) on the directory).
+void sync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  TAPELM_CHECK(fd >= 0, "safetensors: cannot open directory {}: {}", dir, std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  TAPELM_CHECK(rc == 0, "safetensors: cannot sync directory {}: {}", dir, std::strerror(err));
+}
+
+}  // namespace
+
+// Crash-safe and durable: the bytes go to PATH.tmp, which is fsync'ed, then
+// renamed over PATH, and the directory is fsync'ed. A crash or power loss at
+// any point leaves either the old file or the new one, never a torn one; a
+// failed write (full disk, file-size limit) throws with the OS's reason and
+// leaves PATH untouched.
 void save_safetensors(const std::string& path, const TensorFile& file) {
   nlohmann::json j = nlohmann::json::object();
   int64_t offset = 0;
@@ -104,21 +140,31 @@ void save_safetensors(const std::string& path, const TensorFile& file) {
   std::string header = j.dump();
   while ((header.size() + 8) % 8) header += ' ';  // align the data to 8 bytes
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TAPELM_CHECK(out.good(), "safetensors: cannot write {}", tmp);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  TAPELM_CHECK(fd >= 0, "safetensors: cannot write {}: {}", tmp, std::strerror(errno));
+  bool closed = false;
+  try {
     uint64_t n = header.size();
     unsigned char len_bytes[8];
     for (int i = 0; i < 8; ++i) len_bytes[i] = (n >> (8 * i)) & 0xff;
-    out.write((const char*)len_bytes, 8);
-    out.write(header.data(), header.size());
-    for (auto& [name, t] : file.tensors)
-      out.write((const char*)t.raw_data(), t.numel() * dtype_size(t.dtype()));
-    out.flush();
-    TAPELM_CHECK(out.good(), "safetensors: write error on {} (disk full?)", tmp);
+    write_all(fd, len_bytes, 8, tmp);
+    write_all(fd, header.data(), header.size(), tmp);
+    for (auto& [name, t] : file.tensors) write_all(fd, t.raw_data(), t.numel() * dtype_size(t.dtype()), tmp);
+    TAPELM_CHECK(::fsync(fd) == 0, "safetensors: cannot sync {}: {}", tmp, std::strerror(errno));
+    closed = true;
+    TAPELM_CHECK(::close(fd) == 0, "safetensors: cannot write {}: {}", tmp, std::strerror(errno));
+  } catch (...) {
+    if (!closed) ::close(fd);
+    std::remove(tmp.c_str());
+    throw;
   }
-  TAPELM_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "safetensors: cannot rename {} to {}",
-               tmp, path);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    throw Error(fmt::format("safetensors: cannot rename {} to {}: {}", tmp, path, std::strerror(err)));
+  }
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  sync_directory(dir.empty() ? "." : dir);
 }
 
 }  // namespace tapelm

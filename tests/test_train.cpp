@@ -236,6 +236,29 @@ TEST_F(Tool, CheckpointSizesAreCheckedBeforeUse) {
       << huge.out;
 }
 
+// A checkpoint write that fails (here a file-size limit, as a full disk
+// would) ends in one message with the OS's reason, and the previous
+// checkpoint stays byte for byte, with no temp file left behind.
+TEST_F(Tool, FailedCheckpointWriteKeepsThePreviousOne) {
+  ASSERT_EQ(run(tiny(dir + "/w") + " --steps 2 --eval-interval 2").code, 0);
+  auto read = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const std::string before = read(dir + "/w/model.safetensors");
+  ASSERT_GT(before.size(), 16u * 1024);  // bigger than the limit below
+  // ulimit -f counts 1024-byte blocks: the optimizer state (written first) cannot fit.
+  Result r = run_env("ulimit -f 16;", tiny(dir + "/w") + " --steps 4 --eval-interval 2 --resume");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("cannot save the checkpoint of step 4"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("File too large"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("the last good checkpoint in " + dir + "/w is kept"), std::string::npos) << r.out;
+  EXPECT_EQ(read(dir + "/w/model.safetensors"), before);
+  for (auto& e : fs::directory_iterator(dir + "/w")) EXPECT_NE(e.path().extension(), ".tmp") << e.path();
+  EXPECT_EQ(train::load_checkpoint(dir + "/w").step, 2);
+  EXPECT_EQ(run(tiny(dir + "/w") + " --steps 4 --eval-interval 2 --resume").code, 0);  // and it resumes
+}
+
 TEST_F(Tool, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
   // A good checkpoint at step 3, then an absurd learning rate blows the
   // weights up on the first resumed update: the run stops, step 3 survives.

@@ -1,8 +1,9 @@
-// tapelm: the command-line tool. Subcommands train, sample, eval; every one
-// takes --help. Flags are parsed by CLI11 (Debian's libcli11-dev).
+// tapelm: the command-line tool. Subcommands train, sample, eval, flops and
+// compare; every one takes --help. Flags are parsed by CLI11 (Debian's libcli11-dev).
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -169,6 +170,9 @@ int run_eval(const std::string& dir, const std::vector<std::string>& paths, int6
 
 int main(int argc, char** argv) {
   train::choose_wait_policy(argc, argv);  // see train/thread_policy.h
+  // Past a file-size limit (ulimit -f) a write then fails with EFBIG and a
+  // clear message instead of the signal killing the process mid-checkpoint.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"tapelm: train, evaluate and sample small language models on a CPU"};
   app.require_subcommand(1);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);

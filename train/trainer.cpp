@@ -181,7 +181,7 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
              o.grad_accum, threads, o.seed);
   if (o.resume) fmt::print("resuming from step {} in {}\n", start_step, o.out);
   const double peak = measure_gemm_peak();
-  fmt::print("GEMM peak on {} threads: {:.1f} GFLOP/s (best of 5 float32 1024³ Eigen GEMMs; MFU is measured against it)\n",
+  fmt::print("GEMM peak on {} threads: {:.1f} GFLOP/s (best of 5 float32 1024³ GEMMs of the ops' kernel; MFU is measured against it)\n",
              threads, peak / 1e9);
 
   g_interrupted = 0;
@@ -193,8 +193,17 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   FlopCounter::reset();
   int64_t flops_total = resumed_flops, flops_run = 0;
   double step_seconds = 0;  // time inside training steps only (no evaluation, no checkpoints): MFU's denominator
+  // A failed write (full disk, a file-size limit) leaves the previous
+  // checkpoint as it was (save_safetensors writes a temp file and renames).
   auto save = [&](int64_t step) {
-    save_checkpoint(o.out, *model, *tok, *opt, {batch_gen.state(), model->dropout_gen.state()}, step, o.to_json());
+    const bool had_one = fs::exists(fs::path(o.out) / "model.safetensors");
+    try {
+      save_checkpoint(o.out, *model, *tok, *opt, {batch_gen.state(), model->dropout_gen.state()}, step, o.to_json());
+    } catch (const Error& e) {
+      throw Error(fmt::format("cannot save the checkpoint of step {}: {}; {}", step, e.what(),
+                              had_one ? "the last good checkpoint in " + o.out + " is kept"
+                                      : "no checkpoint had been written yet"));
+    }
   };
   // Returns false if either loss is not finite (the weights then are not worth saving).
   auto evaluate = [&](int64_t step) {

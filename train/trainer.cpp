@@ -285,7 +285,7 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
                             {"tokens_per_s", tps}, {"tokens", tokens_total}, {"flops", flops_total},
                             {"elapsed_s", elapsed}}
                  .dump()
-          << "\n";
+          << std::endl;  // flushed: `tail -f log.jsonl` (and the tests) see each step as it ends
       last_log = now;
       tokens_since_log = 0;
     }

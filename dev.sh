@@ -5,6 +5,11 @@
 #                   package (no download) and print a sample
 #   ./dev.sh test   install what is missing, build, run every test (ctest)
 #   ./dev.sh build  install what is missing and build only
+#   ./dev.sh sanitize  build with AddressSanitizer and UndefinedBehaviorSanitizer (GCC's
+#                   "undefined" plus float-cast-overflow, which it leaves out)
+#                   (build-sanitize/) and run every test under them
+#   ./dev.sh fuzz [SECONDS]  build the libFuzzer harnesses with clang (build-fuzz/)
+#                   and run each for SECONDS (default 600) from fuzz/corpus/
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -25,9 +30,11 @@ install_missing() {
   fi
 }
 
-build() {
-  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build build -j "$(nproc)"
+build() {  # [DIR [CMAKE OPTIONS...]]
+  local dir=${1:-build}
+  shift || true
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTAPELM_WERROR=ON "$@" >/dev/null
+  cmake --build "$dir" -j "$(nproc)"
 }
 
 case "${1:-}" in
@@ -48,8 +55,34 @@ case "${1:-}" in
     install_missing
     build
     ;;
+  sanitize)
+    install_missing
+    # -O1: at -O3 the instrumented Eigen code took the 2-core machine most of
+    # an hour to compile; -O1 keeps the tests fast enough and the build short.
+    build build-sanitize -DTAPELM_SANITIZE=address,undefined,float-cast-overflow -DCMAKE_CXX_FLAGS_RELEASE=-O1
+    # detect_leaks: a leak is a failure too. MALLOC_PERTURB_ and the malloc
+    # tuning do nothing under ASan, which has its own allocator.
+    cd build-sanitize && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+      UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j "$(nproc)"
+    ;;
+  fuzz)
+    PACKAGES+=(clang libomp-dev)
+    install_missing
+    CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DTAPELM_FUZZ=ON \
+      -DCMAKE_CXX_FLAGS_RELEASE=-O1 -DTAPELM_BUILD_TESTS=OFF >/dev/null
+    cmake --build build-fuzz -j "$(nproc)" --target safetensors_fuzzer config_fuzzer tokenizer_fuzzer
+    # Each harness explores from a copy of its seeds (findings: build-fuzz/crash-*).
+    for f in safetensors config tokenizer; do
+      mkdir -p "build-fuzz/corpus/$f"
+      cp -n fuzz/corpus/$f/* "build-fuzz/corpus/$f/"
+      (cd build-fuzz && ./${f}_fuzzer -max_total_time="${2:-600}" -max_len=65536 -rss_limit_mb=4096 \
+        -print_final_stats=1 "corpus/$f" > "fuzz-$f.log" 2>&1; echo "$f: exit $?, $(grep -c . "corpus/$f" 2>/dev/null | wc -l) inputs") &
+    done
+    wait
+    tail -n 12 build-fuzz/fuzz-*.log
+    ;;
   *)
-    echo "usage: ./dev.sh run|test|build" >&2
+    echo "usage: ./dev.sh run|test|build|sanitize|fuzz [SECONDS]" >&2
     exit 2
     ;;
 esac

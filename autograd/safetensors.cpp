@@ -10,6 +10,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "autograd/json_int.h"
+
 namespace tapelm {
 
 namespace {
@@ -40,6 +42,10 @@ TensorFile load_safetensors(const std::string& path) {
   in.seekg(0, std::ios::end);
   const int64_t size = in.tellg();
   in.seekg(0);
+  return read_safetensors(in, size, path);
+}
+
+TensorFile read_safetensors(std::istream& in, int64_t size, const std::string& path) {
   TAPELM_CHECK(size >= 8, "safetensors: {} is truncated ({} bytes, no header)", path, size);
   uint64_t header_len = 0;
   unsigned char len_bytes[8];
@@ -50,6 +56,7 @@ TensorFile load_safetensors(const std::string& path) {
                path, header_len, size);
   std::string header(header_len, '\0');
   in.read(header.data(), header_len);
+  TAPELM_CHECK(in.good(), "safetensors: {}: read error in the header", path);
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(header);
@@ -61,15 +68,28 @@ TensorFile load_safetensors(const std::string& path) {
   const int64_t data_size = size - data_start;
   TensorFile file;
   for (auto& [name, info] : j.items()) {
-    if (name == "__metadata__") {
-      for (auto& [k, v] : info.items())
-        file.metadata[k] = v.is_string() ? v.get<std::string>() : v.dump();
-      continue;
-    }
     try {
+      if (name == "__metadata__") {
+        TAPELM_CHECK(info.is_object(), "safetensors: {}: __metadata__ is not an object", path);
+        for (auto& [k, v] : info.items()) file.metadata[k] = v.is_string() ? v.get<std::string>() : v.dump();
+        continue;
+      }
+      // Integer lists that fit int64, or nothing.
+      auto integers = [&](const char* field) {
+        const nlohmann::json& list = info.at(field);
+        TAPELM_CHECK(list.is_array(), "safetensors: {}: tensor '{}': {} is not a list", path, name, field);
+        std::vector<int64_t> v;
+        for (const auto& x : list) {
+          const auto i = json_int64(x);
+          TAPELM_CHECK(i.has_value(), "safetensors: {}: tensor '{}': {} holds {}, not an integer", path, name, field,
+                       x.dump());
+          v.push_back(*i);
+        }
+        return v;
+      };
       DType dt = from_st_dtype(info.at("dtype").get<std::string>(), path, name);
-      Shape shape = info.at("shape").get<Shape>();
-      auto off = info.at("data_offsets").get<std::vector<int64_t>>();
+      const Shape shape = integers("shape");
+      const auto off = integers("data_offsets");
       TAPELM_CHECK(off.size() == 2 && off[0] >= 0 && off[0] <= off[1],
                    "safetensors: {}: tensor '{}' has bad data_offsets", path, name);
       TAPELM_CHECK(off[1] <= data_size,

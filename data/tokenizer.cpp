@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "autograd/error.h"
+#include "autograd/json_int.h"
 
 namespace tapelm::data {
 
@@ -80,7 +81,13 @@ CharTokenizer::CharTokenizer(const std::string& corpus) {
 
 CharTokenizer::CharTokenizer(std::vector<uint32_t> symbols) : symbols_(std::move(symbols)) {
   TAPELM_CHECK(!symbols_.empty(), "char tokenizer: empty vocabulary");
-  for (size_t i = 0; i < symbols_.size(); ++i) index_[symbols_[i]] = (int32_t)i;
+  for (size_t i = 0; i < symbols_.size(); ++i) {
+    const uint32_t cp = symbols_[i];
+    TAPELM_CHECK(cp <= 0x10FFFF || (cp >= kStrayByte && cp < kStrayByte + 256),
+                 "char tokenizer: symbol {} is neither a code point nor a stray byte", cp);
+    // A repeated symbol would encode to one id and decode from two.
+    TAPELM_CHECK(index_.emplace(cp, (int32_t)i).second, "char tokenizer: symbol U+{:04X} appears twice", cp);
+  }
 }
 
 std::vector<int32_t> CharTokenizer::encode(const std::string& text) const {
@@ -211,11 +218,16 @@ void BPETokenizer::build_tables() {
   bytes_.clear();
   for (int b = 0; b < 256; ++b) bytes_.push_back(std::string(1, (char)b));
   rank_.clear();
+  size_t spelled_bytes = 0;
   for (size_t i = 0; i < merges_.size(); ++i) {
     auto [a, b] = merges_[i];
     TAPELM_CHECK(a >= 0 && b >= 0 && a < 256 + (int32_t)i && b < 256 + (int32_t)i,
                  "bpe tokenizer: merge {} refers to an unknown token", i);
     rank_[merges_[i]] = (int32_t)i;
+    // Each merge can double a token's length: a hostile list of 40 merges
+    // would spell out a terabyte. Real vocabularies are a few MB at most.
+    spelled_bytes += bytes_[a].size() + bytes_[b].size();
+    TAPELM_CHECK(spelled_bytes <= (size_t(64) << 20), "bpe tokenizer: merges spell out more than 64 MB of tokens");
     bytes_.push_back(bytes_[a] + bytes_[b]);
   }
 }
@@ -274,11 +286,25 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const std::string& text) {
   try {
     auto j = nlohmann::json::parse(text);
     std::string kind = j.at("kind").get<std::string>();
-    if (kind == "char") return std::make_unique<CharTokenizer>(j.at("symbols").get<std::vector<uint32_t>>());
+    // An integer in [0, limit), or an Error naming the field.
+    auto index = [](const nlohmann::json& v, int64_t limit, const char* what) {
+      const auto i = json_int64(v);
+      TAPELM_CHECK(i && *i >= 0 && *i < limit, "tokenizer: {} {} is out of range", what, v.dump());
+      return *i;
+    };
+    if (kind == "char") {
+      std::vector<uint32_t> symbols;
+      for (auto& v : j.at("symbols")) symbols.push_back((uint32_t)index(v, kStrayByte + 256, "symbol"));
+      return std::make_unique<CharTokenizer>(std::move(symbols));
+    }
     if (kind == "byte") return std::make_unique<ByteTokenizer>();
     if (kind == "bpe") {
       std::vector<std::pair<int32_t, int32_t>> merges;
-      for (auto& m : j.at("merges")) merges.push_back({m.at(0).get<int32_t>(), m.at(1).get<int32_t>()});
+      for (auto& m : j.at("merges")) {
+        TAPELM_CHECK(m.is_array() && m.size() == 2, "tokenizer: merge {} is not a pair", m.dump());
+        const int64_t limit = 256 + (int64_t)merges.size();  // tokens that exist before this merge
+        merges.push_back({(int32_t)index(m[0], limit, "merge part"), (int32_t)index(m[1], limit, "merge part")});
+      }
       return std::make_unique<BPETokenizer>(std::move(merges));
     }
     throw Error(fmt::format("tokenizer: unknown kind '{}'", kind));

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autograd/error.h"
+#include "autograd/json_int.h"
 
 namespace tapelm::nn {
 
@@ -96,12 +97,22 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
   } catch (const std::exception& e) {
     throw Error(fmt::format("config: not valid JSON: {}", e.what()));
   }
+  TAPELM_CHECK(j.is_object(), "config: not a JSON object: {}", j.dump());
   auto get = [&](const char* key, auto& field) {
     if (!j.contains(key)) return;
-    try {
-      j.at(key).get_to(field);
-    } catch (const std::exception& e) {
-      throw Error(fmt::format("config: bad value for '{}': {}", key, j.at(key).dump()));
+    using Field = std::remove_reference_t<decltype(field)>;
+    const nlohmann::json& v = j.at(key);
+    const auto bad = [&] { return Error(fmt::format("config: bad value for '{}': {}", key, v.dump())); };
+    if constexpr (std::is_same_v<Field, int64_t>) {
+      const auto i = json_int64(v);  // not get_to: a float such as 1e30 would be cast with UB
+      if (!i) throw bad();
+      field = *i;
+    } else {
+      try {
+        v.get_to(field);
+      } catch (const std::exception&) {
+        throw bad();
+      }
     }
   };
   get("vocab_size", c.vocab_size);

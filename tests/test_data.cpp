@@ -80,6 +80,19 @@ TEST(Tokenizer, BPEChunksKeepLeadingSpaceWithWord) {
   EXPECT_EQ(joined, nasty_bytes());
 }
 
+// A tokenizer description comes from a checkpoint file: each field is checked.
+TEST(Tokenizer, HostileDescriptionsAreClearErrors) {
+  std::string doubling = R"({"kind":"bpe","merges":[[97,97])";
+  for (int i = 0; i < 40; ++i) doubling += fmt::format(",[{},{}]", 256 + i, 256 + i);  // 2^41 bytes
+  EXPECT_ERROR_CONTAINS(Tokenizer::from_json(doubling + "]}"), "merges spell out more than 64 MB");
+  EXPECT_ERROR_CONTAINS(Tokenizer::from_json(R"({"kind":"bpe","merges":[[97,1e30]]})"), "merge part 1e+30 is out of range");
+  EXPECT_ERROR_CONTAINS(Tokenizer::from_json(R"({"kind":"bpe","merges":[[97,256]]})"), "merge part 256 is out of range");
+  EXPECT_ERROR_CONTAINS(Tokenizer::from_json(R"({"kind":"bpe","merges":[[97]]})"), "is not a pair");
+  EXPECT_ERROR_CONTAINS(Tokenizer::from_json(R"({"kind":"char","symbols":[97,98,97]})"), "U+0061 appears twice");
+  EXPECT_ERROR_CONTAINS(Tokenizer::from_json(R"({"kind":"char","symbols":[-5]})"), "symbol -5 is out of range");
+  EXPECT_NO_THROW(Tokenizer::from_json(R"({"kind":"char","symbols":[1114112]})"));  // stray byte 0: fine
+}
+
 TEST(Corpus, ReadsFilesAndFoldersSkippingBinaryAndLinks) {
   std::string d = temp_dir("corpus");
   write(d + "/a.txt", "alpha\n");

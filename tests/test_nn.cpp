@@ -252,6 +252,12 @@ TEST(NnModel, ContextOverflowAndBadConfigAreClearErrors) {
   c.mixer = "transformerxl";
   EXPECT_ERROR_CONTAINS(c.validate(), "unknown mixer 'transformerxl'");
   EXPECT_ERROR_CONTAINS(model.forward(from_ints({1, 99}, {1, 2})), "embedding: index 99 out of range");
+  // From a file: integers must be integers, and every field has a range.
+  EXPECT_ERROR_CONTAINS(ModelConfig::from_json(R"({"n_layer": 1e30})"), "bad value for 'n_layer': 1e+30");
+  EXPECT_ERROR_CONTAINS(ModelConfig::from_json(R"({"n_embd": 18446744073709551615})"), "bad value for 'n_embd'");
+  EXPECT_ERROR_CONTAINS(ModelConfig::from_json(R"({"vocab_size": 100000000})"), "vocab_size must be in [1, 16777216]");
+  EXPECT_ERROR_CONTAINS(ModelConfig::from_json(R"({"d_conv": 0})"), "d_conv must be in [1, 1024], got 0");
+  EXPECT_ERROR_CONTAINS(ModelConfig::from_json(R"([1, 2])"), "not a JSON object");
 }
 
 TEST(NnModel, ConfigJsonRoundTrip) {

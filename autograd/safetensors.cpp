@@ -67,7 +67,9 @@ TensorFile read_safetensors(std::istream& in, int64_t size, const std::string& p
   const int64_t data_start = 8 + (int64_t)header_len;
   const int64_t data_size = size - data_start;
   TensorFile file;
-  for (auto& [name, info] : j.items()) {
+  for (auto& item : j.items()) {
+    const std::string name = item.key();  // not a structured binding: the lambda below captures it
+    const nlohmann::json& info = item.value();
     try {
       if (name == "__metadata__") {
         TAPELM_CHECK(info.is_object(), "safetensors: {}: __metadata__ is not an object", path);

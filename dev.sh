@@ -67,14 +67,14 @@ case "${1:-}" in
     PACKAGES+=(clang libomp-dev)
     install_missing
     CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DTAPELM_FUZZ=ON \
-      -DTAPELM_BUILD_TESTS=OFF >/dev/null
+      -DTAPELM_SANITIZE=address,undefined -DTAPELM_BUILD_TESTS=OFF >/dev/null
     cmake --build build-fuzz -j "$(nproc)" --target safetensors_fuzzer config_fuzzer tokenizer_fuzzer
     # Each harness explores from a copy of its seeds (findings: build-fuzz/crash-*).
     for f in safetensors config tokenizer; do
       mkdir -p "build-fuzz/corpus/$f"
       cp -n fuzz/corpus/$f/* "build-fuzz/corpus/$f/"
       (cd build-fuzz && ./${f}_fuzzer -max_total_time="${2:-600}" -max_len=65536 -rss_limit_mb=4096 \
-        -print_final_stats=1 "corpus/$f" > "fuzz-$f.log" 2>&1; echo "$f: exit $?, $(grep -c . "corpus/$f" 2>/dev/null | wc -l) inputs") &
+        -print_final_stats=1 "corpus/$f" > "fuzz-$f.log" 2>&1; echo "$f: exit $?, $(ls "corpus/$f" | wc -l) inputs in its corpus") &
     done
     wait
     tail -n 12 build-fuzz/fuzz-*.log

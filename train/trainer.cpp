@@ -5,6 +5,7 @@
 
 #include <Eigen/Core>
 #include <chrono>
+#include <cctype>
 #include <csignal>
 #include <cmath>
 #include <filesystem>
@@ -193,16 +194,18 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   FlopCounter::reset();
   int64_t flops_total = resumed_flops, flops_run = 0;
   double step_seconds = 0;  // time inside training steps only (no evaluation, no checkpoints): MFU's denominator
+  // What a failed run leaves on disk, for its error message.
+  auto checkpoint_left = [&]() -> std::string {
+    return fs::exists(fs::path(o.out) / "model.safetensors") ? "the last good checkpoint in " + o.out + " is kept"
+                                                              : "no checkpoint had been written yet";
+  };
   // A failed write (full disk, a file-size limit) leaves the previous
   // checkpoint as it was (save_safetensors writes a temp file and renames).
   auto save = [&](int64_t step) {
-    const bool had_one = fs::exists(fs::path(o.out) / "model.safetensors");
     try {
       save_checkpoint(o.out, *model, *tok, *opt, {batch_gen.state(), model->dropout_gen.state()}, step, o.to_json());
     } catch (const Error& e) {
-      throw Error(fmt::format("cannot save the checkpoint of step {}: {}; {}", step, e.what(),
-                              had_one ? "the last good checkpoint in " + o.out + " is kept"
-                                      : "no checkpoint had been written yet"));
+      throw Error(fmt::format("cannot save the checkpoint of step {}: {}; {}", step, e.what(), checkpoint_left()));
     }
   };
   // Returns false if either loss is not finite (the weights then are not worth saving).
@@ -222,11 +225,9 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   auto stop_on = [&](const std::string& failure) {
     model->zero_grad();
     std::fflush(stdout);
-    fmt::print(stderr, "\ntapelm: error: {}; stopping. ", failure);
-    if (fs::exists(fs::path(o.out) / "model.safetensors"))
-      fmt::print(stderr, "The last good checkpoint in {} is kept.\n", o.out);
-    else
-      fmt::print(stderr, "No checkpoint had been written yet.\n");
+    std::string left = checkpoint_left();
+    left[0] = char(std::toupper((unsigned char)left[0]));  // a sentence of its own here
+    fmt::print(stderr, "\ntapelm: error: {}; stopping. {}.\n", failure, left);
   };
 
   int exit_code = 0;

@@ -14,7 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the build and the main job need.
-PACKAGES=(cmake ninja-build g++ libeigen3-dev libfmt-dev libgtest-dev nlohmann-json3-dev libcli11-dev fortunes)
+PACKAGES=(cmake ninja-build g++ libeigen3-dev libfmt-dev libgtest-dev nlohmann-json3-dev libcli11-dev fortunes
+  libopenmpi-dev openmpi-bin)  # Open MPI: data-parallel training (mpirun -np R build/tapelm train ...)
 
 install_missing() {
   local missing=()

@@ -1,6 +1,7 @@
 #include "data/dataset.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "autograd/error.h"
 #include "data/corpus.h"
@@ -12,6 +13,19 @@ int64_t Batch::tokens() const {
   const int32_t* p = y.data<int32_t>();
   for (int64_t i = 0; i < y.numel(); ++i) n += p[i] >= 0;
   return n;
+}
+
+Batch Batch::rows(int64_t begin, int64_t end) const {
+  TAPELM_CHECK(0 <= begin && begin < end && end <= x.shape()[0], "batch: rows [{}, {}) of a batch of {}", begin, end,
+               x.shape()[0]);
+  auto part = [&](const Tensor& t) {
+    if (!t.defined()) return Tensor();
+    Tensor out = Tensor::empty({end - begin, t.shape()[1]}, t.dtype());
+    const int64_t row_bytes = t.shape()[1] * (int64_t)dtype_size(t.dtype());
+    std::memcpy(out.raw_data(), static_cast<const char*>(t.raw_data()) + begin * row_bytes, (end - begin) * row_bytes);
+    return out;
+  };
+  return {part(x), part(y), part(pad_mask)};
 }
 
 Dataset::Dataset(const std::string& text, const Tokenizer& tok, int64_t context, double val_fraction,

@@ -21,6 +21,9 @@ struct Batch {
   Tensor y;         // int32 [B, T], −1 where ignored
   Tensor pad_mask;  // bool [B, T], true at padding; undefined in window mode
   int64_t tokens() const;  // number of target tokens that count
+  // Rows [begin, end) as a batch of their own (copied): one rank's part of a
+  // global batch in data-parallel training.
+  Batch rows(int64_t begin, int64_t end) const;
 };
 
 enum class Split { train, val };

@@ -18,77 +18,11 @@
 #include "autograd/safetensors.h"
 #include "train/checkpoint.h"
 #include "train/sampler.h"
-#include "tests/test_helpers.h"
+#include "tests/tool_helpers.h"
 
 using namespace tapelm;
+using namespace tapelm::testing;
 namespace fs = std::filesystem;
-
-namespace {
-
-struct Result {
-  int code;
-  std::string out;
-};
-
-// The tool run with an environment prefix (e.g. "env A=1"), output captured.
-Result run_env(const std::string& env, const std::string& args) {
-  std::string cmd = env + " " + std::string(TAPELM_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
-}
-
-Result run(const std::string& args) { return run_env("", args); }
-
-class Tool : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir = (fs::temp_directory_path() / ("tapelm_tool_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-              .string();
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    corpus = dir + "/corpus.txt";
-    std::ofstream f(corpus);
-    for (int i = 0; i < 60; ++i) f << "To be, or not to be, that is the question.\n%\nWhether 'tis nobler in the mind.\n%\n";
-  }
-  void TearDown() override { fs::remove_all(dir); }
-  // A tiny, fast model; dropout on so resume must restore the dropout RNG too.
-  std::string tiny(const std::string& out) {
-    return "train --data " + corpus + " --out " + out +
-           " --n-layer 1 --n-head 2 --n-embd 16 --context 16 --batch 4 --threads 1 --dropout 0.1"
-           " --warmup 3 --eval-batches 2 --log-interval 1 --quiet";
-  }
-  std::string dir, corpus;
-};
-
-std::vector<double> logged_losses(const std::string& run_dir) {
-  std::vector<double> v;
-  std::ifstream in(run_dir + "/log.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains("loss")) v.push_back(j["loss"].get<double>());
-  }
-  return v;
-}
-
-nlohmann::json last_summary(const std::string& run_dir) {
-  nlohmann::json last;
-  std::ifstream in(run_dir + "/log.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains("summary")) last = j;
-  }
-  return last;
-}
-
-}  // namespace
 
 TEST_F(Tool, ResumeContinuesExactly) {
   Result full = run(tiny(dir + "/full") + " --steps 20 --eval-interval 10");
@@ -279,40 +213,6 @@ TEST_F(Tool, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
   for (auto& [name, t] : after.tensors)
     for (double v : t.to_vector()) ASSERT_TRUE(std::isfinite(v)) << name;
   EXPECT_FALSE(before.tensors.empty());
-}
-
-// Starts the tool in the background, stdout and stderr to `log`; its pid.
-pid_t spawn_tool(const std::string& args, const std::string& log) {
-  const std::string cmd = "exec " + std::string(TAPELM_BINARY) + " " + args + " > " + log + " 2>&1";
-  const pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
-    _exit(127);
-  }
-  return pid;
-}
-
-// Lines in a file (0 if it does not exist yet).
-int64_t line_count(const std::string& path) {
-  std::ifstream in(path);
-  return std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n');
-}
-
-// Polls `done` every 5 ms for up to `seconds`.
-bool wait_until(const std::function<bool()>& done, double seconds) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
-
-// Exit code, or 128 + the signal, as a shell reports it.
-int wait_exit(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 // SIGINT once the first step is logged (not after a fixed time, which a slow

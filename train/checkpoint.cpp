@@ -80,6 +80,11 @@ void save_checkpoint(const std::string& dir, const nn::GPT& model, const data::T
   TensorFile o = opt.state();
   o.metadata["rng_batches"] = encode_rng(rng.batches);
   o.metadata["rng_dropout"] = encode_rng(rng.dropout);
+  if (!rng.dropout_of_rank.empty()) {
+    std::vector<std::string> states;
+    for (auto& st : rng.dropout_of_rank) states.push_back(encode_rng(st));
+    o.metadata["rng_dropout_of_rank"] = fmt::format("{}", fmt::join(states, ";"));
+  }
   save_safetensors((fs::path(dir) / opt_name).string(), o);
 
   TensorFile m;
@@ -109,6 +114,11 @@ void load_training_state(const Checkpoint& ck, optim::Optimizer& opt, RngStates&
                "checkpoint: {} lacks RNG states", ck.optimizer_file);
   rng.batches = decode_rng(f.metadata.at("rng_batches"));
   rng.dropout = decode_rng(f.metadata.at("rng_dropout"));
+  rng.dropout_of_rank.clear();
+  if (auto it = f.metadata.find("rng_dropout_of_rank"); it != f.metadata.end()) {
+    std::istringstream states(it->second);
+    for (std::string st; std::getline(states, st, ';');) rng.dropout_of_rank.push_back(decode_rng(st));
+  }
 }
 
 }  // namespace tapelm::train

@@ -18,6 +18,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "autograd/safetensors.h"
 #include "data/tokenizer.h"
@@ -41,6 +42,9 @@ Checkpoint load_checkpoint(const std::string& dir);
 
 struct RngStates {
   Generator::State batches, dropout;
+  // Data parallel: every rank's dropout generator (rank 0's is `dropout`);
+  // empty for a single process.
+  std::vector<Generator::State> dropout_of_rank;
 };
 
 void save_checkpoint(const std::string& dir, const nn::GPT& model, const data::Tokenizer& tok,

@@ -12,6 +12,7 @@
 #include "data/dataset.h"
 #include "train/checkpoint.h"
 #include "train/compare.h"
+#include "train/distributed.h"
 #include "train/thread_policy.h"
 #include "train/flop_report.h"
 #include "train/sampler.h"
@@ -166,6 +167,23 @@ int run_eval(const std::string& dir, const std::vector<std::string>& paths, int6
   return 0;
 }
 
+// Prints an error once per job and ends the process (every rank of an mpirun
+// job, where needed).
+int report_error(const std::string& what) {
+  using train::Communicator;
+  if (Communicator::running() && !Communicator::failure_agreed()) {
+    // One rank's own failure while the others may wait for it in a collective.
+    fmt::print(stderr, "tapelm: error on rank {} of {}: {}\n", Communicator::world().rank(),
+               Communicator::world().size(), what);
+    std::fflush(stderr);
+    Communicator::abort(1);
+  }
+  // Before MPI starts every rank parses the same flags and fails alike: rank 0 says it.
+  if (Communicator::running() || train::launched_rank() == 0) fmt::print(stderr, "tapelm: error: {}\n", what);
+  Communicator::finalize();
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -244,9 +262,17 @@ int main(int argc, char** argv) {
     try {
       app.parse((int)cargs.size(), cargs.data());
     } catch (const CLI::ParseError& e) {
+      if (train::launched_rank() != 0) return e.get_exit_code();  // mpirun: rank 0 prints it
       return app.exit(e);
     }
-    if (*tr) return train::run_training(t, explicit_model_flags(tr));
+    if (*tr) {
+      const int code = train::run_training(t, explicit_model_flags(tr));
+      train::Communicator::finalize();
+      return code;
+    }
+    TAPELM_CHECK(train::launched_world_size() == 1,
+                 "tapelm {}: runs in one process; of the subcommands only train runs under mpirun",
+                 app.get_subcommands()[0]->get_name());
     if (*co) return train::run_compare(cmp);
 
     train::set_threads(threads);
@@ -257,12 +283,11 @@ int main(int argc, char** argv) {
       fmt::print("{}", train::format_flop_report(train::flop_report(flops_model, flops_batch)));
       return 0;
     }
-  } catch (const Error& e) {
-    fmt::print(stderr, "tapelm: error: {}\n", e.what());
-    return 1;
+  } catch (const train::StoppedByAnotherRank& stopped) {  // that rank printed why
+    train::Communicator::finalize();
+    return stopped.code;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "tapelm: error: {}\n", e.what());
-    return 1;
+    return report_error(e.what());
   }
   return 0;
 }

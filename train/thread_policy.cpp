@@ -4,20 +4,31 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "train/distributed.h"
+
 namespace tapelm::train {
 
 namespace {
+int online_cpus() { return (int)sysconf(_SC_NPROCESSORS_ONLN); }
 int available_cpus() {
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
-  return (int)sysconf(_SC_NPROCESSORS_ONLN);
+  return online_cpus();
 }
 }  // namespace
+
+int default_threads() {
+  if (const char* env = std::getenv("OMP_NUM_THREADS"); env && std::atoi(env) > 0) return std::atoi(env);
+  const int cpus = available_cpus(), ranks = launched_local_size();
+  if (ranks > 1 && cpus == online_cpus()) return std::max(1, cpus / ranks);
+  return cpus;
+}
 
 int requested_threads(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
@@ -26,8 +37,16 @@ int requested_threads(int argc, char** argv) {
     else if (std::strncmp(argv[i], "--threads=", 10) == 0) value = argv[i] + 10;
     if (value && std::atoi(value) > 0) return std::atoi(value);
   }
-  if (const char* env = std::getenv("OMP_NUM_THREADS"); env && std::atoi(env) > 0) return std::atoi(env);
-  return available_cpus();
+  return default_threads();
+}
+
+std::string binding_warning() {
+  const int cpus = available_cpus(), ranks = launched_local_size(), share = online_cpus() / std::max(ranks, 1);
+  if (ranks == 1 || cpus >= share) return "";
+  return "mpirun bound each rank to " + std::to_string(cpus) + " CPU(s) of this machine's " +
+         std::to_string(online_cpus()) + " (Open MPI binds each of up to 2 ranks to one core by default); for " +
+         std::to_string(share) + " threads each, start with `mpirun --bind-to none` or `--map-by slot:PE=" +
+         std::to_string(share) + "`";
 }
 
 namespace {

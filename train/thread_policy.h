@@ -13,12 +13,24 @@
 // Placement (OMP_PROC_BIND, OMP_PLACES) is the user's: the re-execution hands
 // on the CPUs of libgomp's places, not the one CPU it pinned this thread to.
 #pragma once
+#include <string>
 
 namespace tapelm::train {
 
+// The thread count when none is asked for: OMP_NUM_THREADS if set, else the
+// CPUs this process may run on, shared out among the ranks of an mpirun job
+// on this machine when the launcher left each of them every CPU
+// (`mpirun --bind-to none`): 2 ranks on 16 CPUs take 8 threads each.
+int default_threads();
+
 // The thread count a run will use: the value of a `--threads N` flag in argv
-// if positive, else OMP_NUM_THREADS, else the CPUs this process may run on.
+// if positive, else default_threads().
 int requested_threads(int argc, char** argv);
+
+// A warning (empty if none) when an mpirun launcher bound this rank to fewer
+// CPUs than its share of the machine: Open MPI binds each of 2 ranks to one
+// core by default, which leaves the rest of a many-core machine idle.
+std::string binding_warning();
 
 // Unless OMP_WAIT_POLICY is set, sets it as above and re-executes the program
 // (libgomp reads it once, when it loads); returns only if nothing changed or

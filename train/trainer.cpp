@@ -8,6 +8,7 @@
 #include <cctype>
 #include <csignal>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -18,7 +19,9 @@
 #include "data/dataset.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/gemm_peak.h"
+#include "train/thread_policy.h"
 
 namespace tapelm::train {
 
@@ -26,7 +29,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-volatile std::sig_atomic_t g_interrupted = 0;
+volatile std::sig_atomic_t g_interrupted = 0;  // Ctrl-C, or SIGUSR1 (which mpirun passes on to every rank)
 void on_sigint(int) { g_interrupted = 1; }
 
 std::string hms(double seconds) {
@@ -37,8 +40,10 @@ std::string hms(double seconds) {
 
 // Mean loss over `batches` random batches of a split, drawn from a generator
 // seeded by (seed, step) so evaluation never disturbs the training stream.
-double estimate_loss(nn::GPT& model, const data::Dataset& ds, data::Split split, int64_t B,
-                     int64_t batches, uint64_t seed) {
+// Data parallel: every rank draws every batch (the same ones) and evaluates
+// every R-th, and the sums are added up.
+double estimate_loss(nn::GPT& model, const data::Dataset& ds, data::Split split, int64_t B, int64_t batches,
+                     uint64_t seed, const Communicator& comm) {
   NoGradGuard no_grad;
   const bool was_training = model.training();
   model.eval();
@@ -46,10 +51,36 @@ double estimate_loss(nn::GPT& model, const data::Dataset& ds, data::Split split,
   double total = 0;
   for (int64_t i = 0; i < batches; ++i) {
     data::Batch b = ds.batch(split, B, gen);
-    total += model.loss(b.x, b.y, b.pad_mask).item();
+    if (i % comm.size() == comm.rank()) total += model.loss(b.x, b.y, b.pad_mask).item();
   }
+  comm.sum(&total, 1);
   model.train(was_training);
   return total / batches;
+}
+
+// Each rank's dropout masks come from a stream of its own (rank 0 keeps the
+// single-process stream), derived from rank 0's state.
+Generator::State dropout_stream_of_rank(const Generator::State& rank0, int rank) {
+  Generator g;
+  g.set_state(rank0);
+  if (rank > 0) g.manual_seed(g.next_u64() + 0x9E3779B97F4A7C15ULL * (uint64_t)rank);
+  return g.state();
+}
+
+// Every rank's generator state, gathered (for rank 0's checkpoint).
+std::vector<Generator::State> gather_states(const Communicator& comm, const Generator::State& mine) {
+  uint64_t spare_bits;
+  std::memcpy(&spare_bits, &mine.spare, 8);
+  const std::vector<uint64_t> all =
+      comm.all_gather({mine.s[0], mine.s[1], mine.s[2], mine.s[3], (uint64_t)mine.has_spare, spare_bits});
+  std::vector<Generator::State> states(comm.size());
+  for (int r = 0; r < comm.size(); ++r) {
+    const uint64_t* w = all.data() + 6 * r;
+    states[r].s = {w[0], w[1], w[2], w[3]};
+    states[r].has_spare = w[4] != 0;
+    std::memcpy(&states[r].spare, &w[5], 8);
+  }
+  return states;
 }
 
 // The last logged cumulative tokens and FLOPs (to continue them on --resume).
@@ -114,79 +145,134 @@ void set_threads(int n) {
 }
 
 int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_flags) {
-  set_threads(o.threads);
+  const Communicator& comm = Communicator::world();
+  const bool root = comm.root();
+  const int ranks = comm.size();
+  // Rank 0 alone prints: the others' standard output goes nowhere (errors
+  // still reach standard error).
+  if (!root) TAPELM_CHECK(std::freopen("/dev/null", "w", stdout), "train: cannot silence rank {}'s output", comm.rank());
+  set_threads(o.threads > 0 ? o.threads : default_threads());
   const int threads = omp_get_max_threads();
-  TAPELM_CHECK(o.batch > 0 && o.steps > 0 && o.grad_accum > 0 && o.eval_interval > 0 && o.eval_batches > 0,
-               "train: --batch, --steps, --grad-accum, --eval-interval and --eval-batches must be positive");
-  TAPELM_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be a positive number, got {}", o.lr);
-  TAPELM_CHECK(o.optimizer == "adamw" || o.optimizer == "sgd", "train: unknown --optimizer '{}' (adamw or sgd)", o.optimizer);
-  const optim::Schedule schedule{o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup,
-                                 o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
-  schedule.at(0);  // validates the kind
-  if (!o.resume) o.model.validate();  // config errors before the corpus is read
 
-  const std::string text = data::read_corpus(o.data);
+  // Set-up: every rank does the same work on the same inputs, and any error
+  // is agreed on (comm.agree) so that one rank says it and all stop.
+  std::string setup_error;
+  optim::Schedule schedule;
   std::unique_ptr<data::Tokenizer> tok;
   std::unique_ptr<nn::GPT> model;
-  int64_t start_step = 0;
-  Checkpoint ck;
-  if (o.resume) {
-    ck = load_checkpoint(o.out);
-    // Flags given explicitly must agree with the checkpoint's model.
-    auto want = nlohmann::json::parse(o.model.to_json()), have = nlohmann::json::parse(ck.config.to_json());
-    for (const std::string& key : explicit_model_flags)
-      TAPELM_CHECK(want[key] == have[key], "train --resume: the checkpoint in {} has {} = {}, but {} was given",
-                   o.out, key, have[key].dump(), want[key].dump());
-    tok = std::move(ck.tokenizer);
-    model = std::move(ck.model);
-    start_step = ck.step;
-  } else {
-    tok = data::make_tokenizer(o.tokenizer, text, o.vocab_size);
-    o.model.vocab_size = tok->vocab_size();
-    Generator init(o.seed);
-    model = std::make_unique<nn::GPT>(o.model, init);
-  }
-  const nn::ModelConfig& cfg = model->config;
-  data::Dataset ds(text, *tok, cfg.block_size, o.val_fraction, o.batch_mode, o.doc_sep);
-
-  auto groups = optim::decay_groups(*model, o.weight_decay);
+  std::unique_ptr<data::Dataset> ds;
+  std::vector<optim::ParamGroup> groups;
   std::unique_ptr<optim::Optimizer> opt;
-  if (o.optimizer == "adamw") opt = std::make_unique<optim::AdamW>(groups, o.beta1, o.beta2);
-  else opt = std::make_unique<optim::SGD>(groups, o.beta1);
   Generator batch_gen(o.seed * 2654435761ULL + 1);
-  if (o.resume) {
-    RngStates rng;
-    load_training_state(ck, *opt, rng);
-    batch_gen.set_state(rng.batches);
-    model->dropout_gen.set_state(rng.dropout);
-  }
-  TAPELM_CHECK(start_step < o.steps, "train --resume: the checkpoint is already at step {} (--steps {})",
-               start_step, o.steps);
+  int64_t start_step = 0;
+  std::string text;
+  try {
+    TAPELM_CHECK(o.batch > 0 && o.steps > 0 && o.grad_accum > 0 && o.eval_interval > 0 && o.eval_batches > 0,
+                 "train: --batch, --steps, --grad-accum, --eval-interval and --eval-batches must be positive");
+    TAPELM_CHECK(o.batch % ranks == 0,
+                 "train: --batch {} is the global batch and must divide evenly among the {} ranks (each takes "
+                 "--batch / {} sequences); use a multiple of {}",
+                 o.batch, ranks, ranks, ranks);
+    TAPELM_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be a positive number, got {}", o.lr);
+    TAPELM_CHECK(o.optimizer == "adamw" || o.optimizer == "sgd", "train: unknown --optimizer '{}' (adamw or sgd)", o.optimizer);
+    schedule = {o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup, o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
+    schedule.at(0);  // validates the kind
+    if (!o.resume) o.model.validate();  // config errors before the corpus is read
 
-  fs::create_directories(o.out);
+    text = data::read_corpus(o.data);
+    Checkpoint ck;
+    if (o.resume) {
+      ck = load_checkpoint(o.out);
+      // Flags given explicitly must agree with the checkpoint's model.
+      auto want = nlohmann::json::parse(o.model.to_json()), have = nlohmann::json::parse(ck.config.to_json());
+      for (const std::string& key : explicit_model_flags)
+        TAPELM_CHECK(want[key] == have[key], "train --resume: the checkpoint in {} has {} = {}, but {} was given",
+                     o.out, key, have[key].dump(), want[key].dump());
+      tok = std::move(ck.tokenizer);
+      model = std::move(ck.model);
+      start_step = ck.step;
+    } else {
+      tok = data::make_tokenizer(o.tokenizer, text, o.vocab_size);
+      o.model.vocab_size = tok->vocab_size();
+      Generator init(o.seed);
+      model = std::make_unique<nn::GPT>(o.model, init);
+      model->dropout_gen.set_state(dropout_stream_of_rank(model->dropout_gen.state(), comm.rank()));
+    }
+    ds = std::make_unique<data::Dataset>(text, *tok, model->config.block_size, o.val_fraction, o.batch_mode, o.doc_sep);
+
+    groups = optim::decay_groups(*model, o.weight_decay);
+    if (o.optimizer == "adamw") opt = std::make_unique<optim::AdamW>(groups, o.beta1, o.beta2);
+    else opt = std::make_unique<optim::SGD>(groups, o.beta1);
+    if (o.resume) {
+      RngStates rng;
+      load_training_state(ck, *opt, rng);
+      batch_gen.set_state(rng.batches);
+      // The global batches do not depend on the number of ranks, so a run
+      // resumes on any number of them; only the dropout masks (drawn per
+      // rank) differ from those of a run on the checkpoint's ranks.
+      const int saved_ranks = std::max<int>(1, (int)rng.dropout_of_rank.size());
+      model->dropout_gen.set_state(comm.rank() < (int)rng.dropout_of_rank.size()
+                                       ? rng.dropout_of_rank[comm.rank()]
+                                       : dropout_stream_of_rank(rng.dropout, comm.rank()));
+      if (saved_ranks != ranks)
+        fmt::print("resuming on {} rank(s) a run saved on {}: the same global batches follow{}\n", ranks, saved_ranks,
+                   model->config.dropout > 0 ? "; dropout masks are drawn per rank, so they differ" : "");
+    }
+    TAPELM_CHECK(start_step < o.steps, "train --resume: the checkpoint is already at step {} (--steps {})",
+                 start_step, o.steps);
+    if (root) fs::create_directories(o.out);
+  } catch (const Error& e) {
+    setup_error = e.what();
+  }
+  comm.agree(setup_error);
+  // Every rank must start from the same weights (a checkpoint copy that
+  // differs on another machine is caught here).
+  check_identical_weights(comm, *model, "at the start");
+
+  const nn::ModelConfig& cfg = model->config;
   const std::string log_path = (fs::path(o.out) / "log.jsonl").string();
   // Cumulative D and C continue across --resume (from the last progress line
   // at or before the checkpoint's step; steps logged after it are redone).
-  const auto [resumed_tokens, resumed_flops] = o.resume ? last_totals(log_path, start_step) : std::pair<int64_t, int64_t>{0, 0};
-  std::ofstream log(log_path, o.resume ? std::ios::app : std::ios::trunc);
-  TAPELM_CHECK(log.good(), "train: cannot write {}", log_path);
+  const auto [resumed_tokens, resumed_flops] =
+      o.resume && root ? last_totals(log_path, start_step) : std::pair<int64_t, int64_t>{0, 0};
+  std::ofstream log;
+  std::string log_error;
+  if (root) {
+    log.open(log_path, o.resume ? std::ios::app : std::ios::trunc);
+    if (!log.good()) log_error = fmt::format("train: cannot write {}", log_path);
+  }
+  comm.agree(log_error);
+  auto write_log = [&](const nlohmann::json& line) {
+    if (root) log << line.dump() << std::endl;  // flushed: `tail -f log.jsonl` (and the tests) see each step as it ends
+  };
 
   const int64_t T = cfg.block_size, N = model->num_non_embedding_parameters();
   fmt::print("tapelm train: {} | {} tokenizer, vocab {} | train {} tokens, val {} tokens ({} batches)\n",
-             fmt::join(o.data, ", "), tok->kind(), tok->vocab_size(), ds.tokens(data::Split::train),
-             ds.tokens(data::Split::val), o.batch_mode);
+             fmt::join(o.data, ", "), tok->kind(), tok->vocab_size(), ds->tokens(data::Split::train),
+             ds->tokens(data::Split::val), o.batch_mode);
   fmt::print("model: {} mixer, n_layer {}, n_head {}, n_embd {}, context {}, {} ffn, {}, {} positions\n{}",
              cfg.mixer, cfg.n_layer, cfg.n_head, cfg.n_embd, T, cfg.ffn, cfg.norm, cfg.position, model->describe());
   fmt::print("optimizer: {} ({}), lr {} {} (warm-up {}, floor {}), batch {} × {} accumulation, {} threads, seed {}\n",
              o.optimizer, optim::describe_groups(groups), o.lr, o.schedule, o.warmup, schedule.min_lr, o.batch,
              o.grad_accum, threads, o.seed);
+  if (ranks > 1) {
+    fmt::print("data parallel: {} ranks × {} threads, each {} sequences of the global batch of {}; gradients "
+               "summed by MPI_Allreduce in 25 MB buckets\n",
+               ranks, threads, o.batch / ranks, o.batch);
+    if (std::string warning = binding_warning(); !warning.empty()) fmt::print("warning: {}\n", warning);
+  }
   if (o.resume) fmt::print("resuming from step {} in {}\n", start_step, o.out);
-  const double peak = measure_gemm_peak();
-  fmt::print("GEMM peak on {} threads: {:.1f} GFLOP/s (best of 5 float32 1024³ GEMMs of the ops' kernel; MFU is measured against it)\n",
-             threads, peak / 1e9);
+  // Measured on every rank at once (they share the machine's cores and
+  // memory), then added up: the peak of the whole job.
+  double peak = measure_gemm_peak();
+  comm.sum(&peak, 1);
+  fmt::print("GEMM peak on {} threads{}: {:.1f} GFLOP/s (best of 5 float32 1024³ GEMMs of the ops' kernel; MFU is "
+             "measured against it)\n",
+             threads, ranks > 1 ? fmt::format(" × {} ranks, summed", ranks) : "", peak / 1e9);
 
   g_interrupted = 0;
-  auto previous_handler = std::signal(SIGINT, on_sigint);
+  auto previous_sigint = std::signal(SIGINT, on_sigint);
+  auto previous_sigusr1 = std::signal(SIGUSR1, on_sigint);
   const bool tty = isatty(1);
   const auto t0 = std::chrono::steady_clock::now();
   auto last_log = t0;
@@ -194,6 +280,9 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   FlopCounter::reset();
   int64_t flops_total = resumed_flops, flops_run = 0;
   double step_seconds = 0;  // time inside training steps only (no evaluation, no checkpoints): MFU's denominator
+  std::vector<Tensor> params;
+  for (auto& p : model->named_parameters()) params.push_back(p.tensor);
+  GradientAllReduce all_reduce(comm, params);
   // What a failed run leaves on disk, for its error message.
   auto checkpoint_left = [&]() -> std::string {
     return fs::exists(fs::path(o.out) / "model.safetensors") ? "the last good checkpoint in " + o.out + " is kept"
@@ -201,55 +290,76 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   };
   // A failed write (full disk, a file-size limit) leaves the previous
   // checkpoint as it was (save_safetensors writes a temp file and renames).
+  // Rank 0 writes; every rank learns whether it worked.
   auto save = [&](int64_t step) {
-    try {
-      save_checkpoint(o.out, *model, *tok, *opt, {batch_gen.state(), model->dropout_gen.state()}, step, o.to_json());
-    } catch (const Error& e) {
-      throw Error(fmt::format("cannot save the checkpoint of step {}: {}; {}", step, e.what(), checkpoint_left()));
-    }
+    check_identical_weights(comm, *model, fmt::format("after step {}", step));
+    RngStates rng{batch_gen.state(), model->dropout_gen.state(), {}};
+    if (ranks > 1) rng.dropout_of_rank = gather_states(comm, model->dropout_gen.state());
+    std::string error;
+    if (root) try {
+        save_checkpoint(o.out, *model, *tok, *opt, rng, step, o.to_json());
+      } catch (const Error& e) {
+        error = fmt::format("cannot save the checkpoint of step {}: {}; {}", step, e.what(), checkpoint_left());
+      }
+    comm.agree(error);
   };
   // Returns false if either loss is not finite (the weights then are not worth saving).
   auto evaluate = [&](int64_t step) {
-    double tr = estimate_loss(*model, ds, data::Split::train, o.batch, o.eval_batches, o.seed + 1000003 * step);
-    double va = estimate_loss(*model, ds, data::Split::val, o.batch, o.eval_batches, o.seed + 1000003 * step + 1);
+    double tr = estimate_loss(*model, *ds, data::Split::train, o.batch, o.eval_batches, o.seed + 1000003 * step, comm);
+    double va = estimate_loss(*model, *ds, data::Split::val, o.batch, o.eval_batches, o.seed + 1000003 * step + 1, comm);
     if (tty && !o.quiet) fmt::print("\n");
     fmt::print("step {}: train loss {:.4f}, val loss {:.4f}\n", step, tr, va);
-    log << nlohmann::json{{"step", step}, {"train_loss", tr}, {"val_loss", va}, {"tokens", tokens_total}, {"flops", flops_total}}
-               .dump()
-        << "\n";
-    log.flush();
+    write_log({{"step", step}, {"train_loss", tr}, {"val_loss", va}, {"tokens", tokens_total}, {"flops", flops_total}});
     return std::isfinite(tr) && std::isfinite(va);
   };
   // Stops the run without saving: the checkpoint on disk stays the last one
-  // written from finite weights with finite losses.
+  // written from finite weights with finite losses. Every rank sees the same
+  // (summed) loss and weights, so all stop here together; rank 0 says why.
   auto stop_on = [&](const std::string& failure) {
     model->zero_grad();
     std::fflush(stdout);
     std::string left = checkpoint_left();
     left[0] = char(std::toupper((unsigned char)left[0]));  // a sentence of its own here
-    fmt::print(stderr, "\ntapelm: error: {}; stopping. {}.\n", failure, left);
+    if (root) fmt::print(stderr, "\ntapelm: error: {}; stopping. {}.\n", failure, left);
   };
 
   int exit_code = 0;
   double last_loss = NAN, grad_norm = 0;
   int64_t step = start_step;
+  bool interrupted = false;
+  const int64_t rows = o.batch / ranks;  // this rank's rows of each global batch
   for (; step < o.steps; ++step) {
-    if (g_interrupted) break;
+    // A stop asked of any rank stops all of them at the same step.
+    double stop_asked = g_interrupted ? 1 : 0;
+    comm.sum(&stop_asked, 1);
+    if ((interrupted = stop_asked > 0)) break;
     const auto step_t0 = std::chrono::steady_clock::now();
     const double lr = schedule.at(step);
     opt->set_lr(lr);
     double loss_sum = 0;
     FlopCounter::reset();
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
-      data::Batch b = ds.batch(data::Split::train, o.batch, batch_gen);
+      const data::Batch global = ds->batch(data::Split::train, o.batch, batch_gen);
+      const data::Batch b = ranks == 1 ? global : global.rows(comm.rank() * rows, (comm.rank() + 1) * rows);
+      const int64_t batch_tokens = global.tokens();
+      // This rank's share of the batch's mean loss (its target tokens over the
+      // batch's): the ranks' weighted losses and gradients add up to the
+      // batch's, in windows mode 1/R each.
+      const double share = ranks == 1 ? 1.0 : double(b.tokens()) / batch_tokens;
       Tensor loss = model->loss(b.x, b.y, b.pad_mask);
-      loss_sum += loss.item();
-      backward(o.grad_accum > 1 ? mul_scalar(loss, 1.0 / o.grad_accum) : loss);
-      tokens_since_log += b.tokens();
-      tokens_total += b.tokens();
-      tokens_run += b.tokens();
+      loss_sum += loss.item() * share;
+      const double weight = share / o.grad_accum;
+      backward(weight != 1.0 ? mul_scalar(loss, weight) : loss);
+      tokens_since_log += batch_tokens;
+      tokens_total += batch_tokens;
+      tokens_run += batch_tokens;
     }
-    last_loss = loss_sum / o.grad_accum;
+    // The batch's loss and the ranks' forward and backward FLOPs, summed.
+    double sums[2] = {loss_sum, (double)FlopCounter::total().total()};
+    const double local_forward_backward_flops = sums[1];
+    comm.sum(sums, 2);
+    all_reduce.run();
+    last_loss = sums[0] / o.grad_accum;
     std::string failure;
     if (!std::isfinite(last_loss)) {
       failure = fmt::format("the training loss became {} at step {}", std::isnan(last_loss) ? "NaN" : "infinite", step);
@@ -267,7 +377,9 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
     }
     model->zero_grad();
     step_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_t0).count();
-    const int64_t step_flops = FlopCounter::total().total();
+    // Every rank runs the same optimizer step, so its FLOPs count once per rank.
+    const int64_t step_flops =
+        (int64_t)sums[1] + ranks * (FlopCounter::total().total() - (int64_t)local_forward_backward_flops);
     flops_total += step_flops;
     flops_run += step_flops;
 
@@ -282,11 +394,8 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
         fmt::print("{}step {:>6}/{} | loss {:.4f} | lr {:.2e} | {:>8.0f} tok/s | {} elapsed, ETA {}{}", tty ? "\r" : "",
                    done, o.steps, last_loss, lr, tps, hms(elapsed), hms(eta), tty ? "   " : "\n");
       std::fflush(stdout);
-      log << nlohmann::json{{"step", done}, {"loss", last_loss}, {"lr", lr}, {"grad_norm", grad_norm},
-                            {"tokens_per_s", tps}, {"tokens", tokens_total}, {"flops", flops_total},
-                            {"elapsed_s", elapsed}}
-                 .dump()
-          << std::endl;  // flushed: `tail -f log.jsonl` (and the tests) see each step as it ends
+      write_log({{"step", done}, {"loss", last_loss}, {"lr", lr}, {"grad_norm", grad_norm}, {"tokens_per_s", tps},
+                 {"tokens", tokens_total}, {"flops", flops_total}, {"elapsed_s", elapsed}});
       last_log = now;
       tokens_since_log = 0;
     }
@@ -299,31 +408,48 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
     }
     if (done % ck_every == 0 || done == o.steps) save(done);
   }
-  std::signal(SIGINT, previous_handler);
-  if (g_interrupted && exit_code == 0) {
+  std::signal(SIGINT, previous_sigint);
+  std::signal(SIGUSR1, previous_sigusr1);
+  if (interrupted && exit_code == 0) {
     save(step);
     fmt::print("\ninterrupted: checkpoint at step {} saved in {}; continue with --resume\n", step, o.out);
     exit_code = 130;
   }
+  const std::vector<uint64_t> hashes = check_identical_weights(comm, *model, "at the end");
   const double achieved = flops_run / std::max(step_seconds, 1e-9);
   const double c_over_6nd = tokens_total ? flops_total / (6.0 * N * tokens_total) : 0.0;
-  if (exit_code == 0)
-    log << nlohmann::json{{"step", o.steps}, {"summary", true}, {"tokens", tokens_total}, {"flops", flops_total},
-                          {"N", N}, {"C_over_6ND", c_over_6nd}, {"gflops_per_s", achieved / 1e9},
-                          {"tokens_per_s", tokens_run / std::max(step_seconds, 1e-9)},
-                          {"gemm_peak_gflops", peak / 1e9}, {"mfu", achieved / peak}}
-               .dump()
-        << "\n";
+  const int64_t steps_run = std::max<int64_t>(step - start_step, 1);
+  if (exit_code == 0) {
+    nlohmann::json summary{{"step", o.steps}, {"summary", true}, {"tokens", tokens_total}, {"flops", flops_total},
+                           {"N", N}, {"C_over_6ND", c_over_6nd}, {"gflops_per_s", achieved / 1e9},
+                           {"tokens_per_s", tokens_run / std::max(step_seconds, 1e-9)},
+                           {"gemm_peak_gflops", peak / 1e9}, {"mfu", achieved / peak}, {"ranks", ranks},
+                           {"threads", threads}};
+    if (ranks > 1) {
+      summary["allreduce_s_per_step"] = all_reduce.seconds() / steps_run;
+      summary["allreduce_share"] = all_reduce.seconds() / std::max(step_seconds, 1e-9);
+      std::vector<std::string> hex;
+      for (uint64_t h : hashes) hex.push_back(fmt::format("{:016x}", h));
+      summary["weight_hashes"] = hex;
+    }
+    write_log(summary);
+  }
+  if (!root) return exit_code;
   log.close();
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   write_loss_svg((fs::path(o.out) / "loss.svg").string(), read_curve(log_path, "loss"),
                  read_curve(log_path, "val_loss"), fmt::format("tapelm: {} (N = {})", fs::path(o.out).filename().string(), N));
-  if (exit_code == 0)
+  if (exit_code == 0) {
     fmt::print("done: {} steps in {}; D = {} tokens, C = {:.4g} FLOPs counted (cumulative), C/(6·N·D) = {:.3f} (N = {})\n"
-               "speed: {:.0f} tokens/s, {:.1f} GFLOP/s in training steps = MFU {:.1f}% of the {:.1f} GFLOP/s GEMM peak\n"
-               "checkpoint, log.jsonl, loss.svg in {}\n",
+               "speed: {:.0f} tokens/s, {:.1f} GFLOP/s in training steps = MFU {:.1f}% of the {:.1f} GFLOP/s GEMM peak\n",
                o.steps - start_step, hms(elapsed), tokens_total, (double)flops_total, c_over_6nd, N,
-               tokens_run / std::max(step_seconds, 1e-9), achieved / 1e9, 100 * achieved / peak, peak / 1e9, o.out);
+               tokens_run / std::max(step_seconds, 1e-9), achieved / 1e9, 100 * achieved / peak, peak / 1e9);
+    if (ranks > 1)
+      fmt::print("all-reduce: {:.1f} ms a step, {:.1f}% of the step time; weights identical on all {} ranks\n",
+                 1e3 * all_reduce.seconds() / steps_run, 100 * all_reduce.seconds() / std::max(step_seconds, 1e-9),
+                 ranks);
+    fmt::print("checkpoint, log.jsonl, loss.svg in {}\n", o.out);
+  }
   return exit_code;
 }
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "autograd/safetensors.h"
 #include "tests/test_helpers.h"
 
 namespace tapelm::testing {
@@ -62,15 +64,40 @@ class Tool : public ::testing::Test {
   std::string dir, corpus;
 };
 
-inline std::vector<double> logged_losses(const std::string& run_dir) {
+// The values of `key` in a run's log.jsonl, in order ("loss": one per logged step).
+inline std::vector<double> logged(const std::string& run_dir, const std::string& key) {
   std::vector<double> v;
   std::ifstream in(run_dir + "/log.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
+  for (std::string line; std::getline(in, line);) {
     auto j = nlohmann::json::parse(line);
-    if (j.contains("loss")) v.push_back(j["loss"].get<double>());
+    if (j.contains(key)) v.push_back(j[key].get<double>());
   }
   return v;
+}
+
+// |a - b| <= tol · max(|a|, |b|, 1): relative, and absolute near zero; tol 0 is bit for bit.
+inline void expect_close(double a, double b, double tol, const std::string& what) {
+  EXPECT_LE(std::abs(a - b), tol * std::max({std::abs(a), std::abs(b), 1.0})) << what << ": " << a << " vs " << b;
+}
+
+// Two runs agree to `tol`: every logged training, evaluation and validation
+// loss (`steps` of them training losses), and every final weight.
+inline void expect_same_run(const std::string& a, const std::string& b, size_t steps, double tol) {
+  for (const char* key : {"loss", "train_loss", "val_loss"}) {
+    std::vector<double> x = logged(a, key), y = logged(b, key);
+    ASSERT_EQ(x.size(), y.size()) << key;
+    ASSERT_FALSE(x.empty()) << key;
+    if (std::string(key) == "loss") {
+      ASSERT_EQ(x.size(), steps);
+    }
+    for (size_t i = 0; i < x.size(); ++i) expect_close(x[i], y[i], tol, std::string(key) + " #" + std::to_string(i));
+  }
+  TensorFile wa = load_safetensors(a + "/model.safetensors"), wb = load_safetensors(b + "/model.safetensors");
+  for (auto& [name, t] : wa.tensors) {
+    std::vector<double> x = t.to_vector(), y = wb.tensors.at(name).to_vector();
+    ASSERT_EQ(x.size(), y.size()) << name;
+    for (size_t i = 0; i < x.size(); ++i) expect_close(x[i], y[i], tol, name + "[" + std::to_string(i) + "]");
+  }
 }
 
 inline nlohmann::json last_summary(const std::string& run_dir) {

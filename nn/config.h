@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace tapelm::nn {
@@ -51,5 +52,21 @@ struct ModelConfig {
   std::string to_json() const;
   static ModelConfig from_json(const std::string& json);
 };
+
+// Every field of ModelConfig, declared once: its JSON key, command-line flag,
+// range or allowed values, and help. The JSON round trip, validate()'s
+// per-field checks, the tool's flags and --help all read this table; adding a
+// field means a member above and a row in config_fields().
+struct ConfigField {
+  using Member = std::variant<int64_t ModelConfig::*, double ModelConfig::*, bool ModelConfig::*,
+                              std::string ModelConfig::*>;
+  std::string key;                   // in checkpoints and --config files
+  std::string flag;                  // on the command line; empty where the run sets it (vocab_size)
+  Member member;
+  double lo = 0, hi = 0;             // numbers: in [lo, hi] (a double: [lo, hi))
+  std::vector<std::string> choices;  // strings: one of these
+  std::string help;
+};
+const std::vector<ConfigField>& config_fields();
 
 }  // namespace tapelm::nn

@@ -7,6 +7,7 @@
 #include "nn/feedforward.h"
 #include "nn/model.h"
 #include "nn/norm.h"
+#include "tests/changed_config.h"
 #include "tests/test_helpers.h"
 
 using namespace tapelm;
@@ -266,6 +267,17 @@ TEST(NnModel, ConfigJsonRoundTrip) {
   ModelConfig d = ModelConfig::from_json(c.to_json());
   EXPECT_EQ(d.to_json(), c.to_json());
   EXPECT_ERROR_CONTAINS(ModelConfig::from_json("{\"n_layer\": \"four\"}"), "bad value for 'n_layer'");
+}
+
+// Every field of the schema is written and read back, and none is left out.
+TEST(NnModel, EveryConfigFieldRoundTripsThroughJson) {
+  const ModelConfig c = tapelm::testing::changed_config();
+  c.validate();
+  const ModelConfig back = ModelConfig::from_json(c.to_json());
+  EXPECT_EQ(back.to_json(), c.to_json());
+  const auto changed = nlohmann::json::parse(c.to_json()), plain = nlohmann::json::parse(ModelConfig().to_json());
+  EXPECT_EQ(changed.size(), nn::config_fields().size());
+  for (const nn::ConfigField& f : nn::config_fields()) EXPECT_NE(changed[f.key], plain[f.key]) << f.key;
 }
 
 TEST(NnModel, DropoutOnlyInTrainMode) {

@@ -18,6 +18,7 @@
 #include "autograd/safetensors.h"
 #include "train/checkpoint.h"
 #include "train/sampler.h"
+#include "tests/changed_config.h"
 #include "tests/tool_helpers.h"
 
 using namespace tapelm;
@@ -96,8 +97,28 @@ TEST_F(Tool, FlagErrorsNameTheFlag) {
   }
 }
 
+// Every model field has a flag, and the flag sets it: a run with each flag
+// at a value other than its default stores exactly those values.
+TEST_F(Tool, EveryModelFieldHasAWorkingFlag) {
+  const nn::ModelConfig want = changed_config();
+  std::string flags;
+  for (const nn::ConfigField& f : nn::config_fields())
+    if (!f.flag.empty()) flags += " " + f.flag + "=" + flag_value(want, f);
+  Result r = run("train --data " + corpus + " --out " + dir + "/f --batch 2 --steps 1 --eval-interval 1 "
+                 "--eval-batches 1 --threads 1 --quiet" + flags);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto have = nlohmann::json::parse(train::load_checkpoint(dir + "/f").config.to_json());
+  auto expected = nlohmann::json::parse(want.to_json());
+  for (const nn::ConfigField& f : nn::config_fields()) {
+    if (!f.flag.empty()) {
+      EXPECT_EQ(have[f.key], expected[f.key]) << f.flag;
+    }
+  }
+}
+
+// Keys are flag names, or a model field's config key ("block_size" for --context).
 TEST_F(Tool, ConfigFileIsOverriddenByFlags) {
-  std::ofstream(dir + "/cfg.json") << R"({"n_layer": 2, "n_embd": 16, "n_head": 2, "context": 16, "steps": 1,
+  std::ofstream(dir + "/cfg.json") << R"({"n_layer": 2, "n_embd": 16, "n_head": 2, "block_size": 16, "steps": 1,
                                           "eval_interval": 1, "batch": 2, "threads": 1, "quiet": true})";
   Result r = run("train --config " + dir + "/cfg.json --data " + corpus + " --out " + dir + "/c --n-layer 1");
   ASSERT_EQ(r.code, 0) << r.out;

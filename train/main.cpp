@@ -22,7 +22,8 @@ using namespace tapelm;
 
 namespace {
 
-// --config FILE.json: its keys are flag names ("n_layer" or "n-layer"); they
+// --config FILE.json: its keys are flag names ("n_layer" or "n-layer", or a
+// model field's config key such as "block_size"); they
 // are placed before the command line's own flags, which therefore win.
 std::vector<std::string> expand_config(std::vector<std::string> args) {
   for (size_t i = 0; i < args.size(); ++i) {
@@ -44,6 +45,9 @@ std::vector<std::string> expand_config(std::vector<std::string> args) {
     for (auto& [key, value] : j.items()) {
       std::string flag = "--" + key;
       std::replace(flag.begin(), flag.end(), '_', '-');
+      // A model field may also go by its config key ("block_size" for --context).
+      for (const nn::ConfigField& f : nn::config_fields())
+        if (!f.flag.empty() && f.key == key) flag = f.flag;
       auto one = [&](const nlohmann::json& v) {
         from_file.push_back(flag + "=" + (v.is_string() ? v.get<std::string>() : v.dump()));
       };
@@ -58,27 +62,15 @@ std::vector<std::string> expand_config(std::vector<std::string> args) {
 }
 
 // The model flags, shared by train, flops and compare (which picks mixers
-// with --mixers instead of --mixer).
+// with --mixers instead of --mixer): one per field of nn::config_fields().
+// Values are checked by ModelConfig::validate, whose messages name the field.
 void add_model_options(CLI::App* app, nn::ModelConfig& m, bool with_mixer = true) {
-  if (with_mixer)
-    app->add_option("--mixer", m.mixer, "Token mixer of every block: " + nn::mixer_names())->capture_default_str();
-  app->add_option("--recurrent-form", m.recurrent_form, "Training form of recurrent mixers: auto (fastest: mamba's fused scan, else chunkwise), chunkwise, parallel, recurrent")->capture_default_str();
-  app->add_option("--chunk-size", m.chunk_size, "Chunk size of the chunkwise form")->capture_default_str();
-  app->add_option("--d-state", m.d_state, "Mamba / Mamba-2 SSM state size")->capture_default_str();
-  app->add_option("--ssm-headdim", m.ssm_headdim, "Mamba-2 head dimension")->capture_default_str();
-  app->add_option("--feature-map", m.feature_map, "Linear attention feature map: elu (elu+1), relu, identity")->capture_default_str();
-  app->add_option("--normalize", m.normalize, "Linear attention: normalise by φ(q)ᵀz (true) or per-head RMSNorm (false)")->capture_default_str();
-  app->add_option("--n-layer", m.n_layer, "Number of blocks")->capture_default_str();
-  app->add_option("--n-head", m.n_head, "Attention heads")->capture_default_str();
-  app->add_option("--n-embd", m.n_embd, "Model width d")->capture_default_str();
-  app->add_option("--context", m.block_size, "Context length T (tokens)")->capture_default_str();
-  app->add_option("--ffn", m.ffn, "Feed-forward kind: gelu, relu, swiglu")->capture_default_str();
-  app->add_option("--ffn-hidden", m.ffn_hidden, "Feed-forward width (0 = 4·n_embd)")->capture_default_str();
-  app->add_option("--norm", m.norm, "Normalisation: layernorm, rmsnorm, dyt")->capture_default_str();
-  app->add_option("--position", m.position, "Positions: learned, sinusoidal, rope, none")->capture_default_str();
-  app->add_option("--bias", m.bias, "Biases in linear and norm layers (true/false)")->capture_default_str();
-  app->add_option("--tie-weights", m.tie_weights, "Tie the LM head to the token embedding (true/false)")->capture_default_str();
-  app->add_option("--dropout", m.dropout, "Dropout probability")->capture_default_str()->check(CLI::Range(0.0, 0.99));
+  for (const nn::ConfigField& f : nn::config_fields()) {
+    if (f.flag.empty() || (f.flag == "--mixer" && !with_mixer)) continue;
+    std::string help = f.help;
+    if (!f.choices.empty()) help += ": " + fmt::format("{}", fmt::join(f.choices, ", "));
+    std::visit([&](auto member) { app->add_option(f.flag, m.*member, help)->capture_default_str(); }, f.member);
+  }
 }
 
 // Corpus, batching, optimizer, schedule, evaluation and seed flags, shared by
@@ -114,13 +106,8 @@ void add_run_options(CLI::App* app, train::TrainOptions& t) {
 // (train --resume checks them against the checkpoint).
 std::vector<std::string> explicit_model_flags(const CLI::App* app) {
   std::vector<std::string> keys;
-  for (auto [flag, key] : std::vector<std::pair<std::string, std::string>>{
-           {"--mixer", "mixer"}, {"--n-layer", "n_layer"}, {"--n-head", "n_head"}, {"--n-embd", "n_embd"},
-           {"--context", "block_size"}, {"--ffn", "ffn"}, {"--ffn-hidden", "ffn_hidden"}, {"--norm", "norm"},
-           {"--position", "position"}, {"--bias", "bias"}, {"--tie-weights", "tie_weights"}, {"--dropout", "dropout"},
-           {"--recurrent-form", "recurrent_form"}, {"--chunk-size", "chunk_size"}, {"--feature-map", "feature_map"},
-           {"--normalize", "normalize"}, {"--d-state", "d_state"}, {"--ssm-headdim", "ssm_headdim"}})
-    if (app->count(flag)) keys.push_back(key);
+  for (const nn::ConfigField& f : nn::config_fields())
+    if (!f.flag.empty() && app->count(f.flag)) keys.push_back(f.key);
   return keys;
 }
 

@@ -90,7 +90,10 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-5);
 // ---- cross_entropy.cpp ---------------------------------------------------
 // logits [..., V], targets int32 [...]; mean over targets != ignore_index
 // (0 when every target is ignored). Fused: log-softmax and NLL in one pass.
-Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -100);
+// tapelm's batches mark ignored targets (padding) with kIgnoreIndex; PyTorch's
+// default is −100.
+inline constexpr int32_t kIgnoreIndex = -1;
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = kIgnoreIndex);
 
 // ---- mask.cpp: boolean masks (dtype b8) ----------------------------------
 // mask broadcasts to a's shape; positions where mask is true become `value`.

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "autograd/error.h"
+#include "autograd/ops.h"
 #include "data/corpus.h"
 
 namespace tapelm::data {
@@ -93,7 +94,7 @@ Batch Dataset::batch(Split split, int64_t B, Generator& gen) const {
     picked.emplace_back(d.begin() + start, d.begin() + start + len);
     longest = std::max(longest, len - 1);
   }
-  Batch b{full({B, longest}, 0, DType::i32), full({B, longest}, -1, DType::i32),
+  Batch b{full({B, longest}, 0, DType::i32), full({B, longest}, kIgnoreIndex, DType::i32),
           full({B, longest}, 1, DType::b8)};
   for (int64_t i = 0; i < B; ++i) {
     const auto& d = picked[i];
@@ -133,7 +134,7 @@ std::vector<Batch> Dataset::sequential_batches(Split split, int64_t B) const {
     const int64_t nb = std::min<int64_t>(B, pieces.size() - i);
     int64_t longest = 0;
     for (int64_t k = 0; k < nb; ++k) longest = std::max<int64_t>(longest, pieces[i + k].size() - 1);
-    Batch b{full({nb, longest}, 0, DType::i32), full({nb, longest}, -1, DType::i32),
+    Batch b{full({nb, longest}, 0, DType::i32), full({nb, longest}, kIgnoreIndex, DType::i32),
             full({nb, longest}, 1, DType::b8)};
     for (int64_t k = 0; k < nb; ++k)
       for (int64_t t = 0; t + 1 < (int64_t)pieces[i + k].size(); ++t) {

@@ -18,7 +18,7 @@ namespace tapelm::data {
 
 struct Batch {
   Tensor x;         // int32 [B, T]
-  Tensor y;         // int32 [B, T], −1 where ignored
+  Tensor y;         // int32 [B, T], kIgnoreIndex (−1) where ignored
   Tensor pad_mask;  // bool [B, T], true at padding; undefined in window mode
   int64_t tokens() const;  // number of target tokens that count
   // Rows [begin, end) as a batch of their own (copied): one rank's part of a

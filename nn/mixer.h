@@ -1,5 +1,5 @@
-// The token-mixer slot of a block: softmax attention now, the linear-attention
-// family and Mamba later. A mixer maps [B, T, C] -> [B, T, C] and can either run
+// The token-mixer slot of a block: softmax attention, the linear-attention
+// family, GAU/FLASH, Mamba and Mamba-2. A mixer maps [B, T, C] -> [B, T, C] and can either run
 // over a whole sequence (training) or continue from a decoding state.
 #pragma once
 #include <memory>

@@ -165,7 +165,7 @@ Tensor GPT::loss(const Tensor& idx, const Tensor& targets, const Tensor& pad_mas
   }
   Tensor logits = forward(idx, pad_mask);
   FlopCounter::Scope scope("loss");
-  return cross_entropy(logits, t, -1);
+  return cross_entropy(logits, t, kIgnoreIndex);
 }
 
 int64_t GPT::num_non_embedding_parameters() const {

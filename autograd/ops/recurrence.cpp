@@ -1,5 +1,7 @@
 // The linear-recurrence core shared by the linear-attention family
-// (linear attention, RetNet, gated retention, GLA): per batch and head, a
+// (linear attention, RetNet, gated retention, GLA), Mamba-2 (a scalar decay
+// per head and step) and Mamba's non-fused forms (one head per channel, K = N,
+// V = 1): per batch and head, a
 // state S_t ∈ R^{K×V} that is decayed per key dimension, written, and read:
 //
 //   S_t = diag(exp g_t) · S_{t−1} + k_t v_tᵀ,      o_t = S_tᵀ q_t          (1)

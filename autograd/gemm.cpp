@@ -40,21 +40,29 @@ void eigen_panel(const T* a, bool ta, const T* b, bool tb, T* c, int64_t m, int6
   Block<T> C(c + r0 * n + c0, rows, cols, Eigen::OuterStride<>(n));
   if (bias) {
     const auto row = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias + c0, cols);
-    if (accumulate) C.rowwise() += row;
-    else C.rowwise() = row;
+    if (accumulate)
+      C.rowwise() += row;
+    else
+      C.rowwise() = row;
     accumulate = true;
   }
   // A's rows r0.. of op(A); B's columns c0.. of op(B), read in place.
   ConstBlock<T> A(ta ? a + r0 : a + r0 * k, ta ? k : rows, ta ? rows : k, Eigen::OuterStride<>(ta ? m : k));
   ConstBlock<T> B(tb ? b + c0 * k : b + c0, tb ? cols : k, tb ? k : cols, Eigen::OuterStride<>(tb ? k : n));
   auto run = [&](const auto& opA, const auto& opB) {
-    if (accumulate) C.noalias() += opA * opB;
-    else C.noalias() = opA * opB;
+    if (accumulate)
+      C.noalias() += opA * opB;
+    else
+      C.noalias() = opA * opB;
   };
-  if (!ta && !tb) run(A, B);
-  else if (ta && !tb) run(A.transpose(), B);
-  else if (!ta && tb) run(A, B.transpose());
-  else run(A.transpose(), B.transpose());
+  if (!ta && !tb)
+    run(A, B);
+  else if (ta && !tb)
+    run(A.transpose(), B);
+  else if (!ta && tb)
+    run(A, B.transpose());
+  else
+    run(A.transpose(), B.transpose());
 }
 
 // Eigen's kernel over the grid: each thread its own tiles, its own packing.
@@ -114,11 +122,14 @@ void gemm(const T* a, bool ta, const T* b, bool tb, T* c, int64_t m, int64_t n, 
     return;
   }
   const GemmGrid grid = gemm_grid(m, n, k, omp_in_parallel() ? 1 : omp_get_max_threads());
-  if constexpr (std::is_same_v<T, float> && kGemmKernel) gemm_f32(a, ta, b, tb, c, m, n, k, accumulate, bias, grid);
-  else eigen_gemm(a, ta, b, tb, c, m, n, k, accumulate, bias, grid);
+  if constexpr (std::is_same_v<T, float> && kGemmKernel)
+    gemm_f32(a, ta, b, tb, c, m, n, k, accumulate, bias, grid);
+  else
+    eigen_gemm(a, ta, b, tb, c, m, n, k, accumulate, bias, grid);
 }
 
-template void gemm<float>(const float*, bool, const float*, bool, float*, int64_t, int64_t, int64_t, bool, const float*);
+template void gemm<float>(const float*, bool, const float*, bool, float*, int64_t, int64_t, int64_t, bool,
+                          const float*);
 template void gemm<double>(const double*, bool, const double*, bool, double*, int64_t, int64_t, int64_t, bool,
                            const double*);
 

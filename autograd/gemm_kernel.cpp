@@ -140,18 +140,20 @@ void pack_contiguous(const float* src, int64_t ld, int64_t rows, int64_t kc, int
 
 // op(A)[i0:i0+rows, p0:p0+kc] as one sliver of kMR rows stored column by
 // column (kMR consecutive values per p); rows past `rows` are zeros.
-void pack_a_sliver(const float* a, int64_t lda, bool ta, int64_t i0, int64_t rows, int64_t p0, int64_t kc,
-                   float* out) {
-  if (ta) pack_contiguous(a + p0 * lda + i0, lda, rows, kc, kMR, out);  // A is [k, m]
-  else pack_transposed(a + i0 * lda + p0, lda, rows, kc, kMR, out);     // A is [m, k]
+void pack_a_sliver(const float* a, int64_t lda, bool ta, int64_t i0, int64_t rows, int64_t p0, int64_t kc, float* out) {
+  if (ta)
+    pack_contiguous(a + p0 * lda + i0, lda, rows, kc, kMR, out);  // A is [k, m]
+  else
+    pack_transposed(a + i0 * lda + p0, lda, rows, kc, kMR, out);  // A is [m, k]
 }
 
 // op(B)[p0:p0+kc, j0:j0+cols] as one sliver of kNR columns stored row by row
 // (kNR consecutive values per p); columns past `cols` are zeros.
-void pack_b_sliver(const float* b, int64_t ldb, bool tb, int64_t p0, int64_t kc, int64_t j0, int64_t cols,
-                   float* out) {
-  if (tb) pack_transposed(b + j0 * ldb + p0, ldb, cols, kc, kNR, out);  // B is [n, k] (a Linear weight)
-  else pack_contiguous(b + p0 * ldb + j0, ldb, cols, kc, kNR, out);    // B is [k, n]
+void pack_b_sliver(const float* b, int64_t ldb, bool tb, int64_t p0, int64_t kc, int64_t j0, int64_t cols, float* out) {
+  if (tb)
+    pack_transposed(b + j0 * ldb + p0, ldb, cols, kc, kNR, out);  // B is [n, k] (a Linear weight)
+  else
+    pack_contiguous(b + p0 * ldb + j0, ldb, cols, kc, kNR, out);  // B is [k, n]
 }
 
 // C[kMR, NV·kLanes] (ldc) = (beta ? C : 0) + (bias row if given) + Ap · Bp
@@ -163,8 +165,8 @@ void pack_b_sliver(const float* b, int64_t ldb, bool tb, int64_t p0, int64_t kc,
 // a load and a store per k step that halved the kernel's speed (42 against 86
 // GFLOP/s on one Zen 3 core). On its own the tile gets every register.
 template <int NV>
-__attribute__((noinline)) void micro_kernel(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool beta, const float* bias,
-                  int64_t rows, int64_t cols) {
+__attribute__((noinline)) void micro_kernel(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc,
+                                            bool beta, const float* bias, int64_t rows, int64_t cols) {
   Vec acc[kMR][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < kMR; ++i)
@@ -211,9 +213,12 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, const float* ap, const f
 // kNR wide runs with fewer vectors (n = 128 is 2⅔ slivers of 48).
 void multiply_tile(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool beta, const float* bias,
                    int64_t rows, int64_t cols) {
-  if (cols <= kLanes) micro_kernel<1>(kc, ap, bp, c, ldc, beta, bias, rows, cols);
-  else if (kNV > 2 && cols <= 2 * kLanes) micro_kernel<2>(kc, ap, bp, c, ldc, beta, bias, rows, cols);
-  else micro_kernel<kNV>(kc, ap, bp, c, ldc, beta, bias, rows, cols);
+  if (cols <= kLanes)
+    micro_kernel<1>(kc, ap, bp, c, ldc, beta, bias, rows, cols);
+  else if (kNV > 2 && cols <= 2 * kLanes)
+    micro_kernel<2>(kc, ap, bp, c, ldc, beta, bias, rows, cols);
+  else
+    micro_kernel<kNV>(kc, ap, bp, c, ldc, beta, bias, rows, cols);
 }
 
 }  // namespace
@@ -267,8 +272,7 @@ void gemm_f32(const float* a, bool ta, const float* b, bool tb, float* c, int64_
 
 namespace tapelm {
 // Never called: gemm.cpp takes Eigen's kernel where kGemmKernel is false.
-void gemm_f32(const float*, bool, const float*, bool, float*, int64_t, int64_t, int64_t, bool, const float*,
-              GemmGrid) {
+void gemm_f32(const float*, bool, const float*, bool, float*, int64_t, int64_t, int64_t, bool, const float*, GemmGrid) {
   std::abort();
 }
 }  // namespace tapelm

@@ -6,12 +6,10 @@
 
 namespace tapelm {
 
-GradcheckResult gradcheck(const GradcheckFn& f, const std::vector<Tensor>& inputs,
-                          const GradcheckOptions& opt) {
+GradcheckResult gradcheck(const GradcheckFn& f, const std::vector<Tensor>& inputs, const GradcheckOptions& opt) {
   for (const Tensor& x : inputs)
     TAPELM_CHECK(!x.defined() || !is_floating(x.dtype()) || x.dtype() == DType::f64,
-                 "gradcheck: inputs must be float64, got {} {}", dtype_name(x.dtype()),
-                 x.str_shape());
+                 "gradcheck: inputs must be float64, got {} {}", dtype_name(x.dtype()), x.str_shape());
   clear_tape();
   Tensor projection;
   auto scalar_of = [&](const Tensor& y) -> Tensor {

@@ -18,11 +18,11 @@ Tensor div(const Tensor& a, const Tensor& b);
 void add_(Tensor& dst, const Tensor& src);
 
 // ---- scalar.cpp: ops with a scalar ---------------------------------------
-Tensor add_scalar(const Tensor& a, double s);  // a + s
-Tensor mul_scalar(const Tensor& a, double s);  // a * s
+Tensor add_scalar(const Tensor& a, double s);   // a + s
+Tensor mul_scalar(const Tensor& a, double s);   // a * s
 Tensor rsub_scalar(double s, const Tensor& a);  // s - a
 Tensor rdiv_scalar(double s, const Tensor& a);  // s / a
-Tensor pow(const Tensor& a, double p);         // a^p (elementwise)
+Tensor pow(const Tensor& a, double p);          // a^p (elementwise)
 
 // ---- unary.cpp: elementwise functions --------------------------------------
 Tensor neg(const Tensor& x);
@@ -67,7 +67,7 @@ Tensor slice(const Tensor& a, int64_t axis, int64_t start, int64_t end);
 Tensor concat(const std::vector<Tensor>& parts, int64_t axis);
 std::vector<Tensor> split(const Tensor& a, const std::vector<int64_t>& sizes, int64_t axis);
 std::vector<Tensor> chunk(const Tensor& a, int64_t n, int64_t axis);  // n equal parts
-Tensor expand(const Tensor& a, const Shape& shape);  // broadcast_to (copies)
+Tensor expand(const Tensor& a, const Shape& shape);                   // broadcast_to (copies)
 
 // ---- gather.cpp ----------------------------------------------------------
 // weight [V, D], ids int32 [...] -> [..., D]; backward scatter-adds into rows.
@@ -84,7 +84,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                     double scale);
 
 // ---- norm.cpp: fused over the last axis; weight (and bias) of [last dim] --
-Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);  // bias may be undefined
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                  double eps = 1e-5);  // bias may be undefined
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-5);
 
 // ---- cross_entropy.cpp ---------------------------------------------------
@@ -119,8 +120,7 @@ Tensor cumsum(const Tensor& a, int64_t axis);
 // final state there.
 enum class RecurrenceForm { recurrent, parallel, chunkwise };
 Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
-                        RecurrenceForm form = RecurrenceForm::chunkwise, int64_t chunk = 64,
-                        Tensor* state = nullptr);
+                        RecurrenceForm form = RecurrenceForm::chunkwise, int64_t chunk = 64, Tensor* state = nullptr);
 // The same recurrence as a plain loop of primitive ops (for tests).
 Tensor gated_recurrence_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g);
 
@@ -138,7 +138,8 @@ Tensor delta_rule_reference(const Tensor& q, const Tensor& k, const Tensor& v, c
 // inference only) the scan continues from it and leaves the final state there.
 Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm, const Tensor& Cm,
                       Tensor* state = nullptr);
-Tensor selective_scan_reference(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm, const Tensor& Cm);
+Tensor selective_scan_reference(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm,
+                                const Tensor& Cm);
 
 // ---- conv1d.cpp ----------------------------------------------------------
 // Depthwise causal convolution: x [B,T,C], w [C,K], b [C] (optional) -> [B,T,C],

@@ -24,8 +24,8 @@ class Profiler {
   static void enable(bool on);
   static bool enabled();
   static void mark();
-  static void book_forward(const char* op);                // called by record()
-  static void book_backward(const char* op, double seconds);  // called by backward()
+  static void book_forward(const char* op);                         // called by record()
+  static void book_backward(const char* op, double seconds);        // called by backward()
   static void book_other(const std::string& what, double seconds);  // e.g. the optimizer step
   static const std::map<std::string, TimeTally>& tallies();
 };

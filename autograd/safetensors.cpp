@@ -18,10 +18,14 @@ namespace {
 
 const char* st_dtype(DType d) {
   switch (d) {
-    case DType::f32: return "F32";
-    case DType::f64: return "F64";
-    case DType::i32: return "I32";
-    case DType::b8: return "BOOL";
+    case DType::f32:
+      return "F32";
+    case DType::f64:
+      return "F64";
+    case DType::i32:
+      return "I32";
+    case DType::b8:
+      return "BOOL";
   }
   return "?";
 }
@@ -52,8 +56,8 @@ TensorFile read_safetensors(std::istream& in, int64_t size, const std::string& p
   in.read((char*)len_bytes, 8);
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
   TAPELM_CHECK(header_len <= (uint64_t)size - 8,
-               "safetensors: {} is truncated or corrupt (header of {} bytes in a {}-byte file)",
-               path, header_len, size);
+               "safetensors: {} is truncated or corrupt (header of {} bytes in a {}-byte file)", path, header_len,
+               size);
   std::string header(header_len, '\0');
   in.read(header.data(), header_len);
   TAPELM_CHECK(in.good(), "safetensors: {}: read error in the header", path);
@@ -94,19 +98,19 @@ TensorFile read_safetensors(std::istream& in, int64_t size, const std::string& p
       const auto off = integers("data_offsets");
       TAPELM_CHECK(off.size() == 2 && off[0] >= 0 && off[0] <= off[1],
                    "safetensors: {}: tensor '{}' has bad data_offsets", path, name);
-      TAPELM_CHECK(off[1] <= data_size,
-                   "safetensors: {} is truncated: tensor '{}' ends at byte {} of {} data bytes",
+      TAPELM_CHECK(off[1] <= data_size, "safetensors: {} is truncated: tensor '{}' ends at byte {} of {} data bytes",
                    path, name, off[1], data_size);
       // Checked before anything is allocated: the shape is the file's word.
       int64_t bytes = -1;
       try {
         bytes = bytes_of(shape, dt);
       } catch (const Error&) {
-        throw Error(fmt::format("safetensors: {}: tensor '{}' has an impossible shape {} (negative, or too many elements)",
-                                path, name, shape_str(shape)));
+        throw Error(
+            fmt::format("safetensors: {}: tensor '{}' has an impossible shape {} (negative, or too many elements)",
+                        path, name, shape_str(shape)));
       }
-      TAPELM_CHECK(bytes == off[1] - off[0], "safetensors: {}: tensor '{}' of shape {} does not match its {} bytes", path,
-                   name, shape_str(shape), off[1] - off[0]);
+      TAPELM_CHECK(bytes == off[1] - off[0], "safetensors: {}: tensor '{}' of shape {} does not match its {} bytes",
+                   path, name, shape_str(shape), off[1] - off[0]);
       Tensor t = Tensor::empty(shape, dt);
       in.seekg(data_start + off[0]);
       in.read((char*)t.raw_data(), off[1] - off[0]);

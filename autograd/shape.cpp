@@ -6,20 +6,28 @@ namespace tapelm {
 
 const char* dtype_name(DType d) {
   switch (d) {
-    case DType::f32: return "float32";
-    case DType::f64: return "float64";
-    case DType::i32: return "int32";
-    case DType::b8: return "bool";
+    case DType::f32:
+      return "float32";
+    case DType::f64:
+      return "float64";
+    case DType::i32:
+      return "int32";
+    case DType::b8:
+      return "bool";
   }
   return "?";
 }
 
 size_t dtype_size(DType d) {
   switch (d) {
-    case DType::f32: return 4;
-    case DType::f64: return 8;
-    case DType::i32: return 4;
-    case DType::b8: return 1;
+    case DType::f32:
+      return 4;
+    case DType::f64:
+      return 8;
+    case DType::i32:
+      return 4;
+    case DType::b8:
+      return 1;
   }
   return 0;
 }
@@ -55,8 +63,7 @@ Shape contiguous_strides(const Shape& s) {
 
 int64_t normalize_axis(const char* op, int64_t axis, int64_t ndim) {
   int64_t a = axis < 0 ? axis + ndim : axis;
-  TAPELM_CHECK(a >= 0 && a < ndim, "{}: axis {} is out of range for a tensor of {} dimensions", op,
-               axis, ndim);
+  TAPELM_CHECK(a >= 0 && a < ndim, "{}: axis {} is out of range for a tensor of {} dimensions", op, axis, ndim);
   return a;
 }
 
@@ -66,9 +73,8 @@ Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
   for (size_t i = 0; i < n; ++i) {
     int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
     int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
-    TAPELM_CHECK(da == db || da == 1 || db == 1,
-                 "{}: shapes {} and {} cannot be broadcast (dimension {}: {} vs {})", op,
-                 shape_str(a), shape_str(b), i, da, db);
+    TAPELM_CHECK(da == db || da == 1 || db == 1, "{}: shapes {} and {} cannot be broadcast (dimension {}: {} vs {})",
+                 op, shape_str(a), shape_str(b), i, da, db);
     out[i] = da == 1 ? db : da;
   }
   return out;

@@ -3,8 +3,8 @@
 #include <chrono>
 
 #include "autograd/flops.h"
-#include "autograd/profiler.h"
 #include "autograd/ops.h"
+#include "autograd/profiler.h"
 
 namespace tapelm {
 
@@ -18,8 +18,8 @@ bool g_in_backward = false;  // ops run by backward closures are not forward tim
 // accumulation writes into it in place.
 void accumulate(TensorImpl& impl, Tensor g) {
   if (!impl.grad) {
-    bool exclusive = g.impl_ptr().use_count() == 1 && g.impl().storage.use_count() == 1 &&
-                     g.impl().offset == 0 && g.dtype() == impl.dtype;
+    bool exclusive = g.impl_ptr().use_count() == 1 && g.impl().storage.use_count() == 1 && g.impl().offset == 0 &&
+                     g.dtype() == impl.dtype;
     Tensor owned = exclusive ? g : g.to(impl.dtype);
     owned.impl().requires_grad = false;
     owned.impl().is_leaf = true;
@@ -36,8 +36,7 @@ bool grad_enabled() { return g_grad_enabled; }
 NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
 
-Tensor record(const char* op, Tensor output, const std::vector<Tensor>& inputs,
-              BackwardFn backward) {
+Tensor record(const char* op, Tensor output, const std::vector<Tensor>& inputs, BackwardFn backward) {
   if (!g_in_backward) Profiler::book_forward(op);
   if (!g_grad_enabled) return output;
   bool any = false;
@@ -53,19 +52,16 @@ Tensor record(const char* op, Tensor output, const std::vector<Tensor>& inputs,
 }
 
 void backward(const Tensor& root, const Tensor& grad_output) {
-  TAPELM_CHECK(root.requires_grad(),
-               "backward: the tensor {} does not require grad (no recorded op leads to it)",
+  TAPELM_CHECK(root.requires_grad(), "backward: the tensor {} does not require grad (no recorded op leads to it)",
                root.str_shape());
   Tensor seed = grad_output;
   if (!seed.defined()) {
-    TAPELM_CHECK(root.numel() == 1,
-                 "backward: a gradient must be given for a non-scalar output of shape {}",
+    TAPELM_CHECK(root.numel() == 1, "backward: a gradient must be given for a non-scalar output of shape {}",
                  root.str_shape());
     seed = full(root.shape(), 1.0, root.dtype());
   }
-  TAPELM_CHECK(seed.shape() == root.shape(),
-               "backward: gradient of shape {} for an output of shape {}", seed.str_shape(),
-               root.str_shape());
+  TAPELM_CHECK(seed.shape() == root.shape(), "backward: gradient of shape {} for an output of shape {}",
+               seed.str_shape(), root.str_shape());
   NoGradGuard no_grad;
   struct InBackward {
     InBackward() { g_in_backward = true; }
@@ -81,20 +77,20 @@ void backward(const Tensor& root, const Tensor& grad_output) {
         if (Profiler::enabled()) {  // clock reads only when profiling
           const auto t0 = std::chrono::steady_clock::now();
           grads = node.backward(Tensor(node.output->grad));
-          Profiler::book_backward(node.op, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+          Profiler::book_backward(node.op,
+                                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         } else {
           grads = node.backward(Tensor(node.output->grad));
         }
       }
-      TAPELM_CHECK(grads.size() == node.inputs.size(),
-                   "backward: op {} returned {} gradients for {} inputs", node.op, grads.size(),
-                   node.inputs.size());
+      TAPELM_CHECK(grads.size() == node.inputs.size(), "backward: op {} returned {} gradients for {} inputs", node.op,
+                   grads.size(), node.inputs.size());
       for (size_t i = 0; i < grads.size(); ++i) {
         TensorImpl* in = node.inputs[i].get();
         if (!in || !in->requires_grad || !grads[i].defined()) continue;
         TAPELM_CHECK(grads[i].shape() == in->shape,
-                     "backward: op {} gave a gradient of shape {} for input {} of shape {}",
-                     node.op, grads[i].str_shape(), i, shape_str(in->shape));
+                     "backward: op {} gave a gradient of shape {} for input {} of shape {}", node.op,
+                     grads[i].str_shape(), i, shape_str(in->shape));
         accumulate(*in, std::move(grads[i]));
       }
       if (!node.output->retain_grad) node.output->grad.reset();

@@ -20,9 +20,7 @@ namespace tapelm {
 // M_MMAP_THRESHOLD above 32 MB, as this code once did, is refused by glibc,
 // and a 1 GB trim threshold still gave back the GPT-2 shape's 1.2 GB between
 // steps.)
-static const bool g_malloc_tuned = [] {
-  return mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, -1) == 1;
-}();
+static const bool g_malloc_tuned = [] { return mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, -1) == 1; }();
 
 static std::atomic<int64_t> g_live_bytes{0};
 static std::atomic<int64_t> g_live_buffers{0};
@@ -78,41 +76,48 @@ Tensor Tensor::empty(const Shape& shape, DType dtype) {
   return Tensor(std::move(impl));
 }
 
-int64_t Tensor::size(int64_t axis) const {
-  return shape()[normalize_axis("size", axis, dim())];
-}
+int64_t Tensor::size(int64_t axis) const { return shape()[normalize_axis("size", axis, dim())]; }
 
 void Tensor::check_dtype(DType want) const {
-  TAPELM_CHECK(dtype() == want, "tensor: data<{}>() on a {} tensor of shape {}", dtype_name(want),
-               dtype_name(dtype()), str_shape());
+  TAPELM_CHECK(dtype() == want, "tensor: data<{}>() on a {} tensor of shape {}", dtype_name(want), dtype_name(dtype()),
+               str_shape());
 }
 
 double Tensor::flat(int64_t i) const {
-  TAPELM_CHECK(i >= 0 && i < numel(), "tensor: flat index {} out of range for shape {}", i,
-               str_shape());
+  TAPELM_CHECK(i >= 0 && i < numel(), "tensor: flat index {} out of range for shape {}", i, str_shape());
   switch (dtype()) {
-    case DType::f32: return data<float>()[i];
-    case DType::f64: return data<double>()[i];
-    case DType::i32: return data<int32_t>()[i];
-    case DType::b8: return data<uint8_t>()[i];
+    case DType::f32:
+      return data<float>()[i];
+    case DType::f64:
+      return data<double>()[i];
+    case DType::i32:
+      return data<int32_t>()[i];
+    case DType::b8:
+      return data<uint8_t>()[i];
   }
   return 0;
 }
 
 void Tensor::set_flat(int64_t i, double v) {
-  TAPELM_CHECK(i >= 0 && i < numel(), "tensor: flat index {} out of range for shape {}", i,
-               str_shape());
+  TAPELM_CHECK(i >= 0 && i < numel(), "tensor: flat index {} out of range for shape {}", i, str_shape());
   switch (dtype()) {
-    case DType::f32: data<float>()[i] = (float)v; break;
-    case DType::f64: data<double>()[i] = v; break;
-    case DType::i32: data<int32_t>()[i] = (int32_t)v; break;
-    case DType::b8: data<uint8_t>()[i] = v != 0; break;
+    case DType::f32:
+      data<float>()[i] = (float)v;
+      break;
+    case DType::f64:
+      data<double>()[i] = v;
+      break;
+    case DType::i32:
+      data<int32_t>()[i] = (int32_t)v;
+      break;
+    case DType::b8:
+      data<uint8_t>()[i] = v != 0;
+      break;
   }
 }
 
 double Tensor::item() const {
-  TAPELM_CHECK(numel() == 1, "item: tensor of shape {} has {} elements, not 1", str_shape(),
-               numel());
+  TAPELM_CHECK(numel() == 1, "item: tensor of shape {} has {} elements, not 1", str_shape(), numel());
   return flat(0);
 }
 
@@ -123,8 +128,7 @@ std::vector<double> Tensor::to_vector() const {
 }
 
 Tensor& Tensor::requires_grad_(bool on) {
-  TAPELM_CHECK(!on || is_floating(dtype()), "requires_grad_: a {} tensor cannot have a gradient",
-               dtype_name(dtype()));
+  TAPELM_CHECK(!on || is_floating(dtype()), "requires_grad_: a {} tensor cannot have a gradient", dtype_name(dtype()));
   impl().requires_grad = on;
   return *this;
 }
@@ -134,9 +138,8 @@ void Tensor::set_grad(const Tensor& g) {
     impl().grad.reset();
     return;
   }
-  TAPELM_CHECK(g.shape() == shape() && g.dtype() == dtype(),
-               "set_grad: gradient {} {} does not match tensor {} {}", dtype_name(g.dtype()),
-               g.str_shape(), dtype_name(dtype()), str_shape());
+  TAPELM_CHECK(g.shape() == shape() && g.dtype() == dtype(), "set_grad: gradient {} {} does not match tensor {} {}",
+               dtype_name(g.dtype()), g.str_shape(), dtype_name(dtype()), str_shape());
   impl().grad = g.impl_ptr();
 }
 
@@ -174,8 +177,7 @@ Tensor Tensor::to(DType d) const {
 }
 
 void Tensor::copy_(const Tensor& src) {
-  TAPELM_CHECK(src.shape() == shape(), "copy_: source {} does not match destination {}",
-               src.str_shape(), str_shape());
+  TAPELM_CHECK(src.shape() == shape(), "copy_: source {} does not match destination {}", src.str_shape(), str_shape());
   if (src.dtype() == dtype()) {
     std::memmove(raw_data(), src.raw_data(), numel() * dtype_size(dtype()));
   } else {
@@ -194,10 +196,18 @@ void fill_parallel(T* p, int64_t n, T v) {
 void Tensor::fill_(double v) {
   int64_t n = numel();
   switch (dtype()) {
-    case DType::f32: fill_parallel(data<float>(), n, (float)v); break;
-    case DType::f64: fill_parallel(data<double>(), n, v); break;
-    case DType::i32: fill_parallel(data<int32_t>(), n, (int32_t)v); break;
-    case DType::b8: fill_parallel(data<uint8_t>(), n, (uint8_t)(v != 0)); break;
+    case DType::f32:
+      fill_parallel(data<float>(), n, (float)v);
+      break;
+    case DType::f64:
+      fill_parallel(data<double>(), n, v);
+      break;
+    case DType::i32:
+      fill_parallel(data<int32_t>(), n, (int32_t)v);
+      break;
+    case DType::b8:
+      fill_parallel(data<uint8_t>(), n, (uint8_t)(v != 0));
+      break;
   }
 }
 
@@ -216,24 +226,24 @@ Tensor full(const Shape& shape, double value, DType dtype) {
 }
 
 Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype) {
-  TAPELM_CHECK((int64_t)values.size() == numel_of(shape),
-               "from_vector: {} values do not fill shape {}", values.size(), shape_str(shape));
+  TAPELM_CHECK((int64_t)values.size() == numel_of(shape), "from_vector: {} values do not fill shape {}", values.size(),
+               shape_str(shape));
   Tensor t = Tensor::empty(shape, dtype);
   for (size_t i = 0; i < values.size(); ++i) t.set_flat(i, values[i]);
   return t;
 }
 
 Tensor from_ints(const std::vector<int32_t>& values, const Shape& shape) {
-  TAPELM_CHECK((int64_t)values.size() == numel_of(shape), "from_ints: {} values do not fill shape {}",
-               values.size(), shape_str(shape));
+  TAPELM_CHECK((int64_t)values.size() == numel_of(shape), "from_ints: {} values do not fill shape {}", values.size(),
+               shape_str(shape));
   Tensor t = Tensor::empty(shape, DType::i32);
   std::copy(values.begin(), values.end(), t.data<int32_t>());
   return t;
 }
 
 Tensor from_bools(const std::vector<bool>& values, const Shape& shape) {
-  TAPELM_CHECK((int64_t)values.size() == numel_of(shape),
-               "from_bools: {} values do not fill shape {}", values.size(), shape_str(shape));
+  TAPELM_CHECK((int64_t)values.size() == numel_of(shape), "from_bools: {} values do not fill shape {}", values.size(),
+               shape_str(shape));
   Tensor t = Tensor::empty(shape, DType::b8);
   for (size_t i = 0; i < values.size(); ++i) t.data<uint8_t>()[i] = values[i];
   return t;

@@ -78,18 +78,18 @@ class Tensor {
   std::string str_shape() const { return shape_str(shape()); }
 
   // Typed access to the elements; throws if T is not the dtype.
-  template <class T> T* data() {
+  template <class T>
+  T* data() {
     check_dtype(dtype_of<T>::value);
     return static_cast<T*>(impl().storage->data) + impl().offset;
   }
-  template <class T> const T* data() const {
+  template <class T>
+  const T* data() const {
     check_dtype(dtype_of<T>::value);
     return static_cast<const T*>(impl().storage->data) + impl().offset;
   }
   void* raw_data() { return (char*)impl().storage->data + impl().offset * dtype_size(dtype()); }
-  const void* raw_data() const {
-    return (const char*)impl().storage->data + impl().offset * dtype_size(dtype());
-  }
+  const void* raw_data() const { return (const char*)impl().storage->data + impl().offset * dtype_size(dtype()); }
 
   // Element i of the flattened tensor as a double (any dtype); for tests and I/O.
   double flat(int64_t i) const;
@@ -137,16 +137,15 @@ Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType 
 Tensor from_ints(const std::vector<int32_t>& values, const Shape& shape);
 Tensor from_bools(const std::vector<bool>& values, const Shape& shape);
 Tensor arange(int64_t n, DType dtype = DType::f32);
-Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::f32, double mean = 0,
-             double std = 1);
-Tensor uniform(const Shape& shape, Generator& gen, double lo, double hi,
-               DType dtype = DType::f32);
+Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::f32, double mean = 0, double std = 1);
+Tensor uniform(const Shape& shape, Generator& gen, double lo, double hi, DType dtype = DType::f32);
 Tensor randn(const Shape& shape, DType dtype = DType::f32);  // default generator
 // int32 ids drawn uniformly from [0, high) (torch.randint), e.g. random tokens.
 Tensor randint(const Shape& shape, int64_t high, Generator& gen);
 
 // Calls f(T{}) with T = float or double matching `dtype`; throws naming `op` otherwise.
-template <class F> decltype(auto) dispatch_float(const char* op, DType dtype, F&& f) {
+template <class F>
+decltype(auto) dispatch_float(const char* op, DType dtype, F&& f) {
   if (dtype == DType::f32) return f(float{});
   if (dtype == DType::f64) return f(double{});
   throw Error(fmt::format("{}: expects a float32 or float64 tensor, got {}", op, dtype_name(dtype)));

@@ -54,9 +54,8 @@ void print_profile(int64_t steps) {
     rows.push_back({op, t});
     total += t.forward_s + t.backward_s;
   }
-  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
-    return a.t.forward_s + a.t.backward_s > b.t.forward_s + b.t.backward_s;
-  });
+  std::sort(rows.begin(), rows.end(),
+            [](const Row& a, const Row& b) { return a.t.forward_s + a.t.backward_s > b.t.forward_s + b.t.backward_s; });
   fmt::print("\nprofile: wall time per op kind, ms per step (mean over {} steps)\n", steps);
   fmt::print("{:<22} {:>10} {:>10} {:>10} {:>7} {:>9}\n", "op", "forward", "backward", "total", "share", "calls");
   for (auto& r : rows)
@@ -75,8 +74,11 @@ void decode_bench(const nn::ModelConfig& c, const std::vector<int64_t>& contexts
                omp_get_max_threads(), "context", "tokens/s", "state bytes/seq");
   for (auto& p : train::measure_decode_speed(model, contexts, tokens)) {
     if (json)
-      fmt::print("{}\n", nlohmann::json{{"label", label}, {"mixer", c.mixer}, {"context", p.context},
-                                        {"tokens_per_s", p.tokens_per_s}, {"state_bytes", p.state_bytes},
+      fmt::print("{}\n", nlohmann::json{{"label", label},
+                                        {"mixer", c.mixer},
+                                        {"context", p.context},
+                                        {"tokens_per_s", p.tokens_per_s},
+                                        {"state_bytes", p.state_bytes},
                                         {"threads", omp_get_max_threads()}}
                              .dump());
     else
@@ -122,7 +124,8 @@ int main(int argc, char** argv) {
     c.dropout = 0;
     train::set_threads(threads);
     if (!decode_contexts.empty()) {
-      c.block_size = std::max(c.block_size, *std::max_element(decode_contexts.begin(), decode_contexts.end()) + decode_tokens);
+      c.block_size =
+          std::max(c.block_size, *std::max_element(decode_contexts.begin(), decode_contexts.end()) + decode_tokens);
       c.validate();
       decode_bench(c, decode_contexts, decode_tokens, json, label);
       return 0;
@@ -138,7 +141,8 @@ int main(int argc, char** argv) {
     int64_t flops = 0;
     double rss_first = 0;
     for (int64_t step = 0; step < warmup + steps; ++step) {
-      Tensor x = randint({batch, c.block_size}, c.vocab_size, gen), y = randint({batch, c.block_size}, c.vocab_size, gen);
+      Tensor x = randint({batch, c.block_size}, c.vocab_size, gen),
+             y = randint({batch, c.block_size}, c.vocab_size, gen);
       const bool timed = step >= warmup;
       if (timed && profile) Profiler::enable(true);
       FlopCounter::reset();
@@ -164,22 +168,37 @@ int main(int argc, char** argv) {
     std::sort(sorted.begin(), sorted.end());
     const double median = sorted[sorted.size() / 2];
     const double tps = batch * c.block_size / median, gflops = flops / median / 1e9;
-    nlohmann::json j{{"label", label},          {"mixer", c.mixer},         {"n_layer", c.n_layer},
-                     {"n_head", c.n_head},      {"n_embd", c.n_embd},       {"context", c.block_size},
-                     {"batch", batch},          {"vocab", c.vocab_size},    {"threads", omp_get_max_threads()},
-                     {"ms_per_step", median * 1e3}, {"tokens_per_s", tps}, {"flops_per_step", flops},
-                     {"gflops_per_s", gflops},  {"gemm_peak_gflops", peak / 1e9}, {"mfu", gflops * 1e9 / peak},
-                     {"peak_rss_mb", peak_rss_mb()}, {"rss_first_mb", rss_first}, {"rss_last_mb", rss_mb()},
-                     {"steps", steps},          {"N", model.num_non_embedding_parameters()}};
+    nlohmann::json j{{"label", label},
+                     {"mixer", c.mixer},
+                     {"n_layer", c.n_layer},
+                     {"n_head", c.n_head},
+                     {"n_embd", c.n_embd},
+                     {"context", c.block_size},
+                     {"batch", batch},
+                     {"vocab", c.vocab_size},
+                     {"threads", omp_get_max_threads()},
+                     {"ms_per_step", median * 1e3},
+                     {"tokens_per_s", tps},
+                     {"flops_per_step", flops},
+                     {"gflops_per_s", gflops},
+                     {"gemm_peak_gflops", peak / 1e9},
+                     {"mfu", gflops * 1e9 / peak},
+                     {"peak_rss_mb", peak_rss_mb()},
+                     {"rss_first_mb", rss_first},
+                     {"rss_last_mb", rss_mb()},
+                     {"steps", steps},
+                     {"N", model.num_non_embedding_parameters()}};
     if (json) {
       fmt::print("{}\n", j.dump());
     } else {
       fmt::print("{} mixer, L{} H{} D{} T{} B{} V{}, {} threads, N = {}\n", c.mixer, c.n_layer, c.n_head, c.n_embd,
                  c.block_size, batch, c.vocab_size, omp_get_max_threads(), model.num_non_embedding_parameters());
-      fmt::print("median {:.2f} ms/step over {} steps | {:.0f} tokens/s | {:.1f} GFLOP/s ({:.3g} FLOPs/step counted) | "
-                 "MFU {:.1f}% of {:.1f} GFLOP/s GEMM peak | RSS {:.0f} MB after warm-up, {:.0f} MB at the end, peak {:.0f} MB\n",
-                 median * 1e3, steps, tps, gflops, (double)flops, 100 * gflops * 1e9 / peak, peak / 1e9, rss_first,
-                 rss_mb(), peak_rss_mb());
+      fmt::print(
+          "median {:.2f} ms/step over {} steps | {:.0f} tokens/s | {:.1f} GFLOP/s ({:.3g} FLOPs/step counted) | "
+          "MFU {:.1f}% of {:.1f} GFLOP/s GEMM peak | RSS {:.0f} MB after warm-up, {:.0f} MB at the end, peak {:.0f} "
+          "MB\n",
+          median * 1e3, steps, tps, gflops, (double)flops, 100 * gflops * 1e9 / peak, peak / 1e9, rss_first, rss_mb(),
+          peak_rss_mb());
     }
     if (profile) print_profile(steps);
   } catch (const std::exception& e) {

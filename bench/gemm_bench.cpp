@@ -13,10 +13,10 @@
 // (Debian's libdnnl-dev) as a third column (measured once; not a dependency).
 #include <omp.h>
 
+#include <fmt/core.h>
 #include <CLI/CLI.hpp>
 #include <Eigen/Core>
 #include <chrono>
-#include <fmt/core.h>
 #include <functional>
 #include <vector>
 
@@ -72,7 +72,8 @@ int main(int argc, char** argv) {
     std::string name;
     int64_t rows, d, vocab;
   };
-  for (const Config& c : {Config{"small", 768, 128, 65}, Config{"mid", 2048, 384, 65}, Config{"gpt2", 1024, 768, 50257}}) {
+  for (const Config& c :
+       {Config{"small", 768, 128, 65}, Config{"mid", 2048, 384, 65}, Config{"gpt2", 1024, 768, 50257}}) {
     const int64_t d = c.d;
     shapes.push_back({c.name + " qkv fwd", c.rows, 3 * d, d, false, true});
     shapes.push_back({c.name + " fc2 fwd", c.rows, d, 4 * d, false, true});
@@ -98,10 +99,14 @@ int main(int argc, char** argv) {
       omp_set_num_threads(t);
       Eigen::setNbThreads(t);
       auto eigen = [&] {
-        if (!s.ta && !s.tb) c.noalias() = a * b;
-        else if (s.ta && !s.tb) c.noalias() = a.transpose() * b;
-        else if (!s.ta && s.tb) c.noalias() = a * b.transpose();
-        else c.noalias() = a.transpose() * b.transpose();
+        if (!s.ta && !s.tb)
+          c.noalias() = a * b;
+        else if (s.ta && !s.tb)
+          c.noalias() = a.transpose() * b;
+        else if (!s.ta && s.tb)
+          c.noalias() = a * b.transpose();
+        else
+          c.noalias() = a.transpose() * b.transpose();
       };
       auto ours = [&] { tapelm::gemm(a.data(), s.ta, b.data(), s.tb, c.data(), s.m, s.n, s.k); };
       const tapelm::GemmGrid g = tapelm::gemm_grid(s.m, s.n, s.k, t);

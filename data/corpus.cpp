@@ -57,8 +57,7 @@ std::vector<std::string> split_documents(const std::string& text, const std::str
     cur.clear();
   };
   while (std::getline(in, line)) {
-    bool boundary = separator.empty() ? line.find_first_not_of(" \t\r") == std::string::npos
-                                      : line == separator;
+    bool boundary = separator.empty() ? line.find_first_not_of(" \t\r") == std::string::npos : line == separator;
     if (boundary) {
       flush();
     } else {

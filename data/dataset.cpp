@@ -33,8 +33,7 @@ Dataset::Dataset(const std::string& text, const Tokenizer& tok, int64_t context,
                  const std::string& mode, const std::string& sep)
     : context_(context), mode_(mode) {
   TAPELM_CHECK(context > 0, "dataset: context must be positive, got {}", context);
-  TAPELM_CHECK(val_fraction > 0 && val_fraction < 1, "dataset: val_fraction {} must be in (0, 1)",
-               val_fraction);
+  TAPELM_CHECK(val_fraction > 0 && val_fraction < 1, "dataset: val_fraction {} must be in (0, 1)", val_fraction);
   if (mode == "windows") {
     std::vector<int32_t> ids = tok.encode(text);
     const int64_t n_train = (int64_t)(ids.size() * (1 - val_fraction));
@@ -54,8 +53,7 @@ Dataset::Dataset(const std::string& text, const Tokenizer& tok, int64_t context,
     }
     const int64_t n_train = (int64_t)(docs.size() * (1 - val_fraction));
     TAPELM_CHECK(n_train >= 1 && (int64_t)docs.size() - n_train >= 1,
-                 "dataset: {} documents of 2+ tokens are too few for a train/validation split",
-                 docs.size());
+                 "dataset: {} documents of 2+ tokens are too few for a train/validation split", docs.size());
     train_docs_.assign(docs.begin(), docs.begin() + n_train);
     val_docs_.assign(docs.begin() + n_train, docs.end());
   } else {

@@ -17,9 +17,9 @@
 namespace tapelm::data {
 
 struct Batch {
-  Tensor x;         // int32 [B, T]
-  Tensor y;         // int32 [B, T], kIgnoreIndex (−1) where ignored
-  Tensor pad_mask;  // bool [B, T], true at padding; undefined in window mode
+  Tensor x;                // int32 [B, T]
+  Tensor y;                // int32 [B, T], kIgnoreIndex (−1) where ignored
+  Tensor pad_mask;         // bool [B, T], true at padding; undefined in window mode
   int64_t tokens() const;  // number of target tokens that count
   // Rows [begin, end) as a batch of their own (copied): one rank's part of a
   // global batch in data-parallel training.
@@ -43,7 +43,7 @@ class Dataset {
  private:
   int64_t context_;
   std::string mode_;
-  std::vector<int32_t> train_, val_;                    // windows
+  std::vector<int32_t> train_, val_;                         // windows
   std::vector<std::vector<int32_t>> train_docs_, val_docs_;  // documents
 };
 

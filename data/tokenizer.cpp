@@ -64,8 +64,7 @@ void append_symbol(std::string& out, uint32_t cp) {
 
 void check_ids(const char* who, const std::vector<int32_t>& ids, int64_t vocab) {
   for (int32_t id : ids)
-    TAPELM_CHECK(id >= 0 && id < vocab, "{} tokenizer: token id {} out of range for vocabulary {}",
-                 who, id, vocab);
+    TAPELM_CHECK(id >= 0 && id < vocab, "{} tokenizer: token id {} out of range for vocabulary {}", who, id, vocab);
 }
 
 }  // namespace
@@ -97,9 +96,10 @@ std::vector<int32_t> CharTokenizer::encode(const std::string& text) const {
     if (it == index_.end()) {
       std::string ch;
       append_symbol(ch, cp);
-      throw Error(fmt::format("char tokenizer: character '{}' (U+{:04X}) is not in the vocabulary "
-                              "learned from the training corpus",
-                              ch, cp));
+      throw Error(
+          fmt::format("char tokenizer: character '{}' (U+{:04X}) is not in the vocabulary "
+                      "learned from the training corpus",
+                      ch, cp));
     }
     ids.push_back(it->second);
   }
@@ -113,9 +113,7 @@ std::string CharTokenizer::decode(const std::vector<int32_t>& ids) const {
   return out;
 }
 
-std::string CharTokenizer::to_json() const {
-  return nlohmann::json{{"kind", "char"}, {"symbols", symbols_}}.dump();
-}
+std::string CharTokenizer::to_json() const { return nlohmann::json{{"kind", "char"}, {"symbols", symbols_}}.dump(); }
 
 // ---- byte -------------------------------------------------------------------
 
@@ -313,8 +311,7 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const std::string& text) {
   }
 }
 
-std::unique_ptr<Tokenizer> make_tokenizer(const std::string& kind, const std::string& corpus,
-                                          int64_t vocab_size) {
+std::unique_ptr<Tokenizer> make_tokenizer(const std::string& kind, const std::string& corpus, int64_t vocab_size) {
   if (kind == "char") return std::make_unique<CharTokenizer>(corpus);
   if (kind == "byte") return std::make_unique<ByteTokenizer>();
   if (kind == "bpe") return std::make_unique<BPETokenizer>(corpus, vocab_size);

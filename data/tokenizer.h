@@ -71,8 +71,7 @@ class BPETokenizer : public Tokenizer {
 };
 
 // kind: "char" | "byte" | "bpe" (vocab_size used by bpe only).
-std::unique_ptr<Tokenizer> make_tokenizer(const std::string& kind, const std::string& corpus,
-                                          int64_t vocab_size);
+std::unique_ptr<Tokenizer> make_tokenizer(const std::string& kind, const std::string& corpus, int64_t vocab_size);
 
 // Splits text into BPE chunks (exposed for tests).
 std::vector<std::string> bpe_chunks(const std::string& text);

@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <string>
 
-#include "nn/config.h"
 #include "autograd/error.h"
+#include "nn/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

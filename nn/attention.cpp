@@ -48,11 +48,11 @@ void AttentionCache::append(const Tensor& new_k, const Tensor& new_v, const Tens
 }
 
 MultiHeadAttention::MultiHeadAttention(int64_t dim_, int64_t n_head_, bool bias, double dropout,
-                                       std::shared_ptr<Rotary> rotary, Generator& gen,
-                                       Generator* dropout_gen, double proj_std)
+                                       std::shared_ptr<Rotary> rotary, Generator& gen, Generator* dropout_gen,
+                                       double proj_std)
     : dim(dim_), n_head(n_head_), rotary_(std::move(rotary)) {
-  TAPELM_CHECK(n_head > 0 && dim % n_head == 0,
-               "MultiHeadAttention: n_embd {} is not divisible by n_head {}", dim, n_head);
+  TAPELM_CHECK(n_head > 0 && dim % n_head == 0, "MultiHeadAttention: n_embd {} is not divisible by n_head {}", dim,
+               n_head);
   head_dim = dim / n_head;
   c_attn = register_module("c_attn", std::make_shared<Linear>(dim, 3 * dim, bias, gen));
   c_proj = register_module("c_proj", std::make_shared<Linear>(dim, dim, bias, gen, proj_std));
@@ -60,9 +60,7 @@ MultiHeadAttention::MultiHeadAttention(int64_t dim_, int64_t n_head_, bool bias,
   resid_dropout = register_module("resid_dropout", std::make_shared<Dropout>(dropout, dropout_gen));
 }
 
-std::unique_ptr<MixerState> MultiHeadAttention::init_state(int64_t) const {
-  return std::make_unique<AttentionCache>();
-}
+std::unique_ptr<MixerState> MultiHeadAttention::init_state(int64_t) const { return std::make_unique<AttentionCache>(); }
 
 Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad, int64_t past) {
   Tensor m = Tensor::empty({B, 1, Tq, Tk}, DType::b8);
@@ -71,8 +69,7 @@ Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad, 
   if (past < 0) past = Tk - Tq;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < Tq; ++i)
-      for (int64_t j = 0; j < Tk; ++j)
-        pm[(b * Tq + i) * Tk + j] = (j > past + i) || (kp && kp[b * Tk + j]);
+      for (int64_t j = 0; j < Tk; ++j) pm[(b * Tq + i) * Tk + j] = (j > past + i) || (kp && kp[b * Tk + j]);
   return m;
 }
 
@@ -82,8 +79,7 @@ Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad, 
 // composed form (matmul, mask, softmax, dropout, matmul); both give the same
 // numbers without dropout (tested).
 Tensor MultiHeadAttention::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
-  TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "MultiHeadAttention: expects [B,T,{}], got {}",
-               dim, x.str_shape());
+  TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "MultiHeadAttention: expects [B,T,{}], got {}", dim, x.str_shape());
   const int64_t B = x.size(0), T = x.size(1);
   std::vector<Tensor> qkv = split(c_attn->forward(x), {dim, dim, dim}, -1);
   auto heads = [&](const Tensor& t) { return reshape(t, {B, T, n_head, head_dim}); };
@@ -104,7 +100,7 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const MixerContext& ctx, Mix
   const Tensor mask = attention_mask(B, T, k.size(1), pad, past);
   const double scale = 1.0 / std::sqrt((double)head_dim);
   Tensor y = attn_dropout->training() && attn_dropout->p > 0 ? composed_attention(q, k, v, mask, scale)
-                                                              : scaled_dot_product_attention(q, k, v, mask, scale);
+                                                             : scaled_dot_product_attention(q, k, v, mask, scale);
   return resid_dropout->forward(c_proj->forward(reshape(y, {B, T, dim})));
 }
 

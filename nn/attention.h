@@ -19,9 +19,9 @@ namespace tapelm::nn {
 // own rows instead of copying the whole cache. Slots past `length` are
 // marked as padding in key_pad, so attention over the whole buffer ignores them.
 struct AttentionCache : MixerState {
-  Tensor k, v;         // [B, capacity, ...]
-  Tensor key_pad;      // [B, capacity] bool: padding tokens and unused slots are true
-  int64_t length = 0;  // time steps filled
+  Tensor k, v;                     // [B, capacity, ...]
+  Tensor key_pad;                  // [B, capacity] bool: padding tokens and unused slots are true
+  int64_t length = 0;              // time steps filled
   int64_t bytes() const override;  // of the filled part: length steps of k, v and key_pad
   // Writes new keys [B, T, ...], values and key padding [B, T] at `length`.
   void append(const Tensor& new_k, const Tensor& new_v, const Tensor& new_pad);
@@ -30,9 +30,8 @@ struct AttentionCache : MixerState {
 class MultiHeadAttention : public TokenMixer {
  public:
   // rotary may be null (no RoPE). proj_std: init std of c_proj.weight.
-  MultiHeadAttention(int64_t dim, int64_t n_head, bool bias, double dropout,
-                     std::shared_ptr<Rotary> rotary, Generator& init_gen, Generator* dropout_gen,
-                     double proj_std = 0.02);
+  MultiHeadAttention(int64_t dim, int64_t n_head, bool bias, double dropout, std::shared_ptr<Rotary> rotary,
+                     Generator& init_gen, Generator* dropout_gen, double proj_std = 0.02);
   Tensor forward(const Tensor& x, const MixerContext& ctx, MixerState* state) override;
   std::unique_ptr<MixerState> init_state(int64_t batch) const override;
 

@@ -9,10 +9,10 @@
 namespace tapelm::nn {
 
 const std::vector<MixerKind>& mixer_kinds() {
-  static const std::vector<MixerKind> kinds{
-      {"attention", true}, {"linear", true}, {"retnet", true}, {"gated_retention", true},
-      {"gla", true},       {"deltanet", true}, {"gated_deltanet", true}, {"gau", false},
-      {"flash", false},    {"mamba", false},   {"mamba2", false}};
+  static const std::vector<MixerKind> kinds{{"attention", true},       {"linear", true}, {"retnet", true},
+                                            {"gated_retention", true}, {"gla", true},    {"deltanet", true},
+                                            {"gated_deltanet", true},  {"gau", false},   {"flash", false},
+                                            {"mamba", false},          {"mamba2", false}};
   return kinds;
 }
 
@@ -48,20 +48,53 @@ const std::vector<ConfigField>& config_fields() {
         {"n_layer", "--n-layer", &C::n_layer, 1, 1024, {}, "Number of blocks"},
         {"n_head", "--n-head", &C::n_head, 1, big, {}, "Attention heads"},
         {"n_embd", "--n-embd", &C::n_embd, 1, big, {}, "Model width d"},
-        {"ffn_hidden", "--ffn-hidden", &C::ffn_hidden, 0, double(int64_t(1) << 18), {}, "Feed-forward width (0 = 4·n_embd)"},
+        {"ffn_hidden",
+         "--ffn-hidden",
+         &C::ffn_hidden,
+         0,
+         double(int64_t(1) << 18),
+         {},
+         "Feed-forward width (0 = 4·n_embd)"},
         {"mixer", "--mixer", &C::mixer, 0, 0, mixers, "Token mixer of every block"},
         {"ffn", "--ffn", &C::ffn, 0, 0, {"gelu", "relu", "swiglu"}, "Feed-forward kind"},
         {"norm", "--norm", &C::norm, 0, 0, {"layernorm", "rmsnorm", "dyt"}, "Normalisation"},
         {"position", "--position", &C::position, 0, 0, {"learned", "sinusoidal", "rope", "none"}, "Positions"},
         {"bias", "--bias", &C::bias, 0, 0, {}, "Biases in linear and norm layers (true/false)"},
-        {"tie_weights", "--tie-weights", &C::tie_weights, 0, 0, {}, "Tie the LM head to the token embedding (true/false)"},
+        {"tie_weights",
+         "--tie-weights",
+         &C::tie_weights,
+         0,
+         0,
+         {},
+         "Tie the LM head to the token embedding (true/false)"},
         {"dropout", "--dropout", &C::dropout, 0, 1, {}, "Dropout probability"},
-        {"recurrent_form", "--recurrent-form", &C::recurrent_form, 0, 0, {"auto", "chunkwise", "parallel", "recurrent"},
+        {"recurrent_form",
+         "--recurrent-form",
+         &C::recurrent_form,
+         0,
+         0,
+         {"auto", "chunkwise", "parallel", "recurrent"},
          "Training form of recurrent mixers (auto: mamba's fused scan, else chunkwise)"},
-        {"chunk_size", "--chunk-size", &C::chunk_size, 1, double(int64_t(1) << 20), {}, "Chunk size of the chunkwise form"},
-        {"feature_map", "--feature-map", &C::feature_map, 0, 0, {"elu", "relu", "identity"},
+        {"chunk_size",
+         "--chunk-size",
+         &C::chunk_size,
+         1,
+         double(int64_t(1) << 20),
+         {},
+         "Chunk size of the chunkwise form"},
+        {"feature_map",
+         "--feature-map",
+         &C::feature_map,
+         0,
+         0,
+         {"elu", "relu", "identity"},
          "Linear attention feature map (elu: elu+1)"},
-        {"normalize", "--normalize", &C::normalize, 0, 0, {},
+        {"normalize",
+         "--normalize",
+         &C::normalize,
+         0,
+         0,
+         {},
          "Linear attention: normalise by φ(q)ᵀz (true) or per-head RMSNorm (false)"},
         {"gau_qk_dim", "--gau-qk-dim", &C::gau_qk_dim, 1, big, {}, "GAU / FLASH: width s of the shared Z"},
         {"d_state", "--d-state", &C::d_state, 1, double(int64_t(1) << 12), {}, "Mamba / Mamba-2 SSM state size"},
@@ -96,8 +129,8 @@ void ModelConfig::validate() const {
                "config: mamba2 needs 2·n_embd ({}) divisible by ssm_headdim {}", 2 * n_embd, ssm_headdim);
   TAPELM_CHECK((mixer != "retnet" && mixer != "gated_retention") || (n_embd / n_head) % 2 == 0,
                "config: {} applies rotary positions and needs an even head dimension, got {}", mixer, n_embd / n_head);
-  TAPELM_CHECK(position != "rope" || (n_embd / n_head) % 2 == 0,
-               "config: rope needs an even head dimension, got {}", n_embd / n_head);
+  TAPELM_CHECK(position != "rope" || (n_embd / n_head) % 2 == 0, "config: rope needs an even head dimension, got {}",
+               n_embd / n_head);
 }
 
 std::string ModelConfig::to_json() const {

@@ -24,25 +24,26 @@ struct ModelConfig {
   int64_t n_layer = 4;
   int64_t n_head = 4;
   int64_t n_embd = 128;
-  int64_t ffn_hidden = 0;             // 0 = 4·n_embd
-  std::string mixer = "attention";    // attention | linear | retnet | gated_retention | gla | deltanet | gated_deltanet | gau | flash | mamba | mamba2
-  std::string ffn = "gelu";           // gelu | relu | swiglu
-  std::string norm = "layernorm";     // layernorm | rmsnorm | dyt
-  std::string position = "learned";   // learned | sinusoidal | rope | none
-  bool bias = true;                   // biases in Linear and norm layers
-  bool tie_weights = true;            // lm_head.weight is transformer.wte.weight
+  int64_t ffn_hidden = 0;           // 0 = 4·n_embd
+  std::string mixer = "attention";  // attention | linear | retnet | gated_retention | gla | deltanet | gated_deltanet |
+                                    // gau | flash | mamba | mamba2
+  std::string ffn = "gelu";         // gelu | relu | swiglu
+  std::string norm = "layernorm";   // layernorm | rmsnorm | dyt
+  std::string position = "learned";  // learned | sinusoidal | rope | none
+  bool bias = true;                  // biases in Linear and norm layers
+  bool tie_weights = true;           // lm_head.weight is transformer.wte.weight
   double dropout = 0.0;
   // Linear-attention family (nn/linear_attention.h).
   // Training form of recurrent mixers: auto (each mixer's fastest on a CPU:
   // the fused scan for mamba, chunkwise otherwise) | chunkwise | parallel | recurrent.
   std::string recurrent_form = "auto";
   int64_t chunk_size = 64;
-  std::string feature_map = "elu";           // linear attention: elu (elu+1) | relu | identity
-  bool normalize = true;                     // linear attention: divide by φ(q)ᵀz (else per-head RMSNorm)
-  int64_t gau_qk_dim = 128;                  // GAU: width s of the shared Z
-  int64_t d_state = 16;                      // Mamba / Mamba-2: SSM state size N
-  int64_t d_conv = 4;                        // Mamba: causal conv kernel
-  int64_t ssm_headdim = 32;                  // Mamba-2: head dimension P
+  std::string feature_map = "elu";  // linear attention: elu (elu+1) | relu | identity
+  bool normalize = true;            // linear attention: divide by φ(q)ᵀz (else per-head RMSNorm)
+  int64_t gau_qk_dim = 128;         // GAU: width s of the shared Z
+  int64_t d_state = 16;             // Mamba / Mamba-2: SSM state size N
+  int64_t d_conv = 4;               // Mamba: causal conv kernel
+  int64_t ssm_headdim = 32;         // Mamba-2: head dimension P
   // False for mixers whose blocks have no ln_2/mlp (see mixer_kinds()).
   bool has_ffn() const;
 
@@ -58,10 +59,10 @@ struct ModelConfig {
 // per-field checks, the tool's flags and --help all read this table; adding a
 // field means a member above and a row in config_fields().
 struct ConfigField {
-  using Member = std::variant<int64_t ModelConfig::*, double ModelConfig::*, bool ModelConfig::*,
-                              std::string ModelConfig::*>;
-  std::string key;                   // in checkpoints and --config files
-  std::string flag;                  // on the command line; empty where the run sets it (vocab_size)
+  using Member =
+      std::variant<int64_t ModelConfig::*, double ModelConfig::*, bool ModelConfig::*, std::string ModelConfig::*>;
+  std::string key;   // in checkpoints and --config files
+  std::string flag;  // on the command line; empty where the run sets it (vocab_size)
   Member member;
   double lo = 0, hi = 0;             // numbers: in [lo, hi] (a double: [lo, hi))
   std::vector<std::string> choices;  // strings: one of these

@@ -4,8 +4,8 @@
 
 namespace tapelm::nn {
 
-FeedForward::FeedForward(int64_t dim, int64_t hidden, const std::string& kind_, bool bias,
-                         double dropout, Generator& gen, Generator* dropout_gen, double proj_std)
+FeedForward::FeedForward(int64_t dim, int64_t hidden, const std::string& kind_, bool bias, double dropout,
+                         Generator& gen, Generator* dropout_gen, double proj_std)
     : kind(kind_) {
   TAPELM_CHECK(kind == "gelu" || kind == "relu" || kind == "swiglu",
                "FeedForward: unknown kind '{}' (expected gelu, relu or swiglu)", kind);
@@ -17,9 +17,12 @@ FeedForward::FeedForward(int64_t dim, int64_t hidden, const std::string& kind_, 
 
 Tensor FeedForward::forward(const Tensor& x) const {
   Tensor h;
-  if (kind == "gelu") h = gelu(c_fc->forward(x));
-  else if (kind == "relu") h = relu(c_fc->forward(x));
-  else h = mul(silu(c_gate->forward(x)), c_fc->forward(x));
+  if (kind == "gelu")
+    h = gelu(c_fc->forward(x));
+  else if (kind == "relu")
+    h = relu(c_fc->forward(x));
+  else
+    h = mul(silu(c_gate->forward(x)), c_fc->forward(x));
   return drop->forward(c_proj->forward(h));
 }
 

@@ -14,8 +14,8 @@ namespace tapelm::nn {
 class FeedForward : public Module {
  public:
   // proj_std: init std of c_proj.weight (GPT-2 scales it by 1/√(2·n_layer)).
-  FeedForward(int64_t dim, int64_t hidden, const std::string& kind, bool bias, double dropout,
-              Generator& init_gen, Generator* dropout_gen, double proj_std = 0.02);
+  FeedForward(int64_t dim, int64_t hidden, const std::string& kind, bool bias, double dropout, Generator& init_gen,
+              Generator* dropout_gen, double proj_std = 0.02);
   Tensor forward(const Tensor& x) const;
   std::string kind;
   std::shared_ptr<Linear> c_fc, c_gate, c_proj;  // c_gate only for swiglu

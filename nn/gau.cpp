@@ -28,8 +28,13 @@ int64_t FlashState::bytes() const {
 }
 
 GatedAttentionUnit::GatedAttentionUnit(const ModelConfig& c, Generator& gen, double proj_std)
-    : mixed_chunk(c.mixer == "flash"), dim(c.n_embd), expansion(2 * c.n_embd), qk_dim(c.gau_qk_dim),
-      n(c.block_size), chunk(c.chunk_size), form(c.recurrent_form == "auto" ? "chunkwise" : c.recurrent_form) {
+    : mixed_chunk(c.mixer == "flash"),
+      dim(c.n_embd),
+      expansion(2 * c.n_embd),
+      qk_dim(c.gau_qk_dim),
+      n(c.block_size),
+      chunk(c.chunk_size),
+      form(c.recurrent_form == "auto" ? "chunkwise" : c.recurrent_form) {
   TAPELM_CHECK(form == "parallel" || form == "chunkwise" || form == "recurrent", "flash: unknown form {}", form);
   to_hidden = register_module("to_hidden", std::make_shared<Linear>(dim, 2 * expansion, true, gen));
   to_qk = register_module("to_qk", std::make_shared<Linear>(dim, qk_dim, true, gen));
@@ -65,7 +70,8 @@ Tensor GatedAttentionUnit::flash_masked(const Tensor& u, const Tensor& v, const 
         quad_mask.data<uint8_t>()[(b * T + t) * T + s] = !(key_ok && s <= t && cs == ct);
         lin_mask.data<uint8_t>()[(b * T + t) * T + s] = !(key_ok && s < t && cs < ct);
       }
-  Tensor quad = mul_scalar(square(relu(mul_scalar(matmul(qk[0], qk[1], false, true), 1.0 / std::sqrt((double)qk_dim)))), 1.0 / n);
+  Tensor quad =
+      mul_scalar(square(relu(mul_scalar(matmul(qk[0], qk[1], false, true), 1.0 / std::sqrt((double)qk_dim)))), 1.0 / n);
   Tensor lin = mul_scalar(matmul(qk[2], qk[3], false, true), 1.0 / n);
   Tensor a = add(masked_fill(quad, quad_mask, 0.0), masked_fill(lin, lin_mask, 0.0));
   return mul(u, matmul(a, v));
@@ -90,7 +96,8 @@ Tensor GatedAttentionUnit::flash_chunked(const Tensor& u, const Tensor& v, const
       for (int64_t t = 0; t < chunk; ++t)
         for (int64_t s = 0; s < chunk; ++s)
           mask.data<uint8_t>()[((b * G + g) * chunk + t) * chunk + s] = s > t || pm[b * Tp + g * chunk + s];
-  Tensor quad = mul_scalar(square(relu(mul_scalar(matmul(qq, kq, false, true), 1.0 / std::sqrt((double)qk_dim)))), 1.0 / n);
+  Tensor quad =
+      mul_scalar(square(relu(mul_scalar(matmul(qq, kq, false, true), 1.0 / std::sqrt((double)qk_dim)))), 1.0 / n);
   Tensor quad_o = matmul(masked_fill(quad, mask, 0.0), vb);  // [B,G,C,e]
   Tensor kv = matmul(kl, vb, true, false);                   // [B,G,s,e]
   Tensor before = sub(cumsum(kv, 1), kv);                    // Σ over earlier chunks
@@ -107,7 +114,9 @@ Tensor GatedAttentionUnit::flash_decode(const Tensor& u, const Tensor& v, const 
   const int64_t B = u.size(0), T = u.size(1);
   const DType dt = u.dtype();
   Tensor out = zeros({B, T, expansion}, dt);
-  auto at = [](const Tensor& x, int64_t b, int64_t t) { return reshape(slice(slice(x, 0, b, b + 1), 1, t, t + 1), {x.size(2)}); };
+  auto at = [](const Tensor& x, int64_t b, int64_t t) {
+    return reshape(slice(slice(x, 0, b, b + 1), 1, t, t + 1), {x.size(2)});
+  };
   for (int64_t b = 0; b < B; ++b) {
     if (!st->S[b].defined()) st->S[b] = zeros({qk_dim, expansion}, dt);
     for (int64_t t = 0; t < T; ++t) {
@@ -125,11 +134,13 @@ Tensor GatedAttentionUnit::flash_decode(const Tensor& u, const Tensor& v, const 
       Tensor q = reshape(at(qk[0], b, t), {1, qk_dim});
       Tensor keys = reshape(concat(st->kq[b], 0), {(int64_t)st->kq[b].size(), qk_dim});
       Tensor vals = reshape(concat(st->v[b], 0), {(int64_t)st->v[b].size(), expansion});
-      Tensor w = mul_scalar(square(relu(mul_scalar(matmul(q, keys, false, true), 1.0 / std::sqrt((double)qk_dim)))), 1.0 / n);
+      Tensor w =
+          mul_scalar(square(relu(mul_scalar(matmul(q, keys, false, true), 1.0 / std::sqrt((double)qk_dim)))), 1.0 / n);
       Tensor o = add(matmul(w, vals), mul_scalar(matmul(reshape(at(qk[2], b, t), {1, qk_dim}), st->S[b]), 1.0 / n));
       Tensor row = reshape(mul(at(u, b, t), reshape(o, {expansion})), {1, 1, expansion});
       // write the row into out[b, t]
-      std::memcpy((char*)out.raw_data() + (b * T + t) * expansion * dtype_size(dt), row.raw_data(), expansion * dtype_size(dt));
+      std::memcpy((char*)out.raw_data() + (b * T + t) * expansion * dtype_size(dt), row.raw_data(),
+                  expansion * dtype_size(dt));
     }
   }
   return out;

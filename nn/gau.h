@@ -50,9 +50,9 @@ class GatedAttentionUnit : public TokenMixer {
 // FLASH's decoding state: per sequence, Σ k'vᵀ over finished chunks and the
 // keys/values of the current chunk.
 struct FlashState : MixerState {
-  std::vector<Tensor> S;                   // per row [s, e]
+  std::vector<Tensor> S;                       // per row [s, e]
   std::vector<std::vector<Tensor>> kq, kl, v;  // per row, per cached token [s] / [e]
-  std::vector<int64_t> chunk_id;           // per row, −1 before the first token
+  std::vector<int64_t> chunk_id;               // per row, −1 before the first token
   int64_t bytes() const override;
 };
 

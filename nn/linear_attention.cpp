@@ -8,8 +8,8 @@ namespace {
 // x / ‖x‖ over the last axis (DeltaNet's q, k normalisation).
 Tensor l2_normalize(const Tensor& x) { return div(x, sqrt(add_scalar(sum(square(x), {-1}, true), 1e-6))); }
 
-constexpr double kTau = 16.0;         // decay temperature of gated retention and GLA
-constexpr int64_t kGateRank = 16;     // GLA's low-rank decay projection
+constexpr double kTau = 16.0;      // decay temperature of gated retention and GLA
+constexpr int64_t kGateRank = 16;  // GLA's low-rank decay projection
 constexpr double kNormalizerEps = 1e-6;
 
 Tensor logsigmoid(const Tensor& x) { return neg(softplus(neg(x))); }
@@ -21,17 +21,24 @@ bool is_linear_recurrent_mixer(const std::string& kind) {
 }
 
 LinearRecurrentMixer::LinearRecurrentMixer(const ModelConfig& c, Generator& gen, double proj_std)
-    : kind(c.mixer), dim(c.n_embd), n_head(c.n_head), head_dim(c.n_embd / c.n_head), chunk(c.chunk_size),
-      feature_map_(c.feature_map), normalize_(c.normalize) {
+    : kind(c.mixer),
+      dim(c.n_embd),
+      n_head(c.n_head),
+      head_dim(c.n_embd / c.n_head),
+      chunk(c.chunk_size),
+      feature_map_(c.feature_map),
+      normalize_(c.normalize) {
   TAPELM_CHECK(is_linear_recurrent_mixer(kind), "LinearRecurrentMixer: unknown kind '{}'", kind);
-  form = c.recurrent_form == "parallel" ? RecurrenceForm::parallel
-         : c.recurrent_form == "recurrent" ? RecurrenceForm::recurrent : RecurrenceForm::chunkwise;
+  form = c.recurrent_form == "parallel"    ? RecurrenceForm::parallel
+         : c.recurrent_form == "recurrent" ? RecurrenceForm::recurrent
+                                           : RecurrenceForm::chunkwise;
   q_proj = register_module("q_proj", std::make_shared<Linear>(dim, dim, false, gen));
   k_proj = register_module("k_proj", std::make_shared<Linear>(dim, dim, false, gen));
   v_proj = register_module("v_proj", std::make_shared<Linear>(dim, dim, false, gen));
   const bool delta = kind == "deltanet" || kind == "gated_deltanet";
   if (delta) b_proj = register_module("b_proj", std::make_shared<Linear>(dim, n_head, false, gen));
-  if (kind != "linear" && kind != "deltanet") g_proj = register_module("g_proj", std::make_shared<Linear>(dim, dim, false, gen));
+  if (kind != "linear" && kind != "deltanet")
+    g_proj = register_module("g_proj", std::make_shared<Linear>(dim, dim, false, gen));
   if (kind == "gated_retention" || kind == "gated_deltanet")
     gk_proj_0 = register_module("gk_proj", std::make_shared<Linear>(dim, n_head, true, gen));
   if (kind == "gla") {
@@ -48,7 +55,9 @@ LinearRecurrentMixer::LinearRecurrentMixer(const ModelConfig& c, Generator& gen,
   }
 }
 
-std::unique_ptr<MixerState> LinearRecurrentMixer::init_state(int64_t) const { return std::make_unique<RecurrentState>(); }
+std::unique_ptr<MixerState> LinearRecurrentMixer::init_state(int64_t) const {
+  return std::make_unique<RecurrentState>();
+}
 
 Tensor LinearRecurrentMixer::heads(const Tensor& t, int64_t B, int64_t T) const {
   return permute(reshape(t, {B, T, n_head, -1}), {0, 2, 1, 3});
@@ -58,7 +67,7 @@ Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, M
   TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "{}: expects [B,T,{}], got {}", kind, dim, x.str_shape());
   const int64_t B = x.size(0), T = x.size(1);
   Tensor q = heads(q_proj->forward(x), B, T), k = heads(k_proj->forward(x), B, T), v = heads(v_proj->forward(x), B, T);
-  Tensor g;  // log-decay [B,H,T,1] or [B,H,T,K]
+  Tensor g;     // log-decay [B,H,T,1] or [B,H,T,K]
   Tensor beta;  // delta rule's write strength [B,H,T,1]
   if (kind == "deltanet" || kind == "gated_deltanet") {
     q = mul_scalar(l2_normalize(q), 1.0 / std::sqrt((double)head_dim));
@@ -86,7 +95,7 @@ Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, M
       g = expand(retnet_log_gamma_.as(x.dtype()), {B, n_head, T, 1});
     } else if (kind == "gated_retention") {
       g = mul_scalar(logsigmoid(heads(gk_proj_0->forward(x), B, T)), 1.0 / kTau);  // [B,H,T,1]
-    } else {  // gla
+    } else {                                                                       // gla
       g = mul_scalar(logsigmoid(heads(gk_proj_1->forward(gk_proj_0->forward(x)), B, T)), 1.0 / kTau);
     }
   }

@@ -37,17 +37,23 @@ int64_t MambaState::bytes() const {
 }
 
 Mamba::Mamba(const ModelConfig& c, Generator& gen, double proj_std)
-    : version(c.mixer == "mamba2" ? 2 : 1), dim(c.n_embd), d_inner(2 * c.n_embd), d_state(c.d_state),
-      d_conv(c.d_conv), dt_rank((c.n_embd + 15) / 16), headdim(c.ssm_headdim),
+    : version(c.mixer == "mamba2" ? 2 : 1),
+      dim(c.n_embd),
+      d_inner(2 * c.n_embd),
+      d_state(c.d_state),
+      d_conv(c.d_conv),
+      dt_rank((c.n_embd + 15) / 16),
+      headdim(c.ssm_headdim),
       n_heads(version == 2 ? 2 * c.n_embd / c.ssm_headdim : 2 * c.n_embd),
-      conv_channels(version == 2 ? 2 * c.n_embd + 2 * c.d_state : 2 * c.n_embd), chunk(c.chunk_size) {
+      conv_channels(version == 2 ? 2 * c.n_embd + 2 * c.d_state : 2 * c.n_embd),
+      chunk(c.chunk_size) {
   form = c.recurrent_form == "parallel"    ? RecurrenceForm::parallel
          : c.recurrent_form == "recurrent" ? RecurrenceForm::recurrent
          : c.recurrent_form == "chunkwise" ? RecurrenceForm::chunkwise
          : version == 1                    ? RecurrenceForm::recurrent  // auto: the fused selective scan
                                            : RecurrenceForm::chunkwise;
-  TAPELM_CHECK(version == 1 || d_inner % headdim == 0, "mamba2: d_inner {} is not divisible by ssm_headdim {}",
-               d_inner, headdim);
+  TAPELM_CHECK(version == 1 || d_inner % headdim == 0, "mamba2: d_inner {} is not divisible by ssm_headdim {}", d_inner,
+               headdim);
   const int64_t in_out = version == 1 ? 2 * d_inner : 2 * d_inner + 2 * d_state + n_heads;
   in_proj = register_module("in_proj", std::make_shared<Linear>(dim, in_out, false, gen));
   auto cv = register_module("conv1d", std::make_shared<Conv1d>(conv_channels, d_conv, gen));
@@ -125,18 +131,18 @@ Tensor Mamba::forward(const Tensor& x, const MixerContext& ctx, MixerState* stat
     } else {
       // The same recurrence on the shared core: one head per channel, K = N, V = 1.
       auto per_channel = [&](const Tensor& t) { return expand(unsqueeze(t, 1), {B, d_inner, T, d_state}); };
-      Tensor q = per_channel(dbc[2]), k = per_channel(dbc[1]);                 // C_t, B_t
-      Tensor v = unsqueeze(permute(mul(delta, u), {0, 2, 1}), -1);             // [B,Di,T,1]
-      Tensor g = permute(mul(unsqueeze(delta, -1), A), {0, 2, 1, 3});          // [B,Di,T,N]
-      Tensor h = gated_recurrence(q, k, v, g, run_form, chunk, carried);       // [B,Di,T,1]
+      Tensor q = per_channel(dbc[2]), k = per_channel(dbc[1]);            // C_t, B_t
+      Tensor v = unsqueeze(permute(mul(delta, u), {0, 2, 1}), -1);        // [B,Di,T,1]
+      Tensor g = permute(mul(unsqueeze(delta, -1), A), {0, 2, 1, 3});     // [B,Di,T,N]
+      Tensor h = gated_recurrence(q, k, v, g, run_form, chunk, carried);  // [B,Di,T,1]
       scan = permute(squeeze(h, -1), {0, 2, 1});
     }
     y = add(scan, mul(u, D));
     y = mul(y, silu(z));
   } else {
     auto xbc = split(u, {d_inner, d_state, d_state}, -1);
-    Tensor delta = unpad(softplus(add(dt_raw, dt_bias)));                    // [B,T,H]
-    Tensor A = neg(exp(A_log));                                              // [H]
+    Tensor delta = unpad(softplus(add(dt_raw, dt_bias)));  // [B,T,H]
+    Tensor A = neg(exp(A_log));                            // [H]
     auto shared = [&](const Tensor& t) { return expand(unsqueeze(t, 1), {B, n_heads, T, d_state}); };
     Tensor xh = permute(reshape(xbc[0], {B, T, n_heads, headdim}), {0, 2, 1, 3});  // [B,H,T,P]
     Tensor dt_h = unsqueeze(permute(delta, {0, 2, 1}), -1);                        // [B,H,T,1]

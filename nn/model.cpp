@@ -11,11 +11,11 @@
 namespace tapelm::nn {
 
 namespace {
-std::shared_ptr<TokenMixer> make_mixer(const ModelConfig& c, std::shared_ptr<Rotary> rotary,
-                                       Generator& gen, Generator* dropout_gen, double proj_std) {
+std::shared_ptr<TokenMixer> make_mixer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen,
+                                       Generator* dropout_gen, double proj_std) {
   if (c.mixer == "attention")
-    return std::make_shared<MultiHeadAttention>(c.n_embd, c.n_head, c.bias, c.dropout, rotary, gen,
-                                                dropout_gen, proj_std);
+    return std::make_shared<MultiHeadAttention>(c.n_embd, c.n_head, c.bias, c.dropout, rotary, gen, dropout_gen,
+                                                proj_std);
   if (is_linear_recurrent_mixer(c.mixer)) return std::make_shared<LinearRecurrentMixer>(c, gen, proj_std);
   if (c.mixer == "mamba" || c.mixer == "mamba2") return std::make_shared<Mamba>(c, gen, proj_std);
   if (c.mixer == "gau" || c.mixer == "flash") return std::make_shared<GatedAttentionUnit>(c, gen, proj_std);
@@ -27,15 +27,13 @@ std::shared_ptr<TokenMixer> make_mixer(const ModelConfig& c, std::shared_ptr<Rot
 double proj_std(const ModelConfig& c) { return 0.02 / std::sqrt(2.0 * c.n_layer); }
 }  // namespace
 
-Block::Block(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen,
-             Generator* dropout_gen) {
+Block::Block(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen, Generator* dropout_gen) {
   ln_1 = register_module("ln_1", make_norm(c.norm, c.n_embd, c.bias));
   attn = register_module("attn", make_mixer(c, rotary, gen, dropout_gen, proj_std(c)));
   if (!c.has_ffn()) return;
   ln_2 = register_module("ln_2", make_norm(c.norm, c.n_embd, c.bias));
-  mlp = register_module("mlp", std::make_shared<FeedForward>(c.n_embd, c.hidden(), c.ffn, c.bias,
-                                                             c.dropout, gen, dropout_gen,
-                                                             proj_std(c)));
+  mlp = register_module("mlp", std::make_shared<FeedForward>(c.n_embd, c.hidden(), c.ffn, c.bias, c.dropout, gen,
+                                                             dropout_gen, proj_std(c)));
 }
 
 // FLOP components: "norm", "mixer" (its projections in "mixer.proj"), "ffn",
@@ -67,16 +65,13 @@ Tensor Block::forward(const Tensor& x, const MixerContext& ctx, MixerState* stat
   return add(h, f);
 }
 
-Transformer::Transformer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen,
-                         Generator* dropout_gen) {
+Transformer::Transformer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen, Generator* dropout_gen) {
   wte = register_module("wte", std::make_shared<Embedding>(c.vocab_size, c.n_embd, gen));
-  if (c.position == "learned")
-    wpe = register_module("wpe", std::make_shared<Embedding>(c.block_size, c.n_embd, gen));
+  if (c.position == "learned") wpe = register_module("wpe", std::make_shared<Embedding>(c.block_size, c.n_embd, gen));
   drop = register_module("drop", std::make_shared<Dropout>(c.dropout, dropout_gen));
   // A ModuleList named "h": children "h.0", "h.1", ...
   for (int64_t i = 0; i < c.n_layer; ++i)
-    h.push_back(register_module(fmt::format("h.{}", i),
-                                std::make_shared<Block>(c, rotary, gen, dropout_gen)));
+    h.push_back(register_module(fmt::format("h.{}", i), std::make_shared<Block>(c, rotary, gen, dropout_gen)));
   ln_f = register_module("ln_f", make_norm(c.norm, c.n_embd, c.bias));
 }
 
@@ -90,8 +85,7 @@ GPT::GPT(const ModelConfig& c, Generator& gen) : config(c), dropout_gen(gen.next
   config.validate();
   if (c.position == "rope") rotary_ = std::make_shared<Rotary>(c.n_embd / c.n_head, c.block_size);
   if (c.position == "sinusoidal") sinusoid_ = ConstantTensor(sinusoidal_table(c.block_size, c.n_embd, DType::f64));
-  transformer = register_module("transformer",
-                                std::make_shared<Transformer>(c, rotary_, gen, &dropout_gen));
+  transformer = register_module("transformer", std::make_shared<Transformer>(c, rotary_, gen, &dropout_gen));
   lm_head = register_module("lm_head", std::make_shared<Linear>(c.n_embd, c.vocab_size, false, gen));
   if (c.tie_weights) {
     lm_head->tie_parameter("weight", transformer->wte->weight);
@@ -107,20 +101,18 @@ DecodeState GPT::init_decode(int64_t batch) const {
 }
 
 Tensor GPT::forward(const Tensor& idx, const Tensor& pad_mask, DecodeState* state) {
-  TAPELM_CHECK(idx.dim() == 2 && idx.dtype() == DType::i32,
-               "model: tokens must be int32 [B,T], got {} {}", dtype_name(idx.dtype()),
-               idx.str_shape());
+  TAPELM_CHECK(idx.dim() == 2 && idx.dtype() == DType::i32, "model: tokens must be int32 [B,T], got {} {}",
+               dtype_name(idx.dtype()), idx.str_shape());
   const int64_t B = idx.size(0), T = idx.size(1);
   if (state)
-    TAPELM_CHECK((int64_t)state->seen.size() == B,
-                 "model: decoding state is for batch {}, tokens are [{},{}]", state->seen.size(), B, T);
+    TAPELM_CHECK((int64_t)state->seen.size() == B, "model: decoding state is for batch {}, tokens are [{},{}]",
+                 state->seen.size(), B, T);
   MixerContext ctx{pad_mask, position_ids(B, T, pad_mask, state ? state->seen : std::vector<int32_t>{})};
   if (config.position != "none") {
     const int32_t* p = ctx.positions.data<int32_t>();
     for (int64_t i = 0; i < B * T; ++i)
-      TAPELM_CHECK(p[i] < config.block_size,
-                   "model: position {} is beyond the context length {} (sequence too long)", p[i],
-                   config.block_size);
+      TAPELM_CHECK(p[i] < config.block_size, "model: position {} is beyond the context length {} (sequence too long)",
+                   p[i], config.block_size);
   }
   const DType dt = transformer->wte->weight.dtype();
   Tensor x;
@@ -128,8 +120,7 @@ Tensor GPT::forward(const Tensor& idx, const Tensor& pad_mask, DecodeState* stat
     FlopCounter::Scope scope("embedding");
     x = transformer->wte->forward(idx);
     if (config.position == "learned") x = add(x, transformer->wpe->forward(ctx.positions));
-    if (config.position == "sinusoidal")
-      x = add(x, embedding(sinusoid_.as(dt), ctx.positions));
+    if (config.position == "sinusoidal") x = add(x, embedding(sinusoid_.as(dt), ctx.positions));
     x = transformer->drop->forward(x);
   }
   for (size_t i = 0; i < transformer->h.size(); ++i)
@@ -153,8 +144,8 @@ Tensor GPT::forward(const Tensor& idx, const Tensor& pad_mask, DecodeState* stat
 
 Tensor GPT::loss(const Tensor& idx, const Tensor& targets, const Tensor& pad_mask) {
   TAPELM_CHECK(targets.shape() == idx.shape() && targets.dtype() == DType::i32,
-               "model: targets must be int32 {}, got {} {}", idx.str_shape(),
-               dtype_name(targets.dtype()), targets.str_shape());
+               "model: targets must be int32 {}, got {} {}", idx.str_shape(), dtype_name(targets.dtype()),
+               targets.str_shape());
   Tensor t = targets;
   if (pad_mask.defined()) {
     t = targets.clone();
@@ -181,9 +172,8 @@ std::string GPT::describe() const {
   if (transformer->wpe) s += fmt::format("  {:<28} {:>12}\n", "transformer.wpe", count(*transformer->wpe));
   for (size_t i = 0; i < transformer->h.size(); ++i) {
     const Block& b = *transformer->h[i];
-    s += fmt::format("  {:<28} {:>12}  (mixer {}, mlp {}, norms {})\n",
-                     fmt::format("transformer.h.{}", i), count(b), count(*b.attn), b.mlp ? count(*b.mlp) : 0,
-                     count(*b.ln_1) + (b.ln_2 ? count(*b.ln_2) : 0));
+    s += fmt::format("  {:<28} {:>12}  (mixer {}, mlp {}, norms {})\n", fmt::format("transformer.h.{}", i), count(b),
+                     count(*b.attn), b.mlp ? count(*b.mlp) : 0, count(*b.ln_1) + (b.ln_2 ? count(*b.ln_2) : 0));
   }
   s += fmt::format("  {:<28} {:>12}\n", "transformer.ln_f", count(*transformer->ln_f));
   s += fmt::format("  {:<28} {:>12}\n", "lm_head",

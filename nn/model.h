@@ -28,8 +28,7 @@ class Block : public Module {
 // Holds `transformer.*` so names match nanoGPT's ModuleDict.
 class Transformer : public Module {
  public:
-  Transformer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen,
-              Generator* dropout_gen);
+  Transformer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen, Generator* dropout_gen);
   std::shared_ptr<Embedding> wte, wpe;  // wpe only for learned positions
   std::shared_ptr<Dropout> drop;
   std::vector<std::shared_ptr<Block>> h;

@@ -13,8 +13,8 @@ Tensor Module::register_parameter(const std::string& name, Tensor t) {
 void Module::tie_parameter(const std::string& name, const Tensor& t) {
   for (auto& [n, p] : params_)
     if (n == name) {
-      TAPELM_CHECK(p.shape() == t.shape(), "tie_parameter: '{}' is {} but the tied tensor is {}",
-                   name, p.str_shape(), t.str_shape());
+      TAPELM_CHECK(p.shape() == t.shape(), "tie_parameter: '{}' is {} but the tied tensor is {}", name, p.str_shape(),
+                   t.str_shape());
       p = t;
       return;
     }
@@ -44,18 +44,16 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& values, bool s
   std::set<std::string> used;
   for (auto& p : state_dict()) {
     auto it = values.find(p.name);
-    TAPELM_CHECK(it != values.end(), "load_state_dict: missing parameter '{}' {}", p.name,
-                 p.tensor.str_shape());
+    TAPELM_CHECK(it != values.end(), "load_state_dict: missing parameter '{}' {}", p.name, p.tensor.str_shape());
     TAPELM_CHECK(it->second.shape() == p.tensor.shape(),
-                 "load_state_dict: parameter '{}' has shape {} in the file but {} in the model",
-                 p.name, it->second.str_shape(), p.tensor.str_shape());
+                 "load_state_dict: parameter '{}' has shape {} in the file but {} in the model", p.name,
+                 it->second.str_shape(), p.tensor.str_shape());
     p.tensor.copy_(it->second);
     used.insert(p.name);
   }
   if (strict)
     for (auto& [name, t] : values)
-      TAPELM_CHECK(used.count(name), "load_state_dict: unexpected parameter '{}' {}", name,
-                   t.str_shape());
+      TAPELM_CHECK(used.count(name), "load_state_dict: unexpected parameter '{}' {}", name, t.str_shape());
 }
 
 int64_t Module::num_parameters() const {

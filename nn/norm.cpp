@@ -11,9 +11,7 @@ LayerNorm::LayerNorm(int64_t dim, bool has_bias, double eps_) : eps(eps_) {
 
 Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps); }
 
-RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) {
-  weight = register_parameter("weight", ones({dim}));
-}
+RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) { weight = register_parameter("weight", ones({dim})); }
 
 Tensor RMSNorm::forward(const Tensor& x) const { return rms_norm(x, weight, eps); }
 

@@ -6,12 +6,11 @@
 
 namespace tapelm::nn {
 
-Tensor position_ids(int64_t B, int64_t T, const Tensor& pad_mask,
-                    const std::vector<int32_t>& offsets) {
+Tensor position_ids(int64_t B, int64_t T, const Tensor& pad_mask, const std::vector<int32_t>& offsets) {
   if (pad_mask.defined())
     TAPELM_CHECK(pad_mask.dtype() == DType::b8 && pad_mask.shape() == (Shape{B, T}),
-                 "position_ids: pad_mask must be bool [{},{}], got {} {}", B, T,
-                 dtype_name(pad_mask.dtype()), pad_mask.str_shape());
+                 "position_ids: pad_mask must be bool [{},{}], got {} {}", B, T, dtype_name(pad_mask.dtype()),
+                 pad_mask.str_shape());
   Tensor pos = Tensor::empty({B, T}, DType::i32);
   int32_t* p = pos.data<int32_t>();
   const uint8_t* pm = pad_mask.defined() ? pad_mask.data<uint8_t>() : nullptr;

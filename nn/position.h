@@ -12,8 +12,7 @@ namespace tapelm::nn {
 
 // pad_mask: [B, T] bool, true at padding (may be undefined); offsets[b]: real
 // tokens already consumed by sequence b (decoding), or empty for zeros.
-Tensor position_ids(int64_t batch, int64_t T, const Tensor& pad_mask,
-                    const std::vector<int32_t>& offsets = {});
+Tensor position_ids(int64_t batch, int64_t T, const Tensor& pad_mask, const std::vector<int32_t>& offsets = {});
 
 // "Attention is all you need" §3.5: PE(p, 2i) = sin(p / 10000^(2i/d)),
 // PE(p, 2i+1) = cos(p / 10000^(2i/d)). Fixed: [n_pos, dim].

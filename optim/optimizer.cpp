@@ -19,8 +19,8 @@ std::string describe_groups(const std::vector<ParamGroup>& groups) {
   for (auto& g : groups) {
     int64_t n = 0;
     for (auto& p : g.params) n += p.tensor.numel();
-    s += fmt::format("{}{}: {} tensors, {} parameters, weight_decay {}", s.empty() ? "" : "; ",
-                     g.name, g.params.size(), n, g.weight_decay);
+    s += fmt::format("{}{}: {} tensors, {} parameters, weight_decay {}", s.empty() ? "" : "; ", g.name, g.params.size(),
+                     n, g.weight_decay);
   }
   return s;
 }
@@ -47,8 +47,9 @@ TensorFile Optimizer::state() const {
 
 void Optimizer::load_state(const TensorFile& f) {
   auto it = f.metadata.find("optimizer");
-  TAPELM_CHECK(it != f.metadata.end() && it->second == kind_, "optimizer state: expected a '{}' state, found optimizer '{}'",
-               kind_, it == f.metadata.end() ? "" : it->second);
+  TAPELM_CHECK(it != f.metadata.end() && it->second == kind_,
+               "optimizer state: expected a '{}' state, found optimizer '{}'", kind_,
+               it == f.metadata.end() ? "" : it->second);
   step_ = std::stoll(f.metadata.at("step"));
   slots_.clear();
   for (auto& g : groups_)
@@ -145,7 +146,8 @@ void AdamW::step() {
   for (auto& piece : pieces) FlopCounter::add("adamw", 12 * piece.len);
 }
 
-SGD::SGD(std::vector<ParamGroup> groups, double mu) : Optimizer(std::move(groups), "sgd", {"momentum_buffer"}), momentum(mu) {}
+SGD::SGD(std::vector<ParamGroup> groups, double mu)
+    : Optimizer(std::move(groups), "sgd", {"momentum_buffer"}), momentum(mu) {}
 
 void SGD::step() {
   ++step_;

@@ -17,10 +17,14 @@ inline nn::ModelConfig changed_config() {
         [&](auto member) {
           auto& v = c.*member;
           using T = std::remove_reference_t<decltype(v)>;
-          if constexpr (std::is_same_v<T, int64_t>) v = v == (int64_t)f.lo + 1 ? (int64_t)f.lo + 2 : (int64_t)f.lo + 1;
-          else if constexpr (std::is_same_v<T, double>) v = (f.lo + f.hi) / 2;
-          else if constexpr (std::is_same_v<T, bool>) v = !v;
-          else v = f.choices.back();
+          if constexpr (std::is_same_v<T, int64_t>)
+            v = v == (int64_t)f.lo + 1 ? (int64_t)f.lo + 2 : (int64_t)f.lo + 1;
+          else if constexpr (std::is_same_v<T, double>)
+            v = (f.lo + f.hi) / 2;
+          else if constexpr (std::is_same_v<T, bool>)
+            v = !v;
+          else
+            v = f.choices.back();
         },
         f.member);
   return c;

@@ -85,8 +85,10 @@ TEST(Tokenizer, HostileDescriptionsAreClearErrors) {
   std::string doubling = R"({"kind":"bpe","merges":[[97,97])";
   for (int i = 0; i < 40; ++i) doubling += fmt::format(",[{},{}]", 256 + i, 256 + i);  // 2^41 bytes
   EXPECT_ERROR_CONTAINS(Tokenizer::from_json(doubling + "]}"), "merges spell out more than 64 MB");
-  EXPECT_ERROR_CONTAINS(Tokenizer::from_json(R"({"kind":"bpe","merges":[[97,1e30]]})"), "merge part 1e+30 is out of range");
-  EXPECT_ERROR_CONTAINS(Tokenizer::from_json(R"({"kind":"bpe","merges":[[97,256]]})"), "merge part 256 is out of range");
+  EXPECT_ERROR_CONTAINS(Tokenizer::from_json(R"({"kind":"bpe","merges":[[97,1e30]]})"),
+                        "merge part 1e+30 is out of range");
+  EXPECT_ERROR_CONTAINS(Tokenizer::from_json(R"({"kind":"bpe","merges":[[97,256]]})"),
+                        "merge part 256 is out of range");
   EXPECT_ERROR_CONTAINS(Tokenizer::from_json(R"({"kind":"bpe","merges":[[97]]})"), "is not a pair");
   EXPECT_ERROR_CONTAINS(Tokenizer::from_json(R"({"kind":"char","symbols":[97,98,97]})"), "U+0061 appears twice");
   EXPECT_ERROR_CONTAINS(Tokenizer::from_json(R"({"kind":"char","symbols":[-5]})"), "symbol -5 is out of range");
@@ -132,8 +134,7 @@ TEST(Dataset, WindowsAreShiftedByOneAndSeeded) {
   EXPECT_EQ(a.x.to_vector(), b.x.to_vector());
   EXPECT_EQ(a.x.shape(), (Shape{4, 8}));
   for (int64_t i = 0; i < 4; ++i)
-    for (int64_t t = 0; t < 8; ++t)
-      EXPECT_EQ(a.y.flat(i * 8 + t), ((int)a.x.flat(i * 8 + t) + 1) % 10);
+    for (int64_t t = 0; t < 8; ++t) EXPECT_EQ(a.y.flat(i * 8 + t), ((int)a.x.flat(i * 8 + t) + 1) % 10);
   EXPECT_EQ(a.tokens(), 32);
   auto all = ds.sequential_batches(Split::val, 4);  // 50 tokens -> 6 windows of 8 -> 2 batches
   EXPECT_EQ(all.size(), 2u);

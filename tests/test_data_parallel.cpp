@@ -12,8 +12,8 @@
 #include <cstdlib>
 
 #include "autograd/safetensors.h"
-#include "train/checkpoint.h"
 #include "tests/tool_helpers.h"
+#include "train/checkpoint.h"
 
 using namespace tapelm;
 using namespace tapelm::testing;
@@ -82,7 +82,8 @@ TEST_F(DataParallel, TwoRanksEqualOneRankWithTheSameGlobalBatch) {
   Result two = run_env(mpirun(2), model(dir + "/two") + " --steps 20 --eval-interval 10");
   ASSERT_EQ(two.code, 0) << two.out;
   EXPECT_NE(two.out.find("data parallel: 2 ranks × 1 threads, each 4 sequences of the global batch of 8"),
-            std::string::npos) << two.out;
+            std::string::npos)
+      << two.out;
   EXPECT_EQ(count(two.out, "step 20: train loss"), 1u) << "rank 0 alone prints:\n" << two.out;
   expect_same_run(dir + "/one", dir + "/two", 20, 1e-5);
   // D counts the global batch's tokens; C adds up both ranks' FLOPs.
@@ -117,7 +118,8 @@ TEST_F(DataParallel, WeightsAreBitIdenticalAcrossRanks) {
 TEST_F(DataParallel, ResumeOnTwoRanksEqualsAnUninterruptedRun) {
   const std::string args = tiny(dir + "/full") + " --batch 8 --steps 20 --eval-interval 10";
   ASSERT_EQ(run_env(mpirun(2), args).code, 0);
-  Result first = run_env(mpirun(2), tiny(dir + "/split") + " --batch 8 --steps 10 --lr-decay-steps 20 --eval-interval 10");
+  Result first =
+      run_env(mpirun(2), tiny(dir + "/split") + " --batch 8 --steps 10 --lr-decay-steps 20 --eval-interval 10");
   ASSERT_EQ(first.code, 0) << first.out;
   Result second = run_env(mpirun(2), tiny(dir + "/split") + " --batch 8 --steps 20 --eval-interval 10 --resume");
   ASSERT_EQ(second.code, 0) << second.out;
@@ -146,8 +148,9 @@ TEST_F(DataParallel, BatchThatDoesNotDivideAmongTheRanksIsAClearError) {
 
 TEST_F(DataParallel, NonFiniteLossStopsEveryRankAndKeepsTheCheckpoint) {
   ASSERT_EQ(run_env(mpirun(2), tiny(dir + "/n") + " --batch 8 --steps 3 --eval-interval 3").code, 0);
-  Result r = run_env(mpirun(2), tiny(dir + "/n") + " --batch 8 --steps 50 --eval-interval 1 --lr 1e30 --warmup 0 "
-                                                   "--schedule constant --grad-clip 0 --resume");
+  Result r = run_env(mpirun(2), tiny(dir + "/n") +
+                                    " --batch 8 --steps 50 --eval-interval 1 --lr 1e30 --warmup 0 "
+                                    "--schedule constant --grad-clip 0 --resume");
   EXPECT_NE(r.code, 0) << r.out;
   EXPECT_EQ(count(r.out, "; stopping. The last good checkpoint in"), 1u) << r.out;
   train::Checkpoint ck = train::load_checkpoint(dir + "/n");
@@ -180,13 +183,16 @@ TEST_F(DataParallel, FailedCheckpointWriteStopsEveryRankAndKeepsThePreviousOne) 
 // ends the job and says which rank died; the checkpoint loads and the run
 // resumes on 2 ranks.
 TEST_F(DataParallel, KilledRankEndsTheJobAndKeepsTheCheckpoint) {
-  const std::string args = tiny(dir + "/k") + " --batch 8 --steps 1000000 --eval-interval 1000000 --checkpoint-interval 1";
+  const std::string args =
+      tiny(dir + "/k") + " --batch 8 --steps 1000000 --eval-interval 1000000 --checkpoint-interval 1";
   const pid_t launcher = spawn_tool(args, dir + "/k.log", mpirun(2));
   ASSERT_GT(launcher, 0);
   const bool stepped = wait_until([&] { return line_count(dir + "/k/log.jsonl") >= 3; }, 300);
   const pid_t victim = rank_pid(launcher, 1);
-  if (victim > 0) kill(victim, SIGKILL);
-  else kill(launcher, SIGKILL);
+  if (victim > 0)
+    kill(victim, SIGKILL);
+  else
+    kill(launcher, SIGKILL);
   int status = 0;
   const bool ended = wait_until([&] { return waitpid(launcher, &status, WNOHANG) == launcher; }, 60);
   if (!ended) kill(launcher, SIGKILL), waitpid(launcher, &status, 0);

@@ -4,11 +4,9 @@
 using namespace tapelm;
 
 TEST(Errors, MatmulInnerDimensions) {
-  EXPECT_ERROR_CONTAINS(matmul(zeros({4, 3}), zeros({5, 2})),
-                        "matmul: [4,3] @ [5,2]: inner dimensions 3 and 5 differ");
+  EXPECT_ERROR_CONTAINS(matmul(zeros({4, 3}), zeros({5, 2})), "matmul: [4,3] @ [5,2]: inner dimensions 3 and 5 differ");
   EXPECT_ERROR_CONTAINS(matmul(zeros({3}), zeros({3, 2})), "matmul: [3] @ [3,2]");
-  EXPECT_ERROR_CONTAINS(matmul(zeros({2, 2, 3}), zeros({3, 3, 2})),
-                        "matmul: shapes [2] and [3] cannot be broadcast");
+  EXPECT_ERROR_CONTAINS(matmul(zeros({2, 2, 3}), zeros({3, 3, 2})), "matmul: shapes [2] and [3] cannot be broadcast");
   EXPECT_ERROR_CONTAINS(matmul(zeros({2, 3}), zeros({3, 2}, DType::f64)), "dtypes float32 and float64");
 }
 
@@ -16,8 +14,7 @@ TEST(Errors, BroadcastMismatchNamesOpAndShapes) {
   EXPECT_ERROR_CONTAINS(add(zeros({2, 3}), zeros({4, 3})),
                         "add: shapes [2,3] and [4,3] cannot be broadcast (dimension 0: 2 vs 4)");
   EXPECT_ERROR_CONTAINS(mul(zeros({3}), zeros({4})), "mul: shapes [3] and [4]");
-  EXPECT_ERROR_CONTAINS(where(from_bools({1, 0, 1}, {3}), zeros({2}), zeros({2})),
-                        "where: shapes [3] and [2]");
+  EXPECT_ERROR_CONTAINS(where(from_bools({1, 0, 1}, {3}), zeros({2}), zeros({2})), "where: shapes [3] and [2]");
 }
 
 TEST(Errors, ShapeOps) {
@@ -41,8 +38,7 @@ TEST(Errors, IndicesAndTargets) {
                         "cross_entropy: logits [2,4] need targets of shape [2], got [3]");
   EXPECT_ERROR_CONTAINS(masked_fill(zeros({2, 2}), zeros({2, 2}), 0), "masked_fill: the mask must be bool");
   EXPECT_ERROR_CONTAINS(exp(from_ints({1}, {1})), "exp: expects a float32 or float64 tensor, got int32");
-  EXPECT_ERROR_CONTAINS(dropout(zeros({2}), 1.5, true, default_generator()),
-                        "dropout: probability 1.5");
+  EXPECT_ERROR_CONTAINS(dropout(zeros({2}), 1.5, true, default_generator()), "dropout: probability 1.5");
 }
 
 TEST(Errors, BackwardMisuse) {

@@ -52,7 +52,7 @@ TEST(Flops, ScopesBookForwardAndBackwardToTheirComponent) {
   auto comp = FlopCounter::by_component();
   EXPECT_EQ(comp["ffn.proj"].forward, 2 * 2 * 3 * 4);
   EXPECT_EQ(comp["ffn.proj"].backward, 4 * 2 * 3 * 4);  // booked where the op ran, not where backward was called
-  EXPECT_EQ(comp[""].forward, 2 * 4);                    // the sum, outside any scope
+  EXPECT_EQ(comp[""].forward, 2 * 4);                   // the sum, outside any scope
   EXPECT_EQ(FlopCounter::current_component(), 0);
 }
 

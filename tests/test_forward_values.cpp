@@ -45,10 +45,8 @@ TEST(Forward, UnaryFunctions) {
   expect_near(softplus(x), each([](double v) { return std::log(1 + std::exp(v)); }));
   expect_near(elu(x), each([](double v) { return v > 0 ? v : std::exp(v) - 1; }));
   // Reference values of torch.nn.functional.gelu at these points.
-  expect_near(gelu(x), {-0.04550026389635842, -0.15426876936299344, 0.34573123063700656,
-                        2.99595030590511});
-  expect_near(gelu_tanh(x), {-0.04540230591222494, -0.15428599017485606, 0.34571400982514394,
-                             2.996362607918227});
+  expect_near(gelu(x), {-0.04550026389635842, -0.15426876936299344, 0.34573123063700656, 2.99595030590511});
+  expect_near(gelu_tanh(x), {-0.04540230591222494, -0.15428599017485606, 0.34571400982514394, 2.996362607918227});
   Tensor p = v64({0.25, 4}, {2});
   expect_near(log(p), {std::log(0.25), std::log(4.0)});
   expect_near(sqrt(p), {0.5, 2});
@@ -132,11 +130,10 @@ TEST(Forward, CrossEntropyMatchesLogSoftmaxAndIgnoresIndex) {
   Tensor ls = log_softmax(logits);
   double want = -(ls.flat(2) + ls.flat(3)) / 2;
   EXPECT_NEAR(cross_entropy(logits, t).item(), want, 1e-14);
-  EXPECT_NEAR(cross_entropy(logits, from_ints({1, 1, 1}, {3})).item(),
-              -(ls.flat(1) + ls.flat(4) + ls.flat(7)) / 3, 1e-14);
+  EXPECT_NEAR(cross_entropy(logits, from_ints({1, 1, 1}, {3})).item(), -(ls.flat(1) + ls.flat(4) + ls.flat(7)) / 3,
+              1e-14);
   // Uniform logits over V classes: loss = log V.
-  EXPECT_NEAR(cross_entropy(zeros({4, 65}, DType::f64), from_ints({0, 1, 2, 64}, {4})).item(),
-              std::log(65.0), 1e-13);
+  EXPECT_NEAR(cross_entropy(zeros({4, 65}, DType::f64), from_ints({0, 1, 2, 64}, {4})).item(), std::log(65.0), 1e-13);
   EXPECT_EQ(cross_entropy(logits, from_ints({-1, -1, -1}, {3})).item(), 0.0);  // kIgnoreIndex by default
 }
 
@@ -207,9 +204,9 @@ TEST(FusedAttention, EqualsComposedOps) {
   std::vector<double> fused_values = fused.to_vector();
   auto fused_grads = grads(fused);
   auto hf = [](const Tensor& t) { return permute(t, {0, 2, 1, 3}); };
-  Tensor composed = permute(
-      matmul(softmax(masked_fill(mul_scalar(matmul(hf(q), hf(k), false, true), 0.5), mask, -INFINITY)), hf(v)),
-      {0, 2, 1, 3});
+  Tensor composed =
+      permute(matmul(softmax(masked_fill(mul_scalar(matmul(hf(q), hf(k), false, true), 0.5), mask, -INFINITY)), hf(v)),
+              {0, 2, 1, 3});
   std::vector<double> composed_values = composed.to_vector();
   auto composed_grads = grads(composed);
   for (size_t i = 0; i < fused_values.size(); ++i) EXPECT_NEAR(fused_values[i], composed_values[i], 1e-13);

@@ -60,11 +60,10 @@ void check_gemm(const GemmCase& s, bool ta, bool tb, bool accumulate, bool with_
 }  // namespace
 
 TEST(Gemm, Float32MatchesDoubleLoopOnEdgeShapes) {
-  const std::vector<GemmCase> cases = {{1, 1, 1},   {5, 7, 3},     {13, 33, 17},  {12, 32, 256},
+  const std::vector<GemmCase> cases = {{1, 1, 1},     {5, 7, 3},     {13, 33, 17}, {12, 32, 256},
                                        {25, 49, 257}, {37, 515, 40}, {3, 1030, 9}, {40, 20, 600}};
   for (const GemmCase& s : cases)
-    for (int flags = 0; flags < 16; ++flags)
-      check_gemm<float>(s, flags & 1, flags & 2, flags & 4, flags & 8, 1);
+    for (int flags = 0; flags < 16; ++flags) check_gemm<float>(s, flags & 1, flags & 2, flags & 4, flags & 8, 1);
 }
 
 TEST(Gemm, Float32TileGridMatches) {
@@ -77,8 +76,7 @@ TEST(Gemm, Float32TileGridMatches) {
 
 TEST(Gemm, Float64MatchesDoubleLoop) {
   for (const GemmCase& s : {GemmCase{13, 33, 17}, GemmCase{37, 515, 300}})
-    for (int flags = 0; flags < 16; ++flags)
-      check_gemm<double>(s, flags & 1, flags & 2, flags & 4, flags & 8, 2);
+    for (int flags = 0; flags < 16; ++flags) check_gemm<double>(s, flags & 1, flags & 2, flags & 4, flags & 8, 2);
 }
 
 TEST(Gemm, EmptyInnerDimensionGivesBiasOrZeroOrKeepsC) {

@@ -21,9 +21,7 @@ using namespace tapelm::nn;
 
 namespace {
 
-std::string golden_path(const std::string& name) {
-  return std::string(TAPELM_SOURCE_DIR) + "/tests/golden/" + name;
-}
+std::string golden_path(const std::string& name) { return std::string(TAPELM_SOURCE_DIR) + "/tests/golden/" + name; }
 
 double tolerance(DType dt) { return dt == DType::f64 ? 1e-12 : 1e-5; }
 
@@ -42,8 +40,7 @@ void expect_close(const Tensor& ours, const Tensor& ref, DType dt, const std::st
   ASSERT_TRUE(ours.defined()) << what << ": no value computed";
   double err = rel_error(ours, ref);
   // TAPELM_GOLDEN_REPORT=1 prints every error reached (for the README's table).
-  if (std::getenv("TAPELM_GOLDEN_REPORT"))
-    std::printf("golden %-8s %-55s %.2e\n", dtype_name(dt), what.c_str(), err);
+  if (std::getenv("TAPELM_GOLDEN_REPORT")) std::printf("golden %-8s %-55s %.2e\n", dtype_name(dt), what.c_str(), err);
   EXPECT_LE(err, tolerance(dt)) << what << " (" << dtype_name(dt) << ")";
 }
 
@@ -98,26 +95,29 @@ TEST_P(Golden, AttentionWithCausalAndPaddingMasks) {
   for (bool rope : {false, true}) {
     Generator g(0);
     MultiHeadAttention m(8, 2, true, 0.0, rope ? std::make_shared<Rotary>(4, 16) : nullptr, g, nullptr);
-    check_module(rope ? "attention_rope" : "attention", m, GetParam(),
-                 [&](const Tensor& x, const TensorFile& f) {
-                   Tensor pad = f.tensors.at("input.pad_mask");
-                   MixerContext ctx{pad, position_ids(x.size(0), x.size(1), pad)};
-                   return m.forward(x, ctx, nullptr);
-                 });
+    check_module(rope ? "attention_rope" : "attention", m, GetParam(), [&](const Tensor& x, const TensorFile& f) {
+      Tensor pad = f.tensors.at("input.pad_mask");
+      MixerContext ctx{pad, position_ids(x.size(0), x.size(1), pad)};
+      return m.forward(x, ctx, nullptr);
+    });
   }
 }
 
 // The linear-attention family against plain-PyTorch sequential loops, with
 // a padding mask (sequence 0 left-padded by 2, sequence 1 right-padded by 2).
 TEST_P(Golden, LinearAttentionFamilyMixers) {
-  struct V { std::string name, kind, fmap; bool normalize; };
+  struct V {
+    std::string name, kind, fmap;
+    bool normalize;
+  };
   for (const V& v : {V{"linear_elu", "linear", "elu", true}, V{"linear_relu", "linear", "relu", true},
                      V{"linear_unnormalised", "linear", "elu", false}, V{"retnet", "retnet", "elu", true},
                      V{"gated_retention", "gated_retention", "elu", true}, V{"gla", "gla", "elu", true},
                      V{"deltanet", "deltanet", "elu", true}, V{"gated_deltanet", "gated_deltanet", "elu", true}}) {
     for (auto form : {RecurrenceForm::chunkwise, RecurrenceForm::parallel, RecurrenceForm::recurrent}) {
       ModelConfig c;
-      c.n_embd = 8, c.n_head = 2, c.block_size = 16, c.mixer = v.kind, c.feature_map = v.fmap, c.normalize = v.normalize;
+      c.n_embd = 8, c.n_head = 2, c.block_size = 16, c.mixer = v.kind, c.feature_map = v.fmap,
+      c.normalize = v.normalize;
       Generator g(0);
       LinearRecurrentMixer m(c, g, 0.02);
       m.form = form;

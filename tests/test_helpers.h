@@ -31,14 +31,14 @@ inline void expect_gradcheck(const GradcheckFn& f, const std::vector<Tensor>& in
 }
 
 // Expects `stmt` to throw tapelm::Error whose message contains `needle`.
-#define EXPECT_ERROR_CONTAINS(stmt, needle)                                          \
-  do {                                                                               \
-    try {                                                                            \
-      stmt;                                                                          \
-      ADD_FAILURE() << "expected tapelm::Error containing: " << (needle);            \
-    } catch (const ::tapelm::Error& e) {                                             \
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();  \
-    }                                                                                \
+#define EXPECT_ERROR_CONTAINS(stmt, needle)                                         \
+  do {                                                                              \
+    try {                                                                           \
+      stmt;                                                                         \
+      ADD_FAILURE() << "expected tapelm::Error containing: " << (needle);           \
+    } catch (const ::tapelm::Error& e) {                                            \
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what(); \
+    }                                                                               \
   } while (0)
 
 }  // namespace tapelm::testing

@@ -28,8 +28,19 @@ std::string read_file(const std::string& path) {
 }
 
 // Values that break naive size arithmetic, spliced in where numbers were.
-const std::vector<std::string> kNasty = {"0",  "-1", "4611686018427387904", "9223372036854775807", "18446744073709551615",
-                                         "1e30", "-1e30", "0.5", "99999999999999999999999", "null", "[]", "{}", "\"x\""};
+const std::vector<std::string> kNasty = {"0",
+                                         "-1",
+                                         "4611686018427387904",
+                                         "9223372036854775807",
+                                         "18446744073709551615",
+                                         "1e30",
+                                         "-1e30",
+                                         "0.5",
+                                         "99999999999999999999999",
+                                         "null",
+                                         "[]",
+                                         "{}",
+                                         "\"x\""};
 
 // One deterministic mutation of `s`: a bit flip, a random byte, a cut, a
 // copied or dropped chunk, or a number replaced by a nasty value.
@@ -113,9 +124,9 @@ TEST(HostileInput, MutatedConfigsAndTokenizersGiveAValueOrAnError) {
   const std::string dir = std::string(TAPELM_SOURCE_DIR) + "/fuzz/corpus/";
   const std::vector<std::string> configs = {read_file(dir + "config/model.json"),
                                             read_file(dir + "config/mamba2.json")};
-  const std::vector<std::string> tokenizers = {
-      R"({"kind":"char","symbols":[32,44,84,97,98,101,110,111,114,116]})", R"({"kind":"byte"})",
-      R"({"kind":"bpe","merges":[[116,104],[256,101],[32,257]]})"};
+  const std::vector<std::string> tokenizers = {R"({"kind":"char","symbols":[32,44,84,97,98,101,110,111,114,116]})",
+                                               R"({"kind":"byte"})",
+                                               R"({"kind":"bpe","merges":[[116,104],[256,101],[32,257]]})"};
   std::mt19937_64 rng(7);
   for (int i = 0; i < 3000; ++i) {
     const std::string c = mutate(configs[i % configs.size()], rng);

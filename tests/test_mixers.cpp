@@ -99,7 +99,8 @@ void expect_padding_invariant(GPT& model) {
   for (int64_t t = 0; t < 5; ++t)
     for (int64_t k = 0; k < 13; ++k) {
       EXPECT_NEAR(padded.flat(t * 13 + k), plain.flat(t * 13 + k), 1e-12) << model.config.mixer << " right t=" << t;
-      EXPECT_NEAR(padded.flat((11 + t) * 13 + k), plain.flat(t * 13 + k), 1e-12) << model.config.mixer << " left t=" << t;
+      EXPECT_NEAR(padded.flat((11 + t) * 13 + k), plain.flat(t * 13 + k), 1e-12)
+          << model.config.mixer << " left t=" << t;
     }
 }
 
@@ -117,9 +118,11 @@ TEST_P(Mixer, TrainingFormsAndChunkSizesAgree) {
   Tensor idx = from_ints({1, 5, 2, 9, 3, 7, 4, 11, 0, 12, 6, 8, 1, 2, 3, 4, 5, 6, 7, 8}, {2, 10});
   set_form(model, RecurrenceForm::recurrent, 4);
   Tensor want = model.forward(idx);
-  for (auto [form, chunk] : std::vector<std::pair<RecurrenceForm, int64_t>>{
-           {RecurrenceForm::parallel, 4}, {RecurrenceForm::chunkwise, 1}, {RecurrenceForm::chunkwise, 3},
-           {RecurrenceForm::chunkwise, 5}, {RecurrenceForm::chunkwise, 16}}) {
+  for (auto [form, chunk] : std::vector<std::pair<RecurrenceForm, int64_t>>{{RecurrenceForm::parallel, 4},
+                                                                            {RecurrenceForm::chunkwise, 1},
+                                                                            {RecurrenceForm::chunkwise, 3},
+                                                                            {RecurrenceForm::chunkwise, 5},
+                                                                            {RecurrenceForm::chunkwise, 16}}) {
     set_form(model, form, chunk);
     EXPECT_LT(max_abs_diff(model.forward(idx), want), 1e-12) << (int)form << " chunk " << chunk;
   }
@@ -168,7 +171,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Variant{"linear_elu", "linear", "elu", true}, Variant{"linear_relu", "linear", "relu", true},
                       Variant{"linear_unnormalised", "linear", "elu", false}, Variant{"retnet", "retnet", "elu", true},
                       Variant{"gated_retention", "gated_retention", "elu", true}, Variant{"gla", "gla", "elu", true},
-                      Variant{"deltanet", "deltanet", "elu", true}, Variant{"gated_deltanet", "gated_deltanet", "elu", true}),
+                      Variant{"deltanet", "deltanet", "elu", true},
+                      Variant{"gated_deltanet", "gated_deltanet", "elu", true}),
     [](const ::testing::TestParamInfo<Variant>& i) { return i.param.name; });
 
 TEST(MixerNames, FollowTheReferenceImplementations) {
@@ -285,7 +289,8 @@ TEST(Flash, PaddingLeftOrRightLeavesRealTokensUnchanged) {
 TEST(Flash, GradcheckChunkedAndMaskedPaths) {
   ModelConfig c = flash_config(2);
   c.n_layer = 1, c.n_embd = 4, c.gau_qk_dim = 4, c.vocab_size = 5;
-  Tensor idx = from_ints({1, 4, 2, 0, 3, 3, 2, 1, 0, 4}, {2, 5}), tgt = from_ints({4, 2, 0, 3, 3, 1, 1, 0, 2, 2}, {2, 5});
+  Tensor idx = from_ints({1, 4, 2, 0, 3, 3, 2, 1, 0, 4}, {2, 5}),
+         tgt = from_ints({4, 2, 0, 3, 3, 1, 1, 0, 2, 2}, {2, 5});
   // Right padding runs the chunked form, left padding the masked one.
   gradcheck_model(c, idx, tgt, from_bools({0, 0, 0, 0, 0, 0, 0, 0, 1, 1}, {2, 5}));
   gradcheck_model(c, idx, tgt, from_bools({1, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {2, 5}));
@@ -326,8 +331,10 @@ TEST_P(MambaTest, FormsAgreeAndDecodingEqualsFullForward) {
   Tensor idx = from_ints(ids, {1, 12});
   set_mamba_form(model, RecurrenceForm::recurrent, 4);
   Tensor want = model.forward(idx);
-  for (auto [form, chunk] : std::vector<std::pair<RecurrenceForm, int64_t>>{
-           {RecurrenceForm::parallel, 4}, {RecurrenceForm::chunkwise, 1}, {RecurrenceForm::chunkwise, 5}, {RecurrenceForm::chunkwise, 12}}) {
+  for (auto [form, chunk] : std::vector<std::pair<RecurrenceForm, int64_t>>{{RecurrenceForm::parallel, 4},
+                                                                            {RecurrenceForm::chunkwise, 1},
+                                                                            {RecurrenceForm::chunkwise, 5},
+                                                                            {RecurrenceForm::chunkwise, 12}}) {
     set_mamba_form(model, form, chunk);
     EXPECT_LT(max_abs_diff(model.forward(idx), want), 1e-12) << (int)form << " chunk " << chunk;
   }

@@ -104,13 +104,20 @@ TEST(NnModel, NanoGPTNamesShapesAndCounts) {
   GPT model(c, g);
   std::vector<std::string> names;
   for (auto& p : model.state_dict()) names.push_back(p.name);
-  std::vector<std::string> want_prefix = {
-      "transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight",
-      "transformer.h.0.ln_1.bias", "transformer.h.0.attn.c_attn.weight",
-      "transformer.h.0.attn.c_attn.bias", "transformer.h.0.attn.c_proj.weight",
-      "transformer.h.0.attn.c_proj.bias", "transformer.h.0.ln_2.weight", "transformer.h.0.ln_2.bias",
-      "transformer.h.0.mlp.c_fc.weight", "transformer.h.0.mlp.c_fc.bias",
-      "transformer.h.0.mlp.c_proj.weight", "transformer.h.0.mlp.c_proj.bias"};
+  std::vector<std::string> want_prefix = {"transformer.wte.weight",
+                                          "transformer.wpe.weight",
+                                          "transformer.h.0.ln_1.weight",
+                                          "transformer.h.0.ln_1.bias",
+                                          "transformer.h.0.attn.c_attn.weight",
+                                          "transformer.h.0.attn.c_attn.bias",
+                                          "transformer.h.0.attn.c_proj.weight",
+                                          "transformer.h.0.attn.c_proj.bias",
+                                          "transformer.h.0.ln_2.weight",
+                                          "transformer.h.0.ln_2.bias",
+                                          "transformer.h.0.mlp.c_fc.weight",
+                                          "transformer.h.0.mlp.c_fc.bias",
+                                          "transformer.h.0.mlp.c_proj.weight",
+                                          "transformer.h.0.mlp.c_proj.bias"};
   for (size_t i = 0; i < want_prefix.size(); ++i) EXPECT_EQ(names[i], want_prefix[i]);
   EXPECT_EQ(names.back(), "lm_head.weight");
   EXPECT_EQ(names[names.size() - 2], "transformer.ln_f.bias");
@@ -223,7 +230,7 @@ TEST(NnModel, KVCacheDecodingBatchedWithPaddingAndGrowth) {
   NoGradGuard ng;
   const int64_t V = c.vocab_size;
   std::vector<int32_t> a{2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4, 5, 9, 0, 4, 5, 3, 6, 2, 1};  // 20 tokens
-  std::vector<int32_t> b(a.begin() + 3, a.end());                                       // 17 tokens, left-padded by 3
+  std::vector<int32_t> b(a.begin() + 3, a.end());                                      // 17 tokens, left-padded by 3
   Tensor full_a = model.forward(from_ints(a, {1, 20})), full_b = model.forward(from_ints(b, {1, 17}));
   DecodeState state = model.init_decode(2);
   std::vector<int32_t> prompt(a.begin(), a.begin() + 5);
@@ -244,8 +251,7 @@ TEST(NnModel, KVCacheDecodingBatchedWithPaddingAndGrowth) {
 TEST(NnModel, ContextOverflowAndBadConfigAreClearErrors) {
   Generator g(0);
   GPT model(tiny(), g);
-  EXPECT_ERROR_CONTAINS(model.forward(zeros({1, 13}, DType::i32)),
-                        "position 12 is beyond the context length 12");
+  EXPECT_ERROR_CONTAINS(model.forward(zeros({1, 13}, DType::i32)), "position 12 is beyond the context length 12");
   ModelConfig c = tiny();
   c.n_embd = 10, c.n_head = 4;
   EXPECT_ERROR_CONTAINS(GPT(c, g), "n_embd 10 is not divisible by n_head 4");

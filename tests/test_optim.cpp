@@ -41,9 +41,8 @@ void replay(const std::string& file, const std::function<std::unique_ptr<Optimiz
 }  // namespace
 
 TEST(Optim, AdamWMatchesTorchOver20StepsWithTwoDecayGroups) {
-  replay("adamw.safetensors", [](std::vector<ParamGroup> g) {
-    return std::make_unique<AdamW>(std::move(g), 0.9, 0.95, 1e-8);
-  });
+  replay("adamw.safetensors",
+         [](std::vector<ParamGroup> g) { return std::make_unique<AdamW>(std::move(g), 0.9, 0.95, 1e-8); });
 }
 
 TEST(Optim, SGDMomentumMatchesTorch) {

@@ -15,8 +15,8 @@ struct Inputs {
 // g = −softplus(·) ≤ 0 (a decay in (0, 1]); gk = K for a vector decay, 1 per head.
 Inputs make(int64_t B, int64_t H, int64_t T, int64_t K, int64_t V, int64_t gk, uint64_t seed, DType dt = DType::f64) {
   Generator gen(seed);
-  Inputs in{randn({B, H, T, K}, gen, dt, 0, 0.5), randn({B, H, T, K}, gen, dt, 0, 0.5),
-            randn({B, H, T, V}, gen, dt), Tensor()};
+  Inputs in{randn({B, H, T, K}, gen, dt, 0, 0.5), randn({B, H, T, K}, gen, dt, 0, 0.5), randn({B, H, T, V}, gen, dt),
+            Tensor()};
   {
     NoGradGuard ng;
     in.g = neg(softplus(randn({B, H, T, gk}, gen, dt, -1.0, 1.0)));
@@ -49,7 +49,8 @@ TEST_P(RecurrenceForms, AllFormsAndChunkSizesAgreeInValuesAndGradients) {
   auto ref = [&] { return gated_recurrence_reference(in.q, in.k, in.v, in.g); };
   Tensor want = ref();
   std::vector<Tensor> want_grads = grads_of(in, ref, up);
-  std::vector<std::pair<RecurrenceForm, int64_t>> forms{{RecurrenceForm::recurrent, 64}, {RecurrenceForm::parallel, 64}};
+  std::vector<std::pair<RecurrenceForm, int64_t>> forms{{RecurrenceForm::recurrent, 64},
+                                                        {RecurrenceForm::parallel, 64}};
   for (int64_t c : {1, 2, 3, 4, 5, 6, 12, 16}) forms.push_back({RecurrenceForm::chunkwise, c});
   for (auto [form, chunk] : forms) {
     auto f = [&, form = form, chunk = chunk] { return gated_recurrence(in.q, in.k, in.v, in.g, form, chunk); };
@@ -57,7 +58,9 @@ TEST_P(RecurrenceForms, AllFormsAndChunkSizesAgreeInValuesAndGradients) {
     clear_tape();
     EXPECT_LT(max_abs_diff(got, want), 1e-12) << "form " << (int)form << " chunk " << chunk;
     std::vector<Tensor> g = grads_of(in, f, up);
-    for (int i = 0; i < 4; ++i) EXPECT_LT(max_abs_diff(g[i], want_grads[i]), 1e-12) << "grad " << i << " form " << (int)form << " chunk " << chunk;
+    for (int i = 0; i < 4; ++i)
+      EXPECT_LT(max_abs_diff(g[i], want_grads[i]), 1e-12)
+          << "grad " << i << " form " << (int)form << " chunk " << chunk;
   }
 }
 
@@ -66,9 +69,11 @@ TEST_P(RecurrenceForms, GradcheckEveryForm) {
   for (auto [form, chunk] : std::vector<std::pair<RecurrenceForm, int64_t>>{
            {RecurrenceForm::recurrent, 64}, {RecurrenceForm::parallel, 64}, {RecurrenceForm::chunkwise, 2}}) {
     Inputs in = make(1, 2, 5, 3, 2, gk, 2);
-    expect_gradcheck([form = form, chunk = chunk](const std::vector<Tensor>& x) {
-      return gated_recurrence(x[0], x[1], x[2], x[3], form, chunk);
-    }, {in.q, in.k, in.v, in.g});
+    expect_gradcheck(
+        [form = form, chunk = chunk](const std::vector<Tensor>& x) {
+          return gated_recurrence(x[0], x[1], x[2], x[3], form, chunk);
+        },
+        {in.q, in.k, in.v, in.g});
   }
 }
 
@@ -80,13 +85,16 @@ TEST_P(RecurrenceForms, Float32MatchesFloat64) {
   double scale = 0;
   for (double x : want.to_vector()) scale = std::max(scale, std::fabs(x));
   for (auto form : {RecurrenceForm::recurrent, RecurrenceForm::parallel, RecurrenceForm::chunkwise}) {
-    Tensor got = gated_recurrence(in.q.to(DType::f32), in.k.to(DType::f32), in.v.to(DType::f32), in.g.to(DType::f32), form, 16);
+    Tensor got =
+        gated_recurrence(in.q.to(DType::f32), in.k.to(DType::f32), in.v.to(DType::f32), in.g.to(DType::f32), form, 16);
     EXPECT_LT(max_abs_diff(got, want) / scale, 1e-5) << (int)form;
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Decay, RecurrenceForms, ::testing::Values(1, 0),
-                         [](const ::testing::TestParamInfo<int64_t>& i) { return i.param == 1 ? "per_head" : "per_key_dim"; });
+                         [](const ::testing::TestParamInfo<int64_t>& i) {
+                           return i.param == 1 ? "per_head" : "per_key_dim";
+                         });
 
 TEST(Recurrence, CarriedStateContinuesExactly) {
   Inputs in = make(2, 2, 10, 4, 3, 4, 4);
@@ -96,7 +104,8 @@ TEST(Recurrence, CarriedStateContinuesExactly) {
   std::vector<Tensor> parts;
   for (auto [a, b] : std::vector<std::pair<int, int>>{{0, 3}, {3, 4}, {4, 10}}) {
     auto cut = [&](const Tensor& x) { return slice(x, 2, a, b); };
-    parts.push_back(gated_recurrence(cut(in.q), cut(in.k), cut(in.v), cut(in.g), b - a == 1 ? RecurrenceForm::recurrent : RecurrenceForm::chunkwise, 2, &state));
+    parts.push_back(gated_recurrence(cut(in.q), cut(in.k), cut(in.v), cut(in.g),
+                                     b - a == 1 ? RecurrenceForm::recurrent : RecurrenceForm::chunkwise, 2, &state));
   }
   EXPECT_LT(max_abs_diff(concat(parts, 2), full), 1e-12);
   EXPECT_EQ(state.shape(), (Shape{2, 2, 4, 3}));
@@ -116,10 +125,12 @@ TEST(Recurrence, NoDecayIsCausalLinearAttention) {
 }
 
 TEST(Recurrence, ShapeErrors) {
-  EXPECT_ERROR_CONTAINS(gated_recurrence(zeros({1, 2, 3, 4}), zeros({1, 2, 3, 5}), zeros({1, 2, 3, 4}), zeros({1, 2, 3, 1})),
-                        "gated_recurrence: expects q, k [B,H,T,K]");
-  EXPECT_ERROR_CONTAINS(gated_recurrence(zeros({1, 2, 3, 4}), zeros({1, 2, 3, 4}), zeros({1, 2, 3, 4}), zeros({1, 2, 3, 2})),
-                        "gated_recurrence: shapes do not agree");
+  EXPECT_ERROR_CONTAINS(
+      gated_recurrence(zeros({1, 2, 3, 4}), zeros({1, 2, 3, 5}), zeros({1, 2, 3, 4}), zeros({1, 2, 3, 1})),
+      "gated_recurrence: expects q, k [B,H,T,K]");
+  EXPECT_ERROR_CONTAINS(
+      gated_recurrence(zeros({1, 2, 3, 4}), zeros({1, 2, 3, 4}), zeros({1, 2, 3, 4}), zeros({1, 2, 3, 2})),
+      "gated_recurrence: shapes do not agree");
 }
 
 // ---- the delta rule ---------------------------------------------------------
@@ -135,9 +146,10 @@ DeltaInputs make_delta(int64_t B, int64_t H, int64_t T, int64_t K, int64_t V, bo
   NoGradGuard ng;
   Tensor k = randn({B, H, T, K}, gen, DType::f64);
   k = div(k, sqrt(sum(square(k), {-1}, true)));
-  DeltaInputs in{randn({B, H, T, K}, gen, DType::f64, 0, 0.5), k, randn({B, H, T, V}, gen, DType::f64),
-                 sigmoid(randn({B, H, T, 1}, gen, DType::f64)),
-                 gated ? neg(softplus(randn({B, H, T, 1}, gen, DType::f64, -1.0, 1.0))) : zeros({B, H, T, 1}, DType::f64)};
+  DeltaInputs in{
+      randn({B, H, T, K}, gen, DType::f64, 0, 0.5), k, randn({B, H, T, V}, gen, DType::f64),
+      sigmoid(randn({B, H, T, 1}, gen, DType::f64)),
+      gated ? neg(softplus(randn({B, H, T, 1}, gen, DType::f64, -1.0, 1.0))) : zeros({B, H, T, 1}, DType::f64)};
   for (Tensor* t : {&in.q, &in.k, &in.v, &in.beta, &in.g}) t->requires_grad_();
   return in;
 }
@@ -158,12 +170,15 @@ TEST_P(DeltaRule, AllFormsAndChunkSizesAgreeInValuesAndGradients) {
     return std::vector<Tensor>{kept, in.q.grad(), in.k.grad(), in.v.grad(), in.beta.grad(), in.g.grad()};
   };
   auto want = grads([&] { return delta_rule_reference(in.q, in.k, in.v, in.beta, in.g); });
-  std::vector<std::pair<RecurrenceForm, int64_t>> forms{{RecurrenceForm::recurrent, 64}, {RecurrenceForm::parallel, 64}};
+  std::vector<std::pair<RecurrenceForm, int64_t>> forms{{RecurrenceForm::recurrent, 64},
+                                                        {RecurrenceForm::parallel, 64}};
   for (int64_t c : {1, 2, 3, 4, 5, 12, 16}) forms.push_back({RecurrenceForm::chunkwise, c});
   for (auto [form, chunk] : forms) {
-    auto got = grads([&, form = form, chunk = chunk] { return delta_rule(in.q, in.k, in.v, in.beta, in.g, form, chunk); });
+    auto got =
+        grads([&, form = form, chunk = chunk] { return delta_rule(in.q, in.k, in.v, in.beta, in.g, form, chunk); });
     for (size_t i = 0; i < got.size(); ++i)
-      EXPECT_LT(max_abs_diff(got[i], want[i]), 1e-12) << (i ? "grad " : "value ") << i << " form " << (int)form << " chunk " << chunk;
+      EXPECT_LT(max_abs_diff(got[i], want[i]), 1e-12)
+          << (i ? "grad " : "value ") << i << " form " << (int)form << " chunk " << chunk;
   }
 }
 
@@ -171,9 +186,11 @@ TEST_P(DeltaRule, GradcheckEveryForm) {
   for (auto [form, chunk] : std::vector<std::pair<RecurrenceForm, int64_t>>{
            {RecurrenceForm::recurrent, 64}, {RecurrenceForm::parallel, 64}, {RecurrenceForm::chunkwise, 2}}) {
     DeltaInputs in = make_delta(1, 2, 5, 3, 2, GetParam(), 13);
-    expect_gradcheck([form = form, chunk = chunk](const std::vector<Tensor>& x) {
-      return delta_rule(x[0], x[1], x[2], x[3], x[4], form, chunk);
-    }, {in.q, in.k, in.v, in.beta, in.g});
+    expect_gradcheck(
+        [form = form, chunk = chunk](const std::vector<Tensor>& x) {
+          return delta_rule(x[0], x[1], x[2], x[3], x[4], form, chunk);
+        },
+        {in.q, in.k, in.v, in.beta, in.g});
   }
 }
 
@@ -185,7 +202,8 @@ TEST_P(DeltaRule, CarriedStateAndFloat32) {
   std::vector<Tensor> parts;
   for (auto [a, b] : std::vector<std::pair<int, int>>{{0, 7}, {7, 8}, {8, 40}}) {
     auto cut = [&](const Tensor& x) { return slice(x, 2, a, b); };
-    parts.push_back(delta_rule(cut(in.q), cut(in.k), cut(in.v), cut(in.beta), cut(in.g), RecurrenceForm::chunkwise, 5, &state));
+    parts.push_back(
+        delta_rule(cut(in.q), cut(in.k), cut(in.v), cut(in.beta), cut(in.g), RecurrenceForm::chunkwise, 5, &state));
   }
   EXPECT_LT(max_abs_diff(concat(parts, 2), full), 1e-12);
   double scale = 0;
@@ -217,7 +235,8 @@ std::vector<Tensor> scan_inputs(int64_t B, int64_t T, int64_t D, int64_t N, uint
 TEST(SelectiveScan, GradcheckFusedAndReference) {
   auto in = scan_inputs(2, 5, 3, 2, 21);
   expect_gradcheck([](const std::vector<Tensor>& x) { return selective_scan(x[0], x[1], x[2], x[3], x[4]); }, in);
-  expect_gradcheck([](const std::vector<Tensor>& x) { return selective_scan_reference(x[0], x[1], x[2], x[3], x[4]); }, in);
+  expect_gradcheck([](const std::vector<Tensor>& x) { return selective_scan_reference(x[0], x[1], x[2], x[3], x[4]); },
+                   in);
 }
 
 TEST(SelectiveScan, FusedEqualsReferenceAndTheSharedCoreInValuesAndGradients) {
@@ -271,6 +290,7 @@ TEST(Recurrence, CarriedStateOfTheWrongShapeIsAClearError) {
   EXPECT_ERROR_CONTAINS(delta_rule(q, q, v, per_step, per_step, RecurrenceForm::chunkwise, 2, &bad),
                         "delta_rule: state float32 [1,2,4,4] does not match float32 [1,2,4,5]");
   Tensor scan_bad = zeros({1, 3, 2});
-  EXPECT_ERROR_CONTAINS(selective_scan(zeros({1, 3, 3}), zeros({1, 3, 3}), zeros({3, 4}), zeros({1, 3, 4}), zeros({1, 3, 4}), &scan_bad),
-                        "selective_scan: state float32 [1,3,2] does not match float32 [1,3,4]");
+  EXPECT_ERROR_CONTAINS(
+      selective_scan(zeros({1, 3, 3}), zeros({1, 3, 3}), zeros({3, 4}), zeros({1, 3, 4}), zeros({1, 3, 4}), &scan_bad),
+      "selective_scan: state float32 [1,3,2] does not match float32 [1,3,4]");
 }

@@ -8,18 +8,18 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <thread>
 
 #include "autograd/safetensors.h"
-#include "train/checkpoint.h"
-#include "train/sampler.h"
 #include "tests/changed_config.h"
 #include "tests/tool_helpers.h"
+#include "train/checkpoint.h"
+#include "train/sampler.h"
 
 using namespace tapelm;
 using namespace tapelm::testing;
@@ -38,7 +38,8 @@ TEST_F(Tool, ResumeContinuesExactly) {
   TensorFile wb = load_safetensors(dir + "/split/model.safetensors");
   // Exactly one optimizer file, the one model.safetensors names.
   int optimizer_files = 0;
-  for (auto& e : fs::directory_iterator(dir + "/split")) optimizer_files += e.path().filename().string().rfind("optimizer-", 0) == 0;
+  for (auto& e : fs::directory_iterator(dir + "/split"))
+    optimizer_files += e.path().filename().string().rfind("optimizer-", 0) == 0;
   EXPECT_EQ(optimizer_files, 1);
   EXPECT_EQ(wb.metadata.at("optimizer"), "optimizer-20.safetensors");
   EXPECT_TRUE(fs::exists(dir + "/split/loss.svg"));
@@ -60,7 +61,8 @@ TEST_F(Tool, ResumeWithAnotherConfigIsRefused) {
 TEST_F(Tool, BadCorpusInputs) {
   Result missing = run("train --data " + dir + "/nope.txt --out " + dir + "/o");
   EXPECT_EQ(missing.code, 1);
-  EXPECT_NE(missing.out.find("tapelm: error: corpus: " + dir + "/nope.txt does not exist"), std::string::npos) << missing.out;
+  EXPECT_NE(missing.out.find("tapelm: error: corpus: " + dir + "/nope.txt does not exist"), std::string::npos)
+      << missing.out;
   std::ofstream(dir + "/empty.txt").close();
   Result empty = run("train --data " + dir + "/empty.txt --out " + dir + "/o");
   EXPECT_EQ(empty.code, 1);
@@ -104,8 +106,10 @@ TEST_F(Tool, EveryModelFieldHasAWorkingFlag) {
   std::string flags;
   for (const nn::ConfigField& f : nn::config_fields())
     if (!f.flag.empty()) flags += " " + f.flag + "=" + flag_value(want, f);
-  Result r = run("train --data " + corpus + " --out " + dir + "/f --batch 2 --steps 1 --eval-interval 1 "
-                 "--eval-batches 1 --threads 1 --quiet" + flags);
+  Result r = run("train --data " + corpus + " --out " + dir +
+                 "/f --batch 2 --steps 1 --eval-interval 1 "
+                 "--eval-batches 1 --threads 1 --quiet" +
+                 flags);
   ASSERT_EQ(r.code, 0) << r.out;
   auto have = nlohmann::json::parse(train::load_checkpoint(dir + "/f").config.to_json());
   auto expected = nlohmann::json::parse(want.to_json());
@@ -179,15 +183,13 @@ TEST_F(Tool, CheckpointSizesAreCheckedBeforeUse) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 20.0);
 
   // A shape whose element count overflows int64, with offsets that fit the file.
-  const std::string header =
-      R"({"x":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,0]}})";
+  const std::string header = R"({"x":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,0]}})";
   std::string bytes(8, '\0');
   for (int i = 0; i < 8; ++i) bytes[i] = char((header.size() >> (8 * i)) & 0xff);
   std::ofstream(model, std::ios::binary | std::ios::trunc) << bytes << header;
   Result huge = run("sample --checkpoint " + dir + "/c --tokens 5");
   EXPECT_EQ(huge.code, 1);
-  EXPECT_NE(huge.out.find("tensor 'x' has an impossible shape [4611686018427387904,8]"), std::string::npos)
-      << huge.out;
+  EXPECT_NE(huge.out.find("tensor 'x' has an impossible shape [4611686018427387904,8]"), std::string::npos) << huge.out;
 }
 
 // A checkpoint write that fails (here a file-size limit, as a full disk
@@ -218,7 +220,8 @@ TEST_F(Tool, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
   // weights up on the first resumed update: the run stops, step 3 survives.
   ASSERT_EQ(run(tiny(dir + "/n") + " --steps 3 --eval-interval 3").code, 0);
   TensorFile before = load_safetensors(dir + "/n/model.safetensors");
-  Result r = run(tiny(dir + "/n") + " --steps 50 --eval-interval 1 --lr 1e30 --warmup 0 --schedule constant --grad-clip 0 --resume");
+  Result r = run(tiny(dir + "/n") +
+                 " --steps 50 --eval-interval 1 --lr 1e30 --warmup 0 --schedule constant --grad-clip 0 --resume");
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_NE(r.out.find("; stopping. The last good checkpoint in"), std::string::npos) << r.out;
   // Intact, loadable, and from finite weights (a checkpoint is only written
@@ -284,9 +287,10 @@ TEST_F(Tool, ThreadBindingSurvivesTheWaitPolicyReexec) {
   std::string args = tiny(dir + "/b");
   args.replace(args.find("--threads 1"), 11, "--threads 2");
   // OMP_WAIT_POLICY unset, so that the tool chooses it and re-executes itself.
-  Result r = run_env("env -u OMP_WAIT_POLICY OMP_PROC_BIND=close OMP_PLACES=threads OMP_DISPLAY_AFFINITY=true "
-                     "OMP_AFFINITY_FORMAT='tapelm-affinity %A'",
-                     args + " --steps 1 --eval-interval 1");
+  Result r = run_env(
+      "env -u OMP_WAIT_POLICY OMP_PROC_BIND=close OMP_PLACES=threads OMP_DISPLAY_AFFINITY=true "
+      "OMP_AFFINITY_FORMAT='tapelm-affinity %A'",
+      args + " --steps 1 --eval-interval 1");
   ASSERT_EQ(r.code, 0) << r.out;
   std::set<std::string> cpus;
   std::istringstream lines(r.out);
@@ -313,7 +317,8 @@ TEST_F(Tool, SampleAndEval) {
 }
 
 TEST_F(Tool, DocumentBatchesWithBPE) {
-  Result r = run(tiny(dir + "/d") + " --steps 3 --eval-interval 3 --batch-mode documents --doc-sep % --tokenizer bpe --vocab-size 300");
+  Result r = run(tiny(dir + "/d") +
+                 " --steps 3 --eval-interval 3 --batch-mode documents --doc-sep % --tokenizer bpe --vocab-size 300");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("bpe tokenizer"), std::string::npos) << r.out;
   Result e = run("eval --checkpoint " + dir + "/d --data " + corpus);

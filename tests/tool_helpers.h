@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -52,7 +52,8 @@ class Tool : public ::testing::Test {
     fs::create_directories(dir);
     corpus = dir + "/corpus.txt";
     std::ofstream f(corpus);
-    for (int i = 0; i < 60; ++i) f << "To be, or not to be, that is the question.\n%\nWhether 'tis nobler in the mind.\n%\n";
+    for (int i = 0; i < 60; ++i)
+      f << "To be, or not to be, that is the question.\n%\nWhether 'tis nobler in the mind.\n%\n";
   }
   void TearDown() override { fs::remove_all(dir); }
   // A tiny, fast model; dropout on so resume must restore the dropout RNG too.

@@ -34,17 +34,18 @@ Checkpoint load_checkpoint(const std::string& dir) {
   TensorFile f = load_safetensors(path);
   auto meta = [&](const char* key) -> const std::string& {
     auto it = f.metadata.find(key);
-    TAPELM_CHECK(it != f.metadata.end(), "checkpoint: {} has no '{}' in its metadata (not a tapelm checkpoint?)", path, key);
+    TAPELM_CHECK(it != f.metadata.end(), "checkpoint: {} has no '{}' in its metadata (not a tapelm checkpoint?)", path,
+                 key);
     return it->second;
   };
-  TAPELM_CHECK(meta("format") == kFormat, "checkpoint: {} has format '{}', expected '{}'", path,
-               meta("format"), kFormat);
+  TAPELM_CHECK(meta("format") == kFormat, "checkpoint: {} has format '{}', expected '{}'", path, meta("format"),
+               kFormat);
   Checkpoint ck;
   ck.config = nn::ModelConfig::from_json(meta("config"));
   ck.tokenizer = data::Tokenizer::from_json(meta("tokenizer"));
   TAPELM_CHECK(ck.tokenizer->vocab_size() == ck.config.vocab_size,
-               "checkpoint: {}: tokenizer has {} tokens but the model {}", path,
-               ck.tokenizer->vocab_size(), ck.config.vocab_size);
+               "checkpoint: {}: tokenizer has {} tokens but the model {}", path, ck.tokenizer->vocab_size(),
+               ck.config.vocab_size);
   ck.step = std::stoll(meta("step"));
   ck.train_options_json = meta("train");
   const std::string& opt = meta("optimizer");
@@ -62,8 +63,8 @@ Checkpoint load_checkpoint(const std::string& dir) {
     AllocationBudget budget(2 * file_bytes + (int64_t(256) << 20),
                             fmt::format("the config describes a bigger model ({} layers, width {}, vocabulary {}, "
                                         "context {}) than the file's {:.1f} MB of tensors",
-                                        ck.config.n_layer, ck.config.n_embd, ck.config.vocab_size,
-                                        ck.config.block_size, file_bytes / 1048576.0));
+                                        ck.config.n_layer, ck.config.n_embd, ck.config.vocab_size, ck.config.block_size,
+                                        file_bytes / 1048576.0));
     ck.model = std::make_unique<nn::GPT>(ck.config, init);
     ck.model->load_state_dict(f.tensors);
   } catch (const Error& e) {
@@ -88,13 +89,11 @@ void save_checkpoint(const std::string& dir, const nn::GPT& model, const data::T
   save_safetensors((fs::path(dir) / opt_name).string(), o);
 
   TensorFile m;
-  for (auto& p : model.state_dict()) m.tensors[p.name] = p.tensor.dtype() == DType::f32 ? p.tensor : p.tensor.to(DType::f32);
-  m.metadata = {{"format", kFormat},
-                {"config", model.config.to_json()},
-                {"tokenizer", tok.to_json()},
-                {"step", std::to_string(step)},
-                {"train", train_options_json},
-                {"optimizer", opt_name}};
+  for (auto& p : model.state_dict())
+    m.tensors[p.name] = p.tensor.dtype() == DType::f32 ? p.tensor : p.tensor.to(DType::f32);
+  m.metadata = {{"format", kFormat},           {"config", model.config.to_json()},
+                {"tokenizer", tok.to_json()},  {"step", std::to_string(step)},
+                {"train", train_options_json}, {"optimizer", opt_name}};
   save_safetensors((fs::path(dir) / "model.safetensors").string(), m);  // the commit point
 
   for (auto& e : fs::directory_iterator(dir)) {
@@ -110,8 +109,8 @@ void load_training_state(const Checkpoint& ck, optim::Optimizer& opt, RngStates&
   opt.load_state(f);
   TAPELM_CHECK(opt.steps_taken() == ck.step, "checkpoint: optimizer state is at step {} but the model at {}",
                opt.steps_taken(), ck.step);
-  TAPELM_CHECK(f.metadata.count("rng_batches") && f.metadata.count("rng_dropout"),
-               "checkpoint: {} lacks RNG states", ck.optimizer_file);
+  TAPELM_CHECK(f.metadata.count("rng_batches") && f.metadata.count("rng_dropout"), "checkpoint: {} lacks RNG states",
+               ck.optimizer_file);
   rng.batches = decode_rng(f.metadata.at("rng_batches"));
   rng.dropout = decode_rng(f.metadata.at("rng_dropout"));
   rng.dropout_of_rank.clear();

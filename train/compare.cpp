@@ -3,8 +3,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <numeric>
 #include <nlohmann/json.hpp>
+#include <numeric>
 
 #include "nn/model.h"
 #include "train/decode_speed.h"
@@ -52,7 +52,8 @@ int run_compare(CompareOptions o) {
     c.mixer = mixer;
     c.validate();
   }
-  TAPELM_CHECK(!o.decode_contexts.empty() && o.decode_tokens > 0, "compare: --decode-contexts and --decode-tokens must be given");
+  TAPELM_CHECK(!o.decode_contexts.empty() && o.decode_tokens > 0,
+               "compare: --decode-contexts and --decode-tokens must be given");
   nn::ModelConfig ref = o.train.model;
   ref.mixer = "attention";
   ref.vocab_size = 256;  // N excludes the embeddings, so the vocabulary does not matter here
@@ -60,10 +61,11 @@ int run_compare(CompareOptions o) {
   const int64_t target = non_embedding_params(ref);
   fs::create_directories(o.train.out);
   const std::string root = o.train.out;
-  fmt::print("tapelm compare: {} mixers at N ≈ {} (attention, n_layer {}, n_embd {}), {} steps of batch {} × context {}, "
-             "lr {}, seed {}\n",
-             o.mixers.size(), target, ref.n_layer, ref.n_embd, o.train.steps, o.train.batch, ref.block_size, o.train.lr,
-             o.train.seed);
+  fmt::print(
+      "tapelm compare: {} mixers at N ≈ {} (attention, n_layer {}, n_embd {}), {} steps of batch {} × context {}, "
+      "lr {}, seed {}\n",
+      o.mixers.size(), target, ref.n_layer, ref.n_embd, o.train.steps, o.train.batch, ref.block_size, o.train.lr,
+      o.train.seed);
   std::vector<RunResult> results;
   for (const std::string& mixer : o.mixers) {
     TrainOptions t = o.train;
@@ -104,7 +106,8 @@ int run_compare(CompareOptions o) {
     // Decoding speed of the same architecture with room for the longest context.
     nn::ModelConfig dc = t.model;
     dc.vocab_size = 256;
-    dc.block_size = std::max(dc.block_size, *std::max_element(o.decode_contexts.begin(), o.decode_contexts.end()) + o.decode_tokens);
+    dc.block_size = std::max(dc.block_size,
+                             *std::max_element(o.decode_contexts.begin(), o.decode_contexts.end()) + o.decode_tokens);
     Generator gen(o.train.seed);
     nn::GPT decoder(dc, gen);
     r.decode = measure_decode_speed(decoder, o.decode_contexts, o.decode_tokens);
@@ -112,7 +115,11 @@ int run_compare(CompareOptions o) {
   }
 
   Chart loss{fmt::format("validation loss vs training FLOPs (N ≈ {}, {} steps)", target, o.train.steps),
-             "cumulative training FLOPs C (counted)", "validation loss", true, false, {}};
+             "cumulative training FLOPs C (counted)",
+             "validation loss",
+             true,
+             false,
+             {}};
   Chart speed{"decoding speed vs context (batch 1)", "context length (tokens)", "tokens/s", true, false, {}};
   for (auto& r : results) {
     loss.series.push_back(r.val_vs_flops);

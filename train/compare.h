@@ -14,7 +14,7 @@
 namespace tapelm::train {
 
 struct CompareOptions {
-  TrainOptions train;  // corpus, schedule, batch, seed, threads; model = the attention reference
+  TrainOptions train;               // corpus, schedule, batch, seed, threads; model = the attention reference
   std::vector<std::string> mixers;  // empty = every mixer
   std::vector<int64_t> decode_contexts{64, 256, 1024, 4096};
   int64_t decode_tokens = 32;

@@ -9,7 +9,7 @@
 namespace tapelm::train {
 
 struct DecodePoint {
-  int64_t context;     // tokens already in the state when timing starts (+1)
+  int64_t context;  // tokens already in the state when timing starts (+1)
   double tokens_per_s;
   int64_t state_bytes;  // KV cache or recurrent state of the one sequence, after timing
 };

@@ -46,10 +46,10 @@ Communicator& Communicator::world() {
     MPI_Comm_size(MPI_COMM_WORLD, &n);
     return new Communicator(rank, n);
 #else
-    throw Error(fmt::format(
-        "this tapelm was built without MPI, so it cannot train as one of {} ranks; install libopenmpi-dev "
-        "and openmpi-bin and rebuild (./dev.sh build), or run it without mpirun",
-        size));
+    throw Error(
+        fmt::format("this tapelm was built without MPI, so it cannot train as one of {} ranks; install libopenmpi-dev "
+                    "and openmpi-bin and rebuild (./dev.sh build), or run it without mpirun",
+                    size));
 #endif
   }();
   return *world;
@@ -132,9 +132,10 @@ std::vector<uint64_t> check_identical_weights(const Communicator& comm, const nn
   std::string error;
   for (int r = 1; r < comm.size() && error.empty(); ++r)
     if (hashes[r] != hashes[0])
-      error = fmt::format("data parallel: the weights of rank {} differ from rank 0's {} (hash {:016x}, not {:016x}): "
-                          "the ranks no longer train one model",
-                          r, when, hashes[r], hashes[0]);
+      error = fmt::format(
+          "data parallel: the weights of rank {} differ from rank 0's {} (hash {:016x}, not {:016x}): "
+          "the ranks no longer train one model",
+          r, when, hashes[r], hashes[0]);
   // Every rank holds the same hashes, so rank 0 (the lowest failing) says it.
   comm.agree(comm.root() ? error : "");
   return hashes;

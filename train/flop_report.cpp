@@ -26,15 +26,17 @@ std::string training_form(const nn::ModelConfig& c) {
 
 // Linear-attention core S_t = diag(decay) S_{t−1} + k_t v_tᵀ, o_t = S_tᵀ q_t over H
 // heads of key width K and value width V (nn/linear_attention.h, Mamba-2 SSD).
-int64_t gated_core(int64_t b, int64_t s, int64_t H, int64_t K, int64_t V, const std::string& form,
-                   int64_t chunk, std::string* f) {
+int64_t gated_core(int64_t b, int64_t s, int64_t H, int64_t K, int64_t V, const std::string& form, int64_t chunk,
+                   std::string* f) {
   if (form == "recurrent") {
     *f = fmt::format("4·b·s·H·K·V: read and write of the K×V state per token (H {}, K {}, V {})", H, K, V);
     return 4 * b * s * H * K * V;
   }
   const int64_t C = form == "parallel" ? s : std::min(chunk, s);
-  *f = fmt::format("b·s·H·((C+1)·(K+V) + 4·K·V): causal half of QKᵀ and AV inside chunks of C, "
-                   "state read and update (H {}, K {}, V {}, C {})", H, K, V, C);
+  *f = fmt::format(
+      "b·s·H·((C+1)·(K+V) + 4·K·V): causal half of QKᵀ and AV inside chunks of C, "
+      "state read and update (H {}, K {}, V {}, C {})",
+      H, K, V, C);
   return b * s * H * ((C + 1) * (K + V) + 4 * K * V);
 }
 
@@ -57,8 +59,10 @@ int64_t sequence_term(const nn::ModelConfig& c, int64_t b, int64_t s, std::strin
   }
   if (c.mixer == "flash") {
     const int64_t C = c.chunk_size, sp = (s + C - 1) / C * C;
-    *f = fmt::format("2·b·s·C·(qk + e) + 4·b·s·qk·e: quadratic part inside chunks of C, linear part's "
-                     "kv and read-out (qk {}, e {}, C {}; s padded to a multiple of C)", qk, e, C);
+    *f = fmt::format(
+        "2·b·s·C·(qk + e) + 4·b·s·qk·e: quadratic part inside chunks of C, linear part's "
+        "kv and read-out (qk {}, e {}, C {}; s padded to a multiple of C)",
+        qk, e, C);
     return 2 * b * sp * C * (qk + e) + 4 * b * sp * qk * e;
   }
   if (c.mixer == "deltanet" || c.mixer == "gated_deltanet") {
@@ -67,15 +71,19 @@ int64_t sequence_term(const nn::ModelConfig& c, int64_t b, int64_t s, std::strin
       return 7 * b * s * H * hd * hd;
     }
     const int64_t C = form == "parallel" ? s : std::min(c.chunk_size, s);
-    *f = fmt::format("b·s·H·(C·(4K + 3V) + 6·K·V): KKᵀ, QKᵀ, the triangular solve and output inside "
-                     "chunks of C (WY form), state read and update (K = V = {}, C {})", hd, C);
+    *f = fmt::format(
+        "b·s·H·(C·(4K + 3V) + 6·K·V): KKᵀ, QKᵀ, the triangular solve and output inside "
+        "chunks of C (WY form), state read and update (K = V = {}, C {})",
+        hd, C);
     return b * s * H * (C * (4 * hd + 3 * hd) + 6 * hd * hd);
   }
   if (c.mixer == "mamba") {
     const int64_t Di = 2 * d, N = c.d_state;
     if (form == "recurrent") {
-      *f = fmt::format("7·b·s·d_inner·N: discretisation (ΔA, ΔB·u), state update and read-out C·h of the "
-                       "selective scan (d_inner {}, N {})", Di, N);
+      *f = fmt::format(
+          "7·b·s·d_inner·N: discretisation (ΔA, ΔB·u), state update and read-out C·h of the "
+          "selective scan (d_inner {}, N {})",
+          Di, N);
       return 7 * b * s * Di * N;
     }
     return gated_core(b, s, Di, N, 1, form, c.chunk_size, f);
@@ -110,8 +118,9 @@ FlopReport flop_report(const nn::ModelConfig& config, int64_t batch) {
     FlopTally t;
     for (auto& [key, v] : tallies) {
       if (key.first != component) continue;
-      const bool is_core = key.second == "matmul" || key.second == "linear" || key.second == "attention" || key.second == "gated_recurrence" ||
-                           key.second == "delta_rule" || key.second == "selective_scan";
+      const bool is_core = key.second == "matmul" || key.second == "linear" || key.second == "attention" ||
+                           key.second == "gated_recurrence" || key.second == "delta_rule" ||
+                           key.second == "selective_scan";
       if (is_core == matmul_like) t += v;
     }
     return t;
@@ -161,34 +170,41 @@ std::string format_flop_report(const FlopReport& r) {
   const nn::ModelConfig& c = r.config;
   const int64_t l = c.n_layer, d = c.n_embd, s = r.context, n = r.batch * s, V = c.vocab_size;
   std::string out;
-  out += fmt::format("FLOPs of one training step: {} mixer, n_layer {}, n_embd {}, n_head {}, vocab {}, batch b = {}, "
-                     "context s = {} (n = b·s = {} tokens)\n",
-                     c.mixer, l, d, c.n_head, V, r.batch, s, n);
-  out += fmt::format("parameters: total {}, non-embedding N = {}; 12·l·d² = {} ({:+.2f}% from N: {})\n\n", r.n_params,
-                     r.n_non_embedding, 12 * l * d * d, 100.0 * (r.n_non_embedding - 12 * l * d * d) / (12.0 * l * d * d),
-                     c.mixer == "attention" ? "biases and norm gains" : "the 12·l·d² rule is the attention+FFN block's");
+  out += fmt::format(
+      "FLOPs of one training step: {} mixer, n_layer {}, n_embd {}, n_head {}, vocab {}, batch b = {}, "
+      "context s = {} (n = b·s = {} tokens)\n",
+      c.mixer, l, d, c.n_head, V, r.batch, s, n);
+  out +=
+      fmt::format("parameters: total {}, non-embedding N = {}; 12·l·d² = {} ({:+.2f}% from N: {})\n\n", r.n_params,
+                  r.n_non_embedding, 12 * l * d * d, 100.0 * (r.n_non_embedding - 12 * l * d * d) / (12.0 * l * d * d),
+                  c.mixer == "attention" ? "biases and norm gains" : "the 12·l·d² rule is the attention+FFN block's");
   out += fmt::format("{:<21} {:>15} {:>15} {:>15} {:>15} {:>9}  {}\n", "component", "analytic fwd", "analytic train",
                      "counted fwd", "counted train", "cnt/ana", "formula (forward)");
   for (auto& row : r.rows) {
     const bool a = row.analytic_train >= 0;
-    out += fmt::format("{:<21} {:>15} {:>15} {:>15} {:>15} {:>9}  {}\n", row.name, a ? fmt::format("{}", row.analytic_forward) : "-",
-                       a ? fmt::format("{}", row.analytic_train) : "-", row.counted.forward, row.counted.total(),
-                       a && row.analytic_train > 0 ? fmt::format("{:.4f}", (double)row.counted.total() / row.analytic_train) : "",
-                       row.formula);
+    out += fmt::format(
+        "{:<21} {:>15} {:>15} {:>15} {:>15} {:>9}  {}\n", row.name, a ? fmt::format("{}", row.analytic_forward) : "-",
+        a ? fmt::format("{}", row.analytic_train) : "-", row.counted.forward, row.counted.total(),
+        a && row.analytic_train > 0 ? fmt::format("{:.4f}", (double)row.counted.total() / row.analytic_train) : "",
+        row.formula);
   }
   out += fmt::format("{:<21} {:>15} {:>15} {:>15} {:>15} {:>9}\n", "total", r.analytic_train / 3, r.analytic_train,
-                     r.counted.forward, r.counted.total(), fmt::format("{:.4f}", (double)r.counted.total() / r.analytic_train));
-  out += fmt::format("\ncounted backward / forward = {:.3f} (GEMMs: 2)\n", (double)r.counted.backward / r.counted.forward);
+                     r.counted.forward, r.counted.total(),
+                     fmt::format("{:.4f}", (double)r.counted.total() / r.analytic_train));
+  out +=
+      fmt::format("\ncounted backward / forward = {:.3f} (GEMMs: 2)\n", (double)r.counted.backward / r.counted.forward);
   const double N = (double)r.n_non_embedding;
-  out += fmt::format("6N per token = {:.0f}; 6N·(1 + s/(6d)) = {:.0f}; + LM head 6·d·V = {}; analytic per token = {:.0f}; "
-                     "counted per token = {:.0f}\n",
-                     6 * N, 6 * N * (1 + (double)s / (6.0 * d)), 6 * d * V, (double)r.analytic_train / n,
-                     (double)r.counted.total() / n);
+  out += fmt::format(
+      "6N per token = {:.0f}; 6N·(1 + s/(6d)) = {:.0f}; + LM head 6·d·V = {}; analytic per token = {:.0f}; "
+      "counted per token = {:.0f}\n",
+      6 * N, 6 * N * (1 + (double)s / (6.0 * d)), 6 * d * V, (double)r.analytic_train / n,
+      (double)r.counted.total() / n);
   if (c.mixer == "attention")
     out += fmt::format("per layer: 72·b·s·d² + 12·b·s²·d = {} (training, attention + FFN GEMMs of a 4d-wide FFN)\n",
                        72 * r.batch * s * d * d + 12 * r.batch * s * s * d);
-  out += fmt::format("counted / (6·N·n) = {:.4f}; the step's FLOPs outside the analytic rows: {:.2f}%\n",
-                     r.counted.total() / (6 * N * n), 100.0 * (r.counted.total() - r.analytic_train) / r.counted.total());
+  out +=
+      fmt::format("counted / (6·N·n) = {:.4f}; the step's FLOPs outside the analytic rows: {:.2f}%\n",
+                  r.counted.total() / (6 * N * n), 100.0 * (r.counted.total() - r.analytic_train) / r.counted.total());
   return out;
 }
 

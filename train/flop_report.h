@@ -23,8 +23,8 @@
 namespace tapelm::train {
 
 struct FlopRow {
-  std::string name;     // e.g. "mixer projections"
-  std::string formula;  // the analytic forward formula in words
+  std::string name;               // e.g. "mixer projections"
+  std::string formula;            // the analytic forward formula in words
   int64_t analytic_forward = -1;  // -1: not in the analytic accounting
   int64_t analytic_train = -1;
   FlopTally counted;
@@ -34,10 +34,10 @@ struct FlopReport {
   nn::ModelConfig config;
   int64_t batch = 0, context = 0;
   int64_t n_params = 0, n_non_embedding = 0;
-  std::vector<FlopRow> rows;  // analytic rows first, then the counted-only rest
-  int64_t analytic_train = 0;  // sum of analytic rows
-  FlopTally counted;           // everything the tape counted in the step
-  FlopTally counted_matmul;    // GEMM FLOPs only: matmul, linear and the fused attention op's GEMMs
+  std::vector<FlopRow> rows;          // analytic rows first, then the counted-only rest
+  int64_t analytic_train = 0;         // sum of analytic rows
+  FlopTally counted;                  // everything the tape counted in the step
+  FlopTally counted_matmul;           // GEMM FLOPs only: matmul, linear and the fused attention op's GEMMs
   int64_t analytic_matmul_train = 0;  // the analytic rows that are plain matmuls
 };
 

@@ -2,9 +2,9 @@
 
 #include <Eigen/Core>
 
-#include "autograd/gemm.h"
 #include <algorithm>
 #include <chrono>
+#include "autograd/gemm.h"
 
 namespace tapelm::train {
 

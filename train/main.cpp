@@ -13,9 +13,9 @@
 #include "train/checkpoint.h"
 #include "train/compare.h"
 #include "train/distributed.h"
-#include "train/thread_policy.h"
 #include "train/flop_report.h"
 #include "train/sampler.h"
+#include "train/thread_policy.h"
 #include "train/trainer.h"
 
 using namespace tapelm;
@@ -29,8 +29,10 @@ std::vector<std::string> expand_config(std::vector<std::string> args) {
   for (size_t i = 0; i < args.size(); ++i) {
     std::string path;
     size_t n_erase = 0;
-    if (args[i] == "--config" && i + 1 < args.size()) path = args[i + 1], n_erase = 2;
-    else if (args[i].rfind("--config=", 0) == 0) path = args[i].substr(9), n_erase = 1;
+    if (args[i] == "--config" && i + 1 < args.size())
+      path = args[i + 1], n_erase = 2;
+    else if (args[i].rfind("--config=", 0) == 0)
+      path = args[i].substr(9), n_erase = 1;
     if (path.empty()) continue;
     std::ifstream in(path);
     TAPELM_CHECK(in.good(), "--config: cannot read {}", path);
@@ -51,8 +53,10 @@ std::vector<std::string> expand_config(std::vector<std::string> args) {
       auto one = [&](const nlohmann::json& v) {
         from_file.push_back(flag + "=" + (v.is_string() ? v.get<std::string>() : v.dump()));
       };
-      if (value.is_array()) for (auto& v : value) one(v);
-      else one(value);
+      if (value.is_array())
+        for (auto& v : value) one(v);
+      else
+        one(value);
     }
     args.erase(args.begin() + i, args.begin() + i + n_erase);
     args.insert(args.begin() + 2, from_file.begin(), from_file.end());  // after "tapelm <subcommand>"
@@ -76,28 +80,44 @@ void add_model_options(CLI::App* app, nn::ModelConfig& m, bool with_mixer = true
 // Corpus, batching, optimizer, schedule, evaluation and seed flags, shared by
 // train and compare.
 void add_run_options(CLI::App* app, train::TrainOptions& t) {
-  app->add_option("--tokenizer", t.tokenizer, "char, byte or bpe")->capture_default_str()->check(CLI::IsMember({"char", "byte", "bpe"}));
+  app->add_option("--tokenizer", t.tokenizer, "char, byte or bpe")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"char", "byte", "bpe"}));
   app->add_option("--vocab-size", t.vocab_size, "BPE vocabulary size (>= 256)")->capture_default_str();
-  app->add_option("--batch-mode", t.batch_mode, "windows (random contiguous windows) or documents (padded, masked)")->capture_default_str()->check(CLI::IsMember({"windows", "documents"}));
+  app->add_option("--batch-mode", t.batch_mode, "windows (random contiguous windows) or documents (padded, masked)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"windows", "documents"}));
   app->add_option("--doc-sep", t.doc_sep, "Document separator line for --batch-mode documents (empty = blank lines)");
-  app->add_option("--val-fraction", t.val_fraction, "Fraction of the corpus held out for validation (the end)")->capture_default_str();
+  app->add_option("--val-fraction", t.val_fraction, "Fraction of the corpus held out for validation (the end)")
+      ->capture_default_str();
   app->add_option("--batch", t.batch, "Sequences per micro-batch B")->capture_default_str();
   app->add_option("--grad-accum", t.grad_accum, "Micro-batches accumulated per optimizer step")->capture_default_str();
   app->add_option("--steps", t.steps, "Optimizer steps (total, including resumed ones)")->capture_default_str();
-  app->add_option("--optimizer", t.optimizer, "adamw or sgd")->capture_default_str()->check(CLI::IsMember({"adamw", "sgd"}));
+  app->add_option("--optimizer", t.optimizer, "adamw or sgd")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"adamw", "sgd"}));
   app->add_option("--lr", t.lr, "Peak learning rate")->capture_default_str();
   app->add_option("--min-lr", t.min_lr, "Learning rate at the end of the cosine")->capture_default_str();
-  app->add_option("--schedule", t.schedule, "cosine (warm-up, then cosine to --min-lr) or constant")->capture_default_str()->check(CLI::IsMember({"cosine", "constant"}));
+  app->add_option("--schedule", t.schedule, "cosine (warm-up, then cosine to --min-lr) or constant")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cosine", "constant"}));
   app->add_option("--warmup", t.warmup, "Linear warm-up steps")->capture_default_str();
-  app->add_option("--lr-decay-steps", t.lr_decay_steps, "Step where the cosine reaches --min-lr (0 = --steps); set it to stop early and resume later on the same schedule")->capture_default_str();
-  app->add_option("--weight-decay", t.weight_decay, "AdamW decay of matrices and embeddings (1-D parameters are not decayed)")->capture_default_str();
+  app->add_option("--lr-decay-steps", t.lr_decay_steps,
+                  "Step where the cosine reaches --min-lr (0 = --steps); set it to stop early and resume later on the "
+                  "same schedule")
+      ->capture_default_str();
+  app->add_option("--weight-decay", t.weight_decay,
+                  "AdamW decay of matrices and embeddings (1-D parameters are not decayed)")
+      ->capture_default_str();
   app->add_option("--beta1", t.beta1, "AdamW β1 (SGD momentum)")->capture_default_str();
   app->add_option("--beta2", t.beta2, "AdamW β2")->capture_default_str();
   app->add_option("--grad-clip", t.grad_clip, "Clip the global gradient norm to this (0 = off)")->capture_default_str();
-  app->add_option("--eval-interval", t.eval_interval, "Steps between validation evaluations (and checkpoints)")->capture_default_str();
+  app->add_option("--eval-interval", t.eval_interval, "Steps between validation evaluations (and checkpoints)")
+      ->capture_default_str();
   app->add_option("--eval-batches", t.eval_batches, "Batches averaged per evaluation")->capture_default_str();
   app->add_option("--log-interval", t.log_interval, "Steps between progress lines")->capture_default_str();
-  app->add_option("--checkpoint-interval", t.checkpoint_interval, "Steps between checkpoints (0 = at each evaluation)")->capture_default_str();
+  app->add_option("--checkpoint-interval", t.checkpoint_interval, "Steps between checkpoints (0 = at each evaluation)")
+      ->capture_default_str();
   app->add_option("--seed", t.seed, "Seed for weights, batches and dropout")->capture_default_str();
   app->add_option("--threads", t.threads, "OpenMP/Eigen threads (0 = all cores)")->capture_default_str();
 }
@@ -186,7 +206,9 @@ int main(int argc, char** argv) {
   train::TrainOptions t;
   auto* tr = app.add_subcommand("train", "Train a model on a text corpus and write checkpoints to --out");
   tr->add_option("--config", "JSON file of flag values (keys are flag names); flags given here override it");
-  tr->add_option("--data", t.data, "Corpus: text file(s) or folder(s) of text files")->required()->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  tr->add_option("--data", t.data, "Corpus: text file(s) or folder(s) of text files")
+      ->required()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   tr->add_option("--out", t.out, "Output directory: checkpoint, log.jsonl, loss.svg")->capture_default_str();
   add_model_options(tr, t.model);
   add_run_options(tr, t);
@@ -201,8 +223,12 @@ int main(int argc, char** argv) {
   sa->add_option("--checkpoint", ck_dir, "Checkpoint directory (the --out of train)")->required();
   sa->add_option("--prompt", prompt, "Text to continue (default: a newline)");
   sa->add_option("--tokens", so.tokens, "Tokens to generate")->capture_default_str();
-  sa->add_option("--temperature", so.temperature, "Softmax temperature; 0 = greedy argmax")->capture_default_str()->check(CLI::NonNegativeNumber);
-  sa->add_option("--top-k", so.top_k, "Sample among the k most likely tokens (0 = all)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  sa->add_option("--temperature", so.temperature, "Softmax temperature; 0 = greedy argmax")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  sa->add_option("--top-k", so.top_k, "Sample among the k most likely tokens (0 = all)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   sa->add_option("--seed", so.seed, "Sampling seed")->capture_default_str();
   sa->add_option("--threads", threads, "Threads (0 = all cores)")->capture_default_str();
 
@@ -211,7 +237,9 @@ int main(int argc, char** argv) {
   int64_t eval_batch = 16;
   auto* ev = app.add_subcommand("eval", "Mean loss of a checkpoint over a corpus's validation split");
   ev->add_option("--checkpoint", ck_dir, "Checkpoint directory")->required();
-  ev->add_option("--data", eval_data, "Corpus (file(s) or folder(s))")->required()->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  ev->add_option("--data", eval_data, "Corpus (file(s) or folder(s))")
+      ->required()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   ev->add_option("--batch", eval_batch, "Windows per forward pass")->capture_default_str();
   ev->add_option("--threads", threads, "Threads (0 = all cores)")->capture_default_str();
 
@@ -221,21 +249,31 @@ int main(int argc, char** argv) {
   cmp.train.steps = 600;
   cmp.train.eval_interval = 100;
   cmp.train.log_interval = 50;
-  auto* co = app.add_subcommand("compare", "Bake-off: train every mixer at the attention model's non-embedding N; "
-                                           "draw validation loss vs FLOPs and decoding speed vs context");
+  auto* co = app.add_subcommand("compare",
+                                "Bake-off: train every mixer at the attention model's non-embedding N; "
+                                "draw validation loss vs FLOPs and decoding speed vs context");
   co->add_option("--config", "JSON file of flag values (keys are flag names)");
-  co->add_option("--data", cmp.train.data, "Corpus: text file(s) or folder(s) of text files")->required()->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  co->add_option("--out", cmp.train.out, "Output directory: one run per mixer, loss_vs_flops.svg, decode_speed.svg, results.md")->capture_default_str();
-  co->add_option("--mixers", cmp.mixers, "Mixers to train (default: all)")->delimiter(',')->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  co->add_option("--data", cmp.train.data, "Corpus: text file(s) or folder(s) of text files")
+      ->required()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  co->add_option("--out", cmp.train.out,
+                 "Output directory: one run per mixer, loss_vs_flops.svg, decode_speed.svg, results.md")
+      ->capture_default_str();
+  co->add_option("--mixers", cmp.mixers, "Mixers to train (default: all)")
+      ->delimiter(',')
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   add_model_options(co, cmp.train.model, false);
   add_run_options(co, cmp.train);
-  co->add_option("--decode-contexts", cmp.decode_contexts, "Context lengths of the decoding-speed picture")->delimiter(',')->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  co->add_option("--decode-contexts", cmp.decode_contexts, "Context lengths of the decoding-speed picture")
+      ->delimiter(',')
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   co->add_option("--decode-tokens", cmp.decode_tokens, "Tokens timed per context length")->capture_default_str();
 
   // ---- flops ----
   nn::ModelConfig flops_model;
   int64_t flops_batch = 12;
-  auto* fl = app.add_subcommand("flops", "Analytic FLOP accounting beside the tape's count for one training step, per component");
+  auto* fl = app.add_subcommand(
+      "flops", "Analytic FLOP accounting beside the tape's count for one training step, per component");
   fl->add_option("--config", "JSON file of flag values (keys are flag names)");
   add_model_options(fl, flops_model);
   fl->add_option("--vocab-size", flops_model.vocab_size, "Vocabulary size V")->capture_default_str();

@@ -26,7 +26,9 @@ void write_svg_chart(const std::string& path, const Chart& c) {
   if (y_max - y_min < 1e-12) y_max = y_min + 1;
   auto px = [&](double x) { return L + (W - L - R) * (fx(x) - x_min) / (x_max - x_min); };
   auto py = [&](double y) { return T + (H - T - B) * (1 - (fy(y) - y_min) / (y_max - y_min)); };
-  auto label = [](double v) { return std::abs(v) >= 1e4 || (v != 0 && std::abs(v) < 1e-2) ? fmt::format("{:.2e}", v) : fmt::format("{:.4g}", v); };
+  auto label = [](double v) {
+    return std::abs(v) >= 1e4 || (v != 0 && std::abs(v) < 1e-2) ? fmt::format("{:.2e}", v) : fmt::format("{:.4g}", v);
+  };
   std::string s = fmt::format(
       "<svg xmlns='http://www.w3.org/2000/svg' width='{}' height='{}' font-family='sans-serif' font-size='12'>\n"
       "<rect width='100%' height='100%' fill='white'/>\n"
@@ -35,14 +37,16 @@ void write_svg_chart(const std::string& path, const Chart& c) {
   for (int i = 0; i <= 5; ++i) {
     const double ty = y_min + (y_max - y_min) * i / 5, tx = x_min + (x_max - x_min) * i / 5;
     const double vy = c.log_y ? std::pow(10, ty) : ty, vx = c.log_x ? std::pow(10, tx) : tx;
-    s += fmt::format("<line x1='{}' x2='{}' y1='{:.1f}' y2='{:.1f}' stroke='#ddd'/>"
-                     "<text x='{}' y='{:.1f}' text-anchor='end'>{}</text>\n",
-                     L, W - R, py(vy), py(vy), L - 6, py(vy) + 4, label(vy));
+    s += fmt::format(
+        "<line x1='{}' x2='{}' y1='{:.1f}' y2='{:.1f}' stroke='#ddd'/>"
+        "<text x='{}' y='{:.1f}' text-anchor='end'>{}</text>\n",
+        L, W - R, py(vy), py(vy), L - 6, py(vy) + 4, label(vy));
     s += fmt::format("<text x='{:.1f}' y='{}' text-anchor='middle'>{}</text>\n", px(vx), H - B + 18, label(vx));
   }
-  s += fmt::format("<text x='{}' y='{}' text-anchor='middle'>{}</text>"
-                   "<text x='16' y='{}' transform='rotate(-90 16 {})' text-anchor='middle'>{}</text>\n",
-                   (L + W - R) / 2, H - 12, c.x_label, (T + H - B) / 2, (T + H - B) / 2, c.y_label);
+  s += fmt::format(
+      "<text x='{}' y='{}' text-anchor='middle'>{}</text>"
+      "<text x='16' y='{}' transform='rotate(-90 16 {})' text-anchor='middle'>{}</text>\n",
+      (L + W - R) / 2, H - 12, c.x_label, (T + H - B) / 2, (T + H - B) / 2, c.y_label);
   static const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
                                  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#aec7e8"};
   int k = 0;
@@ -69,7 +73,9 @@ void write_loss_svg(const std::string& path, const std::vector<std::pair<int64_t
     for (auto [x, y] : pts) s.points.push_back({(double)x, y});
     return s;
   };
-  write_svg_chart(path, Chart{title, "step", "loss", false, false, {to_series("train loss", train), to_series("validation loss", val)}});
+  write_svg_chart(
+      path,
+      Chart{title, "step", "loss", false, false, {to_series("train loss", train), to_series("validation loss", val)}});
 }
 
 }  // namespace tapelm::train

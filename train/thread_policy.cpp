@@ -33,8 +33,10 @@ int default_threads() {
 int requested_threads(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const char* value = nullptr;
-    if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) value = argv[i + 1];
-    else if (std::strncmp(argv[i], "--threads=", 10) == 0) value = argv[i] + 10;
+    if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+      value = argv[i + 1];
+    else if (std::strncmp(argv[i], "--threads=", 10) == 0)
+      value = argv[i] + 10;
     if (value && std::atoi(value) > 0) return std::atoi(value);
   }
   return default_threads();
@@ -45,8 +47,8 @@ std::string binding_warning() {
   if (ranks == 1 || cpus >= share) return "";
   return "mpirun bound each rank to " + std::to_string(cpus) + " CPU(s) of this machine's " +
          std::to_string(online_cpus()) + " (Open MPI binds each of up to 2 ranks to one core by default); for " +
-         std::to_string(share) + " threads each, start with `mpirun --bind-to none` or `--map-by slot:PE=" +
-         std::to_string(share) + "`";
+         std::to_string(share) +
+         " threads each, start with `mpirun --bind-to none` or `--map-by slot:PE=" + std::to_string(share) + "`";
 }
 
 namespace {

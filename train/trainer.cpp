@@ -4,10 +4,10 @@
 #include <unistd.h>
 
 #include <Eigen/Core>
-#include <chrono>
 #include <cctype>
-#include <csignal>
+#include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -102,7 +102,8 @@ std::vector<std::pair<int64_t, double>> read_curve(const std::string& log, const
   std::string line;
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.contains(key) && j[key].is_number()) pts.push_back({j["step"].get<int64_t>(), j[key].get<double>()});
+    if (!j.is_discarded() && j.contains(key) && j[key].is_number())
+      pts.push_back({j["step"].get<int64_t>(), j[key].get<double>()});
   }
   return pts;
 }
@@ -124,16 +125,27 @@ bool parameters_finite(const nn::Module& model) {
 }  // namespace
 
 std::string TrainOptions::to_json() const {
-  return nlohmann::json{{"data", data},           {"tokenizer", tokenizer},
-                        {"vocab_size", vocab_size}, {"batch_mode", batch_mode},
-                        {"doc_sep", doc_sep},     {"val_fraction", val_fraction},
-                        {"batch", batch},         {"grad_accum", grad_accum},
-                        {"steps", steps},         {"optimizer", optimizer},
-                        {"lr", lr},               {"min_lr", min_lr},
-                        {"schedule", schedule},   {"warmup", warmup}, {"lr_decay_steps", lr_decay_steps},
-                        {"weight_decay", weight_decay}, {"beta1", beta1},
-                        {"beta2", beta2},         {"grad_clip", grad_clip},
-                        {"seed", seed},           {"threads", threads}}
+  return nlohmann::json{{"data", data},
+                        {"tokenizer", tokenizer},
+                        {"vocab_size", vocab_size},
+                        {"batch_mode", batch_mode},
+                        {"doc_sep", doc_sep},
+                        {"val_fraction", val_fraction},
+                        {"batch", batch},
+                        {"grad_accum", grad_accum},
+                        {"steps", steps},
+                        {"optimizer", optimizer},
+                        {"lr", lr},
+                        {"min_lr", min_lr},
+                        {"schedule", schedule},
+                        {"warmup", warmup},
+                        {"lr_decay_steps", lr_decay_steps},
+                        {"weight_decay", weight_decay},
+                        {"beta1", beta1},
+                        {"beta2", beta2},
+                        {"grad_clip", grad_clip},
+                        {"seed", seed},
+                        {"threads", threads}}
       .dump();
 }
 
@@ -150,7 +162,8 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   const int ranks = comm.size();
   // Rank 0 alone prints: the others' standard output goes nowhere (errors
   // still reach standard error).
-  if (!root) TAPELM_CHECK(std::freopen("/dev/null", "w", stdout), "train: cannot silence rank {}'s output", comm.rank());
+  if (!root)
+    TAPELM_CHECK(std::freopen("/dev/null", "w", stdout), "train: cannot silence rank {}'s output", comm.rank());
   set_threads(o.threads > 0 ? o.threads : default_threads());
   const int threads = omp_get_max_threads();
 
@@ -174,9 +187,11 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
                  "--batch / {} sequences); use a multiple of {}",
                  o.batch, ranks, ranks, ranks);
     TAPELM_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be a positive number, got {}", o.lr);
-    TAPELM_CHECK(o.optimizer == "adamw" || o.optimizer == "sgd", "train: unknown --optimizer '{}' (adamw or sgd)", o.optimizer);
-    schedule = {o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup, o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
-    schedule.at(0);  // validates the kind
+    TAPELM_CHECK(o.optimizer == "adamw" || o.optimizer == "sgd", "train: unknown --optimizer '{}' (adamw or sgd)",
+                 o.optimizer);
+    schedule = {o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup,
+                o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
+    schedule.at(0);                     // validates the kind
     if (!o.resume) o.model.validate();  // config errors before the corpus is read
 
     text = data::read_corpus(o.data);
@@ -201,8 +216,10 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
     ds = std::make_unique<data::Dataset>(text, *tok, model->config.block_size, o.val_fraction, o.batch_mode, o.doc_sep);
 
     groups = optim::decay_groups(*model, o.weight_decay);
-    if (o.optimizer == "adamw") opt = std::make_unique<optim::AdamW>(groups, o.beta1, o.beta2);
-    else opt = std::make_unique<optim::SGD>(groups, o.beta1);
+    if (o.optimizer == "adamw")
+      opt = std::make_unique<optim::AdamW>(groups, o.beta1, o.beta2);
+    else
+      opt = std::make_unique<optim::SGD>(groups, o.beta1);
     if (o.resume) {
       RngStates rng;
       load_training_state(ck, *opt, rng);
@@ -218,8 +235,8 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
         fmt::print("resuming on {} rank(s) a run saved on {}: the same global batches follow{}\n", ranks, saved_ranks,
                    model->config.dropout > 0 ? "; dropout masks are drawn per rank, so they differ" : "");
     }
-    TAPELM_CHECK(start_step < o.steps, "train --resume: the checkpoint is already at step {} (--steps {})",
-                 start_step, o.steps);
+    TAPELM_CHECK(start_step < o.steps, "train --resume: the checkpoint is already at step {} (--steps {})", start_step,
+                 o.steps);
     if (root) fs::create_directories(o.out);
   } catch (const Error& e) {
     setup_error = e.what();
@@ -250,15 +267,16 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   fmt::print("tapelm train: {} | {} tokenizer, vocab {} | train {} tokens, val {} tokens ({} batches)\n",
              fmt::join(o.data, ", "), tok->kind(), tok->vocab_size(), ds->tokens(data::Split::train),
              ds->tokens(data::Split::val), o.batch_mode);
-  fmt::print("model: {} mixer, n_layer {}, n_head {}, n_embd {}, context {}, {} ffn, {}, {} positions\n{}",
-             cfg.mixer, cfg.n_layer, cfg.n_head, cfg.n_embd, T, cfg.ffn, cfg.norm, cfg.position, model->describe());
+  fmt::print("model: {} mixer, n_layer {}, n_head {}, n_embd {}, context {}, {} ffn, {}, {} positions\n{}", cfg.mixer,
+             cfg.n_layer, cfg.n_head, cfg.n_embd, T, cfg.ffn, cfg.norm, cfg.position, model->describe());
   fmt::print("optimizer: {} ({}), lr {} {} (warm-up {}, floor {}), batch {} × {} accumulation, {} threads, seed {}\n",
              o.optimizer, optim::describe_groups(groups), o.lr, o.schedule, o.warmup, schedule.min_lr, o.batch,
              o.grad_accum, threads, o.seed);
   if (ranks > 1) {
-    fmt::print("data parallel: {} ranks × {} threads, each {} sequences of the global batch of {}; gradients "
-               "summed by MPI_Allreduce in 25 MB buckets\n",
-               ranks, threads, o.batch / ranks, o.batch);
+    fmt::print(
+        "data parallel: {} ranks × {} threads, each {} sequences of the global batch of {}; gradients "
+        "summed by MPI_Allreduce in 25 MB buckets\n",
+        ranks, threads, o.batch / ranks, o.batch);
     if (std::string warning = binding_warning(); !warning.empty()) fmt::print("warning: {}\n", warning);
   }
   if (o.resume) fmt::print("resuming from step {} in {}\n", start_step, o.out);
@@ -266,9 +284,10 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   // memory), then added up: the peak of the whole job.
   double peak = measure_gemm_peak();
   comm.sum(&peak, 1);
-  fmt::print("GEMM peak on {} threads{}: {:.1f} GFLOP/s (best of 5 float32 1024³ GEMMs of the ops' kernel; MFU is "
-             "measured against it)\n",
-             threads, ranks > 1 ? fmt::format(" × {} ranks, summed", ranks) : "", peak / 1e9);
+  fmt::print(
+      "GEMM peak on {} threads{}: {:.1f} GFLOP/s (best of 5 float32 1024³ GEMMs of the ops' kernel; MFU is "
+      "measured against it)\n",
+      threads, ranks > 1 ? fmt::format(" × {} ranks, summed", ranks) : "", peak / 1e9);
 
   g_interrupted = 0;
   auto previous_sigint = std::signal(SIGINT, on_sigint);
@@ -286,7 +305,7 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   // What a failed run leaves on disk, for its error message.
   auto checkpoint_left = [&]() -> std::string {
     return fs::exists(fs::path(o.out) / "model.safetensors") ? "the last good checkpoint in " + o.out + " is kept"
-                                                              : "no checkpoint had been written yet";
+                                                             : "no checkpoint had been written yet";
   };
   // A failed write (full disk, a file-size limit) leaves the previous
   // checkpoint as it was (save_safetensors writes a temp file and renames).
@@ -306,7 +325,8 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   // Returns false if either loss is not finite (the weights then are not worth saving).
   auto evaluate = [&](int64_t step) {
     double tr = estimate_loss(*model, *ds, data::Split::train, o.batch, o.eval_batches, o.seed + 1000003 * step, comm);
-    double va = estimate_loss(*model, *ds, data::Split::val, o.batch, o.eval_batches, o.seed + 1000003 * step + 1, comm);
+    double va =
+        estimate_loss(*model, *ds, data::Split::val, o.batch, o.eval_batches, o.seed + 1000003 * step + 1, comm);
     if (tty && !o.quiet) fmt::print("\n");
     fmt::print("step {}: train loss {:.4f}, val loss {:.4f}\n", step, tr, va);
     write_log({{"step", step}, {"train_loss", tr}, {"val_loss", va}, {"tokens", tokens_total}, {"flops", flops_total}});
@@ -367,7 +387,8 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
       const double gn = o.grad_clip > 0 ? optim::clip_grad_norm(groups, o.grad_clip) : 0.0;
       opt->step();
       if (!parameters_finite(*model))
-        failure = fmt::format("the parameters became NaN or infinite in the update of step {} (loss {:.4f})", step, last_loss);
+        failure = fmt::format("the parameters became NaN or infinite in the update of step {} (loss {:.4f})", step,
+                              last_loss);
       grad_norm = gn;
     }
     if (!failure.empty()) {
@@ -394,8 +415,14 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
         fmt::print("{}step {:>6}/{} | loss {:.4f} | lr {:.2e} | {:>8.0f} tok/s | {} elapsed, ETA {}{}", tty ? "\r" : "",
                    done, o.steps, last_loss, lr, tps, hms(elapsed), hms(eta), tty ? "   " : "\n");
       std::fflush(stdout);
-      write_log({{"step", done}, {"loss", last_loss}, {"lr", lr}, {"grad_norm", grad_norm}, {"tokens_per_s", tps},
-                 {"tokens", tokens_total}, {"flops", flops_total}, {"elapsed_s", elapsed}});
+      write_log({{"step", done},
+                 {"loss", last_loss},
+                 {"lr", lr},
+                 {"grad_norm", grad_norm},
+                 {"tokens_per_s", tps},
+                 {"tokens", tokens_total},
+                 {"flops", flops_total},
+                 {"elapsed_s", elapsed}});
       last_log = now;
       tokens_since_log = 0;
     }
@@ -420,10 +447,17 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   const double c_over_6nd = tokens_total ? flops_total / (6.0 * N * tokens_total) : 0.0;
   const int64_t steps_run = std::max<int64_t>(step - start_step, 1);
   if (exit_code == 0) {
-    nlohmann::json summary{{"step", o.steps}, {"summary", true}, {"tokens", tokens_total}, {"flops", flops_total},
-                           {"N", N}, {"C_over_6ND", c_over_6nd}, {"gflops_per_s", achieved / 1e9},
+    nlohmann::json summary{{"step", o.steps},
+                           {"summary", true},
+                           {"tokens", tokens_total},
+                           {"flops", flops_total},
+                           {"N", N},
+                           {"C_over_6ND", c_over_6nd},
+                           {"gflops_per_s", achieved / 1e9},
                            {"tokens_per_s", tokens_run / std::max(step_seconds, 1e-9)},
-                           {"gemm_peak_gflops", peak / 1e9}, {"mfu", achieved / peak}, {"ranks", ranks},
+                           {"gemm_peak_gflops", peak / 1e9},
+                           {"mfu", achieved / peak},
+                           {"ranks", ranks},
                            {"threads", threads}};
     if (ranks > 1) {
       summary["allreduce_s_per_step"] = all_reduce.seconds() / steps_run;
@@ -438,12 +472,14 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   log.close();
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   write_loss_svg((fs::path(o.out) / "loss.svg").string(), read_curve(log_path, "loss"),
-                 read_curve(log_path, "val_loss"), fmt::format("tapelm: {} (N = {})", fs::path(o.out).filename().string(), N));
+                 read_curve(log_path, "val_loss"),
+                 fmt::format("tapelm: {} (N = {})", fs::path(o.out).filename().string(), N));
   if (exit_code == 0) {
-    fmt::print("done: {} steps in {}; D = {} tokens, C = {:.4g} FLOPs counted (cumulative), C/(6·N·D) = {:.3f} (N = {})\n"
-               "speed: {:.0f} tokens/s, {:.1f} GFLOP/s in training steps = MFU {:.1f}% of the {:.1f} GFLOP/s GEMM peak\n",
-               o.steps - start_step, hms(elapsed), tokens_total, (double)flops_total, c_over_6nd, N,
-               tokens_run / std::max(step_seconds, 1e-9), achieved / 1e9, 100 * achieved / peak, peak / 1e9);
+    fmt::print(
+        "done: {} steps in {}; D = {} tokens, C = {:.4g} FLOPs counted (cumulative), C/(6·N·D) = {:.3f} (N = {})\n"
+        "speed: {:.0f} tokens/s, {:.1f} GFLOP/s in training steps = MFU {:.1f}% of the {:.1f} GFLOP/s GEMM peak\n",
+        o.steps - start_step, hms(elapsed), tokens_total, (double)flops_total, c_over_6nd, N,
+        tokens_run / std::max(step_seconds, 1e-9), achieved / 1e9, 100 * achieved / peak, peak / 1e9);
     if (ranks > 1)
       fmt::print("all-reduce: {:.1f} ms a step, {:.1f}% of the step time; weights identical on all {} ranks\n",
                  1e3 * all_reduce.seconds() / steps_run, 100 * all_reduce.seconds() / std::max(step_seconds, 1e-9),

@@ -71,8 +71,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   const char* op = "attention";
   TAPELM_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && k.shape() == v.shape() && q.size(0) == k.size(0) &&
                    q.size(2) == k.size(2) && q.size(3) == k.size(3),
-               "attention: q {}, k {}, v {}: expected [B,Tq,H,hd] and two [B,Tk,H,hd]", q.str_shape(),
-               k.str_shape(), v.str_shape());
+               "attention: q {}, k {}, v {}: expected [B,Tq,H,hd] and two [B,Tk,H,hd]", q.str_shape(), k.str_shape(),
+               v.str_shape());
   TAPELM_CHECK(q.dtype() == k.dtype() && k.dtype() == v.dtype(), "attention: dtypes differ");
   const Dims d{q.size(0), q.size(1), k.size(1), q.size(2), q.size(3)};
   TAPELM_CHECK(!mask.defined() || (mask.dtype() == DType::b8 && mask.numel() == d.B * d.Tq * d.Tk),
@@ -81,8 +81,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   Tensor out = Tensor::empty(q.shape(), q.dtype());
   Tensor probs = Tensor::empty({d.B, d.H, d.Tq, d.Tk}, q.dtype());
   const int64_t row_stride = d.H * d.hd;
-  auto kend = std::make_shared<const std::vector<int64_t>>(
-      block_key_ends(mask.defined() ? mask.data<uint8_t>() : nullptr, d));
+  auto kend =
+      std::make_shared<const std::vector<int64_t>>(block_key_ends(mask.defined() ? mask.data<uint8_t>() : nullptr, d));
   dispatch_float(op, q.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const uint8_t* pm = mask.defined() ? mask.data<uint8_t>() : nullptr;

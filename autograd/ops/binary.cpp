@@ -11,8 +11,8 @@ namespace {
 
 template <class F>
 Tensor binary_forward(const char* op, const Tensor& a, const Tensor& b, F f) {
-  TAPELM_CHECK(a.dtype() == b.dtype(), "{}: dtypes {} and {} differ ({} and {})", op,
-               dtype_name(a.dtype()), dtype_name(b.dtype()), a.str_shape(), b.str_shape());
+  TAPELM_CHECK(a.dtype() == b.dtype(), "{}: dtypes {} and {} differ ({} and {})", op, dtype_name(a.dtype()),
+               dtype_name(b.dtype()), a.str_shape(), b.str_shape());
   Shape out_shape = broadcast_shapes(op, a.shape(), b.shape());
   Tensor out = Tensor::empty(out_shape, a.dtype());
   dispatch_float(op, a.dtype(), [&](auto tag) {
@@ -26,8 +26,7 @@ Tensor binary_forward(const char* op, const Tensor& a, const Tensor& b, F f) {
       for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i]);
       return;
     }
-    std::array<Shape, 2> st{broadcast_strides(a.shape(), out_shape),
-                            broadcast_strides(b.shape(), out_shape)};
+    std::array<Shape, 2> st{broadcast_strides(a.shape(), out_shape), broadcast_strides(b.shape(), out_shape)};
     detail::broadcast_rows<2>(out_shape, st, [&](int64_t o, auto s, auto step, int64_t len) {
       for (int64_t j = 0; j < len; ++j) po[o + j] = f(pa[s[0] + j * step[0]], pb[s[1] + j * step[1]]);
     });
@@ -77,9 +76,8 @@ Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 void add_(Tensor& dst, const Tensor& src) {
-  TAPELM_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype(),
-               "add_: {} {} into {} {}", dtype_name(src.dtype()), src.str_shape(),
-               dtype_name(dst.dtype()), dst.str_shape());
+  TAPELM_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype(), "add_: {} {} into {} {}",
+               dtype_name(src.dtype()), src.str_shape(), dtype_name(dst.dtype()), dst.str_shape());
   dispatch_float("add_", dst.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* pd = dst.data<T>();

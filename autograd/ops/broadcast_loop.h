@@ -5,8 +5,8 @@
 #pragma once
 #include <array>
 
-#include "autograd/shape.h"
 #include "autograd/parallel.h"
+#include "autograd/shape.h"
 
 namespace tapelm::detail {
 

@@ -10,9 +10,10 @@
 namespace tapelm {
 
 Tensor causal_conv1d(const Tensor& x, const Tensor& w, const Tensor& b) {
-  TAPELM_CHECK(x.dim() == 3 && w.dim() == 2 && w.size(0) == x.size(2) && (!b.defined() || b.shape() == Shape{x.size(2)}),
-               "causal_conv1d: expects x [B,T,C], w [C,K], b [C]; got x {}, w {}, b {}", x.str_shape(), w.str_shape(),
-               b.defined() ? b.str_shape() : "none");
+  TAPELM_CHECK(
+      x.dim() == 3 && w.dim() == 2 && w.size(0) == x.size(2) && (!b.defined() || b.shape() == Shape{x.size(2)}),
+      "causal_conv1d: expects x [B,T,C], w [C,K], b [C]; got x {}, w {}, b {}", x.str_shape(), w.str_shape(),
+      b.defined() ? b.str_shape() : "none");
   TAPELM_CHECK(x.dtype() == w.dtype() && (!b.defined() || b.dtype() == x.dtype()), "causal_conv1d: dtypes differ");
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), K = w.size(1);
   Tensor y = Tensor::empty(x.shape(), x.dtype());

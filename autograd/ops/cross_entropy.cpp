@@ -14,21 +14,18 @@
 namespace tapelm {
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
-  TAPELM_CHECK(logits.dim() >= 1, "cross_entropy: logits need a class axis, got {}",
-               logits.str_shape());
+  TAPELM_CHECK(logits.dim() >= 1, "cross_entropy: logits need a class axis, got {}", logits.str_shape());
   TAPELM_CHECK(targets.dtype() == DType::i32, "cross_entropy: targets must be int32, got {}",
                dtype_name(targets.dtype()));
   Shape lead(logits.shape().begin(), logits.shape().end() - 1);
-  TAPELM_CHECK(targets.shape() == lead,
-               "cross_entropy: logits {} need targets of shape {}, got {}", logits.str_shape(),
+  TAPELM_CHECK(targets.shape() == lead, "cross_entropy: logits {} need targets of shape {}, got {}", logits.str_shape(),
                shape_str(lead), targets.str_shape());
   const int64_t V = logits.size(-1), rows = targets.numel();
   const int32_t* pt = targets.data<int32_t>();
   int64_t kept = 0;
   for (int64_t r = 0; r < rows; ++r) {
     if (pt[r] == ignore_index) continue;
-    TAPELM_CHECK(pt[r] >= 0 && pt[r] < V, "cross_entropy: target {} out of range for {} classes",
-                 pt[r], V);
+    TAPELM_CHECK(pt[r] >= 0 && pt[r] < V, "cross_entropy: target {} out of range for {} classes", pt[r], V);
     ++kept;
   }
   auto lse = std::make_shared<std::vector<double>>(rows, 0.0);
@@ -53,8 +50,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   Tensor saved_logits = logits, saved_targets = targets;
   return record(
       "cross_entropy", loss, {logits, Tensor()},
-      [saved_logits, saved_targets, lse, rows, V, kept, ignore_index](
-          const Tensor& g) -> std::vector<Tensor> {
+      [saved_logits, saved_targets, lse, rows, V, kept, ignore_index](const Tensor& g) -> std::vector<Tensor> {
         if (kept == 0) return {zeros(saved_logits.shape(), saved_logits.dtype()), Tensor()};
         Tensor gx = Tensor::empty(saved_logits.shape(), saved_logits.dtype());  // every row written below
         dispatch_float("cross_entropy", gx.dtype(), [&](auto tag) {

@@ -37,9 +37,8 @@ Tensor cumsum_kernel(const Tensor& a, int64_t axis, bool reverse) {
 Tensor cumsum(const Tensor& a, int64_t axis) {
   int64_t ax = normalize_axis("cumsum", axis, a.dim());
   Tensor out = cumsum_kernel(a, ax, false);
-  return record("cumsum", out, {a}, [ax](const Tensor& g) -> std::vector<Tensor> {
-    return {cumsum_kernel(g, ax, true)};
-  });
+  return record("cumsum", out, {a},
+                [ax](const Tensor& g) -> std::vector<Tensor> { return {cumsum_kernel(g, ax, true)}; });
 }
 
 }  // namespace tapelm

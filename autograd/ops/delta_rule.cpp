@@ -29,8 +29,8 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
-#include "autograd/parallel.h"
 #include "autograd/ops/recurrence_common.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -102,9 +102,9 @@ int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
   int64_t total = 0;
   for (int64_t t0 = 0; t0 < d.T; t0 += C) {
     const int64_t c = std::min(d.T, t0 + C) - t0;
-    total += 2 * c * c * K * 2      // K Kᵀ and Q Kᵀ
-             + 2 * c * K * V + c * V  // right-hand side
-             + c * c * V              // triangular solve
+    total += 2 * c * c * K * 2                // K Kᵀ and Q Kᵀ
+             + 2 * c * K * V + c * V          // right-hand side
+             + c * c * V                      // triangular solve
              + 2 * c * K * V + 2 * c * c * V  // output
              + 2 * c * K * V + K * V;         // state
   }
@@ -112,7 +112,8 @@ int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
 }
 
 template <class T>
-void backward_slice(const Slice<T>& s, const T* dO, T* dq, T* dk, T* dv, T* dbeta, T* dg, const Dims& d, int64_t chunk) {
+void backward_slice(const Slice<T>& s, const T* dO, T* dq, T* dk, T* dv, T* dbeta, T* dg, const Dims& d,
+                    int64_t chunk) {
   const int64_t K = d.K, V = d.V, steps = d.T, n_chunks = ceil_div(steps, chunk);
   std::vector<Mat<T>> entry(n_chunks, Mat<T>::Zero(K, V));
   {
@@ -158,13 +159,13 @@ void backward_slice(const Slice<T>& s, const T* dO, T* dq, T* dk, T* dv, T* dbet
 Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g) {
   const char* op = "delta_rule";
   TAPELM_CHECK(q.dim() == 4 && k.shape() == q.shape() && v.dim() == 4 && beta.dim() == 4 && g.dim() == 4,
-               "{}: expects q, k [B,H,T,K], v [B,H,T,V], beta, g [B,H,T,1]; got q {}, k {}, v {}, beta {}, g {}",
-               op, q.str_shape(), k.str_shape(), v.str_shape(), beta.str_shape(), g.str_shape());
+               "{}: expects q, k [B,H,T,K], v [B,H,T,V], beta, g [B,H,T,1]; got q {}, k {}, v {}, beta {}, g {}", op,
+               q.str_shape(), k.str_shape(), v.str_shape(), beta.str_shape(), g.str_shape());
   const Shape per_step{q.size(0), q.size(1), q.size(2), 1};
-  TAPELM_CHECK(v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == q.size(2) &&
-                   beta.shape() == per_step && g.shape() == per_step,
-               "{}: shapes do not agree: q {}, v {}, beta {}, g {}", op, q.str_shape(), v.str_shape(),
-               beta.str_shape(), g.str_shape());
+  TAPELM_CHECK(v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == q.size(2) && beta.shape() == per_step &&
+                   g.shape() == per_step,
+               "{}: shapes do not agree: q {}, v {}, beta {}, g {}", op, q.str_shape(), v.str_shape(), beta.str_shape(),
+               g.str_shape());
   TAPELM_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype() && q.dtype() == beta.dtype() && q.dtype() == g.dtype(),
                "{}: dtypes differ", op);
   return {q.size(0) * q.size(1), q.size(2), q.size(3), v.size(3)};
@@ -182,8 +183,12 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
     using T = decltype(tag);
 #pragma omp parallel for schedule(dynamic)
     for (int64_t bh = 0; bh < d.BH; ++bh) {
-      Slice<T> s{q.data<T>() + bh * d.T * d.K, k.data<T>() + bh * d.T * d.K, v.data<T>() + bh * d.T * d.V,
-                 beta.data<T>() + bh * d.T, g.data<T>() + bh * d.T, o.data<T>() + bh * d.T * d.V,
+      Slice<T> s{q.data<T>() + bh * d.T * d.K,
+                 k.data<T>() + bh * d.T * d.K,
+                 v.data<T>() + bh * d.T * d.V,
+                 beta.data<T>() + bh * d.T,
+                 g.data<T>() + bh * d.T,
+                 o.data<T>() + bh * d.T * d.V,
                  state ? state->data<T>() + bh * d.K * d.V : nullptr};
       if (form == RecurrenceForm::recurrent) {
         forward_recurrent(s, d);
@@ -204,8 +209,13 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
                     using T = decltype(tag);
 #pragma omp parallel for schedule(dynamic)
                     for (int64_t bh = 0; bh < d.BH; ++bh) {
-                      Slice<T> s{q.data<T>() + bh * d.T * d.K, k.data<T>() + bh * d.T * d.K, v.data<T>() + bh * d.T * d.V,
-                                 beta.data<T>() + bh * d.T, g.data<T>() + bh * d.T, nullptr, nullptr};
+                      Slice<T> s{q.data<T>() + bh * d.T * d.K,
+                                 k.data<T>() + bh * d.T * d.K,
+                                 v.data<T>() + bh * d.T * d.V,
+                                 beta.data<T>() + bh * d.T,
+                                 g.data<T>() + bh * d.T,
+                                 nullptr,
+                                 nullptr};
                       backward_slice(s, dO.data<T>() + bh * d.T * d.V, dq.data<T>() + bh * d.T * d.K,
                                      dk.data<T>() + bh * d.T * d.K, dv.data<T>() + bh * d.T * d.V,
                                      db.data<T>() + bh * d.T, dg.data<T>() + bh * d.T, d, bwd_chunk);
@@ -224,9 +234,9 @@ Tensor delta_rule_reference(const Tensor& q, const Tensor& k, const Tensor& v, c
   for (int64_t t = 0; t < d.T; ++t) {
     auto at = [&](const Tensor& x) { return slice(x, 2, t, t + 1); };  // [B,H,1,·]
     Tensor kt = at(k), b = at(beta), a = exp(at(g));
-    Tensor read = matmul(kt, S);                               // kᵀS  [B,H,1,V]
-    Tensor u = mul(b, sub(at(v), mul(a, read)));               // β (v − α Sᵀk)
-    S = add(mul(S, a), matmul(kt, u, true, false));            // α S + k uᵀ
+    Tensor read = matmul(kt, S);                     // kᵀS  [B,H,1,V]
+    Tensor u = mul(b, sub(at(v), mul(a, read)));     // β (v − α Sᵀk)
+    S = add(mul(S, a), matmul(kt, u, true, false));  // α S + k uᵀ
     outs.push_back(matmul(at(q), S));
   }
   return concat(outs, 2);

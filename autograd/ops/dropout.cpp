@@ -23,9 +23,8 @@ Tensor dropout(const Tensor& a, double p, bool training, Generator& gen) {
     for (int64_t i = 0; i < n; ++i) po[i] = pa[i] * pm[i];
   });
   FlopCounter::add("dropout", n);
-  return record("dropout", out, {a}, [scale_mask](const Tensor& g) -> std::vector<Tensor> {
-    return {mul(g, scale_mask)};
-  });
+  return record("dropout", out, {a},
+                [scale_mask](const Tensor& g) -> std::vector<Tensor> { return {mul(g, scale_mask)}; });
 }
 
 }  // namespace tapelm

@@ -9,8 +9,8 @@ namespace tapelm {
 
 namespace {
 void check_mask(const char* op, const Tensor& mask) {
-  TAPELM_CHECK(mask.dtype() == DType::b8, "{}: the mask must be bool, got {} {}", op,
-               dtype_name(mask.dtype()), mask.str_shape());
+  TAPELM_CHECK(mask.dtype() == DType::b8, "{}: the mask must be bool, got {} {}", op, dtype_name(mask.dtype()),
+               mask.str_shape());
 }
 }  // namespace
 
@@ -25,10 +25,9 @@ Tensor logical_not(const Tensor& mask) {
 
 Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
   check_mask("where", mask);
-  TAPELM_CHECK(a.dtype() == b.dtype(), "where: dtypes {} and {} differ ({} and {})",
-               dtype_name(a.dtype()), dtype_name(b.dtype()), a.str_shape(), b.str_shape());
-  Shape out_shape =
-      broadcast_shapes("where", broadcast_shapes("where", mask.shape(), a.shape()), b.shape());
+  TAPELM_CHECK(a.dtype() == b.dtype(), "where: dtypes {} and {} differ ({} and {})", dtype_name(a.dtype()),
+               dtype_name(b.dtype()), a.str_shape(), b.str_shape());
+  Shape out_shape = broadcast_shapes("where", broadcast_shapes("where", mask.shape(), a.shape()), b.shape());
   Tensor out = Tensor::empty(out_shape, a.dtype());
   dispatch_float("where", a.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -36,8 +35,7 @@ Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
     const T* pa = a.data<T>();
     const T* pb = b.data<T>();
     T* po = out.data<T>();
-    std::array<Shape, 3> st{broadcast_strides(mask.shape(), out_shape),
-                            broadcast_strides(a.shape(), out_shape),
+    std::array<Shape, 3> st{broadcast_strides(mask.shape(), out_shape), broadcast_strides(a.shape(), out_shape),
                             broadcast_strides(b.shape(), out_shape)};
     detail::broadcast_rows<3>(out_shape, st, [&](int64_t o, auto s, auto step, int64_t len) {
       for (int64_t j = 0; j < len; ++j)
@@ -45,18 +43,17 @@ Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
     });
   });
   Shape sa = a.shape(), sb = b.shape();
-  return record("where", out, {Tensor(), a, b},
-                [mask, sa, sb](const Tensor& g) -> std::vector<Tensor> {
-                  Tensor z = zeros({}, g.dtype());
-                  return {Tensor(), sum_to(where(mask, g, z), sa), sum_to(where(mask, z, g), sb)};
-                });
+  return record("where", out, {Tensor(), a, b}, [mask, sa, sb](const Tensor& g) -> std::vector<Tensor> {
+    Tensor z = zeros({}, g.dtype());
+    return {Tensor(), sum_to(where(mask, g, z), sa), sum_to(where(mask, z, g), sb)};
+  });
 }
 
 Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
   check_mask("masked_fill", mask);
   Shape b = broadcast_shapes("masked_fill", a.shape(), mask.shape());
-  TAPELM_CHECK(b == a.shape(), "masked_fill: mask {} does not broadcast to the tensor {}",
-               mask.str_shape(), a.str_shape());
+  TAPELM_CHECK(b == a.shape(), "masked_fill: mask {} does not broadcast to the tensor {}", mask.str_shape(),
+               a.str_shape());
   Tensor out = Tensor::empty(a.shape(), a.dtype());
   dispatch_float("masked_fill", a.dtype(), [&](auto tag) {
     using T = decltype(tag);

@@ -25,17 +25,16 @@ Shape batch_of(const Shape& s) { return Shape(s.begin(), s.end() - 2); }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   const char* op = "matmul";
-  TAPELM_CHECK(a.dim() >= 2 && b.dim() >= 2,
-               "matmul: {} @ {}: both operands need at least 2 dimensions", a.str_shape(),
+  TAPELM_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: {} @ {}: both operands need at least 2 dimensions", a.str_shape(),
                b.str_shape());
-  TAPELM_CHECK(a.dtype() == b.dtype(), "matmul: {} @ {}: dtypes {} and {} differ", a.str_shape(),
-               b.str_shape(), dtype_name(a.dtype()), dtype_name(b.dtype()));
+  TAPELM_CHECK(a.dtype() == b.dtype(), "matmul: {} @ {}: dtypes {} and {} differ", a.str_shape(), b.str_shape(),
+               dtype_name(a.dtype()), dtype_name(b.dtype()));
   const int64_t m = ta ? a.size(-1) : a.size(-2);
   const int64_t k = ta ? a.size(-2) : a.size(-1);
   const int64_t kb = tb ? b.size(-1) : b.size(-2);
   const int64_t n = tb ? b.size(-2) : b.size(-1);
-  TAPELM_CHECK(k == kb, "matmul: {}{} @ {}{}: inner dimensions {} and {} differ", a.str_shape(),
-               ta ? "ᵀ" : "", b.str_shape(), tb ? "ᵀ" : "", k, kb);
+  TAPELM_CHECK(k == kb, "matmul: {}{} @ {}{}: inner dimensions {} and {} differ", a.str_shape(), ta ? "ᵀ" : "",
+               b.str_shape(), tb ? "ᵀ" : "", k, kb);
   Shape batch = broadcast_shapes(op, batch_of(a.shape()), batch_of(b.shape()));
   Shape out_shape = batch;
   out_shape.push_back(m);
@@ -108,8 +107,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   const char* op = "linear";
   TAPELM_CHECK(x.dim() >= 1 && w.dim() == 2 && x.size(-1) == w.size(1) && x.dtype() == w.dtype() &&
                    (!b.defined() || (b.dim() == 1 && b.size(0) == w.size(0) && b.dtype() == w.dtype())),
-               "linear: input {} with weight {}{}: expected [..., in], [out, in] and [out] of one dtype",
-               x.str_shape(), w.str_shape(), b.defined() ? " and bias " + b.str_shape() : std::string());
+               "linear: input {} with weight {}{}: expected [..., in], [out, in] and [out] of one dtype", x.str_shape(),
+               w.str_shape(), b.defined() ? " and bias " + b.str_shape() : std::string());
   const int64_t in = w.size(1), out_f = w.size(0), rows = x.numel() / std::max<int64_t>(in, 1);
   Shape out_shape = x.shape();
   out_shape.back() = out_f;
@@ -148,7 +147,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
         }
       }
     });
-    FlopCounter::add("linear", (x.requires_grad() ? 2 : 0) * rows * out_f * in + (w.requires_grad() ? 2 : 0) * rows * out_f * in);
+    FlopCounter::add("linear",
+                     (x.requires_grad() ? 2 : 0) * rows * out_f * in + (w.requires_grad() ? 2 : 0) * rows * out_f * in);
     if (b.defined()) FlopCounter::add("linear.bias", rows * out_f);
     return {gx, gw, gb};
   });

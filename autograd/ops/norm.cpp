@@ -50,8 +50,10 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
       const T rs = T(1) / std::sqrt(xh.square().mean() + T(eps));
       rstd.data<T>()[r] = rs;
       xh *= rs;
-      if (pb) yr = xh * wv + ConstRow<T>(pb, d);
-      else yr = xh * wv;
+      if (pb)
+        yr = xh * wv + ConstRow<T>(pb, d);
+      else
+        yr = xh * wv;
     }
   });
   FlopCounter::add(op, (center ? 6 : 4) * x.numel() + (b.defined() ? x.numel() : 0));
@@ -78,8 +80,10 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
           const T mean_gx = (gh * xh).mean();
           Row<T> out(gx.data<T>() + r * d, d);
           const T rs = rstd.data<T>()[r];
-          if (center) out = rs * (gh - gh.mean() - xh * mean_gx);
-          else out = rs * (gh - xh * mean_gx);
+          if (center)
+            out = rs * (gh - gh.mean() - xh * mean_gx);
+          else
+            out = rs * (gh - xh * mean_gx);
           pw[t] += gr * xh;
           pbias[t] += gr;
         }

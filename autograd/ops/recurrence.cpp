@@ -28,8 +28,8 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
-#include "autograd/parallel.h"
 #include "autograd/ops/recurrence_common.h"
+#include "autograd/parallel.h"
 
 namespace tapelm {
 
@@ -49,7 +49,8 @@ struct Slice {
   T* state;  // K×V initial state in, final state out (may be null)
 };
 
-template <class T> inline T decay_at(const T* g, int64_t t, int64_t i, int64_t GK) {
+template <class T>
+inline T decay_at(const T* g, int64_t t, int64_t i, int64_t GK) {
   return g[t * GK + (GK == 1 ? 0 : i)];
 }
 
@@ -113,9 +114,9 @@ int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
   for (int64_t t0 = 0; t0 < T; t0 += C) {
     const int64_t c = std::min(T, t0 + C) - t0, pairs = c * (c + 1) / 2;
     total += pairs * (d.GK == 1 ? 2 * K + 2 : 4 * K)  // scores with decay
-             + pairs * 2 * V                         // A·V
-             + 2 * c * K * V                         // read of the state
-             + 2 * c * K * V + K * V;                // advance the state
+             + pairs * 2 * V                          // A·V
+             + 2 * c * K * V                          // read of the state
+             + 2 * c * K * V + K * V;                 // advance the state
   }
   return d.BH * total;
 }
@@ -170,22 +171,20 @@ void backward_slice(const Slice<T>& s, const T* dO, T* dq, T* dk, T* dv, T* dg, 
 Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g) {
   const char* op = "gated_recurrence";
   TAPELM_CHECK(q.dim() == 4 && k.shape() == q.shape() && v.dim() == 4 && g.dim() == 4,
-               "{}: expects q, k [B,H,T,K], v [B,H,T,V], g [B,H,T,K|1]; got q {}, k {}, v {}, g {}", op,
-               q.str_shape(), k.str_shape(), v.str_shape(), g.str_shape());
-  TAPELM_CHECK(v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == q.size(2) &&
-                   g.size(0) == q.size(0) && g.size(1) == q.size(1) && g.size(2) == q.size(2) &&
-                   (g.size(3) == q.size(3) || g.size(3) == 1),
-               "{}: shapes do not agree: q {}, k {}, v {}, g {}", op, q.str_shape(), k.str_shape(),
-               v.str_shape(), g.str_shape());
-  TAPELM_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype() && q.dtype() == g.dtype(),
-               "{}: dtypes differ", op);
+               "{}: expects q, k [B,H,T,K], v [B,H,T,V], g [B,H,T,K|1]; got q {}, k {}, v {}, g {}", op, q.str_shape(),
+               k.str_shape(), v.str_shape(), g.str_shape());
+  TAPELM_CHECK(v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == q.size(2) && g.size(0) == q.size(0) &&
+                   g.size(1) == q.size(1) && g.size(2) == q.size(2) && (g.size(3) == q.size(3) || g.size(3) == 1),
+               "{}: shapes do not agree: q {}, k {}, v {}, g {}", op, q.str_shape(), k.str_shape(), v.str_shape(),
+               g.str_shape());
+  TAPELM_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype() && q.dtype() == g.dtype(), "{}: dtypes differ", op);
   return {q.size(0) * q.size(1), q.size(2), q.size(3), v.size(3), g.size(3)};
 }
 
 }  // namespace
 
-Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
-                        RecurrenceForm form, int64_t chunk, Tensor* state) {
+Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, RecurrenceForm form,
+                        int64_t chunk, Tensor* state) {
   const Dims d = check_inputs(q, k, v, g);
   TAPELM_CHECK(chunk > 0, "gated_recurrence: chunk size must be positive, got {}", chunk);
   if (state) prepare_state("gated_recurrence", state, {q.size(0), q.size(1), d.K, d.V}, q.dtype(), {q, k, v, g});
@@ -194,9 +193,9 @@ Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const
     using T = decltype(tag);
 #pragma omp parallel for schedule(dynamic)
     for (int64_t bh = 0; bh < d.BH; ++bh) {
-      Slice<T> s{q.data<T>() + bh * d.T * d.K, k.data<T>() + bh * d.T * d.K, v.data<T>() + bh * d.T * d.V,
-                 g.data<T>() + bh * d.T * d.GK, o.data<T>() + bh * d.T * d.V,
-                 state ? state->data<T>() + bh * d.K * d.V : nullptr};
+      Slice<T> s{q.data<T>() + bh * d.T * d.K, k.data<T>() + bh * d.T * d.K,
+                 v.data<T>() + bh * d.T * d.V, g.data<T>() + bh * d.T * d.GK,
+                 o.data<T>() + bh * d.T * d.V, state ? state->data<T>() + bh * d.K * d.V : nullptr};
       if (form == RecurrenceForm::recurrent) {
         forward_recurrent(s, d);
       } else {
@@ -207,23 +206,29 @@ Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const
   });
   FlopCounter::add("gated_recurrence", forward_flops(d, form, chunk));
   const int64_t bwd_chunk = form == RecurrenceForm::chunkwise ? chunk : 64;
-  return record("gated_recurrence", o, {q, k, v, g}, [q, k, v, g, d, bwd_chunk](const Tensor& dO) -> std::vector<Tensor> {
-    Tensor dq = Tensor::empty(q.shape(), q.dtype()), dk = Tensor::empty(k.shape(), k.dtype());
-    Tensor dv = Tensor::empty(v.shape(), v.dtype()), dg = Tensor::empty(g.shape(), g.dtype());
-    dispatch_float("gated_recurrence", q.dtype(), [&](auto tag) {
-      using T = decltype(tag);
+  return record("gated_recurrence", o, {q, k, v, g},
+                [q, k, v, g, d, bwd_chunk](const Tensor& dO) -> std::vector<Tensor> {
+                  Tensor dq = Tensor::empty(q.shape(), q.dtype()), dk = Tensor::empty(k.shape(), k.dtype());
+                  Tensor dv = Tensor::empty(v.shape(), v.dtype()), dg = Tensor::empty(g.shape(), g.dtype());
+                  dispatch_float("gated_recurrence", q.dtype(), [&](auto tag) {
+                    using T = decltype(tag);
 #pragma omp parallel for schedule(dynamic)
-      for (int64_t bh = 0; bh < d.BH; ++bh) {
-        Slice<T> s{q.data<T>() + bh * d.T * d.K, k.data<T>() + bh * d.T * d.K, v.data<T>() + bh * d.T * d.V,
-                   g.data<T>() + bh * d.T * d.GK, nullptr, nullptr};
-        backward_slice(s, dO.data<T>() + bh * d.T * d.V, dq.data<T>() + bh * d.T * d.K, dk.data<T>() + bh * d.T * d.K,
-                       dv.data<T>() + bh * d.T * d.V, dg.data<T>() + bh * d.T * d.GK, d, bwd_chunk);
-      }
-    });
-    // Recompute pass (3KV per step) + reverse pass (decay KV, G += 2KV, dq/dk/dv 6KV, dg 3KV).
-    FlopCounter::add("gated_recurrence", d.BH * d.T * d.K * d.V * (3 + 12));
-    return {dq, dk, dv, dg};
-  });
+                    for (int64_t bh = 0; bh < d.BH; ++bh) {
+                      Slice<T> s{q.data<T>() + bh * d.T * d.K,
+                                 k.data<T>() + bh * d.T * d.K,
+                                 v.data<T>() + bh * d.T * d.V,
+                                 g.data<T>() + bh * d.T * d.GK,
+                                 nullptr,
+                                 nullptr};
+                      backward_slice(s, dO.data<T>() + bh * d.T * d.V, dq.data<T>() + bh * d.T * d.K,
+                                     dk.data<T>() + bh * d.T * d.K, dv.data<T>() + bh * d.T * d.V,
+                                     dg.data<T>() + bh * d.T * d.GK, d, bwd_chunk);
+                    }
+                  });
+                  // Recompute pass (3KV per step) + reverse pass (decay KV, G += 2KV, dq/dk/dv 6KV, dg 3KV).
+                  FlopCounter::add("gated_recurrence", d.BH * d.T * d.K * d.V * (3 + 12));
+                  return {dq, dk, dv, dg};
+                });
 }
 
 Tensor gated_recurrence_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g) {

@@ -9,11 +9,16 @@
 
 namespace tapelm::detail {
 
-template <class T> using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <class T> using MapM = Eigen::Map<Mat<T>>;
-template <class T> using CMapM = Eigen::Map<const Mat<T>>;
-template <class T> using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-template <class T> using CMapV = Eigen::Map<const Vec<T>>;
+template <class T>
+using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using MapM = Eigen::Map<Mat<T>>;
+template <class T>
+using CMapM = Eigen::Map<const Mat<T>>;
+template <class T>
+using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+template <class T>
+using CMapV = Eigen::Map<const Vec<T>>;
 
 // Checks and prepares a carried state (inference only): zeros of `shape` when
 // undefined, else it must have that shape.

@@ -59,8 +59,10 @@ Shape reduced_shape(const Shape& s, const std::vector<int64_t>& axes, bool keepd
   Shape out;
   for (int64_t d = 0; d < (int64_t)s.size(); ++d) {
     bool reduced = std::find(axes.begin(), axes.end(), d) != axes.end();
-    if (!reduced) out.push_back(s[d]);
-    else if (keepdim) out.push_back(1);
+    if (!reduced)
+      out.push_back(s[d]);
+    else if (keepdim)
+      out.push_back(1);
   }
   return out;
 }
@@ -127,19 +129,17 @@ static Tensor max_axis(const Tensor& a, int64_t axis) {
   });
   FlopCounter::add("max", a.numel());
   Shape in_shape = a.shape();
-  return record("max", out, {a},
-                [in_shape, argmax, outer, n, inner](const Tensor& g) -> std::vector<Tensor> {
-                  Tensor ga = zeros(in_shape, g.dtype());
-                  dispatch_float("max", g.dtype(), [&](auto tag) {
-                    using T = decltype(tag);
-                    const T* pg = g.data<T>();
-                    T* po = ga.data<T>();
-                    for (int64_t o = 0; o < outer; ++o)
-                      for (int64_t j = 0; j < inner; ++j)
-                        po[(o * n + (*argmax)[o * inner + j]) * inner + j] = pg[o * inner + j];
-                  });
-                  return {ga};
-                });
+  return record("max", out, {a}, [in_shape, argmax, outer, n, inner](const Tensor& g) -> std::vector<Tensor> {
+    Tensor ga = zeros(in_shape, g.dtype());
+    dispatch_float("max", g.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const T* pg = g.data<T>();
+      T* po = ga.data<T>();
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t j = 0; j < inner; ++j) po[(o * n + (*argmax)[o * inner + j]) * inner + j] = pg[o * inner + j];
+    });
+    return {ga};
+  });
 }
 
 Tensor max(const Tensor& a, std::vector<int64_t> axes, bool keepdim) {
@@ -151,8 +151,7 @@ Tensor max(const Tensor& a, std::vector<int64_t> axes, bool keepdim) {
 
 Tensor sum_to(const Tensor& g, const Shape& shape) {
   if (g.shape() == shape) return g;
-  TAPELM_CHECK(g.dim() >= (int64_t)shape.size(), "sum_to: cannot sum {} down to {}", g.str_shape(),
-               shape_str(shape));
+  TAPELM_CHECK(g.dim() >= (int64_t)shape.size(), "sum_to: cannot sum {} down to {}", g.str_shape(), shape_str(shape));
   const int64_t lead = g.dim() - (int64_t)shape.size();
   std::vector<int64_t> axes;
   for (int64_t d = 0; d < g.dim(); ++d) {
@@ -161,8 +160,7 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
     } else if (shape[d - lead] == 1 && g.size(d) != 1) {
       axes.push_back(d);
     } else {
-      TAPELM_CHECK(shape[d - lead] == g.size(d), "sum_to: cannot sum {} down to {}", g.str_shape(),
-                   shape_str(shape));
+      TAPELM_CHECK(shape[d - lead] == g.size(d), "sum_to: cannot sum {} down to {}", g.str_shape(), shape_str(shape));
     }
   }
   return reshape(sum(g, axes, true), shape);

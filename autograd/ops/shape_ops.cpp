@@ -31,11 +31,9 @@ void strided_copy(const Tensor& a, const Shape& src_strides, Tensor& out) {
     if (step[0] == 1) {
       std::memcpy(dst + o * es, src + s[0] * es, len * es);
     } else if (es == 4) {
-      for (int64_t j = 0; j < len; ++j)
-        std::memcpy(dst + (o + j) * 4, src + (s[0] + j * step[0]) * 4, 4);
+      for (int64_t j = 0; j < len; ++j) std::memcpy(dst + (o + j) * 4, src + (s[0] + j * step[0]) * 4, 4);
     } else {
-      for (int64_t j = 0; j < len; ++j)
-        std::memcpy(dst + (o + j) * es, src + (s[0] + j * step[0]) * es, es);
+      for (int64_t j = 0; j < len; ++j) std::memcpy(dst + (o + j) * es, src + (s[0] + j * step[0]) * es, es);
     }
   });
 }
@@ -46,28 +44,25 @@ Tensor reshape(const Tensor& a, Shape shape) {
   int64_t known = 1, infer = -1;
   for (int64_t d = 0; d < (int64_t)shape.size(); ++d) {
     if (shape[d] == -1) {
-      TAPELM_CHECK(infer < 0, "reshape: {} -> {}: only one dimension can be -1", a.str_shape(),
-                   shape_str(shape));
+      TAPELM_CHECK(infer < 0, "reshape: {} -> {}: only one dimension can be -1", a.str_shape(), shape_str(shape));
       infer = d;
     } else {
-      TAPELM_CHECK(shape[d] >= 0, "reshape: {} -> {}: negative dimension", a.str_shape(),
-                   shape_str(shape));
+      TAPELM_CHECK(shape[d] >= 0, "reshape: {} -> {}: negative dimension", a.str_shape(), shape_str(shape));
       known *= shape[d];
     }
   }
   if (infer >= 0) {
-    TAPELM_CHECK(known > 0 && a.numel() % known == 0, "reshape: {} -> {}: {} elements do not fit",
-                 a.str_shape(), shape_str(shape), a.numel());
+    TAPELM_CHECK(known > 0 && a.numel() % known == 0, "reshape: {} -> {}: {} elements do not fit", a.str_shape(),
+                 shape_str(shape), a.numel());
     shape[infer] = a.numel() / known;
   }
-  TAPELM_CHECK(numel_of(shape) == a.numel(), "reshape: {} -> {}: {} elements vs {}", a.str_shape(),
-               shape_str(shape), a.numel(), numel_of(shape));
+  TAPELM_CHECK(numel_of(shape) == a.numel(), "reshape: {} -> {}: {} elements vs {}", a.str_shape(), shape_str(shape),
+               a.numel(), numel_of(shape));
   if (shape == a.shape() && !a.requires_grad()) return a;
   Tensor out = view_of(a, shape, 0);
   Shape in_shape = a.shape();
-  return record("reshape", out, {a}, [in_shape](const Tensor& g) -> std::vector<Tensor> {
-    return {reshape(g, in_shape)};
-  });
+  return record("reshape", out, {a},
+                [in_shape](const Tensor& g) -> std::vector<Tensor> { return {reshape(g, in_shape)}; });
 }
 
 Tensor unsqueeze(const Tensor& a, int64_t axis) {
@@ -79,16 +74,14 @@ Tensor unsqueeze(const Tensor& a, int64_t axis) {
 
 Tensor squeeze(const Tensor& a, int64_t axis) {
   int64_t ax = normalize_axis("squeeze", axis, a.dim());
-  TAPELM_CHECK(a.size(ax) == 1, "squeeze: axis {} of {} has size {}, not 1", axis, a.str_shape(),
-               a.size(ax));
+  TAPELM_CHECK(a.size(ax) == 1, "squeeze: axis {} of {} has size {}, not 1", axis, a.str_shape(), a.size(ax));
   Shape s = a.shape();
   s.erase(s.begin() + ax);
   return reshape(a, s);
 }
 
 Tensor permute(const Tensor& a, const std::vector<int64_t>& dims) {
-  TAPELM_CHECK((int64_t)dims.size() == a.dim(), "permute: {} dims given for a tensor {}",
-               dims.size(), a.str_shape());
+  TAPELM_CHECK((int64_t)dims.size() == a.dim(), "permute: {} dims given for a tensor {}", dims.size(), a.str_shape());
   std::vector<int64_t> p(dims.size()), inverse(dims.size(), -1);
   for (size_t i = 0; i < dims.size(); ++i) {
     p[i] = normalize_axis("permute", dims[i], a.dim());
@@ -103,9 +96,8 @@ Tensor permute(const Tensor& a, const std::vector<int64_t>& dims) {
   }
   Tensor out = Tensor::empty(out_shape, a.dtype());
   strided_copy(a, src_strides, out);
-  return record("permute", out, {a}, [inverse](const Tensor& g) -> std::vector<Tensor> {
-    return {permute(g, inverse)};
-  });
+  return record("permute", out, {a},
+                [inverse](const Tensor& g) -> std::vector<Tensor> { return {permute(g, inverse)}; });
 }
 
 Tensor transpose(const Tensor& a, int64_t d0, int64_t d1) {
@@ -126,8 +118,7 @@ static void copy_block(const Tensor& src, Tensor& dst, int64_t axis, int64_t sta
   char* o = (char*)dst.raw_data();
 #pragma omp parallel for schedule(static) if (outer * n_src * inner > kParallelElements)
   for (int64_t i = 0; i < outer; ++i)
-    std::memcpy(o + ((i * n_dst + start) * inner) * es, s + (i * n_src * inner) * es,
-                n_src * inner * es);
+    std::memcpy(o + ((i * n_dst + start) * inner) * es, s + (i * n_src * inner) * es, n_src * inner * es);
 }
 
 Tensor slice(const Tensor& a, int64_t axis, int64_t start, int64_t end) {
@@ -135,9 +126,8 @@ Tensor slice(const Tensor& a, int64_t axis, int64_t start, int64_t end) {
   int64_t n = a.size(ax);
   if (start < 0) start += n;
   if (end < 0) end += n;
-  TAPELM_CHECK(0 <= start && start <= end && end <= n,
-               "slice: [{}:{}] out of range for axis {} of size {} in {}", start, end, axis, n,
-               a.str_shape());
+  TAPELM_CHECK(0 <= start && start <= end && end <= n, "slice: [{}:{}] out of range for axis {} of size {} in {}",
+               start, end, axis, n, a.str_shape());
   Shape out_shape = a.shape();
   out_shape[ax] = end - start;
   int64_t outer = 1, inner = 1;
@@ -184,8 +174,8 @@ Tensor concat(const std::vector<Tensor>& parts, int64_t axis) {
   for (const Tensor& p : parts) {
     bool ok = p.dim() == first.dim() && p.dtype() == first.dtype();
     for (int64_t d = 0; ok && d < p.dim(); ++d) ok = d == ax || p.size(d) == first.size(d);
-    TAPELM_CHECK(ok, "concat: {} {} does not match {} {} outside axis {}", dtype_name(p.dtype()),
-                 p.str_shape(), dtype_name(first.dtype()), first.str_shape(), axis);
+    TAPELM_CHECK(ok, "concat: {} {} does not match {} {} outside axis {}", dtype_name(p.dtype()), p.str_shape(),
+                 dtype_name(first.dtype()), first.str_shape(), axis);
     out_shape[ax] += p.size(ax);
   }
   Tensor out = Tensor::empty(out_shape, first.dtype());
@@ -198,17 +188,16 @@ Tensor concat(const std::vector<Tensor>& parts, int64_t axis) {
   }
   std::vector<int64_t> sizes;
   for (const Tensor& p : parts) sizes.push_back(p.size(ax));
-  return record("concat", out, parts, [ax, sizes](const Tensor& g) -> std::vector<Tensor> {
-    return split(g, sizes, ax);
-  });
+  return record("concat", out, parts,
+                [ax, sizes](const Tensor& g) -> std::vector<Tensor> { return split(g, sizes, ax); });
 }
 
 std::vector<Tensor> split(const Tensor& a, const std::vector<int64_t>& sizes, int64_t axis) {
   int64_t ax = normalize_axis("split", axis, a.dim());
   int64_t total = 0;
   for (int64_t s : sizes) total += s;
-  TAPELM_CHECK(total == a.size(ax), "split: sizes sum to {} but axis {} of {} has {}", total, axis,
-               a.str_shape(), a.size(ax));
+  TAPELM_CHECK(total == a.size(ax), "split: sizes sum to {} but axis {} of {} has {}", total, axis, a.str_shape(),
+               a.size(ax));
   std::vector<Tensor> out;
   int64_t at = 0;
   for (int64_t s : sizes) {
@@ -220,8 +209,8 @@ std::vector<Tensor> split(const Tensor& a, const std::vector<int64_t>& sizes, in
 
 std::vector<Tensor> chunk(const Tensor& a, int64_t n, int64_t axis) {
   int64_t ax = normalize_axis("chunk", axis, a.dim());
-  TAPELM_CHECK(n > 0 && a.size(ax) % n == 0, "chunk: axis {} of {} does not split into {} parts",
-               axis, a.str_shape(), n);
+  TAPELM_CHECK(n > 0 && a.size(ax) % n == 0, "chunk: axis {} of {} does not split into {} parts", axis, a.str_shape(),
+               n);
   return split(a, std::vector<int64_t>(n, a.size(ax) / n), ax);
 }
 
@@ -232,9 +221,8 @@ Tensor expand(const Tensor& a, const Shape& shape) {
   Tensor out = Tensor::empty(shape, a.dtype());
   strided_copy(a, broadcast_strides(a.shape(), shape), out);
   Shape in_shape = a.shape();
-  return record("expand", out, {a}, [in_shape](const Tensor& g) -> std::vector<Tensor> {
-    return {sum_to(g, in_shape)};
-  });
+  return record("expand", out, {a},
+                [in_shape](const Tensor& g) -> std::vector<Tensor> { return {sum_to(g, in_shape)}; });
 }
 
 }  // namespace tapelm

@@ -29,8 +29,10 @@ void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, bool log_form) {
     }
     yr = (xr - m).exp();  // vectorised
     const T s = yr.sum();
-    if (log_form) yr = xr - (m + std::log(s));
-    else yr *= T(1) / s;
+    if (log_form)
+      yr = xr - (m + std::log(s));
+    else
+      yr *= T(1) / s;
   }
 }
 

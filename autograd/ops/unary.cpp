@@ -5,10 +5,10 @@
 // it evaluated (Arr<T>(...)), since expressions hold plain arrays by reference.
 // FLOP convention: every arithmetic operation and every transcendental call
 // (exp, log, tanh, erf, sqrt) counts as one FLOP per element.
-#include <Eigen/Core>
-#include <unsupported/Eigen/SpecialFunctions>  // vectorised erf
-#include <cmath>
 #include <omp.h>
+#include <Eigen/Core>
+#include <cmath>
+#include <unsupported/Eigen/SpecialFunctions>  // vectorised erf
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
@@ -18,9 +18,12 @@ namespace tapelm {
 
 namespace {
 
-template <class T> using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-template <class T> using In = Eigen::Map<const Arr<T>>;
-template <class T> using Out = Eigen::Map<Arr<T>>;
+template <class T>
+using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+template <class T>
+using In = Eigen::Map<const Arr<T>>;
+template <class T>
+using Out = Eigen::Map<Arr<T>>;
 
 // Runs f over x, records a node whose backward computes df(x, y, g).
 template <class F, class DF>
@@ -50,41 +53,49 @@ Tensor unary(const char* op, const Tensor& x, int64_t fwd_flops, int64_t bwd_flo
 }
 
 // The scalar type of an Eigen array expression, for typed constants.
-template <class A> using S = typename std::decay_t<A>::Scalar;
+template <class A>
+using S = typename std::decay_t<A>::Scalar;
 
 }  // namespace
 
 Tensor neg(const Tensor& x) {
-  return unary("neg", x, 1, 1, [](auto v) { return -v; }, [](auto, auto, auto g) { return -g; });
+  return unary(
+      "neg", x, 1, 1, [](auto v) { return -v; }, [](auto, auto, auto g) { return -g; });
 }
 
 Tensor exp(const Tensor& x) {
-  return unary("exp", x, 1, 1, [](auto v) { return v.exp(); }, [](auto, auto y, auto g) { return g * y; });
+  return unary(
+      "exp", x, 1, 1, [](auto v) { return v.exp(); }, [](auto, auto y, auto g) { return g * y; });
 }
 
 Tensor log(const Tensor& x) {
-  return unary("log", x, 1, 1, [](auto v) { return v.log(); }, [](auto v, auto, auto g) { return g / v; });
+  return unary(
+      "log", x, 1, 1, [](auto v) { return v.log(); }, [](auto v, auto, auto g) { return g / v; });
 }
 
 Tensor sqrt(const Tensor& x) {
-  return unary("sqrt", x, 1, 3, [](auto v) { return v.sqrt(); },
-               [](auto, auto y, auto g) { return g / (S<decltype(y)>(2) * y); });
+  return unary(
+      "sqrt", x, 1, 3, [](auto v) { return v.sqrt(); },
+      [](auto, auto y, auto g) { return g / (S<decltype(y)>(2) * y); });
 }
 
 Tensor tanh(const Tensor& x) {
-  return unary("tanh", x, 1, 3, [](auto v) { return v.tanh(); },
-               [](auto, auto y, auto g) { return g * (S<decltype(y)>(1) - y * y); });
+  return unary(
+      "tanh", x, 1, 3, [](auto v) { return v.tanh(); },
+      [](auto, auto y, auto g) { return g * (S<decltype(y)>(1) - y * y); });
 }
 
 // σ(x) = 1/(1 + e^(−x));  σ' = σ(1 − σ)
 Tensor sigmoid(const Tensor& x) {
-  return unary("sigmoid", x, 4, 3, [](auto v) { return S<decltype(v)>(1) / (S<decltype(v)>(1) + (-v).exp()); },
-               [](auto, auto y, auto g) { return g * y * (S<decltype(y)>(1) - y); });
+  return unary(
+      "sigmoid", x, 4, 3, [](auto v) { return S<decltype(v)>(1) / (S<decltype(v)>(1) + (-v).exp()); },
+      [](auto, auto y, auto g) { return g * y * (S<decltype(y)>(1) - y); });
 }
 
 Tensor relu(const Tensor& x) {
-  return unary("relu", x, 1, 1, [](auto v) { return v.max(S<decltype(v)>(0)); },
-               [](auto v, auto, auto g) { return (v > S<decltype(v)>(0)).select(g, S<decltype(v)>(0)); });
+  return unary(
+      "relu", x, 1, 1, [](auto v) { return v.max(S<decltype(v)>(0)); },
+      [](auto v, auto, auto g) { return (v > S<decltype(v)>(0)).select(g, S<decltype(v)>(0)); });
 }
 
 // GELU(x) = x·Φ(x) = ½x(1 + erf(x/√2));  GELU'(x) = Φ(x) + x·φ(x).
@@ -122,43 +133,46 @@ Tensor gelu_tanh(const Tensor& x) {
 
 // silu(x) = x·σ(x);  silu'(x) = σ(x)(1 + x(1 − σ(x))).
 Tensor silu(const Tensor& x) {
-  return unary("silu", x, 5, 8, [](auto v) { return v / (S<decltype(v)>(1) + (-v).exp()); },
-               [](auto v, auto, auto g) {
-                 using T = S<decltype(v)>;
-                 Arr<T> s = T(1) / (T(1) + (-v).exp());
-                 return Arr<T>(g * s * (T(1) + v * (T(1) - s)));  // evaluated: s is local
-               });
+  return unary(
+      "silu", x, 5, 8, [](auto v) { return v / (S<decltype(v)>(1) + (-v).exp()); },
+      [](auto v, auto, auto g) {
+        using T = S<decltype(v)>;
+        Arr<T> s = T(1) / (T(1) + (-v).exp());
+        return Arr<T>(g * s * (T(1) + v * (T(1) - s)));  // evaluated: s is local
+      });
 }
 
 // softplus(x) = log(1 + eˣ), = x above 20 (PyTorch's threshold); derivative σ(x).
 Tensor softplus(const Tensor& x) {
-  return unary("softplus", x, 3, 5,
-               [](auto v) {
-                 using T = S<decltype(v)>;
-                 return (v > T(20)).select(v, v.min(T(20)).exp().log1p());
-               },
-               [](auto v, auto, auto g) {
-                 using T = S<decltype(v)>;
-                 return (v > T(20)).select(g, g / (T(1) + (-v).exp()));
-               });
+  return unary(
+      "softplus", x, 3, 5,
+      [](auto v) {
+        using T = S<decltype(v)>;
+        return (v > T(20)).select(v, v.min(T(20)).exp().log1p());
+      },
+      [](auto v, auto, auto g) {
+        using T = S<decltype(v)>;
+        return (v > T(20)).select(g, g / (T(1) + (-v).exp()));
+      });
 }
 
 // elu(x) = x for x > 0, α(eˣ − 1) otherwise.
 Tensor elu(const Tensor& x, double alpha) {
-  return unary("elu", x, 3, 2,
-               [alpha](auto v) {
-                 using T = S<decltype(v)>;
-                 return (v > T(0)).select(v, T(alpha) * v.min(T(0)).expm1());
-               },
-               [alpha](auto v, auto y, auto g) {
-                 using T = S<decltype(v)>;
-                 return (v > T(0)).select(g, g * (y + T(alpha)));
-               });
+  return unary(
+      "elu", x, 3, 2,
+      [alpha](auto v) {
+        using T = S<decltype(v)>;
+        return (v > T(0)).select(v, T(alpha) * v.min(T(0)).expm1());
+      },
+      [alpha](auto v, auto y, auto g) {
+        using T = S<decltype(v)>;
+        return (v > T(0)).select(g, g * (y + T(alpha)));
+      });
 }
 
 Tensor square(const Tensor& x) {
-  return unary("square", x, 1, 2, [](auto v) { return v * v; },
-               [](auto v, auto, auto g) { return S<decltype(v)>(2) * v * g; });
+  return unary(
+      "square", x, 1, 2, [](auto v) { return v * v; }, [](auto v, auto, auto g) { return S<decltype(v)>(2) * v * g; });
 }
 
 }  // namespace tapelm

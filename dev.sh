@@ -10,6 +10,10 @@
 #                   (build-sanitize/) and run every test under them
 #   ./dev.sh fuzz [SECONDS]  build the libFuzzer harnesses with clang (build-fuzz/)
 #                   and run each for SECONDS (default 600) from fuzz/corpus/
+#   ./dev.sh check  the habits: clang-format would change nothing (.clang-format),
+#                   the build has no warning (-Werror), and each layer includes
+#                   only the layers below it (autograd < nn, data < optim < train)
+#   ./dev.sh format apply clang-format to every C++ file
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -80,8 +84,31 @@ case "${1:-}" in
     wait
     tail -n 12 build-fuzz/fuzz-*.log
     ;;
+  check)
+    PACKAGES+=(clang-format)
+    install_missing
+    status=0
+    git ls-files '*.cpp' '*.h' | grep -v '^tests/golden' | xargs clang-format --dry-run -Werror || status=1
+    build || status=1
+    # The folder layout is the architecture: a layer includes itself and the
+    # layers it is built on (CMakeLists.txt), never one above.
+    for rule in "autograd:nn|optim|data|train" "nn:optim|data|train" "data:nn|optim|train" "optim:data|train"; do
+      layer=${rule%%:*}
+      if grep -rnE "#include \"(${rule#*:})/" "$layer"; then
+        echo "dev.sh check: $layer/ includes a layer above it (above)" >&2
+        status=1
+      fi
+    done
+    ((status == 0)) && echo "dev.sh check: format, warnings and include directions are clean"
+    exit $status
+    ;;
+  format)
+    PACKAGES+=(clang-format)
+    install_missing
+    git ls-files '*.cpp' '*.h' | grep -v '^tests/golden' | xargs clang-format -i
+    ;;
   *)
-    echo "usage: ./dev.sh run|test|build|sanitize|fuzz [SECONDS]" >&2
+    echo "usage: ./dev.sh run|test|build|sanitize|fuzz [SECONDS]|check|format" >&2
     exit 2
     ;;
 esac

@@ -83,31 +83,6 @@ std::vector<Generator::State> gather_states(const Communicator& comm, const Gene
   return states;
 }
 
-// The last logged cumulative tokens and FLOPs (to continue them on --resume).
-std::pair<int64_t, int64_t> last_totals(const std::string& log, int64_t up_to_step) {
-  std::pair<int64_t, int64_t> totals{0, 0};
-  std::ifstream in(log);
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.contains("tokens") && j.contains("flops") && j.value("step", (int64_t)0) <= up_to_step)
-      totals = {j["tokens"].get<int64_t>(), j["flops"].get<int64_t>()};
-  }
-  return totals;
-}
-
-std::vector<std::pair<int64_t, double>> read_curve(const std::string& log, const char* key) {
-  std::vector<std::pair<int64_t, double>> pts;
-  std::ifstream in(log);
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.contains(key) && j[key].is_number())
-      pts.push_back({j["step"].get<int64_t>(), j[key].get<double>()});
-  }
-  return pts;
-}
-
 // False if any parameter holds a NaN or ±Inf (after an update blew up).
 bool parameters_finite(const nn::Module& model) {
   for (auto& p : model.named_parameters()) {
@@ -120,6 +95,181 @@ bool parameters_finite(const nn::Module& model) {
     if (!ok) return false;
   }
   return true;
+}
+
+// Everything a run trains with, made fresh or read back from a checkpoint.
+struct Run {
+  optim::Schedule schedule;
+  std::unique_ptr<data::Tokenizer> tok;
+  std::unique_ptr<nn::GPT> model;
+  std::unique_ptr<data::Dataset> ds;
+  std::vector<optim::ParamGroup> groups;
+  std::unique_ptr<optim::Optimizer> opt;
+  Generator batch_gen;
+  int64_t start_step = 0;
+};
+
+// The set-up of a fresh or resumed run, in one place. Every rank does the
+// same work on the same inputs; the caller agrees on any error (comm.agree).
+Run set_up(TrainOptions& o, const std::vector<std::string>& explicit_model_flags, const Communicator& comm) {
+  const int ranks = comm.size();
+  TAPELM_CHECK(o.batch > 0 && o.steps > 0 && o.grad_accum > 0 && o.eval_interval > 0 && o.eval_batches > 0,
+               "train: --batch, --steps, --grad-accum, --eval-interval and --eval-batches must be positive");
+  TAPELM_CHECK(o.batch % ranks == 0,
+               "train: --batch {} is the global batch and must divide evenly among the {} ranks (each takes "
+               "--batch / {} sequences); use a multiple of {}",
+               o.batch, ranks, ranks, ranks);
+  TAPELM_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be a positive number, got {}", o.lr);
+  TAPELM_CHECK(o.optimizer == "adamw" || o.optimizer == "sgd", "train: unknown --optimizer '{}' (adamw or sgd)",
+               o.optimizer);
+  Run run;
+  run.schedule = {o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup,
+                  o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
+  run.schedule.at(0);                 // validates the kind
+  if (!o.resume) o.model.validate();  // config errors before the corpus is read
+
+  const std::string text = data::read_corpus(o.data);
+  Checkpoint ck;
+  if (o.resume) {
+    ck = load_checkpoint(o.out);
+    // Flags given explicitly must agree with the checkpoint's model.
+    auto want = nlohmann::json::parse(o.model.to_json()), have = nlohmann::json::parse(ck.config.to_json());
+    for (const std::string& key : explicit_model_flags)
+      TAPELM_CHECK(want[key] == have[key], "train --resume: the checkpoint in {} has {} = {}, but {} was given", o.out,
+                   key, have[key].dump(), want[key].dump());
+    run.tok = std::move(ck.tokenizer);
+    run.model = std::move(ck.model);
+    run.start_step = ck.step;
+  } else {
+    run.tok = data::make_tokenizer(o.tokenizer, text, o.vocab_size);
+    o.model.vocab_size = run.tok->vocab_size();
+    Generator init(o.seed);
+    run.model = std::make_unique<nn::GPT>(o.model, init);
+    run.model->dropout_gen.set_state(dropout_stream_of_rank(run.model->dropout_gen.state(), comm.rank()));
+  }
+  run.ds = std::make_unique<data::Dataset>(text, *run.tok, run.model->config.block_size, o.val_fraction, o.batch_mode,
+                                           o.doc_sep);
+  run.groups = optim::decay_groups(*run.model, o.weight_decay);
+  if (o.optimizer == "adamw")
+    run.opt = std::make_unique<optim::AdamW>(run.groups, o.beta1, o.beta2);
+  else
+    run.opt = std::make_unique<optim::SGD>(run.groups, o.beta1);
+  run.batch_gen.manual_seed(o.seed * 2654435761ULL + 1);
+  if (o.resume) {
+    RngStates rng;
+    load_training_state(ck, *run.opt, rng);
+    run.batch_gen.set_state(rng.batches);
+    // The global batches do not depend on the number of ranks, so a run
+    // resumes on any number of them; only the dropout masks (drawn per
+    // rank) differ from those of a run on the checkpoint's ranks.
+    const int saved_ranks = std::max<int>(1, (int)rng.dropout_of_rank.size());
+    run.model->dropout_gen.set_state(comm.rank() < (int)rng.dropout_of_rank.size()
+                                         ? rng.dropout_of_rank[comm.rank()]
+                                         : dropout_stream_of_rank(rng.dropout, comm.rank()));
+    if (saved_ranks != ranks)
+      fmt::print("resuming on {} rank(s) a run saved on {}: the same global batches follow{}\n", ranks, saved_ranks,
+                 run.model->config.dropout > 0 ? "; dropout masks are drawn per rank, so they differ" : "");
+  }
+  TAPELM_CHECK(run.start_step < o.steps, "train --resume: the checkpoint is already at step {} (--steps {})",
+               run.start_step, o.steps);
+  if (comm.root()) fs::create_directories(o.out);
+  return run;
+}
+
+// log.jsonl (rank 0 writes it) and the curves loss.svg draws, kept in memory.
+// On --resume the cumulative D and C and the curves continue from the lines
+// at or before the checkpoint's step (steps logged after it are redone).
+class RunLog {
+ public:
+  RunLog(const std::string& out, bool resume, int64_t start_step, bool root)
+      : path_((fs::path(out) / "log.jsonl").string()), root_(root) {
+    if (!root) return;
+    if (resume) {
+      std::ifstream in(path_);
+      for (std::string line; std::getline(in, line);) {
+        auto j = nlohmann::json::parse(line, nullptr, false);
+        if (j.is_discarded() || j.value("step", (int64_t)0) > start_step) continue;
+        if (j.contains("tokens") && j.contains("flops"))
+          tokens = j["tokens"].get<int64_t>(), flops = j["flops"].get<int64_t>();
+        keep_curves(j);
+      }
+    }
+    file_.open(path_, resume ? std::ios::app : std::ios::trunc);
+  }
+  bool good() const { return !root_ || file_.good(); }
+  const std::string& path() const { return path_; }
+  // One line, flushed: `tail -f log.jsonl` (and the tests) see each as it is written.
+  void write(const nlohmann::json& line) {
+    if (!root_) return;
+    file_ << line.dump() << std::endl;
+    keep_curves(line);
+  }
+  void draw(const std::string& svg, const std::string& title) const { write_loss_svg(svg, train_, val_, title); }
+
+  int64_t tokens = 0, flops = 0;  // cumulative D and C, over every rank
+
+ private:
+  void keep_curves(const nlohmann::json& j) {
+    if (!j.contains("step")) return;
+    if (j.contains("loss") && j["loss"].is_number())
+      train_.push_back({j["step"].get<int64_t>(), j["loss"].get<double>()});
+    if (j.contains("val_loss") && j["val_loss"].is_number())
+      val_.push_back({j["step"].get<int64_t>(), j["val_loss"].get<double>()});
+  }
+  std::string path_;
+  bool root_;
+  std::ofstream file_;
+  std::vector<std::pair<int64_t, double>> train_, val_;
+};
+
+struct StepResult {
+  double loss = NAN, grad_norm = 0;
+  int64_t tokens = 0, flops = 0;  // the global batch's target tokens; every rank's FLOPs
+  std::string failure;            // non-empty: the loss or the weights are no longer finite
+};
+
+// One optimizer step of the global batch: each rank's rows, their gradients
+// summed over the ranks, clipping and the update.
+StepResult train_step(Run& run, const TrainOptions& o, const Communicator& comm, GradientAllReduce& all_reduce,
+                      int64_t step) {
+  const int ranks = comm.size();
+  const int64_t rows = o.batch / ranks;  // this rank's rows of each global batch
+  StepResult r;
+  run.opt->set_lr(run.schedule.at(step));
+  double loss_sum = 0;
+  FlopCounter::reset();
+  for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
+    const data::Batch global = run.ds->batch(data::Split::train, o.batch, run.batch_gen);
+    const data::Batch b = ranks == 1 ? global : global.rows(comm.rank() * rows, (comm.rank() + 1) * rows);
+    const int64_t batch_tokens = global.tokens();
+    // This rank's share of the batch's mean loss (its target tokens over the
+    // batch's): the ranks' weighted losses and gradients add up to the
+    // batch's, in windows mode 1/R each.
+    const double share = ranks == 1 ? 1.0 : double(b.tokens()) / batch_tokens;
+    Tensor loss = run.model->loss(b.x, b.y, b.pad_mask);
+    loss_sum += loss.item() * share;
+    const double weight = share / o.grad_accum;
+    backward(weight != 1.0 ? mul_scalar(loss, weight) : loss);
+    r.tokens += batch_tokens;
+  }
+  // The batch's loss and the ranks' forward and backward FLOPs, summed.
+  double sums[2] = {loss_sum, (double)FlopCounter::total().total()};
+  const double local_forward_backward_flops = sums[1];
+  comm.sum(sums, 2);
+  all_reduce.run();
+  r.loss = sums[0] / o.grad_accum;
+  if (!std::isfinite(r.loss)) {
+    r.failure = fmt::format("the training loss became {} at step {}", std::isnan(r.loss) ? "NaN" : "infinite", step);
+    return r;
+  }
+  r.grad_norm = o.grad_clip > 0 ? optim::clip_grad_norm(run.groups, o.grad_clip) : 0.0;
+  run.opt->step();
+  if (!parameters_finite(*run.model))
+    r.failure =
+        fmt::format("the parameters became NaN or infinite in the update of step {} (loss {:.4f})", step, r.loss);
+  // Every rank runs the same optimizer step, so its FLOPs count once per rank.
+  r.flops = (int64_t)sums[1] + ranks * (FlopCounter::total().total() - (int64_t)local_forward_backward_flops);
+  return r;
 }
 
 }  // namespace
@@ -167,110 +317,30 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   set_threads(o.threads > 0 ? o.threads : default_threads());
   const int threads = omp_get_max_threads();
 
-  // Set-up: every rank does the same work on the same inputs, and any error
-  // is agreed on (comm.agree) so that one rank says it and all stop.
+  Run run;
   std::string setup_error;
-  optim::Schedule schedule;
-  std::unique_ptr<data::Tokenizer> tok;
-  std::unique_ptr<nn::GPT> model;
-  std::unique_ptr<data::Dataset> ds;
-  std::vector<optim::ParamGroup> groups;
-  std::unique_ptr<optim::Optimizer> opt;
-  Generator batch_gen(o.seed * 2654435761ULL + 1);
-  int64_t start_step = 0;
-  std::string text;
   try {
-    TAPELM_CHECK(o.batch > 0 && o.steps > 0 && o.grad_accum > 0 && o.eval_interval > 0 && o.eval_batches > 0,
-                 "train: --batch, --steps, --grad-accum, --eval-interval and --eval-batches must be positive");
-    TAPELM_CHECK(o.batch % ranks == 0,
-                 "train: --batch {} is the global batch and must divide evenly among the {} ranks (each takes "
-                 "--batch / {} sequences); use a multiple of {}",
-                 o.batch, ranks, ranks, ranks);
-    TAPELM_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be a positive number, got {}", o.lr);
-    TAPELM_CHECK(o.optimizer == "adamw" || o.optimizer == "sgd", "train: unknown --optimizer '{}' (adamw or sgd)",
-                 o.optimizer);
-    schedule = {o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup,
-                o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
-    schedule.at(0);                     // validates the kind
-    if (!o.resume) o.model.validate();  // config errors before the corpus is read
-
-    text = data::read_corpus(o.data);
-    Checkpoint ck;
-    if (o.resume) {
-      ck = load_checkpoint(o.out);
-      // Flags given explicitly must agree with the checkpoint's model.
-      auto want = nlohmann::json::parse(o.model.to_json()), have = nlohmann::json::parse(ck.config.to_json());
-      for (const std::string& key : explicit_model_flags)
-        TAPELM_CHECK(want[key] == have[key], "train --resume: the checkpoint in {} has {} = {}, but {} was given",
-                     o.out, key, have[key].dump(), want[key].dump());
-      tok = std::move(ck.tokenizer);
-      model = std::move(ck.model);
-      start_step = ck.step;
-    } else {
-      tok = data::make_tokenizer(o.tokenizer, text, o.vocab_size);
-      o.model.vocab_size = tok->vocab_size();
-      Generator init(o.seed);
-      model = std::make_unique<nn::GPT>(o.model, init);
-      model->dropout_gen.set_state(dropout_stream_of_rank(model->dropout_gen.state(), comm.rank()));
-    }
-    ds = std::make_unique<data::Dataset>(text, *tok, model->config.block_size, o.val_fraction, o.batch_mode, o.doc_sep);
-
-    groups = optim::decay_groups(*model, o.weight_decay);
-    if (o.optimizer == "adamw")
-      opt = std::make_unique<optim::AdamW>(groups, o.beta1, o.beta2);
-    else
-      opt = std::make_unique<optim::SGD>(groups, o.beta1);
-    if (o.resume) {
-      RngStates rng;
-      load_training_state(ck, *opt, rng);
-      batch_gen.set_state(rng.batches);
-      // The global batches do not depend on the number of ranks, so a run
-      // resumes on any number of them; only the dropout masks (drawn per
-      // rank) differ from those of a run on the checkpoint's ranks.
-      const int saved_ranks = std::max<int>(1, (int)rng.dropout_of_rank.size());
-      model->dropout_gen.set_state(comm.rank() < (int)rng.dropout_of_rank.size()
-                                       ? rng.dropout_of_rank[comm.rank()]
-                                       : dropout_stream_of_rank(rng.dropout, comm.rank()));
-      if (saved_ranks != ranks)
-        fmt::print("resuming on {} rank(s) a run saved on {}: the same global batches follow{}\n", ranks, saved_ranks,
-                   model->config.dropout > 0 ? "; dropout masks are drawn per rank, so they differ" : "");
-    }
-    TAPELM_CHECK(start_step < o.steps, "train --resume: the checkpoint is already at step {} (--steps {})", start_step,
-                 o.steps);
-    if (root) fs::create_directories(o.out);
+    run = set_up(o, explicit_model_flags, comm);
   } catch (const Error& e) {
     setup_error = e.what();
   }
-  comm.agree(setup_error);
+  comm.agree(setup_error);  // one rank says it, all stop
+  nn::GPT& model = *run.model;
   // Every rank must start from the same weights (a checkpoint copy that
   // differs on another machine is caught here).
-  check_identical_weights(comm, *model, "at the start");
+  check_identical_weights(comm, model, "at the start");
+  RunLog log(o.out, o.resume, run.start_step, root);
+  comm.agree(log.good() ? "" : fmt::format("train: cannot write {}", log.path()));
 
-  const nn::ModelConfig& cfg = model->config;
-  const std::string log_path = (fs::path(o.out) / "log.jsonl").string();
-  // Cumulative D and C continue across --resume (from the last progress line
-  // at or before the checkpoint's step; steps logged after it are redone).
-  const auto [resumed_tokens, resumed_flops] =
-      o.resume && root ? last_totals(log_path, start_step) : std::pair<int64_t, int64_t>{0, 0};
-  std::ofstream log;
-  std::string log_error;
-  if (root) {
-    log.open(log_path, o.resume ? std::ios::app : std::ios::trunc);
-    if (!log.good()) log_error = fmt::format("train: cannot write {}", log_path);
-  }
-  comm.agree(log_error);
-  auto write_log = [&](const nlohmann::json& line) {
-    if (root) log << line.dump() << std::endl;  // flushed: `tail -f log.jsonl` (and the tests) see each step as it ends
-  };
-
-  const int64_t T = cfg.block_size, N = model->num_non_embedding_parameters();
+  const nn::ModelConfig& cfg = model.config;
+  const int64_t N = model.num_non_embedding_parameters();
   fmt::print("tapelm train: {} | {} tokenizer, vocab {} | train {} tokens, val {} tokens ({} batches)\n",
-             fmt::join(o.data, ", "), tok->kind(), tok->vocab_size(), ds->tokens(data::Split::train),
-             ds->tokens(data::Split::val), o.batch_mode);
+             fmt::join(o.data, ", "), run.tok->kind(), run.tok->vocab_size(), run.ds->tokens(data::Split::train),
+             run.ds->tokens(data::Split::val), o.batch_mode);
   fmt::print("model: {} mixer, n_layer {}, n_head {}, n_embd {}, context {}, {} ffn, {}, {} positions\n{}", cfg.mixer,
-             cfg.n_layer, cfg.n_head, cfg.n_embd, T, cfg.ffn, cfg.norm, cfg.position, model->describe());
+             cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.ffn, cfg.norm, cfg.position, model.describe());
   fmt::print("optimizer: {} ({}), lr {} {} (warm-up {}, floor {}), batch {} × {} accumulation, {} threads, seed {}\n",
-             o.optimizer, optim::describe_groups(groups), o.lr, o.schedule, o.warmup, schedule.min_lr, o.batch,
+             o.optimizer, optim::describe_groups(run.groups), o.lr, o.schedule, o.warmup, run.schedule.min_lr, o.batch,
              o.grad_accum, threads, o.seed);
   if (ranks > 1) {
     fmt::print(
@@ -279,7 +349,7 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
         ranks, threads, o.batch / ranks, o.batch);
     if (std::string warning = binding_warning(); !warning.empty()) fmt::print("warning: {}\n", warning);
   }
-  if (o.resume) fmt::print("resuming from step {} in {}\n", start_step, o.out);
+  if (o.resume) fmt::print("resuming from step {} in {}\n", run.start_step, o.out);
   // Measured on every rank at once (they share the machine's cores and
   // memory), then added up: the peak of the whole job.
   double peak = measure_gemm_peak();
@@ -295,12 +365,10 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   const bool tty = isatty(1);
   const auto t0 = std::chrono::steady_clock::now();
   auto last_log = t0;
-  int64_t tokens_since_log = 0, tokens_total = resumed_tokens, tokens_run = 0;
-  FlopCounter::reset();
-  int64_t flops_total = resumed_flops, flops_run = 0;
+  int64_t tokens_since_log = 0, tokens_run = 0, flops_run = 0;
   double step_seconds = 0;  // time inside training steps only (no evaluation, no checkpoints): MFU's denominator
   std::vector<Tensor> params;
-  for (auto& p : model->named_parameters()) params.push_back(p.tensor);
+  for (auto& p : model.named_parameters()) params.push_back(p.tensor);
   GradientAllReduce all_reduce(comm, params);
   // What a failed run leaves on disk, for its error message.
   auto checkpoint_left = [&]() -> std::string {
@@ -311,12 +379,12 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   // checkpoint as it was (save_safetensors writes a temp file and renames).
   // Rank 0 writes; every rank learns whether it worked.
   auto save = [&](int64_t step) {
-    check_identical_weights(comm, *model, fmt::format("after step {}", step));
-    RngStates rng{batch_gen.state(), model->dropout_gen.state(), {}};
-    if (ranks > 1) rng.dropout_of_rank = gather_states(comm, model->dropout_gen.state());
+    check_identical_weights(comm, model, fmt::format("after step {}", step));
+    RngStates rng{run.batch_gen.state(), model.dropout_gen.state(), {}};
+    if (ranks > 1) rng.dropout_of_rank = gather_states(comm, model.dropout_gen.state());
     std::string error;
     if (root) try {
-        save_checkpoint(o.out, *model, *tok, *opt, rng, step, o.to_json());
+        save_checkpoint(o.out, model, *run.tok, *run.opt, rng, step, o.to_json());
       } catch (const Error& e) {
         error = fmt::format("cannot save the checkpoint of step {}: {}; {}", step, e.what(), checkpoint_left());
       }
@@ -324,19 +392,20 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   };
   // Returns false if either loss is not finite (the weights then are not worth saving).
   auto evaluate = [&](int64_t step) {
-    double tr = estimate_loss(*model, *ds, data::Split::train, o.batch, o.eval_batches, o.seed + 1000003 * step, comm);
+    double tr =
+        estimate_loss(model, *run.ds, data::Split::train, o.batch, o.eval_batches, o.seed + 1000003 * step, comm);
     double va =
-        estimate_loss(*model, *ds, data::Split::val, o.batch, o.eval_batches, o.seed + 1000003 * step + 1, comm);
+        estimate_loss(model, *run.ds, data::Split::val, o.batch, o.eval_batches, o.seed + 1000003 * step + 1, comm);
     if (tty && !o.quiet) fmt::print("\n");
     fmt::print("step {}: train loss {:.4f}, val loss {:.4f}\n", step, tr, va);
-    write_log({{"step", step}, {"train_loss", tr}, {"val_loss", va}, {"tokens", tokens_total}, {"flops", flops_total}});
+    log.write({{"step", step}, {"train_loss", tr}, {"val_loss", va}, {"tokens", log.tokens}, {"flops", log.flops}});
     return std::isfinite(tr) && std::isfinite(va);
   };
   // Stops the run without saving: the checkpoint on disk stays the last one
   // written from finite weights with finite losses. Every rank sees the same
   // (summed) loss and weights, so all stop here together; rank 0 says why.
   auto stop_on = [&](const std::string& failure) {
-    model->zero_grad();
+    model.zero_grad();
     std::fflush(stdout);
     std::string left = checkpoint_left();
     left[0] = char(std::toupper((unsigned char)left[0]));  // a sentence of its own here
@@ -344,65 +413,24 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   };
 
   int exit_code = 0;
-  double last_loss = NAN, grad_norm = 0;
-  int64_t step = start_step;
+  int64_t step = run.start_step;
   bool interrupted = false;
-  const int64_t rows = o.batch / ranks;  // this rank's rows of each global batch
   for (; step < o.steps; ++step) {
     // A stop asked of any rank stops all of them at the same step.
     double stop_asked = g_interrupted ? 1 : 0;
     comm.sum(&stop_asked, 1);
     if ((interrupted = stop_asked > 0)) break;
     const auto step_t0 = std::chrono::steady_clock::now();
-    const double lr = schedule.at(step);
-    opt->set_lr(lr);
-    double loss_sum = 0;
-    FlopCounter::reset();
-    for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
-      const data::Batch global = ds->batch(data::Split::train, o.batch, batch_gen);
-      const data::Batch b = ranks == 1 ? global : global.rows(comm.rank() * rows, (comm.rank() + 1) * rows);
-      const int64_t batch_tokens = global.tokens();
-      // This rank's share of the batch's mean loss (its target tokens over the
-      // batch's): the ranks' weighted losses and gradients add up to the
-      // batch's, in windows mode 1/R each.
-      const double share = ranks == 1 ? 1.0 : double(b.tokens()) / batch_tokens;
-      Tensor loss = model->loss(b.x, b.y, b.pad_mask);
-      loss_sum += loss.item() * share;
-      const double weight = share / o.grad_accum;
-      backward(weight != 1.0 ? mul_scalar(loss, weight) : loss);
-      tokens_since_log += batch_tokens;
-      tokens_total += batch_tokens;
-      tokens_run += batch_tokens;
-    }
-    // The batch's loss and the ranks' forward and backward FLOPs, summed.
-    double sums[2] = {loss_sum, (double)FlopCounter::total().total()};
-    const double local_forward_backward_flops = sums[1];
-    comm.sum(sums, 2);
-    all_reduce.run();
-    last_loss = sums[0] / o.grad_accum;
-    std::string failure;
-    if (!std::isfinite(last_loss)) {
-      failure = fmt::format("the training loss became {} at step {}", std::isnan(last_loss) ? "NaN" : "infinite", step);
-    } else {
-      const double gn = o.grad_clip > 0 ? optim::clip_grad_norm(groups, o.grad_clip) : 0.0;
-      opt->step();
-      if (!parameters_finite(*model))
-        failure = fmt::format("the parameters became NaN or infinite in the update of step {} (loss {:.4f})", step,
-                              last_loss);
-      grad_norm = gn;
-    }
-    if (!failure.empty()) {
-      stop_on(failure);
+    const StepResult r = train_step(run, o, comm, all_reduce, step);
+    if (!r.failure.empty()) {
+      stop_on(r.failure);
       exit_code = 3;
       break;
     }
-    model->zero_grad();
+    model.zero_grad();
     step_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_t0).count();
-    // Every rank runs the same optimizer step, so its FLOPs count once per rank.
-    const int64_t step_flops =
-        (int64_t)sums[1] + ranks * (FlopCounter::total().total() - (int64_t)local_forward_backward_flops);
-    flops_total += step_flops;
-    flops_run += step_flops;
+    tokens_since_log += r.tokens, tokens_run += r.tokens, log.tokens += r.tokens;
+    flops_run += r.flops, log.flops += r.flops;
 
     const int64_t done = step + 1;
     if (done % o.log_interval == 0 || done == o.steps) {
@@ -410,18 +438,19 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
       const double dt = std::chrono::duration<double>(now - last_log).count();
       const double elapsed = std::chrono::duration<double>(now - t0).count();
       const double tps = tokens_since_log / std::max(dt, 1e-9);
-      const double eta = elapsed / (done - start_step) * (o.steps - done);
+      const double eta = elapsed / (done - run.start_step) * (o.steps - done);
+      const double lr = run.schedule.at(step);
       if (!o.quiet)
         fmt::print("{}step {:>6}/{} | loss {:.4f} | lr {:.2e} | {:>8.0f} tok/s | {} elapsed, ETA {}{}", tty ? "\r" : "",
-                   done, o.steps, last_loss, lr, tps, hms(elapsed), hms(eta), tty ? "   " : "\n");
+                   done, o.steps, r.loss, lr, tps, hms(elapsed), hms(eta), tty ? "   " : "\n");
       std::fflush(stdout);
-      write_log({{"step", done},
-                 {"loss", last_loss},
+      log.write({{"step", done},
+                 {"loss", r.loss},
                  {"lr", lr},
-                 {"grad_norm", grad_norm},
+                 {"grad_norm", r.grad_norm},
                  {"tokens_per_s", tps},
-                 {"tokens", tokens_total},
-                 {"flops", flops_total},
+                 {"tokens", log.tokens},
+                 {"flops", log.flops},
                  {"elapsed_s", elapsed}});
       last_log = now;
       tokens_since_log = 0;
@@ -442,15 +471,17 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
     fmt::print("\ninterrupted: checkpoint at step {} saved in {}; continue with --resume\n", step, o.out);
     exit_code = 130;
   }
-  const std::vector<uint64_t> hashes = check_identical_weights(comm, *model, "at the end");
+
+  // Finish: the summary line, the chart and the last words.
+  const std::vector<uint64_t> hashes = check_identical_weights(comm, model, "at the end");
   const double achieved = flops_run / std::max(step_seconds, 1e-9);
-  const double c_over_6nd = tokens_total ? flops_total / (6.0 * N * tokens_total) : 0.0;
-  const int64_t steps_run = std::max<int64_t>(step - start_step, 1);
+  const double c_over_6nd = log.tokens ? log.flops / (6.0 * N * log.tokens) : 0.0;
+  const int64_t steps_run = std::max<int64_t>(step - run.start_step, 1);
   if (exit_code == 0) {
     nlohmann::json summary{{"step", o.steps},
                            {"summary", true},
-                           {"tokens", tokens_total},
-                           {"flops", flops_total},
+                           {"tokens", log.tokens},
+                           {"flops", log.flops},
                            {"N", N},
                            {"C_over_6ND", c_over_6nd},
                            {"gflops_per_s", achieved / 1e9},
@@ -466,19 +497,17 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
       for (uint64_t h : hashes) hex.push_back(fmt::format("{:016x}", h));
       summary["weight_hashes"] = hex;
     }
-    write_log(summary);
+    log.write(summary);
   }
   if (!root) return exit_code;
-  log.close();
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  write_loss_svg((fs::path(o.out) / "loss.svg").string(), read_curve(log_path, "loss"),
-                 read_curve(log_path, "val_loss"),
-                 fmt::format("tapelm: {} (N = {})", fs::path(o.out).filename().string(), N));
+  log.draw((fs::path(o.out) / "loss.svg").string(),
+           fmt::format("tapelm: {} (N = {})", fs::path(o.out).filename().string(), N));
   if (exit_code == 0) {
     fmt::print(
         "done: {} steps in {}; D = {} tokens, C = {:.4g} FLOPs counted (cumulative), C/(6·N·D) = {:.3f} (N = {})\n"
         "speed: {:.0f} tokens/s, {:.1f} GFLOP/s in training steps = MFU {:.1f}% of the {:.1f} GFLOP/s GEMM peak\n",
-        o.steps - start_step, hms(elapsed), tokens_total, (double)flops_total, c_over_6nd, N,
+        o.steps - run.start_step, hms(elapsed), log.tokens, (double)log.flops, c_over_6nd, N,
         tokens_run / std::max(step_seconds, 1e-9), achieved / 1e9, 100 * achieved / peak, peak / 1e9);
     if (ranks > 1)
       fmt::print("all-reduce: {:.1f} ms a step, {:.1f}% of the step time; weights identical on all {} ranks\n",

@@ -4,6 +4,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <cstring>
 
 namespace tapelm {
 
@@ -24,6 +25,17 @@ class Generator {
     std::array<uint64_t, 4> s;
     bool has_spare;
     double spare;
+    // As six words (the spare's bits as the last), to store or send.
+    std::array<uint64_t, 6> words() const {
+      uint64_t spare_bits;
+      std::memcpy(&spare_bits, &spare, 8);
+      return {s[0], s[1], s[2], s[3], has_spare ? 1u : 0u, spare_bits};
+    }
+    static State from_words(const uint64_t* w) {
+      State st{{w[0], w[1], w[2], w[3]}, w[4] != 0, 0.0};
+      std::memcpy(&st.spare, &w[5], 8);
+      return st;
+    }
   };
   State state() const { return {s_, has_spare_, spare_}; }
   void set_state(const State& st) {

@@ -10,22 +10,14 @@ namespace fs = std::filesystem;
 
 static constexpr const char* kFormat = "tapelm-checkpoint-1";
 
-std::string encode_rng(const Generator::State& s) {
-  uint64_t spare_bits;
-  std::memcpy(&spare_bits, &s.spare, 8);
-  return fmt::format("{} {} {} {} {} {}", s.s[0], s.s[1], s.s[2], s.s[3], s.has_spare ? 1 : 0, spare_bits);
-}
+std::string encode_rng(const Generator::State& s) { return fmt::format("{}", fmt::join(s.words(), " ")); }
 
 Generator::State decode_rng(const std::string& text) {
-  Generator::State s{};
+  std::array<uint64_t, 6> w{};
   std::istringstream in(text);
-  int has = 0;
-  uint64_t spare_bits = 0;
-  in >> s.s[0] >> s.s[1] >> s.s[2] >> s.s[3] >> has >> spare_bits;
+  for (uint64_t& word : w) in >> word;
   TAPELM_CHECK(!in.fail(), "checkpoint: corrupt RNG state '{}'", text);
-  s.has_spare = has;
-  std::memcpy(&s.spare, &spare_bits, 8);
-  return s;
+  return Generator::State::from_words(w.data());
 }
 
 Checkpoint load_checkpoint(const std::string& dir) {

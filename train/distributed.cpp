@@ -113,7 +113,7 @@ uint64_t weights_hash(const nn::Module& model) {
   auto mix = [&h](uint64_t word) { h = (h ^ word) * 0x100000001b3ULL; };
   for (auto& p : model.named_parameters()) {
     const auto* bytes = static_cast<const unsigned char*>(p.tensor.raw_data());
-    const int64_t n = p.tensor.numel() * (int64_t)dtype_size(p.tensor.dtype());
+    const int64_t n = bytes_of(p.tensor.shape(), p.tensor.dtype());
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
       uint64_t word;

@@ -8,7 +8,6 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -69,17 +68,10 @@ Generator::State dropout_stream_of_rank(const Generator::State& rank0, int rank)
 
 // Every rank's generator state, gathered (for rank 0's checkpoint).
 std::vector<Generator::State> gather_states(const Communicator& comm, const Generator::State& mine) {
-  uint64_t spare_bits;
-  std::memcpy(&spare_bits, &mine.spare, 8);
-  const std::vector<uint64_t> all =
-      comm.all_gather({mine.s[0], mine.s[1], mine.s[2], mine.s[3], (uint64_t)mine.has_spare, spare_bits});
-  std::vector<Generator::State> states(comm.size());
-  for (int r = 0; r < comm.size(); ++r) {
-    const uint64_t* w = all.data() + 6 * r;
-    states[r].s = {w[0], w[1], w[2], w[3]};
-    states[r].has_spare = w[4] != 0;
-    std::memcpy(&states[r].spare, &w[5], 8);
-  }
+  const auto words = mine.words();
+  const std::vector<uint64_t> all = comm.all_gather({words.begin(), words.end()});
+  std::vector<Generator::State> states;
+  for (int r = 0; r < comm.size(); ++r) states.push_back(Generator::State::from_words(all.data() + words.size() * r));
   return states;
 }
 

@@ -1,12 +1,20 @@
 // Shared helpers for the tests.
 #pragma once
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <string>
 
 #include "autograd/autograd.h"
 
 namespace tapelm::testing {
+
+// Runs the enclosing scope with `threads` OpenMP threads, then restores the count.
+struct ThreadCount {
+  int saved;
+  explicit ThreadCount(int threads) : saved(omp_get_max_threads()) { omp_set_num_threads(threads); }
+  ~ThreadCount() { omp_set_num_threads(saved); }
+};
 
 // A float64 tensor of N(0,1) values from a fixed seed, marked requires_grad.
 inline Tensor param(const Shape& shape, uint64_t seed, double scale = 1.0) {

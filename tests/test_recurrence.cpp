@@ -1,6 +1,8 @@
 // The linear-recurrence core: recurrent == parallel == chunkwise (every chunk
 // size that divides T and some that do not) == the primitive-op reference, in
 // values and gradients; float64 gradcheck of every form; carried state.
+#include <cstring>
+
 #include "tests/test_helpers.h"
 
 using namespace tapelm;
@@ -293,4 +295,57 @@ TEST(Recurrence, CarriedStateOfTheWrongShapeIsAClearError) {
   EXPECT_ERROR_CONTAINS(
       selective_scan(zeros({1, 3, 3}), zeros({1, 3, 3}), zeros({3, 4}), zeros({1, 3, 4}), zeros({1, 3, 4}), &scan_bad),
       "selective_scan: state float32 [1,3,2] does not match float32 [1,3,4]");
+}
+
+// ---- determinism ----------------------------------------------------------------
+// Each core's values and gradients are the same bits at 1 thread, at 2 threads
+// and at 2 threads again: every output has one writer, and the one sum across
+// slices (selective_scan's dA over the batch) is added in row order.
+
+namespace {
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
+         std::memcmp(a.raw_data(), b.raw_data(), a.numel() * dtype_size(a.dtype())) == 0;
+}
+
+// The output and every input's gradient of f at `threads` threads (float32).
+std::vector<Tensor> run_at(int threads, const std::vector<Tensor>& inputs,
+                           const std::function<Tensor(const std::vector<Tensor>&)>& f, uint64_t seed) {
+  ThreadCount tc(threads);
+  for (const Tensor& t : inputs) const_cast<Tensor&>(t).zero_grad();
+  Tensor y = f(inputs);
+  Generator gen(seed);
+  std::vector<Tensor> out{y.detach().clone()};
+  backward(y, randn(y.shape(), gen, y.dtype()));
+  for (const Tensor& t : inputs) out.push_back(t.grad().clone());
+  return out;
+}
+
+void expect_same_bits_at_any_thread_count(const std::string& name, std::vector<Tensor> inputs,
+                                          const std::function<Tensor(const std::vector<Tensor>&)>& f) {
+  for (Tensor& t : inputs) t = t.to(DType::f32).detach().requires_grad_();
+  auto one = run_at(1, inputs, f, 7), two = run_at(2, inputs, f, 7), again = run_at(2, inputs, f, 7);
+  for (size_t i = 0; i < one.size(); ++i) {
+    EXPECT_TRUE(same_bits(one[i], two[i])) << name << ": tensor " << i << " differs between 1 and 2 threads";
+    EXPECT_TRUE(same_bits(two[i], again[i])) << name << ": tensor " << i << " differs between two runs";
+  }
+}
+}  // namespace
+
+TEST(RecurrenceDeterminism, EveryCoreGivesTheSameBitsAtAnyThreadCount) {
+  for (int64_t gk : {int64_t(6), int64_t(1)}) {
+    Inputs in = make(3, 2, 40, 6, 5, gk, 41);
+    for (auto form : {RecurrenceForm::recurrent, RecurrenceForm::chunkwise})
+      expect_same_bits_at_any_thread_count(
+          fmt::format("gated_recurrence gk {} form {}", gk, (int)form), {in.q, in.k, in.v, in.g},
+          [form](const std::vector<Tensor>& x) { return gated_recurrence(x[0], x[1], x[2], x[3], form, 8); });
+  }
+  DeltaInputs d = make_delta(3, 2, 40, 6, 5, true, 42);
+  expect_same_bits_at_any_thread_count("delta_rule", {d.q, d.k, d.v, d.beta, d.g}, [](const std::vector<Tensor>& x) {
+    return delta_rule(x[0], x[1], x[2], x[3], x[4], RecurrenceForm::chunkwise, 8);
+  });
+  // Eight rows, so that two threads split dA's sum over the batch.
+  expect_same_bits_at_any_thread_count(
+      "selective_scan", scan_inputs(8, 30, 6, 4, 43),
+      [](const std::vector<Tensor>& x) { return selective_scan(x[0], x[1], x[2], x[3], x[4]); });
 }

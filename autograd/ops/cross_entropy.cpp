@@ -6,6 +6,7 @@
 // FLOPs: 4 per logit forward (max, sub, exp, sum), 4 per logit backward.
 #include <Eigen/Core>
 #include <cmath>
+#include <vector>
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
@@ -33,16 +34,18 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   dispatch_float("cross_entropy", logits.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* px = logits.data<T>();
-    double total = 0;
-#pragma omp parallel for reduction(+ : total) if (rows * V > kParallelElements)
+    std::vector<double> row_loss(rows, 0.0);  // summed in row order below: the same bits for any thread count
+#pragma omp parallel for if (rows * V > kParallelElements)
     for (int64_t r = 0; r < rows; ++r) {
       if (pt[r] == ignore_index) continue;
       Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> xr(px + r * V, V);
       const T m = xr.maxCoeff();
       const T l = m + std::log((xr - m).exp().sum());
       (*lse)[r] = (double)l;
-      total += (double)(l - xr[pt[r]]);
+      row_loss[r] = (double)(l - xr[pt[r]]);
     }
+    double total = 0;
+    for (double l : row_loss) total += l;
     loss.data<T>()[0] = kept ? (T)(total / kept) : T(0);
   });
   FlopCounter::add("cross_entropy", 4 * rows * V);

@@ -50,22 +50,19 @@ struct Slice {
 };
 
 // One step of (1) on S.
-template <class T>
-void delta_step(Mat<T>& S, const T* k, const T* v, T beta, T alpha, int64_t K, int64_t V) {
+template <class T, class M>
+void delta_step(M& S, const T* k, const T* v, T beta, T alpha, int64_t K, int64_t V) {
   CMapV<T> kk(k, K), vv(v, V);
   Vec<T> u = beta * (vv - alpha * (S.transpose() * kk));
   S *= alpha;
   S.noalias() += kk * u.transpose();
 }
 
+// The recurrent form's step: (1), then read o_t = S_tᵀ q_t.
 template <class T>
-void forward_recurrent(const Slice<T>& s, const Dims& d) {
-  run_blocks<T>(s.state, d.K, d.V, d.T, d.T, [&](int64_t, int64_t, Mat<T>& S) {
-    for (int64_t t = 0; t < d.T; ++t) {
-      delta_step(S, s.k + t * d.K, s.v + t * d.V, s.beta[t], std::exp(s.g[t]), d.K, d.V);
-      Eigen::Map<Vec<T>>(s.o + t * d.V, d.V).noalias() = S.transpose() * CMapV<T>(s.q + t * d.K, d.K);
-    }
-  });
+void forward_step(const Slice<T>& s, const Dims& d, int64_t t, Mat<T>& S) {
+  delta_step(S, s.k + t * d.K, s.v + t * d.V, s.beta[t], std::exp(s.g[t]), d.K, d.V);
+  Eigen::Map<Vec<T>>(s.o + t * d.V, d.V).noalias() = S.transpose() * CMapV<T>(s.q + t * d.K, d.K);
 }
 
 template <class T>
@@ -111,49 +108,34 @@ int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
   return d.BH * total;
 }
 
+// The backward of one slice: the reverse recurrence above, G = ∂L/∂S_t carried from t+1 down to t.
 template <class T>
-void backward_slice(const Slice<T>& s, const T* dO, T* dq, T* dk, T* dv, T* dbeta, T* dg, const Dims& d,
-                    int64_t chunk) {
-  const int64_t K = d.K, V = d.V, steps = d.T, n_chunks = ceil_div(steps, chunk);
-  std::vector<Mat<T>> entry(n_chunks, Mat<T>::Zero(K, V));
-  {
-    Mat<T> S = Mat<T>::Zero(K, V);
-    for (int64_t t = 0; t < steps; ++t) {
-      if (t % chunk == 0) entry[t / chunk] = S;
-      delta_step(S, s.k + t * K, s.v + t * V, s.beta[t], std::exp(s.g[t]), K, V);
-    }
-  }
+void backward_slice(const Slice<T>& s, const T* dO, T* dq, T* dk, T* dv, T* dbeta, T* dg, const Dims& d, int64_t chunk,
+                    ReverseWorkspace<T>& ws) {
+  const int64_t K = d.K, V = d.V, steps = d.T;
   Mat<T> G = Mat<T>::Zero(K, V);
-  std::vector<Mat<T>> states(chunk + 1, Mat<T>(K, V));
-  for (int64_t c = n_chunks - 1; c >= 0; --c) {
-    const int64_t t0 = c * chunk, t1 = std::min(steps, t0 + chunk);
-    states[0] = entry[c];
-    for (int64_t t = t0; t < t1; ++t) {
-      states[t - t0 + 1] = states[t - t0];
-      delta_step(states[t - t0 + 1], s.k + t * K, s.v + t * V, s.beta[t], std::exp(s.g[t]), K, V);
-    }
-    for (int64_t t = t1 - 1; t >= t0; --t) {
-      if (t + 1 < steps) {  // G ← P_{t+1} G = α (G − β k (kᵀ G))
-        CMapV<T> kn(s.k + (t + 1) * K, K);
-        const T an = std::exp(s.g[t + 1]), bn = s.beta[t + 1];
-        Vec<T> kG = G.transpose() * kn;
-        G.noalias() -= bn * kn * kG.transpose();
-        G *= an;
-      }
-      CMapV<T> q(s.q + t * K, K), k(s.k + t * K, K), v(s.v + t * V, V), g_out(dO + t * V, V);
-      G.noalias() += q * g_out.transpose();
-      const Mat<T>& S_t = states[t - t0 + 1];
-      const Mat<T>& Sp = states[t - t0];
-      const T alpha = std::exp(s.g[t]), beta = s.beta[t];
-      Vec<T> Gk = G.transpose() * k;    // Gᵀk  [V]
-      Vec<T> Spk = Sp.transpose() * k;  // S_{t−1}ᵀk  [V]
-      Eigen::Map<Vec<T>>(dq + t * K, K).noalias() = S_t * g_out;
-      Eigen::Map<Vec<T>>(dv + t * V, V) = beta * Gk;
-      dbeta[t] = Gk.dot(v - alpha * Spk);
-      dg[t] = alpha * ((G.array() * Sp.array()).sum() - beta * Gk.dot(Spk));
-      Eigen::Map<Vec<T>>(dk + t * K, K) = beta * (G * v) - alpha * beta * (G * Spk + Sp * Gk);
-    }
-  }
+  run_reverse<T>(
+      K, V, steps, chunk, ws,
+      [&](int64_t t, auto& S) { delta_step(S, s.k + t * K, s.v + t * V, s.beta[t], std::exp(s.g[t]), K, V); },
+      [&](int64_t t, const MapM<T>& Sp, const MapM<T>& S_t) {
+        if (t + 1 < steps) {  // G ← P_{t+1} G = α (G − β k (kᵀ G))
+          CMapV<T> kn(s.k + (t + 1) * K, K);
+          const T an = std::exp(s.g[t + 1]), bn = s.beta[t + 1];
+          Vec<T> kG = G.transpose() * kn;
+          G.noalias() -= bn * kn * kG.transpose();
+          G *= an;
+        }
+        CMapV<T> q(s.q + t * K, K), k(s.k + t * K, K), v(s.v + t * V, V), g_out(dO + t * V, V);
+        G.noalias() += q * g_out.transpose();
+        const T alpha = std::exp(s.g[t]), beta = s.beta[t];
+        Vec<T> Gk = G.transpose() * k;    // Gᵀk  [V]
+        Vec<T> Spk = Sp.transpose() * k;  // S_{t−1}ᵀk  [V]
+        Eigen::Map<Vec<T>>(dq + t * K, K).noalias() = S_t * g_out;
+        Eigen::Map<Vec<T>>(dv + t * V, V) = beta * Gk;
+        dbeta[t] = Gk.dot(v - alpha * Spk);
+        dg[t] = alpha * ((G.array() * Sp.array()).sum() - beta * Gk.dot(Spk));
+        Eigen::Map<Vec<T>>(dk + t * K, K) = beta * (G * v) - alpha * beta * (G * Spk + Sp * Gk);
+      });
 }
 
 Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g) {
@@ -181,8 +163,7 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   Tensor o = Tensor::empty({q.size(0), q.size(1), d.T, d.V}, q.dtype());
   dispatch_float("delta_rule", q.dtype(), [&](auto tag) {
     using T = decltype(tag);
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t bh = 0; bh < d.BH; ++bh) {
+    for_each_slice(d.BH, [&](int64_t bh) {
       Slice<T> s{q.data<T>() + bh * d.T * d.K,
                  k.data<T>() + bh * d.T * d.K,
                  v.data<T>() + bh * d.T * d.V,
@@ -190,13 +171,10 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
                  g.data<T>() + bh * d.T,
                  o.data<T>() + bh * d.T * d.V,
                  state ? state->data<T>() + bh * d.K * d.V : nullptr};
-      if (form == RecurrenceForm::recurrent) {
-        forward_recurrent(s, d);
-      } else {
-        run_blocks<T>(s.state, d.K, d.V, d.T, block_length(form, chunk, d.T),
-                      [&](int64_t t0, int64_t t1, Mat<T>& S) { forward_chunk(s, d, t0, t1, S); });
-      }
-    }
+      run_forward<T>(
+          form, chunk, s.state, d.K, d.V, d.T, [&](int64_t t, Mat<T>& S) { forward_step(s, d, t, S); },
+          [&](int64_t t0, int64_t t1, Mat<T>& S) { forward_chunk(s, d, t0, t1, S); });
+    });
   });
   FlopCounter::add("delta_rule", forward_flops(d, form, chunk));
   const int64_t bwd_chunk = form == RecurrenceForm::chunkwise ? chunk : 64;
@@ -207,8 +185,8 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
                   Tensor dg = Tensor::empty(g.shape(), g.dtype());
                   dispatch_float("delta_rule", q.dtype(), [&](auto tag) {
                     using T = decltype(tag);
-#pragma omp parallel for schedule(dynamic)
-                    for (int64_t bh = 0; bh < d.BH; ++bh) {
+                    for_each_slice(d.BH, [&](int64_t bh) {
+                      ReverseWorkspace<T> ws;
                       Slice<T> s{q.data<T>() + bh * d.T * d.K,
                                  k.data<T>() + bh * d.T * d.K,
                                  v.data<T>() + bh * d.T * d.V,
@@ -218,8 +196,8 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
                                  nullptr};
                       backward_slice(s, dO.data<T>() + bh * d.T * d.V, dq.data<T>() + bh * d.T * d.K,
                                      dk.data<T>() + bh * d.T * d.K, dv.data<T>() + bh * d.T * d.V,
-                                     db.data<T>() + bh * d.T, dg.data<T>() + bh * d.T, d, bwd_chunk);
-                    }
+                                     db.data<T>() + bh * d.T, dg.data<T>() + bh * d.T, d, bwd_chunk, ws);
+                    });
                   });
                   // Recompute (2 passes × 5KV) + reverse pass (~16KV) per step.
                   FlopCounter::add("delta_rule", d.BH * d.T * d.K * d.V * 26);

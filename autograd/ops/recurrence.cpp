@@ -56,15 +56,18 @@ inline T decay_at(const T* g, int64_t t, int64_t i, int64_t GK) {
 
 // ---- forward forms ---------------------------------------------------------
 
+// One step of (1): S ← diag(exp g_t) S + k_t v_tᵀ.
+template <class T, class M>
+void advance(const Slice<T>& s, const Dims& d, int64_t t, M& S) {
+  for (int64_t i = 0; i < d.K; ++i) S.row(i) *= std::exp(decay_at(s.g, t, i, d.GK));
+  S.noalias() += CMapV<T>(s.k + t * d.K, d.K) * CMapV<T>(s.v + t * d.V, d.V).transpose();
+}
+
+// The recurrent form's step: advance, then read o_t = S_tᵀ q_t.
 template <class T>
-void forward_recurrent(const Slice<T>& s, const Dims& d) {
-  run_blocks<T>(s.state, d.K, d.V, d.T, d.T, [&](int64_t, int64_t, Mat<T>& S) {
-    for (int64_t t = 0; t < d.T; ++t) {
-      for (int64_t i = 0; i < d.K; ++i) S.row(i) *= std::exp(decay_at(s.g, t, i, d.GK));
-      S.noalias() += CMapV<T>(s.k + t * d.K, d.K) * CMapV<T>(s.v + t * d.V, d.V).transpose();
-      Eigen::Map<Vec<T>>(s.o + t * d.V, d.V).noalias() = S.transpose() * CMapV<T>(s.q + t * d.K, d.K);
-    }
-  });
+void forward_step(const Slice<T>& s, const Dims& d, int64_t t, Mat<T>& S) {
+  advance(s, d, t, S);
+  Eigen::Map<Vec<T>>(s.o + t * d.V, d.V).noalias() = S.transpose() * CMapV<T>(s.q + t * d.K, d.K);
 }
 
 // Positions [t0, t1) as one block: intra-block masked form plus the read of
@@ -123,49 +126,29 @@ int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
 
 // ---- backward (shared by all forms) ---------------------------------------
 
+// The backward of one slice: the reverse recurrence above, G = ∂L/∂S_t carried from t+1 down to t.
 template <class T>
-void backward_slice(const Slice<T>& s, const T* dO, T* dq, T* dk, T* dv, T* dg, const Dims& d, int64_t chunk) {
+void backward_slice(const Slice<T>& s, const T* dO, T* dq, T* dk, T* dv, T* dg, const Dims& d, int64_t chunk,
+                    ReverseWorkspace<T>& ws) {
   const int64_t K = d.K, V = d.V, steps = d.T;
-  const int64_t n_chunks = ceil_div(steps, chunk);
-  // Checkpoints: the state entering each chunk.
-  std::vector<Mat<T>> entry(n_chunks, Mat<T>::Zero(K, V));
-  {
-    Mat<T> S = Mat<T>::Zero(K, V);
-    for (int64_t t = 0; t < steps; ++t) {
-      if (t % chunk == 0) entry[t / chunk] = S;
-      for (int64_t i = 0; i < K; ++i) S.row(i) *= std::exp(decay_at(s.g, t, i, d.GK));
-      S.noalias() += CMapV<T>(s.k + t * K, K) * CMapV<T>(s.v + t * V, V).transpose();
-    }
-  }
   Mat<T> G = Mat<T>::Zero(K, V);  // ∂L/∂S_t, accumulated backwards
-  std::vector<Mat<T>> states(chunk + 1, Mat<T>(K, V));
-  for (int64_t c = n_chunks - 1; c >= 0; --c) {
-    const int64_t t0 = c * chunk, t1 = std::min(steps, t0 + chunk);
-    states[0] = entry[c];  // states[j] = S_{t0+j−1}
-    for (int64_t t = t0; t < t1; ++t) {
-      Mat<T>& S = states[t - t0 + 1];
-      S = states[t - t0];
-      for (int64_t i = 0; i < K; ++i) S.row(i) *= std::exp(decay_at(s.g, t, i, d.GK));
-      S.noalias() += CMapV<T>(s.k + t * K, K) * CMapV<T>(s.v + t * V, V).transpose();
-    }
-    for (int64_t t = t1 - 1; t >= t0; --t) {
-      if (t + 1 < steps)  // the future's gradient reaches S_t through the decay of step t+1
-        for (int64_t i = 0; i < K; ++i) G.row(i) *= std::exp(decay_at(s.g, t + 1, i, d.GK));
-      CMapV<T> q(s.q + t * K, K), k(s.k + t * K, K), v(s.v + t * V, V), g_out(dO + t * V, V);
-      G.noalias() += q * g_out.transpose();
-      const Mat<T>& S_t = states[t - t0 + 1];
-      const Mat<T>& S_prev = states[t - t0];
-      Eigen::Map<Vec<T>>(dq + t * K, K).noalias() = S_t * g_out;
-      Eigen::Map<Vec<T>>(dk + t * K, K).noalias() = G * v;
-      Eigen::Map<Vec<T>>(dv + t * V, V).noalias() = G.transpose() * k;
-      if (d.GK == 1) {
-        dg[t] = std::exp(s.g[t]) * (G.array() * S_prev.array()).sum();
-      } else {
-        for (int64_t i = 0; i < K; ++i)
-          dg[t * K + i] = std::exp(s.g[t * K + i]) * (G.row(i).array() * S_prev.row(i).array()).sum();
-      }
-    }
-  }
+  run_reverse<T>(
+      K, V, steps, chunk, ws, [&](int64_t t, auto& S) { advance(s, d, t, S); },
+      [&](int64_t t, const MapM<T>& S_prev, const MapM<T>& S_t) {
+        if (t + 1 < steps)  // the future's gradient reaches S_t through the decay of step t+1
+          for (int64_t i = 0; i < K; ++i) G.row(i) *= std::exp(decay_at(s.g, t + 1, i, d.GK));
+        CMapV<T> q(s.q + t * K, K), k(s.k + t * K, K), v(s.v + t * V, V), g_out(dO + t * V, V);
+        G.noalias() += q * g_out.transpose();
+        Eigen::Map<Vec<T>>(dq + t * K, K).noalias() = S_t * g_out;
+        Eigen::Map<Vec<T>>(dk + t * K, K).noalias() = G * v;
+        Eigen::Map<Vec<T>>(dv + t * V, V).noalias() = G.transpose() * k;
+        if (d.GK == 1) {
+          dg[t] = std::exp(s.g[t]) * (G.array() * S_prev.array()).sum();
+        } else {
+          for (int64_t i = 0; i < K; ++i)
+            dg[t * K + i] = std::exp(s.g[t * K + i]) * (G.row(i).array() * S_prev.row(i).array()).sum();
+        }
+      });
 }
 
 Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g) {
@@ -191,18 +174,14 @@ Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const
   Tensor o = Tensor::empty({q.size(0), q.size(1), d.T, d.V}, q.dtype());
   dispatch_float("gated_recurrence", q.dtype(), [&](auto tag) {
     using T = decltype(tag);
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t bh = 0; bh < d.BH; ++bh) {
+    for_each_slice(d.BH, [&](int64_t bh) {
       Slice<T> s{q.data<T>() + bh * d.T * d.K, k.data<T>() + bh * d.T * d.K,
                  v.data<T>() + bh * d.T * d.V, g.data<T>() + bh * d.T * d.GK,
                  o.data<T>() + bh * d.T * d.V, state ? state->data<T>() + bh * d.K * d.V : nullptr};
-      if (form == RecurrenceForm::recurrent) {
-        forward_recurrent(s, d);
-      } else {
-        run_blocks<T>(s.state, d.K, d.V, d.T, block_length(form, chunk, d.T),
-                      [&](int64_t t0, int64_t t1, Mat<T>& S) { forward_block(s, d, t0, t1, S); });
-      }
-    }
+      run_forward<T>(
+          form, chunk, s.state, d.K, d.V, d.T, [&](int64_t t, Mat<T>& S) { forward_step(s, d, t, S); },
+          [&](int64_t t0, int64_t t1, Mat<T>& S) { forward_block(s, d, t0, t1, S); });
+    });
   });
   FlopCounter::add("gated_recurrence", forward_flops(d, form, chunk));
   const int64_t bwd_chunk = form == RecurrenceForm::chunkwise ? chunk : 64;
@@ -212,8 +191,8 @@ Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const
                   Tensor dv = Tensor::empty(v.shape(), v.dtype()), dg = Tensor::empty(g.shape(), g.dtype());
                   dispatch_float("gated_recurrence", q.dtype(), [&](auto tag) {
                     using T = decltype(tag);
-#pragma omp parallel for schedule(dynamic)
-                    for (int64_t bh = 0; bh < d.BH; ++bh) {
+                    for_each_slice(d.BH, [&](int64_t bh) {
+                      ReverseWorkspace<T> ws;
                       Slice<T> s{q.data<T>() + bh * d.T * d.K,
                                  k.data<T>() + bh * d.T * d.K,
                                  v.data<T>() + bh * d.T * d.V,
@@ -222,8 +201,8 @@ Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const
                                  nullptr};
                       backward_slice(s, dO.data<T>() + bh * d.T * d.V, dq.data<T>() + bh * d.T * d.K,
                                      dk.data<T>() + bh * d.T * d.K, dv.data<T>() + bh * d.T * d.V,
-                                     dg.data<T>() + bh * d.T * d.GK, d, bwd_chunk);
-                    }
+                                     dg.data<T>() + bh * d.T * d.GK, d, bwd_chunk, ws);
+                    });
                   });
                   // Recompute pass (3KV per step) + reverse pass (decay KV, G += 2KV, dq/dk/dv 6KV, dg 3KV).
                   FlopCounter::add("gated_recurrence", d.BH * d.T * d.K * d.V * (3 + 12));

@@ -1,11 +1,22 @@
-// Internal: what the recurrence ops (gated_recurrence, delta_rule,
-// selective_scan) share — Eigen views of row-major buffers, the carried
-// decoding state, and running a form block by block over that state.
+// Internal: the driver the recurrence ops (gated_recurrence, delta_rule,
+// selective_scan) share. Each core supplies only its own arithmetic:
+//   step(t, S)               advance S from S_{t−1} to S_t (forward recurrence)
+//   block(t0, t1, S)         positions [t0, t1) at once (parallel and chunkwise forms)
+//   reverse(t, S_prev, S_t)  one step of the reverse-time backward pass
+// and the driver runs them over a carried state, block by block, or backwards
+// with the states recomputed chunk by chunk from checkpoints.
+//
+// Determinism: every slice (a batch row and head, or a channel) writes only
+// its own outputs, and a sum across slices (such as selective_scan's dA) is
+// added in slice order, never in the order threads finish. So gradients are
+// bit-identical from run to run and for any number of threads.
 #pragma once
 #include <Eigen/Core>
+#include <algorithm>
 #include <vector>
 
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
 namespace tapelm::detail {
 
@@ -37,14 +48,84 @@ inline int64_t block_length(RecurrenceForm form, int64_t chunk, int64_t T) {
   return form == RecurrenceForm::parallel ? std::max<int64_t>(T, 1) : chunk;
 }
 
-// Runs block(t0, t1, S) over [0, T) in blocks of `len`, with S (K×V) starting
-// from *state_data (zeros if null) and written back there at the end.
-template <class T, class Block>
-void run_blocks(T* state_data, int64_t K, int64_t V, int64_t steps, int64_t len, Block block) {
+// Runs body(slice) for slice = 0 … n−1 on the OpenMP team. Slices must write
+// disjoint outputs; then the schedule changes no number. Slices cost the same,
+// so a static schedule balances them.
+template <class Body>
+void for_each_slice(int64_t n, Body body) {
+#pragma omp parallel for schedule(static) if (n > 1)
+  for (int64_t i = 0; i < n; ++i) body(i);
+}
+
+// Runs body(S) on a K×V state loaded from *state_data (zeros if null) and
+// written back there afterwards.
+template <class T, class Body>
+void with_state(T* state_data, int64_t K, int64_t V, Body body) {
   Mat<T> S = Mat<T>::Zero(K, V);
   if (state_data) S = CMapM<T>(state_data, K, V);
-  for (int64_t t0 = 0; t0 < steps; t0 += len) block(t0, std::min(steps, t0 + len), S);
+  body(S);
   if (state_data) MapM<T>(state_data, K, V) = S;
+}
+
+// The recurrent form of one slice: step(t, S) for t = 0 … steps−1.
+template <class T, class Step>
+void run_recurrent(T* state_data, int64_t K, int64_t V, int64_t steps, Step step) {
+  with_state(state_data, K, V, [&](Mat<T>& S) {
+    for (int64_t t = 0; t < steps; ++t) step(t, S);
+  });
+}
+
+// The forward pass of one slice in `form`: the recurrent form steps; the
+// others call block(t0, t1, S) over blocks of block_length(form, chunk, steps).
+template <class T, class Step, class Block>
+void run_forward(RecurrenceForm form, int64_t chunk, T* state_data, int64_t K, int64_t V, int64_t steps, Step step,
+                 Block block) {
+  if (form == RecurrenceForm::recurrent) return run_recurrent<T>(state_data, K, V, steps, step);
+  const int64_t len = block_length(form, chunk, steps);
+  with_state(state_data, K, V, [&](Mat<T>& S) {
+    for (int64_t t0 = 0; t0 < steps; t0 += len) block(t0, std::min(steps, t0 + len), S);
+  });
+}
+
+// Buffers of run_reverse, reused across the slices one thread runs.
+template <class T>
+struct ReverseWorkspace {
+  std::vector<T> entries;  // the state entering each chunk
+  std::vector<T> states;   // S_{t0−1} … S_{t1−1} of the chunk being reversed
+};
+
+// The backward pass of one slice, from a zero initial state: calls
+// reverse(t, S_{t−1}, S_t) for t = steps−1 … 0 in that order. The states are
+// recomputed with step() one chunk at a time from checkpoints taken every
+// `chunk` steps, so memory is O((steps/chunk + chunk)·K·V); with chunk ≥ steps
+// there is no checkpoint pass and every state is kept.
+template <class T, class Step, class Reverse>
+void run_reverse(int64_t K, int64_t V, int64_t steps, int64_t chunk, ReverseWorkspace<T>& ws, Step step,
+                 Reverse reverse) {
+  const int64_t KV = K * V, n_chunks = ceil_div(steps, chunk), held = std::min(chunk, steps) + 1;
+  ws.entries.assign(std::max<int64_t>(n_chunks, 1) * KV, T(0));
+  if (n_chunks > 1) {
+    Mat<T> running = Mat<T>::Zero(K, V);
+    for (int64_t t = 0; t < (n_chunks - 1) * chunk; ++t) {
+      step(t, running);
+      if ((t + 1) % chunk == 0) MapM<T>(ws.entries.data() + (t + 1) / chunk * KV, K, V) = running;
+    }
+  }
+  ws.states.resize(held * KV);
+  auto state = [&](int64_t j) { return MapM<T>(ws.states.data() + j * KV, K, V); };
+  for (int64_t c = n_chunks - 1; c >= 0; --c) {
+    const int64_t t0 = c * chunk, t1 = std::min(steps, t0 + chunk);
+    state(0) = CMapM<T>(ws.entries.data() + c * KV, K, V);  // state(j) = S_{t0+j−1}
+    for (int64_t t = t0; t < t1; ++t) {
+      MapM<T> S = state(t - t0 + 1);
+      S = state(t - t0);
+      step(t, S);
+    }
+    for (int64_t t = t1 - 1; t >= t0; --t) {
+      const MapM<T> S_prev = state(t - t0), S_t = state(t - t0 + 1);
+      reverse(t, S_prev, S_t);
+    }
+  }
 }
 
 }  // namespace tapelm::detail

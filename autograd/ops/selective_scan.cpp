@@ -6,8 +6,9 @@
 //   G ← G ⊙ exp(Δ_{t+1} A) + dy_t C_t
 //   dC_t += dy_t h_t,  dB_t += G Δ_t u_t,  du_t = Δ_t (G·B_t),
 //   dΔ_t = Σ_n G_n (A_n e^{Δ_t A_n} h_{t−1,n} + u_t B_tn),  dA_n += G_n Δ_t e^{Δ_t A_n} h_{t−1,n}
-// with h recomputed per (b, d) from the start. Parallel over the batch (dB, dC
-// are shared by the channels of one sequence). FLOPs: 7N per (b,t,d) forward,
+// with h recomputed per (b, d) from the start (recurrence_common.h's driver).
+// Parallel over the batch (dB, dC are shared by the channels of one sequence);
+// dA, a sum over the batch, is added in row order. FLOPs: 7N per (b,t,d) forward,
 // 7N recompute + 14N reverse backward.
 #include <Eigen/Core>
 #include <cmath>
@@ -43,78 +44,78 @@ Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, con
     const S *pu = u.data<S>(), *pd = delta.data<S>(), *pa = A.data<S>(), *pb = Bm.data<S>(), *pc = Cm.data<S>();
     S* py = y.data<S>();
     S* ps = state ? state->data<S>() : nullptr;
-    using Vec = Eigen::Array<S, Eigen::Dynamic, 1>;
-    using CMap = Eigen::Map<const Vec>;
-#pragma omp parallel for collapse(2) if (Bn * D > 1)
-    for (int64_t b = 0; b < Bn; ++b)
-      for (int64_t d = 0; d < D; ++d) {
-        Vec h = ps ? Vec(CMap(ps + (b * D + d) * N, N)) : Vec::Zero(N);
-        const CMap a(pa + d * N, N);
-        for (int64_t t = 0; t < T; ++t) {
-          const int64_t bt = b * T + t;
-          const S dt = pd[bt * D + d], x = pu[bt * D + d];
-          // Over the N states at once: Eigen vectorises the exp.
-          h = (dt * a).exp() * h + (dt * x) * CMap(pb + bt * N, N);
-          py[bt * D + d] = (h * CMap(pc + bt * N, N)).sum();
-        }
-        if (ps) Eigen::Map<Vec>(ps + (b * D + d) * N, N) = h;
-      }
+    using CMap = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>;
+    // One slice per (b, d): a state of N × 1.
+    detail::for_each_slice(Bn * D, [&](int64_t slice) {
+      const int64_t b = slice / D, d = slice % D;
+      const CMap a(pa + d * N, N);
+      detail::run_recurrent<S>(ps ? ps + slice * N : nullptr, N, 1, T, [&](int64_t t, detail::Mat<S>& h) {
+        const int64_t bt = b * T + t;
+        const S dt = pd[bt * D + d], x = pu[bt * D + d];
+        // Over the N states at once: Eigen vectorises the exp.
+        Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> hv(h.data(), N);
+        hv = (dt * a).exp() * hv + (dt * x) * CMap(pb + bt * N, N);
+        py[bt * D + d] = (hv * CMap(pc + bt * N, N)).sum();
+      });
+    });
   });
   FlopCounter::add("selective_scan", 7 * Bn * T * D * N);
-  return record(
-      "selective_scan", y, {u, delta, A, Bm, Cm},
-      [u, delta, A, Bm, Cm, Bn, T, D, N](const Tensor& dy) -> std::vector<Tensor> {
-        Tensor du = Tensor::empty(u.shape(), u.dtype()), dd = Tensor::empty(u.shape(), u.dtype());
-        Tensor dA = zeros(A.shape(), A.dtype()), dB = zeros(Bm.shape(), Bm.dtype()), dC = zeros(Cm.shape(), Cm.dtype());
-        dispatch_float("selective_scan", u.dtype(), [&](auto tag) {
-          using S = decltype(tag);
-          const S *pu = u.data<S>(), *pd = delta.data<S>(), *pa = A.data<S>(), *pb = Bm.data<S>(), *pc = Cm.data<S>(),
-                  *pg = dy.data<S>();
-          S *pdu = du.data<S>(), *pdd = dd.data<S>(), *pdB = dB.data<S>(), *pdC = dC.data<S>();
-          std::vector<S> dA_total(D * N, S(0));
-          using Vec = Eigen::Array<S, Eigen::Dynamic, 1>;
-          using Map = Eigen::Map<Vec>;
-          using CMap = Eigen::Map<const Vec>;
-#pragma omp parallel
-          {
-            // hs[t+1] = h_t (hs[0] = h_{−1} = 0); es[t] = exp(Δ_t A_d), kept from the recompute.
-            std::vector<S> hs((T + 1) * N), es(T * N), dA_local(D * N, S(0));
-            Vec G(N);
-#pragma omp for schedule(static)
-            for (int64_t b = 0; b < Bn; ++b)
-              for (int64_t d = 0; d < D; ++d) {
-                const CMap a(pa + d * N, N);
-                Map(hs.data(), N).setZero();
-                for (int64_t t = 0; t < T; ++t) {
-                  const int64_t bt = b * T + t;
-                  const S dt = pd[bt * D + d], x = pu[bt * D + d];
-                  Map e(es.data() + t * N, N);
-                  e = (dt * a).exp();
-                  Map(hs.data() + (t + 1) * N, N) = e * CMap(hs.data() + t * N, N) + (dt * x) * CMap(pb + bt * N, N);
-                }
-                G.setZero();
-                Map dA_d(dA_local.data() + d * N, N);
-                for (int64_t t = T - 1; t >= 0; --t) {
-                  const int64_t bt = b * T + t;
-                  const S dt = pd[bt * D + d], x = pu[bt * D + d], g = pg[bt * D + d];
-                  const CMap bv(pb + bt * N, N), e(es.data() + t * N, N), hp(hs.data() + t * N, N);
-                  G += g * CMap(pc + bt * N, N);
-                  Map(pdC + bt * N, N) += g * CMap(hs.data() + (t + 1) * N, N);
-                  Map(pdB + bt * N, N) += (dt * x) * G;
-                  pdu[bt * D + d] = dt * (G * bv).sum();
-                  pdd[bt * D + d] = (G * (a * e * hp + x * bv)).sum();
-                  dA_d += dt * G * e * hp;
-                  G *= e;  // to h_{t−1}
-                }
-              }
-#pragma omp critical
-            for (int64_t i = 0; i < D * N; ++i) dA_total[i] += dA_local[i];
-          }
-          std::copy(dA_total.begin(), dA_total.end(), dA.data<S>());
-        });
-        FlopCounter::add("selective_scan", 21 * Bn * T * D * N);
-        return {du, dd, dA, dB, dC};
-      });
+  return record("selective_scan", y, {u, delta, A, Bm, Cm},
+                [u, delta, A, Bm, Cm, Bn, T, D, N](const Tensor& dy) -> std::vector<Tensor> {
+                  Tensor du = Tensor::empty(u.shape(), u.dtype()), dd = Tensor::empty(u.shape(), u.dtype());
+                  Tensor dA = zeros(A.shape(), A.dtype()), dB = zeros(Bm.shape(), Bm.dtype()),
+                         dC = zeros(Cm.shape(), Cm.dtype());
+                  dispatch_float("selective_scan", u.dtype(), [&](auto tag) {
+                    using S = decltype(tag);
+                    const S *pu = u.data<S>(), *pd = delta.data<S>(), *pa = A.data<S>(), *pb = Bm.data<S>(),
+                            *pc = Cm.data<S>(), *pg = dy.data<S>();
+                    S *pdu = du.data<S>(), *pdd = dd.data<S>(), *pdB = dB.data<S>(), *pdC = dC.data<S>();
+                    // dA is a sum over the batch: each row's part goes to its own slot, and the
+                    // slots are added in row order (the same bits for any thread count).
+                    std::vector<S> dA_of_row(Bn * D * N, S(0));
+                    using Arr = Eigen::Array<S, Eigen::Dynamic, 1>;
+                    using Map = Eigen::Map<Arr>;
+                    using CMap = Eigen::Map<const Arr>;
+                    // Parallel over rows b: dB_t and dC_t are shared by the channels of a row.
+                    detail::for_each_slice(Bn, [&](int64_t b) {
+                      detail::ReverseWorkspace<S> ws;
+                      std::vector<S> es(T * N);  // es[t] = exp(Δ_t A_d), kept from the recompute
+                      Arr G(N);
+                      for (int64_t d = 0; d < D; ++d) {
+                        const CMap a(pa + d * N, N);
+                        Map dA_d(dA_of_row.data() + (b * D + d) * N, N);
+                        G.setZero();
+                        detail::run_reverse<S>(
+                            N, 1, T, T, ws,
+                            [&](int64_t t, auto& h) {
+                              const int64_t bt = b * T + t;
+                              const S dt = pd[bt * D + d], x = pu[bt * D + d];
+                              Map e(es.data() + t * N, N);
+                              e = (dt * a).exp();
+                              Map hv(h.data(), N);
+                              hv = e * hv + (dt * x) * CMap(pb + bt * N, N);
+                            },
+                            [&](int64_t t, const detail::MapM<S>& h_prev, const detail::MapM<S>& h_t) {
+                              const int64_t bt = b * T + t;
+                              const S dt = pd[bt * D + d], x = pu[bt * D + d], g = pg[bt * D + d];
+                              const CMap bv(pb + bt * N, N), e(es.data() + t * N, N);
+                              const CMap hp(h_prev.data(), N);
+                              G += g * CMap(pc + bt * N, N);
+                              Map(pdC + bt * N, N) += g * CMap(h_t.data(), N);
+                              Map(pdB + bt * N, N) += (dt * x) * G;
+                              pdu[bt * D + d] = dt * (G * bv).sum();
+                              pdd[bt * D + d] = (G * (a * e * hp + x * bv)).sum();
+                              dA_d += dt * G * e * hp;
+                              G *= e;  // to h_{t−1}
+                            });
+                      }
+                    });
+                    Map total(dA.data<S>(), D * N);
+                    for (int64_t b = 0; b < Bn; ++b) total += CMap(dA_of_row.data() + b * D * N, D * N);
+                  });
+                  FlopCounter::add("selective_scan", 21 * Bn * T * D * N);
+                  return {du, dd, dA, dB, dC};
+                });
 }
 
 Tensor selective_scan_reference(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm,

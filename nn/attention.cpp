@@ -112,4 +112,9 @@ Tensor MultiHeadAttention::composed_attention(const Tensor& q, const Tensor& k, 
   return permute(matmul(att, heads_first(v)), {0, 2, 1, 3});
 }
 
+int64_t attention_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* formula) {
+  *formula = "4·b·s²·d: QKᵀ and AV over the full s×s square (the causal mask does not skip work)";
+  return 4 * b * s * s * c.n_embd;
+}
+
 }  // namespace tapelm::nn

@@ -5,32 +5,14 @@
 
 #include "autograd/error.h"
 #include "autograd/json_int.h"
+#include "nn/mixers.h"
 
 namespace tapelm::nn {
 
-const std::vector<MixerKind>& mixer_kinds() {
-  static const std::vector<MixerKind> kinds{{"attention", true},       {"linear", true}, {"retnet", true},
-                                            {"gated_retention", true}, {"gla", true},    {"deltanet", true},
-                                            {"gated_deltanet", true},  {"gau", false},   {"flash", false},
-                                            {"mamba", false},          {"mamba2", false}};
-  return kinds;
-}
-
-std::string mixer_names() {
-  std::string names;
-  for (auto& k : mixer_kinds()) names += (names.empty() ? "" : ", ") + std::string(k.name);
-  return names;
-}
-
-static const MixerKind* find_mixer(const std::string& name) {
-  for (auto& k : mixer_kinds())
-    if (name == k.name) return &k;
-  return nullptr;
-}
-
 bool ModelConfig::has_ffn() const {
-  const MixerKind* k = find_mixer(mixer);
-  return !k || k->has_ffn;
+  for (const MixerSpec& m : mixer_table())
+    if (m.name == mixer) return m.has_ffn;
+  return true;  // an unknown mixer: validate() says so
 }
 
 // The upper bounds lie far above any model a CPU trains (GPT-3 has 96 layers
@@ -40,7 +22,7 @@ const std::vector<ConfigField>& config_fields() {
   using C = ModelConfig;
   static const std::vector<ConfigField> fields = [] {
     std::vector<std::string> mixers;
-    for (auto& k : mixer_kinds()) mixers.push_back(k.name);
+    for (const MixerSpec& m : mixer_table()) mixers.push_back(m.name);
     const double big = double(int64_t(1) << 16);
     return std::vector<ConfigField>{
         {"vocab_size", "", &C::vocab_size, 1, double(int64_t(1) << 24), {}, "Vocabulary size V (the tokenizer's)"},
@@ -125,10 +107,7 @@ void ModelConfig::validate() const {
   }
   // Checks that join fields.
   TAPELM_CHECK(n_embd % n_head == 0, "config: n_embd {} is not divisible by n_head {}", n_embd, n_head);
-  TAPELM_CHECK(mixer != "mamba2" || (2 * n_embd) % ssm_headdim == 0,
-               "config: mamba2 needs 2·n_embd ({}) divisible by ssm_headdim {}", 2 * n_embd, ssm_headdim);
-  TAPELM_CHECK((mixer != "retnet" && mixer != "gated_retention") || (n_embd / n_head) % 2 == 0,
-               "config: {} applies rotary positions and needs an even head dimension, got {}", mixer, n_embd / n_head);
+  if (const MixerSpec& m = mixer_spec(mixer); m.validate) m.validate(*this);
   TAPELM_CHECK(position != "rope" || (n_embd / n_head) % 2 == 0, "config: rope needs an even head dimension, got {}",
                n_embd / n_head);
 }

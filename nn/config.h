@@ -9,26 +9,16 @@
 
 namespace tapelm::nn {
 
-// Every token mixer the model knows, in one table (name, whether its blocks
-// also have an FFN); validation, has_ffn() and --help read it.
-struct MixerKind {
-  const char* name;
-  bool has_ffn;  // GAU, FLASH and Mamba blocks replace attention and the FFN
-};
-const std::vector<MixerKind>& mixer_kinds();
-std::string mixer_names();  // "attention, linear, ..."
-
 struct ModelConfig {
   int64_t vocab_size = 65;
   int64_t block_size = 64;  // context length
   int64_t n_layer = 4;
   int64_t n_head = 4;
   int64_t n_embd = 128;
-  int64_t ffn_hidden = 0;           // 0 = 4·n_embd
-  std::string mixer = "attention";  // attention | linear | retnet | gated_retention | gla | deltanet | gated_deltanet |
-                                    // gau | flash | mamba | mamba2
-  std::string ffn = "gelu";         // gelu | relu | swiglu
-  std::string norm = "layernorm";   // layernorm | rmsnorm | dyt
+  int64_t ffn_hidden = 0;            // 0 = 4·n_embd
+  std::string mixer = "attention";   // an entry of the mixer table (nn/mixers.h)
+  std::string ffn = "gelu";          // gelu | relu | swiglu
+  std::string norm = "layernorm";    // layernorm | rmsnorm | dyt
   std::string position = "learned";  // learned | sinusoidal | rope | none
   bool bias = true;                  // biases in Linear and norm layers
   bool tie_weights = true;           // lm_head.weight is transformer.wte.weight
@@ -44,7 +34,7 @@ struct ModelConfig {
   int64_t d_state = 16;             // Mamba / Mamba-2: SSM state size N
   int64_t d_conv = 4;               // Mamba: causal conv kernel
   int64_t ssm_headdim = 32;         // Mamba-2: head dimension P
-  // False for mixers whose blocks have no ln_2/mlp (see mixer_kinds()).
+  // False for mixers whose blocks have no ln_2/mlp (the mixer table's has_ffn, nn/mixers.h).
   bool has_ffn() const;
 
   int64_t hidden() const { return ffn_hidden > 0 ? ffn_hidden : 4 * n_embd; }

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "autograd/ops.h"
+#include "nn/mixers.h"
 
 namespace tapelm::nn {
 
@@ -34,8 +35,7 @@ GatedAttentionUnit::GatedAttentionUnit(const ModelConfig& c, Generator& gen, dou
       qk_dim(c.gau_qk_dim),
       n(c.block_size),
       chunk(c.chunk_size),
-      form(c.recurrent_form == "auto" ? "chunkwise" : c.recurrent_form) {
-  TAPELM_CHECK(form == "parallel" || form == "chunkwise" || form == "recurrent", "flash: unknown form {}", form);
+      form(training_form(c)) {
   to_hidden = register_module("to_hidden", std::make_shared<Linear>(dim, 2 * expansion, true, gen));
   to_qk = register_module("to_qk", std::make_shared<Linear>(dim, qk_dim, true, gen));
   auto os = register_module("qk_offset_scale", std::make_shared<OffsetScale>(mixed_chunk ? 4 : 2, qk_dim, gen));
@@ -162,7 +162,7 @@ Tensor GatedAttentionUnit::forward(const Tensor& x, const MixerContext& ctx, Mix
     if (state) {
       o = flash_decode(uv[0], v, qk, pad, ctx.positions, state);
     } else {
-      bool aligned = form == "chunkwise";  // real tokens at their own index?
+      bool aligned = form == RecurrenceForm::chunkwise;  // real tokens at their own index?
       const int32_t* pos = ctx.positions.data<int32_t>();
       for (int64_t i = 0; aligned && i < B * T; ++i) aligned = pad.data<uint8_t>()[i] || pos[i] == i % T;
       o = aligned ? flash_chunked(uv[0], v, qk, pad) : flash_masked(uv[0], v, qk, pad, ctx.positions);
@@ -182,6 +182,24 @@ Tensor GatedAttentionUnit::forward(const Tensor& x, const MixerContext& ctx, Mix
   Tensor a = mul_scalar(square(relu(scores)), 1.0 / (double)n);
   a = masked_fill(a, reshape(attention_mask(B, T, Tk, pad, past), {B, T, Tk}), 0.0);
   return to_out->forward(mul(uv[0], matmul(a, v)));
+}
+
+int64_t gau_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* f) {
+  const int64_t e = 2 * c.n_embd, qk = c.gau_qk_dim;
+  if (c.mixer == "gau") {
+    *f = fmt::format("2·b·s²·(qk + e): QKᵀ and AV of one head over the full s×s square (qk {}, e {})", qk, e);
+    return 2 * b * s * s * (qk + e);
+  }
+  if (training_form(c) != RecurrenceForm::chunkwise) {
+    *f = fmt::format("2·b·s²·(2·qk + e): quadratic and linear scores and AV over s×s (qk {}, e {})", qk, e);
+    return 2 * b * s * s * (2 * qk + e);
+  }
+  const int64_t C = c.chunk_size, sp = (s + C - 1) / C * C;
+  *f = fmt::format(
+      "2·b·s·C·(qk + e) + 4·b·s·qk·e: quadratic part inside chunks of C, linear part's "
+      "kv and read-out (qk {}, e {}, C {}; s padded to a multiple of C)",
+      qk, e, C);
+  return 2 * b * sp * C * (qk + e) + 4 * b * sp * qk * e;
 }
 
 }  // namespace tapelm::nn

@@ -35,7 +35,7 @@ class GatedAttentionUnit : public TokenMixer {
   const bool mixed_chunk;  // FLASH
   const int64_t dim, expansion, qk_dim, n;
   int64_t chunk;
-  std::string form;  // flash: "parallel" | "chunkwise" | "recurrent"
+  RecurrenceForm form;  // flash's training form (recurrent trains as parallel: only decoding is token by token)
   std::shared_ptr<Linear> to_hidden, to_qk, to_out;
   Tensor gamma, beta;  // qk_offset_scale: [2 or 4, s] (rows: Q, K, then FLASH's Q', K')
 
@@ -46,6 +46,9 @@ class GatedAttentionUnit : public TokenMixer {
   Tensor flash_decode(const Tensor& u, const Tensor& v, const std::vector<Tensor>& qk, const Tensor& pad,
                       const Tensor& positions, MixerState* state) const;
 };
+
+// The mixer table's sequence_flops for GAU (quadratic) and FLASH (mixed chunk).
+int64_t gau_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* formula);
 
 // FLASH's decoding state: per sequence, Σ k'vᵀ over finished chunks and the
 // keys/values of the current chunk.

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "nn/mixers.h"
+
 namespace tapelm::nn {
 
 namespace {
@@ -15,40 +17,47 @@ constexpr double kNormalizerEps = 1e-6;
 Tensor logsigmoid(const Tensor& x) { return neg(softplus(neg(x))); }
 }  // namespace
 
-bool is_linear_recurrent_mixer(const std::string& kind) {
-  return kind == "linear" || kind == "retnet" || kind == "gated_retention" || kind == "gla" || kind == "deltanet" ||
-         kind == "gated_deltanet";
+const LinearRecipe& recipe_of(const std::string& kind) {
+  using D = DecayKind;
+  static const std::vector<LinearRecipe> recipes{
+      //  kind              decay        delta  rotary  output gate
+      {"linear", D::none, false, false, false},
+      {"retnet", D::fixed, false, true, true},
+      {"gated_retention", D::per_head, false, true, true},
+      {"gla", D::per_key, false, false, true},
+      {"deltanet", D::none, true, false, false},
+      {"gated_deltanet", D::per_head, true, false, true},
+  };
+  for (const LinearRecipe& r : recipes)
+    if (r.kind == kind) return r;
+  throw Error(fmt::format("LinearRecurrentMixer: unknown kind '{}'", kind));
 }
 
 LinearRecurrentMixer::LinearRecurrentMixer(const ModelConfig& c, Generator& gen, double proj_std)
-    : kind(c.mixer),
+    : recipe(recipe_of(c.mixer)),
+      kind(c.mixer),
       dim(c.n_embd),
       n_head(c.n_head),
       head_dim(c.n_embd / c.n_head),
+      form(training_form(c)),
       chunk(c.chunk_size),
       feature_map_(c.feature_map),
       normalize_(c.normalize) {
-  TAPELM_CHECK(is_linear_recurrent_mixer(kind), "LinearRecurrentMixer: unknown kind '{}'", kind);
-  form = c.recurrent_form == "parallel"    ? RecurrenceForm::parallel
-         : c.recurrent_form == "recurrent" ? RecurrenceForm::recurrent
-                                           : RecurrenceForm::chunkwise;
   q_proj = register_module("q_proj", std::make_shared<Linear>(dim, dim, false, gen));
   k_proj = register_module("k_proj", std::make_shared<Linear>(dim, dim, false, gen));
   v_proj = register_module("v_proj", std::make_shared<Linear>(dim, dim, false, gen));
-  const bool delta = kind == "deltanet" || kind == "gated_deltanet";
-  if (delta) b_proj = register_module("b_proj", std::make_shared<Linear>(dim, n_head, false, gen));
-  if (kind != "linear" && kind != "deltanet")
-    g_proj = register_module("g_proj", std::make_shared<Linear>(dim, dim, false, gen));
-  if (kind == "gated_retention" || kind == "gated_deltanet")
+  if (recipe.delta_rule) b_proj = register_module("b_proj", std::make_shared<Linear>(dim, n_head, false, gen));
+  if (recipe.output_gate) g_proj = register_module("g_proj", std::make_shared<Linear>(dim, dim, false, gen));
+  if (recipe.decay == DecayKind::per_head)
     gk_proj_0 = register_module("gk_proj", std::make_shared<Linear>(dim, n_head, true, gen));
-  if (kind == "gla") {
+  if (recipe.decay == DecayKind::per_key) {
     gk_proj_0 = register_module("gk_proj.0", std::make_shared<Linear>(dim, kGateRank, false, gen));
     gk_proj_1 = register_module("gk_proj.1", std::make_shared<Linear>(kGateRank, dim, true, gen));
   }
-  if (kind != "linear" || !normalize_) g_norm = register_module("g_norm", std::make_shared<RMSNorm>(head_dim));
+  if (!normalized_linear()) g_norm = register_module("g_norm", std::make_shared<RMSNorm>(head_dim));
   o_proj = register_module("o_proj", std::make_shared<Linear>(dim, dim, false, gen, proj_std));
-  if (kind == "retnet" || kind == "gated_retention") rotary_ = std::make_shared<Rotary>(head_dim, c.block_size);
-  if (kind == "retnet") {
+  if (recipe.rotary) rotary_ = std::make_shared<Rotary>(head_dim, c.block_size);
+  if (recipe.decay == DecayKind::fixed) {
     Tensor log_gamma = Tensor::empty({1, n_head, 1, 1}, DType::f64);
     for (int64_t h = 0; h < n_head; ++h) log_gamma.set_flat(h, std::log(1.0 - std::pow(2.0, -5.0 - h)));
     retnet_log_gamma_ = ConstantTensor(log_gamma);
@@ -67,14 +76,11 @@ Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, M
   TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "{}: expects [B,T,{}], got {}", kind, dim, x.str_shape());
   const int64_t B = x.size(0), T = x.size(1);
   Tensor q = heads(q_proj->forward(x), B, T), k = heads(k_proj->forward(x), B, T), v = heads(v_proj->forward(x), B, T);
-  Tensor g;     // log-decay [B,H,T,1] or [B,H,T,K]
   Tensor beta;  // delta rule's write strength [B,H,T,1]
-  if (kind == "deltanet" || kind == "gated_deltanet") {
+  if (recipe.delta_rule) {
     q = mul_scalar(l2_normalize(q), 1.0 / std::sqrt((double)head_dim));
     k = l2_normalize(k);
     beta = sigmoid(heads(b_proj->forward(x), B, T));
-    g = kind == "gated_deltanet" ? mul_scalar(logsigmoid(heads(gk_proj_0->forward(x), B, T)), 1.0 / kTau)
-                                 : zeros({B, n_head, T, 1}, x.dtype());
   } else if (kind == "linear") {
     auto phi = [&](const Tensor& t) {
       if (feature_map_ == "elu") return add_scalar(elu(t), 1.0);
@@ -83,7 +89,6 @@ Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, M
     };
     q = phi(q);
     k = phi(k);
-    g = zeros({B, n_head, T, 1}, x.dtype());
     if (normalize_) v = concat({v, ones({B, n_head, T, 1}, x.dtype())}, -1);  // last column accumulates z
   } else {
     if (rotary_) {
@@ -91,18 +96,26 @@ Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, M
       k = rotary_->apply(k, ctx.positions);
     }
     q = mul_scalar(q, 1.0 / std::sqrt((double)head_dim));
-    if (kind == "retnet") {
-      g = expand(retnet_log_gamma_.as(x.dtype()), {B, n_head, T, 1});
-    } else if (kind == "gated_retention") {
-      g = mul_scalar(logsigmoid(heads(gk_proj_0->forward(x), B, T)), 1.0 / kTau);  // [B,H,T,1]
-    } else {                                                                       // gla
-      g = mul_scalar(logsigmoid(heads(gk_proj_1->forward(gk_proj_0->forward(x)), B, T)), 1.0 / kTau);
-    }
+  }
+  Tensor log_decay;  // [B,H,T,1] or [B,H,T,K]
+  switch (recipe.decay) {
+    case DecayKind::none:
+      log_decay = zeros({B, n_head, T, 1}, x.dtype());
+      break;
+    case DecayKind::fixed:
+      log_decay = expand(retnet_log_gamma_.as(x.dtype()), {B, n_head, T, 1});
+      break;
+    case DecayKind::per_head:
+      log_decay = mul_scalar(logsigmoid(heads(gk_proj_0->forward(x), B, T)), 1.0 / kTau);
+      break;
+    case DecayKind::per_key:
+      log_decay = mul_scalar(logsigmoid(heads(gk_proj_1->forward(gk_proj_0->forward(x)), B, T)), 1.0 / kTau);
+      break;
   }
   if (ctx.pad_mask.defined()) {  // padding: no write (k = 0), no decay (g = 0)
     Tensor pad = reshape(ctx.pad_mask, {B, 1, T, 1});
     k = masked_fill(k, pad, 0.0);
-    g = masked_fill(g, pad, 0.0);
+    log_decay = masked_fill(log_decay, pad, 0.0);
     if (beta.defined()) beta = masked_fill(beta, pad, 0.0);
   }
   Tensor* carried = nullptr;
@@ -112,17 +125,47 @@ Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, M
     carried = &st->S;
   }
   const RecurrenceForm run_form = state && T == 1 ? RecurrenceForm::recurrent : form;
-  Tensor y = beta.defined() ? delta_rule(q, k, v, beta, g, run_form, chunk, carried)
-                            : gated_recurrence(q, k, v, g, run_form, chunk, carried);
-  if (kind == "linear" && normalize_) {
+  Tensor y = recipe.delta_rule ? delta_rule(q, k, v, beta, log_decay, run_form, chunk, carried)
+                               : gated_recurrence(q, k, v, log_decay, run_form, chunk, carried);
+  if (normalized_linear()) {
     Tensor num = slice(y, -1, 0, head_dim), den = slice(y, -1, head_dim, head_dim + 1);
     y = div(num, add_scalar(den, kNormalizerEps));
   } else {
     y = g_norm->forward(y);
   }
   y = reshape(permute(y, {0, 2, 1, 3}), {B, T, dim});
-  if (g_proj) y = mul(silu(g_proj->forward(x)), y);
+  if (recipe.output_gate) y = mul(silu(g_proj->forward(x)), y);
   return o_proj->forward(y);
+}
+
+int64_t gated_core_flops(int64_t b, int64_t s, int64_t H, int64_t K, int64_t V, RecurrenceForm form, int64_t chunk,
+                         std::string* f) {
+  if (form == RecurrenceForm::recurrent) {
+    *f = fmt::format("4·b·s·H·K·V: read and write of the K×V state per token (H {}, K {}, V {})", H, K, V);
+    return 4 * b * s * H * K * V;
+  }
+  const int64_t C = form == RecurrenceForm::parallel ? s : std::min(chunk, s);
+  *f = fmt::format(
+      "b·s·H·((C+1)·(K+V) + 4·K·V): causal half of QKᵀ and AV inside chunks of C, "
+      "state read and update (H {}, K {}, V {}, C {})",
+      H, K, V, C);
+  return b * s * H * ((C + 1) * (K + V) + 4 * K * V);
+}
+
+int64_t linear_recurrent_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* f) {
+  const int64_t H = c.n_head, hd = c.n_embd / c.n_head;
+  const RecurrenceForm form = training_form(c);
+  if (!recipe_of(c.mixer).delta_rule) return gated_core_flops(b, s, H, hd, hd, form, c.chunk_size, f);
+  if (form == RecurrenceForm::recurrent) {
+    *f = fmt::format("7·b·s·H·K·V: read (2KV), decay (KV), error and write (4KV) of the state (K = V = {})", hd);
+    return 7 * b * s * H * hd * hd;
+  }
+  const int64_t C = form == RecurrenceForm::parallel ? s : std::min(c.chunk_size, s);
+  *f = fmt::format(
+      "b·s·H·(C·(4K + 3V) + 6·K·V): KKᵀ, QKᵀ, the triangular solve and output inside "
+      "chunks of C (WY form), state read and update (K = V = {}, C {})",
+      hd, C);
+  return b * s * H * (C * (4 * hd + 3 * hd) + 6 * hd * hd);
 }
 
 }  // namespace tapelm::nn

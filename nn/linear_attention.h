@@ -33,6 +33,23 @@
 
 namespace tapelm::nn {
 
+// What sets one member of the family apart from the others: one row per mixer.
+enum class DecayKind {
+  none,      // g = 0 (linear attention, DeltaNet)
+  fixed,     // g = log γ_h, a constant per head (RetNet)
+  per_head,  // g = log σ(x W)/τ, one value per head and step (gated retention, Gated DeltaNet)
+  per_key,   // g = log σ(x W₁W₂ + b)/τ, one value per key dimension (GLA)
+};
+struct LinearRecipe {
+  std::string kind;
+  DecayKind decay;
+  bool delta_rule;   // the delta-rule core with write strength β, L2-normalised q and k
+  bool rotary;       // rotary positions on q and k
+  bool output_gate;  // y ← swish(g_proj x) ⊙ y before o_proj
+};
+// The row of `kind` (one of linear, retnet, gated_retention, gla, deltanet, gated_deltanet).
+const LinearRecipe& recipe_of(const std::string& kind);
+
 struct RecurrentState : MixerState {
   Tensor S;  // [B, H, K, V]
   int64_t bytes() const override { return S.defined() ? S.numel() * (int64_t)dtype_size(S.dtype()) : 0; }
@@ -44,6 +61,7 @@ class LinearRecurrentMixer : public TokenMixer {
   Tensor forward(const Tensor& x, const MixerContext& ctx, MixerState* state) override;
   std::unique_ptr<MixerState> init_state(int64_t batch) const override;
 
+  const LinearRecipe& recipe;
   const std::string kind;
   const int64_t dim, n_head, head_dim;
   RecurrenceForm form;
@@ -52,6 +70,8 @@ class LinearRecurrentMixer : public TokenMixer {
   std::shared_ptr<RMSNorm> g_norm;
 
  private:
+  // Linear attention divided by φ(q)ᵀz (the only member without the per-head RMSNorm).
+  bool normalized_linear() const { return kind == "linear" && normalize_; }
   // [B,T,H·d] -> [B,H,T,d]
   Tensor heads(const Tensor& t, int64_t B, int64_t T) const;
   std::string feature_map_;
@@ -60,7 +80,12 @@ class LinearRecurrentMixer : public TokenMixer {
   ConstantTensor retnet_log_gamma_;  // [1,H,1,1] (retnet)
 };
 
-// True for the mixer names this file implements.
-bool is_linear_recurrent_mixer(const std::string& kind);
+// Forward FLOPs of the gated_recurrence core S_t = diag(decay) S_{t−1} + k_t v_tᵀ,
+// o_t = S_tᵀ q_t over H heads of key width K and value width V, in `form`, with
+// the formula in words (this family and Mamba's non-fused forms, Mamba-2's SSD).
+int64_t gated_core_flops(int64_t b, int64_t s, int64_t H, int64_t K, int64_t V, RecurrenceForm form, int64_t chunk,
+                         std::string* formula);
+// The mixer table's sequence_flops for this family (delta-rule core for DeltaNet).
+int64_t linear_recurrent_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* formula);
 
 }  // namespace tapelm::nn

@@ -3,6 +3,8 @@
 #include <cmath>
 
 #include "autograd/ops.h"
+#include "nn/linear_attention.h"
+#include "nn/mixers.h"
 
 namespace tapelm::nn {
 
@@ -46,12 +48,8 @@ Mamba::Mamba(const ModelConfig& c, Generator& gen, double proj_std)
       headdim(c.ssm_headdim),
       n_heads(version == 2 ? 2 * c.n_embd / c.ssm_headdim : 2 * c.n_embd),
       conv_channels(version == 2 ? 2 * c.n_embd + 2 * c.d_state : 2 * c.n_embd),
+      form(training_form(c)),
       chunk(c.chunk_size) {
-  form = c.recurrent_form == "parallel"    ? RecurrenceForm::parallel
-         : c.recurrent_form == "recurrent" ? RecurrenceForm::recurrent
-         : c.recurrent_form == "chunkwise" ? RecurrenceForm::chunkwise
-         : version == 1                    ? RecurrenceForm::recurrent  // auto: the fused selective scan
-                                           : RecurrenceForm::chunkwise;
   TAPELM_CHECK(version == 1 || d_inner % headdim == 0, "mamba2: d_inner {} is not divisible by ssm_headdim {}", d_inner,
                headdim);
   const int64_t in_out = version == 1 ? 2 * d_inner : 2 * d_inner + 2 * d_state + n_heads;
@@ -131,10 +129,10 @@ Tensor Mamba::forward(const Tensor& x, const MixerContext& ctx, MixerState* stat
     } else {
       // The same recurrence on the shared core: one head per channel, K = N, V = 1.
       auto per_channel = [&](const Tensor& t) { return expand(unsqueeze(t, 1), {B, d_inner, T, d_state}); };
-      Tensor q = per_channel(dbc[2]), k = per_channel(dbc[1]);            // C_t, B_t
-      Tensor v = unsqueeze(permute(mul(delta, u), {0, 2, 1}), -1);        // [B,Di,T,1]
-      Tensor g = permute(mul(unsqueeze(delta, -1), A), {0, 2, 1, 3});     // [B,Di,T,N]
-      Tensor h = gated_recurrence(q, k, v, g, run_form, chunk, carried);  // [B,Di,T,1]
+      Tensor q = per_channel(dbc[2]), k = per_channel(dbc[1]);                    // C_t, B_t
+      Tensor v = unsqueeze(permute(mul(delta, u), {0, 2, 1}), -1);                // [B,Di,T,1]
+      Tensor log_decay = permute(mul(unsqueeze(delta, -1), A), {0, 2, 1, 3});     // [B,Di,T,N]
+      Tensor h = gated_recurrence(q, k, v, log_decay, run_form, chunk, carried);  // [B,Di,T,1]
       scan = permute(squeeze(h, -1), {0, 2, 1});
     }
     y = add(scan, mul(u, D));
@@ -146,13 +144,25 @@ Tensor Mamba::forward(const Tensor& x, const MixerContext& ctx, MixerState* stat
     auto shared = [&](const Tensor& t) { return expand(unsqueeze(t, 1), {B, n_heads, T, d_state}); };
     Tensor xh = permute(reshape(xbc[0], {B, T, n_heads, headdim}), {0, 2, 1, 3});  // [B,H,T,P]
     Tensor dt_h = unsqueeze(permute(delta, {0, 2, 1}), -1);                        // [B,H,T,1]
-    Tensor g = mul(dt_h, reshape(A, {1, n_heads, 1, 1}));
-    Tensor h = gated_recurrence(shared(xbc[2]), shared(xbc[1]), mul(xh, dt_h), g, run_form, chunk, carried);
+    Tensor log_decay = mul(dt_h, reshape(A, {1, n_heads, 1, 1}));
+    Tensor h = gated_recurrence(shared(xbc[2]), shared(xbc[1]), mul(xh, dt_h), log_decay, run_form, chunk, carried);
     h = add(h, mul(xh, reshape(D, {1, n_heads, 1, 1})));
     y = reshape(permute(h, {0, 2, 1, 3}), {B, T, d_inner});
     y = norm->forward(mul(y, silu(z)));  // gated RMSNorm (norm after the gate)
   }
   return out_proj->forward(y);
+}
+
+int64_t mamba_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* f) {
+  const int64_t Di = 2 * c.n_embd, N = c.d_state;
+  const RecurrenceForm form = training_form(c);
+  if (c.mixer == "mamba2") return gated_core_flops(b, s, Di / c.ssm_headdim, N, c.ssm_headdim, form, c.chunk_size, f);
+  if (form != RecurrenceForm::recurrent) return gated_core_flops(b, s, Di, N, 1, form, c.chunk_size, f);
+  *f = fmt::format(
+      "7·b·s·d_inner·N: discretisation (ΔA, ΔB·u), state update and read-out C·h of the "
+      "selective scan (d_inner {}, N {})",
+      Di, N);
+  return 7 * b * s * Di * N;
 }
 
 }  // namespace tapelm::nn

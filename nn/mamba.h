@@ -47,4 +47,7 @@ class Mamba : public TokenMixer {
   Tensor conv(const Tensor& u, MambaState* st) const;
 };
 
+// The mixer table's sequence_flops for Mamba (the selective scan) and Mamba-2 (SSD).
+int64_t mamba_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* formula);
+
 }  // namespace tapelm::nn

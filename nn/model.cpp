@@ -4,24 +4,11 @@
 
 #include "autograd/flops.h"
 #include "autograd/ops.h"
-#include "nn/gau.h"
-#include "nn/linear_attention.h"
-#include "nn/mamba.h"
+#include "nn/mixers.h"
 
 namespace tapelm::nn {
 
 namespace {
-std::shared_ptr<TokenMixer> make_mixer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen,
-                                       Generator* dropout_gen, double proj_std) {
-  if (c.mixer == "attention")
-    return std::make_shared<MultiHeadAttention>(c.n_embd, c.n_head, c.bias, c.dropout, rotary, gen, dropout_gen,
-                                                proj_std);
-  if (is_linear_recurrent_mixer(c.mixer)) return std::make_shared<LinearRecurrentMixer>(c, gen, proj_std);
-  if (c.mixer == "mamba" || c.mixer == "mamba2") return std::make_shared<Mamba>(c, gen, proj_std);
-  if (c.mixer == "gau" || c.mixer == "flash") return std::make_shared<GatedAttentionUnit>(c, gen, proj_std);
-  throw Error(fmt::format("model: unknown mixer '{}'", c.mixer));
-}
-
 // GPT-2: residual output projections get std 0.02/√(2·n_layer), since each
 // block adds two of them to the residual stream.
 double proj_std(const ModelConfig& c) { return 0.02 / std::sqrt(2.0 * c.n_layer); }
@@ -29,7 +16,7 @@ double proj_std(const ModelConfig& c) { return 0.02 / std::sqrt(2.0 * c.n_layer)
 
 Block::Block(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen, Generator* dropout_gen) {
   ln_1 = register_module("ln_1", make_norm(c.norm, c.n_embd, c.bias));
-  attn = register_module("attn", make_mixer(c, rotary, gen, dropout_gen, proj_std(c)));
+  attn = register_module("attn", mixer_spec(c.mixer).make({c, rotary, gen, dropout_gen, proj_std(c)}));
   if (!c.has_ffn()) return;
   ln_2 = register_module("ln_2", make_norm(c.norm, c.n_embd, c.bias));
   mlp = register_module("mlp", std::make_shared<FeedForward>(c.n_embd, c.hidden(), c.ffn, c.bias, c.dropout, gen,

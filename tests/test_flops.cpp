@@ -1,4 +1,5 @@
 // The FLOP counter: exact per-op forward and backward tallies.
+#include "nn/mixers.h"
 #include "tests/test_helpers.h"
 #include "train/flop_report.h"
 
@@ -84,7 +85,7 @@ TEST(Flops, GptMatmulFlopsEqualTheFormulaExactly) {
 // Every mixer gets an analytic row for its own sequence term, and the counter
 // sees FLOPs there.
 TEST(Flops, EveryMixerHasASequenceTerm) {
-  for (auto& kind : nn::mixer_kinds()) {
+  for (const nn::MixerSpec& kind : nn::mixer_table()) {
     nn::ModelConfig c;
     c.mixer = kind.name, c.n_layer = 1, c.n_head = 2, c.n_embd = 32, c.block_size = 16, c.chunk_size = 8,
     c.gau_qk_dim = 16, c.ssm_headdim = 16;

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
+#include "nn/mixers.h"
 #include "nn/model.h"
 #include "train/decode_speed.h"
 #include "train/plot.h"
@@ -33,7 +34,7 @@ struct RunResult {
 
 int64_t matched_width(nn::ModelConfig c, int64_t target_n) {
   int64_t step = 2 * c.n_head;  // an even head dimension (rotary positions in RetNet and RoPE)
-  if (c.mixer == "mamba2") step = std::lcm(step, c.ssm_headdim / std::gcd(c.ssm_headdim, (int64_t)2));  // 2d % P == 0
+  if (const nn::MixerSpec& m = nn::mixer_spec(c.mixer); m.width_multiple) step = std::lcm(step, m.width_multiple(c));
   int64_t best = step, best_err = INT64_MAX;
   for (int64_t d = step; d <= 4096; d += step) {
     c.n_embd = d;
@@ -46,7 +47,7 @@ int64_t matched_width(nn::ModelConfig c, int64_t target_n) {
 
 int run_compare(CompareOptions o) {
   if (o.mixers.empty())
-    for (auto& k : nn::mixer_kinds()) o.mixers.push_back(k.name);
+    for (const nn::MixerSpec& m : nn::mixer_table()) o.mixers.push_back(m.name);
   for (const std::string& mixer : o.mixers) {  // every name checked before the first run
     nn::ModelConfig c = o.train.model;
     c.mixer = mixer;

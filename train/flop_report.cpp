@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "autograd/ops.h"
+#include "nn/mixers.h"
 #include "nn/model.h"
 
 namespace tapelm::train {
@@ -18,83 +19,7 @@ int64_t linear_weights(const nn::Module& m) {
   return n;
 }
 
-// The form the recurrent mixers train in (see ModelConfig::recurrent_form).
-std::string training_form(const nn::ModelConfig& c) {
-  if (c.recurrent_form != "auto") return c.recurrent_form;
-  return c.mixer == "mamba" ? "recurrent" : "chunkwise";
-}
-
-// Linear-attention core S_t = diag(decay) S_{t−1} + k_t v_tᵀ, o_t = S_tᵀ q_t over H
-// heads of key width K and value width V (nn/linear_attention.h, Mamba-2 SSD).
-int64_t gated_core(int64_t b, int64_t s, int64_t H, int64_t K, int64_t V, const std::string& form, int64_t chunk,
-                   std::string* f) {
-  if (form == "recurrent") {
-    *f = fmt::format("4·b·s·H·K·V: read and write of the K×V state per token (H {}, K {}, V {})", H, K, V);
-    return 4 * b * s * H * K * V;
-  }
-  const int64_t C = form == "parallel" ? s : std::min(chunk, s);
-  *f = fmt::format(
-      "b·s·H·((C+1)·(K+V) + 4·K·V): causal half of QKᵀ and AV inside chunks of C, "
-      "state read and update (H {}, K {}, V {}, C {})",
-      H, K, V, C);
-  return b * s * H * ((C + 1) * (K + V) + 4 * K * V);
-}
-
 }  // namespace
-
-int64_t sequence_term(const nn::ModelConfig& c, int64_t b, int64_t s, std::string* f) {
-  const int64_t d = c.n_embd, H = c.n_head, hd = d / H, e = 2 * d, qk = c.gau_qk_dim;
-  const std::string form = training_form(c);
-  if (c.mixer == "attention") {
-    *f = "4·b·s²·d: QKᵀ and AV over the full s×s square (the causal mask does not skip work)";
-    return 4 * b * s * s * d;
-  }
-  if (c.mixer == "gau" || (c.mixer == "flash" && form != "chunkwise")) {
-    if (c.mixer == "gau") {
-      *f = fmt::format("2·b·s²·(qk + e): QKᵀ and AV of one head over the full s×s square (qk {}, e {})", qk, e);
-      return 2 * b * s * s * (qk + e);
-    }
-    *f = fmt::format("2·b·s²·(2·qk + e): quadratic and linear scores and AV over s×s (qk {}, e {})", qk, e);
-    return 2 * b * s * s * (2 * qk + e);
-  }
-  if (c.mixer == "flash") {
-    const int64_t C = c.chunk_size, sp = (s + C - 1) / C * C;
-    *f = fmt::format(
-        "2·b·s·C·(qk + e) + 4·b·s·qk·e: quadratic part inside chunks of C, linear part's "
-        "kv and read-out (qk {}, e {}, C {}; s padded to a multiple of C)",
-        qk, e, C);
-    return 2 * b * sp * C * (qk + e) + 4 * b * sp * qk * e;
-  }
-  if (c.mixer == "deltanet" || c.mixer == "gated_deltanet") {
-    if (form == "recurrent") {
-      *f = fmt::format("7·b·s·H·K·V: read (2KV), decay (KV), error and write (4KV) of the state (K = V = {})", hd);
-      return 7 * b * s * H * hd * hd;
-    }
-    const int64_t C = form == "parallel" ? s : std::min(c.chunk_size, s);
-    *f = fmt::format(
-        "b·s·H·(C·(4K + 3V) + 6·K·V): KKᵀ, QKᵀ, the triangular solve and output inside "
-        "chunks of C (WY form), state read and update (K = V = {}, C {})",
-        hd, C);
-    return b * s * H * (C * (4 * hd + 3 * hd) + 6 * hd * hd);
-  }
-  if (c.mixer == "mamba") {
-    const int64_t Di = 2 * d, N = c.d_state;
-    if (form == "recurrent") {
-      *f = fmt::format(
-          "7·b·s·d_inner·N: discretisation (ΔA, ΔB·u), state update and read-out C·h of the "
-          "selective scan (d_inner {}, N {})",
-          Di, N);
-      return 7 * b * s * Di * N;
-    }
-    return gated_core(b, s, Di, N, 1, form, c.chunk_size, f);
-  }
-  if (c.mixer == "mamba2") {
-    const int64_t Di = 2 * d, P = c.ssm_headdim;
-    return gated_core(b, s, Di / P, c.d_state, P, form, c.chunk_size, f);
-  }
-  // linear, retnet, gated_retention, gla: H heads of width d/H.
-  return gated_core(b, s, H, hd, hd, form, c.chunk_size, f);
-}
 
 FlopReport flop_report(const nn::ModelConfig& config, int64_t batch) {
   FlopReport r;
@@ -134,7 +59,8 @@ FlopReport flop_report(const nn::ModelConfig& config, int64_t batch) {
   add_row("mixer projections", fmt::format("2·n·W_mixer·l (W_mixer = {} Linear weights per layer)", w_mixer),
           2 * n * w_mixer * L, counted("mixer.proj", true));
   std::string seq_formula;
-  const int64_t seq = sequence_term(config, b, s, &seq_formula) * L;
+  const nn::MixerSpec& mixer = nn::mixer_spec(config.mixer);
+  const int64_t seq = mixer.sequence_flops(config, b, s, &seq_formula) * L;
   add_row("mixer sequence term", seq_formula + " × l", seq, counted("mixer", true));
   if (block.mlp) {
     const int64_t w_ffn = linear_weights(*block.mlp);
@@ -143,8 +69,7 @@ FlopReport flop_report(const nn::ModelConfig& config, int64_t batch) {
   const int64_t V = config.vocab_size, d = config.n_embd;
   add_row("LM head", "2·n·d·V", 2 * n * d * V, counted("lm_head.proj", true));
   for (auto& row : r.rows)
-    if (row.name != "mixer sequence term" || config.mixer == "attention" || config.mixer == "gau")
-      r.analytic_matmul_train += row.analytic_train;
+    if (row.name != "mixer sequence term" || mixer.sequence_is_gemm) r.analytic_matmul_train += row.analytic_train;
 
   // Everything else the counter saw, by component.
   auto other = [&](const std::string& name, std::vector<std::string> components, std::string what) {

@@ -6,7 +6,8 @@
 //                      attention: 4d², so 8·n·d²)
 //   FFN                2·n·W_ffn (GELU FFN: 8d², so 16·n·d²)
 //   LM head            2·n·d·V
-//   sequence term      each mixer's own (sequence_term() below; attention 4·b·s²·d)
+//   sequence term      each mixer's own (the mixer table's sequence_flops, nn/mixers.h;
+//                      attention 4·b·s²·d)
 // Training = forward + backward = 3 × forward: the backward of y = xW is two
 // GEMMs of the same size (dx and dW). For the standard GPT this is
 // 72·b·s·d² + 12·b·s²·d per layer, i.e. 6N(1 + s/(6d)) per token with
@@ -40,10 +41,6 @@ struct FlopReport {
   FlopTally counted_matmul;           // GEMM FLOPs only: matmul, linear and the fused attention op's GEMMs
   int64_t analytic_matmul_train = 0;  // the analytic rows that are plain matmuls
 };
-
-// Per-layer forward FLOPs of the mixer's sequence term (what mixes tokens
-// beyond the per-token projections) and the formula counted, in words.
-int64_t sequence_term(const nn::ModelConfig& c, int64_t batch, int64_t context, std::string* formula);
 
 // Builds the model, runs one training step (loss, backward) on random tokens
 // with the FLOP counter on, and puts the counts beside the formulas.

@@ -1,0 +1,104 @@
+#include "nn/mixers.h"
+
+#include <numeric>
+
+#include "nn/attention.h"
+#include "nn/gau.h"
+#include "nn/linear_attention.h"
+#include "nn/mamba.h"
+
+namespace tapelm::nn {
+
+namespace {
+std::shared_ptr<TokenMixer> make_attention(const MixerArgs& a) {
+  const ModelConfig& c = a.config;
+  return std::make_shared<MultiHeadAttention>(c.n_embd, c.n_head, c.bias, c.dropout, a.rotary, a.gen, a.dropout_gen,
+                                              a.proj_std);
+}
+std::shared_ptr<TokenMixer> make_linear(const MixerArgs& a) {
+  return std::make_shared<LinearRecurrentMixer>(a.config, a.gen, a.proj_std);
+}
+std::shared_ptr<TokenMixer> make_gau(const MixerArgs& a) {
+  return std::make_shared<GatedAttentionUnit>(a.config, a.gen, a.proj_std);
+}
+std::shared_ptr<TokenMixer> make_mamba(const MixerArgs& a) {
+  return std::make_shared<Mamba>(a.config, a.gen, a.proj_std);
+}
+
+// RetNet and gated retention rotate q and k.
+void even_head_dim(const ModelConfig& c) {
+  TAPELM_CHECK((c.n_embd / c.n_head) % 2 == 0,
+               "config: {} applies rotary positions and needs an even head dimension, got {}", c.mixer,
+               c.n_embd / c.n_head);
+}
+void mamba2_heads(const ModelConfig& c) {
+  TAPELM_CHECK((2 * c.n_embd) % c.ssm_headdim == 0, "config: mamba2 needs 2·n_embd ({}) divisible by ssm_headdim {}",
+               2 * c.n_embd, c.ssm_headdim);
+}
+int64_t mamba2_width_multiple(const ModelConfig& c) {  // 2·d % P == 0
+  return c.ssm_headdim / std::gcd(c.ssm_headdim, (int64_t)2);
+}
+}  // namespace
+
+const std::vector<MixerSpec>& mixer_table() {
+  using F = RecurrenceForm;
+  const auto chunkwise = F::chunkwise;
+  static const std::vector<MixerSpec> table{
+      {"attention", "attention", "Vaswani et al. 2017; nanoGPT's GPT", true, false, F::parallel, make_attention,
+       attention_sequence_flops, true, nullptr, nullptr},
+      {"linear", "linear attention", "Katharopoulos et al. 2020", true, true, chunkwise, make_linear,
+       linear_recurrent_sequence_flops, false, nullptr, nullptr},
+      {"retnet", "linear attention", "Sun et al. 2023", true, true, chunkwise, make_linear,
+       linear_recurrent_sequence_flops, false, even_head_dim, nullptr},
+      {"gated_retention", "linear attention", "Sun et al. 2024 (YOCO)", true, true, chunkwise, make_linear,
+       linear_recurrent_sequence_flops, false, even_head_dim, nullptr},
+      {"gla", "linear attention", "Yang et al. 2023", true, true, chunkwise, make_linear,
+       linear_recurrent_sequence_flops, false, nullptr, nullptr},
+      {"deltanet", "linear attention", "Schlag et al. 2021; Yang et al. 2024", true, true, chunkwise, make_linear,
+       linear_recurrent_sequence_flops, false, nullptr, nullptr},
+      {"gated_deltanet", "linear attention", "Yang et al. 2024b", true, true, chunkwise, make_linear,
+       linear_recurrent_sequence_flops, false, nullptr, nullptr},
+      {"gau", "gated attention unit", "Hua et al. 2022, §2", false, false, F::parallel, make_gau, gau_sequence_flops,
+       true, nullptr, nullptr},
+      {"flash", "gated attention unit", "Hua et al. 2022, §3", false, true, chunkwise, make_gau, gau_sequence_flops,
+       false, nullptr, nullptr},
+      {"mamba", "state space", "Gu & Dao 2023", false, true, F::recurrent, make_mamba, mamba_sequence_flops, false,
+       nullptr, nullptr},
+      {"mamba2", "state space", "Dao & Gu 2024", false, true, chunkwise, make_mamba, mamba_sequence_flops, false,
+       mamba2_heads, mamba2_width_multiple},
+  };
+  return table;
+}
+
+const MixerSpec& mixer_spec(const std::string& name) {
+  for (const MixerSpec& m : mixer_table())
+    if (m.name == name) return m;
+  throw Error(fmt::format("unknown mixer '{}' (available: {})", name, mixer_names()));
+}
+
+std::string mixer_names() {
+  std::string names;
+  for (const MixerSpec& m : mixer_table()) names += (names.empty() ? "" : ", ") + m.name;
+  return names;
+}
+
+RecurrenceForm training_form(const ModelConfig& c) {
+  if (c.recurrent_form == "parallel") return RecurrenceForm::parallel;
+  if (c.recurrent_form == "recurrent") return RecurrenceForm::recurrent;
+  if (c.recurrent_form == "chunkwise") return RecurrenceForm::chunkwise;
+  return mixer_spec(c.mixer).auto_form;
+}
+
+const char* form_name(RecurrenceForm form) {
+  switch (form) {
+    case RecurrenceForm::recurrent:
+      return "recurrent";
+    case RecurrenceForm::parallel:
+      return "parallel";
+    case RecurrenceForm::chunkwise:
+      return "chunkwise";
+  }
+  return "?";
+}
+
+}  // namespace tapelm::nn

@@ -1,7 +1,6 @@
 #include "nn/gau.h"
 
 #include <cmath>
-#include <cstring>
 
 #include "autograd/ops.h"
 #include "nn/mixers.h"
@@ -19,15 +18,6 @@ struct OffsetScale : Module {
 };
 }  // namespace
 
-int64_t FlashState::bytes() const {
-  int64_t total = 0;
-  for (auto& t : S) total += t.numel() * (int64_t)dtype_size(t.dtype());
-  for (auto* list : {&kq, &kl, &v})
-    for (auto& row : *list)
-      for (auto& t : row) total += t.numel() * (int64_t)dtype_size(t.dtype());
-  return total;
-}
-
 GatedAttentionUnit::GatedAttentionUnit(const ModelConfig& c, Generator& gen, double proj_std)
     : mixed_chunk(c.mixer == "flash"),
       dim(c.n_embd),
@@ -44,144 +34,33 @@ GatedAttentionUnit::GatedAttentionUnit(const ModelConfig& c, Generator& gen, dou
   to_out = register_module("to_out", std::make_shared<Linear>(expansion, dim, true, gen, proj_std));
 }
 
-std::unique_ptr<MixerState> GatedAttentionUnit::init_state(int64_t batch) const {
-  if (!mixed_chunk) return std::make_unique<AttentionCache>();
-  auto st = std::make_unique<FlashState>();
-  st->S.resize(batch);
-  st->kq.resize(batch);
-  st->kl.resize(batch);
-  st->v.resize(batch);
-  st->chunk_id.assign(batch, -1);
-  return st;
-}
-
-// The parallel form: both parts as [B,T,T] masked matrices built from chunk ids.
-Tensor GatedAttentionUnit::flash_masked(const Tensor& u, const Tensor& v, const std::vector<Tensor>& qk,
-                                        const Tensor& pad, const Tensor& positions) const {
-  const int64_t B = u.size(0), T = u.size(1);
-  Tensor quad_mask = Tensor::empty({B, T, T}, DType::b8), lin_mask = Tensor::empty({B, T, T}, DType::b8);
-  const int32_t* pos = positions.data<int32_t>();
-  const uint8_t* pm = pad.data<uint8_t>();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t s = 0; s < T; ++s) {
-        const int64_t ct = pos[b * T + t] / chunk, cs = pos[b * T + s] / chunk;
-        const bool key_ok = !pm[b * T + s];
-        quad_mask.data<uint8_t>()[(b * T + t) * T + s] = !(key_ok && s <= t && cs == ct);
-        lin_mask.data<uint8_t>()[(b * T + t) * T + s] = !(key_ok && s < t && cs < ct);
-      }
-  Tensor quad =
-      mul_scalar(square(relu(mul_scalar(matmul(qk[0], qk[1], false, true), 1.0 / std::sqrt((double)qk_dim)))), 1.0 / n);
-  Tensor lin = mul_scalar(matmul(qk[2], qk[3], false, true), 1.0 / n);
-  Tensor a = add(masked_fill(quad, quad_mask, 0.0), masked_fill(lin, lin_mask, 0.0));
-  return mul(u, matmul(a, v));
-}
-
-// The chunkwise form for sequences whose real tokens sit at their own index
-// (no or right padding): [B,G,C,·] blocks, an exclusive cumsum of K'ᵀV over G.
-Tensor GatedAttentionUnit::flash_chunked(const Tensor& u, const Tensor& v, const std::vector<Tensor>& qk,
-                                         const Tensor& pad) const {
-  const int64_t B = u.size(0), T = u.size(1), G = (T + chunk - 1) / chunk, Tp = G * chunk;
-  auto extend = [&](const Tensor& x) {  // zero-fill up to a multiple of the chunk
-    return Tp == T ? x : concat({x, zeros({B, Tp - T, x.size(2)}, x.dtype())}, 1);
-  };
-  Tensor pad_p = Tp == T ? pad : concat({pad, full({B, Tp - T}, 1, DType::b8)}, 1);
-  auto blocks = [&](const Tensor& x) { return reshape(extend(x), {B, G, chunk, x.size(2)}); };
-  Tensor qq = blocks(qk[0]), kq = blocks(qk[1]), ql = blocks(qk[2]), vb = blocks(v);
-  Tensor kl = blocks(masked_fill(qk[3], reshape(pad, {B, T, 1}), 0.0));  // padding writes nothing
-  Tensor mask = Tensor::empty({B, G, chunk, chunk}, DType::b8);
-  const uint8_t* pm = pad_p.data<uint8_t>();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t t = 0; t < chunk; ++t)
-        for (int64_t s = 0; s < chunk; ++s)
-          mask.data<uint8_t>()[((b * G + g) * chunk + t) * chunk + s] = s > t || pm[b * Tp + g * chunk + s];
-  Tensor quad =
-      mul_scalar(square(relu(mul_scalar(matmul(qq, kq, false, true), 1.0 / std::sqrt((double)qk_dim)))), 1.0 / n);
-  Tensor quad_o = matmul(masked_fill(quad, mask, 0.0), vb);  // [B,G,C,e]
-  Tensor kv = matmul(kl, vb, true, false);                   // [B,G,s,e]
-  Tensor before = sub(cumsum(kv, 1), kv);                    // Σ over earlier chunks
-  Tensor lin_o = mul_scalar(matmul(ql, before), 1.0 / n);
-  Tensor o = slice(reshape(add(quad_o, lin_o), {B, Tp, expansion}), 1, 0, T);
-  return mul(u, o);
-}
-
-// Recurrent decoding, token by token and row by row (inference only).
-Tensor GatedAttentionUnit::flash_decode(const Tensor& u, const Tensor& v, const std::vector<Tensor>& qk,
-                                        const Tensor& pad, const Tensor& positions, MixerState* state) const {
-  auto* st = dynamic_cast<FlashState*>(state);
-  TAPELM_CHECK(st, "flash: the decoding state is not a FlashState");
-  const int64_t B = u.size(0), T = u.size(1);
-  const DType dt = u.dtype();
-  Tensor out = zeros({B, T, expansion}, dt);
-  auto at = [](const Tensor& x, int64_t b, int64_t t) {
-    return reshape(slice(slice(x, 0, b, b + 1), 1, t, t + 1), {x.size(2)});
-  };
-  for (int64_t b = 0; b < B; ++b) {
-    if (!st->S[b].defined()) st->S[b] = zeros({qk_dim, expansion}, dt);
-    for (int64_t t = 0; t < T; ++t) {
-      if (pad.data<uint8_t>()[b * T + t]) continue;  // padding: no state change
-      const int64_t c = positions.data<int32_t>()[b * T + t] / chunk;
-      if (c != st->chunk_id[b]) {  // a new chunk: fold the finished one into S
-        for (size_t i = 0; i < st->kl[b].size(); ++i)
-          st->S[b] = add(st->S[b], matmul(reshape(st->kl[b][i], {qk_dim, 1}), reshape(st->v[b][i], {1, expansion})));
-        st->kq[b].clear(), st->kl[b].clear(), st->v[b].clear();
-        st->chunk_id[b] = c;
-      }
-      st->kq[b].push_back(at(qk[1], b, t));
-      st->kl[b].push_back(at(qk[3], b, t));
-      st->v[b].push_back(at(v, b, t));
-      Tensor q = reshape(at(qk[0], b, t), {1, qk_dim});
-      Tensor keys = reshape(concat(st->kq[b], 0), {(int64_t)st->kq[b].size(), qk_dim});
-      Tensor vals = reshape(concat(st->v[b], 0), {(int64_t)st->v[b].size(), expansion});
-      Tensor w =
-          mul_scalar(square(relu(mul_scalar(matmul(q, keys, false, true), 1.0 / std::sqrt((double)qk_dim)))), 1.0 / n);
-      Tensor o = add(matmul(w, vals), mul_scalar(matmul(reshape(at(qk[2], b, t), {1, qk_dim}), st->S[b]), 1.0 / n));
-      Tensor row = reshape(mul(at(u, b, t), reshape(o, {expansion})), {1, 1, expansion});
-      // write the row into out[b, t]
-      std::memcpy((char*)out.raw_data() + (b * T + t) * expansion * dtype_size(dt), row.raw_data(),
-                  expansion * dtype_size(dt));
-    }
-  }
-  return out;
-}
+std::unique_ptr<MixerState> GatedAttentionUnit::init_state(int64_t) const { return std::make_unique<GauState>(); }
 
 Tensor GatedAttentionUnit::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
   TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "gau: expects [B,T,{}], got {}", dim, x.str_shape());
   const int64_t B = x.size(0), T = x.size(1);
-  std::vector<Tensor> uv = tapelm::chunk(silu(to_hidden->forward(x)), 2, -1);
-  Tensor z = silu(to_qk->forward(x));  // [B,T,s]
-  auto row = [&](const Tensor& p, int64_t i) { return reshape(slice(p, 0, i, i + 1), {qk_dim}); };
-  Tensor q = add(mul(z, row(gamma, 0)), row(beta, 0));
-  Tensor k = add(mul(z, row(gamma, 1)), row(beta, 1));
-  Tensor v = uv[1];
+  std::vector<Tensor> uv = tapelm::chunk(silu(to_hidden->forward(x)), 2, -1);  // (gate u, value v)
+  Tensor z = silu(to_qk->forward(x));                                          // [B,T,s]
+  auto head = [&](int64_t i) {                                                 // Z ⊙ γ_i + β_i
+    return add(mul(z, reshape(slice(gamma, 0, i, i + 1), {qk_dim})), reshape(slice(beta, 0, i, i + 1), {qk_dim}));
+  };
   Tensor pad = ctx.pad_mask.defined() ? ctx.pad_mask : zeros({B, T}, DType::b8);
+  Tensor chunk_id = zeros({B, T}, DType::i32);  // GAU: one chunk
   if (mixed_chunk) {
-    std::vector<Tensor> qk{q, k, add(mul(z, row(gamma, 2)), row(beta, 2)), add(mul(z, row(gamma, 3)), row(beta, 3))};
-    Tensor o;
-    if (state) {
-      o = flash_decode(uv[0], v, qk, pad, ctx.positions, state);
-    } else {
-      bool aligned = form == RecurrenceForm::chunkwise;  // real tokens at their own index?
-      const int32_t* pos = ctx.positions.data<int32_t>();
-      for (int64_t i = 0; aligned && i < B * T; ++i) aligned = pad.data<uint8_t>()[i] || pos[i] == i % T;
-      o = aligned ? flash_chunked(uv[0], v, qk, pad) : flash_masked(uv[0], v, qk, pad, ctx.positions);
-    }
-    return to_out->forward(o);
+    const int32_t* pos = ctx.positions.data<int32_t>();
+    int32_t* c = chunk_id.data<int32_t>();
+    for (int64_t i = 0; i < B * T; ++i) c[i] = pos[i] / (int32_t)chunk;
   }
-  int64_t past = 0;
-  if (state) {  // the whole cache buffer; unused slots are masked
-    auto* cache = dynamic_cast<AttentionCache*>(state);
-    TAPELM_CHECK(cache, "gau: the decoding state is not an AttentionCache");
-    past = cache->length;
-    cache->append(k, v, pad);
-    k = cache->k, v = cache->v, pad = cache->key_pad;
+  GauAttentionState* carried = nullptr;
+  if (state) {
+    auto* st = dynamic_cast<GauState*>(state);
+    TAPELM_CHECK(st, "gau: the decoding state is not a GauState");
+    carried = &st->core;
   }
-  const int64_t Tk = k.size(1);
-  Tensor scores = mul_scalar(matmul(q, k, false, true), 1.0 / std::sqrt((double)qk_dim));  // [B,T,Tk]
-  Tensor a = mul_scalar(square(relu(scores)), 1.0 / (double)n);
-  a = masked_fill(a, reshape(attention_mask(B, T, Tk, pad, past), {B, T, Tk}), 0.0);
-  return to_out->forward(mul(uv[0], matmul(a, v)));
+  const RecurrenceForm run_form = state && T == 1 ? RecurrenceForm::recurrent : form;
+  Tensor o = gau_attention(head(0), head(1), uv[1], mixed_chunk ? head(2) : Tensor(), mixed_chunk ? head(3) : Tensor(),
+                           chunk_id, pad, 1.0 / std::sqrt((double)qk_dim), 1.0 / (double)n, run_form, carried);
+  return to_out->forward(mul(uv[0], o));
 }
 
 int64_t gau_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* f) {

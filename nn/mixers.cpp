@@ -61,7 +61,7 @@ const std::vector<MixerSpec>& mixer_table() {
       {"gau", "gated attention unit", "Hua et al. 2022, §2", false, false, F::parallel, make_gau, gau_sequence_flops,
        true, nullptr, nullptr},
       {"flash", "gated attention unit", "Hua et al. 2022, §3", false, true, chunkwise, make_gau, gau_sequence_flops,
-       false, nullptr, nullptr},
+       true, nullptr, nullptr},
       {"mamba", "state space", "Gu & Dao 2023", false, true, F::recurrent, make_mamba, mamba_sequence_flops, false,
        nullptr, nullptr},
       {"mamba2", "state space", "Dao & Gu 2024", false, true, chunkwise, make_mamba, mamba_sequence_flops, false,

@@ -1,6 +1,8 @@
-// The linear-recurrence core: recurrent == parallel == chunkwise (every chunk
-// size that divides T and some that do not) == the primitive-op reference, in
-// values and gradients; float64 gradcheck of every form; carried state.
+// The fused sequence cores (gated_recurrence, delta_rule, selective_scan,
+// gau_attention): recurrent == parallel == chunkwise (every chunk size that
+// divides T and some that do not) == the primitive-op reference, in values and
+// gradients; float64 gradcheck of every form; carried state; and the same bits
+// at any thread count.
 #include <cstring>
 
 #include "tests/test_helpers.h"
@@ -297,6 +299,110 @@ TEST(Recurrence, CarriedStateOfTheWrongShapeIsAClearError) {
       "selective_scan: state float32 [1,3,2] does not match float32 [1,3,4]");
 }
 
+// ---- GAU / FLASH attention core ------------------------------------------------
+
+namespace {
+struct GauInputs {
+  std::vector<Tensor> x;  // q, k, v, ql, kl (ql, kl undefined without the linear part)
+  Tensor chunk, pad;
+};
+
+// Row 0 left-padded by 2, row 1 padded at 3 and 8; chunk = position id / 3,
+// where a pad repeats the last real position (nn::position_ids' convention).
+GauInputs gau_inputs(bool linear, uint64_t seed) {
+  const int64_t B = 2, T = 9, s = 3, e = 4;
+  Generator gen(seed);
+  GauInputs in;
+  for (int i = 0; i < 5; ++i) {
+    const bool used = i < 3 || linear;
+    in.x.push_back(used ? randn({B, T, i == 2 ? e : s}, gen, DType::f64).requires_grad_() : Tensor());
+  }
+  in.pad = from_bools({1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1}, {B, T});
+  in.chunk = Tensor::empty({B, T}, DType::i32);
+  for (int64_t b = 0; b < B; ++b) {
+    int32_t seen = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const bool pad = in.pad.data<uint8_t>()[b * T + t];
+      in.chunk.data<int32_t>()[b * T + t] = (pad ? std::max(seen - 1, 0) : seen) / 3;
+      seen += !pad;
+    }
+  }
+  return in;
+}
+
+Tensor gau_run(const GauInputs& in, const std::vector<Tensor>& x, RecurrenceForm form) {
+  return gau_attention(x[0], x[1], x[2], x[3], x[4], in.chunk, in.pad, 0.7, 0.2, form);
+}
+}  // namespace
+
+class GauAttention : public ::testing::TestWithParam<bool> {};  // param: FLASH's linear part
+
+TEST_P(GauAttention, EveryFormEqualsTheReferenceInValuesAndGradients) {
+  GauInputs in = gau_inputs(GetParam(), 51);
+  Generator gen(52);
+  Tensor up = randn({2, 9, 4}, gen, DType::f64);
+  auto run = [&](const std::function<Tensor()>& f) {
+    for (Tensor& t : in.x)
+      if (t.defined()) t.zero_grad();
+    Tensor y = f();
+    std::vector<Tensor> r{y.detach().clone()};
+    backward(y, up);
+    for (Tensor& t : in.x)
+      if (t.defined()) r.push_back(t.grad().clone());
+    return r;
+  };
+  auto want = run(
+      [&] { return gau_attention_reference(in.x[0], in.x[1], in.x[2], in.x[3], in.x[4], in.chunk, in.pad, 0.7, 0.2); });
+  for (auto form : {RecurrenceForm::recurrent, RecurrenceForm::parallel, RecurrenceForm::chunkwise}) {
+    auto got = run([&] { return gau_run(in, in.x, form); });
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_LT(max_abs_diff(got[i], want[i]), 1e-12) << (int)form << " " << i;
+  }
+}
+
+TEST_P(GauAttention, GradcheckEveryFormAndTheReference) {
+  GauInputs in = gau_inputs(GetParam(), 53);
+  std::vector<Tensor> used;
+  for (Tensor& t : in.x)
+    if (t.defined()) used.push_back(t);
+  auto full = [&](const std::vector<Tensor>& x) {  // the undefined ql, kl back in place
+    std::vector<Tensor> all = x;
+    all.resize(5);
+    return all;
+  };
+  for (auto form : {RecurrenceForm::recurrent, RecurrenceForm::parallel, RecurrenceForm::chunkwise})
+    expect_gradcheck([&](const std::vector<Tensor>& x) { return gau_run(in, full(x), form); }, used);
+  expect_gradcheck(
+      [&](const std::vector<Tensor>& x) {
+        auto a = full(x);
+        return gau_attention_reference(a[0], a[1], a[2], a[3], a[4], in.chunk, in.pad, 0.7, 0.2);
+      },
+      used);
+}
+
+TEST_P(GauAttention, CarriedStateContinuesExactly) {
+  GauInputs in = gau_inputs(GetParam(), 54);
+  NoGradGuard ng;
+  Tensor full = gau_run(in, in.x, RecurrenceForm::chunkwise);
+  GauAttentionState state;
+  std::vector<Tensor> parts;
+  for (auto [a, b] : std::vector<std::pair<int, int>>{{0, 4}, {4, 5}, {5, 6}, {6, 9}}) {
+    auto cut = [&](const Tensor& x) { return x.defined() ? slice(x, 1, a, b) : Tensor(); };
+    parts.push_back(gau_attention(cut(in.x[0]), cut(in.x[1]), cut(in.x[2]), cut(in.x[3]), cut(in.x[4]),
+                                  slice(in.chunk, 1, a, b).clone(), slice(in.pad, 1, a, b).clone(), 0.7, 0.2,
+                                  b - a == 1 ? RecurrenceForm::recurrent : RecurrenceForm::chunkwise, &state));
+  }
+  EXPECT_LT(max_abs_diff(concat(parts, 1), full), 1e-12);
+}
+
+INSTANTIATE_TEST_SUITE_P(Core, GauAttention, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "flash" : "gau"; });
+
+TEST(GauAttentionErrors, ChunkIdsThatGoBackAreAClearError) {
+  Tensor q = zeros({1, 3, 2}), pad = zeros({1, 3}, DType::b8);
+  EXPECT_ERROR_CONTAINS(gau_attention(q, q, q, Tensor(), Tensor(), from_ints({0, 1, 0}, {1, 3}), pad, 1, 1),
+                        "gau_attention: chunk ids must be non-negative and non-decreasing");
+}
+
 // ---- determinism ----------------------------------------------------------------
 // Each core's values and gradients are the same bits at 1 thread, at 2 threads
 // and at 2 threads again: every output has one writer, and the one sum across
@@ -344,6 +450,11 @@ TEST(RecurrenceDeterminism, EveryCoreGivesTheSameBitsAtAnyThreadCount) {
   expect_same_bits_at_any_thread_count("delta_rule", {d.q, d.k, d.v, d.beta, d.g}, [](const std::vector<Tensor>& x) {
     return delta_rule(x[0], x[1], x[2], x[3], x[4], RecurrenceForm::chunkwise, 8);
   });
+  GauInputs gau = gau_inputs(true, 44);
+  expect_same_bits_at_any_thread_count(
+      "gau_attention", {gau.x[0], gau.x[1], gau.x[2], gau.x[3], gau.x[4]}, [&](const std::vector<Tensor>& x) {
+        return gau_attention(x[0], x[1], x[2], x[3], x[4], gau.chunk, gau.pad, 0.7, 0.2, RecurrenceForm::chunkwise);
+      });
   // Eight rows, so that two threads split dA's sum over the batch.
   expect_same_bits_at_any_thread_count(
       "selective_scan", scan_inputs(8, 30, 6, 4, 43),

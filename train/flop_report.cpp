@@ -45,7 +45,7 @@ FlopReport flop_report(const nn::ModelConfig& config, int64_t batch) {
       if (key.first != component) continue;
       const bool is_core = key.second == "matmul" || key.second == "linear" || key.second == "attention" ||
                            key.second == "gated_recurrence" || key.second == "delta_rule" ||
-                           key.second == "selective_scan";
+                           key.second == "selective_scan" || key.second == "gau_attention";
       if (is_core == matmul_like) t += v;
     }
     return t;
@@ -85,8 +85,9 @@ FlopReport flop_report(const nn::ModelConfig& config, int64_t batch) {
   other("loss", {"loss", "lm_head.proj", "lm_head"}, "log-softmax and NLL over V");
   r.counted = FlopCounter::total();
   r.counted_matmul = FlopCounter::of("matmul");
-  r.counted_matmul += FlopCounter::of("linear");     // Linear layers' GEMMs
-  r.counted_matmul += FlopCounter::of("attention");  // the fused attention op's GEMMs
+  r.counted_matmul += FlopCounter::of("linear");         // Linear layers' GEMMs
+  r.counted_matmul += FlopCounter::of("attention");      // the fused attention op's GEMMs
+  r.counted_matmul += FlopCounter::of("gau_attention");  // GAU/FLASH's, likewise
   FlopCounter::reset();
   return r;
 }

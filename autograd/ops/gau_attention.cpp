@@ -1,0 +1,343 @@
+// The attention core of GAU and FLASH (Hua et al. 2022, "Transformer Quality
+// in Linear Time", §2 and §3), fused. Per row, positions are grouped into
+// chunks by a non-decreasing chunk id (FLASH: position id / C; GAU: one chunk).
+// A query at position t reads, with scale = 1/√s and norm = 1/n,
+//
+//   o_t = Σ_{u ≤ t, same chunk} relu(q_t·k_u·scale)² · norm · v_u        (quadratic, §2)
+//       + Σ_{u in earlier chunks} (ql_t·kl_u) · norm · v_u                 (linear, §3.2)
+//
+// over keys u that are not padding; a padded position is a query but never a
+// key. The linear part reads S_c = Σ_{u in chunks before c} kl_u v_uᵀ, so a
+// chunk costs O(m²·(s+e)) for its m positions plus O(m·s·e) for S: linear in T.
+// Forms (the same numbers):
+//   chunkwise  each chunk at once, S carried across chunks (FLASH's form);
+//   recurrent  position by position against the chunk's keys so far (decoding);
+//   parallel   one T×T masked score matrix per row, both parts (O(T²)).
+// With a state (inference), the keys, values and S of the current chunk carry
+// over between calls. Backward (all forms, chunk by chunk in reverse), with
+// R = relu(QKᵀ·scale) masked, P = norm·R², O = P V + norm·QL S_c:
+//   dV = Pᵀ dO + KL dS_{c+1},  dP = dO Vᵀ,  dA = 2·norm·R ⊙ dP,
+//   dQ = scale·dA K,  dK = scale·dAᵀ Q,  dQL = norm·dO S_cᵀ,  dKL = V dS_{c+1}ᵀ,
+//   dS_c = dS_{c+1} + norm·QLᵀ dO.
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "autograd/flops.h"
+#include "autograd/ops.h"
+#include "autograd/ops/recurrence_common.h"
+
+namespace tapelm {
+
+namespace {
+
+using namespace detail;
+
+struct Dims {
+  int64_t B, T, s, e;
+  bool linear;  // ql, kl given (FLASH)
+  double scale, norm;
+};
+
+// One row of every input as raw pointers.
+template <class T>
+struct Row {
+  const T *q, *k, *v, *ql, *kl;
+  const int32_t* chunk;
+  const uint8_t* pad;
+};
+
+// The rows at `index` of a row-major buffer of width w.
+template <class T>
+Mat<T> gather(const T* p, int64_t w, const std::vector<int64_t>& index) {
+  Mat<T> m(index.size(), w);
+  for (size_t i = 0; i < index.size(); ++i) m.row(i) = CMapV<T>(p + index[i] * w, w).transpose();
+  return m;
+}
+
+// The quadratic scores of queries at positions qpos over keys at kpos:
+// R = relu(Q Kᵀ·scale) where kpos ≤ qpos, else 0.
+template <class T>
+Mat<T> relu_scores(const Mat<T>& Q, const Mat<T>& K, const std::vector<int64_t>& qpos,
+                   const std::vector<int64_t>& kpos, double scale) {
+  Mat<T> R = (Q * K.transpose()) * T(scale);
+  for (int64_t i = 0; i < R.rows(); ++i)
+    for (int64_t j = 0; j < R.cols(); ++j)
+      if (kpos[j] > qpos[i] || R(i, j) < 0) R(i, j) = 0;
+  return R;
+}
+
+// The running context of a row: S over finished chunks, and the real keys of
+// the current chunk (k, kl, v and their positions; −1: from an earlier call).
+template <class T>
+struct Context {
+  Mat<T> S, K, KL, V;
+  std::vector<int64_t> kpos;
+  int64_t chunk = -1;
+};
+
+// Positions [p0, p1), all of one chunk, as a block against the context.
+template <class T>
+int64_t forward_block(const Row<T>& r, const Dims& d, int64_t p0, int64_t p1, Context<T>& ctx, T* out) {
+  const int64_t c = r.chunk[p0];
+  int64_t flops = 0;
+  if (c != ctx.chunk) {  // a new chunk: fold the finished one into S
+    if (d.linear && ctx.K.rows() > 0) {
+      ctx.S.noalias() += ctx.KL.transpose() * ctx.V;
+      flops += 2 * ctx.K.rows() * d.s * d.e;
+    }
+    ctx.K.resize(0, d.s), ctx.KL.resize(0, d.s), ctx.V.resize(0, d.e), ctx.kpos.clear();
+    ctx.chunk = c;
+  }
+  std::vector<int64_t> qpos, keys;
+  for (int64_t p = p0; p < p1; ++p) {
+    qpos.push_back(p);
+    if (!r.pad[p]) keys.push_back(p);
+  }
+  const int64_t n0 = ctx.K.rows(), m = keys.size();
+  auto append = [&](Mat<T>& buf, const T* src, int64_t w) {
+    buf.conservativeResize(n0 + m, w);
+    for (int64_t i = 0; i < m; ++i) buf.row(n0 + i) = CMapV<T>(src + keys[i] * w, w).transpose();
+  };
+  append(ctx.K, r.k, d.s);
+  append(ctx.V, r.v, d.e);
+  if (d.linear) append(ctx.KL, r.kl, d.s);
+  ctx.kpos.insert(ctx.kpos.end(), keys.begin(), keys.end());
+  const Mat<T> Q = gather(r.q, d.s, qpos);
+  const Mat<T> R = relu_scores(Q, ctx.K, qpos, ctx.kpos, d.scale);
+  MapM<T> O(out + p0 * d.e, p1 - p0, d.e);
+  O.noalias() = (R.array().square() * T(d.norm)).matrix() * ctx.V;
+  const int64_t nq = p1 - p0, nk = ctx.K.rows();
+  flops += 2 * nq * nk * (d.s + d.e) + 3 * nq * nk;
+  if (d.linear) {
+    O.noalias() += (gather(r.ql, d.s, qpos) * ctx.S) * T(d.norm);
+    flops += 2 * nq * d.s * d.e;
+  }
+  return flops;
+}
+
+// The parallel form of one row: every part as T×T masked scores.
+template <class T>
+int64_t forward_parallel(const Row<T>& r, const Dims& d, T* out) {
+  std::vector<int64_t> qpos(d.T), keys;
+  for (int64_t p = 0; p < d.T; ++p) {
+    qpos[p] = p;
+    if (!r.pad[p]) keys.push_back(p);
+  }
+  const Mat<T> K = gather(r.k, d.s, keys), V = gather(r.v, d.e, keys);
+  Mat<T> R = relu_scores(CMapM<T>(r.q, d.T, d.s).eval(), K, qpos, keys, d.scale);
+  Mat<T> A = R.array().square() * T(d.norm);
+  Mat<T> L = d.linear ? Mat<T>((CMapM<T>(r.ql, d.T, d.s) * gather(r.kl, d.s, keys).transpose()) * T(d.norm))
+                      : Mat<T>::Zero(d.T, keys.size());
+  for (int64_t t = 0; t < d.T; ++t)
+    for (size_t j = 0; j < keys.size(); ++j) {
+      const int32_t ct = r.chunk[t], cu = r.chunk[keys[j]];
+      if (cu != ct) A(t, j) = 0;
+      if (d.linear && cu < ct) A(t, j) += L(t, j);
+    }
+  MapM<T>(out, d.T, d.e).noalias() = A * V;
+  const int64_t n = keys.size();
+  return 2 * d.T * n * (d.s + d.e) + (d.linear ? 2 * d.T * n * d.s : 0) + 4 * d.T * n;
+}
+
+// The backward of one row, chunk by chunk in reverse (see the header).
+template <class T>
+int64_t backward_row(const Row<T>& r, const Dims& d, const T* dO, T* dq, T* dk, T* dv, T* dql, T* dkl) {
+  // Chunks are contiguous position ranges; S entering each one.
+  std::vector<std::pair<int64_t, int64_t>> chunks;
+  for (int64_t p = 0; p < d.T; ++p)
+    if (p == 0 || r.chunk[p] != r.chunk[p - 1]) chunks.push_back({p, p + 1});
+    else chunks.back().second = p + 1;
+  std::vector<std::vector<int64_t>> keys(chunks.size());
+  std::vector<Mat<T>> entry(chunks.size(), Mat<T>::Zero(d.linear ? d.s : 0, d.linear ? d.e : 0));
+  Mat<T> S = Mat<T>::Zero(d.linear ? d.s : 0, d.linear ? d.e : 0);
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    for (int64_t p = chunks[c].first; p < chunks[c].second; ++p)
+      if (!r.pad[p]) keys[c].push_back(p);
+    if (!d.linear) continue;
+    entry[c] = S;
+    S.noalias() += gather(r.kl, d.s, keys[c]).transpose() * gather(r.v, d.e, keys[c]);
+  }
+  int64_t flops = 0;
+  Mat<T> dS = Mat<T>::Zero(S.rows(), S.cols());  // ∂L/∂S entering the chunk after this one
+  for (int64_t c = (int64_t)chunks.size() - 1; c >= 0; --c) {
+    const auto [a, b] = chunks[c];
+    std::vector<int64_t> qpos;
+    for (int64_t p = a; p < b; ++p) qpos.push_back(p);
+    const std::vector<int64_t>& kp = keys[c];
+    const int64_t nq = b - a, nk = kp.size();
+    const Mat<T> Q = CMapM<T>(r.q + a * d.s, nq, d.s), K = gather(r.k, d.s, kp), V = gather(r.v, d.e, kp);
+    const Mat<T> G = CMapM<T>(dO + a * d.e, nq, d.e);
+    const Mat<T> R = relu_scores(Q, K, qpos, kp, d.scale);
+    const Mat<T> P = R.array().square() * T(d.norm);
+    Mat<T> dV = P.transpose() * G;
+    const Mat<T> dA = (G * V.transpose()).array() * R.array() * T(2 * d.norm);
+    MapM<T>(dq + a * d.s, nq, d.s).noalias() = (dA * K) * T(d.scale);
+    Mat<T> dK = (dA.transpose() * Q) * T(d.scale);
+    flops += 2 * nq * nk * (2 * d.e + 2 * d.s) + 4 * nq * nk;
+    Mat<T> dKL;
+    if (d.linear) {
+      const Mat<T> KL = gather(r.kl, d.s, kp);
+      dV.noalias() += KL * dS;
+      dKL = V * dS.transpose();
+      MapM<T>(dql + a * d.s, nq, d.s).noalias() = (G * entry[c].transpose()) * T(d.norm);
+      dS.noalias() += (CMapM<T>(r.ql + a * d.s, nq, d.s).transpose() * G) * T(d.norm);
+      flops += 8 * std::max(nq, nk) * d.s * d.e;
+    }
+    for (int64_t i = 0; i < nk; ++i) {
+      Eigen::Map<Vec<T>>(dk + kp[i] * d.s, d.s) = dK.row(i).transpose();
+      Eigen::Map<Vec<T>>(dv + kp[i] * d.e, d.e) = dV.row(i).transpose();
+      if (d.linear) Eigen::Map<Vec<T>>(dkl + kp[i] * d.s, d.s) = dKL.row(i).transpose();
+    }
+  }
+  return flops;
+}
+
+Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql, const Tensor& kl,
+                  const Tensor& chunk_id, const Tensor& key_pad, double scale, double norm) {
+  const char* op = "gau_attention";
+  TAPELM_CHECK(q.dim() == 3 && k.shape() == q.shape() && v.dim() == 3 && v.size(0) == q.size(0) &&
+                   v.size(1) == q.size(1),
+               "{}: expects q, k [B,T,s], v [B,T,e]; got q {}, k {}, v {}", op, q.str_shape(), k.str_shape(),
+               v.str_shape());
+  TAPELM_CHECK(ql.defined() == kl.defined() && (!ql.defined() || (ql.shape() == q.shape() && kl.shape() == q.shape())),
+               "{}: ql and kl must both be [B,T,s] {} or both undefined; got ql {}, kl {}", op, q.str_shape(),
+               ql.defined() ? ql.str_shape() : "undefined", kl.defined() ? kl.str_shape() : "undefined");
+  const Shape bt{q.size(0), q.size(1)};
+  TAPELM_CHECK(chunk_id.dtype() == DType::i32 && chunk_id.shape() == bt && key_pad.dtype() == DType::b8 &&
+                   key_pad.shape() == bt,
+               "{}: expects chunk_id int32 and key_pad bool [B,T] {}; got {} {} and {} {}", op, shape_str(bt),
+               dtype_name(chunk_id.dtype()), chunk_id.str_shape(), dtype_name(key_pad.dtype()), key_pad.str_shape());
+  for (const Tensor* t : {&k, &v, &ql, &kl})
+    TAPELM_CHECK(!t->defined() || t->dtype() == q.dtype(), "{}: dtypes differ", op);
+  const int32_t* c = chunk_id.data<int32_t>();
+  for (int64_t i = 0; i < chunk_id.numel(); ++i)
+    TAPELM_CHECK(c[i] >= 0 && (i % q.size(1) == 0 || c[i] >= c[i - 1]),
+                 "{}: chunk ids must be non-negative and non-decreasing along each row", op);
+  return {q.size(0), q.size(1), q.size(2), v.size(2), ql.defined(), scale, norm};
+}
+
+template <class T>
+Row<T> row_of(const Dims& d, int64_t b, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql,
+              const Tensor& kl, const Tensor& chunk_id, const Tensor& key_pad) {
+  return {q.data<T>() + b * d.T * d.s,
+          k.data<T>() + b * d.T * d.s,
+          v.data<T>() + b * d.T * d.e,
+          d.linear ? ql.data<T>() + b * d.T * d.s : nullptr,
+          d.linear ? kl.data<T>() + b * d.T * d.s : nullptr,
+          chunk_id.data<int32_t>() + b * d.T,
+          key_pad.data<uint8_t>() + b * d.T};
+}
+
+}  // namespace
+
+int64_t GauAttentionState::bytes() const {
+  int64_t n = 0;
+  for (const auto* list : {&S, &keys, &linear_keys, &values})
+    for (const Tensor& t : *list)
+      if (t.defined()) n += t.numel() * (int64_t)dtype_size(t.dtype());
+  return n;
+}
+
+Tensor gau_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql, const Tensor& kl,
+                     const Tensor& chunk_id, const Tensor& key_pad, double scale, double norm, RecurrenceForm form,
+                     GauAttentionState* state) {
+  const Dims d = check_inputs(q, k, v, ql, kl, chunk_id, key_pad, scale, norm);
+  if (state) {
+    bool any_grad = false;
+    for (const Tensor* t : {&q, &k, &v, &ql, &kl}) any_grad = any_grad || (t->defined() && t->requires_grad());
+    TAPELM_CHECK(!grad_enabled() || !any_grad, "gau_attention: a carried state is for inference; run it under NoGradGuard");
+    if (state->chunk.empty()) {
+      state->chunk.assign(d.B, -1);
+      state->S.resize(d.B), state->keys.resize(d.B), state->linear_keys.resize(d.B), state->values.resize(d.B);
+    }
+    TAPELM_CHECK((int64_t)state->chunk.size() == d.B, "gau_attention: the state is for batch {}, got {}",
+                 state->chunk.size(), d.B);
+  }
+  Tensor o = zeros({d.B, d.T, d.e}, q.dtype());
+  std::vector<int64_t> row_flops(d.B, 0);
+  dispatch_float("gau_attention", q.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    for_each_slice(d.B, [&](int64_t b) {
+      const Row<T> r = row_of<T>(d, b, q, k, v, ql, kl, chunk_id, key_pad);
+      T* out = o.data<T>() + b * d.T * d.e;
+      if (form == RecurrenceForm::parallel && !state) {
+        row_flops[b] = forward_parallel(r, d, out);
+        return;
+      }
+      Context<T> ctx;
+      ctx.S = Mat<T>::Zero(d.linear ? d.s : 0, d.linear ? d.e : 0);
+      ctx.K.resize(0, d.s), ctx.KL.resize(0, d.s), ctx.V.resize(0, d.e);
+      auto load = [&](const Tensor& t, Mat<T>& m, int64_t w) {
+        if (t.defined()) m = CMapM<T>(t.data<T>(), t.numel() / w, w);
+      };
+      if (state) {
+        load(state->S[b], ctx.S, std::max<int64_t>(d.e, 1));
+        load(state->keys[b], ctx.K, d.s), load(state->linear_keys[b], ctx.KL, d.s), load(state->values[b], ctx.V, d.e);
+        ctx.kpos.assign(ctx.K.rows(), -1);
+        ctx.chunk = state->chunk[b];
+        TAPELM_CHECK(d.T == 0 || r.chunk[0] >= ctx.chunk, "gau_attention: chunk ids go back past the state's");
+      }
+      for (int64_t p0 = 0; p0 < d.T;) {
+        int64_t p1 = p0 + 1;
+        if (form != RecurrenceForm::recurrent)
+          while (p1 < d.T && r.chunk[p1] == r.chunk[p0]) ++p1;
+        row_flops[b] += forward_block(r, d, p0, p1, ctx, out);
+        p0 = p1;
+      }
+      if (state) {
+        auto save = [&](const Mat<T>& m, Tensor& t) {
+          t = Tensor::empty({m.rows(), m.cols()}, q.dtype());
+          if (m.size()) std::memcpy(t.data<T>(), m.data(), m.size() * sizeof(T));
+        };
+        save(ctx.S, state->S[b]), save(ctx.K, state->keys[b]), save(ctx.KL, state->linear_keys[b]);
+        save(ctx.V, state->values[b]);
+        state->chunk[b] = ctx.chunk;
+      }
+    });
+  });
+  int64_t flops = 0;
+  for (int64_t f : row_flops) flops += f;
+  FlopCounter::add("gau_attention", flops);
+  return record("gau_attention", o, {q, k, v, ql, kl}, [=](const Tensor& dO) -> std::vector<Tensor> {
+    Tensor dq = zeros(q.shape(), q.dtype()), dk = zeros(k.shape(), k.dtype()), dv = zeros(v.shape(), v.dtype());
+    Tensor dql = d.linear ? zeros(q.shape(), q.dtype()) : Tensor(), dkl = d.linear ? zeros(q.shape(), q.dtype()) : Tensor();
+    std::vector<int64_t> bwd_flops(d.B, 0);
+    dispatch_float("gau_attention", q.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      for_each_slice(d.B, [&](int64_t b) {
+        const int64_t qs = b * d.T * d.s;
+        bwd_flops[b] = backward_row(row_of<T>(d, b, q, k, v, ql, kl, chunk_id, key_pad), d,
+                                    dO.data<T>() + b * d.T * d.e, dq.data<T>() + qs, dk.data<T>() + qs,
+                                    dv.data<T>() + b * d.T * d.e, d.linear ? dql.data<T>() + qs : nullptr,
+                                    d.linear ? dkl.data<T>() + qs : nullptr);
+      });
+    });
+    int64_t total = 0;
+    for (int64_t f : bwd_flops) total += f;
+    FlopCounter::add("gau_attention", total);
+    return {dq, dk, dv, dql, dkl};
+  });
+}
+
+Tensor gau_attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql, const Tensor& kl,
+                               const Tensor& chunk_id, const Tensor& key_pad, double scale, double norm) {
+  const Dims d = check_inputs(q, k, v, ql, kl, chunk_id, key_pad, scale, norm);
+  Tensor quad_mask = Tensor::empty({d.B, d.T, d.T}, DType::b8), lin_mask = Tensor::empty({d.B, d.T, d.T}, DType::b8);
+  const int32_t* c = chunk_id.data<int32_t>();
+  const uint8_t* pad = key_pad.data<uint8_t>();
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t t = 0; t < d.T; ++t)
+      for (int64_t u = 0; u < d.T; ++u) {
+        const int64_t ct = c[b * d.T + t], cu = c[b * d.T + u];
+        const bool key = !pad[b * d.T + u];
+        quad_mask.data<uint8_t>()[(b * d.T + t) * d.T + u] = !(key && u <= t && cu == ct);
+        lin_mask.data<uint8_t>()[(b * d.T + t) * d.T + u] = !(key && cu < ct);
+      }
+  Tensor a = masked_fill(mul_scalar(square(relu(mul_scalar(matmul(q, k, false, true), scale))), norm), quad_mask, 0.0);
+  if (d.linear) a = add(a, masked_fill(mul_scalar(matmul(ql, kl, false, true), norm), lin_mask, 0.0));
+  return matmul(a, v);
+}
+
+}  // namespace tapelm

@@ -68,19 +68,20 @@ std::unique_ptr<MixerState> LinearRecurrentMixer::init_state(int64_t) const {
   return std::make_unique<RecurrentState>();
 }
 
-Tensor LinearRecurrentMixer::heads(const Tensor& t, int64_t B, int64_t T) const {
+Tensor LinearRecurrentMixer::split_heads(const Tensor& t, int64_t B, int64_t T) const {
   return permute(reshape(t, {B, T, n_head, -1}), {0, 2, 1, 3});
 }
 
 Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
   TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "{}: expects [B,T,{}], got {}", kind, dim, x.str_shape());
   const int64_t B = x.size(0), T = x.size(1);
-  Tensor q = heads(q_proj->forward(x), B, T), k = heads(k_proj->forward(x), B, T), v = heads(v_proj->forward(x), B, T);
+  Tensor q = split_heads(q_proj->forward(x), B, T), k = split_heads(k_proj->forward(x), B, T),
+         v = split_heads(v_proj->forward(x), B, T);
   Tensor beta;  // delta rule's write strength [B,H,T,1]
   if (recipe.delta_rule) {
     q = mul_scalar(l2_normalize(q), 1.0 / std::sqrt((double)head_dim));
     k = l2_normalize(k);
-    beta = sigmoid(heads(b_proj->forward(x), B, T));
+    beta = sigmoid(split_heads(b_proj->forward(x), B, T));
   } else if (kind == "linear") {
     auto phi = [&](const Tensor& t) {
       if (feature_map_ == "elu") return add_scalar(elu(t), 1.0);
@@ -106,10 +107,10 @@ Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, M
       log_decay = expand(retnet_log_gamma_.as(x.dtype()), {B, n_head, T, 1});
       break;
     case DecayKind::per_head:
-      log_decay = mul_scalar(logsigmoid(heads(gk_proj_0->forward(x), B, T)), 1.0 / kTau);
+      log_decay = mul_scalar(logsigmoid(split_heads(gk_proj_0->forward(x), B, T)), 1.0 / kTau);
       break;
     case DecayKind::per_key:
-      log_decay = mul_scalar(logsigmoid(heads(gk_proj_1->forward(gk_proj_0->forward(x)), B, T)), 1.0 / kTau);
+      log_decay = mul_scalar(logsigmoid(split_heads(gk_proj_1->forward(gk_proj_0->forward(x)), B, T)), 1.0 / kTau);
       break;
   }
   if (ctx.pad_mask.defined()) {  // padding: no write (k = 0), no decay (g = 0)

@@ -73,7 +73,7 @@ class LinearRecurrentMixer : public TokenMixer {
   // Linear attention divided by φ(q)ᵀz (the only member without the per-head RMSNorm).
   bool normalized_linear() const { return kind == "linear" && normalize_; }
   // [B,T,H·d] -> [B,H,T,d]
-  Tensor heads(const Tensor& t, int64_t B, int64_t T) const;
+  Tensor split_heads(const Tensor& t, int64_t B, int64_t T) const;
   std::string feature_map_;
   bool normalize_;
   std::shared_ptr<Rotary> rotary_;

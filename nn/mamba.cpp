@@ -45,14 +45,14 @@ Mamba::Mamba(const ModelConfig& c, Generator& gen, double proj_std)
       d_state(c.d_state),
       d_conv(c.d_conv),
       dt_rank((c.n_embd + 15) / 16),
-      headdim(c.ssm_headdim),
-      n_heads(version == 2 ? 2 * c.n_embd / c.ssm_headdim : 2 * c.n_embd),
+      head_dim(c.ssm_headdim),
+      n_head(version == 2 ? 2 * c.n_embd / c.ssm_headdim : 2 * c.n_embd),
       conv_channels(version == 2 ? 2 * c.n_embd + 2 * c.d_state : 2 * c.n_embd),
       form(training_form(c)),
       chunk(c.chunk_size) {
-  TAPELM_CHECK(version == 1 || d_inner % headdim == 0, "mamba2: d_inner {} is not divisible by ssm_headdim {}", d_inner,
-               headdim);
-  const int64_t in_out = version == 1 ? 2 * d_inner : 2 * d_inner + 2 * d_state + n_heads;
+  TAPELM_CHECK(version == 1 || d_inner % head_dim == 0, "mamba2: d_inner {} is not divisible by ssm_headdim {}",
+               d_inner, head_dim);
+  const int64_t in_out = version == 1 ? 2 * d_inner : 2 * d_inner + 2 * d_state + n_head;
   in_proj = register_module("in_proj", std::make_shared<Linear>(dim, in_out, false, gen));
   auto cv = register_module("conv1d", std::make_shared<Conv1d>(conv_channels, d_conv, gen));
   conv_weight = cv->weight;
@@ -69,9 +69,9 @@ Mamba::Mamba(const ModelConfig& c, Generator& gen, double proj_std)
     A_log = register_parameter("A_log", a);
     D = register_parameter("D", ones({d_inner}));
   } else {
-    dt_bias = register_parameter("dt_bias", dt_init_bias(n_heads, gen));
-    A_log = register_parameter("A_log", log(uniform({n_heads}, gen, 1.0, 16.0)).detach());
-    D = register_parameter("D", ones({n_heads}));
+    dt_bias = register_parameter("dt_bias", dt_init_bias(n_head, gen));
+    A_log = register_parameter("A_log", log(uniform({n_head}, gen, 1.0, 16.0)).detach());
+    D = register_parameter("D", ones({n_head}));
     norm = register_module("norm", std::make_shared<RMSNorm>(d_inner));
   }
   out_proj = register_module("out_proj", std::make_shared<Linear>(d_inner, dim, false, gen, proj_std));
@@ -105,7 +105,7 @@ Tensor Mamba::forward(const Tensor& x, const MixerContext& ctx, MixerState* stat
     auto parts = split(proj, {d_inner, d_inner}, -1);
     conv_in = parts[0], z = parts[1];
   } else {
-    auto parts = split(proj, {d_inner, conv_channels, n_heads}, -1);
+    auto parts = split(proj, {d_inner, conv_channels, n_head}, -1);
     z = parts[0], conv_in = parts[1], dt_raw = parts[2];
   }
   Tensor u = silu(conv(unpad(conv_in), st));  // padding: zero conv input
@@ -141,12 +141,12 @@ Tensor Mamba::forward(const Tensor& x, const MixerContext& ctx, MixerState* stat
     auto xbc = split(u, {d_inner, d_state, d_state}, -1);
     Tensor delta = unpad(softplus(add(dt_raw, dt_bias)));  // [B,T,H]
     Tensor A = neg(exp(A_log));                            // [H]
-    auto shared = [&](const Tensor& t) { return expand(unsqueeze(t, 1), {B, n_heads, T, d_state}); };
-    Tensor xh = permute(reshape(xbc[0], {B, T, n_heads, headdim}), {0, 2, 1, 3});  // [B,H,T,P]
+    auto shared = [&](const Tensor& t) { return expand(unsqueeze(t, 1), {B, n_head, T, d_state}); };
+    Tensor xh = permute(reshape(xbc[0], {B, T, n_head, head_dim}), {0, 2, 1, 3});  // [B,H,T,P]
     Tensor dt_h = unsqueeze(permute(delta, {0, 2, 1}), -1);                        // [B,H,T,1]
-    Tensor log_decay = mul(dt_h, reshape(A, {1, n_heads, 1, 1}));
+    Tensor log_decay = mul(dt_h, reshape(A, {1, n_head, 1, 1}));
     Tensor h = gated_recurrence(shared(xbc[2]), shared(xbc[1]), mul(xh, dt_h), log_decay, run_form, chunk, carried);
-    h = add(h, mul(xh, reshape(D, {1, n_heads, 1, 1})));
+    h = add(h, mul(xh, reshape(D, {1, n_head, 1, 1})));
     y = reshape(permute(h, {0, 2, 1, 3}), {B, T, d_inner});
     y = norm->forward(mul(y, silu(z)));  // gated RMSNorm (norm after the gate)
   }

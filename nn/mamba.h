@@ -35,7 +35,7 @@ class Mamba : public TokenMixer {
   std::unique_ptr<MixerState> init_state(int64_t batch) const override;
 
   const int version;
-  const int64_t dim, d_inner, d_state, d_conv, dt_rank, headdim, n_heads, conv_channels;
+  const int64_t dim, d_inner, d_state, d_conv, dt_rank, head_dim, n_head, conv_channels;  // Mamba-1: n_head = d_inner
   RecurrenceForm form;
   int64_t chunk;
   std::shared_ptr<Linear> in_proj, x_proj, dt_proj, out_proj;

@@ -39,7 +39,7 @@ namespace {
 using namespace detail;
 
 struct Dims {
-  int64_t BH, T, K, V;
+  int64_t BH, steps, K, V;  // slices (batch × heads), sequence length, key and value widths
 };
 
 template <class T>
@@ -94,11 +94,11 @@ void forward_chunk(const Slice<T>& s, const Dims& d, int64_t t0, int64_t t1, Mat
 
 int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
   const int64_t K = d.K, V = d.V;
-  if (form == RecurrenceForm::recurrent) return d.BH * d.T * (2 * K * V + 3 * V + K * V + 2 * K * V + 2 * K * V);
-  const int64_t C = block_length(form, chunk, d.T);
+  if (form == RecurrenceForm::recurrent) return d.BH * d.steps * (2 * K * V + 3 * V + K * V + 2 * K * V + 2 * K * V);
+  const int64_t C = block_length(form, chunk, d.steps);
   int64_t total = 0;
-  for (int64_t t0 = 0; t0 < d.T; t0 += C) {
-    const int64_t c = std::min(d.T, t0 + C) - t0;
+  for (int64_t t0 = 0; t0 < d.steps; t0 += C) {
+    const int64_t c = std::min(d.steps, t0 + C) - t0;
     total += 2 * c * c * K * 2                // K Kᵀ and Q Kᵀ
              + 2 * c * K * V + c * V          // right-hand side
              + c * c * V                      // triangular solve
@@ -112,7 +112,7 @@ int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
 template <class T>
 void backward_slice(const Slice<T>& s, const T* dO, T* dq, T* dk, T* dv, T* dbeta, T* dg, const Dims& d, int64_t chunk,
                     ReverseWorkspace<T>& ws) {
-  const int64_t K = d.K, V = d.V, steps = d.T;
+  const int64_t K = d.K, V = d.V, steps = d.steps;
   Mat<T> G = Mat<T>::Zero(K, V);
   run_reverse<T>(
       K, V, steps, chunk, ws,
@@ -160,19 +160,19 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   const Dims d = check_inputs(q, k, v, beta, g);
   TAPELM_CHECK(chunk > 0, "delta_rule: chunk size must be positive, got {}", chunk);
   if (state) prepare_state("delta_rule", state, {q.size(0), q.size(1), d.K, d.V}, q.dtype(), {q, k, v, beta, g});
-  Tensor o = Tensor::empty({q.size(0), q.size(1), d.T, d.V}, q.dtype());
+  Tensor o = Tensor::empty({q.size(0), q.size(1), d.steps, d.V}, q.dtype());
   dispatch_float("delta_rule", q.dtype(), [&](auto tag) {
     using T = decltype(tag);
     for_each_slice(d.BH, [&](int64_t bh) {
-      Slice<T> s{q.data<T>() + bh * d.T * d.K,
-                 k.data<T>() + bh * d.T * d.K,
-                 v.data<T>() + bh * d.T * d.V,
-                 beta.data<T>() + bh * d.T,
-                 g.data<T>() + bh * d.T,
-                 o.data<T>() + bh * d.T * d.V,
+      Slice<T> s{q.data<T>() + bh * d.steps * d.K,
+                 k.data<T>() + bh * d.steps * d.K,
+                 v.data<T>() + bh * d.steps * d.V,
+                 beta.data<T>() + bh * d.steps,
+                 g.data<T>() + bh * d.steps,
+                 o.data<T>() + bh * d.steps * d.V,
                  state ? state->data<T>() + bh * d.K * d.V : nullptr};
       run_forward<T>(
-          form, chunk, s.state, d.K, d.V, d.T, [&](int64_t t, Mat<T>& S) { forward_step(s, d, t, S); },
+          form, chunk, s.state, d.K, d.V, d.steps, [&](int64_t t, Mat<T>& S) { forward_step(s, d, t, S); },
           [&](int64_t t0, int64_t t1, Mat<T>& S) { forward_chunk(s, d, t0, t1, S); });
     });
   });
@@ -187,20 +187,20 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
                     using T = decltype(tag);
                     for_each_slice(d.BH, [&](int64_t bh) {
                       ReverseWorkspace<T> ws;
-                      Slice<T> s{q.data<T>() + bh * d.T * d.K,
-                                 k.data<T>() + bh * d.T * d.K,
-                                 v.data<T>() + bh * d.T * d.V,
-                                 beta.data<T>() + bh * d.T,
-                                 g.data<T>() + bh * d.T,
+                      Slice<T> s{q.data<T>() + bh * d.steps * d.K,
+                                 k.data<T>() + bh * d.steps * d.K,
+                                 v.data<T>() + bh * d.steps * d.V,
+                                 beta.data<T>() + bh * d.steps,
+                                 g.data<T>() + bh * d.steps,
                                  nullptr,
                                  nullptr};
-                      backward_slice(s, dO.data<T>() + bh * d.T * d.V, dq.data<T>() + bh * d.T * d.K,
-                                     dk.data<T>() + bh * d.T * d.K, dv.data<T>() + bh * d.T * d.V,
-                                     db.data<T>() + bh * d.T, dg.data<T>() + bh * d.T, d, bwd_chunk, ws);
+                      backward_slice(s, dO.data<T>() + bh * d.steps * d.V, dq.data<T>() + bh * d.steps * d.K,
+                                     dk.data<T>() + bh * d.steps * d.K, dv.data<T>() + bh * d.steps * d.V,
+                                     db.data<T>() + bh * d.steps, dg.data<T>() + bh * d.steps, d, bwd_chunk, ws);
                     });
                   });
                   // Recompute (2 passes × 5KV) + reverse pass (~16KV) per step.
-                  FlopCounter::add("delta_rule", d.BH * d.T * d.K * d.V * 26);
+                  FlopCounter::add("delta_rule", d.BH * d.steps * d.K * d.V * 26);
                   return {dq, dk, dv, db, dg};
                 });
 }
@@ -209,7 +209,7 @@ Tensor delta_rule_reference(const Tensor& q, const Tensor& k, const Tensor& v, c
   const Dims d = check_inputs(q, k, v, beta, g);
   Tensor S = zeros({q.size(0), q.size(1), d.K, d.V}, q.dtype());
   std::vector<Tensor> outs;
-  for (int64_t t = 0; t < d.T; ++t) {
+  for (int64_t t = 0; t < d.steps; ++t) {
     auto at = [&](const Tensor& x) { return slice(x, 2, t, t + 1); };  // [B,H,1,·]
     Tensor kt = at(k), b = at(beta), a = exp(at(g));
     Tensor read = matmul(kt, S);                     // kᵀS  [B,H,1,V]

@@ -35,8 +35,8 @@ namespace {
 using namespace detail;
 
 struct Dims {
-  int64_t B, T, s, e;
-  bool linear;  // ql, kl given (FLASH)
+  int64_t B, steps, s, e;  // rows, sequence length, query/key width, value width
+  bool linear;             // ql, kl given (FLASH)
   double scale, norm;
 };
 
@@ -59,8 +59,8 @@ Mat<T> gather(const T* p, int64_t w, const std::vector<int64_t>& index) {
 // The quadratic scores of queries at positions qpos over keys at kpos:
 // R = relu(Q Kᵀ·scale) where kpos ≤ qpos, else 0.
 template <class T>
-Mat<T> relu_scores(const Mat<T>& Q, const Mat<T>& K, const std::vector<int64_t>& qpos,
-                   const std::vector<int64_t>& kpos, double scale) {
+Mat<T> relu_scores(const Mat<T>& Q, const Mat<T>& K, const std::vector<int64_t>& qpos, const std::vector<int64_t>& kpos,
+                   double scale) {
   Mat<T> R = (Q * K.transpose()) * T(scale);
   for (int64_t i = 0; i < R.rows(); ++i)
     for (int64_t j = 0; j < R.cols(); ++j)
@@ -120,25 +120,25 @@ int64_t forward_block(const Row<T>& r, const Dims& d, int64_t p0, int64_t p1, Co
 // The parallel form of one row: every part as T×T masked scores.
 template <class T>
 int64_t forward_parallel(const Row<T>& r, const Dims& d, T* out) {
-  std::vector<int64_t> qpos(d.T), keys;
-  for (int64_t p = 0; p < d.T; ++p) {
+  std::vector<int64_t> qpos(d.steps), keys;
+  for (int64_t p = 0; p < d.steps; ++p) {
     qpos[p] = p;
     if (!r.pad[p]) keys.push_back(p);
   }
   const Mat<T> K = gather(r.k, d.s, keys), V = gather(r.v, d.e, keys);
-  Mat<T> R = relu_scores(CMapM<T>(r.q, d.T, d.s).eval(), K, qpos, keys, d.scale);
+  Mat<T> R = relu_scores(CMapM<T>(r.q, d.steps, d.s).eval(), K, qpos, keys, d.scale);
   Mat<T> A = R.array().square() * T(d.norm);
-  Mat<T> L = d.linear ? Mat<T>((CMapM<T>(r.ql, d.T, d.s) * gather(r.kl, d.s, keys).transpose()) * T(d.norm))
-                      : Mat<T>::Zero(d.T, keys.size());
-  for (int64_t t = 0; t < d.T; ++t)
+  Mat<T> L = d.linear ? Mat<T>((CMapM<T>(r.ql, d.steps, d.s) * gather(r.kl, d.s, keys).transpose()) * T(d.norm))
+                      : Mat<T>::Zero(d.steps, keys.size());
+  for (int64_t t = 0; t < d.steps; ++t)
     for (size_t j = 0; j < keys.size(); ++j) {
       const int32_t ct = r.chunk[t], cu = r.chunk[keys[j]];
       if (cu != ct) A(t, j) = 0;
       if (d.linear && cu < ct) A(t, j) += L(t, j);
     }
-  MapM<T>(out, d.T, d.e).noalias() = A * V;
+  MapM<T>(out, d.steps, d.e).noalias() = A * V;
   const int64_t n = keys.size();
-  return 2 * d.T * n * (d.s + d.e) + (d.linear ? 2 * d.T * n * d.s : 0) + 4 * d.T * n;
+  return 2 * d.steps * n * (d.s + d.e) + (d.linear ? 2 * d.steps * n * d.s : 0) + 4 * d.steps * n;
 }
 
 // The backward of one row, chunk by chunk in reverse (see the header).
@@ -146,9 +146,11 @@ template <class T>
 int64_t backward_row(const Row<T>& r, const Dims& d, const T* dO, T* dq, T* dk, T* dv, T* dql, T* dkl) {
   // Chunks are contiguous position ranges; S entering each one.
   std::vector<std::pair<int64_t, int64_t>> chunks;
-  for (int64_t p = 0; p < d.T; ++p)
-    if (p == 0 || r.chunk[p] != r.chunk[p - 1]) chunks.push_back({p, p + 1});
-    else chunks.back().second = p + 1;
+  for (int64_t p = 0; p < d.steps; ++p)
+    if (p == 0 || r.chunk[p] != r.chunk[p - 1])
+      chunks.push_back({p, p + 1});
+    else
+      chunks.back().second = p + 1;
   std::vector<std::vector<int64_t>> keys(chunks.size());
   std::vector<Mat<T>> entry(chunks.size(), Mat<T>::Zero(d.linear ? d.s : 0, d.linear ? d.e : 0));
   Mat<T> S = Mat<T>::Zero(d.linear ? d.s : 0, d.linear ? d.e : 0);
@@ -197,18 +199,17 @@ int64_t backward_row(const Row<T>& r, const Dims& d, const T* dO, T* dq, T* dk, 
 Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql, const Tensor& kl,
                   const Tensor& chunk_id, const Tensor& key_pad, double scale, double norm) {
   const char* op = "gau_attention";
-  TAPELM_CHECK(q.dim() == 3 && k.shape() == q.shape() && v.dim() == 3 && v.size(0) == q.size(0) &&
-                   v.size(1) == q.size(1),
-               "{}: expects q, k [B,T,s], v [B,T,e]; got q {}, k {}, v {}", op, q.str_shape(), k.str_shape(),
-               v.str_shape());
+  TAPELM_CHECK(
+      q.dim() == 3 && k.shape() == q.shape() && v.dim() == 3 && v.size(0) == q.size(0) && v.size(1) == q.size(1),
+      "{}: expects q, k [B,T,s], v [B,T,e]; got q {}, k {}, v {}", op, q.str_shape(), k.str_shape(), v.str_shape());
   TAPELM_CHECK(ql.defined() == kl.defined() && (!ql.defined() || (ql.shape() == q.shape() && kl.shape() == q.shape())),
                "{}: ql and kl must both be [B,T,s] {} or both undefined; got ql {}, kl {}", op, q.str_shape(),
                ql.defined() ? ql.str_shape() : "undefined", kl.defined() ? kl.str_shape() : "undefined");
   const Shape bt{q.size(0), q.size(1)};
-  TAPELM_CHECK(chunk_id.dtype() == DType::i32 && chunk_id.shape() == bt && key_pad.dtype() == DType::b8 &&
-                   key_pad.shape() == bt,
-               "{}: expects chunk_id int32 and key_pad bool [B,T] {}; got {} {} and {} {}", op, shape_str(bt),
-               dtype_name(chunk_id.dtype()), chunk_id.str_shape(), dtype_name(key_pad.dtype()), key_pad.str_shape());
+  TAPELM_CHECK(
+      chunk_id.dtype() == DType::i32 && chunk_id.shape() == bt && key_pad.dtype() == DType::b8 && key_pad.shape() == bt,
+      "{}: expects chunk_id int32 and key_pad bool [B,T] {}; got {} {} and {} {}", op, shape_str(bt),
+      dtype_name(chunk_id.dtype()), chunk_id.str_shape(), dtype_name(key_pad.dtype()), key_pad.str_shape());
   for (const Tensor* t : {&k, &v, &ql, &kl})
     TAPELM_CHECK(!t->defined() || t->dtype() == q.dtype(), "{}: dtypes differ", op);
   const int32_t* c = chunk_id.data<int32_t>();
@@ -221,13 +222,13 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 template <class T>
 Row<T> row_of(const Dims& d, int64_t b, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql,
               const Tensor& kl, const Tensor& chunk_id, const Tensor& key_pad) {
-  return {q.data<T>() + b * d.T * d.s,
-          k.data<T>() + b * d.T * d.s,
-          v.data<T>() + b * d.T * d.e,
-          d.linear ? ql.data<T>() + b * d.T * d.s : nullptr,
-          d.linear ? kl.data<T>() + b * d.T * d.s : nullptr,
-          chunk_id.data<int32_t>() + b * d.T,
-          key_pad.data<uint8_t>() + b * d.T};
+  return {q.data<T>() + b * d.steps * d.s,
+          k.data<T>() + b * d.steps * d.s,
+          v.data<T>() + b * d.steps * d.e,
+          d.linear ? ql.data<T>() + b * d.steps * d.s : nullptr,
+          d.linear ? kl.data<T>() + b * d.steps * d.s : nullptr,
+          chunk_id.data<int32_t>() + b * d.steps,
+          key_pad.data<uint8_t>() + b * d.steps};
 }
 
 }  // namespace
@@ -247,7 +248,8 @@ Tensor gau_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
   if (state) {
     bool any_grad = false;
     for (const Tensor* t : {&q, &k, &v, &ql, &kl}) any_grad = any_grad || (t->defined() && t->requires_grad());
-    TAPELM_CHECK(!grad_enabled() || !any_grad, "gau_attention: a carried state is for inference; run it under NoGradGuard");
+    TAPELM_CHECK(!grad_enabled() || !any_grad,
+                 "gau_attention: a carried state is for inference; run it under NoGradGuard");
     if (state->chunk.empty()) {
       state->chunk.assign(d.B, -1);
       state->S.resize(d.B), state->keys.resize(d.B), state->linear_keys.resize(d.B), state->values.resize(d.B);
@@ -255,13 +257,13 @@ Tensor gau_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
     TAPELM_CHECK((int64_t)state->chunk.size() == d.B, "gau_attention: the state is for batch {}, got {}",
                  state->chunk.size(), d.B);
   }
-  Tensor o = zeros({d.B, d.T, d.e}, q.dtype());
+  Tensor o = zeros({d.B, d.steps, d.e}, q.dtype());
   std::vector<int64_t> row_flops(d.B, 0);
   dispatch_float("gau_attention", q.dtype(), [&](auto tag) {
     using T = decltype(tag);
     for_each_slice(d.B, [&](int64_t b) {
       const Row<T> r = row_of<T>(d, b, q, k, v, ql, kl, chunk_id, key_pad);
-      T* out = o.data<T>() + b * d.T * d.e;
+      T* out = o.data<T>() + b * d.steps * d.e;
       if (form == RecurrenceForm::parallel && !state) {
         row_flops[b] = forward_parallel(r, d, out);
         return;
@@ -277,12 +279,12 @@ Tensor gau_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
         load(state->keys[b], ctx.K, d.s), load(state->linear_keys[b], ctx.KL, d.s), load(state->values[b], ctx.V, d.e);
         ctx.kpos.assign(ctx.K.rows(), -1);
         ctx.chunk = state->chunk[b];
-        TAPELM_CHECK(d.T == 0 || r.chunk[0] >= ctx.chunk, "gau_attention: chunk ids go back past the state's");
+        TAPELM_CHECK(d.steps == 0 || r.chunk[0] >= ctx.chunk, "gau_attention: chunk ids go back past the state's");
       }
-      for (int64_t p0 = 0; p0 < d.T;) {
+      for (int64_t p0 = 0; p0 < d.steps;) {
         int64_t p1 = p0 + 1;
         if (form != RecurrenceForm::recurrent)
-          while (p1 < d.T && r.chunk[p1] == r.chunk[p0]) ++p1;
+          while (p1 < d.steps && r.chunk[p1] == r.chunk[p0]) ++p1;
         row_flops[b] += forward_block(r, d, p0, p1, ctx, out);
         p0 = p1;
       }
@@ -302,16 +304,17 @@ Tensor gau_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
   FlopCounter::add("gau_attention", flops);
   return record("gau_attention", o, {q, k, v, ql, kl}, [=](const Tensor& dO) -> std::vector<Tensor> {
     Tensor dq = zeros(q.shape(), q.dtype()), dk = zeros(k.shape(), k.dtype()), dv = zeros(v.shape(), v.dtype());
-    Tensor dql = d.linear ? zeros(q.shape(), q.dtype()) : Tensor(), dkl = d.linear ? zeros(q.shape(), q.dtype()) : Tensor();
+    Tensor dql = d.linear ? zeros(q.shape(), q.dtype()) : Tensor(),
+           dkl = d.linear ? zeros(q.shape(), q.dtype()) : Tensor();
     std::vector<int64_t> bwd_flops(d.B, 0);
     dispatch_float("gau_attention", q.dtype(), [&](auto tag) {
       using T = decltype(tag);
       for_each_slice(d.B, [&](int64_t b) {
-        const int64_t qs = b * d.T * d.s;
-        bwd_flops[b] = backward_row(row_of<T>(d, b, q, k, v, ql, kl, chunk_id, key_pad), d,
-                                    dO.data<T>() + b * d.T * d.e, dq.data<T>() + qs, dk.data<T>() + qs,
-                                    dv.data<T>() + b * d.T * d.e, d.linear ? dql.data<T>() + qs : nullptr,
-                                    d.linear ? dkl.data<T>() + qs : nullptr);
+        const int64_t qs = b * d.steps * d.s;
+        bwd_flops[b] =
+            backward_row(row_of<T>(d, b, q, k, v, ql, kl, chunk_id, key_pad), d, dO.data<T>() + b * d.steps * d.e,
+                         dq.data<T>() + qs, dk.data<T>() + qs, dv.data<T>() + b * d.steps * d.e,
+                         d.linear ? dql.data<T>() + qs : nullptr, d.linear ? dkl.data<T>() + qs : nullptr);
       });
     });
     int64_t total = 0;
@@ -324,16 +327,17 @@ Tensor gau_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
 Tensor gau_attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql, const Tensor& kl,
                                const Tensor& chunk_id, const Tensor& key_pad, double scale, double norm) {
   const Dims d = check_inputs(q, k, v, ql, kl, chunk_id, key_pad, scale, norm);
-  Tensor quad_mask = Tensor::empty({d.B, d.T, d.T}, DType::b8), lin_mask = Tensor::empty({d.B, d.T, d.T}, DType::b8);
+  Tensor quad_mask = Tensor::empty({d.B, d.steps, d.steps}, DType::b8),
+         lin_mask = Tensor::empty({d.B, d.steps, d.steps}, DType::b8);
   const int32_t* c = chunk_id.data<int32_t>();
   const uint8_t* pad = key_pad.data<uint8_t>();
   for (int64_t b = 0; b < d.B; ++b)
-    for (int64_t t = 0; t < d.T; ++t)
-      for (int64_t u = 0; u < d.T; ++u) {
-        const int64_t ct = c[b * d.T + t], cu = c[b * d.T + u];
-        const bool key = !pad[b * d.T + u];
-        quad_mask.data<uint8_t>()[(b * d.T + t) * d.T + u] = !(key && u <= t && cu == ct);
-        lin_mask.data<uint8_t>()[(b * d.T + t) * d.T + u] = !(key && cu < ct);
+    for (int64_t t = 0; t < d.steps; ++t)
+      for (int64_t u = 0; u < d.steps; ++u) {
+        const int64_t ct = c[b * d.steps + t], cu = c[b * d.steps + u];
+        const bool key = !pad[b * d.steps + u];
+        quad_mask.data<uint8_t>()[(b * d.steps + t) * d.steps + u] = !(key && u <= t && cu == ct);
+        lin_mask.data<uint8_t>()[(b * d.steps + t) * d.steps + u] = !(key && cu < ct);
       }
   Tensor a = masked_fill(mul_scalar(square(relu(mul_scalar(matmul(q, k, false, true), scale))), norm), quad_mask, 0.0);
   if (d.linear) a = add(a, masked_fill(mul_scalar(matmul(ql, kl, false, true), norm), lin_mask, 0.0));

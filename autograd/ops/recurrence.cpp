@@ -38,7 +38,7 @@ namespace {
 using namespace detail;
 
 struct Dims {
-  int64_t BH, T, K, V, GK;  // GK = K (vector decay) or 1 (one decay per head and step)
+  int64_t BH, steps, K, V, GK;  // slices, sequence length, widths; GK = K (vector decay) or 1 (per head and step)
 };
 
 // One (batch, head) slice of every input, as raw pointers.
@@ -110,12 +110,13 @@ void forward_block(const Slice<T>& s, const Dims& d, int64_t t0, int64_t t1, Mat
 }
 
 int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
-  const int64_t K = d.K, V = d.V, T = d.T;
-  if (form == RecurrenceForm::recurrent) return d.BH * T * (K * V /*decay*/ + 2 * K * V /*write*/ + 2 * K * V /*read*/);
-  const int64_t C = block_length(form, chunk, T);
+  const int64_t K = d.K, V = d.V, steps = d.steps;
+  if (form == RecurrenceForm::recurrent)
+    return d.BH * steps * (K * V /*decay*/ + 2 * K * V /*write*/ + 2 * K * V /*read*/);
+  const int64_t C = block_length(form, chunk, steps);
   int64_t total = 0;
-  for (int64_t t0 = 0; t0 < T; t0 += C) {
-    const int64_t c = std::min(T, t0 + C) - t0, pairs = c * (c + 1) / 2;
+  for (int64_t t0 = 0; t0 < steps; t0 += C) {
+    const int64_t c = std::min(steps, t0 + C) - t0, pairs = c * (c + 1) / 2;
     total += pairs * (d.GK == 1 ? 2 * K + 2 : 4 * K)  // scores with decay
              + pairs * 2 * V                          // A·V
              + 2 * c * K * V                          // read of the state
@@ -130,7 +131,7 @@ int64_t forward_flops(const Dims& d, RecurrenceForm form, int64_t chunk) {
 template <class T>
 void backward_slice(const Slice<T>& s, const T* dO, T* dq, T* dk, T* dv, T* dg, const Dims& d, int64_t chunk,
                     ReverseWorkspace<T>& ws) {
-  const int64_t K = d.K, V = d.V, steps = d.T;
+  const int64_t K = d.K, V = d.V, steps = d.steps;
   Mat<T> G = Mat<T>::Zero(K, V);  // ∂L/∂S_t, accumulated backwards
   run_reverse<T>(
       K, V, steps, chunk, ws, [&](int64_t t, auto& S) { advance(s, d, t, S); },
@@ -171,15 +172,15 @@ Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const
   const Dims d = check_inputs(q, k, v, g);
   TAPELM_CHECK(chunk > 0, "gated_recurrence: chunk size must be positive, got {}", chunk);
   if (state) prepare_state("gated_recurrence", state, {q.size(0), q.size(1), d.K, d.V}, q.dtype(), {q, k, v, g});
-  Tensor o = Tensor::empty({q.size(0), q.size(1), d.T, d.V}, q.dtype());
+  Tensor o = Tensor::empty({q.size(0), q.size(1), d.steps, d.V}, q.dtype());
   dispatch_float("gated_recurrence", q.dtype(), [&](auto tag) {
     using T = decltype(tag);
     for_each_slice(d.BH, [&](int64_t bh) {
-      Slice<T> s{q.data<T>() + bh * d.T * d.K, k.data<T>() + bh * d.T * d.K,
-                 v.data<T>() + bh * d.T * d.V, g.data<T>() + bh * d.T * d.GK,
-                 o.data<T>() + bh * d.T * d.V, state ? state->data<T>() + bh * d.K * d.V : nullptr};
+      Slice<T> s{q.data<T>() + bh * d.steps * d.K, k.data<T>() + bh * d.steps * d.K,
+                 v.data<T>() + bh * d.steps * d.V, g.data<T>() + bh * d.steps * d.GK,
+                 o.data<T>() + bh * d.steps * d.V, state ? state->data<T>() + bh * d.K * d.V : nullptr};
       run_forward<T>(
-          form, chunk, s.state, d.K, d.V, d.T, [&](int64_t t, Mat<T>& S) { forward_step(s, d, t, S); },
+          form, chunk, s.state, d.K, d.V, d.steps, [&](int64_t t, Mat<T>& S) { forward_step(s, d, t, S); },
           [&](int64_t t0, int64_t t1, Mat<T>& S) { forward_block(s, d, t0, t1, S); });
     });
   });
@@ -193,19 +194,19 @@ Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const
                     using T = decltype(tag);
                     for_each_slice(d.BH, [&](int64_t bh) {
                       ReverseWorkspace<T> ws;
-                      Slice<T> s{q.data<T>() + bh * d.T * d.K,
-                                 k.data<T>() + bh * d.T * d.K,
-                                 v.data<T>() + bh * d.T * d.V,
-                                 g.data<T>() + bh * d.T * d.GK,
+                      Slice<T> s{q.data<T>() + bh * d.steps * d.K,
+                                 k.data<T>() + bh * d.steps * d.K,
+                                 v.data<T>() + bh * d.steps * d.V,
+                                 g.data<T>() + bh * d.steps * d.GK,
                                  nullptr,
                                  nullptr};
-                      backward_slice(s, dO.data<T>() + bh * d.T * d.V, dq.data<T>() + bh * d.T * d.K,
-                                     dk.data<T>() + bh * d.T * d.K, dv.data<T>() + bh * d.T * d.V,
-                                     dg.data<T>() + bh * d.T * d.GK, d, bwd_chunk, ws);
+                      backward_slice(s, dO.data<T>() + bh * d.steps * d.V, dq.data<T>() + bh * d.steps * d.K,
+                                     dk.data<T>() + bh * d.steps * d.K, dv.data<T>() + bh * d.steps * d.V,
+                                     dg.data<T>() + bh * d.steps * d.GK, d, bwd_chunk, ws);
                     });
                   });
                   // Recompute pass (3KV per step) + reverse pass (decay KV, G += 2KV, dq/dk/dv 6KV, dg 3KV).
-                  FlopCounter::add("gated_recurrence", d.BH * d.T * d.K * d.V * (3 + 12));
+                  FlopCounter::add("gated_recurrence", d.BH * d.steps * d.K * d.V * (3 + 12));
                   return {dq, dk, dv, dg};
                 });
 }
@@ -215,7 +216,7 @@ Tensor gated_recurrence_reference(const Tensor& q, const Tensor& k, const Tensor
   const int64_t B = q.size(0), H = q.size(1);
   Tensor S = zeros({B, H, d.K, d.V}, q.dtype());
   std::vector<Tensor> outs;
-  for (int64_t t = 0; t < d.T; ++t) {
+  for (int64_t t = 0; t < d.steps; ++t) {
     auto at = [&](const Tensor& x) { return slice(x, 2, t, t + 1); };  // [B,H,1,·]
     Tensor decay = exp(transpose(at(g), 2, 3));                        // [B,H,K|1,1]
     S = add(mul(S, decay), matmul(at(k), at(v), true, false));         // kᵀv: [B,H,K,V]

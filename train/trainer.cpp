@@ -266,6 +266,90 @@ StepResult train_step(Run& run, const TrainOptions& o, const Communicator& comm,
 
 }  // namespace
 
+// What the run is: data, model, optimizer, and the data-parallel layout.
+void print_run(const Run& run, const TrainOptions& o, int ranks, int threads) {
+  const nn::GPT& model = *run.model;
+  const nn::ModelConfig& cfg = model.config;
+  fmt::print("tapelm train: {} | {} tokenizer, vocab {} | train {} tokens, val {} tokens ({} batches)\n",
+             fmt::join(o.data, ", "), run.tok->kind(), run.tok->vocab_size(), run.ds->tokens(data::Split::train),
+             run.ds->tokens(data::Split::val), o.batch_mode);
+  fmt::print("model: {} mixer, n_layer {}, n_head {}, n_embd {}, context {}, {} ffn, {}, {} positions\n{}", cfg.mixer,
+             cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.ffn, cfg.norm, cfg.position, model.describe());
+  fmt::print("optimizer: {} ({}), lr {} {} (warm-up {}, floor {}), batch {} × {} accumulation, {} threads, seed {}\n",
+             o.optimizer, optim::describe_groups(run.groups), o.lr, o.schedule, o.warmup, run.schedule.min_lr, o.batch,
+             o.grad_accum, threads, o.seed);
+  if (ranks > 1) {
+    fmt::print(
+        "data parallel: {} ranks × {} threads, each {} sequences of the global batch of {}; gradients "
+        "summed by MPI_Allreduce in 25 MB buckets\n",
+        ranks, threads, o.batch / ranks, o.batch);
+    if (std::string warning = binding_warning(); !warning.empty()) fmt::print("warning: {}\n", warning);
+  }
+}
+
+// What the steps this process ran add up to, for the summary.
+struct Progress {
+  std::chrono::steady_clock::time_point t0;  // the start of the loop
+  int64_t tokens = 0, flops = 0;             // in this process's run (not the resumed part)
+  double step_seconds = 0;                   // inside training steps only: MFU's denominator
+  int64_t steps = 0;                         // steps run
+  double gemm_peak = 0;                      // FLOP/s, summed over ranks
+  double allreduce_seconds = 0;
+};
+
+// The end of a run: the weight check, the summary line of log.jsonl (after a
+// clean run), the loss chart and the last words. Returns exit_code.
+int finish(const Run& run, const TrainOptions& o, const Communicator& comm, RunLog& log, const Progress& p,
+           int exit_code) {
+  const bool root = comm.root();
+  const int ranks = comm.size(), threads = omp_get_max_threads();
+  const int64_t N = run.model->num_non_embedding_parameters();
+  const double peak = p.gemm_peak;
+  const std::vector<uint64_t> hashes = check_identical_weights(comm, *run.model, "at the end");
+  const double achieved = p.flops / std::max(p.step_seconds, 1e-9);
+  const double c_over_6nd = log.tokens ? log.flops / (6.0 * N * log.tokens) : 0.0;
+  const int64_t steps_run = std::max<int64_t>(p.steps, 1);
+  if (exit_code == 0) {
+    nlohmann::json summary{{"step", o.steps},
+                           {"summary", true},
+                           {"tokens", log.tokens},
+                           {"flops", log.flops},
+                           {"N", N},
+                           {"C_over_6ND", c_over_6nd},
+                           {"gflops_per_s", achieved / 1e9},
+                           {"tokens_per_s", p.tokens / std::max(p.step_seconds, 1e-9)},
+                           {"gemm_peak_gflops", peak / 1e9},
+                           {"mfu", achieved / peak},
+                           {"ranks", ranks},
+                           {"threads", threads}};
+    if (ranks > 1) {
+      summary["allreduce_s_per_step"] = p.allreduce_seconds / steps_run;
+      summary["allreduce_share"] = p.allreduce_seconds / std::max(p.step_seconds, 1e-9);
+      std::vector<std::string> hex;
+      for (uint64_t h : hashes) hex.push_back(fmt::format("{:016x}", h));
+      summary["weight_hashes"] = hex;
+    }
+    log.write(summary);
+  }
+  if (!root) return exit_code;
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - p.t0).count();
+  log.draw((fs::path(o.out) / "loss.svg").string(),
+           fmt::format("tapelm: {} (N = {})", fs::path(o.out).filename().string(), N));
+  if (exit_code == 0) {
+    fmt::print(
+        "done: {} steps in {}; D = {} tokens, C = {:.4g} FLOPs counted (cumulative), C/(6·N·D) = {:.3f} (N = {})\n"
+        "speed: {:.0f} tokens/s, {:.1f} GFLOP/s in training steps = MFU {:.1f}% of the {:.1f} GFLOP/s GEMM peak\n",
+        o.steps - run.start_step, hms(elapsed), log.tokens, (double)log.flops, c_over_6nd, N,
+        p.tokens / std::max(p.step_seconds, 1e-9), achieved / 1e9, 100 * achieved / peak, peak / 1e9);
+    if (ranks > 1)
+      fmt::print("all-reduce: {:.1f} ms a step, {:.1f}% of the step time; weights identical on all {} ranks\n",
+                 1e3 * p.allreduce_seconds / steps_run, 100 * p.allreduce_seconds / std::max(p.step_seconds, 1e-9),
+                 ranks);
+    fmt::print("checkpoint, log.jsonl, loss.svg in {}\n", o.out);
+  }
+  return exit_code;
+}
+
 std::string TrainOptions::to_json() const {
   return nlohmann::json{{"data", data},
                         {"tokenizer", tokenizer},
@@ -324,23 +408,7 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
   RunLog log(o.out, o.resume, run.start_step, root);
   comm.agree(log.good() ? "" : fmt::format("train: cannot write {}", log.path()));
 
-  const nn::ModelConfig& cfg = model.config;
-  const int64_t N = model.num_non_embedding_parameters();
-  fmt::print("tapelm train: {} | {} tokenizer, vocab {} | train {} tokens, val {} tokens ({} batches)\n",
-             fmt::join(o.data, ", "), run.tok->kind(), run.tok->vocab_size(), run.ds->tokens(data::Split::train),
-             run.ds->tokens(data::Split::val), o.batch_mode);
-  fmt::print("model: {} mixer, n_layer {}, n_head {}, n_embd {}, context {}, {} ffn, {}, {} positions\n{}", cfg.mixer,
-             cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.ffn, cfg.norm, cfg.position, model.describe());
-  fmt::print("optimizer: {} ({}), lr {} {} (warm-up {}, floor {}), batch {} × {} accumulation, {} threads, seed {}\n",
-             o.optimizer, optim::describe_groups(run.groups), o.lr, o.schedule, o.warmup, run.schedule.min_lr, o.batch,
-             o.grad_accum, threads, o.seed);
-  if (ranks > 1) {
-    fmt::print(
-        "data parallel: {} ranks × {} threads, each {} sequences of the global batch of {}; gradients "
-        "summed by MPI_Allreduce in 25 MB buckets\n",
-        ranks, threads, o.batch / ranks, o.batch);
-    if (std::string warning = binding_warning(); !warning.empty()) fmt::print("warning: {}\n", warning);
-  }
+  print_run(run, o, ranks, threads);
   if (o.resume) fmt::print("resuming from step {} in {}\n", run.start_step, o.out);
   // Measured on every rank at once (they share the machine's cores and
   // memory), then added up: the peak of the whole job.
@@ -464,50 +532,8 @@ int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_
     exit_code = 130;
   }
 
-  // Finish: the summary line, the chart and the last words.
-  const std::vector<uint64_t> hashes = check_identical_weights(comm, model, "at the end");
-  const double achieved = flops_run / std::max(step_seconds, 1e-9);
-  const double c_over_6nd = log.tokens ? log.flops / (6.0 * N * log.tokens) : 0.0;
-  const int64_t steps_run = std::max<int64_t>(step - run.start_step, 1);
-  if (exit_code == 0) {
-    nlohmann::json summary{{"step", o.steps},
-                           {"summary", true},
-                           {"tokens", log.tokens},
-                           {"flops", log.flops},
-                           {"N", N},
-                           {"C_over_6ND", c_over_6nd},
-                           {"gflops_per_s", achieved / 1e9},
-                           {"tokens_per_s", tokens_run / std::max(step_seconds, 1e-9)},
-                           {"gemm_peak_gflops", peak / 1e9},
-                           {"mfu", achieved / peak},
-                           {"ranks", ranks},
-                           {"threads", threads}};
-    if (ranks > 1) {
-      summary["allreduce_s_per_step"] = all_reduce.seconds() / steps_run;
-      summary["allreduce_share"] = all_reduce.seconds() / std::max(step_seconds, 1e-9);
-      std::vector<std::string> hex;
-      for (uint64_t h : hashes) hex.push_back(fmt::format("{:016x}", h));
-      summary["weight_hashes"] = hex;
-    }
-    log.write(summary);
-  }
-  if (!root) return exit_code;
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  log.draw((fs::path(o.out) / "loss.svg").string(),
-           fmt::format("tapelm: {} (N = {})", fs::path(o.out).filename().string(), N));
-  if (exit_code == 0) {
-    fmt::print(
-        "done: {} steps in {}; D = {} tokens, C = {:.4g} FLOPs counted (cumulative), C/(6·N·D) = {:.3f} (N = {})\n"
-        "speed: {:.0f} tokens/s, {:.1f} GFLOP/s in training steps = MFU {:.1f}% of the {:.1f} GFLOP/s GEMM peak\n",
-        o.steps - run.start_step, hms(elapsed), log.tokens, (double)log.flops, c_over_6nd, N,
-        tokens_run / std::max(step_seconds, 1e-9), achieved / 1e9, 100 * achieved / peak, peak / 1e9);
-    if (ranks > 1)
-      fmt::print("all-reduce: {:.1f} ms a step, {:.1f}% of the step time; weights identical on all {} ranks\n",
-                 1e3 * all_reduce.seconds() / steps_run, 100 * all_reduce.seconds() / std::max(step_seconds, 1e-9),
-                 ranks);
-    fmt::print("checkpoint, log.jsonl, loss.svg in {}\n", o.out);
-  }
-  return exit_code;
+  const Progress progress{t0, tokens_run, flops_run, step_seconds, step - run.start_step, peak, all_reduce.seconds()};
+  return finish(run, o, comm, log, progress, exit_code);
 }
 
 }  // namespace tapelm::train

@@ -23,25 +23,13 @@
 #include "optim/optimizer.h"
 #include "train/decode_speed.h"
 #include "train/gemm_peak.h"
+#include "train/memory.h"
 #include "train/thread_policy.h"
 #include "train/trainer.h"
 
 using namespace tapelm;
 
 namespace {
-
-double rss_mb() {  // resident set now
-  std::ifstream f("/proc/self/statm");
-  long pages = 0, resident = 0;
-  f >> pages >> resident;
-  return resident * (double)sysconf(_SC_PAGESIZE) / (1 << 20);
-}
-
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_maxrss / 1024.0;
-}
 
 void print_profile(int64_t steps) {
   struct Row {
@@ -161,7 +149,7 @@ int main(int argc, char** argv) {
       Profiler::book_other("(zero_grad)", std::chrono::duration<double>(t2 - t1c).count());
       Profiler::enable(false);
       if (timed) times.push_back(std::chrono::duration<double>(t2 - t0).count());
-      if (step == warmup) rss_first = rss_mb();
+      if (step == warmup) rss_first = train::resident_mb();
       flops = FlopCounter::total().total();
     }
     std::vector<double> sorted = times;
@@ -183,9 +171,9 @@ int main(int argc, char** argv) {
                      {"gflops_per_s", gflops},
                      {"gemm_peak_gflops", peak / 1e9},
                      {"mfu", gflops * 1e9 / peak},
-                     {"peak_rss_mb", peak_rss_mb()},
+                     {"peak_rss_mb", train::peak_resident_mb()},
                      {"rss_first_mb", rss_first},
-                     {"rss_last_mb", rss_mb()},
+                     {"rss_last_mb", train::resident_mb()},
                      {"steps", steps},
                      {"N", model.num_non_embedding_parameters()}};
     if (json) {
@@ -197,8 +185,8 @@ int main(int argc, char** argv) {
           "median {:.2f} ms/step over {} steps | {:.0f} tokens/s | {:.1f} GFLOP/s ({:.3g} FLOPs/step counted) | "
           "MFU {:.1f}% of {:.1f} GFLOP/s GEMM peak | RSS {:.0f} MB after warm-up, {:.0f} MB at the end, peak {:.0f} "
           "MB\n",
-          median * 1e3, steps, tps, gflops, (double)flops, 100 * gflops * 1e9 / peak, peak / 1e9, rss_first, rss_mb(),
-          peak_rss_mb());
+          median * 1e3, steps, tps, gflops, (double)flops, 100 * gflops * 1e9 / peak, peak / 1e9, rss_first,
+          train::resident_mb(), train::peak_resident_mb());
     }
     if (profile) print_profile(steps);
   } catch (const std::exception& e) {

@@ -66,12 +66,12 @@ Mamba::Mamba(const ModelConfig& c, Generator& gen, double proj_std)
     Tensor a = Tensor::empty({d_inner, d_state}, DType::f32);  // S4D-real: A = −(1..N)
     for (int64_t i = 0; i < d_inner; ++i)
       for (int64_t n = 0; n < d_state; ++n) a.set_flat(i * d_state + n, std::log((double)(n + 1)));
-    A_log = register_parameter("A_log", a);
-    D = register_parameter("D", ones({d_inner}));
+    A_log = register_parameter("A_log", a, /*weight_decay=*/false);
+    D = register_parameter("D", ones({d_inner}), false);
   } else {
-    dt_bias = register_parameter("dt_bias", dt_init_bias(n_head, gen));
-    A_log = register_parameter("A_log", log(uniform({n_head}, gen, 1.0, 16.0)).detach());
-    D = register_parameter("D", ones({n_head}));
+    dt_bias = register_parameter("dt_bias", dt_init_bias(n_head, gen), false);
+    A_log = register_parameter("A_log", log(uniform({n_head}, gen, 1.0, 16.0)).detach(), false);
+    D = register_parameter("D", ones({n_head}), false);
     norm = register_module("norm", std::make_shared<RMSNorm>(d_inner));
   }
   out_proj = register_module("out_proj", std::make_shared<Linear>(d_inner, dim, false, gen, proj_std));

@@ -9,7 +9,8 @@
 //     → q = C_t, k = B_t, v = Δ_{t,h} x_{t,h}, g = Δ_{t,h} A_h (one decay per head);
 //     its parallel form is the quadratic dual Y = (L ⊙ C Bᵀ) X with L from segment
 //     sums of ΔA (differences of cumulative sums), its chunkwise form the chunked SSD.
-// Parameter names follow mamba_ssm's mamba_simple.py / Mamba2Simple. Padding is an
+// Parameter names follow mamba_ssm's mamba_simple.py / Mamba2Simple; as there,
+// A_log, D and dt_bias are never weight-decayed (`_no_weight_decay`). Padding is an
 // identity step: zero conv input and Δ = 0. Decoding keeps the last d_conv − 1
 // conv inputs and the SSM state.
 #pragma once

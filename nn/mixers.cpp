@@ -1,5 +1,6 @@
 #include "nn/mixers.h"
 
+#include <algorithm>
 #include <numeric>
 
 #include "nn/attention.h"
@@ -38,34 +39,63 @@ void mamba2_heads(const ModelConfig& c) {
 int64_t mamba2_width_multiple(const ModelConfig& c) {  // 2·d % P == 0
   return c.ssm_headdim / std::gcd(c.ssm_headdim, (int64_t)2);
 }
+
+// Transformer++ (the Mamba paper's baseline; LLaMA's recipe): rotary
+// positions, SwiGLU, RMSNorm, no biases.
+void transformer_pp(ModelConfig& c) {
+  c.position = "rope", c.ffn = "swiglu", c.ffn_hidden = swiglu_hidden(c.n_embd), c.norm = "rmsnorm", c.bias = false;
+}
+// fla's language models of the linear-attention family (fla/models/*): no
+// position embedding (RetNet and gated retention rotate q, k inside), RMSNorm,
+// a SwiGLU MLP of fla's width, no biases.
+void fla_model(ModelConfig& c) {
+  c.position = "none", c.ffn = "swiglu", c.ffn_hidden = swiglu_hidden(c.n_embd), c.norm = "rmsnorm", c.bias = false;
+}
+// mamba_ssm's MixerModel: no position embedding, RMSNorm, no biases.
+void mamba_model(ModelConfig& c) { c.position = "none", c.norm = "rmsnorm", c.bias = false; }
 }  // namespace
+
+int64_t swiglu_hidden(int64_t n_embd) { return (n_embd * 8 / 3 + 255) / 256 * 256; }
+
+ModelConfig with_recipe(ModelConfig c, const std::vector<std::string>& given) {
+  const MixerSpec& m = mixer_spec(c.mixer);
+  if (!m.recipe) return c;
+  ModelConfig r = c;
+  m.recipe(r);
+  for (const ConfigField& f : config_fields())
+    if (std::find(given.begin(), given.end(), f.key) == given.end())
+      std::visit([&](auto member) { c.*member = r.*member; }, f.member);
+  return c;
+}
 
 const std::vector<MixerSpec>& mixer_table() {
   using F = RecurrenceForm;
   const auto chunkwise = F::chunkwise;
   static const std::vector<MixerSpec> table{
       {"attention", "attention", "Vaswani et al. 2017; nanoGPT's GPT", true, false, F::parallel, make_attention,
-       attention_sequence_flops, true, nullptr, nullptr},
+       attention_sequence_flops, true, nullptr, nullptr, nullptr},
+      {"transformer++", "attention", "Touvron et al. 2023 (LLaMA); the Mamba paper's baseline", true, false,
+       F::parallel, make_attention, attention_sequence_flops, true, nullptr, nullptr, transformer_pp},
       {"linear", "linear attention", "Katharopoulos et al. 2020", true, true, chunkwise, make_linear,
-       linear_recurrent_sequence_flops, false, nullptr, nullptr},
+       linear_recurrent_sequence_flops, false, nullptr, nullptr, fla_model},
       {"retnet", "linear attention", "Sun et al. 2023", true, true, chunkwise, make_linear,
-       linear_recurrent_sequence_flops, false, even_head_dim, nullptr},
+       linear_recurrent_sequence_flops, false, even_head_dim, nullptr, fla_model},
       {"gated_retention", "linear attention", "Sun et al. 2024 (YOCO)", true, true, chunkwise, make_linear,
-       linear_recurrent_sequence_flops, false, even_head_dim, nullptr},
+       linear_recurrent_sequence_flops, false, even_head_dim, nullptr, fla_model},
       {"gla", "linear attention", "Yang et al. 2023", true, true, chunkwise, make_linear,
-       linear_recurrent_sequence_flops, false, nullptr, nullptr},
+       linear_recurrent_sequence_flops, false, nullptr, nullptr, fla_model},
       {"deltanet", "linear attention", "Schlag et al. 2021; Yang et al. 2024", true, true, chunkwise, make_linear,
-       linear_recurrent_sequence_flops, false, nullptr, nullptr},
+       linear_recurrent_sequence_flops, false, nullptr, nullptr, fla_model},
       {"gated_deltanet", "linear attention", "Yang et al. 2024b", true, true, chunkwise, make_linear,
-       linear_recurrent_sequence_flops, false, nullptr, nullptr},
+       linear_recurrent_sequence_flops, false, nullptr, nullptr, fla_model},
       {"gau", "gated attention unit", "Hua et al. 2022, §2", false, false, F::parallel, make_gau, gau_sequence_flops,
-       true, nullptr, nullptr},
+       true, nullptr, nullptr, nullptr},
       {"flash", "gated attention unit", "Hua et al. 2022, §3", false, true, chunkwise, make_gau, gau_sequence_flops,
-       true, nullptr, nullptr},
+       true, nullptr, nullptr, nullptr},
       {"mamba", "state space", "Gu & Dao 2023", false, true, F::recurrent, make_mamba, mamba_sequence_flops, false,
-       nullptr, nullptr},
+       nullptr, nullptr, mamba_model},
       {"mamba2", "state space", "Dao & Gu 2024", false, true, chunkwise, make_mamba, mamba_sequence_flops, false,
-       mamba2_heads, mamba2_width_multiple},
+       mamba2_heads, mamba2_width_multiple, mamba_model},
   };
   return table;
 }

@@ -43,12 +43,23 @@ struct MixerSpec {
   std::function<void(const ModelConfig&)> validate;
   // n_embd must be a multiple of this (besides 2·n_head), for `compare`'s widths; may be empty (1).
   std::function<int64_t(const ModelConfig&)> width_multiple;
+  // Its reference language model: sets the fields where that model differs
+  // from the config's defaults (nanoGPT's GPT); may be empty. See with_recipe.
+  std::function<void(ModelConfig&)> recipe;
 };
 
 const std::vector<MixerSpec>& mixer_table();
 // The entry of `name`; an Error listing the mixers if there is none.
 const MixerSpec& mixer_spec(const std::string& name);
 std::string mixer_names();  // "attention, linear, ..."
+
+// c with its mixer's recipe applied to every field not in `given` (config keys
+// the user set: flags or a --config file); the widths it reads are c's.
+ModelConfig with_recipe(ModelConfig c, const std::vector<std::string>& given);
+
+// The feed-forward width of a SwiGLU block as fla and LLaMA size it: ⅔ of 4d
+// (the parameters of a 4d GELU block), rounded up to a multiple of 256.
+int64_t swiglu_hidden(int64_t n_embd);
 
 // The form a recurrent mixer trains in: config.recurrent_form, with auto
 // resolved through the table.

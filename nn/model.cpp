@@ -80,6 +80,8 @@ GPT::GPT(const ModelConfig& c, Generator& gen) : config(c), dropout_gen(gen.next
   }
 }
 
+bool GPT::decodes_past_context() const { return config.position == "none" && mixer_spec(config.mixer).recurrent; }
+
 DecodeState GPT::init_decode(int64_t batch) const {
   DecodeState s;
   for (auto& block : transformer->h) s.layers.push_back(block->attn->init_state(batch));

@@ -52,6 +52,9 @@ class GPT : public Module {
   Tensor forward(const Tensor& idx, const Tensor& pad_mask = Tensor(), DecodeState* state = nullptr);
   // Mean cross-entropy over targets that are neither padding nor ignore_index (−1).
   Tensor loss(const Tensor& idx, const Tensor& targets, const Tensor& pad_mask = Tensor());
+  // True when decoding can run past block_size in constant memory: no
+  // position embedding, and a recurrent mixer (its state is bounded).
+  bool decodes_past_context() const;
   DecodeState init_decode(int64_t batch) const;
 
   // Non-embedding parameters (N in C ≈ 6ND): all but token and position embeddings

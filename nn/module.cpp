@@ -4,25 +4,25 @@
 
 namespace tapelm::nn {
 
-Tensor Module::register_parameter(const std::string& name, Tensor t) {
+Tensor Module::register_parameter(const std::string& name, Tensor t, bool weight_decay) {
   t.requires_grad_(true);
-  params_.emplace_back(name, t);
+  params_.push_back({name, t, weight_decay});
   return t;
 }
 
 void Module::tie_parameter(const std::string& name, const Tensor& t) {
-  for (auto& [n, p] : params_)
-    if (n == name) {
-      TAPELM_CHECK(p.shape() == t.shape(), "tie_parameter: '{}' is {} but the tied tensor is {}", name, p.str_shape(),
-                   t.str_shape());
-      p = t;
+  for (NamedParameter& p : params_)
+    if (p.name == name) {
+      TAPELM_CHECK(p.tensor.shape() == t.shape(), "tie_parameter: '{}' is {} but the tied tensor is {}", name,
+                   p.tensor.str_shape(), t.str_shape());
+      p.tensor = t;
       return;
     }
   throw Error(fmt::format("tie_parameter: no parameter named '{}'", name));
 }
 
 void Module::collect(const std::string& prefix, std::vector<NamedParameter>& out) const {
-  for (auto& [name, t] : params_) out.push_back({prefix + name, t});
+  for (const NamedParameter& p : params_) out.push_back({prefix + p.name, p.tensor, p.weight_decay});
   for (auto& [name, child] : children_) child->collect(prefix + name + ".", out);
 }
 

@@ -15,9 +15,12 @@ namespace tapelm::nn {
 struct NamedParameter {
   std::string name;
   Tensor tensor;
-  // Matrices (≥ 2 dims: weights, embeddings) vs vectors (biases, norm gains):
-  // the usual split between decayed and non-decayed parameters.
+  // False where the module says so (mamba_ssm's `_no_weight_decay`: A_log, D, dt_bias).
+  bool weight_decay = true;
+  // Matrices (≥ 2 dims: weights, embeddings) vs vectors (biases, norm gains).
   bool is_matrix() const { return tensor.dim() >= 2; }
+  // AdamW decays it: a matrix its module did not exempt (see optim::decay_groups).
+  bool decayed() const { return is_matrix() && weight_decay; }
 };
 
 class Module {
@@ -49,8 +52,9 @@ class Module {
   void tie_parameter(const std::string& name, const Tensor& t);
 
  protected:
-  // Registers `t` as a trainable parameter under `name` and returns it.
-  Tensor register_parameter(const std::string& name, Tensor t);
+  // Registers `t` as a trainable parameter under `name` and returns it;
+  // weight_decay = false exempts it from weight decay even if it is a matrix.
+  Tensor register_parameter(const std::string& name, Tensor t, bool weight_decay = true);
   template <class M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
     children_.emplace_back(name, m);
@@ -59,7 +63,7 @@ class Module {
 
  private:
   void collect(const std::string& prefix, std::vector<NamedParameter>& out) const;
-  std::vector<std::pair<std::string, Tensor>> params_;
+  std::vector<NamedParameter> params_;  // under their names in this module
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
 };

@@ -1,6 +1,8 @@
 #include "nn/position.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "autograd/ops.h"
 
@@ -37,20 +39,26 @@ Tensor sinusoidal_table(int64_t n_pos, int64_t dim, DType dtype) {
   return t.to(dtype);
 }
 
-Rotary::Rotary(int64_t hd, int64_t mp, double base) : head_dim(hd), max_pos(mp) {
+Rotary::Rotary(int64_t hd, int64_t mp, double b) : head_dim(hd), max_pos(mp), base(b) {
   TAPELM_CHECK(hd % 2 == 0, "Rotary: head dimension {} must be even", hd);
   Tensor cos = Tensor::empty({mp, hd}, DType::f64), sin = Tensor::empty({mp, hd}, DType::f64);
-  const int64_t half = hd / 2;
-  for (int64_t p = 0; p < mp; ++p)
-    for (int64_t i = 0; i < half; ++i) {
-      double theta = p * std::pow(base, -2.0 * i / hd);
-      for (int64_t j : {i, i + half}) {
-        cos.data<double>()[p * hd + j] = std::cos(theta);
-        sin.data<double>()[p * hd + j] = std::sin(theta);
-      }
-    }
+  std::vector<int32_t> all(mp);
+  for (int64_t q = 0; q < mp; ++q) all[q] = (int32_t)q;
+  fill_angles(cos.data<double>(), sin.data<double>(), all.data(), mp);
   cos_ = ConstantTensor(cos);
   sin_ = ConstantTensor(sin);
+}
+
+void Rotary::fill_angles(double* cos, double* sin, const int32_t* positions, int64_t n) const {
+  const int64_t half = head_dim / 2;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < half; ++i) {
+      const double theta = positions[r] * std::pow(base, -2.0 * i / head_dim);
+      for (int64_t j : {i, i + half}) {
+        cos[r * head_dim + j] = std::cos(theta);
+        sin[r * head_dim + j] = std::sin(theta);
+      }
+    }
 }
 
 Tensor Rotary::apply(const Tensor& x, const Tensor& positions, int64_t head_axis) const {
@@ -58,8 +66,17 @@ Tensor Rotary::apply(const Tensor& x, const Tensor& positions, int64_t head_axis
                "Rotary: expects [B,H,T,{0}] (head_axis 1) or [B,T,H,{0}] (head_axis 2), got {1}", head_dim,
                x.str_shape());
   // [B, T, hd] -> [B, 1, T, hd] or [B, T, 1, hd], broadcast over heads.
-  Tensor cos = unsqueeze(embedding(cos_.as(x.dtype()), positions), head_axis);
-  Tensor sin = unsqueeze(embedding(sin_.as(x.dtype()), positions), head_axis);
+  const int32_t* p = positions.data<int32_t>();
+  Tensor cos, sin;  // [B, T, hd]
+  if (std::all_of(p, p + positions.numel(), [&](int32_t q) { return q < max_pos; })) {
+    cos = embedding(cos_.as(x.dtype()), positions), sin = embedding(sin_.as(x.dtype()), positions);
+  } else {  // past the table (a recurrent model decoding beyond its context): these rows only
+    cos = Tensor::empty({positions.numel(), head_dim}, DType::f64), sin = Tensor::empty(cos.shape(), DType::f64);
+    fill_angles(cos.data<double>(), sin.data<double>(), p, positions.numel());
+    cos = reshape(cos.to(x.dtype()), {positions.size(0), positions.size(1), head_dim});
+    sin = reshape(sin.to(x.dtype()), {positions.size(0), positions.size(1), head_dim});
+  }
+  cos = unsqueeze(cos, head_axis), sin = unsqueeze(sin, head_axis);
   const int64_t half = head_dim / 2;
   Tensor x1 = slice(x, -1, 0, half), x2 = slice(x, -1, half, head_dim);
   Tensor rotated = concat({neg(x2), x1}, -1);

@@ -27,9 +27,12 @@ class Rotary {
   // x: [B, H, T, head_dim], positions: [B, T] int32.
   // x is [B,H,T,hd] (head_axis 1) or [B,T,H,hd] (head_axis 2); positions [B,T].
   Tensor apply(const Tensor& x, const Tensor& positions, int64_t head_axis = 1) const;
-  int64_t head_dim, max_pos;
+  int64_t head_dim, max_pos;  // positions ≥ max_pos are computed when asked for
+  double base;
 
  private:
+  // cos and sin of p·θ_i for n positions, rows of head_dim (both halves alike).
+  void fill_angles(double* cos, double* sin, const int32_t* positions, int64_t n) const;
   ConstantTensor cos_, sin_;  // [max_pos, head_dim]
 };
 

@@ -10,7 +10,7 @@ namespace tapelm::optim {
 
 std::vector<ParamGroup> decay_groups(const nn::Module& model, double weight_decay) {
   ParamGroup decay{"decay", {}, 1e-3, weight_decay}, no_decay{"no_decay", {}, 1e-3, 0.0};
-  for (auto& p : model.named_parameters()) (p.is_matrix() ? decay : no_decay).params.push_back(p);
+  for (auto& p : model.named_parameters()) (p.decayed() ? decay : no_decay).params.push_back(p);
   return {decay, no_decay};
 }
 

@@ -18,7 +18,9 @@ struct ParamGroup {
 };
 
 // nanoGPT's grouping: every parameter of ≥ 2 dims (matmul weights, embeddings)
-// is decayed, every 1-D parameter (biases, norm gains, DyT α) is not.
+// is decayed, every 1-D parameter (biases, norm gains, DyT α) is not, and
+// neither is a parameter its module exempts (Mamba's A_log, D, dt_bias, as
+// mamba_ssm's `_no_weight_decay`).
 std::vector<ParamGroup> decay_groups(const nn::Module& model, double weight_decay);
 // "decay: 26 tensors, 800,128 parameters; no_decay: ..." for the log.
 std::string describe_groups(const std::vector<ParamGroup>& groups);

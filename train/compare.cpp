@@ -32,13 +32,13 @@ struct RunResult {
 
 }  // namespace
 
-int64_t matched_width(nn::ModelConfig c, int64_t target_n) {
+int64_t matched_width(nn::ModelConfig c, int64_t target_n, const std::vector<std::string>& given) {
   int64_t step = 2 * c.n_head;  // an even head dimension (rotary positions in RetNet and RoPE)
   if (const nn::MixerSpec& m = nn::mixer_spec(c.mixer); m.width_multiple) step = std::lcm(step, m.width_multiple(c));
   int64_t best = step, best_err = INT64_MAX;
   for (int64_t d = step; d <= 4096; d += step) {
     c.n_embd = d;
-    const int64_t n = non_embedding_params(c), err = std::llabs(n - target_n);
+    const int64_t n = non_embedding_params(nn::with_recipe(c, given)), err = std::llabs(n - target_n);
     if (err < best_err) best = d, best_err = err;
     if (n > target_n) break;  // N grows with d
   }
@@ -51,7 +51,7 @@ int run_compare(CompareOptions o) {
   for (const std::string& mixer : o.mixers) {  // every name checked before the first run
     nn::ModelConfig c = o.train.model;
     c.mixer = mixer;
-    c.validate();
+    nn::with_recipe(c, o.given).validate();
   }
   TAPELM_CHECK(!o.decode_contexts.empty() && o.decode_tokens > 0,
                "compare: --decode-contexts and --decode-tokens must be given");
@@ -71,8 +71,9 @@ int run_compare(CompareOptions o) {
   for (const std::string& mixer : o.mixers) {
     TrainOptions t = o.train;
     t.model.mixer = mixer;
+    t.model.n_embd = matched_width(t.model, target, o.given);
+    t.model = nn::with_recipe(t.model, o.given);
     t.model.validate();
-    t.model.n_embd = matched_width(t.model, target);
     t.out = (fs::path(root) / mixer).string();
     t.quiet = true;
     t.resume = false;
@@ -87,7 +88,7 @@ int run_compare(CompareOptions o) {
     fmt::print("\n=== {}: n_embd {}, N = {} ({:+.1f}% from the target)\n", mixer, r.width, r.n,
                100.0 * (r.n - target) / target);
     std::fflush(stdout);
-    const int code = run_training(t, {});
+    const int code = run_training(t, o.given);
     TAPELM_CHECK(code == 0, "compare: training {} stopped with exit code {}", mixer, code);
     std::ifstream log(fs::path(t.out) / "log.jsonl");
     std::string line;

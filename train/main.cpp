@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <csignal>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -10,10 +11,12 @@
 #include "autograd/autograd.h"
 #include "data/corpus.h"
 #include "data/dataset.h"
+#include "nn/mixers.h"
 #include "train/checkpoint.h"
 #include "train/compare.h"
 #include "train/distributed.h"
 #include "train/flop_report.h"
+#include "train/memory.h"
 #include "train/sampler.h"
 #include "train/thread_policy.h"
 #include "train/trainer.h"
@@ -107,7 +110,7 @@ void add_run_options(CLI::App* app, train::TrainOptions& t) {
                   "same schedule")
       ->capture_default_str();
   app->add_option("--weight-decay", t.weight_decay,
-                  "AdamW decay of matrices and embeddings (1-D parameters are not decayed)")
+                  "AdamW decay of matrices and embeddings (not of 1-D parameters, nor of Mamba's A_log, D, dt_bias)")
       ->capture_default_str();
   app->add_option("--beta1", t.beta1, "AdamW β1 (SGD momentum)")->capture_default_str();
   app->add_option("--beta2", t.beta2, "AdamW β2")->capture_default_str();
@@ -131,7 +134,7 @@ std::vector<std::string> explicit_model_flags(const CLI::App* app) {
   return keys;
 }
 
-int run_sample(const std::string& dir, const std::string& prompt, train::SampleOptions so) {
+int run_sample(const std::string& dir, const std::string& prompt, train::SampleOptions so, bool stats) {
   train::Checkpoint ck = train::load_checkpoint(dir);
   std::vector<int32_t> ids;
   if (prompt.empty()) {
@@ -145,11 +148,26 @@ int run_sample(const std::string& dir, const std::string& prompt, train::SampleO
   }
   fmt::print("{}", prompt);
   std::fflush(stdout);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto t_first = t0;
+  double rss_first = 0;
+  int64_t produced = 0;
   train::generate(*ck.model, ids, so, [&](int32_t id) {
     fmt::print("{}", ck.tokenizer->decode({id}));
+    if (++produced == 1) t_first = std::chrono::steady_clock::now(), rss_first = train::resident_mb();
     std::fflush(stdout);
   });
   fmt::print("\n");
+  if (stats) {
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_first).count();
+    fmt::print(stderr,
+               "sample: {} tokens, {:.0f} tokens/s after the first (context {}, {}); resident memory {:.1f} MiB "
+               "after the first token, {:.1f} MiB at the end\n",
+               produced, (produced - 1) / std::max(s, 1e-9), ck.model->config.block_size,
+               ck.model->decodes_past_context() ? "a recurrent state carried past it"
+                                                : "restarting from the last half-context when full",
+               rss_first, train::resident_mb());
+  }
   return 0;
 }
 
@@ -230,6 +248,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   sa->add_option("--seed", so.seed, "Sampling seed")->capture_default_str();
+  bool sample_stats = false;
+  sa->add_flag("--stats", sample_stats,
+               "After the text, print to stderr the decoding speed and the resident memory after the first token and "
+               "at the end");
   sa->add_option("--threads", threads, "Threads (0 = all cores)")->capture_default_str();
 
   // ---- eval ----
@@ -298,14 +320,18 @@ int main(int argc, char** argv) {
     TAPELM_CHECK(train::launched_world_size() == 1,
                  "tapelm {}: runs in one process; of the subcommands only train runs under mpirun",
                  app.get_subcommands()[0]->get_name());
-    if (*co) return train::run_compare(cmp);
+    if (*co) {
+      cmp.given = explicit_model_flags(co);
+      return train::run_compare(cmp);
+    }
 
     train::set_threads(threads);
-    if (*sa) return run_sample(ck_dir, prompt, so);
+    if (*sa) return run_sample(ck_dir, prompt, so, sample_stats);
     if (*ev) return run_eval(ck_dir, eval_data, eval_batch);
     if (*fl) {
       TAPELM_CHECK(flops_batch > 0, "flops: --batch must be positive");
-      fmt::print("{}", train::format_flop_report(train::flop_report(flops_model, flops_batch)));
+      fmt::print("{}", train::format_flop_report(
+                           train::flop_report(nn::with_recipe(flops_model, explicit_model_flags(fl)), flops_batch)));
       return 0;
     }
   } catch (const train::StoppedByAnotherRank& stopped) {  // that rank printed why

@@ -35,7 +35,10 @@ std::vector<int32_t> generate(nn::GPT& model, std::vector<int32_t> ids, const Sa
   model.eval();
   Generator gen(opt.seed);
   const int64_t ctx = model.config.block_size, V = model.config.vocab_size;
-  if ((int64_t)ids.size() > ctx) ids.erase(ids.begin(), ids.end() - ctx);
+  // A recurrent model without positions carries its state on for ever; any
+  // other one sees at most its context.
+  const bool unbounded = model.decodes_past_context();
+  if (!unbounded && (int64_t)ids.size() > ctx) ids.erase(ids.begin(), ids.end() - ctx);
   nn::DecodeState state = model.init_decode(1);
   auto feed = [&](const std::vector<int32_t>& toks) {
     Tensor logits = model.forward(from_ints(toks, {1, (int64_t)toks.size()}), Tensor(), &state);
@@ -48,7 +51,7 @@ std::vector<int32_t> generate(nn::GPT& model, std::vector<int32_t> ids, const Sa
     ids.push_back(next);
     if (on_token) on_token(next);
     if (n + 1 == opt.tokens) break;
-    if (state.seen[0] >= ctx) {  // context full: restart from the last half-context
+    if (!unbounded && state.seen[0] >= ctx) {  // context full: restart from the last half-context
       state = model.init_decode(1);
       last = feed(std::vector<int32_t>(ids.end() - ctx / 2, ids.end()));
     } else {

@@ -19,8 +19,12 @@ struct SampleOptions {
 };
 
 // Generates after `prompt` (token ids, at least one); calls on_token for each
-// new id as it is produced. When the context fills, decoding restarts from the
-// last half-context of tokens.
+// new id as it is produced. A model that decodes past its context
+// (GPT::decodes_past_context: a recurrent mixer, no position embedding) goes
+// on from its state for any number of tokens, in constant memory. Any other
+// model, when its context fills, restarts from the last half-context of
+// tokens: one recompute of block_size/2 tokens every block_size/2 tokens
+// (nanoGPT instead recomputes the full last window for every token).
 std::vector<int32_t> generate(nn::GPT& model, std::vector<int32_t> prompt, const SampleOptions& opt,
                               const std::function<void(int32_t)>& on_token = nullptr);
 

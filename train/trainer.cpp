@@ -16,6 +16,7 @@
 #include "autograd/ops.h"
 #include "data/corpus.h"
 #include "data/dataset.h"
+#include "nn/mixers.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
 #include "train/distributed.h"
@@ -117,8 +118,11 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& explicit_model_flags
   Run run;
   run.schedule = {o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup,
                   o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
-  run.schedule.at(0);                 // validates the kind
-  if (!o.resume) o.model.validate();  // config errors before the corpus is read
+  run.schedule.at(0);  // validates the kind
+  if (!o.resume) {     // the mixer's reference recipe where no flag says otherwise; errors before the corpus is read
+    o.model = nn::with_recipe(o.model, explicit_model_flags);
+    o.model.validate();
+  }
 
   const std::string text = data::read_corpus(o.data);
   Checkpoint ck;

@@ -9,13 +9,10 @@
 // clipping, AdamW (nanoGPT decay groups), zero_grad, on random tokens of the
 // given vocabulary. Prints one JSON line (--json) or a readable summary.
 #include <omp.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "autograd/autograd.h"

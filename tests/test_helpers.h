@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <cstring>
 #include <string>
 
 #include "autograd/autograd.h"
@@ -15,6 +16,12 @@ struct ThreadCount {
   explicit ThreadCount(int threads) : saved(omp_get_max_threads()) { omp_set_num_threads(threads); }
   ~ThreadCount() { omp_set_num_threads(saved); }
 };
+
+// Same shape, dtype and bytes (bit-identical values).
+inline bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
+         std::memcmp(a.raw_data(), b.raw_data(), a.numel() * dtype_size(a.dtype())) == 0;
+}
 
 // A float64 tensor of N(0,1) values from a fixed seed, marked requires_grad.
 inline Tensor param(const Shape& shape, uint64_t seed, double scale = 1.0) {

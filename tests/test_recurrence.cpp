@@ -3,8 +3,6 @@
 // divides T and some that do not) == the primitive-op reference, in values and
 // gradients; float64 gradcheck of every form; carried state; and the same bits
 // at any thread count.
-#include <cstring>
-
 #include "tests/test_helpers.h"
 
 using namespace tapelm;
@@ -409,11 +407,6 @@ TEST(GauAttentionErrors, ChunkIdsThatGoBackAreAClearError) {
 // slices (selective_scan's dA over the batch) is added in row order.
 
 namespace {
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
-         std::memcmp(a.raw_data(), b.raw_data(), a.numel() * dtype_size(a.dtype())) == 0;
-}
-
 // The output and every input's gradient of f at `threads` threads (float32).
 std::vector<Tensor> run_at(int threads, const std::vector<Tensor>& inputs,
                            const std::function<Tensor(const std::vector<Tensor>&)>& f, uint64_t seed) {

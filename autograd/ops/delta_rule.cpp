@@ -49,6 +49,19 @@ struct Slice {
   T* state;
 };
 
+// Slice bh of the inputs; o and state (forward only) may be null.
+template <class T>
+Slice<T> slice_at(const Dims& d, int64_t bh, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
+                  const Tensor& g, Tensor* o = nullptr, Tensor* state = nullptr) {
+  return {q.data<T>() + bh * d.steps * d.K,
+          k.data<T>() + bh * d.steps * d.K,
+          v.data<T>() + bh * d.steps * d.V,
+          beta.data<T>() + bh * d.steps,
+          g.data<T>() + bh * d.steps,
+          o ? o->data<T>() + bh * d.steps * d.V : nullptr,
+          state ? state->data<T>() + bh * d.K * d.V : nullptr};
+}
+
 // One step of (1) on S.
 template <class T, class M>
 void delta_step(M& S, const T* k, const T* v, T beta, T alpha, int64_t K, int64_t V) {
@@ -164,13 +177,7 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   dispatch_float("delta_rule", q.dtype(), [&](auto tag) {
     using T = decltype(tag);
     for_each_slice(d.BH, [&](int64_t bh) {
-      Slice<T> s{q.data<T>() + bh * d.steps * d.K,
-                 k.data<T>() + bh * d.steps * d.K,
-                 v.data<T>() + bh * d.steps * d.V,
-                 beta.data<T>() + bh * d.steps,
-                 g.data<T>() + bh * d.steps,
-                 o.data<T>() + bh * d.steps * d.V,
-                 state ? state->data<T>() + bh * d.K * d.V : nullptr};
+      const Slice<T> s = slice_at<T>(d, bh, q, k, v, beta, g, &o, state);
       run_forward<T>(
           form, chunk, s.state, d.K, d.V, d.steps, [&](int64_t t, Mat<T>& S) { forward_step(s, d, t, S); },
           [&](int64_t t0, int64_t t1, Mat<T>& S) { forward_chunk(s, d, t0, t1, S); });
@@ -187,16 +194,10 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
                     using T = decltype(tag);
                     for_each_slice(d.BH, [&](int64_t bh) {
                       ReverseWorkspace<T> ws;
-                      Slice<T> s{q.data<T>() + bh * d.steps * d.K,
-                                 k.data<T>() + bh * d.steps * d.K,
-                                 v.data<T>() + bh * d.steps * d.V,
-                                 beta.data<T>() + bh * d.steps,
-                                 g.data<T>() + bh * d.steps,
-                                 nullptr,
-                                 nullptr};
-                      backward_slice(s, dO.data<T>() + bh * d.steps * d.V, dq.data<T>() + bh * d.steps * d.K,
-                                     dk.data<T>() + bh * d.steps * d.K, dv.data<T>() + bh * d.steps * d.V,
-                                     db.data<T>() + bh * d.steps, dg.data<T>() + bh * d.steps, d, bwd_chunk, ws);
+                      backward_slice(slice_at<T>(d, bh, q, k, v, beta, g), dO.data<T>() + bh * d.steps * d.V,
+                                     dq.data<T>() + bh * d.steps * d.K, dk.data<T>() + bh * d.steps * d.K,
+                                     dv.data<T>() + bh * d.steps * d.V, db.data<T>() + bh * d.steps,
+                                     dg.data<T>() + bh * d.steps, d, bwd_chunk, ws);
                     });
                   });
                   // Recompute (2 passes × 5KV) + reverse pass (~16KV) per step.

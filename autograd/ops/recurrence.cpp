@@ -49,6 +49,18 @@ struct Slice {
   T* state;  // K×V initial state in, final state out (may be null)
 };
 
+// Slice bh of the inputs; o and state (forward only) may be null.
+template <class T>
+Slice<T> slice_at(const Dims& d, int64_t bh, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
+                  Tensor* o = nullptr, Tensor* state = nullptr) {
+  return {q.data<T>() + bh * d.steps * d.K,
+          k.data<T>() + bh * d.steps * d.K,
+          v.data<T>() + bh * d.steps * d.V,
+          g.data<T>() + bh * d.steps * d.GK,
+          o ? o->data<T>() + bh * d.steps * d.V : nullptr,
+          state ? state->data<T>() + bh * d.K * d.V : nullptr};
+}
+
 template <class T>
 inline T decay_at(const T* g, int64_t t, int64_t i, int64_t GK) {
   return g[t * GK + (GK == 1 ? 0 : i)];
@@ -176,9 +188,7 @@ Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const
   dispatch_float("gated_recurrence", q.dtype(), [&](auto tag) {
     using T = decltype(tag);
     for_each_slice(d.BH, [&](int64_t bh) {
-      Slice<T> s{q.data<T>() + bh * d.steps * d.K, k.data<T>() + bh * d.steps * d.K,
-                 v.data<T>() + bh * d.steps * d.V, g.data<T>() + bh * d.steps * d.GK,
-                 o.data<T>() + bh * d.steps * d.V, state ? state->data<T>() + bh * d.K * d.V : nullptr};
+      const Slice<T> s = slice_at<T>(d, bh, q, k, v, g, &o, state);
       run_forward<T>(
           form, chunk, s.state, d.K, d.V, d.steps, [&](int64_t t, Mat<T>& S) { forward_step(s, d, t, S); },
           [&](int64_t t0, int64_t t1, Mat<T>& S) { forward_block(s, d, t0, t1, S); });
@@ -186,29 +196,23 @@ Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const
   });
   FlopCounter::add("gated_recurrence", forward_flops(d, form, chunk));
   const int64_t bwd_chunk = form == RecurrenceForm::chunkwise ? chunk : 64;
-  return record("gated_recurrence", o, {q, k, v, g},
-                [q, k, v, g, d, bwd_chunk](const Tensor& dO) -> std::vector<Tensor> {
-                  Tensor dq = Tensor::empty(q.shape(), q.dtype()), dk = Tensor::empty(k.shape(), k.dtype());
-                  Tensor dv = Tensor::empty(v.shape(), v.dtype()), dg = Tensor::empty(g.shape(), g.dtype());
-                  dispatch_float("gated_recurrence", q.dtype(), [&](auto tag) {
-                    using T = decltype(tag);
-                    for_each_slice(d.BH, [&](int64_t bh) {
-                      ReverseWorkspace<T> ws;
-                      Slice<T> s{q.data<T>() + bh * d.steps * d.K,
-                                 k.data<T>() + bh * d.steps * d.K,
-                                 v.data<T>() + bh * d.steps * d.V,
-                                 g.data<T>() + bh * d.steps * d.GK,
-                                 nullptr,
-                                 nullptr};
-                      backward_slice(s, dO.data<T>() + bh * d.steps * d.V, dq.data<T>() + bh * d.steps * d.K,
-                                     dk.data<T>() + bh * d.steps * d.K, dv.data<T>() + bh * d.steps * d.V,
-                                     dg.data<T>() + bh * d.steps * d.GK, d, bwd_chunk, ws);
-                    });
-                  });
-                  // Recompute pass (3KV per step) + reverse pass (decay KV, G += 2KV, dq/dk/dv 6KV, dg 3KV).
-                  FlopCounter::add("gated_recurrence", d.BH * d.steps * d.K * d.V * (3 + 12));
-                  return {dq, dk, dv, dg};
-                });
+  return record(
+      "gated_recurrence", o, {q, k, v, g}, [q, k, v, g, d, bwd_chunk](const Tensor& dO) -> std::vector<Tensor> {
+        Tensor dq = Tensor::empty(q.shape(), q.dtype()), dk = Tensor::empty(k.shape(), k.dtype());
+        Tensor dv = Tensor::empty(v.shape(), v.dtype()), dg = Tensor::empty(g.shape(), g.dtype());
+        dispatch_float("gated_recurrence", q.dtype(), [&](auto tag) {
+          using T = decltype(tag);
+          for_each_slice(d.BH, [&](int64_t bh) {
+            ReverseWorkspace<T> ws;
+            backward_slice(slice_at<T>(d, bh, q, k, v, g), dO.data<T>() + bh * d.steps * d.V,
+                           dq.data<T>() + bh * d.steps * d.K, dk.data<T>() + bh * d.steps * d.K,
+                           dv.data<T>() + bh * d.steps * d.V, dg.data<T>() + bh * d.steps * d.GK, d, bwd_chunk, ws);
+          });
+        });
+        // Recompute pass (3KV per step) + reverse pass (decay KV, G += 2KV, dq/dk/dv 6KV, dg 3KV).
+        FlopCounter::add("gated_recurrence", d.BH * d.steps * d.K * d.V * (3 + 12));
+        return {dq, dk, dv, dg};
+      });
 }
 
 Tensor gated_recurrence_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g) {

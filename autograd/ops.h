@@ -142,24 +142,28 @@ Tensor selective_scan_reference(const Tensor& u, const Tensor& delta, const Tens
                                 const Tensor& Cm);
 
 // ---- gau_attention.cpp: GAU and FLASH ------------------------------------
-// Per row, with chunks given by chunk_id [B,T] (int32, non-decreasing; FLASH:
-// position / C, GAU: all 0) and key_pad [B,T] (bool, true: not a key):
-//   o_t = Σ_{u ≤ t, same chunk} relu(q_t·k_u·scale)²·norm·v_u + Σ_{u in earlier chunks} (ql_t·kl_u)·norm·v_u,
-// q, k, ql, kl [B,T,s], v [B,T,e] -> o [B,T,e]. ql and kl undefined: no linear
-// part (GAU). Forms as the recurrence ops' (chunkwise: per chunk, S = Σ kl vᵀ
-// carried across chunks). With `state` (inference) decoding continues from the
-// keys, values and S it holds, and updates them.
+// Per row, with positions [B,T] (int32, non-decreasing: nn::position_ids),
+// chunks of chunk_len positions (FLASH's groups; 0: one chunk, GAU) and
+// key_pad [B,T] (bool, true: not a key):
+//   o_t = Σ_{u ≤ t, same chunk} relu(q_t·k_u·scale + bias[Δ])²·v_u + Σ_{u in earlier chunks} (ql_t·kl_u)·norm·v_u,
+// Δ = min(position_t − position_u, D − 1); q, k, ql, kl [B,T,s], v [B,T,e],
+// bias [D] -> o [B,T,e]. ql and kl undefined: no linear part (GAU); bias
+// undefined: none. Forms as the recurrence ops' (chunkwise: per chunk,
+// S = Σ kl vᵀ carried across chunks). With `state` (inference) decoding
+// continues from the keys, values and S it holds, and updates them.
 struct GauAttentionState {
   std::vector<Tensor> S;                          // per row [s, e]: Σ kl vᵀ over finished chunks
   std::vector<Tensor> keys, linear_keys, values;  // per row: the current chunk's k, kl [n, s] and v [n, e]
+  std::vector<Tensor> key_positions;              // per row: their positions [n] (int32)
   std::vector<int64_t> chunk;                     // per row: the current chunk id (−1 before any token)
   int64_t bytes() const;
 };
 Tensor gau_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql, const Tensor& kl,
-                     const Tensor& chunk_id, const Tensor& key_pad, double scale, double norm,
-                     RecurrenceForm form = RecurrenceForm::chunkwise, GauAttentionState* state = nullptr);
+                     const Tensor& bias, const Tensor& position, const Tensor& key_pad, int64_t chunk_len, double scale,
+                     double norm, RecurrenceForm form = RecurrenceForm::chunkwise, GauAttentionState* state = nullptr);
 Tensor gau_attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql, const Tensor& kl,
-                               const Tensor& chunk_id, const Tensor& key_pad, double scale, double norm);
+                               const Tensor& bias, const Tensor& position, const Tensor& key_pad, int64_t chunk_len,
+                               double scale, double norm);
 
 // ---- conv1d.cpp ----------------------------------------------------------
 // Depthwise causal convolution: x [B,T,C], w [C,K], b [C] (optional) -> [B,T,C],

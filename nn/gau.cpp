@@ -8,7 +8,7 @@
 namespace tapelm::nn {
 
 namespace {
-// Registers qk_offset_scale.{gamma,beta} under a child named as in FLASH-pytorch.
+// qk_offset_scale.{gamma,beta}: γ ~ N(0, 0.02), β = 0 (the paper's and FLASH-pytorch's init).
 struct OffsetScale : Module {
   Tensor gamma, beta;
   OffsetScale(int64_t heads, int64_t dim, Generator& gen) {
@@ -16,7 +16,20 @@ struct OffsetScale : Module {
     beta = register_parameter("beta", zeros({heads, dim}));
   }
 };
+
+// rel_pos_bias.weight [D]: one learned score bias per distance 0 … D−1 (the
+// paper's Toeplitz rel_pos_bias, causal half), init N(0, 0.02) as the paper's.
+struct RelativePositionBias : Module {
+  Tensor weight;
+  RelativePositionBias(int64_t distances, Generator& gen) {
+    weight = register_parameter("weight", randn({distances}, gen, DType::f32, 0.0, 0.02));
+  }
+};
 }  // namespace
+
+LinearSiLU::LinearSiLU(int64_t in, int64_t out, Generator& gen) {
+  linear = register_module("0", std::make_shared<Linear>(in, out, true, gen));
+}
 
 GatedAttentionUnit::GatedAttentionUnit(const ModelConfig& c, Generator& gen, double proj_std)
     : mixed_chunk(c.mixer == "flash"),
@@ -26,11 +39,12 @@ GatedAttentionUnit::GatedAttentionUnit(const ModelConfig& c, Generator& gen, dou
       n(c.block_size),
       chunk(c.chunk_size),
       form(training_form(c)) {
-  to_hidden = register_module("to_hidden", std::make_shared<Linear>(dim, 2 * expansion, true, gen));
-  to_qk = register_module("to_qk", std::make_shared<Linear>(dim, qk_dim, true, gen));
+  to_hidden = register_module("to_hidden", std::make_shared<LinearSiLU>(dim, 2 * expansion, gen));
+  to_qk = register_module("to_qk", std::make_shared<LinearSiLU>(dim, qk_dim, gen));
   auto os = register_module("qk_offset_scale", std::make_shared<OffsetScale>(mixed_chunk ? 4 : 2, qk_dim, gen));
   gamma = os->gamma;
   beta = os->beta;
+  rel_pos_bias = register_module("rel_pos_bias", std::make_shared<RelativePositionBias>(group(), gen))->weight;
   to_out = register_module("to_out", std::make_shared<Linear>(expansion, dim, true, gen, proj_std));
 }
 
@@ -39,18 +53,12 @@ std::unique_ptr<MixerState> GatedAttentionUnit::init_state(int64_t) const { retu
 Tensor GatedAttentionUnit::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
   TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "gau: expects [B,T,{}], got {}", dim, x.str_shape());
   const int64_t B = x.size(0), T = x.size(1);
-  std::vector<Tensor> uv = tapelm::chunk(silu(to_hidden->forward(x)), 2, -1);  // (gate u, value v)
-  Tensor z = silu(to_qk->forward(x));                                          // [B,T,s]
-  auto head = [&](int64_t i) {                                                 // Z ⊙ γ_i + β_i
+  std::vector<Tensor> hidden = tapelm::chunk(to_hidden->forward(x), 2, -1);  // (value v, gate u), FLASH-pytorch's order
+  Tensor z = to_qk->forward(x);                                              // [B,T,s]
+  auto head = [&](int64_t i) {                                               // Z ⊙ γ_i + β_i
     return add(mul(z, reshape(slice(gamma, 0, i, i + 1), {qk_dim})), reshape(slice(beta, 0, i, i + 1), {qk_dim}));
   };
   Tensor pad = ctx.pad_mask.defined() ? ctx.pad_mask : zeros({B, T}, DType::b8);
-  Tensor chunk_id = zeros({B, T}, DType::i32);  // GAU: one chunk
-  if (mixed_chunk) {
-    const int32_t* pos = ctx.positions.data<int32_t>();
-    int32_t* c = chunk_id.data<int32_t>();
-    for (int64_t i = 0; i < B * T; ++i) c[i] = pos[i] / (int32_t)chunk;
-  }
   GauAttentionState* carried = nullptr;
   if (state) {
     auto* st = dynamic_cast<GauState*>(state);
@@ -58,9 +66,13 @@ Tensor GatedAttentionUnit::forward(const Tensor& x, const MixerContext& ctx, Mix
     carried = &st->core;
   }
   const RecurrenceForm run_form = state && T == 1 ? RecurrenceForm::recurrent : form;
-  Tensor o = gau_attention(head(0), head(1), uv[1], mixed_chunk ? head(2) : Tensor(), mixed_chunk ? head(3) : Tensor(),
-                           chunk_id, pad, 1.0 / std::sqrt((double)qk_dim), 1.0 / (double)n, run_form, carried);
-  return to_out->forward(mul(uv[0], o));
+  // Rows of qk_offset_scale: GAU (q, k); FLASH (quad_q, lin_q, quad_k, lin_k).
+  const int64_t g = group();
+  Tensor o = mixed_chunk ? gau_attention(head(0), head(2), hidden[0], head(1), head(3), rel_pos_bias, ctx.positions,
+                                         pad, g, 1.0 / g, 1.0 / g, run_form, carried)
+                         : gau_attention(head(0), head(1), hidden[0], Tensor(), Tensor(), rel_pos_bias, ctx.positions,
+                                         pad, 0, 1.0 / g, 1.0, run_form, carried);
+  return to_out->forward(mul(hidden[1], o));
 }
 
 int64_t gau_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* f) {

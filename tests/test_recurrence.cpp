@@ -301,12 +301,13 @@ TEST(Recurrence, CarriedStateOfTheWrongShapeIsAClearError) {
 
 namespace {
 struct GauInputs {
-  std::vector<Tensor> x;  // q, k, v, ql, kl (ql, kl undefined without the linear part)
-  Tensor chunk, pad;
+  std::vector<Tensor> x;  // q, k, v, ql, kl, bias (ql, kl undefined without the linear part)
+  Tensor pos, pad;
 };
 
-// Row 0 left-padded by 2, row 1 padded at 3 and 8; chunk = position id / 3,
-// where a pad repeats the last real position (nn::position_ids' convention).
+// Row 0 left-padded by 2, row 1 padded at 3 and 8; a pad repeats the last real
+// position (nn::position_ids' convention). The bias has 4 distances, so
+// longer ones (up to 6 here) share its last entry. FLASH: chunks of 3.
 GauInputs gau_inputs(bool linear, uint64_t seed) {
   const int64_t B = 2, T = 9, s = 3, e = 4;
   Generator gen(seed);
@@ -315,21 +316,28 @@ GauInputs gau_inputs(bool linear, uint64_t seed) {
     const bool used = i < 3 || linear;
     in.x.push_back(used ? randn({B, T, i == 2 ? e : s}, gen, DType::f64).requires_grad_() : Tensor());
   }
+  in.x.push_back(randn({4}, gen, DType::f64).requires_grad_());
   in.pad = from_bools({1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1}, {B, T});
-  in.chunk = Tensor::empty({B, T}, DType::i32);
+  in.pos = Tensor::empty({B, T}, DType::i32);
   for (int64_t b = 0; b < B; ++b) {
     int32_t seen = 0;
     for (int64_t t = 0; t < T; ++t) {
       const bool pad = in.pad.data<uint8_t>()[b * T + t];
-      in.chunk.data<int32_t>()[b * T + t] = (pad ? std::max(seen - 1, 0) : seen) / 3;
+      in.pos.data<int32_t>()[b * T + t] = pad ? std::max(seen - 1, 0) : seen;
       seen += !pad;
     }
   }
   return in;
 }
 
+int64_t gau_chunk(const GauInputs& in) { return in.x[3].defined() ? 3 : 0; }
+
 Tensor gau_run(const GauInputs& in, const std::vector<Tensor>& x, RecurrenceForm form) {
-  return gau_attention(x[0], x[1], x[2], x[3], x[4], in.chunk, in.pad, 0.7, 0.2, form);
+  return gau_attention(x[0], x[1], x[2], x[3], x[4], x[5], in.pos, in.pad, gau_chunk(in), 0.7, 0.2, form);
+}
+
+Tensor gau_reference(const GauInputs& in, const std::vector<Tensor>& x) {
+  return gau_attention_reference(x[0], x[1], x[2], x[3], x[4], x[5], in.pos, in.pad, gau_chunk(in), 0.7, 0.2);
 }
 }  // namespace
 
@@ -349,8 +357,7 @@ TEST_P(GauAttention, EveryFormEqualsTheReferenceInValuesAndGradients) {
       if (t.defined()) r.push_back(t.grad().clone());
     return r;
   };
-  auto want = run(
-      [&] { return gau_attention_reference(in.x[0], in.x[1], in.x[2], in.x[3], in.x[4], in.chunk, in.pad, 0.7, 0.2); });
+  auto want = run([&] { return gau_reference(in, in.x); });
   for (auto form : {RecurrenceForm::recurrent, RecurrenceForm::parallel, RecurrenceForm::chunkwise}) {
     auto got = run([&] { return gau_run(in, in.x, form); });
     for (size_t i = 0; i < want.size(); ++i) EXPECT_LT(max_abs_diff(got[i], want[i]), 1e-12) << (int)form << " " << i;
@@ -363,18 +370,12 @@ TEST_P(GauAttention, GradcheckEveryFormAndTheReference) {
   for (Tensor& t : in.x)
     if (t.defined()) used.push_back(t);
   auto full = [&](const std::vector<Tensor>& x) {  // the undefined ql, kl back in place
-    std::vector<Tensor> all = x;
-    all.resize(5);
-    return all;
+    if (GetParam()) return x;
+    return std::vector<Tensor>{x[0], x[1], x[2], Tensor(), Tensor(), x[3]};
   };
   for (auto form : {RecurrenceForm::recurrent, RecurrenceForm::parallel, RecurrenceForm::chunkwise})
     expect_gradcheck([&](const std::vector<Tensor>& x) { return gau_run(in, full(x), form); }, used);
-  expect_gradcheck(
-      [&](const std::vector<Tensor>& x) {
-        auto a = full(x);
-        return gau_attention_reference(a[0], a[1], a[2], a[3], a[4], in.chunk, in.pad, 0.7, 0.2);
-      },
-      used);
+  expect_gradcheck([&](const std::vector<Tensor>& x) { return gau_reference(in, full(x)); }, used);
 }
 
 TEST_P(GauAttention, CarriedStateContinuesExactly) {
@@ -385,9 +386,9 @@ TEST_P(GauAttention, CarriedStateContinuesExactly) {
   std::vector<Tensor> parts;
   for (auto [a, b] : std::vector<std::pair<int, int>>{{0, 4}, {4, 5}, {5, 6}, {6, 9}}) {
     auto cut = [&](const Tensor& x) { return x.defined() ? slice(x, 1, a, b) : Tensor(); };
-    parts.push_back(gau_attention(cut(in.x[0]), cut(in.x[1]), cut(in.x[2]), cut(in.x[3]), cut(in.x[4]),
-                                  slice(in.chunk, 1, a, b).clone(), slice(in.pad, 1, a, b).clone(), 0.7, 0.2,
-                                  b - a == 1 ? RecurrenceForm::recurrent : RecurrenceForm::chunkwise, &state));
+    parts.push_back(gau_attention(cut(in.x[0]), cut(in.x[1]), cut(in.x[2]), cut(in.x[3]), cut(in.x[4]), in.x[5],
+                                  slice(in.pos, 1, a, b).clone(), slice(in.pad, 1, a, b).clone(), gau_chunk(in), 0.7,
+                                  0.2, b - a == 1 ? RecurrenceForm::recurrent : RecurrenceForm::chunkwise, &state));
   }
   EXPECT_LT(max_abs_diff(concat(parts, 1), full), 1e-12);
 }
@@ -395,10 +396,11 @@ TEST_P(GauAttention, CarriedStateContinuesExactly) {
 INSTANTIATE_TEST_SUITE_P(Core, GauAttention, ::testing::Values(false, true),
                          [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "flash" : "gau"; });
 
-TEST(GauAttentionErrors, ChunkIdsThatGoBackAreAClearError) {
+TEST(GauAttentionErrors, PositionsThatGoBackAreAClearError) {
   Tensor q = zeros({1, 3, 2}), pad = zeros({1, 3}, DType::b8);
-  EXPECT_ERROR_CONTAINS(gau_attention(q, q, q, Tensor(), Tensor(), from_ints({0, 1, 0}, {1, 3}), pad, 1, 1),
-                        "gau_attention: chunk ids must be non-negative and non-decreasing");
+  EXPECT_ERROR_CONTAINS(
+      gau_attention(q, q, q, Tensor(), Tensor(), Tensor(), from_ints({0, 1, 0}, {1, 3}), pad, 2, 1, 1),
+      "gau_attention: positions must be non-negative and non-decreasing");
 }
 
 // ---- determinism ----------------------------------------------------------------
@@ -445,9 +447,7 @@ TEST(RecurrenceDeterminism, EveryCoreGivesTheSameBitsAtAnyThreadCount) {
   });
   GauInputs gau = gau_inputs(true, 44);
   expect_same_bits_at_any_thread_count(
-      "gau_attention", {gau.x[0], gau.x[1], gau.x[2], gau.x[3], gau.x[4]}, [&](const std::vector<Tensor>& x) {
-        return gau_attention(x[0], x[1], x[2], x[3], x[4], gau.chunk, gau.pad, 0.7, 0.2, RecurrenceForm::chunkwise);
-      });
+      "gau_attention", gau.x, [&](const std::vector<Tensor>& x) { return gau_run(gau, x, RecurrenceForm::chunkwise); });
   // Eight rows, so that two threads split dA's sum over the batch.
   expect_same_bits_at_any_thread_count(
       "selective_scan", scan_inputs(8, 30, 6, 4, 43),

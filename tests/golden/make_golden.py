@@ -364,44 +364,51 @@ def mixer_cases():
 
 
 def gau_case():
-    """Gated Attention Unit (Hua et al. 2022), causal quadratic form, d=8, e=16, s=8, n=16."""
+    """Gated Attention Unit (Hua et al. 2022), causal quadratic form, d=8, e=16, s=8, n=16: the
+    paper's relu²(q·k/n + b[t−u]) with one bias per distance; names as FLASH-pytorch's FLASH."""
     C, E, S, n = 8, 16, 8, 16
     pad = torch.tensor([[1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 1]], dtype=torch.bool)
-    p = {"to_hidden.weight": rand(2 * E, C, scale=0.4), "to_hidden.bias": rand(2 * E, scale=0.1),
-         "to_qk.weight": rand(S, C, scale=0.4), "to_qk.bias": rand(S, scale=0.1),
+    p = {"to_hidden.0.weight": rand(2 * E, C, scale=0.4), "to_hidden.0.bias": rand(2 * E, scale=0.1),
+         "to_qk.0.weight": rand(S, C, scale=0.4), "to_qk.0.bias": rand(S, scale=0.1),
          "qk_offset_scale.gamma": rand(2, S, scale=1.0), "qk_offset_scale.beta": rand(2, S, scale=0.3),
+         "rel_pos_bias.weight": rand(n, scale=0.5),
          "to_out.weight": rand(C, E, scale=0.3), "to_out.bias": rand(C, scale=0.1)}
 
+    def distance_bias(w, D):  # [B,T,T]: w[min(p_t − p_u, D − 1)] (negative distances are masked anyway)
+        pos = position_ids(pad)
+        return w[(pos[:, :, None] - pos[:, None, :]).clamp(0, D - 1)]
+
     def gau(x):
-        u, v = F.silu(F.linear(x, p["to_hidden.weight"], p["to_hidden.bias"])).chunk(2, -1)
-        z = F.silu(F.linear(x, p["to_qk.weight"], p["to_qk.bias"]))
+        v, u = F.silu(F.linear(x, p["to_hidden.0.weight"], p["to_hidden.0.bias"])).chunk(2, -1)
+        z = F.silu(F.linear(x, p["to_qk.0.weight"], p["to_qk.0.bias"]))
         g, b = p["qk_offset_scale.gamma"], p["qk_offset_scale.beta"]
         q, k = z * g[0] + b[0], z * g[1] + b[1]
-        a = F.relu(q @ k.transpose(-1, -2) / math.sqrt(S)).pow(2) / n
+        a = F.relu(q @ k.transpose(-1, -2) / n + distance_bias(p["rel_pos_bias.weight"], n)).pow(2)
         T = x.shape[1]
         mask = torch.ones(T, T, dtype=torch.bool).triu(1)[None] | pad[:, None, :]
         return F.linear(u * (a.masked_fill(mask, 0.0) @ v), p["to_out.weight"], p["to_out.bias"])
 
     module_case("gau", p, {"x": rand(2, 7, C)}, gau, {"input.pad_mask": pad})
 
-    # FLASH: chunks of 3 by position id; quadratic within a chunk, linear across.
+    # FLASH: chunks of 3 by position id; quadratic within a chunk (n = 3), linear across (/ 3).
     chunk = 3
     p = {k: v.detach().clone().requires_grad_() for k, v in p.items()}  # fresh leaves: no stale .grad
-    p.update({"qk_offset_scale.gamma": rand(4, S, scale=1.0), "qk_offset_scale.beta": rand(4, S, scale=0.3)})
+    p.update({"qk_offset_scale.gamma": rand(4, S, scale=1.0), "qk_offset_scale.beta": rand(4, S, scale=0.3),
+              "rel_pos_bias.weight": rand(chunk, scale=0.5)})
 
     def flash(x):
-        u, v = F.silu(F.linear(x, p["to_hidden.weight"], p["to_hidden.bias"])).chunk(2, -1)
-        z = F.silu(F.linear(x, p["to_qk.weight"], p["to_qk.bias"]))
+        v, u = F.silu(F.linear(x, p["to_hidden.0.weight"], p["to_hidden.0.bias"])).chunk(2, -1)
+        z = F.silu(F.linear(x, p["to_qk.0.weight"], p["to_qk.0.bias"]))
         g, b = p["qk_offset_scale.gamma"], p["qk_offset_scale.beta"]
-        q, k, ql, kl = (z * g[i] + b[i] for i in range(4))
+        q, ql, k, kl = (z * g[i] + b[i] for i in range(4))  # quad_q, lin_q, quad_k, lin_k
         T = x.shape[1]
         c = position_ids(pad) // chunk  # [B,T]
         causal = torch.ones(T, T, dtype=torch.bool).tril()[None]
         key_ok = ~pad[:, None, :]
         same = c[:, :, None] == c[:, None, :]
         before = c[:, None, :] < c[:, :, None]
-        quad = F.relu(q @ k.transpose(-1, -2) / math.sqrt(S)).pow(2) / n
-        lin = ql @ kl.transpose(-1, -2) / n
+        quad = F.relu(q @ k.transpose(-1, -2) / chunk + distance_bias(p["rel_pos_bias.weight"], chunk)).pow(2)
+        lin = ql @ kl.transpose(-1, -2) / chunk
         a = quad * (causal & same & key_ok) + lin * (causal & before & key_ok)
         return F.linear(u * (a @ v), p["to_out.weight"], p["to_out.bias"])
 

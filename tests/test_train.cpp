@@ -19,6 +19,7 @@
 #include "tests/changed_config.h"
 #include "tests/tool_helpers.h"
 #include "train/checkpoint.h"
+#include "train/compare.h"
 #include "train/sampler.h"
 
 using namespace tapelm;
@@ -334,4 +335,46 @@ TEST(Sampler, GreedyAndTopK) {
     int32_t t = train::pick_token(logits, 5, 1.0, 2, g);
     EXPECT_TRUE(t == 1 || t == 3);
   }
+}
+
+// The bake-off as a scaling study: two sizes, two seeds at the smaller, run
+// as two `tapelm train` processes at a time; the same study in this one
+// process (one thread) gives the same final losses bit for bit, so a child's
+// --config reproduces the run compare planned, flag for flag.
+TEST_F(Tool, CompareRunsAScalingStudyInParallelJobs) {
+  const std::string common = " --data " + corpus +
+                             " --mixers attention,mamba2 --sizes 8,16 --seeds 2 --tokens-per-param 0.5"
+                             " --n-layer 1 --n-head 2 --context 16 --batch 4 --warmup 2 --eval-interval 4"
+                             " --eval-batches 2 --decode-contexts 4,8 --decode-batches 1,2 --decode-tokens 2";
+  Result jobs = run("compare --out " + dir + "/jobs --jobs 2" + common);
+  ASSERT_EQ(jobs.code, 0) << jobs.out;
+  Result one = run("compare --out " + dir + "/one --jobs 1 --threads 1" + common);
+  ASSERT_EQ(one.code, 0) << one.out;
+  for (const char* f : {"results.md", "loss_vs_flops.svg", "scaling_fits.svg", "decode_speed.svg"})
+    EXPECT_TRUE(fs::exists(dir + "/jobs/" + f)) << f;
+  int runs = 0;
+  for (const char* mixer : {"attention", "mamba2"})
+    for (const char* run : {"d8-seed1337", "d8-seed1338", "d16-seed1337"}) {
+      const std::string a = dir + "/jobs/" + mixer + "/" + run, b = dir + "/one/" + mixer + "/" + run;
+      EXPECT_TRUE(fs::exists(a + "/run.json")) << a;
+      const auto la = logged(a, "val_loss"), lb = logged(b, "val_loss");
+      ASSERT_FALSE(la.empty()) << a;
+      EXPECT_EQ(la, lb) << a << " and " << b << " should be the same run";
+      ++runs;
+    }
+  EXPECT_EQ(runs, 6);
+  std::ifstream md(dir + "/jobs/results.md");
+  const std::string table((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
+  for (const char* want : {"| attention | 8 | 1338 |", "| mamba2 | 16 | 1337 |", "### Scaling fits", "| mamba2 | 2 |"})
+    EXPECT_NE(table.find(want), std::string::npos) << want << "\n" << table;
+}
+
+TEST(Compare, PowerFitRecoversALineInLogLog) {
+  std::vector<std::pair<double, double>> pts;
+  for (double c : {1e9, 3e9, 1e10, 4e10}) pts.push_back({c, std::exp(2.5) * std::pow(c, -0.07)});
+  train::PowerFit f = train::fit_power_law(pts);
+  EXPECT_NEAR(f.slope, -0.07, 1e-12);
+  EXPECT_NEAR(f.intercept, 2.5, 1e-9);
+  EXPECT_NEAR(f.flops_for(f.loss_at(2e10)), 2e10, 2e10 * 1e-9);
+  EXPECT_TRUE(std::isnan(train::fit_power_law({{1e9, 3.0}}).slope));  // one point: no line
 }

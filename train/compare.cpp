@@ -1,10 +1,20 @@
 #include "train/compare.h"
 
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <omp.h>
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <thread>
 
 #include "nn/mixers.h"
 #include "nn/model.h"
@@ -22,15 +32,126 @@ int64_t non_embedding_params(const nn::ModelConfig& c) {
   return nn::GPT(c, gen).num_non_embedding_parameters();
 }
 
-struct RunResult {
+// One training run of the study and what it measured.
+struct Run {
   std::string mixer;
-  int64_t width = 0, n = 0;
-  Series val_vs_flops;
-  double final_val = NAN, flops = 0, train_tokens_per_s = 0;
-  std::vector<DecodePoint> decode;
+  int size = 0;  // index into the sorted sizes
+  int64_t ref_width = 0, target = 0, width = 0, n = 0, tokens = 0;
+  TrainOptions t;
+  Series curve;  // validation loss against cumulative training FLOPs
+  double final_val = NAN, flops = 0, tokens_per_s = 0;
 };
 
+// The `--config` JSON of a `tapelm train` that runs exactly t: every run
+// option and every model field (so no recipe fills anything in).
+nlohmann::json train_flags(const TrainOptions& t) {
+  nlohmann::json j = nlohmann::json::parse(t.to_json());
+  if (t.doc_sep.empty()) j.erase("doc_sep");
+  j["eval_interval"] = t.eval_interval, j["eval_batches"] = t.eval_batches;
+  j["log_interval"] = t.log_interval, j["checkpoint_interval"] = t.checkpoint_interval;
+  const nlohmann::json m = nlohmann::json::parse(t.model.to_json());
+  for (const nn::ConfigField& f : nn::config_fields())
+    if (!f.flag.empty()) j[f.key] = m[f.key];
+  return j;
+}
+
+// Runs every run as a `tapelm train` process, `jobs` at once, the costliest
+// (N × tokens) first; each writes train.log beside its checkpoint.
+void run_as_processes(std::vector<Run>& runs, int jobs) {
+  const std::string self = fs::read_symlink("/proc/self/exe").string();
+  std::vector<size_t> order(runs.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return (double)runs[a].n * runs[a].tokens > (double)runs[b].n * runs[b].tokens;
+  });
+  std::map<pid_t, size_t> running;
+  std::vector<std::string> failed;
+  size_t next = 0, done = 0;
+  auto start = [&](size_t i) {
+    const Run& r = runs[i];
+    fs::create_directories(r.t.out);
+    const std::string config = (fs::path(r.t.out) / "run.json").string(),
+                      log = (fs::path(r.t.out) / "train.log").string();
+    std::ofstream(config) << train_flags(r.t).dump(1) << "\n";
+    std::vector<std::string> args{self, "train", "--config", config, "--out", r.t.out, "--quiet"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t files;
+    posix_spawn_file_actions_init(&files);
+    posix_spawn_file_actions_addopen(&files, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&files, 1, 2);
+    pid_t pid = 0;
+    const int err = posix_spawn(&pid, self.c_str(), &files, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&files);
+    TAPELM_CHECK(err == 0, "compare: cannot start {}: {}", self, std::strerror(err));
+    running[pid] = i;
+  };
+  while (next < order.size() || !running.empty()) {
+    while ((int)running.size() < jobs && next < order.size()) start(order[next++]);
+    int status = 0;
+    const pid_t pid = waitpid(-1, &status, 0);
+    TAPELM_CHECK(pid > 0, "compare: waiting for the runs failed: {}", std::strerror(errno));
+    const Run& r = runs[running.at(pid)];
+    running.erase(pid);
+    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok) failed.push_back(fmt::format("{} ({}/train.log)", r.t.out, r.t.out));
+    fmt::print("  [{}/{}] {} d{} seed {}: {}\n", ++done, runs.size(), r.mixer, r.ref_width, r.t.seed,
+               ok ? "done" : "FAILED");
+    std::fflush(stdout);
+  }
+  TAPELM_CHECK(failed.empty(), "compare: {} run(s) failed: {}", failed.size(), fmt::join(failed, ", "));
+}
+
+// Reads a finished run's log.jsonl: its validation curve, final loss, FLOPs and speed.
+void read_log(Run& r) {
+  std::ifstream log(fs::path(r.t.out) / "log.jsonl");
+  TAPELM_CHECK(log.good(), "compare: {} has no log.jsonl", r.t.out);
+  std::string line;
+  while (std::getline(log, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) continue;
+    if (j.contains("val_loss") && j.contains("flops")) {
+      r.curve.points.push_back({j["flops"].get<double>(), j["val_loss"].get<double>()});
+      r.final_val = j["val_loss"].get<double>();
+    }
+    if (j.contains("summary")) r.flops = j["flops"].get<double>(), r.tokens_per_s = j["tokens_per_s"].get<double>();
+  }
+  TAPELM_CHECK(std::isfinite(r.final_val), "compare: {} logged no validation loss", r.t.out);
+}
+
+double mean(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / v.size(); }
+
+double sample_std(const std::vector<double>& v) {
+  if (v.size() < 2) return NAN;
+  const double m = mean(v);
+  double ss = 0;
+  for (double x : v) ss += (x - m) * (x - m);
+  return std::sqrt(ss / (v.size() - 1));
+}
+
+std::string fixed(double v, int digits) { return std::isfinite(v) ? fmt::format("{:.{}f}", v, digits) : "—"; }
+std::string sci(double v) { return std::isfinite(v) ? fmt::format("{:.3g}", v) : "—"; }
+
 }  // namespace
+
+double PowerFit::loss_at(double flops) const { return std::exp(intercept + slope * std::log(flops)); }
+double PowerFit::flops_for(double loss) const { return std::exp((std::log(loss) - intercept) / slope); }
+
+PowerFit fit_power_law(const std::vector<std::pair<double, double>>& pts) {
+  PowerFit f;
+  if (pts.size() < 2) return f;
+  double sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (auto [c, l] : pts) {
+    const double x = std::log(c), y = std::log(l);
+    sx += x, sy += y, sxx += x * x, sxy += x * y;
+  }
+  const double n = pts.size(), den = n * sxx - sx * sx;
+  if (std::fabs(den) < 1e-300) return f;
+  f.slope = (n * sxy - sx * sy) / den;
+  f.intercept = (sy - f.slope * sx) / n;
+  return f;
+}
 
 int64_t matched_width(nn::ModelConfig c, int64_t target_n, const std::vector<std::string>& given) {
   int64_t step = 2 * c.n_head;  // an even head dimension (rotary positions in RetNet and RoPE)
@@ -53,98 +174,208 @@ int run_compare(CompareOptions o) {
     c.mixer = mixer;
     nn::with_recipe(c, o.given).validate();
   }
-  TAPELM_CHECK(!o.decode_contexts.empty() && o.decode_tokens > 0,
-               "compare: --decode-contexts and --decode-tokens must be given");
-  nn::ModelConfig ref = o.train.model;
-  ref.mixer = "attention";
-  ref.vocab_size = 256;  // N excludes the embeddings, so the vocabulary does not matter here
-  ref.validate();
-  const int64_t target = non_embedding_params(ref);
+  TAPELM_CHECK(!o.decode_contexts.empty() && !o.decode_batches.empty() && o.decode_tokens > 0,
+               "compare: --decode-contexts, --decode-batches and --decode-tokens must be given");
+  TAPELM_CHECK(o.seeds >= 1 && o.jobs >= 0 && o.tokens_per_param >= 0,
+               "compare: --seeds must be >= 1, --jobs >= 0 and --tokens-per-param >= 0");
+  if (o.jobs == 0) o.jobs = (int)std::max(1u, std::thread::hardware_concurrency());
+  if (o.jobs > 1 && o.train.threads == 0) o.train.threads = 1;  // one core per run
+  if (o.sizes.empty()) o.sizes = {o.train.model.n_embd};
+  std::sort(o.sizes.begin(), o.sizes.end());
+  o.sizes.erase(std::unique(o.sizes.begin(), o.sizes.end()), o.sizes.end());
   fs::create_directories(o.train.out);
   const std::string root = o.train.out;
+
+  // Every run: each size's reference N, each mixer matched to it, seeds at the smallest.
+  std::vector<Run> runs;
+  for (size_t si = 0; si < o.sizes.size(); ++si) {
+    nn::ModelConfig ref = o.train.model;
+    ref.mixer = "attention", ref.n_embd = o.sizes[si];
+    ref.vocab_size = 256;  // N excludes the embeddings, so the vocabulary does not matter here
+    ref.validate();
+    const int64_t target = non_embedding_params(ref);
+    const int64_t per_step = o.train.batch * o.train.grad_accum * o.train.model.block_size;
+    const int64_t steps = o.tokens_per_param > 0
+                              ? std::max<int64_t>(1, (int64_t)std::ceil(o.tokens_per_param * target / per_step))
+                              : o.train.steps;
+    for (const std::string& mixer : o.mixers)
+      for (int k = 0; k < (si == 0 ? o.seeds : 1); ++k) {
+        Run r;
+        r.mixer = mixer, r.size = (int)si, r.ref_width = o.sizes[si], r.target = target;
+        r.t = o.train;
+        r.t.model.mixer = mixer;
+        r.t.model.n_embd = matched_width(r.t.model, target, o.given);
+        r.t.model = nn::with_recipe(r.t.model, o.given);
+        r.t.model.validate();
+        r.t.steps = steps;
+        r.t.seed = o.train.seed + k;
+        r.t.out = (fs::path(root) / mixer / fmt::format("d{}-seed{}", r.ref_width, r.t.seed)).string();
+        r.t.quiet = true, r.t.resume = false;
+        r.width = r.t.model.n_embd;
+        nn::ModelConfig probe = r.t.model;
+        probe.vocab_size = 256;
+        r.n = non_embedding_params(probe);
+        r.tokens = steps * per_step;
+        r.curve.name = mixer;
+        runs.push_back(std::move(r));
+      }
+  }
   fmt::print(
-      "tapelm compare: {} mixers at N ≈ {} (attention, n_layer {}, n_embd {}), {} steps of batch {} × context {}, "
-      "lr {}, seed {}\n",
-      o.mixers.size(), target, ref.n_layer, ref.n_embd, o.train.steps, o.train.batch, ref.block_size, o.train.lr,
-      o.train.seed);
-  std::vector<RunResult> results;
-  for (const std::string& mixer : o.mixers) {
-    TrainOptions t = o.train;
-    t.model.mixer = mixer;
-    t.model.n_embd = matched_width(t.model, target, o.given);
-    t.model = nn::with_recipe(t.model, o.given);
-    t.model.validate();
-    t.out = (fs::path(root) / mixer).string();
-    t.quiet = true;
-    t.resume = false;
-    RunResult r;
-    r.mixer = mixer;
-    r.width = t.model.n_embd;
-    {
-      nn::ModelConfig probe = t.model;
-      probe.vocab_size = 256;
-      r.n = non_embedding_params(probe);
+      "tapelm compare: {} mixers × {} sizes (reference widths {}; N {} … {}), {} seed(s) at the smallest; {} "
+      "runs, {} at a time\n",
+      o.mixers.size(), o.sizes.size(), fmt::join(o.sizes, ", "), runs.front().target, runs.back().target, o.seeds,
+      runs.size(), o.jobs);
+  for (const Run& r : runs)
+    fmt::print("  {:<16} d{:<4} seed {:<5} n_embd {:<4} N {:<9} ({:+.1f}%)  {} steps, {} tokens\n", r.mixer,
+               r.ref_width, r.t.seed, r.width, r.n, 100.0 * (r.n - r.target) / r.target, r.t.steps, r.tokens);
+  std::fflush(stdout);
+
+  if (o.jobs > 1) {
+    run_as_processes(runs, o.jobs);
+  } else {
+    for (Run& r : runs) {
+      fmt::print("\n=== {} d{} seed {}\n", r.mixer, r.ref_width, r.t.seed);
+      std::fflush(stdout);
+      const int code = run_training(r.t, o.given);
+      TAPELM_CHECK(code == 0, "compare: training {} stopped with exit code {}", r.t.out, code);
     }
-    fmt::print("\n=== {}: n_embd {}, N = {} ({:+.1f}% from the target)\n", mixer, r.width, r.n,
-               100.0 * (r.n - target) / target);
-    std::fflush(stdout);
-    const int code = run_training(t, o.given);
-    TAPELM_CHECK(code == 0, "compare: training {} stopped with exit code {}", mixer, code);
-    std::ifstream log(fs::path(t.out) / "log.jsonl");
-    std::string line;
-    r.val_vs_flops.name = mixer;
-    while (std::getline(log, line)) {
-      auto j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_discarded()) continue;
-      if (j.contains("val_loss") && j.contains("flops")) {
-        r.val_vs_flops.points.push_back({j["flops"].get<double>(), j["val_loss"].get<double>()});
-        r.final_val = j["val_loss"].get<double>();
-      }
-      if (j.contains("summary")) {
-        r.flops = j["flops"].get<double>();
-        r.train_tokens_per_s = j["tokens_per_s"].get<double>();
-      }
+  }
+  for (Run& r : runs) read_log(r);
+
+  // Per mixer: the seed-averaged final point of each size, the fit, the noise.
+  struct MixerSummary {
+    std::vector<std::pair<double, double>> points;  // (C, L) per size
+    PowerFit fit;
+    double seed_std = NAN;
+    int seeds = 0;
+  };
+  std::map<std::string, MixerSummary> summary;
+  for (const std::string& m : o.mixers) {
+    MixerSummary& s = summary[m];
+    for (size_t si = 0; si < o.sizes.size(); ++si) {
+      std::vector<double> c, l;
+      for (const Run& r : runs)
+        if (r.mixer == m && r.size == (int)si) c.push_back(r.flops), l.push_back(r.final_val);
+      s.points.push_back({mean(c), mean(l)});
+      if (si == 0) s.seed_std = sample_std(l), s.seeds = (int)l.size();
     }
-    // Decoding speed of the same architecture with room for the longest context.
-    nn::ModelConfig dc = t.model;
+    s.fit = fit_power_law(s.points);
+  }
+  const std::string equal = summary.count("transformer++") ? "transformer++" : o.mixers.front();
+  const double c_star = summary[equal].points.back().first;
+  const bool has_baseline = summary.count(o.baseline) > 0;
+  const double base_loss = has_baseline ? summary[o.baseline].points.back().second : NAN,
+               base_flops = has_baseline ? summary[o.baseline].points.back().first : NAN;
+
+  // Decoding: each mixer at the largest size's shape (random weights: speed does not depend on them).
+  const int64_t max_ctx = *std::max_element(o.decode_contexts.begin(), o.decode_contexts.end());
+  std::map<std::string, std::vector<DecodePoint>> decode;
+  // One thread per run trains; decoding then has the machine to itself (all cores, or --threads with one job).
+  set_threads(o.jobs > 1 ? 0 : o.train.threads);
+  const int decode_threads = omp_get_max_threads();
+  for (const std::string& m : o.mixers) {
+    nn::ModelConfig dc;
+    for (const Run& r : runs)
+      if (r.mixer == m && r.size == (int)o.sizes.size() - 1) dc = r.t.model;
     dc.vocab_size = 256;
-    dc.block_size = std::max(dc.block_size,
-                             *std::max_element(o.decode_contexts.begin(), o.decode_contexts.end()) + o.decode_tokens);
+    dc.block_size = std::max(dc.block_size, max_ctx + o.decode_tokens);
     Generator gen(o.train.seed);
     nn::GPT decoder(dc, gen);
-    r.decode = measure_decode_speed(decoder, o.decode_contexts, o.decode_tokens);
-    results.push_back(std::move(r));
+    for (int64_t b : o.decode_batches)
+      for (auto& p : measure_decode_speed(decoder, o.decode_contexts, o.decode_tokens, b)) decode[m].push_back(p);
+    fmt::print("  decoding measured: {}\n", m);
+    std::fflush(stdout);
   }
 
-  Chart loss{fmt::format("validation loss vs training FLOPs (N ≈ {}, {} steps)", target, o.train.steps),
+  // Pictures.
+  std::vector<std::string> families;
+  for (const std::string& m : o.mixers)
+    if (std::find(families.begin(), families.end(), nn::mixer_spec(m).family) == families.end())
+      families.push_back(nn::mixer_spec(m).family);
+  auto family_of = [&](const std::string& m) {
+    return (int)(std::find(families.begin(), families.end(), nn::mixer_spec(m).family) - families.begin());
+  };
+  Chart loss{fmt::format("validation loss vs training FLOPs, every run ({} sizes)", o.sizes.size()),
              "cumulative training FLOPs C (counted)",
              "validation loss",
              true,
-             false,
+             true,
              {}};
-  Chart speed{"decoding speed vs context (batch 1)", "context length (tokens)", "tokens/s", true, false, {}};
-  for (auto& r : results) {
-    loss.series.push_back(r.val_vs_flops);
-    Series s{r.mixer, {}};
-    for (auto& p : r.decode) s.points.push_back({(double)p.context, p.tokens_per_s});
+  std::vector<bool> named(families.size(), false);
+  for (const Run& r : runs) {
+    Series s = r.curve;
+    s.color = family_of(r.mixer), s.name = families[s.color], s.in_legend = !named[s.color];
+    named[s.color] = true;
+    loss.series.push_back(s);
+  }
+  Chart fits{"final validation loss vs FLOPs: points and fitted L = a·C^b",
+             "training FLOPs C",
+             "validation loss",
+             true,
+             true,
+             {}};
+  for (size_t i = 0; i < o.mixers.size(); ++i) {
+    const MixerSummary& s = summary[o.mixers[i]];
+    fits.series.push_back(Series{o.mixers[i], s.points, (int)i, true, false, false});
+    if (!std::isfinite(s.fit.slope)) continue;
+    const double c0 = s.points.front().first, c1 = s.points.back().first;
+    fits.series.push_back(
+        Series{o.mixers[i] + " fit", {{c0, s.fit.loss_at(c0)}, {c1, s.fit.loss_at(c1)}}, (int)i, false, true, false});
+  }
+  Chart speed{"decoding speed vs context (batch 1)", "context length (tokens)", "tokens/s", true, true, {}};
+  for (const std::string& m : o.mixers) {
+    Series s{m, {}};
+    for (auto& p : decode[m])
+      if (p.batch == o.decode_batches.front()) s.points.push_back({(double)p.context, p.tokens_per_s});
     speed.series.push_back(s);
   }
   write_svg_chart((fs::path(root) / "loss_vs_flops.svg").string(), loss);
+  write_svg_chart((fs::path(root) / "scaling_fits.svg").string(), fits);
   write_svg_chart((fs::path(root) / "decode_speed.svg").string(), speed);
 
-  std::string md = fmt::format("| mixer | n_embd | N | final val loss | C (FLOPs) | train tokens/s |");
-  for (int64_t c : o.decode_contexts) md += fmt::format(" decode tok/s @{} |", c);
-  md += fmt::format(" state bytes/seq @{} |\n|---|---|---|---|---|---|", o.decode_contexts.back());
+  // Tables.
+  std::string md =
+      "### Every run\n\n| mixer | reference width | seed | n_embd | N | tokens | C (FLOPs) | final val loss "
+      "| train tokens/s |\n|---|---|---|---|---|---|---|---|---|\n";
+  for (const Run& r : runs)
+    md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {:.4f} | {:.0f} |\n", r.mixer, r.ref_width, r.t.seed,
+                      r.width, r.n, r.tokens, sci(r.flops), r.final_val, r.tokens_per_s);
+  md += fmt::format(
+      "\n### Scaling fits\n\nL = exp(a)·C^b through each size's final loss (seeds averaged at the smallest). "
+      "C* = {}'s compute at the largest size ({}). Seed std: the sample standard deviation of the final loss over "
+      "the smallest size's seeds. To reach {}: the compute at which the fit reaches {}'s final loss at the largest "
+      "size ({}), and that over {}'s own compute ({}).\n\n"
+      "| mixer | family | b | a | loss at C* (fit) | Δ vs {} at C* | seed std (n) | C to reach {} | × {} |\n"
+      "|---|---|---|---|---|---|---|---|---|\n",
+      equal, sci(c_star), o.baseline, o.baseline, fixed(base_loss, 4), o.baseline, sci(base_flops), equal, o.baseline,
+      o.baseline);
+  const double equal_at_star = summary[equal].fit.loss_at(c_star);
+  for (const std::string& m : o.mixers) {
+    const MixerSummary& s = summary[m];
+    const double at_star = s.fit.loss_at(c_star), reach = s.fit.flops_for(base_loss);
+    md += fmt::format("| {} | {} | {} | {} | {} | {}{} | {} ({}) | {} | {} |\n", m, nn::mixer_spec(m).family,
+                      fixed(s.fit.slope, 4), fixed(s.fit.intercept, 3), fixed(at_star, 4),
+                      at_star - equal_at_star >= 0 ? "+" : "", fixed(at_star - equal_at_star, 4), fixed(s.seed_std, 4),
+                      s.seeds, sci(reach), fixed(reach / base_flops, 2));
+  }
+  md += fmt::format("\n### Decoding ({} threads; {} timed tokens per sequence after a prefill)\n\n| mixer | batch |",
+                    decode_threads, o.decode_tokens);
+  for (int64_t c : o.decode_contexts) md += fmt::format(" tok/s @{} |", c);
+  md += fmt::format(" state bytes/seq @{} |\n|---|---|", o.decode_contexts.back());
   for (size_t i = 0; i <= o.decode_contexts.size(); ++i) md += "---|";
   md += "\n";
-  for (auto& r : results) {
-    md += fmt::format("| {} | {} | {} | {:.4f} | {:.3g} | {:.0f} |", r.mixer, r.width, r.n, r.final_val, r.flops,
-                      r.train_tokens_per_s);
-    for (auto& p : r.decode) md += fmt::format(" {:.0f} |", p.tokens_per_s);
-    md += fmt::format(" {} |\n", r.decode.empty() ? 0 : r.decode.back().state_bytes);
-  }
+  for (const std::string& m : o.mixers)
+    for (int64_t b : o.decode_batches) {
+      md += fmt::format("| {} | {} |", m, b);
+      int64_t bytes = 0;
+      for (auto& p : decode[m])
+        if (p.batch == b) md += fmt::format(" {:.0f} |", p.tokens_per_s), bytes = p.state_bytes;
+      md += fmt::format(" {} |\n", bytes);
+    }
   std::ofstream(fs::path(root) / "results.md") << md;
-  fmt::print("\n{}\npictures: {}/loss_vs_flops.svg, {}/decode_speed.svg; table: {}/results.md\n", md, root, root, root);
+  fmt::print(
+      "\n{0}\npictures: {1}/loss_vs_flops.svg, {1}/scaling_fits.svg, {1}/decode_speed.svg; tables: {1}/results.md\n",
+      md, root);
   return 0;
 }
 

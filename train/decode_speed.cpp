@@ -1,5 +1,6 @@
 #include "train/decode_speed.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "autograd/ops.h"
@@ -7,7 +8,7 @@
 namespace tapelm::train {
 
 std::vector<DecodePoint> measure_decode_speed(nn::GPT& model, const std::vector<int64_t>& contexts, int64_t tokens,
-                                              uint64_t seed) {
+                                              int64_t batch, uint64_t seed) {
   const nn::ModelConfig& c = model.config;
   Generator gen(seed);
   const bool was_training = model.training();
@@ -18,12 +19,17 @@ std::vector<DecodePoint> measure_decode_speed(nn::GPT& model, const std::vector<
     TAPELM_CHECK(ctx >= 1 && ctx - 1 + tokens <= c.block_size,
                  "decode speed: context {} plus {} timed tokens does not fit the model's context {}", ctx, tokens,
                  c.block_size);
-    nn::DecodeState state = model.init_decode(1);
-    if (ctx > 1) model.forward(randint({1, ctx - 1}, c.vocab_size, gen), Tensor(), &state);
+    TAPELM_CHECK(batch >= 1, "decode speed: batch {} must be positive", batch);
+    nn::DecodeState state = model.init_decode(batch);
+    for (int64_t done = 0; done < ctx - 1;) {
+      const int64_t n = std::min<int64_t>(256, ctx - 1 - done);
+      model.forward(randint({batch, n}, c.vocab_size, gen), Tensor(), &state);
+      done += n;
+    }
     const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < tokens; ++i) model.forward(randint({1, 1}, c.vocab_size, gen), Tensor(), &state);
+    for (int64_t i = 0; i < tokens; ++i) model.forward(randint({batch, 1}, c.vocab_size, gen), Tensor(), &state);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    points.push_back({ctx, tokens / dt, state.bytes()});
+    points.push_back({ctx, batch, batch * tokens / dt, state.bytes() / batch});
   }
   model.train(was_training);
   return points;

@@ -1,5 +1,5 @@
-// Incremental decoding speed against context length (batch 1, no grad): the
-// bake-off's generation-speed picture and `tapelm_bench --decode`.
+// Incremental decoding speed against context length and batch (no grad): the
+// bake-off's generation-speed table and picture, and `tapelm_bench --decode`.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -9,15 +9,17 @@
 namespace tapelm::train {
 
 struct DecodePoint {
-  int64_t context;  // tokens already in the state when timing starts (+1)
-  double tokens_per_s;
-  int64_t state_bytes;  // KV cache or recurrent state of the one sequence, after timing
+  int64_t context;      // tokens already in the state when timing starts (+1)
+  int64_t batch;        // sequences decoded together
+  double tokens_per_s;  // over the whole batch
+  int64_t state_bytes;  // KV cache or recurrent state per sequence, after timing
 };
 
-// For each context c: prefill c−1 random tokens into a fresh DecodeState with
-// one forward, then time `tokens` single-token forwards. The model's
-// block_size must hold c − 1 + tokens positions.
+// For each context c: prefill c−1 random tokens into a fresh DecodeState of
+// `batch` sequences (in pieces of at most 256 tokens, so attention's scores
+// stay small), then time `tokens` steps of one new token per sequence. The
+// model's block_size must hold c − 1 + tokens positions.
 std::vector<DecodePoint> measure_decode_speed(nn::GPT& model, const std::vector<int64_t>& contexts, int64_t tokens,
-                                              uint64_t seed = 1337);
+                                              int64_t batch = 1, uint64_t seed = 1337);
 
 }  // namespace tapelm::train

@@ -130,7 +130,7 @@ void add_run_options(CLI::App* app, train::TrainOptions& t) {
 std::vector<std::string> explicit_model_flags(const CLI::App* app) {
   std::vector<std::string> keys;
   for (const nn::ConfigField& f : nn::config_fields())
-    if (!f.flag.empty() && app->count(f.flag)) keys.push_back(f.key);
+    if (!f.flag.empty() && app->get_option_no_throw(f.flag) && app->count(f.flag)) keys.push_back(f.key);
   return keys;
 }
 
@@ -272,8 +272,8 @@ int main(int argc, char** argv) {
   cmp.train.eval_interval = 100;
   cmp.train.log_interval = 50;
   auto* co = app.add_subcommand("compare",
-                                "Bake-off: train every mixer at the attention model's non-embedding N; "
-                                "draw validation loss vs FLOPs and decoding speed vs context");
+                                "Bake-off as a scaling study: train every mixer at the attention model's non-embedding "
+                                "N at each of --sizes; fit loss vs FLOPs; measure decoding speed");
   co->add_option("--config", "JSON file of flag values (keys are flag names)");
   co->add_option("--data", cmp.train.data, "Corpus: text file(s) or folder(s) of text files")
       ->required()
@@ -286,7 +286,25 @@ int main(int argc, char** argv) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   add_model_options(co, cmp.train.model, false);
   add_run_options(co, cmp.train);
-  co->add_option("--decode-contexts", cmp.decode_contexts, "Context lengths of the decoding-speed picture")
+  co->add_option("--sizes", cmp.sizes,
+                 "Widths of the attention reference, one model size each (default: --n-embd); every mixer is "
+                 "matched to each size's non-embedding N")
+      ->delimiter(',')
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  co->add_option("--tokens-per-param", cmp.tokens_per_param,
+                 "Train every size on this many tokens per reference parameter N (sets the steps; 0 = --steps)")
+      ->capture_default_str();
+  co->add_option("--seeds", cmp.seeds, "Seeds at the smallest size (--seed, --seed + 1, ...)")->capture_default_str();
+  co->add_option("--jobs", cmp.jobs,
+                 "Runs at once, each a `tapelm train` process with --threads (default 1 when jobs > 1); 0 = one per "
+                 "core")
+      ->capture_default_str();
+  co->add_option("--baseline", cmp.baseline, "Mixer whose final loss at the largest size the compute table reaches")
+      ->capture_default_str();
+  co->add_option("--decode-contexts", cmp.decode_contexts, "Context lengths of the decoding-speed table")
+      ->delimiter(',')
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  co->add_option("--decode-batches", cmp.decode_batches, "Batch sizes of the decoding-speed table")
       ->delimiter(',')
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   co->add_option("--decode-tokens", cmp.decode_tokens, "Tokens timed per context length")->capture_default_str();

@@ -49,16 +49,25 @@ void write_svg_chart(const std::string& path, const Chart& c) {
       (L + W - R) / 2, H - 12, c.x_label, (T + H - B) / 2, (T + H - B) / 2, c.y_label);
   static const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
                                  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#aec7e8"};
-  int k = 0;
+  int place = 0, legend = 0;
   for (auto& series : c.series) {
-    const char* color = colors[k % 12];
-    s += fmt::format("<polyline fill='none' stroke='{}' stroke-width='1.6' points='", color);
-    for (auto [x, y] : series.points)
-      if (std::isfinite(y)) s += fmt::format("{:.1f},{:.1f} ", px(x), py(y));
-    s += "'/>\n";
+    const char* color = colors[(series.color >= 0 ? series.color : place) % 12];
+    ++place;
+    if (series.markers) {
+      for (auto [x, y] : series.points)
+        if (std::isfinite(y))
+          s += fmt::format("<circle cx='{:.1f}' cy='{:.1f}' r='3' fill='{}'/>\n", px(x), py(y), color);
+    } else {
+      s += fmt::format("<polyline fill='none' stroke='{}' stroke-width='1.6'{} points='", color,
+                       series.dashed ? " stroke-dasharray='6 4'" : "");
+      for (auto [x, y] : series.points)
+        if (std::isfinite(y)) s += fmt::format("{:.1f},{:.1f} ", px(x), py(y));
+      s += "'/>\n";
+    }
+    if (!series.in_legend) continue;
     s += fmt::format("<rect x='{}' y='{}' width='14' height='3' fill='{}'/><text x='{}' y='{}'>{}</text>\n", W - R + 12,
-                     T + 10 + 16 * k, color, W - R + 32, T + 15 + 16 * k, series.name);
-    ++k;
+                     T + 10 + 16 * legend, color, W - R + 32, T + 15 + 16 * legend, series.name);
+    ++legend;
   }
   s += "</svg>\n";
   std::ofstream out(path);

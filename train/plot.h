@@ -10,6 +10,10 @@ namespace tapelm::train {
 struct Series {
   std::string name;
   std::vector<std::pair<double, double>> points;
+  int color = -1;         // palette index (−1: the series' place in the chart)
+  bool in_legend = true;  // several runs of one family can share one legend entry
+  bool dashed = false;    // a fitted line
+  bool markers = false;   // points only, no line
 };
 
 struct Chart {

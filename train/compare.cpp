@@ -27,7 +27,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-int64_t non_embedding_params(const nn::ModelConfig& c) {
+// N excludes the embeddings, so the vocabulary does not matter: a small one keeps the probe cheap.
+int64_t non_embedding_params(nn::ModelConfig c) {
+  c.vocab_size = 256;
   Generator gen(0);
   return nn::GPT(c, gen).num_non_embedding_parameters();
 }
@@ -191,34 +193,34 @@ int run_compare(CompareOptions o) {
   for (size_t si = 0; si < o.sizes.size(); ++si) {
     nn::ModelConfig ref = o.train.model;
     ref.mixer = "attention", ref.n_embd = o.sizes[si];
-    ref.vocab_size = 256;  // N excludes the embeddings, so the vocabulary does not matter here
     ref.validate();
     const int64_t target = non_embedding_params(ref);
     const int64_t per_step = o.train.batch * o.train.grad_accum * o.train.model.block_size;
     const int64_t steps = o.tokens_per_param > 0
                               ? std::max<int64_t>(1, (int64_t)std::ceil(o.tokens_per_param * target / per_step))
                               : o.train.steps;
-    for (const std::string& mixer : o.mixers)
+    for (const std::string& mixer : o.mixers) {  // the width and N of a mixer at this size, once for all seeds
+      nn::ModelConfig model = o.train.model;
+      model.mixer = mixer;
+      model.n_embd = matched_width(model, target, o.given);
+      model = nn::with_recipe(model, o.given);
+      model.validate();
+      const int64_t n = non_embedding_params(model);
       for (int k = 0; k < (si == 0 ? o.seeds : 1); ++k) {
         Run r;
         r.mixer = mixer, r.size = (int)si, r.ref_width = o.sizes[si], r.target = target;
         r.t = o.train;
-        r.t.model.mixer = mixer;
-        r.t.model.n_embd = matched_width(r.t.model, target, o.given);
-        r.t.model = nn::with_recipe(r.t.model, o.given);
-        r.t.model.validate();
+        r.t.model = model;
         r.t.steps = steps;
         r.t.seed = o.train.seed + k;
         r.t.out = (fs::path(root) / mixer / fmt::format("d{}-seed{}", r.ref_width, r.t.seed)).string();
         r.t.quiet = true, r.t.resume = false;
-        r.width = r.t.model.n_embd;
-        nn::ModelConfig probe = r.t.model;
-        probe.vocab_size = 256;
-        r.n = non_embedding_params(probe);
+        r.width = model.n_embd, r.n = n;
         r.tokens = steps * per_step;
         r.curve.name = mixer;
         runs.push_back(std::move(r));
       }
+    }
   }
   fmt::print(
       "tapelm compare: {} mixers × {} sizes (reference widths {}; N {} … {}), {} seed(s) at the smallest; {} "

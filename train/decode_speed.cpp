@@ -14,12 +14,12 @@ std::vector<DecodePoint> measure_decode_speed(nn::GPT& model, const std::vector<
   const bool was_training = model.training();
   model.eval();
   NoGradGuard no_grad;
+  TAPELM_CHECK(batch >= 1, "decode speed: batch {} must be positive", batch);
   std::vector<DecodePoint> points;
   for (int64_t ctx : contexts) {
     TAPELM_CHECK(ctx >= 1 && ctx - 1 + tokens <= c.block_size,
                  "decode speed: context {} plus {} timed tokens does not fit the model's context {}", ctx, tokens,
                  c.block_size);
-    TAPELM_CHECK(batch >= 1, "decode speed: batch {} must be positive", batch);
     nn::DecodeState state = model.init_decode(batch);
     for (int64_t done = 0; done < ctx - 1;) {
       const int64_t n = std::min<int64_t>(256, ctx - 1 - done);

@@ -80,7 +80,13 @@ const std::vector<ConfigField>& config_fields() {
          "Linear attention: normalise by φ(q)ᵀz (true) or per-head RMSNorm (false)"},
         {"gau_qk_dim", "--gau-qk-dim", &C::gau_qk_dim, 1, big, {}, "GAU / FLASH: width s of the shared Z"},
         {"d_state", "--d-state", &C::d_state, 1, double(int64_t(1) << 12), {}, "Mamba / Mamba-2 SSM state size"},
-        {"d_conv", "--d-conv", &C::d_conv, 1, 1024, {}, "Mamba / Mamba-2 causal convolution width"},
+        {"d_conv",
+         "--d-conv",
+         &C::d_conv,
+         1,
+         1024,
+         {},
+         "short causal convolution width (Mamba, Mamba-2, DeltaNet, Gated DeltaNet)"},
         {"ssm_headdim", "--ssm-headdim", &C::ssm_headdim, 1, big, {}, "Mamba-2 head dimension"},
     };
   }();

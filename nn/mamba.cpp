@@ -8,19 +8,9 @@
 
 namespace tapelm::nn {
 
-namespace {
-// Holds conv1d.{weight,bias} under a child named as in mamba_ssm.
-struct Conv1d : Module {
-  Tensor weight, bias;
-  Conv1d(int64_t channels, int64_t k, Generator& gen) {  // PyTorch's default init: U(±1/√fan_in)
-    const double bound = 1.0 / std::sqrt((double)k);
-    weight = register_parameter("weight", uniform({channels, 1, k}, gen, -bound, bound));
-    bias = register_parameter("bias", uniform({channels}, gen, -bound, bound));
-  }
-};
+namespace {}  // namespace
 
-// Δ initialised log-uniform in [0.001, 0.1]; the bias is its inverse softplus.
-Tensor dt_init_bias(int64_t n, Generator& gen) {
+Tensor dt_bias_init(int64_t n, Generator& gen) {
   Tensor b = Tensor::empty({n}, DType::f32);
   for (int64_t i = 0; i < n; ++i) {
     double dt = std::exp(std::log(0.001) + gen.uniform() * (std::log(0.1) - std::log(0.001)));
@@ -29,7 +19,6 @@ Tensor dt_init_bias(int64_t n, Generator& gen) {
   }
   return b;
 }
-}  // namespace
 
 int64_t MambaState::bytes() const {
   int64_t n = 0;
@@ -54,22 +43,20 @@ Mamba::Mamba(const ModelConfig& c, Generator& gen, double proj_std)
                d_inner, head_dim);
   const int64_t in_out = version == 1 ? 2 * d_inner : 2 * d_inner + 2 * d_state + n_head;
   in_proj = register_module("in_proj", std::make_shared<Linear>(dim, in_out, false, gen));
-  auto cv = register_module("conv1d", std::make_shared<Conv1d>(conv_channels, d_conv, gen));
-  conv_weight = cv->weight;
-  conv_bias = cv->bias;
+  conv1d = register_module("conv1d", std::make_shared<ShortConvolution>(conv_channels, d_conv, /*bias=*/true, gen));
   if (version == 1) {
     x_proj = register_module("x_proj", std::make_shared<Linear>(d_inner, dt_rank + 2 * d_state, false, gen));
     dt_proj = register_module("dt_proj", std::make_shared<Linear>(dt_rank, d_inner, true, gen));
     const double bound = 1.0 / std::sqrt((double)dt_rank);  // as mamba_simple: U(±dt_rank^−½)
     dt_proj->weight.copy_(uniform(dt_proj->weight.shape(), gen, -bound, bound));
-    dt_proj->bias.copy_(dt_init_bias(d_inner, gen));
+    dt_proj->bias.copy_(dt_bias_init(d_inner, gen));
     Tensor a = Tensor::empty({d_inner, d_state}, DType::f32);  // S4D-real: A = −(1..N)
     for (int64_t i = 0; i < d_inner; ++i)
       for (int64_t n = 0; n < d_state; ++n) a.set_flat(i * d_state + n, std::log((double)(n + 1)));
     A_log = register_parameter("A_log", a, /*weight_decay=*/false);
     D = register_parameter("D", ones({d_inner}), false);
   } else {
-    dt_bias = register_parameter("dt_bias", dt_init_bias(n_head, gen), false);
+    dt_bias = register_parameter("dt_bias", dt_bias_init(n_head, gen), false);
     A_log = register_parameter("A_log", log(uniform({n_head}, gen, 1.0, 16.0)).detach(), false);
     D = register_parameter("D", ones({n_head}), false);
     norm = register_module("norm", std::make_shared<RMSNorm>(d_inner));
@@ -78,16 +65,6 @@ Mamba::Mamba(const ModelConfig& c, Generator& gen, double proj_std)
 }
 
 std::unique_ptr<MixerState> Mamba::init_state(int64_t) const { return std::make_unique<MambaState>(); }
-
-Tensor Mamba::conv(const Tensor& u, MambaState* st) const {
-  const int64_t B = u.size(0), T = u.size(1);
-  Tensor w = reshape(conv_weight, {conv_channels, d_conv});
-  if (!st) return causal_conv1d(u, w, conv_bias);
-  if (!st->conv.defined()) st->conv = zeros({B, d_conv - 1, conv_channels}, u.dtype());
-  Tensor full = concat({st->conv, u}, 1);
-  st->conv = slice(full, 1, T, T + d_conv - 1).clone();
-  return slice(causal_conv1d(full, w, conv_bias), 1, d_conv - 1, T + d_conv - 1);
-}
 
 Tensor Mamba::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
   TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "mamba: expects [B,T,{}], got {}", dim, x.str_shape());
@@ -108,7 +85,7 @@ Tensor Mamba::forward(const Tensor& x, const MixerContext& ctx, MixerState* stat
     auto parts = split(proj, {d_inner, conv_channels, n_head}, -1);
     z = parts[0], conv_in = parts[1], dt_raw = parts[2];
   }
-  Tensor u = silu(conv(unpad(conv_in), st));  // padding: zero conv input
+  Tensor u = silu(conv1d->forward(unpad(conv_in), st ? &st->conv : nullptr));  // padding: zero conv input
   Tensor y;
   const RecurrenceForm run_form = st && T == 1 ? RecurrenceForm::recurrent : form;
   Tensor* carried = st ? &st->S : nullptr;

@@ -19,6 +19,7 @@
 #include "nn/linear.h"
 #include "nn/mixer.h"
 #include "nn/norm.h"
+#include "nn/short_conv.h"
 
 namespace tapelm::nn {
 
@@ -40,13 +41,14 @@ class Mamba : public TokenMixer {
   RecurrenceForm form;
   int64_t chunk;
   std::shared_ptr<Linear> in_proj, x_proj, dt_proj, out_proj;
+  std::shared_ptr<ShortConvolution> conv1d;
   std::shared_ptr<RMSNorm> norm;  // Mamba-2's gated RMSNorm
-  Tensor conv_weight, conv_bias, A_log, D, dt_bias;
-
- private:
-  // Causal depthwise conv over [B,T,channels], continuing from a state if given.
-  Tensor conv(const Tensor& u, MambaState* st) const;
+  Tensor A_log, D, dt_bias;
 };
+
+// mamba_ssm's initial dt_bias for n heads or channels: Δ drawn log-uniform in
+// [0.001, 0.1] (floored at 1e-4), stored as its inverse softplus (also Gated DeltaNet's).
+Tensor dt_bias_init(int64_t n, Generator& gen);
 
 // The mixer table's sequence_flops for Mamba (the selective scan) and Mamba-2 (SSD).
 int64_t mamba_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* formula);

@@ -26,12 +26,8 @@ std::shared_ptr<TokenMixer> make_mamba(const MixerArgs& a) {
   return std::make_shared<Mamba>(a.config, a.gen, a.proj_std);
 }
 
-// RetNet and gated retention rotate q and k.
-void even_head_dim(const ModelConfig& c) {
-  TAPELM_CHECK((c.n_embd / c.n_head) % 2 == 0,
-               "config: {} applies rotary positions and needs an even head dimension, got {}", c.mixer,
-               c.n_embd / c.n_head);
-}
+// The linear family's key and value widths (fla's expand_k, expand_v).
+void linear_family_widths(const ModelConfig& c) { linear_widths(c); }
 void mamba2_heads(const ModelConfig& c) {
   TAPELM_CHECK((2 * c.n_embd) % c.ssm_headdim == 0, "config: mamba2 needs 2·n_embd ({}) divisible by ssm_headdim {}",
                2 * c.n_embd, c.ssm_headdim);
@@ -77,17 +73,17 @@ const std::vector<MixerSpec>& mixer_table() {
       {"transformer++", "attention", "Touvron et al. 2023 (LLaMA); the Mamba paper's baseline", true, false,
        F::parallel, make_attention, attention_sequence_flops, true, nullptr, nullptr, transformer_pp},
       {"linear", "linear attention", "Katharopoulos et al. 2020", true, true, chunkwise, make_linear,
-       linear_recurrent_sequence_flops, false, nullptr, nullptr, fla_model},
+       linear_recurrent_sequence_flops, false, linear_family_widths, linear_width_multiple, fla_model},
       {"retnet", "linear attention", "Sun et al. 2023", true, true, chunkwise, make_linear,
-       linear_recurrent_sequence_flops, false, even_head_dim, nullptr, fla_model},
+       linear_recurrent_sequence_flops, false, linear_family_widths, linear_width_multiple, fla_model},
       {"gated_retention", "linear attention", "Sun et al. 2024 (YOCO)", true, true, chunkwise, make_linear,
-       linear_recurrent_sequence_flops, false, even_head_dim, nullptr, fla_model},
+       linear_recurrent_sequence_flops, false, linear_family_widths, linear_width_multiple, fla_model},
       {"gla", "linear attention", "Yang et al. 2023", true, true, chunkwise, make_linear,
-       linear_recurrent_sequence_flops, false, nullptr, nullptr, fla_model},
+       linear_recurrent_sequence_flops, false, linear_family_widths, linear_width_multiple, fla_model},
       {"deltanet", "linear attention", "Schlag et al. 2021; Yang et al. 2024", true, true, chunkwise, make_linear,
-       linear_recurrent_sequence_flops, false, nullptr, nullptr, fla_model},
+       linear_recurrent_sequence_flops, false, linear_family_widths, linear_width_multiple, fla_model},
       {"gated_deltanet", "linear attention", "Yang et al. 2024b", true, true, chunkwise, make_linear,
-       linear_recurrent_sequence_flops, false, nullptr, nullptr, fla_model},
+       linear_recurrent_sequence_flops, false, linear_family_widths, linear_width_multiple, fla_model},
       {"gau", "gated attention unit", "Hua et al. 2022, §2", false, false, F::parallel, make_gau, gau_sequence_flops,
        true, nullptr, nullptr, nullptr},
       {"flash", "gated attention unit", "Hua et al. 2022, §3", false, true, chunkwise, make_gau, gau_sequence_flops,

@@ -8,6 +8,8 @@
 //   - a training step gives bit-identical gradients twice at 2 threads;
 //   - the model learns a repeated sequence.
 // A new mixer joins every test through its table entry, with no line here.
+#include <numeric>
+
 #include "nn/mixers.h"
 #include "nn/model.h"
 #include "optim/optimizer.h"
@@ -214,6 +216,7 @@ TEST_P(Mixer, PaddingLeftOrRightLeavesRealTokensUnchanged) {
 TEST_P(Mixer, GradcheckWholeModelWithPadding) {
   ModelConfig c = GetParam().config;
   c.n_layer = 1, c.n_embd = 4, c.vocab_size = 5, c.chunk_size = 2, c.gau_qk_dim = 4, c.d_state = 2;
+  if (const MixerSpec& m = mixer_spec(c.mixer); m.width_multiple) c.n_embd = std::lcm((int64_t)4, m.width_multiple(c));
   Tensor idx = from_ints({1, 4, 2, 0, 3, 3, 2, 1, 0, 4}, {2, 5}),
          tgt = from_ints({4, 2, 0, 3, 3, 1, 1, 0, 2, 2}, {2, 5});
   // Right padding only (FLASH's chunked path), and left padding (its masked path).
@@ -293,9 +296,36 @@ TEST(MixerNames, FollowTheReferenceImplementations) {
   for (std::string want : {"transformer.h.0.attn.q_proj.weight", "transformer.h.0.attn.k_proj.weight",
                            "transformer.h.0.attn.v_proj.weight", "transformer.h.0.attn.g_proj.weight",
                            "transformer.h.0.attn.gk_proj.0.weight", "transformer.h.0.attn.gk_proj.1.weight",
-                           "transformer.h.0.attn.gk_proj.1.bias", "transformer.h.0.attn.g_norm.weight",
+                           "transformer.h.0.attn.gk_proj.1.bias", "transformer.h.0.attn.g_norm_swish_gate.weight",
                            "transformer.h.0.attn.o_proj.weight"})
     EXPECT_NE(std::find(names.begin(), names.end(), want), names.end()) << want;
+}
+
+// fla's GatedDeltaNet: keys 0.75·d, values 1.5·d (6d² per layer), Mamba-2's
+// decay (a_proj, A_log, dt_bias), short convolutions without bias.
+TEST(MixerNames, GatedDeltaNetFollowsFla) {
+  ModelConfig c = small("gated_deltanet");
+  c.n_embd = 16, c.n_head = 2, c.d_conv = 4;
+  Generator g(0);
+  GPT model(c, g);
+  auto has = [&](const std::string& name, Shape shape) {
+    for (auto& p : model.state_dict())
+      if (p.name == "transformer.h.0.attn." + name) return p.tensor.shape() == shape;
+    return false;
+  };
+  EXPECT_TRUE(has("q_proj.weight", {12, 16}));
+  EXPECT_TRUE(has("k_proj.weight", {12, 16}));
+  EXPECT_TRUE(has("v_proj.weight", {24, 16}));
+  EXPECT_TRUE(has("g_proj.weight", {24, 16}));
+  EXPECT_TRUE(has("o_proj.weight", {16, 24}));
+  EXPECT_TRUE(has("a_proj.weight", {2, 16}));
+  EXPECT_TRUE(has("b_proj.weight", {2, 16}));
+  EXPECT_TRUE(has("A_log", {2}));
+  EXPECT_TRUE(has("dt_bias", {2}));
+  EXPECT_TRUE(has("q_conv1d.weight", {12, 1, 4}));
+  EXPECT_TRUE(has("v_conv1d.weight", {24, 1, 4}));
+  EXPECT_FALSE(has("q_conv1d.bias", {12}));
+  EXPECT_TRUE(has("o_norm.weight", {12}));
 }
 
 TEST(Gau, BlocksHaveNoFeedForwardAndFollowFlashNames) {

@@ -5,6 +5,7 @@
 
 #include "nn/attention.h"
 #include "nn/feedforward.h"
+#include "nn/linear_attention.h"
 #include "nn/model.h"
 #include "nn/norm.h"
 #include "tests/changed_config.h"
@@ -265,6 +266,33 @@ TEST(NnModel, ContextOverflowAndBadConfigAreClearErrors) {
   EXPECT_ERROR_CONTAINS(ModelConfig::from_json(R"({"vocab_size": 100000000})"), "vocab_size must be in [1, 16777216]");
   EXPECT_ERROR_CONTAINS(ModelConfig::from_json(R"({"d_conv": 0})"), "d_conv must be in [1, 1024], got 0");
   EXPECT_ERROR_CONTAINS(ModelConfig::from_json(R"([1, 2])"), "not a JSON object");
+}
+
+// fla's widths: GLA keys d/2, RetNet values 2d (its rotated keys need an even
+// head), Gated DeltaNet keys 0.75·d and values 1.5·d; each a whole multiple of
+// n_head. compare steps widths by the smallest n_embd whose multiples all pass.
+TEST(NnModel, LinearFamilyWidthsAreCheckedAndTheirStepIsTheSmallest) {
+  ModelConfig c = tiny();
+  c.n_head = 4, c.n_embd = 12;
+  c.mixer = "gla";
+  EXPECT_ERROR_CONTAINS(c.validate(), "gla has key width 0.5·n_embd = 6, which must be a whole multiple of n_head 4");
+  c.mixer = "retnet";
+  EXPECT_ERROR_CONTAINS(c.validate(), "retnet applies rotary positions and needs an even key head dimension, got 3");
+  c.mixer = "gated_deltanet", c.n_embd = 24;
+  EXPECT_ERROR_CONTAINS(c.validate(), "gated_deltanet has key width 0.75·n_embd = 18");
+  c.n_embd = 32;
+  c.validate();
+  EXPECT_EQ(linear_widths(c).key, 24);
+  EXPECT_EQ(linear_widths(c).value, 48);
+  for (auto [mixer, step] : std::vector<std::pair<std::string, int64_t>>{
+           {"linear", 4}, {"retnet", 8}, {"gla", 8}, {"deltanet", 4}, {"gated_deltanet", 16}}) {
+    c.mixer = mixer;
+    EXPECT_EQ(linear_width_multiple(c), step) << mixer;
+    for (int64_t d = step; d <= 8 * step; d += step) {
+      c.n_embd = d;
+      EXPECT_NO_THROW(linear_widths(c)) << mixer << " " << d;
+    }
+  }
 }
 
 TEST(NnModel, ConfigJsonRoundTrip) {

@@ -89,10 +89,11 @@ TEST(Optim, DecayGroupsFollowNanoGPT) {
   EXPECT_NE(describe_groups(groups).find("decay: 18 tensors"), std::string::npos);
 }
 
-// mamba_ssm marks A_log, D and dt_bias `_no_weight_decay`; Mamba-1's A_log is
-// a matrix [d_inner, N], which the dimension rule alone would decay.
-TEST(Optim, MambaNeverDecaysALogDOrDtBias) {
-  for (std::string mixer : {"mamba", "mamba2"}) {
+// mamba_ssm marks A_log, D and dt_bias `_no_weight_decay` (fla's GatedDeltaNet its
+// A_log and dt_bias); Mamba-1's A_log is a matrix [d_inner, N], which the
+// dimension rule alone would decay.
+TEST(Optim, MambaAndGatedDeltaNetNeverDecayALogDOrDtBias) {
+  for (std::string mixer : {"mamba", "mamba2", "gated_deltanet"}) {
     nn::ModelConfig c;
     c.mixer = mixer, c.n_layer = 2, c.n_embd = 16, c.ssm_headdim = 8;
     Generator g(0);
@@ -102,7 +103,7 @@ TEST(Optim, MambaNeverDecaysALogDOrDtBias) {
     for (auto& p : groups[1].params)
       for (std::string leaf : {".A_log", ".D", ".dt_bias"})
         exempt += p.name.size() > leaf.size() && p.name.compare(p.name.size() - leaf.size(), leaf.size(), leaf) == 0;
-    EXPECT_EQ(exempt, mixer == "mamba" ? 2 * 2 : 2 * 3) << mixer;
+    EXPECT_EQ(exempt, mixer == "mamba2" ? 2 * 3 : 2 * 2) << mixer;
     for (auto& p : groups[0].params) {
       EXPECT_EQ(p.name.find("A_log"), std::string::npos) << p.name;
       EXPECT_EQ(p.name.find("dt_bias"), std::string::npos) << p.name;

@@ -249,27 +249,51 @@ def main():
     model_case("model_rope_rmsnorm_swiglu_padded", variant, pad)
     model_case("model_dyt_sinusoidal_relu_padded",
                dict(nano, ffn="relu", norm="dyt", position="sinusoidal"), pad)
-    mixer_cases()
-    gau_case()
-    mamba_cases()
+    # Each family draws from its own seed, so a change in one leaves the others' files as they are.
+    for seed, cases in ((1, mixer_cases), (2, gau_case), (3, mamba_cases), (4, optimizer_cases)):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            cases()
+
+
+def optimizer_cases():
     optimizer_case("adamw", lambda groups: torch.optim.AdamW(groups, betas=(0.9, 0.95), eps=1e-8))
     optimizer_case("sgd", lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9))
 
 
+def short_conv(u, w, pad):
+    """fla's ShortConvolution with SiLU: causal depthwise conv over time, no bias,
+    [B,T,C] with weight [C,1,k]; padded positions enter as 0."""
+    T, k = u.shape[1], w.shape[-1]
+    u = u.masked_fill(pad[:, :, None], 0.0).transpose(1, 2)
+    return F.silu(F.conv1d(u, w, padding=k - 1, groups=w.shape[0])[..., :T].transpose(1, 2))
+
+
+NORM_NAME = {"linear": "norm", "retnet": "g_norm_swish_gate", "gated_retention": "g_norm_swish_gate",
+             "gla": "g_norm_swish_gate", "deltanet": "o_norm", "gated_deltanet": "o_norm"}
+
+
 def recurrent_mixer(x, p, kind, pad, n_head, feature_map="elu", normalize=True):
     """The linear-attention family as a plain sequential loop:
-    S_t = diag(exp g_t) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t (tapelm's nn/linear_attention.h)."""
+    S_t = diag(exp g_t) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t (tapelm's nn/linear_attention.h);
+    key and value widths from the projections (fla's expand_k, expand_v)."""
     B, T, C = x.shape
-    K = C // n_head
+    K = p["q_proj.weight"].shape[0] // n_head  # key head width
     heads = lambda t: t.view(B, T, n_head, -1).transpose(1, 2)  # noqa: E731  [B,H,T,d]
-    q, k, v = (heads(F.linear(x, p[n + "_proj.weight"])) for n in ("q", "k", "v"))
+    q, k, v = (F.linear(x, p[n + "_proj.weight"]) for n in ("q", "k", "v"))
+    if kind in ("deltanet", "gated_deltanet"):
+        q, k, v = (short_conv(t, p[n + "_conv1d.weight"], pad) for t, n in ((q, "q"), (k, "k"), (v, "v")))
+    q, k, v = heads(q), heads(k), heads(v)
+    V = v.shape[-1]
     beta = None
     if kind in ("deltanet", "gated_deltanet"):
         l2 = lambda t: t / torch.sqrt(t.pow(2).sum(-1, keepdim=True) + 1e-6)  # noqa: E731
         q, k = l2(q) / math.sqrt(K), l2(k)
         beta = torch.sigmoid(heads(F.linear(x, p["b_proj.weight"])))
-        g = (F.logsigmoid(heads(F.linear(x, p["gk_proj.weight"], p["gk_proj.bias"]))) / 16
-             if kind == "gated_deltanet" else torch.zeros(B, n_head, T, 1, dtype=DT))
+        if kind == "gated_deltanet":  # Mamba-2's decay: -exp(A_log) softplus(x W_a + dt_bias)
+            g = heads(-p["A_log"].exp() * F.softplus(F.linear(x, p["a_proj.weight"]) + p["dt_bias"]))
+        else:
+            g = torch.zeros(B, n_head, T, 1, dtype=DT)
     elif kind == "linear":
         phi = {"elu": lambda t: F.elu(t) + 1, "relu": F.relu, "identity": lambda t: t}[feature_map]
         q, k = phi(q), phi(k)
@@ -306,10 +330,10 @@ def recurrent_mixer(x, p, kind, pad, n_head, feature_map="elu", normalize=True):
         outs.append(torch.einsum("bhk,bhkv->bhv", q[:, :, t], S))
     o = torch.stack(outs, 2)
     if kind == "linear" and normalize:
-        o = o[..., :K] / (o[..., K:] + 1e-6)
+        o = o[..., :V] / (o[..., V:] + 1e-6)
     else:
-        o = rmsnorm(o, p["g_norm.weight"])
-    o = o.transpose(1, 2).reshape(B, T, C)
+        o = rmsnorm(o, p[NORM_NAME[kind] + ".weight"])
+    o = o.transpose(1, 2).reshape(B, T, -1)
     if kind not in ("linear", "deltanet"):
         o = F.silu(F.linear(x, p["g_proj.weight"])) * o
     return F.linear(o, p["o_proj.weight"])
@@ -336,25 +360,36 @@ def relu_input_away_from_zero_normaliser(p, pad, H):
 
 
 def mixer_cases():
+    """d = 8, 2 heads; fla's widths: GLA keys 4, RetNet values 16, Gated DeltaNet keys 6
+    and values 12; short convolutions of size 4 (DeltaNet, Gated DeltaNet)."""
     C, H = 8, 2
+    widths = {"gla": (4, 8), "retnet": (8, 16), "gated_deltanet": (6, 12)}  # (keys, values)
     pad = torch.tensor([[1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 1]], dtype=torch.bool)
     variants = [("linear_elu", "linear", "elu", True), ("linear_relu", "linear", "relu", True),
                 ("linear_unnormalised", "linear", "elu", False), ("retnet", "retnet", "elu", True),
                 ("gated_retention", "gated_retention", "elu", True), ("gla", "gla", "elu", True),
                 ("deltanet", "deltanet", "elu", True), ("gated_deltanet", "gated_deltanet", "elu", True)]
     for name, kind, fmap, norm in variants:
-        p = {n + "_proj.weight": rand(C, C, scale=0.4) for n in ("q", "k", "v", "o")}
+        Kd, Vd = widths.get(kind, (C, C))
+        p = {"q_proj.weight": rand(Kd, C, scale=0.4), "k_proj.weight": rand(Kd, C, scale=0.4),
+             "v_proj.weight": rand(Vd, C, scale=0.4), "o_proj.weight": rand(C, Vd, scale=0.4)}
         if kind not in ("linear", "deltanet"):
-            p["g_proj.weight"] = rand(C, C, scale=0.4)
+            p["g_proj.weight"] = rand(Vd, C, scale=0.4)
         if kind in ("deltanet", "gated_deltanet"):
             p["b_proj.weight"] = rand(H, C, scale=0.5)
-        if kind in ("gated_retention", "gated_deltanet"):
+            for n, w in (("q", Kd), ("k", Kd), ("v", Vd)):
+                p[n + "_conv1d.weight"] = rand(w, 1, 4, scale=0.5)
+        if kind == "gated_retention":
             p["gk_proj.weight"], p["gk_proj.bias"] = rand(H, C, scale=0.4), rand(H, scale=0.5)
+        if kind == "gated_deltanet":
+            p["a_proj.weight"] = rand(H, C, scale=0.4)
+            p["A_log"] = (torch.rand(H, dtype=DT) * 16).log().requires_grad_()
+            p["dt_bias"] = rand(H, scale=0.5)
         if kind == "gla":
             p["gk_proj.0.weight"] = rand(16, C, scale=0.4)
-            p["gk_proj.1.weight"], p["gk_proj.1.bias"] = rand(C, 16, scale=0.3), rand(C, scale=0.5)
+            p["gk_proj.1.weight"], p["gk_proj.1.bias"] = rand(Kd, 16, scale=0.3), rand(Kd, scale=0.5)
         if kind != "linear" or not norm:
-            p["g_norm.weight"] = gain(C // H)
+            p[NORM_NAME[kind] + ".weight"] = gain(Vd // H)
         x = rand(2, 7, C)  # drawn in every case, so later cases keep their numbers
         if fmap == "relu":
             x = relu_input_away_from_zero_normaliser(p, pad, H)

@@ -54,14 +54,17 @@ LinearWidths linear_widths(const ModelConfig& c) {
 int64_t linear_width_multiple(const ModelConfig& c) {
   // The widths that pass form a subgroup of the integers (each condition says
   // n_embd·p/q ∈ n_head·ℤ), so they are the multiples of the smallest one.
+  // With expansions in quarters, 8·n_head always passes (8·n_head·p/4 = 2·n_head·p,
+  // an even head too); a recipe row outside that rule meets the error below.
   ModelConfig t = c;
-  for (t.n_embd = 1;; ++t.n_embd) {
+  for (t.n_embd = 1; t.n_embd <= 16 * c.n_head; ++t.n_embd) {
     try {
       linear_widths(t);
       return t.n_embd;
     } catch (const Error&) {
     }
   }
+  throw Error(fmt::format("config: {} allows no width up to {} with n_head {}", c.mixer, 16 * c.n_head, c.n_head));
 }
 
 int64_t RecurrentState::bytes() const {

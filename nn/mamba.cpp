@@ -8,8 +8,6 @@
 
 namespace tapelm::nn {
 
-namespace {}  // namespace
-
 Tensor dt_bias_init(int64_t n, Generator& gen) {
   Tensor b = Tensor::empty({n}, DType::f32);
   for (int64_t i = 0; i < n; ++i) {

@@ -285,6 +285,12 @@ TEST(Recipe, EachMixerGetsItsReferenceModelWhereNoFlagSaysOtherwise) {
 
 namespace {
 ModelConfig small(const std::string& mixer) { return small_config_of(variants(), mixer); }
+// The model holds a parameter of this name and shape.
+bool has(const GPT& m, const std::string& name, const Shape& shape) {
+  for (auto& p : m.state_dict())
+    if (p.name == name) return p.tensor.shape() == shape;
+  return false;
+}
 }  // namespace
 
 TEST(MixerNames, FollowTheReferenceImplementations) {
@@ -308,24 +314,22 @@ TEST(MixerNames, GatedDeltaNetFollowsFla) {
   c.n_embd = 16, c.n_head = 2, c.d_conv = 4;
   Generator g(0);
   GPT model(c, g);
-  auto has = [&](const std::string& name, Shape shape) {
-    for (auto& p : model.state_dict())
-      if (p.name == "transformer.h.0.attn." + name) return p.tensor.shape() == shape;
-    return false;
+  auto attn = [&](const std::string& name, const Shape& shape) {
+    return has(model, "transformer.h.0.attn." + name, shape);
   };
-  EXPECT_TRUE(has("q_proj.weight", {12, 16}));
-  EXPECT_TRUE(has("k_proj.weight", {12, 16}));
-  EXPECT_TRUE(has("v_proj.weight", {24, 16}));
-  EXPECT_TRUE(has("g_proj.weight", {24, 16}));
-  EXPECT_TRUE(has("o_proj.weight", {16, 24}));
-  EXPECT_TRUE(has("a_proj.weight", {2, 16}));
-  EXPECT_TRUE(has("b_proj.weight", {2, 16}));
-  EXPECT_TRUE(has("A_log", {2}));
-  EXPECT_TRUE(has("dt_bias", {2}));
-  EXPECT_TRUE(has("q_conv1d.weight", {12, 1, 4}));
-  EXPECT_TRUE(has("v_conv1d.weight", {24, 1, 4}));
-  EXPECT_FALSE(has("q_conv1d.bias", {12}));
-  EXPECT_TRUE(has("o_norm.weight", {12}));
+  EXPECT_TRUE(attn("q_proj.weight", {12, 16}));
+  EXPECT_TRUE(attn("k_proj.weight", {12, 16}));
+  EXPECT_TRUE(attn("v_proj.weight", {24, 16}));
+  EXPECT_TRUE(attn("g_proj.weight", {24, 16}));
+  EXPECT_TRUE(attn("o_proj.weight", {16, 24}));
+  EXPECT_TRUE(attn("a_proj.weight", {2, 16}));
+  EXPECT_TRUE(attn("b_proj.weight", {2, 16}));
+  EXPECT_TRUE(attn("A_log", {2}));
+  EXPECT_TRUE(attn("dt_bias", {2}));
+  EXPECT_TRUE(attn("q_conv1d.weight", {12, 1, 4}));
+  EXPECT_TRUE(attn("v_conv1d.weight", {24, 1, 4}));
+  EXPECT_FALSE(attn("q_conv1d.bias", {12}));
+  EXPECT_TRUE(attn("o_norm.weight", {12}));
 }
 
 TEST(Gau, BlocksHaveNoFeedForwardAndFollowFlashNames) {
@@ -343,11 +347,6 @@ TEST(Gau, BlocksHaveNoFeedForwardAndFollowFlashNames) {
 TEST(MambaNames, FollowMambaSsm) {
   Generator g(0);
   GPT m1(small("mamba"), g), m2(small("mamba2"), g);
-  auto has = [](const GPT& m, const std::string& name, const Shape& shape) {
-    for (auto& p : m.state_dict())
-      if (p.name == name) return p.tensor.shape() == shape;
-    return false;
-  };
   EXPECT_TRUE(has(m1, "transformer.h.0.attn.in_proj.weight", {32, 8}));
   EXPECT_TRUE(has(m1, "transformer.h.0.attn.conv1d.weight", {16, 1, 4}));
   EXPECT_TRUE(has(m1, "transformer.h.0.attn.x_proj.weight", {1 + 8, 16}));

@@ -87,6 +87,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                   double eps = 1e-5);  // bias may be undefined
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-5);
+// ScaleNorm: x / max(‖x‖·d^−½, eps) · gain, gain of shape [1] (FLASH-pytorch's).
+Tensor scale_norm(const Tensor& x, const Tensor& gain, double eps = 1e-5);
 
 // ---- cross_entropy.cpp ---------------------------------------------------
 // logits [..., V], targets int32 [...]; mean over targets != ignore_index

@@ -18,8 +18,9 @@ struct ModelConfig {
   int64_t ffn_hidden = 0;            // 0 = 4·n_embd
   std::string mixer = "attention";   // an entry of the mixer table (nn/mixers.h)
   std::string ffn = "gelu";          // gelu | relu | swiglu
-  std::string norm = "layernorm";    // layernorm | rmsnorm | dyt
-  std::string position = "learned";  // learned | sinusoidal | rope | none
+  std::string norm = "layernorm";    // layernorm | rmsnorm | dyt | scalenorm
+  std::string final_norm = "same";   // the norm before the LM head: same (as norm) | one of norm's
+  std::string position = "learned";  // learned | sinusoidal | scaled_sinusoidal | rope | none
   bool bias = true;                  // biases in Linear and norm layers
   bool tie_weights = true;           // lm_head.weight is transformer.wte.weight
   double dropout = 0.0;
@@ -31,6 +32,8 @@ struct ModelConfig {
   std::string feature_map = "elu";  // linear attention: elu (elu+1) | relu | identity
   bool normalize = true;            // linear attention: divide by φ(q)ᵀz (else per-head RMSNorm)
   int64_t gau_qk_dim = 128;         // GAU: width s of the shared Z
+  int64_t gau_rotary_dim = 0;       // GAU: RoPE on the first min(this, s) features of q, k (0: none)
+  bool gau_token_shift = false;     // GAU: the first half of its input comes from the token before
   int64_t d_state = 16;             // Mamba / Mamba-2: SSM state size N
   int64_t d_conv = 4;               // Mamba: causal conv kernel
   int64_t ssm_headdim = 32;         // Mamba-2: head dimension P

@@ -1,9 +1,11 @@
 #include "nn/gau.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/ops.h"
 #include "nn/mixers.h"
+#include "nn/token_shift.h"
 
 namespace tapelm::nn {
 
@@ -38,7 +40,8 @@ GatedAttentionUnit::GatedAttentionUnit(const ModelConfig& c, Generator& gen, dou
       qk_dim(c.gau_qk_dim),
       n(c.block_size),
       chunk(c.chunk_size),
-      form(training_form(c)) {
+      form(training_form(c)),
+      token_shift(c.gau_token_shift) {
   to_hidden = register_module("to_hidden", std::make_shared<LinearSiLU>(dim, 2 * expansion, gen));
   to_qk = register_module("to_qk", std::make_shared<LinearSiLU>(dim, qk_dim, gen));
   auto os = register_module("qk_offset_scale", std::make_shared<OffsetScale>(mixed_chunk ? 4 : 2, qk_dim, gen));
@@ -46,6 +49,18 @@ GatedAttentionUnit::GatedAttentionUnit(const ModelConfig& c, Generator& gen, dou
   beta = os->beta;
   rel_pos_bias = register_module("rel_pos_bias", std::make_shared<RelativePositionBias>(group(), gen))->weight;
   to_out = register_module("to_out", std::make_shared<Linear>(expansion, dim, true, gen, proj_std));
+  if (c.gau_rotary_dim > 0)
+    rotary = std::make_shared<Rotary>(std::min(c.gau_rotary_dim, qk_dim), n, 10000.0, Rotary::Layout::interleaved);
+}
+
+void gau_validate(const ModelConfig& c) {
+  const int64_t r = std::min(c.gau_rotary_dim, c.gau_qk_dim);
+  TAPELM_CHECK(r % 2 == 0, "config: gau_rotary_dim rotates min({}, gau_qk_dim {}) = {} features, which must be even",
+               c.gau_rotary_dim, c.gau_qk_dim, r);
+}
+
+int64_t GauState::bytes() const {
+  return core.bytes() + (shifted.defined() ? shifted.numel() * (int64_t)dtype_size(shifted.dtype()) : 0);
 }
 
 std::unique_ptr<MixerState> GatedAttentionUnit::init_state(int64_t) const { return std::make_unique<GauState>(); }
@@ -53,18 +68,21 @@ std::unique_ptr<MixerState> GatedAttentionUnit::init_state(int64_t) const { retu
 Tensor GatedAttentionUnit::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
   TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "gau: expects [B,T,{}], got {}", dim, x.str_shape());
   const int64_t B = x.size(0), T = x.size(1);
-  std::vector<Tensor> hidden = tapelm::chunk(to_hidden->forward(x), 2, -1);  // (value v, gate u), FLASH-pytorch's order
-  Tensor z = to_qk->forward(x);                                              // [B,T,s]
-  auto head = [&](int64_t i) {                                               // Z ⊙ γ_i + β_i
-    return add(mul(z, reshape(slice(gamma, 0, i, i + 1), {qk_dim})), reshape(slice(beta, 0, i, i + 1), {qk_dim}));
+  GauState* st = nullptr;
+  if (state) {
+    st = dynamic_cast<GauState*>(state);
+    TAPELM_CHECK(st, "gau: the decoding state is not a GauState");
+  }
+  GauAttentionState* carried = st ? &st->core : nullptr;
+  const Tensor in = token_shift ? shift_tokens(x, ctx.pad_mask, st ? &st->shifted : nullptr) : x;
+  std::vector<Tensor> hidden =
+      tapelm::chunk(to_hidden->forward(in), 2, -1);  // (value v, gate u), FLASH-pytorch's order
+  Tensor z = to_qk->forward(in);                     // [B,T,s]
+  auto head = [&](int64_t i) {                       // Z ⊙ γ_i + β_i, rotated
+    Tensor h = add(mul(z, reshape(slice(gamma, 0, i, i + 1), {qk_dim})), reshape(slice(beta, 0, i, i + 1), {qk_dim}));
+    return rotary ? squeeze(rotary->apply(unsqueeze(h, 2), ctx.positions, 2), 2) : h;
   };
   Tensor pad = ctx.pad_mask.defined() ? ctx.pad_mask : zeros({B, T}, DType::b8);
-  GauAttentionState* carried = nullptr;
-  if (state) {
-    auto* st = dynamic_cast<GauState*>(state);
-    TAPELM_CHECK(st, "gau: the decoding state is not a GauState");
-    carried = &st->core;
-  }
   const RecurrenceForm run_form = state && T == 1 ? RecurrenceForm::recurrent : form;
   // Rows of qk_offset_scale: GAU (q, k); FLASH (quad_q, lin_q, quad_k, lin_k).
   const int64_t g = group();
@@ -85,12 +103,15 @@ int64_t gau_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::stri
     *f = fmt::format("2·b·s²·(2·qk + e): quadratic and linear scores and AV over s×s (qk {}, e {})", qk, e);
     return 2 * b * s * s * (2 * qk + e);
   }
-  const int64_t C = c.chunk_size, sp = (s + C - 1) / C * C;
+  // Chunks are C positions long, the last L = s mod C (or C): nothing is
+  // computed for padding to a multiple of C, and the last chunk is never
+  // folded into the linear state.
+  const int64_t C = c.chunk_size, full = s / C, rest = s % C, last = rest ? rest : std::min(C, s);
   *f = fmt::format(
-      "2·b·s·C·(qk + e) + 4·b·s·qk·e: quadratic part inside chunks of C, linear part's "
-      "kv and read-out (qk {}, e {}, C {}; s padded to a multiple of C)",
+      "2·b·(⌊s/C⌋·C² + (s mod C)²)·(qk + e) + 2·b·(2s − L)·qk·e: quadratic part inside chunks of C, "
+      "linear part's read-out at every position and kv of every chunk but the last (L long) (qk {}, e {}, C {})",
       qk, e, C);
-  return 2 * b * sp * C * (qk + e) + 4 * b * sp * qk * e;
+  return 2 * b * (full * C * C + rest * rest) * (qk + e) + 2 * b * (2 * s - last) * qk * e;
 }
 
 }  // namespace tapelm::nn

@@ -14,6 +14,11 @@
 // to_qk.0, qk_offset_scale, to_out); its bias is T5's bucketed one, ours the
 // paper's per-distance one. GAU is FLASH below with one chunk; decoding caches
 // K and V like attention.
+// Two options of FLASH-pytorch's layer, on in its FLASHTransformer (and in the
+// gau/flash recipes): gau_token_shift shifts the first half of the normed
+// input one token on before the projections (nn/token_shift.h), and
+// gau_rotary_dim rotates the first min(r, s) features of every q and k head
+// (RoPE, rotary_embedding_torch's interleaved pairs) at their positions.
 //
 // FLASH (mixer "flash", §3 of the paper): the mixed-chunk form, linear in T.
 // Positions are grouped into chunks of C (chunk id = position id / C, so
@@ -31,6 +36,7 @@
 #include "nn/config.h"
 #include "nn/linear.h"
 #include "nn/mixer.h"
+#include "nn/position.h"
 
 namespace tapelm::nn {
 
@@ -56,6 +62,8 @@ class GatedAttentionUnit : public TokenMixer {
   std::shared_ptr<Linear> to_out;
   Tensor gamma, beta;   // qk_offset_scale: [2 or 4, s] (rows: GAU q, k; FLASH quad_q, lin_q, quad_k, lin_k)
   Tensor rel_pos_bias;  // [group()]: the score bias per distance
+  const bool token_shift;
+  std::shared_ptr<Rotary> rotary;  // partial RoPE on the q and k heads, or null
   // Positions one quadratic part spans: FLASH's chunk C, GAU's context n.
   int64_t group() const { return mixed_chunk ? chunk : n; }
 };
@@ -63,11 +71,16 @@ class GatedAttentionUnit : public TokenMixer {
 // The mixer table's sequence_flops for GAU (quadratic) and FLASH (mixed chunk).
 int64_t gau_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* formula);
 
+// Checks of the GAU options that join fields: the rotated width min(r, s) is even.
+void gau_validate(const ModelConfig& c);
+
 // Decoding state of GAU (its keys and values: it grows) and FLASH (Σ k'vᵀ over
-// finished chunks and the current chunk's keys and values: bounded).
+// finished chunks and the current chunk's keys and values: bounded), and the
+// token shift's last token.
 struct GauState : MixerState {
   GauAttentionState core;
-  int64_t bytes() const override { return core.bytes(); }
+  Tensor shifted;  // [B, ⌈d/2⌉]: first half of the last real token's input (token shift)
+  int64_t bytes() const override;
 };
 
 }  // namespace tapelm::nn

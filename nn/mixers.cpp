@@ -47,6 +47,14 @@ void transformer_pp(ModelConfig& c) {
 void fla_model(ModelConfig& c) {
   c.position = "none", c.ffn = "swiglu", c.ffn_hidden = swiglu_hidden(c.n_embd), c.norm = "rmsnorm", c.bias = false;
 }
+// FLASH-pytorch's FLASHTransformer (the FLASH paper's model): scaled
+// sinusoidal absolute positions, ScaleNorm before each layer and a LayerNorm
+// before the head, token shift, RoPE on 32 features of q and k, groups of 256.
+void flash_model(ModelConfig& c) {
+  c.position = "scaled_sinusoidal", c.norm = "scalenorm", c.final_norm = "layernorm";
+  c.gau_token_shift = true, c.gau_rotary_dim = 32;
+  if (c.mixer == "flash") c.chunk_size = 256;
+}
 // mamba_ssm's MixerModel: no position embedding, RMSNorm, no biases.
 void mamba_model(ModelConfig& c) { c.position = "none", c.norm = "rmsnorm", c.bias = false; }
 }  // namespace
@@ -85,9 +93,9 @@ const std::vector<MixerSpec>& mixer_table() {
       {"gated_deltanet", "linear attention", "Yang et al. 2024b", true, true, chunkwise, make_linear,
        linear_recurrent_sequence_flops, false, linear_family_widths, linear_width_multiple, fla_model},
       {"gau", "gated attention unit", "Hua et al. 2022, §2", false, false, F::parallel, make_gau, gau_sequence_flops,
-       true, nullptr, nullptr, nullptr},
+       true, gau_validate, nullptr, flash_model},
       {"flash", "gated attention unit", "Hua et al. 2022, §3", false, true, chunkwise, make_gau, gau_sequence_flops,
-       true, nullptr, nullptr, nullptr},
+       true, gau_validate, nullptr, flash_model},
       {"mamba", "state space", "Gu & Dao 2023", false, true, F::recurrent, make_mamba, mamba_sequence_flops, false,
        nullptr, nullptr, mamba_model},
       {"mamba2", "state space", "Dao & Gu 2024", false, true, chunkwise, make_mamba, mamba_sequence_flops, false,

@@ -12,6 +12,8 @@ namespace {
 // GPT-2: residual output projections get std 0.02/√(2·n_layer), since each
 // block adds two of them to the residual stream.
 double proj_std(const ModelConfig& c) { return 0.02 / std::sqrt(2.0 * c.n_layer); }
+// GPT-2's token embedding init, N(0, 0.02²); the scaled sinusoid starts at the same scale.
+constexpr double kTokenEmbeddingStd = 0.02;
 }  // namespace
 
 Block::Block(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen, Generator* dropout_gen) {
@@ -53,13 +55,16 @@ Tensor Block::forward(const Tensor& x, const MixerContext& ctx, MixerState* stat
 }
 
 Transformer::Transformer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen, Generator* dropout_gen) {
-  wte = register_module("wte", std::make_shared<Embedding>(c.vocab_size, c.n_embd, gen));
+  wte = register_module("wte", std::make_shared<Embedding>(c.vocab_size, c.n_embd, gen, kTokenEmbeddingStd));
   if (c.position == "learned") wpe = register_module("wpe", std::make_shared<Embedding>(c.block_size, c.n_embd, gen));
+  if (c.position == "scaled_sinusoidal")
+    wpe_scaled =
+        register_module("wpe", std::make_shared<ScaledSinusoidalEmbedding>(c.block_size, c.n_embd, kTokenEmbeddingStd));
   drop = register_module("drop", std::make_shared<Dropout>(c.dropout, dropout_gen));
   // A ModuleList named "h": children "h.0", "h.1", ...
   for (int64_t i = 0; i < c.n_layer; ++i)
     h.push_back(register_module(fmt::format("h.{}", i), std::make_shared<Block>(c, rotary, gen, dropout_gen)));
-  ln_f = register_module("ln_f", make_norm(c.norm, c.n_embd, c.bias));
+  ln_f = register_module("ln_f", make_norm(c.final_norm == "same" ? c.norm : c.final_norm, c.n_embd, c.bias));
 }
 
 int64_t DecodeState::bytes() const {
@@ -110,6 +115,7 @@ Tensor GPT::forward(const Tensor& idx, const Tensor& pad_mask, DecodeState* stat
     x = transformer->wte->forward(idx);
     if (config.position == "learned") x = add(x, transformer->wpe->forward(ctx.positions));
     if (config.position == "sinusoidal") x = add(x, embedding(sinusoid_.as(dt), ctx.positions));
+    if (config.position == "scaled_sinusoidal") x = add(x, transformer->wpe_scaled->forward(ctx.positions, dt));
     x = transformer->drop->forward(x);
   }
   for (size_t i = 0; i < transformer->h.size(); ++i)
@@ -151,6 +157,7 @@ Tensor GPT::loss(const Tensor& idx, const Tensor& targets, const Tensor& pad_mas
 int64_t GPT::num_non_embedding_parameters() const {
   int64_t n = num_parameters() - transformer->wte->weight.numel();
   if (transformer->wpe) n -= transformer->wpe->weight.numel();
+  if (transformer->wpe_scaled) n -= transformer->wpe_scaled->scale.numel();
   return n;
 }
 
@@ -159,6 +166,8 @@ std::string GPT::describe() const {
   auto count = [](const Module& m) { return m.num_parameters(); };
   s += fmt::format("  {:<28} {:>12}\n", "transformer.wte", count(*transformer->wte));
   if (transformer->wpe) s += fmt::format("  {:<28} {:>12}\n", "transformer.wpe", count(*transformer->wpe));
+  if (transformer->wpe_scaled)
+    s += fmt::format("  {:<28} {:>12}\n", "transformer.wpe", count(*transformer->wpe_scaled));
   for (size_t i = 0; i < transformer->h.size(); ++i) {
     const Block& b = *transformer->h[i];
     s += fmt::format("  {:<28} {:>12}  (mixer {}, mlp {}, norms {})\n", fmt::format("transformer.h.{}", i), count(b),

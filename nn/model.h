@@ -29,7 +29,8 @@ class Block : public Module {
 class Transformer : public Module {
  public:
   Transformer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen, Generator* dropout_gen);
-  std::shared_ptr<Embedding> wte, wpe;  // wpe only for learned positions
+  std::shared_ptr<Embedding> wte, wpe;                    // wpe only for learned positions
+  std::shared_ptr<ScaledSinusoidalEmbedding> wpe_scaled;  // "wpe" for scaled_sinusoidal positions
   std::shared_ptr<Dropout> drop;
   std::vector<std::shared_ptr<Block>> h;
   std::shared_ptr<Norm> ln_f;

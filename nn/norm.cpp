@@ -26,11 +26,16 @@ Tensor DyT::forward(const Tensor& x) const {
   return bias.defined() ? add(y, bias) : y;
 }
 
+ScaleNorm::ScaleNorm(double eps_) : eps(eps_) { g = register_parameter("g", ones({1})); }
+
+Tensor ScaleNorm::forward(const Tensor& x) const { return scale_norm(x, g, eps); }
+
 std::shared_ptr<Norm> make_norm(const std::string& kind, int64_t dim, bool bias) {
   if (kind == "layernorm") return std::make_shared<LayerNorm>(dim, bias);
   if (kind == "rmsnorm") return std::make_shared<RMSNorm>(dim);
   if (kind == "dyt") return std::make_shared<DyT>(dim, bias);
-  throw Error(fmt::format("norm: unknown kind '{}' (expected layernorm, rmsnorm or dyt)", kind));
+  if (kind == "scalenorm") return std::make_shared<ScaleNorm>();
+  throw Error(fmt::format("norm: unknown kind '{}' (expected layernorm, rmsnorm, dyt or scalenorm)", kind));
 }
 
 }  // namespace tapelm::nn

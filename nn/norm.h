@@ -3,6 +3,8 @@
 //   RMSNorm (Zhang & Sennrich 2019):  x/√(mean(x²) + ε) · γ
 //   DyT (Zhu et al. 2025, "Transformers without Normalization"): tanh(αx) · γ + β,
 //     α a learned scalar (init 0.5)
+//   ScaleNorm (Nguyen & Salazar 2019; FLASH-pytorch's norm): x / max(‖x‖·d^−½, ε) · g,
+//     g one learned scalar (init 1)
 #pragma once
 #include <memory>
 #include <string>
@@ -39,7 +41,15 @@ class DyT : public Norm {
   Tensor alpha, weight, bias;
 };
 
-// kind: "layernorm", "rmsnorm" or "dyt".
+class ScaleNorm : public Norm {
+ public:
+  explicit ScaleNorm(double eps = 1e-5);
+  Tensor forward(const Tensor& x) const override;
+  Tensor g;  // FLASH-pytorch's name
+  double eps;
+};
+
+// kind: "layernorm", "rmsnorm", "dyt" or "scalenorm".
 std::shared_ptr<Norm> make_norm(const std::string& kind, int64_t dim, bool bias);
 
 }  // namespace tapelm::nn

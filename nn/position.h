@@ -7,6 +7,7 @@
 
 #include "autograd/tensor.h"
 #include "nn/constant_tensor.h"
+#include "nn/module.h"
 
 namespace tapelm::nn {
 
@@ -15,25 +16,48 @@ namespace tapelm::nn {
 Tensor position_ids(int64_t batch, int64_t T, const Tensor& pad_mask, const std::vector<int32_t>& offsets = {});
 
 // "Attention is all you need" §3.5: PE(p, 2i) = sin(p / 10000^(2i/d)),
-// PE(p, 2i+1) = cos(p / 10000^(2i/d)). Fixed: [n_pos, dim].
-Tensor sinusoidal_table(int64_t n_pos, int64_t dim, DType dtype);
+// PE(p, 2i+1) = cos(p / 10000^(2i/d)). Fixed: [n_pos, dim]. With
+// `concatenated`, the sines fill the first half and the cosines the second
+// (FLASH-pytorch's ScaledSinuEmbedding: cat(sin, cos)); dim must then be even.
+Tensor sinusoidal_table(int64_t n_pos, int64_t dim, DType dtype, bool concatenated = false);
 
-// Rotary position embedding (Su et al. 2021, RoFormer), rotate-half layout as
-// in GPT-NeoX / LLaMA: x' = x·cos(pθ) + rotate_half(x)·sin(pθ), θ_i = base^(−2i/d),
-// rotate_half([x1, x2]) = [−x2, x1].
-class Rotary {
+// FLASH-pytorch's ScaledSinuEmbedding (the FLASH paper's absolute position):
+// the concatenated sinusoid above times one learned scalar `scale`.
+// FLASH-pytorch starts scale at 1 beside a token embedding of std 1; the
+// model starts it at its token embedding's std (GPT-2's 0.02), which keeps
+// that ratio (at 1 the positions drown the tokens: a FLASH model stayed at
+// the unigram loss, 3.34 after 300 steps against 2.25 with learned positions).
+class ScaledSinusoidalEmbedding : public Module {
  public:
-  Rotary(int64_t head_dim, int64_t max_pos, double base = 10000.0);
-  // x: [B, H, T, head_dim], positions: [B, T] int32.
-  // x is [B,H,T,hd] (head_axis 1) or [B,T,H,hd] (head_axis 2); positions [B,T].
-  Tensor apply(const Tensor& x, const Tensor& positions, int64_t head_axis = 1) const;
-  int64_t head_dim, max_pos;  // positions ≥ max_pos are computed when asked for
-  double base;
+  ScaledSinusoidalEmbedding(int64_t n_pos, int64_t dim, double scale_init);
+  Tensor forward(const Tensor& positions, DType dtype) const;  // [B,T] int32 -> [B,T,dim]
+  Tensor scale;
 
  private:
-  // cos and sin of p·θ_i for n positions, rows of head_dim (both halves alike).
+  ConstantTensor table_;  // [n_pos, dim]
+};
+
+// Rotary position embedding (Su et al. 2021, RoFormer):
+// x' = x·cos(pθ) + rotate(x)·sin(pθ), θ_i = base^(−2i/r) over the first r =
+// rotary_dim features (the rest pass unchanged: GPT-J's partial rotary), in
+// one of two layouts of the rotated pairs:
+//   half (GPT-NeoX / LLaMA): pairs (i, i + r/2), rotate([x1, x2]) = [−x2, x1];
+//   interleaved (RoFormer, rotary_embedding_torch): pairs (2i, 2i+1),
+//     rotate(…, x_2i, x_2i+1, …) = (…, −x_2i+1, x_2i, …).
+class Rotary {
+ public:
+  enum class Layout { half, interleaved };
+  Rotary(int64_t rotary_dim, int64_t max_pos, double base = 10000.0, Layout layout = Layout::half);
+  // x is [B,H,T,hd] (head_axis 1) or [B,T,H,hd] (head_axis 2), hd ≥ rotary_dim; positions [B,T].
+  Tensor apply(const Tensor& x, const Tensor& positions, int64_t head_axis = 1) const;
+  int64_t rotary_dim, max_pos;  // positions ≥ max_pos are computed when asked for
+  double base;
+  Layout layout;
+
+ private:
+  // cos and sin of p·θ_i for n positions, rows of rotary_dim (each θ_i at both features of its pair).
   void fill_angles(double* cos, double* sin, const int32_t* positions, int64_t n) const;
-  ConstantTensor cos_, sin_;  // [max_pos, head_dim]
+  ConstantTensor cos_, sin_;  // [max_pos, rotary_dim]
 };
 
 }  // namespace tapelm::nn

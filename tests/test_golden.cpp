@@ -1,5 +1,5 @@
 // Cross-check against PyTorch: tests/golden/*.safetensors are written by
-// tests/golden/make_golden.py (plain PyTorch, float64). Each module and three
+// tests/golden/make_golden.py (plain PyTorch, float64). Each module and four
 // 2-layer models are rebuilt here with the file's weights (loaded by name, so
 // names must match nanoGPT's exactly) and must reproduce the outputs and every
 // gradient. Error measure: max |ours − torch| / max |torch| over the tensor.
@@ -76,6 +76,12 @@ TEST_P(Golden, LayerNorm) {
 TEST_P(Golden, RMSNorm) {
   RMSNorm m(8);
   check_module("rmsnorm", m, GetParam(), [&](const Tensor& x, const TensorFile&) { return m.forward(x); });
+}
+
+// Row 0 of the input is inside the clamp (‖x‖·d^−½ ≈ 1e-7 < ε).
+TEST_P(Golden, ScaleNorm) {
+  ScaleNorm m;
+  check_module("scalenorm", m, GetParam(), [&](const Tensor& x, const TensorFile&) { return m.forward(x); });
 }
 
 TEST_P(Golden, DyT) {
@@ -157,6 +163,23 @@ TEST_P(Golden, FlashMixedChunk) {
   }
 }
 
+// FLASH-pytorch's options on both: token shift and rotary on 4 of the 8 q/k
+// features (interleaved pairs), with left and right padding; FLASH in both forms.
+TEST_P(Golden, GauAndFlashWithTokenShiftAndPartialRotary) {
+  for (std::string mixer : {"gau", "flash"})
+    for (std::string form : {"parallel", "chunkwise"}) {
+      ModelConfig c;
+      c.n_embd = 8, c.gau_qk_dim = 8, c.block_size = 16, c.mixer = mixer, c.chunk_size = 3, c.recurrent_form = form;
+      c.gau_token_shift = true, c.gau_rotary_dim = 4;
+      Generator g(0);
+      GatedAttentionUnit m(c, g, 0.02);
+      check_module(mixer + "_shift_rotary", m, GetParam(), [&](const Tensor& x, const TensorFile& f) {
+        Tensor pad = f.tensors.at("input.pad_mask");
+        return m.forward(x, MixerContext{pad, position_ids(x.size(0), x.size(1), pad)}, nullptr);
+      });
+    }
+}
+
 // Mamba and Mamba-2 blocks against sequential PyTorch scans, in every form.
 TEST_P(Golden, MambaAndMamba2) {
   for (std::string mixer : {"mamba", "mamba2"})
@@ -197,6 +220,9 @@ void check_model(const std::string& name, DType dt) {
 TEST_P(Golden, NanoGPTModel) { check_model("model_nanogpt", GetParam()); }
 TEST_P(Golden, RopeRMSNormSwiGLUPaddedModel) { check_model("model_rope_rmsnorm_swiglu_padded", GetParam()); }
 TEST_P(Golden, DyTSinusoidalReluPaddedModel) { check_model("model_dyt_sinusoidal_relu_padded", GetParam()); }
+// FLASH-pytorch's FLASHTransformer: scaled sinusoid, ScaleNorm, FLASH layers
+// with token shift and partial rotary, LayerNorm before the (tied) head.
+TEST_P(Golden, FlashPytorchPaddedModel) { check_model("model_flash_pytorch_padded", GetParam()); }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, Golden, ::testing::Values(DType::f64, DType::f32),
                          [](const ::testing::TestParamInfo<DType>& i) { return std::string(dtype_name(i.param)); });

@@ -212,7 +212,7 @@ std::vector<Case> cases() {
                  return V{P({1, 2, 3, 2}, 1), P({1, 4, 3, 2}, 2), P({1, 4, 3, 2}, 3)};
                },
                [](const V& x) { return scaled_dot_product_attention(x[0], x[1], x[2], Tensor(), 0.5); }});
-  // Fused norms (nn's LayerNorm / RMSNorm).
+  // Fused norms (nn's LayerNorm / RMSNorm / ScaleNorm).
   c.push_back({"layer_norm",
                [=] {
                  return V{P({2, 3, 5}, 1), P({5}, 2), P({5}, 3)};
@@ -228,6 +228,14 @@ std::vector<Case> cases() {
                  return V{P({3, 7}, 1), P({7}, 2)};
                },
                [](const V& x) { return rms_norm(x[0], x[1]); }});
+  // ScaleNorm: row 0 scaled to ‖x‖·d^−½ ≈ 1e-7 < ε, where the clamp holds (dx = g/ε).
+  c.push_back({"scale_norm_with_a_clamped_row",
+               [=] {
+                 return V{P({3, 6}, 1), P({1}, 2)};
+               },
+               [](const V& x) {
+                 return scale_norm(mul(x[0], from_vector({1e-7, 1, 1}, {3, 1}, DType::f64)), x[1]);
+               }});
   // Softmax family.
   c.push_back({"softmax", [=] { return V{P({3, 5}, 1)}; }, [](const V& x) { return softmax(x[0]); }});
   c.push_back({"log_softmax", [=] { return V{P({2, 2, 5}, 1)}; }, [](const V& x) { return log_softmax(x[0]); }});

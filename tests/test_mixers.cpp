@@ -275,6 +275,18 @@ TEST(Recipe, EachMixerGetsItsReferenceModelWhereNoFlagSaysOtherwise) {
   ModelConfig m = with_recipe(c, {"position"});  // --position given: it stays
   EXPECT_EQ(m.position, "learned");
   EXPECT_EQ(m.norm, "rmsnorm");
+  // FLASH-pytorch's FLASHTransformer for both GAU and FLASH; groups of 256 are FLASH's only.
+  for (std::string mixer : {"gau", "flash"}) {
+    c.mixer = mixer;
+    ModelConfig f = with_recipe(c, {});
+    EXPECT_EQ(f.position, "scaled_sinusoidal");
+    EXPECT_EQ(f.norm, "scalenorm");
+    EXPECT_EQ(f.final_norm, "layernorm");
+    EXPECT_TRUE(f.gau_token_shift);
+    EXPECT_EQ(f.gau_rotary_dim, 32);
+    EXPECT_EQ(f.chunk_size, mixer == "flash" ? 256 : 64);
+    EXPECT_TRUE(f.bias);
+  }
   c.mixer = "attention";  // nanoGPT's GPT: the config's defaults
   EXPECT_EQ(with_recipe(c, {}).to_json(), c.to_json());
   EXPECT_EQ(swiglu_hidden(128), 512);
@@ -342,6 +354,13 @@ TEST(Gau, BlocksHaveNoFeedForwardAndFollowFlashNames) {
                            "transformer.h.0.attn.to_out.weight"})
     EXPECT_NE(std::find(names.begin(), names.end(), want), names.end()) << want;
   for (auto& n : names) EXPECT_EQ(n.find("mlp"), std::string::npos) << n;
+  // FLASHTransformer's model around it: ScaleNorm's one gain per block, the
+  // sinusoid's one scale, a LayerNorm with bias before the head.
+  EXPECT_TRUE(has(model, "transformer.h.0.ln_1.g", {1}));
+  EXPECT_TRUE(has(model, "transformer.wpe.scale", {1}));
+  EXPECT_TRUE(has(model, "transformer.ln_f.weight", {8}));
+  EXPECT_TRUE(has(model, "transformer.ln_f.bias", {8}));
+  EXPECT_FALSE(has(model, "transformer.ln_f.g", {1}));
 }
 
 TEST(MambaNames, FollowMambaSsm) {

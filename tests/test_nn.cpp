@@ -82,6 +82,32 @@ TEST(NnGradcheck, RotaryAlone) {
   Rotary r(4, 8);
   Tensor pos = position_ids(1, 3, Tensor());
   expect_gradcheck([&](const std::vector<Tensor>& v) { return r.apply(v[0], pos); }, {param({1, 2, 3, 4}, 4)});
+  // Interleaved pairs on the first 4 of 6 features (FLASH-pytorch's partial rotary).
+  Rotary partial(4, 8, 10000.0, Rotary::Layout::interleaved);
+  expect_gradcheck([&](const std::vector<Tensor>& v) { return partial.apply(v[0], pos, 2); }, {param({1, 3, 2, 6}, 5)});
+}
+
+// The two layouts turn the same pairs by the same angles: interleaved on x
+// equals half on x with its features regrouped (pair i = (2i, 2i+1) ↔ (i, i + r/2)),
+// and features past the rotated width pass unchanged.
+TEST(NnModel, RotaryLayoutsTurnTheSamePairsAndPartialRotaryLeavesTheRest) {
+  Rotary half(4, 16), inter(4, 16, 10000.0, Rotary::Layout::interleaved);
+  Tensor pos = from_ints({0, 3, 7}, {1, 3});
+  Tensor x = param({1, 3, 1, 6}, 6);  // [B,T,H,hd], hd 6 > 4 rotated
+  Tensor yi = inter.apply(x, pos, 2), yh = half.apply(x, pos, 2);
+  const int64_t to_half[4] = {0, 2, 1, 3};  // interleaved feature j sits at to_half[j] in the half layout
+  Tensor xh = x.clone();
+  for (int64_t t = 0; t < 3; ++t)
+    for (int64_t j = 0; j < 4; ++j) xh.set_flat(t * 6 + to_half[j], x.flat(t * 6 + j));
+  Tensor yh2 = half.apply(xh, pos, 2);
+  for (int64_t t = 0; t < 3; ++t) {
+    for (int64_t j = 0; j < 4; ++j) EXPECT_NEAR(yi.flat(t * 6 + j), yh2.flat(t * 6 + to_half[j]), 1e-15);
+    for (int64_t j = 4; j < 6; ++j) {
+      EXPECT_EQ(yi.flat(t * 6 + j), x.flat(t * 6 + j));
+      EXPECT_EQ(yh.flat(t * 6 + j), x.flat(t * 6 + j));
+    }
+  }
+  EXPECT_EQ(yi.flat(0), x.flat(0));  // position 0: no turn
 }
 
 TEST(NnGradcheck, WholeModelLoss) {
@@ -158,7 +184,7 @@ TEST(NnModel, Gpt2Initialisation) {
 }
 
 TEST(NnModel, CausalFutureTokensNeverChangePastLogits) {
-  for (std::string position : {"learned", "rope", "sinusoidal", "none"}) {
+  for (std::string position : {"learned", "rope", "sinusoidal", "scaled_sinusoidal", "none"}) {
     Generator g(2);
     GPT model(tiny(position), g);
     NoGradGuard ng;
@@ -179,7 +205,7 @@ TEST(NnModel, CausalFutureTokensNeverChangePastLogits) {
 }
 
 TEST(NnModel, PaddingLeftOrRightLeavesRealTokenLogitsUnchanged) {
-  for (std::string position : {"learned", "rope", "sinusoidal"}) {
+  for (std::string position : {"learned", "rope", "sinusoidal", "scaled_sinusoidal"}) {
     Generator g(3);
     GPT model(tiny(position), g);
     NoGradGuard ng;
@@ -259,6 +285,12 @@ TEST(NnModel, ContextOverflowAndBadConfigAreClearErrors) {
   c = tiny();
   c.mixer = "transformerxl";
   EXPECT_ERROR_CONTAINS(c.validate(), "unknown mixer 'transformerxl'");
+  c = tiny("scaled_sinusoidal");
+  c.n_embd = 9, c.n_head = 3;
+  EXPECT_ERROR_CONTAINS(c.validate(), "scaled_sinusoidal positions need an even n_embd (sines, then cosines), got 9");
+  c = tiny();
+  c.mixer = "flash", c.gau_qk_dim = 8, c.gau_rotary_dim = 3;
+  EXPECT_ERROR_CONTAINS(c.validate(), "gau_rotary_dim rotates min(3, gau_qk_dim 8) = 3 features, which must be even");
   EXPECT_ERROR_CONTAINS(model.forward(from_ints({1, 99}, {1, 2})), "embedding: index 99 out of range");
   // From a file: integers must be integers, and every field has a range.
   EXPECT_ERROR_CONTAINS(ModelConfig::from_json(R"({"n_layer": 1e30})"), "bad value for 'n_layer': 1e+30");

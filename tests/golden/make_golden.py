@@ -196,12 +196,12 @@ def module_case(name, params, inputs, fn, extra=None):
     save(name, t)
 
 
-def model_case(name, cfg, pad):
-    p = gpt_params(cfg)
+def model_case(name, cfg, pad, p=None, forward=gpt):
+    p = p if p is not None else gpt_params(cfg)
     B, T = pad.shape
     idx = torch.randint(0, cfg["vocab_size"], (B, T), dtype=torch.int32)
     targets = torch.randint(0, cfg["vocab_size"], (B, T), dtype=torch.int32)
-    logits = gpt(idx, p, cfg, pad)
+    logits = forward(idx, p, cfg, pad)
     kept = targets.long().masked_fill(pad, -1)
     loss = F.cross_entropy(logits.view(-1, logits.size(-1)), kept.view(-1), ignore_index=-1)
     loss.backward()
@@ -250,7 +250,8 @@ def main():
     model_case("model_dyt_sinusoidal_relu_padded",
                dict(nano, ffn="relu", norm="dyt", position="sinusoidal"), pad)
     # Each family draws from its own seed, so a change in one leaves the others' files as they are.
-    for seed, cases in ((1, mixer_cases), (2, gau_case), (3, mamba_cases), (4, optimizer_cases)):
+    for seed, cases in ((1, mixer_cases), (2, gau_case), (3, mamba_cases), (4, optimizer_cases),
+                        (5, flash_pytorch_cases)):
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             cases()
@@ -398,6 +399,78 @@ def mixer_cases():
                     {"input.pad_mask": pad})
 
 
+def distance_bias(w, D, pad):
+    """[B,T,T]: w[min(p_t − p_u, D − 1)] (negative distances are masked anyway)."""
+    pos = position_ids(pad)
+    return w[(pos[:, :, None] - pos[:, None, :]).clamp(0, D - 1)]
+
+
+def shift_tokens(x, pad):
+    """FLASH-pytorch's shift_tokens: the first half of the features from the last real token
+    before (zeros before the first); padding neither feeds the shift nor moves it."""
+    B, T, d = x.shape
+    h = (d + 1) // 2
+    rows = []
+    for b in range(B):
+        prev, out = torch.zeros(h, dtype=DT), []
+        for t in range(T):
+            out.append(prev)
+            if not pad[b, t]:
+                prev = x[b, t, :h]
+        rows.append(torch.stack(out))
+    return torch.cat([torch.stack(rows), x[..., h:]], -1)
+
+
+def rotary_interleaved(x, pos, r):
+    """rotary_embedding_torch's rotate_queries_or_keys on the first r features of x [B,T,s]:
+    pairs (2i, 2i+1) turned by p·10000^(−2i/r); the rest pass unchanged."""
+    inv = 10000 ** (-torch.arange(0, r, 2, dtype=DT) / r)
+    ang = (pos.to(DT)[..., None] * inv).repeat_interleave(2, -1)  # [B,T,r]
+    xr, rest = x[..., :r], x[..., r:]
+    turned = torch.stack((-xr[..., 1::2], xr[..., 0::2]), -1).flatten(-2)
+    return torch.cat([xr * ang.cos() + turned * ang.sin(), rest], -1)
+
+
+def gau_layer(x, p, pad, group, linear_part, rotary_dim=0, shift=False, prefix=""):
+    """GAU (linear_part False: one quadratic group of n = group) or FLASH (chunks of `group` by
+    position id; quadratic within a chunk, linear across, both / group), with FLASH-pytorch's
+    token shift and partial interleaved rotary as options; names as FLASH-pytorch's FLASH."""
+    w = lambda name: p[prefix + name]  # noqa: E731
+    if shift:
+        x = shift_tokens(x, pad)
+    v, u = F.silu(F.linear(x, w("to_hidden.0.weight"), w("to_hidden.0.bias"))).chunk(2, -1)
+    z = F.silu(F.linear(x, w("to_qk.0.weight"), w("to_qk.0.bias")))
+    g, b = w("qk_offset_scale.gamma"), w("qk_offset_scale.beta")
+    heads = [z * g[i] + b[i] for i in range(g.shape[0])]  # GAU: q, k; FLASH: quad_q, lin_q, quad_k, lin_k
+    if rotary_dim:
+        heads = [rotary_interleaved(h, position_ids(pad), rotary_dim) for h in heads]
+    T = x.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()[None]
+    key_ok = ~pad[:, None, :]
+    bias = distance_bias(w("rel_pos_bias.weight"), group, pad)
+    if not linear_part:
+        q, k = heads
+        a = F.relu(q @ k.transpose(-1, -2) / group + bias).pow(2) * (causal & key_ok)
+    else:
+        q, ql, k, kl = heads
+        c = position_ids(pad) // group  # [B,T]
+        same = c[:, :, None] == c[:, None, :]
+        before = c[:, None, :] < c[:, :, None]
+        quad = F.relu(q @ k.transpose(-1, -2) / group + bias).pow(2)
+        lin = ql @ kl.transpose(-1, -2) / group
+        a = quad * (causal & same & key_ok) + lin * (causal & before & key_ok)
+    return F.linear(u * (a @ v), w("to_out.weight"), w("to_out.bias"))
+
+
+def gau_params(C, E, S, heads, distances, prefix=""):
+    p = {"to_hidden.0.weight": rand(2 * E, C, scale=0.4), "to_hidden.0.bias": rand(2 * E, scale=0.1),
+         "to_qk.0.weight": rand(S, C, scale=0.4), "to_qk.0.bias": rand(S, scale=0.1),
+         "qk_offset_scale.gamma": rand(heads, S, scale=1.0), "qk_offset_scale.beta": rand(heads, S, scale=0.3),
+         "rel_pos_bias.weight": rand(distances, scale=0.5),
+         "to_out.weight": rand(C, E, scale=0.3), "to_out.bias": rand(C, scale=0.1)}
+    return {prefix + k: v for k, v in p.items()}
+
+
 def gau_case():
     """Gated Attention Unit (Hua et al. 2022), causal quadratic form, d=8, e=16, s=8, n=16: the
     paper's relu²(q·k/n + b[t−u]) with one bias per distance; names as FLASH-pytorch's FLASH."""
@@ -408,46 +481,69 @@ def gau_case():
          "qk_offset_scale.gamma": rand(2, S, scale=1.0), "qk_offset_scale.beta": rand(2, S, scale=0.3),
          "rel_pos_bias.weight": rand(n, scale=0.5),
          "to_out.weight": rand(C, E, scale=0.3), "to_out.bias": rand(C, scale=0.1)}
-
-    def distance_bias(w, D):  # [B,T,T]: w[min(p_t − p_u, D − 1)] (negative distances are masked anyway)
-        pos = position_ids(pad)
-        return w[(pos[:, :, None] - pos[:, None, :]).clamp(0, D - 1)]
-
-    def gau(x):
-        v, u = F.silu(F.linear(x, p["to_hidden.0.weight"], p["to_hidden.0.bias"])).chunk(2, -1)
-        z = F.silu(F.linear(x, p["to_qk.0.weight"], p["to_qk.0.bias"]))
-        g, b = p["qk_offset_scale.gamma"], p["qk_offset_scale.beta"]
-        q, k = z * g[0] + b[0], z * g[1] + b[1]
-        a = F.relu(q @ k.transpose(-1, -2) / n + distance_bias(p["rel_pos_bias.weight"], n)).pow(2)
-        T = x.shape[1]
-        mask = torch.ones(T, T, dtype=torch.bool).triu(1)[None] | pad[:, None, :]
-        return F.linear(u * (a.masked_fill(mask, 0.0) @ v), p["to_out.weight"], p["to_out.bias"])
-
-    module_case("gau", p, {"x": rand(2, 7, C)}, gau, {"input.pad_mask": pad})
+    module_case("gau", p, {"x": rand(2, 7, C)}, lambda x: gau_layer(x, p, pad, n, False), {"input.pad_mask": pad})
 
     # FLASH: chunks of 3 by position id; quadratic within a chunk (n = 3), linear across (/ 3).
     chunk = 3
     p = {k: v.detach().clone().requires_grad_() for k, v in p.items()}  # fresh leaves: no stale .grad
     p.update({"qk_offset_scale.gamma": rand(4, S, scale=1.0), "qk_offset_scale.beta": rand(4, S, scale=0.3),
               "rel_pos_bias.weight": rand(chunk, scale=0.5)})
+    module_case("flash", p, {"x": rand(2, 7, C)}, lambda x: gau_layer(x, p, pad, chunk, True),
+                {"input.pad_mask": pad})
 
-    def flash(x):
-        v, u = F.silu(F.linear(x, p["to_hidden.0.weight"], p["to_hidden.0.bias"])).chunk(2, -1)
-        z = F.silu(F.linear(x, p["to_qk.0.weight"], p["to_qk.0.bias"]))
-        g, b = p["qk_offset_scale.gamma"], p["qk_offset_scale.beta"]
-        q, ql, k, kl = (z * g[i] + b[i] for i in range(4))  # quad_q, lin_q, quad_k, lin_k
-        T = x.shape[1]
-        c = position_ids(pad) // chunk  # [B,T]
-        causal = torch.ones(T, T, dtype=torch.bool).tril()[None]
-        key_ok = ~pad[:, None, :]
-        same = c[:, :, None] == c[:, None, :]
-        before = c[:, None, :] < c[:, :, None]
-        quad = F.relu(q @ k.transpose(-1, -2) / chunk + distance_bias(p["rel_pos_bias.weight"], chunk)).pow(2)
-        lin = ql @ kl.transpose(-1, -2) / chunk
-        a = quad * (causal & same & key_ok) + lin * (causal & before & key_ok)
-        return F.linear(u * (a @ v), p["to_out.weight"], p["to_out.bias"])
 
-    module_case("flash", p, {"x": rand(2, 7, C)}, flash, {"input.pad_mask": pad})
+def scalenorm(x, g, eps=1e-5):
+    """FLASH-pytorch's ScaleNorm."""
+    norm = torch.norm(x, dim=-1, keepdim=True) * x.shape[-1] ** -0.5
+    return x / norm.clamp(min=eps) * g
+
+
+def scaled_sinusoid(pos, dim, scale):
+    """FLASH-pytorch's ScaledSinuEmbedding at positions pos: cat(sin, cos) · scale."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=DT) / dim))
+    sinu = pos.to(DT)[..., None] * inv_freq
+    return torch.cat((sinu.sin(), sinu.cos()), -1) * scale
+
+
+def flash_transformer(idx, p, cfg, pad):
+    """FLASH-pytorch's FLASHTransformer.forward (ScaleNorm, scaled sinusoid, token shift, partial
+    rotary, LayerNorm before the head), under tapelm's names, padding and tied head."""
+    x = F.embedding(idx.long(), p["transformer.wte.weight"])
+    x = x + scaled_sinusoid(position_ids(pad), cfg["n_embd"], p["transformer.wpe.scale"])
+    for i in range(cfg["n_layer"]):
+        pre = f"transformer.h.{i}"
+        x = x + gau_layer(scalenorm(x, p[pre + ".ln_1.g"]), p, pad, cfg["chunk_size"], cfg["mixer"] == "flash",
+                          min(cfg["gau_rotary_dim"], cfg["gau_qk_dim"]), cfg["gau_token_shift"], pre + ".attn.")
+    x = layernorm(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
+    return F.linear(x, p["transformer.wte.weight"])
+
+
+def flash_pytorch_cases():
+    """FLASH-pytorch's model parts: ScaleNorm (a row inside the clamp), GAU and FLASH with token
+    shift and partial rotary (4 of s = 8 features), and a 2-layer FLASHTransformer-style model."""
+    C = 8
+    x = rand(3, C)
+    with torch.no_grad():
+        x[0] *= 1e-7  # ‖x‖·d^−½ < ε: the clamp holds
+    g = torch.tensor([1.3], dtype=DT, requires_grad=True)
+    module_case("scalenorm", {"g": g}, {"x": x}, lambda x: scalenorm(x, g))
+    pad = torch.tensor([[1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 1]], dtype=torch.bool)
+    for name, heads, group, linear_part in (("gau_shift_rotary", 2, 16, False), ("flash_shift_rotary", 4, 3, True)):
+        p = gau_params(C, 16, 8, heads, group)
+        module_case(name, p, {"x": rand(2, 7, C)},
+                    lambda x, p=p, group=group, lin=linear_part: gau_layer(x, p, pad, group, lin, 4, True),
+                    {"input.pad_mask": pad})
+    cfg = {"vocab_size": 11, "block_size": 8, "n_layer": 2, "n_head": 2, "n_embd": 16, "mixer": "flash",
+           "chunk_size": 3, "gau_qk_dim": 8, "gau_rotary_dim": 4, "gau_token_shift": True, "norm": "scalenorm",
+           "final_norm": "layernorm", "position": "scaled_sinusoidal", "bias": True, "tie_weights": True}
+    p = {"transformer.wte.weight": rand(11, 16, scale=0.5),
+         "transformer.wpe.scale": torch.tensor([0.8], dtype=DT, requires_grad=True)}
+    for i in range(2):
+        p[f"transformer.h.{i}.ln_1.g"] = (1 + 0.1 * torch.randn(1, dtype=DT)).requires_grad_()
+        p.update(gau_params(16, 32, 8, 4, 3, f"transformer.h.{i}.attn."))
+    p["transformer.ln_f.weight"], p["transformer.ln_f.bias"] = gain(16), rand(16, scale=0.1)
+    pad = torch.tensor([[1, 1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1, 1]], dtype=torch.bool)
+    model_case("model_flash_pytorch_padded", cfg, pad, p, flash_transformer)
 
 
 def mamba_cases():

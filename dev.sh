@@ -35,11 +35,12 @@ install_missing() {
   fi
 }
 
-build() {  # [DIR [CMAKE OPTIONS...]]
+build() {  # [DIR [CMAKE OPTIONS...]]; $TARGETS (optional): build only these
   local dir=${1:-build}
   shift || true
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTAPELM_WERROR=ON "$@" >/dev/null
-  cmake --build "$dir" -j "$(nproc)"
+  # shellcheck disable=SC2086  # TARGETS is a word list
+  cmake --build "$dir" -j "$(nproc)" ${TARGETS:+--target $TARGETS}
 }
 
 case "${1:-}" in
@@ -62,7 +63,8 @@ case "${1:-}" in
     ;;
   sanitize)
     install_missing
-    build build-sanitize -DTAPELM_SANITIZE=address,undefined,float-cast-overflow
+    # What the tests run (the tool and the suite), not the benchmarks.
+    TARGETS="tapelm tapelm_tests" build build-sanitize -DTAPELM_SANITIZE=address,undefined,float-cast-overflow
     # detect_leaks: a leak is a failure too. MALLOC_PERTURB_ and the malloc
     # tuning do nothing under ASan, which has its own allocator.
     cd build-sanitize && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

@@ -44,7 +44,8 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
   const int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
   Tensor y = Tensor::empty(x.shape(), x.dtype()), xhat = Tensor::empty(x.shape(), x.dtype());
   Tensor rstd = Tensor::empty({rows}, x.dtype());
-  Tensor clamped = zeros({rows}, DType::b8);  // ScaleNorm rows where ε, not the norm, divides
+  // ScaleNorm only: the rows where ε, not the norm, divides.
+  Tensor clamped = clamp ? zeros({rows}, DType::b8) : Tensor();
   // The weight as a row of d (ScaleNorm's scalar repeated).
   auto weight_row = [clamp, d](const Tensor& wt, auto tag) {
     using T = decltype(tag);
@@ -56,7 +57,7 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
     const T* px = x.data<T>();
     const Eigen::Array<T, Eigen::Dynamic, 1> wv = weight_row(w, tag);
     const T* pb = b.defined() ? b.data<T>() : nullptr;
-    uint8_t* pc = clamped.data<uint8_t>();
+    uint8_t* pc = clamp ? clamped.data<uint8_t>() : nullptr;
 #pragma omp parallel for if (rows * d > kParallelElements)
     for (int64_t r = 0; r < rows; ++r) {
       ConstRow<T> xr(px + r * d, d);
@@ -88,7 +89,7 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
         dispatch_float(op, xhat.dtype(), [&](auto tag) {
           using T = decltype(tag);
           const T* pg = g.data<T>();
-          const uint8_t* pc = clamped.data<uint8_t>();
+          const uint8_t* pc = clamp ? clamped.data<uint8_t>() : nullptr;
           const Eigen::Array<T, Eigen::Dynamic, 1> wv = weight_row(w, tag);
           // dw and db: per-thread partial sums, added in a fixed order so results
           // do not depend on scheduling.
@@ -107,7 +108,7 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
               const T rs = rstd.data<T>()[r];
               if (center)
                 out = rs * (gh - gh.mean() - xh * (gh * xh).mean());
-              else if (pc[r])
+              else if (pc && pc[r])
                 out = rs * gh;
               else
                 out = rs * (gh - xh * (gh * xh).mean());

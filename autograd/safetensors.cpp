@@ -158,7 +158,7 @@ void save_safetensors(const std::string& path, const TensorFile& file) {
   nlohmann::json j = nlohmann::json::object();
   int64_t offset = 0;
   for (auto& [name, t] : file.tensors) {
-    int64_t bytes = t.numel() * dtype_size(t.dtype());
+    const int64_t bytes = t.nbytes();
     j[name] = {{"dtype", st_dtype(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }

@@ -75,6 +75,9 @@ class Tensor {
   int64_t size(int64_t axis) const;  // negative axes count from the end
   int64_t numel() const { return numel_of(impl().shape); }
   DType dtype() const { return impl().dtype; }
+  // Bytes of the elements (PyTorch's nbytes); 0 for an undefined tensor, so a
+  // decoding state can sum its slots whether or not they are filled yet.
+  int64_t nbytes() const { return defined() ? numel() * (int64_t)dtype_size(dtype()) : 0; }
   std::string str_shape() const { return shape_str(shape()); }
 
   // Typed access to the elements; throws if T is not the dtype.

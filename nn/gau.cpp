@@ -59,9 +59,7 @@ void gau_validate(const ModelConfig& c) {
                c.gau_rotary_dim, c.gau_qk_dim, r);
 }
 
-int64_t GauState::bytes() const {
-  return core.bytes() + (shifted.defined() ? shifted.numel() * (int64_t)dtype_size(shifted.dtype()) : 0);
-}
+int64_t GauState::bytes() const { return core.bytes() + shifted.nbytes(); }
 
 std::unique_ptr<MixerState> GatedAttentionUnit::init_state(int64_t) const { return std::make_unique<GauState>(); }
 

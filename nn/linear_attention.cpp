@@ -69,8 +69,7 @@ int64_t linear_width_multiple(const ModelConfig& c) {
 
 int64_t RecurrentState::bytes() const {
   int64_t n = 0;
-  for (const Tensor* t : {&S, &q_conv, &k_conv, &v_conv})
-    if (t->defined()) n += t->numel() * (int64_t)dtype_size(t->dtype());
+  for (const Tensor* t : {&S, &q_conv, &k_conv, &v_conv}) n += t->nbytes();
   return n;
 }
 

@@ -20,8 +20,7 @@ Tensor dt_bias_init(int64_t n, Generator& gen) {
 
 int64_t MambaState::bytes() const {
   int64_t n = 0;
-  for (const Tensor* t : {&conv, &S})
-    if (t->defined()) n += t->numel() * (int64_t)dtype_size(t->dtype());
+  for (const Tensor* t : {&conv, &S}) n += t->nbytes();
   return n;
 }
 

@@ -49,7 +49,7 @@ Checkpoint load_checkpoint(const std::string& dir) {
   // hanging or asking for terabytes; load_state_dict then checks every name
   // and shape.
   int64_t file_bytes = 0;
-  for (auto& [name, t] : f.tensors) file_bytes += t.numel() * (int64_t)dtype_size(t.dtype());
+  for (auto& [name, t] : f.tensors) file_bytes += t.nbytes();
   Generator init(0);
   try {
     AllocationBudget budget(2 * file_bytes + (int64_t(256) << 20),

@@ -266,8 +266,7 @@ Row<T> row_of(const Dims& d, int64_t b, const Tensor& q, const Tensor& k, const 
 int64_t GauAttentionState::bytes() const {
   int64_t n = 0;
   for (const auto* list : {&S, &keys, &linear_keys, &values, &key_positions})
-    for (const Tensor& t : *list)
-      if (t.defined()) n += t.numel() * (int64_t)dtype_size(t.dtype());
+    for (const Tensor& t : *list) n += t.nbytes();
   return n;
 }
 

@@ -11,8 +11,9 @@
 #   ./dev.sh fuzz [SECONDS]  build the libFuzzer harnesses with clang (build-fuzz/)
 #                   and run each for SECONDS (default 600) from fuzz/corpus/
 #   ./dev.sh check  the habits: clang-format would change nothing (.clang-format),
-#                   the build has no warning (-Werror), and each layer includes
-#                   only the layers below it (autograd < nn, data < optim < train)
+#                   the build has no warning (-Werror), each layer includes
+#                   only the layers below it (autograd < nn, data < optim < train),
+#                   and inside a layer no file includes one that includes it back
 #   ./dev.sh format apply clang-format to every C++ file
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -98,6 +99,20 @@ case "${1:-}" in
       layer=${rule%%:*}
       if grep -rnE "#include \"(${rule#*:})/" "$layer"; then
         echo "dev.sh check: $layer/ includes a layer above it (above)" >&2
+        status=1
+      fi
+    done
+    # Inside a layer the files stack too: a module (foo.h with foo.cpp) never
+    # includes, directly or through others, a module that includes it back.
+    # tsort orders the include graph and names a loop if there is one.
+    for layer in autograd nn data optim train; do
+      edges=$(find "$layer" -name '*.h' -o -name '*.cpp' | while read -r file; do
+        grep -oE "^#include \"$layer/[^\"]+\.h\"" "$file" | sed -E 's/#include "(.*)\.h"/\1/' |
+          while read -r to; do [[ $to != "${file%.*}" ]] && echo "${file%.*} $to"; done
+      done)
+      if ! loop=$(tsort <<<"$edges" 2>&1 >/dev/null); then
+        echo "dev.sh check: in $layer/ these files include each other (a lower one includes a higher one):" >&2
+        echo "$loop" >&2
         status=1
       fi
     done

@@ -16,6 +16,8 @@
 #pragma once
 #include <cstdint>
 
+#include "autograd/gemm_kernel.h"
+
 namespace tapelm {
 
 template <class T>
@@ -23,10 +25,8 @@ void gemm(const T* a, bool ta, const T* b, bool tb, T* c, int64_t m, int64_t n, 
           const T* bias = nullptr);
 
 // The tile grid gemm uses for an m×n×k product on `threads` threads (rows ×
-// columns of tiles; rows·cols ≤ threads). Exposed for tests and benchmarks.
-struct GemmGrid {
-  int rows = 1, cols = 1;
-};
+// columns of tiles; rows·cols ≤ threads; GemmGrid in gemm_kernel.h). Exposed
+// for tests and benchmarks.
 GemmGrid gemm_grid(int64_t m, int64_t n, int64_t k, int threads);
 
 }  // namespace tapelm

@@ -24,9 +24,12 @@
 #include <cstdint>
 #include <utility>
 
-#include "autograd/gemm.h"
-
 namespace tapelm {
+
+// A product's tiles: rows × cols of them, one per thread (gemm.h's gemm_grid).
+struct GemmGrid {
+  int rows = 1, cols = 1;
+};
 
 #if defined(__AVX512F__)
 inline constexpr bool kGemmKernel = true;

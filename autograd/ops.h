@@ -2,8 +2,10 @@
 // with its forward kernel, its backward (recorded on the tape) and its FLOP
 // count side by side. Floating ops accept float32 and float64 alike.
 #pragma once
+#include <string>
 #include <vector>
 
+#include "autograd/accumulate.h"
 #include "autograd/tape.h"
 #include "autograd/tensor.h"
 
@@ -14,8 +16,7 @@ Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
-// dst += src in place, same shape; not recorded (gradient accumulation, optimizers).
-void add_(Tensor& dst, const Tensor& src);
+// add_(dst, src): dst += src in place (autograd/accumulate.h).
 
 // ---- scalar.cpp: ops with a scalar ---------------------------------------
 Tensor add_scalar(const Tensor& a, double s);   // a + s
@@ -123,6 +124,11 @@ Tensor cumsum(const Tensor& a, int64_t axis);
 enum class RecurrenceForm { recurrent, parallel, chunkwise };
 Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
                         RecurrenceForm form = RecurrenceForm::chunkwise, int64_t chunk = 64, Tensor* state = nullptr);
+// The forward FLOPs gated_recurrence counts for b sequences of s steps over H
+// heads of key width K and value width V in `form` (chunk C), with the formula
+// in words: the FLOP formulas of the mixers that run on it.
+int64_t gated_recurrence_flops(int64_t b, int64_t s, int64_t H, int64_t K, int64_t V, RecurrenceForm form,
+                               int64_t chunk, std::string* formula);
 // The same recurrence as a plain loop of primitive ops (for tests).
 Tensor gated_recurrence_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g);
 

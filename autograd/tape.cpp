@@ -2,8 +2,8 @@
 
 #include <chrono>
 
+#include "autograd/accumulate.h"
 #include "autograd/flops.h"
-#include "autograd/ops.h"
 #include "autograd/profiler.h"
 
 namespace tapelm {

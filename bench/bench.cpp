@@ -5,6 +5,8 @@
 //   build/tapelm_bench ... --profile        time per op kind, forward and backward
 //   build/tapelm_bench --mixer retnet --decode 64,256,1024,4096   decoding tokens/s against context
 //
+// The model flags are the tool's (train/cli.h), and a mixer gets its
+// reference recipe for every field no flag sets, as `tapelm train` builds it.
 // Each step is what `tapelm train` does: forward, loss, backward, gradient
 // clipping, AdamW (nanoGPT decay groups), zero_grad, on random tokens of the
 // given vocabulary. Prints one JSON line (--json) or a readable summary.
@@ -16,8 +18,10 @@
 #include <nlohmann/json.hpp>
 
 #include "autograd/autograd.h"
+#include "nn/mixers.h"
 #include "nn/model.h"
 #include "optim/optimizer.h"
+#include "train/cli.h"
 #include "train/decode_speed.h"
 #include "train/gemm_peak.h"
 #include "train/memory.h"
@@ -76,22 +80,16 @@ void decode_bench(const nn::ModelConfig& c, const std::vector<int64_t>& contexts
 int main(int argc, char** argv) {
   train::choose_wait_policy(argc, argv);  // the tool's policy (train/thread_policy.h)
   CLI::App app{"tapelm_bench: median training step time of one model configuration"};
-  nn::ModelConfig c;
-  c.vocab_size = 65;
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  nn::ModelConfig flags;
+  flags.vocab_size = 65;
   int64_t batch = 12, steps = 30, warmup = 5;
   int threads = 1;
   bool profile = false, json = false;
   std::string label;
-  app.add_option("--mixer", c.mixer, "Token mixer")->capture_default_str();
-  app.add_option("--n-layer", c.n_layer)->capture_default_str();
-  app.add_option("--n-head", c.n_head)->capture_default_str();
-  app.add_option("--n-embd", c.n_embd)->capture_default_str();
-  app.add_option("--context", c.block_size)->capture_default_str();
-  app.add_option("--vocab", c.vocab_size)->capture_default_str();
-  app.add_option("--recurrent-form", c.recurrent_form)->capture_default_str();
-  app.add_option("--chunk-size", c.chunk_size)->capture_default_str();
-  app.add_option("--d-state", c.d_state)->capture_default_str();
-  app.add_option("--ssm-headdim", c.ssm_headdim)->capture_default_str();
+  app.add_option("--config", "JSON file of flag values (keys are flag names); flags given here override it");
+  train::add_model_flags(&app, flags);
+  app.add_option("--vocab-size", flags.vocab_size, "Vocabulary size V")->capture_default_str();
   app.add_option("--batch", batch)->capture_default_str();
   app.add_option("--steps", steps, "Timed steps (the median is reported)")->capture_default_str();
   app.add_option("--warmup", warmup, "Untimed steps first")->capture_default_str();
@@ -104,18 +102,25 @@ int main(int argc, char** argv) {
   app.add_option("--decode", decode_contexts, "Measure decoding tokens/s at these context lengths instead of training")
       ->delimiter(',');
   app.add_option("--decode-tokens", decode_tokens, "Tokens timed per context length")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
   try {
+    std::vector<std::string> args = train::expand_config(std::vector<std::string>(argv, argv + argc), 1);
+    std::vector<char*> cargs;
+    for (auto& a : args) cargs.push_back(a.data());
+    try {
+      app.parse((int)cargs.size(), cargs.data());
+    } catch (const CLI::ParseError& e) {
+      return app.exit(e);
+    }
+    nn::ModelConfig c = train::model_from_flags(&app, flags);
     c.dropout = 0;
     train::set_threads(threads);
     if (!decode_contexts.empty()) {
       c.block_size =
           std::max(c.block_size, *std::max_element(decode_contexts.begin(), decode_contexts.end()) + decode_tokens);
-      c.validate();
+      nn::check_config(c);
       decode_bench(c, decode_contexts, decode_tokens, json, label);
       return 0;
     }
-    c.validate();
     const double peak = train::measure_gemm_peak();
     Generator gen(1337);
     nn::GPT model(c, gen);

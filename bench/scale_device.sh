@@ -21,7 +21,7 @@ OUT=${OUT:-.}
 B=./tapelm_bench_v4
 SMALL="--n-layer 4 --n-head 4 --n-embd 128 --context 64 --batch 12"
 MID="--n-layer 6 --n-head 6 --n-embd 384 --context 256 --batch 8"
-GPT2="--n-layer 12 --n-head 12 --n-embd 768 --context 256 --batch 4 --vocab 50257"
+GPT2="--n-layer 12 --n-head 12 --n-embd 768 --context 256 --batch 4 --vocab-size 50257"
 # Steps per shape: the two big shapes warm up twice (the first step also
 # allocates AdamW's moments, so the second still touches new memory).
 steps() {

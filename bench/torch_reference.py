@@ -90,7 +90,7 @@ def main():
     ap.add_argument("--n-embd", type=int, default=128)
     ap.add_argument("--context", type=int, default=64)
     ap.add_argument("--batch", type=int, default=12)
-    ap.add_argument("--vocab", type=int, default=65)
+    ap.add_argument("--vocab-size", "--vocab", dest="vocab", type=int, default=65)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--steps", type=int, default=30)

@@ -90,9 +90,7 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const MixerContext& ctx, Mix
   }
   Tensor pad = ctx.pad_mask.defined() ? ctx.pad_mask : zeros({B, T}, DType::b8);
   int64_t past = 0;
-  if (state) {  // attend over the whole cache buffer; its unused slots are masked
-    auto* cache = dynamic_cast<AttentionCache*>(state);
-    TAPELM_CHECK(cache, "MultiHeadAttention: the decoding state is not an AttentionCache");
+  if (auto* cache = state_as<AttentionCache>(state, "attention")) {  // the whole cache buffer; unused slots masked
     past = cache->length;
     cache->append(k, v, pad);
     k = cache->k, v = cache->v, pad = cache->key_pad;
@@ -112,7 +110,7 @@ Tensor MultiHeadAttention::composed_attention(const Tensor& q, const Tensor& k, 
   return permute(matmul(att, heads_first(v)), {0, 2, 1, 3});
 }
 
-int64_t attention_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* formula) {
+int64_t attention_sequence_flops(const ModelConfig& c, RecurrenceForm, int64_t b, int64_t s, std::string* formula) {
   *formula = "4·b·s²·d: QKᵀ and AV over the full s×s square (the causal mask does not skip work)";
   return 4 * b * s * s * c.n_embd;
 }

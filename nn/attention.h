@@ -53,6 +53,6 @@ Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad, 
 
 // Forward FLOPs of attention's sequence term (QKᵀ and AV) for b sequences of
 // length s, with the formula in words (the mixer table's sequence_flops).
-int64_t attention_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* formula);
+int64_t attention_sequence_flops(const ModelConfig& c, RecurrenceForm form, int64_t b, int64_t s, std::string* formula);
 
 }  // namespace tapelm::nn

@@ -4,7 +4,6 @@
 #include <cmath>
 
 #include "autograd/ops.h"
-#include "nn/mixers.h"
 #include "nn/token_shift.h"
 
 namespace tapelm::nn {
@@ -33,14 +32,14 @@ LinearSiLU::LinearSiLU(int64_t in, int64_t out, Generator& gen) {
   linear = register_module("0", std::make_shared<Linear>(in, out, true, gen));
 }
 
-GatedAttentionUnit::GatedAttentionUnit(const ModelConfig& c, Generator& gen, double proj_std)
+GatedAttentionUnit::GatedAttentionUnit(const ModelConfig& c, RecurrenceForm form, Generator& gen, double proj_std)
     : mixed_chunk(c.mixer == "flash"),
       dim(c.n_embd),
       expansion(2 * c.n_embd),
       qk_dim(c.gau_qk_dim),
       n(c.block_size),
       chunk(c.chunk_size),
-      form(training_form(c)),
+      form(form),
       token_shift(c.gau_token_shift) {
   to_hidden = register_module("to_hidden", std::make_shared<LinearSiLU>(dim, 2 * expansion, gen));
   to_qk = register_module("to_qk", std::make_shared<LinearSiLU>(dim, qk_dim, gen));
@@ -66,11 +65,7 @@ std::unique_ptr<MixerState> GatedAttentionUnit::init_state(int64_t) const { retu
 Tensor GatedAttentionUnit::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
   TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "gau: expects [B,T,{}], got {}", dim, x.str_shape());
   const int64_t B = x.size(0), T = x.size(1);
-  GauState* st = nullptr;
-  if (state) {
-    st = dynamic_cast<GauState*>(state);
-    TAPELM_CHECK(st, "gau: the decoding state is not a GauState");
-  }
+  GauState* st = state_as<GauState>(state, "gau");
   GauAttentionState* carried = st ? &st->core : nullptr;
   const Tensor in = token_shift ? shift_tokens(x, ctx.pad_mask, st ? &st->shifted : nullptr) : x;
   std::vector<Tensor> hidden =
@@ -91,13 +86,13 @@ Tensor GatedAttentionUnit::forward(const Tensor& x, const MixerContext& ctx, Mix
   return to_out->forward(mul(hidden[1], o));
 }
 
-int64_t gau_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* f) {
+int64_t gau_sequence_flops(const ModelConfig& c, RecurrenceForm form, int64_t b, int64_t s, std::string* f) {
   const int64_t e = 2 * c.n_embd, qk = c.gau_qk_dim;
   if (c.mixer == "gau") {
     *f = fmt::format("2·b·s²·(qk + e): QKᵀ and AV of one head over the full s×s square (qk {}, e {})", qk, e);
     return 2 * b * s * s * (qk + e);
   }
-  if (training_form(c) != RecurrenceForm::chunkwise) {
+  if (form != RecurrenceForm::chunkwise) {
     *f = fmt::format("2·b·s²·(2·qk + e): quadratic and linear scores and AV over s×s (qk {}, e {})", qk, e);
     return 2 * b * s * s * (2 * qk + e);
   }

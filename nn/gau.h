@@ -50,7 +50,7 @@ struct LinearSiLU : Module {
 
 class GatedAttentionUnit : public TokenMixer {
  public:
-  GatedAttentionUnit(const ModelConfig& c, Generator& gen, double proj_std);
+  GatedAttentionUnit(const ModelConfig& c, RecurrenceForm form, Generator& gen, double proj_std);
   Tensor forward(const Tensor& x, const MixerContext& ctx, MixerState* state) override;
   std::unique_ptr<MixerState> init_state(int64_t batch) const override;
 
@@ -69,7 +69,7 @@ class GatedAttentionUnit : public TokenMixer {
 };
 
 // The mixer table's sequence_flops for GAU (quadratic) and FLASH (mixed chunk).
-int64_t gau_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* formula);
+int64_t gau_sequence_flops(const ModelConfig& c, RecurrenceForm form, int64_t b, int64_t s, std::string* formula);
 
 // Checks of the GAU options that join fields: the rotated width min(r, s) is even.
 void gau_validate(const ModelConfig& c);

@@ -2,8 +2,7 @@
 
 #include <cmath>
 
-#include "nn/mamba.h"
-#include "nn/mixers.h"
+#include "nn/ssm.h"
 
 namespace tapelm::nn {
 
@@ -21,13 +20,30 @@ Tensor logsigmoid(const Tensor& x) { return neg(softplus(neg(x))); }
 const LinearRecipe& recipe_of(const std::string& kind) {
   using D = DecayKind;
   static const std::vector<LinearRecipe> recipes{
-      // kind              decay         delta  rotary gate   conv  expand_k expand_v norm (fla's names)
-      {"linear", D::none, false, false, false, false, 1.0, 1.0, "norm"},
-      {"retnet", D::fixed, false, true, true, false, 1.0, 2.0, "g_norm_swish_gate"},
-      {"gated_retention", D::per_head, false, true, true, false, 1.0, 1.0, "g_norm_swish_gate"},
-      {"gla", D::per_key, false, false, true, false, 0.5, 1.0, "g_norm_swish_gate"},
-      {"deltanet", D::none, true, false, false, true, 1.0, 1.0, "o_norm"},
-      {"gated_deltanet", D::mamba2, true, false, true, true, 0.75, 1.5, "o_norm"},
+      {.kind = "linear"},
+      {.kind = "retnet",
+       .decay = D::fixed,
+       .rotary = true,
+       .output_gate = true,
+       .expand_v = 2.0,
+       .norm_name = "g_norm_swish_gate"},
+      {.kind = "gated_retention",
+       .decay = D::per_head,
+       .rotary = true,
+       .rotary_layout = Rotary::Layout::interleaved,
+       .output_gate = true,
+       .norm_name = "o_norm",
+       .norm_affine = false},
+      {.kind = "gla", .decay = D::per_key, .output_gate = true, .expand_k = 0.5, .norm_name = "g_norm_swish_gate"},
+      {.kind = "deltanet", .delta_rule = true, .short_conv = true, .norm_name = "o_norm"},
+      {.kind = "gated_deltanet",
+       .decay = D::mamba2,
+       .delta_rule = true,
+       .output_gate = true,
+       .short_conv = true,
+       .expand_k = 0.75,
+       .expand_v = 1.5,
+       .norm_name = "o_norm"},
   };
   for (const LinearRecipe& r : recipes)
     if (r.kind == kind) return r;
@@ -73,7 +89,7 @@ int64_t RecurrentState::bytes() const {
   return n;
 }
 
-LinearRecurrentMixer::LinearRecurrentMixer(const ModelConfig& c, Generator& gen, double proj_std)
+LinearRecurrentMixer::LinearRecurrentMixer(const ModelConfig& c, RecurrenceForm form, Generator& gen, double proj_std)
     : recipe(recipe_of(c.mixer)),
       kind(c.mixer),
       dim(c.n_embd),
@@ -82,7 +98,7 @@ LinearRecurrentMixer::LinearRecurrentMixer(const ModelConfig& c, Generator& gen,
       value_dim(linear_widths(c).value),
       head_k(key_dim / n_head),
       head_v(value_dim / n_head),
-      form(training_form(c)),
+      form(form),
       chunk(c.chunk_size),
       feature_map_(c.feature_map),
       normalize_(c.normalize) {
@@ -102,14 +118,15 @@ LinearRecurrentMixer::LinearRecurrentMixer(const ModelConfig& c, Generator& gen,
   }
   if (recipe.output_gate) g_proj = register_module("g_proj", std::make_shared<Linear>(dim, value_dim, false, gen));
   if (recipe.decay == DecayKind::per_head)
-    gk_proj_0 = register_module("gk_proj", std::make_shared<Linear>(dim, n_head, true, gen));
+    gk_proj_0 = register_module("gk_proj", std::make_shared<Linear>(dim, n_head, recipe.gate_bias, gen));
   if (recipe.decay == DecayKind::per_key) {
     gk_proj_0 = register_module("gk_proj.0", std::make_shared<Linear>(dim, kGateRank, false, gen));
     gk_proj_1 = register_module("gk_proj.1", std::make_shared<Linear>(kGateRank, key_dim, true, gen));
   }
-  if (!normalized_linear()) out_norm = register_module(recipe.norm_name, std::make_shared<RMSNorm>(head_v));
+  if (!normalized_linear())
+    out_norm = register_module(recipe.norm_name, std::make_shared<RMSNorm>(head_v, c.norm_eps, recipe.norm_affine));
   o_proj = register_module("o_proj", std::make_shared<Linear>(value_dim, dim, false, gen, proj_std));
-  if (recipe.rotary) rotary_ = std::make_shared<Rotary>(head_k, c.block_size);
+  if (recipe.rotary) rotary_ = std::make_shared<Rotary>(head_k, c.block_size, 10000.0, recipe.rotary_layout);
   if (recipe.decay == DecayKind::fixed) {
     Tensor log_gamma = Tensor::empty({1, n_head, 1, 1}, DType::f64);
     for (int64_t h = 0; h < n_head; ++h) log_gamma.set_flat(h, std::log(1.0 - std::pow(2.0, -5.0 - h)));
@@ -138,11 +155,7 @@ void LinearRecurrentMixer::short_convolutions(Tensor& q, Tensor& k, Tensor& v, c
 Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
   TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "{}: expects [B,T,{}], got {}", kind, dim, x.str_shape());
   const int64_t B = x.size(0), T = x.size(1);
-  RecurrentState* st = nullptr;
-  if (state) {
-    st = dynamic_cast<RecurrentState*>(state);
-    TAPELM_CHECK(st, "{}: the decoding state is not a RecurrentState", kind);
-  }
+  RecurrentState* st = state_as<RecurrentState>(state, kind);
   Tensor q = q_proj->forward(x), k = k_proj->forward(x), v = v_proj->forward(x);
   if (recipe.short_conv)
     short_convolutions(q, k, v, ctx.pad_mask.defined() ? reshape(ctx.pad_mask, {B, T, 1}) : Tensor(), st);
@@ -207,25 +220,11 @@ Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, M
   return o_proj->forward(y);
 }
 
-int64_t gated_core_flops(int64_t b, int64_t s, int64_t H, int64_t K, int64_t V, RecurrenceForm form, int64_t chunk,
-                         std::string* f) {
-  if (form == RecurrenceForm::recurrent) {
-    *f = fmt::format("4·b·s·H·K·V: read and write of the K×V state per token (H {}, K {}, V {})", H, K, V);
-    return 4 * b * s * H * K * V;
-  }
-  const int64_t C = form == RecurrenceForm::parallel ? s : std::min(chunk, s);
-  *f = fmt::format(
-      "b·s·H·((C+1)·(K+V) + 4·K·V): causal half of QKᵀ and AV inside chunks of C, "
-      "state read and update (H {}, K {}, V {}, C {})",
-      H, K, V, C);
-  return b * s * H * ((C + 1) * (K + V) + 4 * K * V);
-}
-
-int64_t linear_recurrent_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* f) {
+int64_t linear_recurrent_sequence_flops(const ModelConfig& c, RecurrenceForm form, int64_t b, int64_t s,
+                                        std::string* f) {
   const LinearWidths w = linear_widths(c);
   const int64_t H = c.n_head, K = w.key / H, V = w.value / H;
-  const RecurrenceForm form = training_form(c);
-  if (!recipe_of(c.mixer).delta_rule) return gated_core_flops(b, s, H, K, V, form, c.chunk_size, f);
+  if (!recipe_of(c.mixer).delta_rule) return gated_recurrence_flops(b, s, H, K, V, form, c.chunk_size, f);
   if (form == RecurrenceForm::recurrent) {
     *f = fmt::format("7·b·s·H·K·V: read (2KV), decay (KV), error and write (4KV) of the state (K {}, V {})", K, V);
     return 7 * b * s * H * K * V;

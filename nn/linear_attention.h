@@ -9,8 +9,10 @@
 //                    of ones appended to v), or unnormalised with a per-head RMSNorm.
 //   retnet           Sun et al. 2023: g = log γ_h, γ_h = 1 − 2^(−5−h); rotary q, k;
 //                    y = o_proj(swish(g_proj x) ⊙ RMSNorm(Y)); values 2d wide.
-//   gated_retention  as retnet with a data-dependent decay per head,
-//                    γ_t = σ(x W_γ)^(1/τ), τ = 16 (the gRetNet of YOCO), values d wide.
+//   gated_retention  YOCO's gRetNet (fla/layers/yoco.py, YOCOGatedRetention): as
+//                    retnet with a data-dependent decay per head, γ_t = σ(x W_γ)^(1/τ),
+//                    τ = 16, no gate bias; interleaved rotary; values d wide; the
+//                    per-head norm o_norm has no weight.
 //   gla              Yang et al. 2023: decay per key dimension,
 //                    α_t = σ(x W₁W₂ + b)^(1/τ), τ = 16; no rotary; keys d/2 wide.
 //   deltanet         Schlag et al. 2021 / Yang et al. 2024 on the delta-rule core
@@ -49,14 +51,17 @@ enum class DecayKind {
 };
 struct LinearRecipe {
   std::string kind;
-  DecayKind decay;
-  bool delta_rule;        // the delta-rule core with write strength β, L2-normalised q and k
-  bool rotary;            // rotary positions on q and k
-  bool output_gate;       // y ← swish(g_proj x) ⊙ y before o_proj
-  bool short_conv;        // q, k, v ← SiLU(causal depthwise conv(·)) (fla's use_short_conv)
-  double expand_k;        // key width / n_embd (fla's expand_k)
-  double expand_v;        // value width / n_embd (fla's expand_v)
-  const char* norm_name;  // the per-head output norm's name in fla's layer
+  DecayKind decay = DecayKind::none;
+  bool delta_rule = false;  // the delta-rule core with write strength β, L2-normalised q and k
+  bool rotary = false;      // rotary positions on q and k
+  Rotary::Layout rotary_layout = Rotary::Layout::half;  // fla's RotaryEmbedding: half; YOCO's: interleaved
+  bool output_gate = false;                             // y ← swish(g_proj x) ⊙ y before o_proj
+  bool short_conv = false;         // q, k, v ← SiLU(causal depthwise conv(·)) (fla's use_short_conv)
+  bool gate_bias = false;          // a bias in the per-head decay projection gk_proj (DecayKind::per_head)
+  double expand_k = 1.0;           // key width / n_embd (fla's expand_k)
+  double expand_v = 1.0;           // value width / n_embd (fla's expand_v)
+  const char* norm_name = "norm";  // the per-head output norm's name in fla's layer
+  bool norm_affine = true;         // the per-head output norm has a weight (fla's elementwise_affine)
 };
 // The row of `kind` (one of linear, retnet, gated_retention, gla, deltanet, gated_deltanet).
 const LinearRecipe& recipe_of(const std::string& kind);
@@ -78,7 +83,7 @@ struct RecurrentState : MixerState {
 
 class LinearRecurrentMixer : public TokenMixer {
  public:
-  LinearRecurrentMixer(const ModelConfig& c, Generator& gen, double proj_std);
+  LinearRecurrentMixer(const ModelConfig& c, RecurrenceForm form, Generator& gen, double proj_std);
   Tensor forward(const Tensor& x, const MixerContext& ctx, MixerState* state) override;
   std::unique_ptr<MixerState> init_state(int64_t batch) const override;
 
@@ -105,12 +110,8 @@ class LinearRecurrentMixer : public TokenMixer {
   ConstantTensor retnet_log_gamma_;  // [1,H,1,1] (retnet)
 };
 
-// Forward FLOPs of the gated_recurrence core S_t = diag(decay) S_{t−1} + k_t v_tᵀ,
-// o_t = S_tᵀ q_t over H heads of key width K and value width V, in `form`, with
-// the formula in words (this family and Mamba's non-fused forms, Mamba-2's SSD).
-int64_t gated_core_flops(int64_t b, int64_t s, int64_t H, int64_t K, int64_t V, RecurrenceForm form, int64_t chunk,
-                         std::string* formula);
 // The mixer table's sequence_flops for this family (delta-rule core for DeltaNet).
-int64_t linear_recurrent_sequence_flops(const ModelConfig& c, int64_t b, int64_t s, std::string* formula);
+int64_t linear_recurrent_sequence_flops(const ModelConfig& c, RecurrenceForm form, int64_t b, int64_t s,
+                                        std::string* formula);
 
 }  // namespace tapelm::nn

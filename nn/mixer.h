@@ -3,6 +3,7 @@
 // over a whole sequence (training) or continue from a decoding state.
 #pragma once
 #include <memory>
+#include <string>
 
 #include "nn/module.h"
 
@@ -18,6 +19,16 @@ struct MixerState {
   virtual ~MixerState() = default;
   virtual int64_t bytes() const = 0;  // memory held, for the generation-speed report
 };
+
+// A mixer's own decoding state: nullptr for the whole-sequence form, the state
+// cast to S otherwise (an Error naming the mixer if it is another kind).
+template <class S>
+S* state_as(MixerState* state, const std::string& mixer) {
+  if (!state) return nullptr;
+  S* s = dynamic_cast<S*>(state);
+  TAPELM_CHECK(s, "{}: the decoding state belongs to another mixer", mixer);
+  return s;
+}
 
 class TokenMixer : public Module {
  public:

@@ -19,6 +19,7 @@ namespace tapelm::nn {
 // What a factory gets to build one layer's mixer.
 struct MixerArgs {
   const ModelConfig& config;
+  RecurrenceForm form;             // its training form, resolved (training_form)
   std::shared_ptr<Rotary> rotary;  // the model's RoPE table (position "rope"), else null
   Generator& gen;                  // initialisation
   Generator* dropout_gen;          // dropout masks
@@ -36,8 +37,10 @@ struct MixerSpec {
   RecurrenceForm auto_form;  // the form of --recurrent-form auto: the fastest on a CPU
   std::function<std::shared_ptr<TokenMixer>(const MixerArgs&)> make;
   // Forward FLOPs of the mixer's sequence term (its work beyond the
-  // projections) for b sequences of length s, and the formula in words.
-  std::function<int64_t(const ModelConfig&, int64_t b, int64_t s, std::string* formula)> sequence_flops;
+  // projections) for b sequences of length s in the training form `form`,
+  // and the formula in words.
+  std::function<int64_t(const ModelConfig&, RecurrenceForm form, int64_t b, int64_t s, std::string* formula)>
+      sequence_flops;
   bool sequence_is_gemm;  // the sequence term runs as GEMMs (it counts with the matmul FLOPs)
   // Checks that join config fields, for this mixer (throws Error); may be empty.
   std::function<void(const ModelConfig&)> validate;
@@ -53,17 +56,22 @@ const std::vector<MixerSpec>& mixer_table();
 const MixerSpec& mixer_spec(const std::string& name);
 std::string mixer_names();  // "attention, linear, ..."
 
+// Every check of c: its own (ModelConfig::validate), that its mixer is in the
+// table, and the mixer's checks that join fields. Throws Error naming the field.
+void check_config(const ModelConfig& c);
+
 // c with its mixer's recipe applied to every field not in `given` (config keys
 // the user set: flags or a --config file); the widths it reads are c's.
 ModelConfig with_recipe(ModelConfig c, const std::vector<std::string>& given);
 
-// The feed-forward width of a SwiGLU block as fla and LLaMA size it: ⅔ of 4d
-// (the parameters of a 4d GELU block), rounded up to a multiple of 256.
-int64_t swiglu_hidden(int64_t n_embd);
+// The feed-forward width of a SwiGLU block as fla and LLaMA size it: ⅔ of
+// hidden_ratio·d (the parameters of a GELU block that wide), rounded up to a
+// multiple of 256 (fla/modules/mlp.py's GatedMLP).
+int64_t swiglu_hidden(int64_t n_embd, int64_t hidden_ratio = 4);
 
 // The form a recurrent mixer trains in: config.recurrent_form, with auto
-// resolved through the table.
+// resolved through the table. The model resolves it once and hands it to the
+// mixer's factory (MixerArgs::form) and FLOP formula.
 RecurrenceForm training_form(const ModelConfig& c);
-const char* form_name(RecurrenceForm form);
 
 }  // namespace tapelm::nn

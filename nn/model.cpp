@@ -17,10 +17,16 @@ constexpr double kTokenEmbeddingStd = 0.02;
 }  // namespace
 
 Block::Block(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen, Generator* dropout_gen) {
-  ln_1 = register_module("ln_1", make_norm(c.norm, c.n_embd, c.bias));
-  attn = register_module("attn", mixer_spec(c.mixer).make({c, rotary, gen, dropout_gen, proj_std(c)}));
-  if (!c.has_ffn()) return;
-  ln_2 = register_module("ln_2", make_norm(c.norm, c.n_embd, c.bias));
+  const MixerSpec& mixer = mixer_spec(c.mixer);
+  ln_1 = register_module("ln_1", make_norm(c.norm, c.n_embd, c.bias, c.norm_eps));
+  attn = register_module("attn", mixer.make({.config = c,
+                                             .form = training_form(c),
+                                             .rotary = rotary,
+                                             .gen = gen,
+                                             .dropout_gen = dropout_gen,
+                                             .proj_std = proj_std(c)}));
+  if (!mixer.has_ffn) return;
+  ln_2 = register_module("ln_2", make_norm(c.norm, c.n_embd, c.bias, c.norm_eps));
   mlp = register_module("mlp", std::make_shared<FeedForward>(c.n_embd, c.hidden(), c.ffn, c.bias, c.dropout, gen,
                                                              dropout_gen, proj_std(c)));
 }
@@ -56,15 +62,14 @@ Tensor Block::forward(const Tensor& x, const MixerContext& ctx, MixerState* stat
 
 Transformer::Transformer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen, Generator* dropout_gen) {
   wte = register_module("wte", std::make_shared<Embedding>(c.vocab_size, c.n_embd, gen, kTokenEmbeddingStd));
-  if (c.position == "learned") wpe = register_module("wpe", std::make_shared<Embedding>(c.block_size, c.n_embd, gen));
-  if (c.position == "scaled_sinusoidal")
-    wpe_scaled =
-        register_module("wpe", std::make_shared<ScaledSinusoidalEmbedding>(c.block_size, c.n_embd, kTokenEmbeddingStd));
+  wpe = make_position_embedding(c.position, c.block_size, c.n_embd, kTokenEmbeddingStd, gen);
+  if (wpe) register_module("wpe", wpe);
   drop = register_module("drop", std::make_shared<Dropout>(c.dropout, dropout_gen));
   // A ModuleList named "h": children "h.0", "h.1", ...
   for (int64_t i = 0; i < c.n_layer; ++i)
     h.push_back(register_module(fmt::format("h.{}", i), std::make_shared<Block>(c, rotary, gen, dropout_gen)));
-  ln_f = register_module("ln_f", make_norm(c.final_norm == "same" ? c.norm : c.final_norm, c.n_embd, c.bias));
+  ln_f =
+      register_module("ln_f", make_norm(c.final_norm == "same" ? c.norm : c.final_norm, c.n_embd, c.bias, c.norm_eps));
 }
 
 int64_t DecodeState::bytes() const {
@@ -74,9 +79,8 @@ int64_t DecodeState::bytes() const {
 }
 
 GPT::GPT(const ModelConfig& c, Generator& gen) : config(c), dropout_gen(gen.next_u64()) {
-  config.validate();
+  check_config(config);
   if (c.position == "rope") rotary_ = std::make_shared<Rotary>(c.n_embd / c.n_head, c.block_size);
-  if (c.position == "sinusoidal") sinusoid_ = ConstantTensor(sinusoidal_table(c.block_size, c.n_embd, DType::f64));
   transformer = register_module("transformer", std::make_shared<Transformer>(c, rotary_, gen, &dropout_gen));
   lm_head = register_module("lm_head", std::make_shared<Linear>(c.n_embd, c.vocab_size, false, gen));
   if (c.tie_weights) {
@@ -113,9 +117,7 @@ Tensor GPT::forward(const Tensor& idx, const Tensor& pad_mask, DecodeState* stat
   {
     FlopCounter::Scope scope("embedding");
     x = transformer->wte->forward(idx);
-    if (config.position == "learned") x = add(x, transformer->wpe->forward(ctx.positions));
-    if (config.position == "sinusoidal") x = add(x, embedding(sinusoid_.as(dt), ctx.positions));
-    if (config.position == "scaled_sinusoidal") x = add(x, transformer->wpe_scaled->forward(ctx.positions, dt));
+    if (transformer->wpe) x = add(x, transformer->wpe->forward(ctx.positions, dt));
     x = transformer->drop->forward(x);
   }
   for (size_t i = 0; i < transformer->h.size(); ++i)
@@ -156,8 +158,7 @@ Tensor GPT::loss(const Tensor& idx, const Tensor& targets, const Tensor& pad_mas
 
 int64_t GPT::num_non_embedding_parameters() const {
   int64_t n = num_parameters() - transformer->wte->weight.numel();
-  if (transformer->wpe) n -= transformer->wpe->weight.numel();
-  if (transformer->wpe_scaled) n -= transformer->wpe_scaled->scale.numel();
+  if (transformer->wpe) n -= transformer->wpe->num_parameters();
   return n;
 }
 
@@ -166,8 +167,6 @@ std::string GPT::describe() const {
   auto count = [](const Module& m) { return m.num_parameters(); };
   s += fmt::format("  {:<28} {:>12}\n", "transformer.wte", count(*transformer->wte));
   if (transformer->wpe) s += fmt::format("  {:<28} {:>12}\n", "transformer.wpe", count(*transformer->wpe));
-  if (transformer->wpe_scaled)
-    s += fmt::format("  {:<28} {:>12}\n", "transformer.wpe", count(*transformer->wpe_scaled));
   for (size_t i = 0; i < transformer->h.size(); ++i) {
     const Block& b = *transformer->h[i];
     s += fmt::format("  {:<28} {:>12}  (mixer {}, mlp {}, norms {})\n", fmt::format("transformer.h.{}", i), count(b),

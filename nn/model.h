@@ -13,6 +13,7 @@
 #include "nn/feedforward.h"
 #include "nn/linear.h"
 #include "nn/norm.h"
+#include "nn/position.h"
 
 namespace tapelm::nn {
 
@@ -29,8 +30,8 @@ class Block : public Module {
 class Transformer : public Module {
  public:
   Transformer(const ModelConfig& c, std::shared_ptr<Rotary> rotary, Generator& gen, Generator* dropout_gen);
-  std::shared_ptr<Embedding> wte, wpe;                    // wpe only for learned positions
-  std::shared_ptr<ScaledSinusoidalEmbedding> wpe_scaled;  // "wpe" for scaled_sinusoidal positions
+  std::shared_ptr<Embedding> wte;
+  std::shared_ptr<PositionEmbedding> wpe;  // absolute positions; null for rope and none
   std::shared_ptr<Dropout> drop;
   std::vector<std::shared_ptr<Block>> h;
   std::shared_ptr<Norm> ln_f;
@@ -70,8 +71,7 @@ class GPT : public Module {
   Generator dropout_gen;  // draws every dropout mask; part of a checkpoint's RNG state
 
  private:
-  ConstantTensor sinusoid_;  // fixed table for position == "sinusoidal"
-  std::shared_ptr<Rotary> rotary_;
+  std::shared_ptr<Rotary> rotary_;  // position rope: the table every attention layer rotates q and k by
 };
 
 }  // namespace tapelm::nn

@@ -11,9 +11,16 @@ LayerNorm::LayerNorm(int64_t dim, bool has_bias, double eps_) : eps(eps_) {
 
 Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps); }
 
-RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) { weight = register_parameter("weight", ones({dim})); }
+RMSNorm::RMSNorm(int64_t dim, double eps_, bool elementwise_affine) : eps(eps_) {
+  if (elementwise_affine)
+    weight = register_parameter("weight", ones({dim}));
+  else
+    unit_ = ConstantTensor(ones({dim}, DType::f64));
+}
 
-Tensor RMSNorm::forward(const Tensor& x) const { return rms_norm(x, weight, eps); }
+Tensor RMSNorm::forward(const Tensor& x) const {
+  return rms_norm(x, weight.defined() ? weight : unit_.as(x.dtype()), eps);
+}
 
 DyT::DyT(int64_t dim, bool has_bias, double alpha_init) {
   alpha = register_parameter("alpha", full({1}, alpha_init));
@@ -30,11 +37,11 @@ ScaleNorm::ScaleNorm(double eps_) : eps(eps_) { g = register_parameter("g", ones
 
 Tensor ScaleNorm::forward(const Tensor& x) const { return scale_norm(x, g, eps); }
 
-std::shared_ptr<Norm> make_norm(const std::string& kind, int64_t dim, bool bias) {
-  if (kind == "layernorm") return std::make_shared<LayerNorm>(dim, bias);
-  if (kind == "rmsnorm") return std::make_shared<RMSNorm>(dim);
+std::shared_ptr<Norm> make_norm(const std::string& kind, int64_t dim, bool bias, double eps) {
+  if (kind == "layernorm") return std::make_shared<LayerNorm>(dim, bias, eps);
+  if (kind == "rmsnorm") return std::make_shared<RMSNorm>(dim, eps);
   if (kind == "dyt") return std::make_shared<DyT>(dim, bias);
-  if (kind == "scalenorm") return std::make_shared<ScaleNorm>();
+  if (kind == "scalenorm") return std::make_shared<ScaleNorm>(eps);
   throw Error(fmt::format("norm: unknown kind '{}' (expected layernorm, rmsnorm, dyt or scalenorm)", kind));
 }
 

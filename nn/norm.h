@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "nn/constant_tensor.h"
 #include "nn/module.h"
 
 namespace tapelm::nn {
@@ -28,10 +29,14 @@ class LayerNorm : public Norm {
 
 class RMSNorm : public Norm {
  public:
-  explicit RMSNorm(int64_t dim, double eps = 1e-5);
+  // elementwise_affine false: no weight (γ = 1), as fla's o_norm of YOCO's gated retention.
+  explicit RMSNorm(int64_t dim, double eps = 1e-5, bool elementwise_affine = true);
   Tensor forward(const Tensor& x) const override;
-  Tensor weight;
+  Tensor weight;  // undefined without elementwise_affine
   double eps;
+
+ private:
+  ConstantTensor unit_;  // γ = 1 without elementwise_affine
 };
 
 class DyT : public Norm {
@@ -49,7 +54,7 @@ class ScaleNorm : public Norm {
   double eps;
 };
 
-// kind: "layernorm", "rmsnorm", "dyt" or "scalenorm".
-std::shared_ptr<Norm> make_norm(const std::string& kind, int64_t dim, bool bias);
+// kind: "layernorm", "rmsnorm", "dyt" or "scalenorm"; eps is ignored by DyT.
+std::shared_ptr<Norm> make_norm(const std::string& kind, int64_t dim, bool bias, double eps = 1e-5);
 
 }  // namespace tapelm::nn

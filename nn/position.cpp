@@ -42,6 +42,27 @@ Tensor sinusoidal_table(int64_t n_pos, int64_t dim, DType dtype, bool concatenat
   return t.to(dtype);
 }
 
+LearnedPositionEmbedding::LearnedPositionEmbedding(int64_t n_pos, int64_t dim, Generator& gen) {
+  weight = register_parameter("weight", randn({n_pos, dim}, gen, DType::f32, 0.0, 0.02));
+}
+
+Tensor LearnedPositionEmbedding::forward(const Tensor& positions, DType) const { return embedding(weight, positions); }
+
+SinusoidalPositionEmbedding::SinusoidalPositionEmbedding(int64_t n_pos, int64_t dim)
+    : table_(sinusoidal_table(n_pos, dim, DType::f64)) {}
+
+Tensor SinusoidalPositionEmbedding::forward(const Tensor& positions, DType dtype) const {
+  return embedding(table_.as(dtype), positions);
+}
+
+std::shared_ptr<PositionEmbedding> make_position_embedding(const std::string& kind, int64_t n_pos, int64_t dim,
+                                                           double token_std, Generator& gen) {
+  if (kind == "learned") return std::make_shared<LearnedPositionEmbedding>(n_pos, dim, gen);
+  if (kind == "sinusoidal") return std::make_shared<SinusoidalPositionEmbedding>(n_pos, dim);
+  if (kind == "scaled_sinusoidal") return std::make_shared<ScaledSinusoidalEmbedding>(n_pos, dim, token_std);
+  return nullptr;  // rope, none
+}
+
 ScaledSinusoidalEmbedding::ScaledSinusoidalEmbedding(int64_t n_pos, int64_t dim, double scale_init)
     : table_(sinusoidal_table(n_pos, dim, DType::f64, true)) {
   scale = register_parameter("scale", full({1}, scale_init));

@@ -3,6 +3,8 @@
 // as the unpadded one (HF's convention): position = number of real tokens
 // before this one, plus those already in a decoding state.
 #pragma once
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "autograd/tensor.h"
@@ -21,21 +23,52 @@ Tensor position_ids(int64_t batch, int64_t T, const Tensor& pad_mask, const std:
 // (FLASH-pytorch's ScaledSinuEmbedding: cat(sin, cos)); dim must then be even.
 Tensor sinusoidal_table(int64_t n_pos, int64_t dim, DType dtype, bool concatenated = false);
 
+// An absolute position embedding, added to the token embedding (the model's
+// "transformer.wpe"): positions [B,T] int32 -> [B,T,dim].
+class PositionEmbedding : public Module {
+ public:
+  virtual Tensor forward(const Tensor& positions, DType dtype) const = 0;
+};
+
+// GPT-2's learned table, `weight` [n_pos, dim], N(0, 0.02²).
+class LearnedPositionEmbedding : public PositionEmbedding {
+ public:
+  LearnedPositionEmbedding(int64_t n_pos, int64_t dim, Generator& gen);
+  Tensor forward(const Tensor& positions, DType dtype) const override;
+  Tensor weight;
+};
+
+// The fixed sinusoid table above (interleaved sin, cos); no parameter.
+class SinusoidalPositionEmbedding : public PositionEmbedding {
+ public:
+  SinusoidalPositionEmbedding(int64_t n_pos, int64_t dim);
+  Tensor forward(const Tensor& positions, DType dtype) const override;
+
+ private:
+  ConstantTensor table_;  // [n_pos, dim]
+};
+
 // FLASH-pytorch's ScaledSinuEmbedding (the FLASH paper's absolute position):
 // the concatenated sinusoid above times one learned scalar `scale`.
 // FLASH-pytorch starts scale at 1 beside a token embedding of std 1; the
 // model starts it at its token embedding's std (GPT-2's 0.02), which keeps
 // that ratio (at 1 the positions drown the tokens: a FLASH model stayed at
 // the unigram loss, 3.34 after 300 steps against 2.25 with learned positions).
-class ScaledSinusoidalEmbedding : public Module {
+class ScaledSinusoidalEmbedding : public PositionEmbedding {
  public:
   ScaledSinusoidalEmbedding(int64_t n_pos, int64_t dim, double scale_init);
-  Tensor forward(const Tensor& positions, DType dtype) const;  // [B,T] int32 -> [B,T,dim]
+  Tensor forward(const Tensor& positions, DType dtype) const override;
   Tensor scale;
 
  private:
   ConstantTensor table_;  // [n_pos, dim]
 };
+
+// The absolute embedding of a config's `position`: learned, sinusoidal or
+// scaled_sinusoidal (its scale starting at token_std); null for rope (applied
+// inside the mixers) and none.
+std::shared_ptr<PositionEmbedding> make_position_embedding(const std::string& kind, int64_t n_pos, int64_t dim,
+                                                           double token_std, Generator& gen);
 
 // Rotary position embedding (Su et al. 2021, RoFormer):
 // x' = x·cos(pθ) + rotate(x)·sin(pθ), θ_i = base^(−2i/r) over the first r =

@@ -11,7 +11,7 @@
 #include "nn/feedforward.h"
 #include "nn/gau.h"
 #include "nn/linear_attention.h"
-#include "nn/mamba.h"
+#include "nn/mixers.h"
 #include "nn/model.h"
 #include "nn/norm.h"
 #include "tests/test_helpers.h"
@@ -125,8 +125,7 @@ TEST_P(Golden, LinearAttentionFamilyMixers) {
       c.n_embd = 8, c.n_head = 2, c.block_size = 16, c.mixer = v.kind, c.feature_map = v.fmap,
       c.normalize = v.normalize;
       Generator g(0);
-      LinearRecurrentMixer m(c, g, 0.02);
-      m.form = form;
+      LinearRecurrentMixer m(c, form, g, 0.02);
       m.chunk = 3;
       check_module("mixer_" + v.name, m, GetParam(), [&](const Tensor& x, const TensorFile& f) {
         Tensor pad = f.tensors.at("input.pad_mask");
@@ -141,7 +140,7 @@ TEST_P(Golden, GatedAttentionUnit) {
   ModelConfig c;
   c.n_embd = 8, c.gau_qk_dim = 8, c.block_size = 16, c.mixer = "gau";
   Generator g(0);
-  GatedAttentionUnit m(c, g, 0.02);
+  GatedAttentionUnit m(c, training_form(c), g, 0.02);
   check_module("gau", m, GetParam(), [&](const Tensor& x, const TensorFile& f) {
     Tensor pad = f.tensors.at("input.pad_mask");
     return m.forward(x, MixerContext{pad, position_ids(x.size(0), x.size(1), pad)}, nullptr);
@@ -155,7 +154,7 @@ TEST_P(Golden, FlashMixedChunk) {
     ModelConfig c;
     c.n_embd = 8, c.gau_qk_dim = 8, c.block_size = 16, c.mixer = "flash", c.chunk_size = 3, c.recurrent_form = form;
     Generator g(0);
-    GatedAttentionUnit m(c, g, 0.02);
+    GatedAttentionUnit m(c, training_form(c), g, 0.02);
     check_module("flash", m, GetParam(), [&](const Tensor& x, const TensorFile& f) {
       Tensor pad = f.tensors.at("input.pad_mask");
       return m.forward(x, MixerContext{pad, position_ids(x.size(0), x.size(1), pad)}, nullptr);
@@ -172,7 +171,7 @@ TEST_P(Golden, GauAndFlashWithTokenShiftAndPartialRotary) {
       c.n_embd = 8, c.gau_qk_dim = 8, c.block_size = 16, c.mixer = mixer, c.chunk_size = 3, c.recurrent_form = form;
       c.gau_token_shift = true, c.gau_rotary_dim = 4;
       Generator g(0);
-      GatedAttentionUnit m(c, g, 0.02);
+      GatedAttentionUnit m(c, training_form(c), g, 0.02);
       check_module(mixer + "_shift_rotary", m, GetParam(), [&](const Tensor& x, const TensorFile& f) {
         Tensor pad = f.tensors.at("input.pad_mask");
         return m.forward(x, MixerContext{pad, position_ids(x.size(0), x.size(1), pad)}, nullptr);
@@ -188,10 +187,15 @@ TEST_P(Golden, MambaAndMamba2) {
       c.n_embd = 8, c.d_state = 4, c.ssm_headdim = 4, c.block_size = 16, c.mixer = mixer, c.recurrent_form = form;
       c.chunk_size = 3;
       Generator g(0);
-      Mamba m(c, g, 0.02);
-      check_module(mixer, m, GetParam(), [&](const Tensor& x, const TensorFile& f) {
+      std::shared_ptr<TokenMixer> m = mixer_spec(mixer).make({.config = c,
+                                                              .form = training_form(c),
+                                                              .rotary = nullptr,
+                                                              .gen = g,
+                                                              .dropout_gen = nullptr,
+                                                              .proj_std = 0.02});
+      check_module(mixer, *m, GetParam(), [&](const Tensor& x, const TensorFile& f) {
         Tensor pad = f.tensors.at("input.pad_mask");
-        return m.forward(x, MixerContext{pad, position_ids(x.size(0), x.size(1), pad)}, nullptr);
+        return m->forward(x, MixerContext{pad, position_ids(x.size(0), x.size(1), pad)}, nullptr);
       });
     }
 }

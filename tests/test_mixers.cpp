@@ -287,10 +287,20 @@ TEST(Recipe, EachMixerGetsItsReferenceModelWhereNoFlagSaysOtherwise) {
     EXPECT_EQ(f.chunk_size, mixer == "flash" ? 256 : 64);
     EXPECT_TRUE(f.bias);
   }
+  // fla's configuration_*.py: norm_eps 1e-6, an untied head, hidden_ratio 4 (RetNet 2).
+  for (std::string mixer : {"linear", "retnet", "gated_retention", "gla", "deltanet", "gated_deltanet"}) {
+    c.mixer = mixer;
+    ModelConfig f = with_recipe(c, {});
+    EXPECT_EQ(f.norm_eps, 1e-6) << mixer;
+    EXPECT_FALSE(f.tie_weights) << mixer;
+    EXPECT_EQ(f.ffn_hidden, mixer == "retnet" ? 512 : 1024) << mixer;  // int(384·2·⅔) = 512; int(384·4·⅔) = 1024
+  }
   c.mixer = "attention";  // nanoGPT's GPT: the config's defaults
   EXPECT_EQ(with_recipe(c, {}).to_json(), c.to_json());
   EXPECT_EQ(swiglu_hidden(128), 512);
   EXPECT_EQ(swiglu_hidden(768), 2048);
+  EXPECT_EQ(swiglu_hidden(97, 2), 256);   // int(97·4/3) = 129, rounded up to 256
+  EXPECT_EQ(swiglu_hidden(200, 2), 512);  // int(200·4/3) = 266 → 512, where hidden_ratio 4 gives 768
 }
 
 // ---- parameter names ------------------------------------------------------------
@@ -317,6 +327,24 @@ TEST(MixerNames, FollowTheReferenceImplementations) {
                            "transformer.h.0.attn.gk_proj.1.bias", "transformer.h.0.attn.g_norm_swish_gate.weight",
                            "transformer.h.0.attn.o_proj.weight"})
     EXPECT_NE(std::find(names.begin(), names.end(), want), names.end()) << want;
+}
+
+// fla's YOCOGatedRetention: a bias-free decay projection gk_proj, a per-head
+// o_norm with no weight, values d wide.
+TEST(MixerNames, GatedRetentionFollowsYoco) {
+  ModelConfig c = small("gated_retention");
+  Generator g(0);
+  GPT model(c, g);
+  std::vector<std::string> names;
+  for (auto& p : model.state_dict()) names.push_back(p.name);
+  auto holds = [&](const std::string& n) {
+    return std::find(names.begin(), names.end(), "transformer.h.0.attn." + n) != names.end();
+  };
+  EXPECT_TRUE(holds("gk_proj.weight"));
+  EXPECT_FALSE(holds("gk_proj.bias"));
+  EXPECT_FALSE(holds("o_norm.weight"));
+  EXPECT_FALSE(holds("g_norm_swish_gate.weight"));
+  EXPECT_TRUE(has(model, "transformer.h.0.attn.v_proj.weight", {c.n_embd, c.n_embd}));
 }
 
 // fla's GatedDeltaNet: keys 0.75·d, values 1.5·d (6d² per layer), Mamba-2's

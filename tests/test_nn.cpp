@@ -6,6 +6,7 @@
 #include "nn/attention.h"
 #include "nn/feedforward.h"
 #include "nn/linear_attention.h"
+#include "nn/mixers.h"
 #include "nn/model.h"
 #include "nn/norm.h"
 #include "tests/changed_config.h"
@@ -284,13 +285,14 @@ TEST(NnModel, ContextOverflowAndBadConfigAreClearErrors) {
   EXPECT_ERROR_CONTAINS(GPT(c, g), "n_embd 10 is not divisible by n_head 4");
   c = tiny();
   c.mixer = "transformerxl";
-  EXPECT_ERROR_CONTAINS(c.validate(), "unknown mixer 'transformerxl'");
+  EXPECT_ERROR_CONTAINS(check_config(c), "unknown mixer 'transformerxl'");
   c = tiny("scaled_sinusoidal");
   c.n_embd = 9, c.n_head = 3;
   EXPECT_ERROR_CONTAINS(c.validate(), "scaled_sinusoidal positions need an even n_embd (sines, then cosines), got 9");
   c = tiny();
   c.mixer = "flash", c.gau_qk_dim = 8, c.gau_rotary_dim = 3;
-  EXPECT_ERROR_CONTAINS(c.validate(), "gau_rotary_dim rotates min(3, gau_qk_dim 8) = 3 features, which must be even");
+  EXPECT_ERROR_CONTAINS(check_config(c),
+                        "gau_rotary_dim rotates min(3, gau_qk_dim 8) = 3 features, which must be even");
   EXPECT_ERROR_CONTAINS(model.forward(from_ints({1, 99}, {1, 2})), "embedding: index 99 out of range");
   // From a file: integers must be integers, and every field has a range.
   EXPECT_ERROR_CONTAINS(ModelConfig::from_json(R"({"n_layer": 1e30})"), "bad value for 'n_layer': 1e+30");
@@ -307,13 +309,14 @@ TEST(NnModel, LinearFamilyWidthsAreCheckedAndTheirStepIsTheSmallest) {
   ModelConfig c = tiny();
   c.n_head = 4, c.n_embd = 12;
   c.mixer = "gla";
-  EXPECT_ERROR_CONTAINS(c.validate(), "gla has key width 0.5·n_embd = 6, which must be a whole multiple of n_head 4");
+  EXPECT_ERROR_CONTAINS(check_config(c),
+                        "gla has key width 0.5·n_embd = 6, which must be a whole multiple of n_head 4");
   c.mixer = "retnet";
-  EXPECT_ERROR_CONTAINS(c.validate(), "retnet applies rotary positions and needs an even key head dimension, got 3");
+  EXPECT_ERROR_CONTAINS(check_config(c), "retnet applies rotary positions and needs an even key head dimension, got 3");
   c.mixer = "gated_deltanet", c.n_embd = 24;
-  EXPECT_ERROR_CONTAINS(c.validate(), "gated_deltanet has key width 0.75·n_embd = 18");
+  EXPECT_ERROR_CONTAINS(check_config(c), "gated_deltanet has key width 0.75·n_embd = 18");
   c.n_embd = 32;
-  c.validate();
+  check_config(c);
   EXPECT_EQ(linear_widths(c).key, 24);
   EXPECT_EQ(linear_widths(c).value, 48);
   for (auto [mixer, step] : std::vector<std::pair<std::string, int64_t>>{

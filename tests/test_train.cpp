@@ -121,6 +121,28 @@ TEST_F(Tool, EveryModelFieldHasAWorkingFlag) {
   }
 }
 
+// Every run field has a flag, and the flag sets it: a run with each flag at a
+// value other than its default stores exactly those values in its checkpoint,
+// and they read back (eval reads the split options from there).
+TEST_F(Tool, EveryRunFieldHasAWorkingFlagAndRoundTrips) {
+  const train::TrainOptions want = changed_run(corpus);
+  std::string flags;
+  for (const train::RunField& f : train::run_fields()) flags += " " + f.flag + "=" + flag_value(want, f);
+  Result r = run("train --out " + dir + "/r --n-layer 1 --n-embd 16 --n-head 2 --context 16 --quiet" + flags);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto have = nlohmann::json::parse(train::load_checkpoint(dir + "/r").train_options_json);
+  const auto expected = nlohmann::json::parse(want.to_json()),
+             plain = nlohmann::json::parse(train::TrainOptions().to_json());
+  EXPECT_EQ(expected.size(), train::run_fields().size());
+  for (const train::RunField& f : train::run_fields()) {
+    EXPECT_EQ(have[f.key], expected[f.key]) << f.flag;
+    EXPECT_NE(expected[f.key], plain[f.key]) << f.key << " is not moved off its default";
+  }
+  EXPECT_EQ(train::TrainOptions::from_json(want.to_json()).to_json(), want.to_json());
+  EXPECT_ERROR_CONTAINS(train::TrainOptions::from_json(R"({"log_interval": 0})"), "log_interval must be in [1, ");
+  EXPECT_ERROR_CONTAINS(train::TrainOptions::from_json(R"({"beta2": 1.0})"), "beta2 must be in [0, 1)");
+}
+
 // Keys are flag names, or a model field's config key ("block_size" for --context).
 TEST_F(Tool, ConfigFileIsOverriddenByFlags) {
   std::ofstream(dir + "/cfg.json") << R"({"n_layer": 2, "n_embd": 16, "n_head": 2, "block_size": 16, "steps": 1,

@@ -48,9 +48,6 @@ struct Run {
 // option and every model field (so no recipe fills anything in).
 nlohmann::json train_flags(const TrainOptions& t) {
   nlohmann::json j = nlohmann::json::parse(t.to_json());
-  if (t.doc_sep.empty()) j.erase("doc_sep");
-  j["eval_interval"] = t.eval_interval, j["eval_batches"] = t.eval_batches;
-  j["log_interval"] = t.log_interval, j["checkpoint_interval"] = t.checkpoint_interval;
   const nlohmann::json m = nlohmann::json::parse(t.model.to_json());
   for (const nn::ConfigField& f : nn::config_fields())
     if (!f.flag.empty()) j[f.key] = m[f.key];
@@ -174,7 +171,7 @@ int run_compare(CompareOptions o) {
   for (const std::string& mixer : o.mixers) {  // every name checked before the first run
     nn::ModelConfig c = o.train.model;
     c.mixer = mixer;
-    nn::with_recipe(c, o.given).validate();
+    nn::check_config(nn::with_recipe(c, o.given));
   }
   TAPELM_CHECK(!o.decode_contexts.empty() && !o.decode_batches.empty() && o.decode_tokens > 0,
                "compare: --decode-contexts, --decode-batches and --decode-tokens must be given");
@@ -193,7 +190,7 @@ int run_compare(CompareOptions o) {
   for (size_t si = 0; si < o.sizes.size(); ++si) {
     nn::ModelConfig ref = o.train.model;
     ref.mixer = "attention", ref.n_embd = o.sizes[si];
-    ref.validate();
+    nn::check_config(ref);
     const int64_t target = non_embedding_params(ref);
     const int64_t per_step = o.train.batch * o.train.grad_accum * o.train.model.block_size;
     const int64_t steps = o.tokens_per_param > 0
@@ -204,7 +201,7 @@ int run_compare(CompareOptions o) {
       model.mixer = mixer;
       model.n_embd = matched_width(model, target, o.given);
       model = nn::with_recipe(model, o.given);
-      model.validate();
+      nn::check_config(model);
       const int64_t n = non_embedding_params(model);
       for (int k = 0; k < (si == 0 ? o.seeds : 1); ++k) {
         Run r;

@@ -60,7 +60,7 @@ FlopReport flop_report(const nn::ModelConfig& config, int64_t batch) {
           2 * n * w_mixer * L, counted("mixer.proj", true));
   std::string seq_formula;
   const nn::MixerSpec& mixer = nn::mixer_spec(config.mixer);
-  const int64_t seq = mixer.sequence_flops(config, b, s, &seq_formula) * L;
+  const int64_t seq = mixer.sequence_flops(config, nn::training_form(config), b, s, &seq_formula) * L;
   add_row("mixer sequence term", seq_formula + " × l", seq, counted("mixer", true));
   if (block.mlp) {
     const int64_t w_ffn = linear_weights(*block.mlp);

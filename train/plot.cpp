@@ -4,7 +4,6 @@
 #include <fstream>
 
 #include "autograd/error.h"
-#include "train/trainer.h"
 
 namespace tapelm::train {
 

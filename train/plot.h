@@ -1,6 +1,7 @@
 // A dependency-free SVG line chart: loss curves of a run (loss.svg), and the
 // bake-off's loss-vs-FLOPs and decoding-speed pictures.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,5 +25,9 @@ struct Chart {
 
 // Writes the chart to `path`; throws Error if it cannot be written.
 void write_svg_chart(const std::string& path, const Chart& chart);
+
+// Draws a run's train and validation loss against steps (loss.svg).
+void write_loss_svg(const std::string& path, const std::vector<std::pair<int64_t, double>>& train,
+                    const std::vector<std::pair<int64_t, double>>& val, const std::string& title);
 
 }  // namespace tapelm::train

@@ -21,6 +21,7 @@
 #include "train/checkpoint.h"
 #include "train/distributed.h"
 #include "train/gemm_peak.h"
+#include "train/plot.h"
 #include "train/thread_policy.h"
 
 namespace tapelm::train {
@@ -106,22 +107,19 @@ struct Run {
 // same work on the same inputs; the caller agrees on any error (comm.agree).
 Run set_up(TrainOptions& o, const std::vector<std::string>& explicit_model_flags, const Communicator& comm) {
   const int ranks = comm.size();
-  TAPELM_CHECK(o.batch > 0 && o.steps > 0 && o.grad_accum > 0 && o.eval_interval > 0 && o.eval_batches > 0,
-               "train: --batch, --steps, --grad-accum, --eval-interval and --eval-batches must be positive");
+  o.validate();
   TAPELM_CHECK(o.batch % ranks == 0,
                "train: --batch {} is the global batch and must divide evenly among the {} ranks (each takes "
                "--batch / {} sequences); use a multiple of {}",
                o.batch, ranks, ranks, ranks);
   TAPELM_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be a positive number, got {}", o.lr);
-  TAPELM_CHECK(o.optimizer == "adamw" || o.optimizer == "sgd", "train: unknown --optimizer '{}' (adamw or sgd)",
-               o.optimizer);
   Run run;
   run.schedule = {o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup,
                   o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
   run.schedule.at(0);  // validates the kind
   if (!o.resume) {     // the mixer's reference recipe where no flag says otherwise; errors before the corpus is read
     o.model = nn::with_recipe(o.model, explicit_model_flags);
-    o.model.validate();
+    nn::check_config(o.model);
   }
 
   const std::string text = data::read_corpus(o.data);
@@ -352,31 +350,6 @@ int finish(const Run& run, const TrainOptions& o, const Communicator& comm, RunL
     fmt::print("checkpoint, log.jsonl, loss.svg in {}\n", o.out);
   }
   return exit_code;
-}
-
-std::string TrainOptions::to_json() const {
-  return nlohmann::json{{"data", data},
-                        {"tokenizer", tokenizer},
-                        {"vocab_size", vocab_size},
-                        {"batch_mode", batch_mode},
-                        {"doc_sep", doc_sep},
-                        {"val_fraction", val_fraction},
-                        {"batch", batch},
-                        {"grad_accum", grad_accum},
-                        {"steps", steps},
-                        {"optimizer", optimizer},
-                        {"lr", lr},
-                        {"min_lr", min_lr},
-                        {"schedule", schedule},
-                        {"warmup", warmup},
-                        {"lr_decay_steps", lr_decay_steps},
-                        {"weight_decay", weight_decay},
-                        {"beta1", beta1},
-                        {"beta2", beta2},
-                        {"grad_clip", grad_clip},
-                        {"seed", seed},
-                        {"threads", threads}}
-      .dump();
 }
 
 void set_threads(int n) {

@@ -75,18 +75,4 @@ Tensor div(const Tensor& a, const Tensor& b) {
   });
 }
 
-void add_(Tensor& dst, const Tensor& src) {
-  TAPELM_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype(), "add_: {} {} into {} {}",
-               dtype_name(src.dtype()), src.str_shape(), dtype_name(dst.dtype()), dst.str_shape());
-  dispatch_float("add_", dst.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    T* pd = dst.data<T>();
-    const T* ps = src.data<T>();
-    int64_t n = dst.numel();
-#pragma omp parallel for simd if (n > kParallelElements)
-    for (int64_t i = 0; i < n; ++i) pd[i] += ps[i];
-  });
-  FlopCounter::add("add_", dst.numel());
-}
-
 }  // namespace tapelm

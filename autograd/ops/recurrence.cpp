@@ -229,4 +229,18 @@ Tensor gated_recurrence_reference(const Tensor& q, const Tensor& k, const Tensor
   return concat(outs, 2);
 }
 
+int64_t gated_recurrence_flops(int64_t b, int64_t s, int64_t H, int64_t K, int64_t V, RecurrenceForm form,
+                               int64_t chunk, std::string* f) {
+  if (form == RecurrenceForm::recurrent) {
+    *f = fmt::format("4·b·s·H·K·V: read and write of the K×V state per token (H {}, K {}, V {})", H, K, V);
+    return 4 * b * s * H * K * V;
+  }
+  const int64_t C = form == RecurrenceForm::parallel ? s : std::min(chunk, s);
+  *f = fmt::format(
+      "b·s·H·((C+1)·(K+V) + 4·K·V): causal half of QKᵀ and AV inside chunks of C, "
+      "state read and update (H {}, K {}, V {}, C {})",
+      H, K, V, C);
+  return b * s * H * ((C + 1) * (K + V) + 4 * K * V);
+}
+
 }  // namespace tapelm

@@ -55,7 +55,8 @@ def layernorm(x, w, b, eps=1e-5):
 
 
 def rmsnorm(x, w, eps=1e-5):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return y if w is None else y * w
 
 
 def dyt(x, alpha, w, b):
@@ -270,7 +271,7 @@ def short_conv(u, w, pad):
     return F.silu(F.conv1d(u, w, padding=k - 1, groups=w.shape[0])[..., :T].transpose(1, 2))
 
 
-NORM_NAME = {"linear": "norm", "retnet": "g_norm_swish_gate", "gated_retention": "g_norm_swish_gate",
+NORM_NAME = {"linear": "norm", "retnet": "g_norm_swish_gate", "gated_retention": "o_norm",
              "gla": "g_norm_swish_gate", "deltanet": "o_norm", "gated_deltanet": "o_norm"}
 
 
@@ -302,15 +303,18 @@ def recurrent_mixer(x, p, kind, pad, n_head, feature_map="elu", normalize=True):
         if normalize:
             v = torch.cat([v, torch.ones(B, n_head, T, 1, dtype=DT)], -1)
     else:
-        if kind in ("retnet", "gated_retention"):
+        if kind == "retnet":  # fla's RotaryEmbedding: rotate-half pairs
             pos = position_ids(pad)
             q, k = rope(q, pos), rope(k, pos)
+        if kind == "gated_retention":  # fla's YOCOGatedRetention: interleaved pairs
+            pos = position_ids(pad)[:, None]
+            q, k = rotary_interleaved(q, pos, K), rotary_interleaved(k, pos, K)
         q = q / math.sqrt(K)
         if kind == "retnet":
             gamma = 1 - 2.0 ** (-5 - torch.arange(n_head, dtype=DT))
             g = gamma.log().view(1, n_head, 1, 1).expand(B, n_head, T, 1)
         elif kind == "gated_retention":
-            g = F.logsigmoid(heads(F.linear(x, p["gk_proj.weight"], p["gk_proj.bias"]))) / 16
+            g = F.logsigmoid(heads(F.linear(x, p["gk_proj.weight"]))) / 16  # YOCO: no gate bias
         else:  # gla
             low = F.linear(x, p["gk_proj.0.weight"])
             g = F.logsigmoid(heads(F.linear(low, p["gk_proj.1.weight"], p["gk_proj.1.bias"]))) / 16
@@ -333,7 +337,7 @@ def recurrent_mixer(x, p, kind, pad, n_head, feature_map="elu", normalize=True):
     if kind == "linear" and normalize:
         o = o[..., :V] / (o[..., V:] + 1e-6)
     else:
-        o = rmsnorm(o, p[NORM_NAME[kind] + ".weight"])
+        o = rmsnorm(o, p.get(NORM_NAME[kind] + ".weight"))  # YOCO's o_norm has no weight
     o = o.transpose(1, 2).reshape(B, T, -1)
     if kind not in ("linear", "deltanet"):
         o = F.silu(F.linear(x, p["g_proj.weight"])) * o
@@ -381,7 +385,7 @@ def mixer_cases():
             for n, w in (("q", Kd), ("k", Kd), ("v", Vd)):
                 p[n + "_conv1d.weight"] = rand(w, 1, 4, scale=0.5)
         if kind == "gated_retention":
-            p["gk_proj.weight"], p["gk_proj.bias"] = rand(H, C, scale=0.4), rand(H, scale=0.5)
+            p["gk_proj.weight"] = rand(H, C, scale=0.4)
         if kind == "gated_deltanet":
             p["a_proj.weight"] = rand(H, C, scale=0.4)
             p["A_log"] = (torch.rand(H, dtype=DT) * 16).log().requires_grad_()
@@ -389,7 +393,7 @@ def mixer_cases():
         if kind == "gla":
             p["gk_proj.0.weight"] = rand(16, C, scale=0.4)
             p["gk_proj.1.weight"], p["gk_proj.1.bias"] = rand(Kd, 16, scale=0.3), rand(Kd, scale=0.5)
-        if kind != "linear" or not norm:
+        if (kind != "linear" or not norm) and kind != "gated_retention":
             p[NORM_NAME[kind] + ".weight"] = gain(Vd // H)
         x = rand(2, 7, C)  # drawn in every case, so later cases keep their numbers
         if fmap == "relu":

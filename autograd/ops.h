@@ -1,6 +1,7 @@
 // Every differentiable op of tapelm. Each op lives in autograd/ops/<file>.cpp
 // with its forward kernel, its backward (recorded on the tape) and its FLOP
-// count side by side. Floating ops accept float32 and float64 alike.
+// count side by side. Floating ops accept float32 and float64 alike. The fused
+// cores' primitive-op references, for tests, are in autograd/ops_reference.h.
 #pragma once
 #include <string>
 #include <vector>
@@ -129,8 +130,6 @@ Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const
 // in words: the FLOP formulas of the mixers that run on it.
 int64_t gated_recurrence_flops(int64_t b, int64_t s, int64_t H, int64_t K, int64_t V, RecurrenceForm form,
                                int64_t chunk, std::string* formula);
-// The same recurrence as a plain loop of primitive ops (for tests).
-Tensor gated_recurrence_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g);
 
 // ---- delta_rule.cpp: the DeltaNet core -----------------------------------
 // S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ,  o_t = S_tᵀ q_t, α_t = exp(g_t).
@@ -138,7 +137,6 @@ Tensor gated_recurrence_reference(const Tensor& q, const Tensor& k, const Tensor
 // (chunkwise is the WY/UT form; parallel is one chunk over the sequence).
 Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
                   RecurrenceForm form = RecurrenceForm::chunkwise, int64_t chunk = 64, Tensor* state = nullptr);
-Tensor delta_rule_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g);
 
 // ---- selective_scan.cpp: Mamba's scan -------------------------------------
 // h_t = exp(Δ_t A) ⊙ h_{t−1} + Δ_t u_t B_t, y_t = C_t·h_t per batch and channel:
@@ -146,8 +144,6 @@ Tensor delta_rule_reference(const Tensor& q, const Tensor& k, const Tensor& v, c
 // inference only) the scan continues from it and leaves the final state there.
 Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm, const Tensor& Cm,
                       Tensor* state = nullptr);
-Tensor selective_scan_reference(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm,
-                                const Tensor& Cm);
 
 // ---- gau_attention.cpp: GAU and FLASH ------------------------------------
 // Per row, with positions [B,T] (int32, non-decreasing: nn::position_ids),
@@ -169,9 +165,6 @@ struct GauAttentionState {
 Tensor gau_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql, const Tensor& kl,
                      const Tensor& bias, const Tensor& position, const Tensor& key_pad, int64_t chunk_len, double scale,
                      double norm, RecurrenceForm form = RecurrenceForm::chunkwise, GauAttentionState* state = nullptr);
-Tensor gau_attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql, const Tensor& kl,
-                               const Tensor& bias, const Tensor& position, const Tensor& key_pad, int64_t chunk_len,
-                               double scale, double norm);
 
 // ---- conv1d.cpp ----------------------------------------------------------
 // Depthwise causal convolution: x [B,T,C], w [C,K], b [C] (optional) -> [B,T,C],

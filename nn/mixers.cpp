@@ -54,9 +54,10 @@ void fla_model(ModelConfig& c) {
 }
 // FLASH-pytorch's FLASHTransformer (the FLASH paper's model): scaled
 // sinusoidal absolute positions, ScaleNorm before each layer and a LayerNorm
-// before the head, token shift, RoPE on 32 features of q and k, groups of 256.
+// before the head, token shift, RoPE on 32 features of q and k, groups of 256,
+// an LM head of its own (to_logits).
 void flash_model(ModelConfig& c) {
-  c.position = "scaled_sinusoidal", c.norm = "scalenorm", c.final_norm = "layernorm";
+  c.position = "scaled_sinusoidal", c.norm = "scalenorm", c.final_norm = "layernorm", c.tie_weights = false;
   c.gau_token_shift = true, c.gau_rotary_dim = 32;
   if (c.mixer == "flash") c.chunk_size = 256;
 }

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -16,6 +18,13 @@ struct ThreadCount {
   explicit ThreadCount(int threads) : saved(omp_get_max_threads()) { omp_set_num_threads(threads); }
   ~ThreadCount() { omp_set_num_threads(saved); }
 };
+
+// The largest |a − b| over the elements (same numel).
+inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+  double m = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, std::fabs(a.flat(i) - b.flat(i)));
+  return m;
+}
 
 // Same shape, dtype and bytes (bit-identical values).
 inline bool same_bits(const Tensor& a, const Tensor& b) {

@@ -55,12 +55,6 @@ std::vector<Variant> variants() {
 
 void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
 
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  double m = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, std::fabs(a.flat(i) - b.flat(i)));
-  return m;
-}
-
 // Float64 gradcheck of the whole model's loss with a padding mask, every
 // parameter checked (moved off its init so gates and norms matter).
 void gradcheck_model(const ModelConfig& c, const Tensor& idx, const Tensor& tgt, const Tensor& pad) {
@@ -286,6 +280,7 @@ TEST(Recipe, EachMixerGetsItsReferenceModelWhereNoFlagSaysOtherwise) {
     EXPECT_EQ(f.gau_rotary_dim, 32);
     EXPECT_EQ(f.chunk_size, mixer == "flash" ? 256 : 64);
     EXPECT_TRUE(f.bias);
+    EXPECT_FALSE(f.tie_weights);  // to_logits: a Linear of its own
   }
   // fla's configuration_*.py: norm_eps 1e-6, an untied head, hidden_ratio 4 (RetNet 2).
   for (std::string mixer : {"linear", "retnet", "gated_retention", "gla", "deltanet", "gated_deltanet"}) {

@@ -3,6 +3,7 @@
 // divides T and some that do not) == the primitive-op reference, in values and
 // gradients; float64 gradcheck of every form; carried state; and the same bits
 // at any thread count.
+#include "autograd/ops_reference.h"
 #include "tests/test_helpers.h"
 
 using namespace tapelm;
@@ -25,12 +26,6 @@ Inputs make(int64_t B, int64_t H, int64_t T, int64_t K, int64_t V, int64_t gk, u
   }
   for (Tensor* t : {&in.q, &in.k, &in.v, &in.g}) t->requires_grad_();
   return in;
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  double m = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, std::fabs(a.flat(i) - b.flat(i)));
-  return m;
 }
 
 std::vector<Tensor> grads_of(const Inputs& in, const std::function<Tensor()>& f, const Tensor& upstream) {

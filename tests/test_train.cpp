@@ -11,11 +11,13 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
 
 #include "autograd/safetensors.h"
+#include "nn/mixers.h"
 #include "tests/changed_config.h"
 #include "tests/tool_helpers.h"
 #include "train/checkpoint.h"
@@ -141,6 +143,42 @@ TEST_F(Tool, EveryRunFieldHasAWorkingFlagAndRoundTrips) {
   EXPECT_EQ(train::TrainOptions::from_json(want.to_json()).to_json(), want.to_json());
   EXPECT_ERROR_CONTAINS(train::TrainOptions::from_json(R"({"log_interval": 0})"), "log_interval must be in [1, ");
   EXPECT_ERROR_CONTAINS(train::TrainOptions::from_json(R"({"beta2": 1.0})"), "beta2 must be in [0, 1)");
+}
+
+// The README's command contract and checkpoint table list exactly what the
+// schemas hold: every train flag, every config key, every mixer.
+TEST(Readme, CommandContractMatchesTheSchemas) {
+  std::ifstream in(std::string(TAPELM_SOURCE_DIR) + "/README.md");
+  std::string train_row, config_row, mixer_line, line;
+  while (std::getline(in, line)) {
+    if (line.rfind("| `tapelm train` |", 0) == 0) train_row = line;
+    if (line.rfind("| `config` |", 0) == 0) config_row = line;
+    if (line.rfind("`--mixer` takes", 0) == 0) {
+      mixer_line = line;  // and the next line, where the list goes on
+      if (std::getline(in, line)) mixer_line += " " + line;
+    }
+  }
+  ASSERT_FALSE(train_row.empty() || config_row.empty() || mixer_line.empty());
+  std::set<std::string> listed, schema{"--data", "--out", "--config", "--resume", "--quiet"};
+  const std::regex flag("--[a-z0-9-]+");
+  for (auto it = std::sregex_iterator(train_row.begin(), train_row.end(), flag); it != std::sregex_iterator(); ++it)
+    listed.insert(it->str());
+  for (const nn::ConfigField& f : nn::config_fields())
+    if (!f.flag.empty()) schema.insert(f.flag);
+  for (const train::RunField& f : train::run_fields()) schema.insert(f.flag);
+  EXPECT_EQ(listed, schema);
+  auto words = [](const std::string& text) {
+    std::set<std::string> w;
+    const std::regex word("[a-z_0-9+]+");
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), word); it != std::sregex_iterator(); ++it)
+      w.insert(it->str());
+    return w;
+  };
+  const std::set<std::string> config_words = words(config_row), mixer_words = words(mixer_line);
+  for (const nn::ConfigField& f : nn::config_fields())
+    EXPECT_TRUE(config_words.count(f.key)) << f.key << " is missing from the checkpoint table";
+  for (const nn::MixerSpec& m : nn::mixer_table())
+    EXPECT_TRUE(mixer_words.count(m.name)) << m.name << " is missing from the --mixer list";
 }
 
 // Keys are flag names, or a model field's config key ("block_size" for --context).

@@ -30,6 +30,7 @@
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "autograd/ops/recurrence_common.h"
+#include "autograd/ops_reference.h"
 #include "autograd/parallel.h"
 
 namespace tapelm {

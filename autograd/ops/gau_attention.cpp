@@ -28,6 +28,7 @@
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "autograd/ops/recurrence_common.h"
+#include "autograd/ops_reference.h"
 
 namespace tapelm {
 

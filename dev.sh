@@ -107,8 +107,8 @@ case "${1:-}" in
     # tsort orders the include graph and names a loop if there is one.
     for layer in autograd nn data optim train; do
       edges=$(find "$layer" -name '*.h' -o -name '*.cpp' | while read -r file; do
-        grep -oE "^#include \"$layer/[^\"]+\.h\"" "$file" | sed -E 's/#include "(.*)\.h"/\1/' |
-          while read -r to; do [[ $to != "${file%.*}" ]] && echo "${file%.*} $to"; done
+        { grep -oE "^#include \"$layer/[^\"]+\\.h\"" "$file" || true; } | sed -E 's/#include "(.*)\.h"/\1/' |
+          while read -r to; do if [[ $to != "${file%.*}" ]]; then echo "${file%.*} $to"; fi; done
       done)
       if ! loop=$(tsort <<<"$edges" 2>&1 >/dev/null); then
         echo "dev.sh check: in $layer/ these files include each other (a lower one includes a higher one):" >&2

@@ -162,9 +162,18 @@ struct GauAttentionState {
   std::vector<int64_t> chunk;                     // per row: the current chunk id (−1 before any token)
   int64_t bytes() const;
 };
-Tensor gau_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql, const Tensor& kl,
-                     const Tensor& bias, const Tensor& position, const Tensor& key_pad, int64_t chunk_len, double scale,
-                     double norm, RecurrenceForm form = RecurrenceForm::chunkwise, GauAttentionState* state = nullptr);
+struct GauAttentionInputs {
+  Tensor q, k, v;         // [B,T,s], [B,T,s], [B,T,e]
+  Tensor ql, kl;          // FLASH's linear part [B,T,s]; undefined: none (GAU)
+  Tensor bias;            // [D], the score bias per distance; undefined: none
+  Tensor position;        // [B,T] int32, non-decreasing per row
+  Tensor key_pad;         // [B,T] bool, true: not a key
+  int64_t chunk_len = 0;  // positions per chunk; 0: one chunk (GAU)
+  double scale = 1.0;     // of the quadratic scores
+  double norm = 1.0;      // of the linear part
+};
+Tensor gau_attention(const GauAttentionInputs& in, RecurrenceForm form = RecurrenceForm::chunkwise,
+                     GauAttentionState* state = nullptr);
 
 // ---- conv1d.cpp ----------------------------------------------------------
 // Depthwise causal convolution: x [B,T,C], w [C,K], b [C] (optional) -> [B,T,C],

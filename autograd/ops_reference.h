@@ -10,8 +10,6 @@ Tensor gated_recurrence_reference(const Tensor& q, const Tensor& k, const Tensor
 Tensor delta_rule_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g);
 Tensor selective_scan_reference(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm,
                                 const Tensor& Cm);
-Tensor gau_attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql, const Tensor& kl,
-                               const Tensor& bias, const Tensor& position, const Tensor& key_pad, int64_t chunk_len,
-                               double scale, double norm);
+Tensor gau_attention_reference(const GauAttentionInputs& in);
 
 }  // namespace tapelm

@@ -79,10 +79,13 @@ Tensor GatedAttentionUnit::forward(const Tensor& x, const MixerContext& ctx, Mix
   const RecurrenceForm run_form = state && T == 1 ? RecurrenceForm::recurrent : form;
   // Rows of qk_offset_scale: GAU (q, k); FLASH (quad_q, lin_q, quad_k, lin_k).
   const int64_t g = group();
-  Tensor o = mixed_chunk ? gau_attention(head(0), head(2), hidden[0], head(1), head(3), rel_pos_bias, ctx.positions,
-                                         pad, g, 1.0 / g, 1.0 / g, run_form, carried)
-                         : gau_attention(head(0), head(1), hidden[0], Tensor(), Tensor(), rel_pos_bias, ctx.positions,
-                                         pad, 0, 1.0 / g, 1.0, run_form, carried);
+  GauAttentionInputs core{
+      .v = hidden[0], .bias = rel_pos_bias, .position = ctx.positions, .key_pad = pad, .scale = 1.0 / g};
+  if (mixed_chunk)
+    core.q = head(0), core.ql = head(1), core.k = head(2), core.kl = head(3), core.chunk_len = g, core.norm = 1.0 / g;
+  else
+    core.q = head(0), core.k = head(1);
+  Tensor o = gau_attention(core, run_form, carried);
   return to_out->forward(mul(hidden[1], o));
 }
 

@@ -328,11 +328,11 @@ GauInputs gau_inputs(bool linear, uint64_t seed) {
 int64_t gau_chunk(const GauInputs& in) { return in.x[3].defined() ? 3 : 0; }
 
 Tensor gau_run(const GauInputs& in, const std::vector<Tensor>& x, RecurrenceForm form) {
-  return gau_attention(x[0], x[1], x[2], x[3], x[4], x[5], in.pos, in.pad, gau_chunk(in), 0.7, 0.2, form);
+  return gau_attention({x[0], x[1], x[2], x[3], x[4], x[5], in.pos, in.pad, gau_chunk(in), 0.7, 0.2}, form);
 }
 
 Tensor gau_reference(const GauInputs& in, const std::vector<Tensor>& x) {
-  return gau_attention_reference(x[0], x[1], x[2], x[3], x[4], x[5], in.pos, in.pad, gau_chunk(in), 0.7, 0.2);
+  return gau_attention_reference({x[0], x[1], x[2], x[3], x[4], x[5], in.pos, in.pad, gau_chunk(in), 0.7, 0.2});
 }
 }  // namespace
 
@@ -381,9 +381,10 @@ TEST_P(GauAttention, CarriedStateContinuesExactly) {
   std::vector<Tensor> parts;
   for (auto [a, b] : std::vector<std::pair<int, int>>{{0, 4}, {4, 5}, {5, 6}, {6, 9}}) {
     auto cut = [&](const Tensor& x) { return x.defined() ? slice(x, 1, a, b) : Tensor(); };
-    parts.push_back(gau_attention(cut(in.x[0]), cut(in.x[1]), cut(in.x[2]), cut(in.x[3]), cut(in.x[4]), in.x[5],
-                                  slice(in.pos, 1, a, b).clone(), slice(in.pad, 1, a, b).clone(), gau_chunk(in), 0.7,
-                                  0.2, b - a == 1 ? RecurrenceForm::recurrent : RecurrenceForm::chunkwise, &state));
+    parts.push_back(
+        gau_attention({cut(in.x[0]), cut(in.x[1]), cut(in.x[2]), cut(in.x[3]), cut(in.x[4]), in.x[5],
+                       slice(in.pos, 1, a, b).clone(), slice(in.pad, 1, a, b).clone(), gau_chunk(in), 0.7, 0.2},
+                      b - a == 1 ? RecurrenceForm::recurrent : RecurrenceForm::chunkwise, &state));
   }
   EXPECT_LT(max_abs_diff(concat(parts, 1), full), 1e-12);
 }
@@ -394,7 +395,7 @@ INSTANTIATE_TEST_SUITE_P(Core, GauAttention, ::testing::Values(false, true),
 TEST(GauAttentionErrors, PositionsThatGoBackAreAClearError) {
   Tensor q = zeros({1, 3, 2}), pad = zeros({1, 3}, DType::b8);
   EXPECT_ERROR_CONTAINS(
-      gau_attention(q, q, q, Tensor(), Tensor(), Tensor(), from_ints({0, 1, 0}, {1, 3}), pad, 2, 1, 1),
+      gau_attention({.q = q, .k = q, .v = q, .position = from_ints({0, 1, 0}, {1, 3}), .key_pad = pad, .chunk_len = 2}),
       "gau_attention: positions must be non-negative and non-decreasing");
 }
 

@@ -165,10 +165,14 @@ int64_t matched_width(nn::ModelConfig c, int64_t target_n, const std::vector<std
   return best;
 }
 
-int run_compare(CompareOptions o) {
+namespace {
+
+// Fills the defaults (every mixer, one job per core, the sizes) and checks
+// every option and every mixer's config before the first run.
+void check_options(CompareOptions& o) {
   if (o.mixers.empty())
     for (const nn::MixerSpec& m : nn::mixer_table()) o.mixers.push_back(m.name);
-  for (const std::string& mixer : o.mixers) {  // every name checked before the first run
+  for (const std::string& mixer : o.mixers) {
     nn::ModelConfig c = o.train.model;
     c.mixer = mixer;
     nn::check_config(nn::with_recipe(c, o.given));
@@ -182,10 +186,10 @@ int run_compare(CompareOptions o) {
   if (o.sizes.empty()) o.sizes = {o.train.model.n_embd};
   std::sort(o.sizes.begin(), o.sizes.end());
   o.sizes.erase(std::unique(o.sizes.begin(), o.sizes.end()), o.sizes.end());
-  fs::create_directories(o.train.out);
-  const std::string root = o.train.out;
+}
 
-  // Every run: each size's reference N, each mixer matched to it, seeds at the smallest.
+// Every run: each size's reference N, each mixer matched to it, seeds at the smallest.
+std::vector<Run> plan_runs(const CompareOptions& o) {
   std::vector<Run> runs;
   for (size_t si = 0; si < o.sizes.size(); ++si) {
     nn::ModelConfig ref = o.train.model;
@@ -210,7 +214,7 @@ int run_compare(CompareOptions o) {
         r.t.model = model;
         r.t.steps = steps;
         r.t.seed = o.train.seed + k;
-        r.t.out = (fs::path(root) / mixer / fmt::format("d{}-seed{}", r.ref_width, r.t.seed)).string();
+        r.t.out = (fs::path(o.train.out) / mixer / fmt::format("d{}-seed{}", r.ref_width, r.t.seed)).string();
         r.t.quiet = true, r.t.resume = false;
         r.width = model.n_embd, r.n = n;
         r.tokens = steps * per_step;
@@ -219,6 +223,10 @@ int run_compare(CompareOptions o) {
       }
     }
   }
+  return runs;
+}
+
+void print_plan(const CompareOptions& o, const std::vector<Run>& runs) {
   fmt::print(
       "tapelm compare: {} mixers × {} sizes (reference widths {}; N {} … {}), {} seed(s) at the smallest; {} "
       "runs, {} at a time\n",
@@ -228,7 +236,10 @@ int run_compare(CompareOptions o) {
     fmt::print("  {:<16} d{:<4} seed {:<5} n_embd {:<4} N {:<9} ({:+.1f}%)  {} steps, {} tokens\n", r.mixer,
                r.ref_width, r.t.seed, r.width, r.n, 100.0 * (r.n - r.target) / r.target, r.t.steps, r.tokens);
   std::fflush(stdout);
+}
 
+// Each run, as processes (jobs > 1) or one after the other here; then their logs.
+void train_runs(const CompareOptions& o, std::vector<Run>& runs) {
   if (o.jobs > 1) {
     run_as_processes(runs, o.jobs);
   } else {
@@ -240,17 +251,25 @@ int run_compare(CompareOptions o) {
     }
   }
   for (Run& r : runs) read_log(r);
+}
 
-  // Per mixer: the seed-averaged final point of each size, the fit, the noise.
-  struct MixerSummary {
-    std::vector<std::pair<double, double>> points;  // (C, L) per size
-    PowerFit fit;
-    double seed_std = NAN;
-    int seeds = 0;
-  };
-  std::map<std::string, MixerSummary> summary;
+// Per mixer: the seed-averaged final point of each size, the fit, the noise.
+struct MixerSummary {
+  std::vector<std::pair<double, double>> points;  // (C, L) per size
+  PowerFit fit;
+  double seed_std = NAN;
+  int seeds = 0;
+};
+struct Summary {
+  std::map<std::string, MixerSummary> mixers;
+  std::string equal;  // whose compute at the largest size is C* (transformer++ if trained)
+  double c_star = NAN, base_loss = NAN, base_flops = NAN;
+};
+
+Summary summarise(const CompareOptions& o, const std::vector<Run>& runs) {
+  Summary sum;
   for (const std::string& m : o.mixers) {
-    MixerSummary& s = summary[m];
+    MixerSummary& s = sum.mixers[m];
     for (size_t si = 0; si < o.sizes.size(); ++si) {
       std::vector<double> c, l;
       for (const Run& r : runs)
@@ -260,13 +279,16 @@ int run_compare(CompareOptions o) {
     }
     s.fit = fit_power_law(s.points);
   }
-  const std::string equal = summary.count("transformer++") ? "transformer++" : o.mixers.front();
-  const double c_star = summary[equal].points.back().first;
-  const bool has_baseline = summary.count(o.baseline) > 0;
-  const double base_loss = has_baseline ? summary[o.baseline].points.back().second : NAN,
-               base_flops = has_baseline ? summary[o.baseline].points.back().first : NAN;
+  sum.equal = sum.mixers.count("transformer++") ? "transformer++" : o.mixers.front();
+  sum.c_star = sum.mixers[sum.equal].points.back().first;
+  if (sum.mixers.count(o.baseline))
+    sum.base_loss = sum.mixers[o.baseline].points.back().second,
+    sum.base_flops = sum.mixers[o.baseline].points.back().first;
+  return sum;
+}
 
-  // Pictures.
+// loss_vs_flops.svg (every run, a colour per family) and scaling_fits.svg.
+void draw_training_charts(const CompareOptions& o, const std::vector<Run>& runs, Summary& sum) {
   std::vector<std::string> families;
   for (const std::string& m : o.mixers)
     if (std::find(families.begin(), families.end(), nn::mixer_spec(m).family) == families.end())
@@ -274,12 +296,11 @@ int run_compare(CompareOptions o) {
   auto family_of = [&](const std::string& m) {
     return (int)(std::find(families.begin(), families.end(), nn::mixer_spec(m).family) - families.begin());
   };
-  Chart loss{fmt::format("validation loss vs training FLOPs, every run ({} sizes)", o.sizes.size()),
-             "cumulative training FLOPs C (counted)",
-             "validation loss",
-             true,
-             true,
-             {}};
+  Chart loss{.title = fmt::format("validation loss vs training FLOPs, every run ({} sizes)", o.sizes.size()),
+             .x_label = "cumulative training FLOPs C (counted)",
+             .y_label = "validation loss",
+             .log_x = true,
+             .log_y = true};
   std::vector<bool> named(families.size(), false);
   for (const Run& r : runs) {
     Series s = r.curve;
@@ -287,24 +308,28 @@ int run_compare(CompareOptions o) {
     named[s.color] = true;
     loss.series.push_back(s);
   }
-  Chart fits{"final validation loss vs FLOPs: points and fitted L = a·C^b",
-             "training FLOPs C",
-             "validation loss",
-             true,
-             true,
-             {}};
+  Chart fits{.title = "final validation loss vs FLOPs: points and fitted L = a·C^b",
+             .x_label = "training FLOPs C",
+             .y_label = "validation loss",
+             .log_x = true,
+             .log_y = true};
   for (size_t i = 0; i < o.mixers.size(); ++i) {
-    const MixerSummary& s = summary[o.mixers[i]];
-    fits.series.push_back(Series{o.mixers[i], s.points, (int)i, true, false, false});
+    const MixerSummary& s = sum.mixers[o.mixers[i]];
+    fits.series.push_back(Series{.name = o.mixers[i], .points = s.points, .color = (int)i, .markers = true});
     if (!std::isfinite(s.fit.slope)) continue;
     const double c0 = s.points.front().first, c1 = s.points.back().first;
-    fits.series.push_back(
-        Series{o.mixers[i] + " fit", {{c0, s.fit.loss_at(c0)}, {c1, s.fit.loss_at(c1)}}, (int)i, false, true, false});
+    fits.series.push_back(Series{.name = o.mixers[i] + " fit",
+                                 .points = {{c0, s.fit.loss_at(c0)}, {c1, s.fit.loss_at(c1)}},
+                                 .color = (int)i,
+                                 .in_legend = false,
+                                 .dashed = true});
   }
-  write_svg_chart((fs::path(root) / "loss_vs_flops.svg").string(), loss);
-  write_svg_chart((fs::path(root) / "scaling_fits.svg").string(), fits);
+  write_svg_chart((fs::path(o.train.out) / "loss_vs_flops.svg").string(), loss);
+  write_svg_chart((fs::path(o.train.out) / "scaling_fits.svg").string(), fits);
+}
 
-  // Tables.
+// results.md's training part: every run, then the fits.
+std::string training_tables(const CompareOptions& o, const std::vector<Run>& runs, Summary& sum) {
   std::string md =
       "### Every run\n\n| mixer | reference width | seed | n_embd | N | tokens | C (FLOPs) | final val loss "
       "| train tokens/s |\n|---|---|---|---|---|---|---|---|---|\n";
@@ -318,30 +343,28 @@ int run_compare(CompareOptions o) {
       "size ({}), and that over {}'s own compute ({}).\n\n"
       "| mixer | family | b | a | loss at C* (fit) | Δ vs {} at C* | seed std (n) | C to reach {} | × {} |\n"
       "|---|---|---|---|---|---|---|---|---|\n",
-      equal, sci(c_star), o.baseline, o.baseline, fixed(base_loss, 4), o.baseline, sci(base_flops), equal, o.baseline,
-      o.baseline);
-  const double equal_at_star = summary[equal].fit.loss_at(c_star);
+      sum.equal, sci(sum.c_star), o.baseline, o.baseline, fixed(sum.base_loss, 4), o.baseline, sci(sum.base_flops),
+      sum.equal, o.baseline, o.baseline);
+  const double equal_at_star = sum.mixers[sum.equal].fit.loss_at(sum.c_star);
   for (const std::string& m : o.mixers) {
-    const MixerSummary& s = summary[m];
-    const double at_star = s.fit.loss_at(c_star), reach = s.fit.flops_for(base_loss);
+    const MixerSummary& s = sum.mixers[m];
+    const double at_star = s.fit.loss_at(sum.c_star), reach = s.fit.flops_for(sum.base_loss);
     md += fmt::format("| {} | {} | {} | {} | {} | {}{} | {} ({}) | {} | {} |\n", m, nn::mixer_spec(m).family,
                       fixed(s.fit.slope, 4), fixed(s.fit.intercept, 3), fixed(at_star, 4),
                       at_star - equal_at_star >= 0 ? "+" : "", fixed(at_star - equal_at_star, 4), fixed(s.seed_std, 4),
-                      s.seeds, sci(reach), fixed(reach / base_flops, 2));
+                      s.seeds, sci(reach), fixed(reach / sum.base_flops, 2));
   }
-  // The training results are on disk before decoding starts (decoding the
-  // largest models at long contexts is the slow part; a stop there loses nothing).
-  std::ofstream(fs::path(root) / "results.md") << md << "\n### Decoding\n\n(not measured yet)\n";
-  fmt::print("\n{}", md);
-  std::fflush(stdout);
-  const size_t training_part = md.size();
+  return md;
+}
 
-  // Decoding: each mixer at the largest size's shape (random weights: speed does not depend on them).
+// Decoding speed of each mixer at the largest size's shape (random weights:
+// speed does not depend on them), with the machine to itself.
+std::map<std::string, std::vector<DecodePoint>> measure_decoding(const CompareOptions& o,
+                                                                 const std::vector<Run>& runs) {
   const int64_t max_ctx = *std::max_element(o.decode_contexts.begin(), o.decode_contexts.end());
   std::map<std::string, std::vector<DecodePoint>> decode;
-  // One thread per run trains; decoding then has the machine to itself (all cores, or --threads with one job).
-  set_threads(o.jobs > 1 ? 0 : o.train.threads);
-  const int decode_threads = omp_get_max_threads();
+  // One thread per run trained; decoding gets all cores (or --threads with one job).
+  set_threads(o.jobs > 1 ? 0 : (int)o.train.threads);
   for (const std::string& m : o.mixers) {
     nn::ModelConfig dc;
     for (const Run& r : runs)
@@ -355,20 +378,28 @@ int run_compare(CompareOptions o) {
     fmt::print("  decoding measured: {}\n", m);
     std::fflush(stdout);
   }
+  return decode;
+}
 
-  Chart speed{"decoding speed vs context (batch 1)", "context length (tokens)", "tokens/s", true, true, {}};
+// decode_speed.svg (batch 1, or the first batch) and results.md's decoding table.
+std::string decoding_results(const CompareOptions& o, const std::map<std::string, std::vector<DecodePoint>>& decode) {
+  Chart speed{.title = "decoding speed vs context (batch 1)",
+              .x_label = "context length (tokens)",
+              .y_label = "tokens/s",
+              .log_x = true,
+              .log_y = true};
   for (const std::string& m : o.mixers) {
-    Series s{m, {}};
-    for (auto& p : decode[m])
+    Series s{.name = m};
+    for (auto& p : decode.at(m))
       if (p.batch == o.decode_batches.front()) s.points.push_back({(double)p.context, p.tokens_per_s});
     speed.series.push_back(s);
   }
-  write_svg_chart((fs::path(root) / "decode_speed.svg").string(), speed);
+  write_svg_chart((fs::path(o.train.out) / "decode_speed.svg").string(), speed);
 
-  md += fmt::format(
+  std::string md = fmt::format(
       "\n### Decoding ({} threads; tokens/s = batch / the median of {} timed steps after a prefill)\n\n| mixer | "
       "batch |",
-      decode_threads, o.decode_tokens);
+      omp_get_max_threads(), o.decode_tokens);
   for (int64_t c : o.decode_contexts) md += fmt::format(" tok/s @{} |", c);
   md += fmt::format(" state bytes/seq @{} |\n|---|---|", o.decode_contexts.back());
   for (size_t i = 0; i <= o.decode_contexts.size(); ++i) md += "---|";
@@ -377,14 +408,34 @@ int run_compare(CompareOptions o) {
     for (int64_t b : o.decode_batches) {
       md += fmt::format("| {} | {} |", m, b);
       int64_t bytes = 0;
-      for (auto& p : decode[m])
+      for (auto& p : decode.at(m))
         if (p.batch == b) md += fmt::format(" {:.0f} |", p.tokens_per_s), bytes = p.state_bytes;
       md += fmt::format(" {} |\n", bytes);
     }
-  std::ofstream(fs::path(root) / "results.md") << md;
-  fmt::print(
-      "{0}\npictures: {1}/loss_vs_flops.svg, {1}/scaling_fits.svg, {1}/decode_speed.svg; tables: {1}/results.md\n",
-      md.substr(training_part), root);
+  return md;
+}
+
+}  // namespace
+
+int run_compare(CompareOptions o) {
+  check_options(o);
+  fs::create_directories(o.train.out);
+  std::vector<Run> runs = plan_runs(o);
+  print_plan(o, runs);
+  train_runs(o, runs);
+  Summary summary = summarise(o, runs);
+  draw_training_charts(o, runs, summary);
+  const std::string training = training_tables(o, runs, summary);
+  // The training results are on disk before decoding starts (decoding the
+  // largest models at long contexts is the slow part; a stop there loses nothing).
+  const fs::path results = fs::path(o.train.out) / "results.md";
+  std::ofstream(results) << training << "\n### Decoding\n\n(not measured yet)\n";
+  fmt::print("\n{}", training);
+  std::fflush(stdout);
+  const std::string decoding = decoding_results(o, measure_decoding(o, runs));
+  std::ofstream(results) << training << decoding;
+  fmt::print("{}\npictures: {}/loss_vs_flops.svg, scaling_fits.svg, decode_speed.svg; tables: results.md\n", decoding,
+             o.train.out);
   return 0;
 }
 

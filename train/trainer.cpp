@@ -266,8 +266,6 @@ StepResult train_step(Run& run, const TrainOptions& o, const Communicator& comm,
   return r;
 }
 
-}  // namespace
-
 // What the run is: data, model, optimizer, and the data-parallel layout.
 void print_run(const Run& run, const TrainOptions& o, int ranks, int threads) {
   const nn::GPT& model = *run.model;
@@ -352,6 +350,8 @@ int finish(const Run& run, const TrainOptions& o, const Communicator& comm, RunL
   return exit_code;
 }
 
+}  // namespace
+
 void set_threads(int n) {
   if (n > 0) {
     omp_set_num_threads(n);
@@ -359,158 +359,192 @@ void set_threads(int n) {
   }
 }
 
-int run_training(TrainOptions o, const std::vector<std::string>& explicit_model_flags) {
-  const Communicator& comm = Communicator::world();
-  const bool root = comm.root();
-  const int ranks = comm.size();
-  // Rank 0 alone prints: the others' standard output goes nowhere (errors
-  // still reach standard error).
-  if (!root)
-    TAPELM_CHECK(std::freopen("/dev/null", "w", stdout), "train: cannot silence rank {}'s output", comm.rank());
-  set_threads(o.threads > 0 ? o.threads : default_threads());
-  const int threads = omp_get_max_threads();
+namespace {
 
-  Run run;
-  std::string setup_error;
-  try {
-    run = set_up(o, explicit_model_flags, comm);
-  } catch (const Error& e) {
-    setup_error = e.what();
+// One training run, as steps: start (set-up, agreed by every rank), the
+// loop of steps with its logging, evaluations and checkpoints, and the end.
+class Trainer {
+ public:
+  Trainer(TrainOptions o, const std::vector<std::string>& given_model_keys)
+      : o_(std::move(o)), comm_(Communicator::world()), root_(comm_.root()), ranks_(comm_.size()) {
+    // Rank 0 alone prints: the others' standard output goes nowhere (errors
+    // still reach standard error).
+    if (!root_)
+      TAPELM_CHECK(std::freopen("/dev/null", "w", stdout), "train: cannot silence rank {}'s output", comm_.rank());
+    set_threads(o_.threads > 0 ? (int)o_.threads : default_threads());
+    threads_ = omp_get_max_threads();
+    std::string setup_error;
+    try {
+      run_ = set_up(o_, given_model_keys, comm_);
+    } catch (const Error& e) {
+      setup_error = e.what();
+    }
+    comm_.agree(setup_error);  // one rank says it, all stop
+    // Every rank must start from the same weights (a checkpoint copy that
+    // differs on another machine is caught here).
+    check_identical_weights(comm_, *run_.model, "at the start");
+    log_ = std::make_unique<RunLog>(o_.out, o_.resume, run_.start_step, root_);
+    comm_.agree(log_->good() ? "" : fmt::format("train: cannot write {}", log_->path()));
+    print_run(run_, o_, ranks_, threads_);
+    if (o_.resume) fmt::print("resuming from step {} in {}\n", run_.start_step, o_.out);
   }
-  comm.agree(setup_error);  // one rank says it, all stop
-  nn::GPT& model = *run.model;
-  // Every rank must start from the same weights (a checkpoint copy that
-  // differs on another machine is caught here).
-  check_identical_weights(comm, model, "at the start");
-  RunLog log(o.out, o.resume, run.start_step, root);
-  comm.agree(log.good() ? "" : fmt::format("train: cannot write {}", log.path()));
 
-  print_run(run, o, ranks, threads);
-  if (o.resume) fmt::print("resuming from step {} in {}\n", run.start_step, o.out);
+  // Returns the process exit code: 0 done, 3 stopped on a non-finite loss, 130 interrupted.
+  int train() {
+    measure_peak();
+    g_interrupted = 0;
+    auto previous_sigint = std::signal(SIGINT, on_sigint);
+    auto previous_sigusr1 = std::signal(SIGUSR1, on_sigint);
+    std::vector<Tensor> params;
+    for (auto& p : run_.model->named_parameters()) params.push_back(p.tensor);
+    GradientAllReduce all_reduce(comm_, params);
+    progress_.t0 = last_log_ = std::chrono::steady_clock::now();
+    int exit_code = 0;
+    int64_t step = run_.start_step;
+    bool interrupted = false;
+    for (; step < o_.steps; ++step) {
+      if ((interrupted = stop_asked())) break;
+      const auto step_t0 = std::chrono::steady_clock::now();
+      const StepResult r = train_step(run_, o_, comm_, all_reduce, step);
+      if (!r.failure.empty()) {
+        stop_on(r.failure);
+        exit_code = 3;
+        break;
+      }
+      run_.model->zero_grad();
+      progress_.step_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_t0).count();
+      progress_.tokens += r.tokens, log_->tokens += r.tokens, tokens_since_log_ += r.tokens;
+      progress_.flops += r.flops, log_->flops += r.flops;
+      const int64_t done = step + 1;
+      if (done % o_.log_interval == 0 || done == o_.steps) log_progress(done, r);
+      if ((done % o_.eval_interval == 0 || done == o_.steps) && !evaluate(done)) {
+        stop_on(fmt::format("the evaluation after step {} gave a non-finite loss", done));
+        exit_code = 3;
+        break;
+      }
+      const int64_t ck_every = o_.checkpoint_interval > 0 ? o_.checkpoint_interval : o_.eval_interval;
+      if (done % ck_every == 0 || done == o_.steps) save(done);
+    }
+    std::signal(SIGINT, previous_sigint);
+    std::signal(SIGUSR1, previous_sigusr1);
+    if (interrupted && exit_code == 0) {
+      save(step);
+      fmt::print("\ninterrupted: checkpoint at step {} saved in {}; continue with --resume\n", step, o_.out);
+      exit_code = 130;
+    }
+    progress_.steps = step - run_.start_step;
+    progress_.allreduce_seconds = all_reduce.seconds();
+    return finish(run_, o_, comm_, *log_, progress_, exit_code);
+  }
+
+ private:
   // Measured on every rank at once (they share the machine's cores and
   // memory), then added up: the peak of the whole job.
-  double peak = measure_gemm_peak();
-  comm.sum(&peak, 1);
-  fmt::print(
-      "GEMM peak on {} threads{}: {:.1f} GFLOP/s (best of 5 float32 1024³ GEMMs of the ops' kernel; MFU is "
-      "measured against it)\n",
-      threads, ranks > 1 ? fmt::format(" × {} ranks, summed", ranks) : "", peak / 1e9);
+  void measure_peak() {
+    double peak = measure_gemm_peak();
+    comm_.sum(&peak, 1);
+    progress_.gemm_peak = peak;
+    fmt::print(
+        "GEMM peak on {} threads{}: {:.1f} GFLOP/s (best of 5 float32 1024³ GEMMs of the ops' kernel; MFU is "
+        "measured against it)\n",
+        threads_, ranks_ > 1 ? fmt::format(" × {} ranks, summed", ranks_) : "", peak / 1e9);
+  }
 
-  g_interrupted = 0;
-  auto previous_sigint = std::signal(SIGINT, on_sigint);
-  auto previous_sigusr1 = std::signal(SIGUSR1, on_sigint);
-  const bool tty = isatty(1);
-  const auto t0 = std::chrono::steady_clock::now();
-  auto last_log = t0;
-  int64_t tokens_since_log = 0, tokens_run = 0, flops_run = 0;
-  double step_seconds = 0;  // time inside training steps only (no evaluation, no checkpoints): MFU's denominator
-  std::vector<Tensor> params;
-  for (auto& p : model.named_parameters()) params.push_back(p.tensor);
-  GradientAllReduce all_reduce(comm, params);
-  // What a failed run leaves on disk, for its error message.
-  auto checkpoint_left = [&]() -> std::string {
-    return fs::exists(fs::path(o.out) / "model.safetensors") ? "the last good checkpoint in " + o.out + " is kept"
-                                                             : "no checkpoint had been written yet";
-  };
-  // A failed write (full disk, a file-size limit) leaves the previous
-  // checkpoint as it was (save_safetensors writes a temp file and renames).
-  // Rank 0 writes; every rank learns whether it worked.
-  auto save = [&](int64_t step) {
-    check_identical_weights(comm, model, fmt::format("after step {}", step));
-    RngStates rng{run.batch_gen.state(), model.dropout_gen.state(), {}};
-    if (ranks > 1) rng.dropout_of_rank = gather_states(comm, model.dropout_gen.state());
-    std::string error;
-    if (root) try {
-        save_checkpoint(o.out, model, *run.tok, *run.opt, rng, step, o.to_json());
-      } catch (const Error& e) {
-        error = fmt::format("cannot save the checkpoint of step {}: {}; {}", step, e.what(), checkpoint_left());
-      }
-    comm.agree(error);
-  };
-  // Returns false if either loss is not finite (the weights then are not worth saving).
-  auto evaluate = [&](int64_t step) {
-    double tr =
-        estimate_loss(model, *run.ds, data::Split::train, o.batch, o.eval_batches, o.seed + 1000003 * step, comm);
-    double va =
-        estimate_loss(model, *run.ds, data::Split::val, o.batch, o.eval_batches, o.seed + 1000003 * step + 1, comm);
-    if (tty && !o.quiet) fmt::print("\n");
-    fmt::print("step {}: train loss {:.4f}, val loss {:.4f}\n", step, tr, va);
-    log.write({{"step", step}, {"train_loss", tr}, {"val_loss", va}, {"tokens", log.tokens}, {"flops", log.flops}});
-    return std::isfinite(tr) && std::isfinite(va);
-  };
-  // Stops the run without saving: the checkpoint on disk stays the last one
-  // written from finite weights with finite losses. Every rank sees the same
-  // (summed) loss and weights, so all stop here together; rank 0 says why.
-  auto stop_on = [&](const std::string& failure) {
-    model.zero_grad();
+  // A stop asked of any rank (Ctrl-C, SIGUSR1) stops all of them at the same step.
+  bool stop_asked() const {
+    double asked = g_interrupted ? 1 : 0;
+    comm_.sum(&asked, 1);
+    return asked > 0;
+  }
+
+  // The progress line and its log.jsonl record.
+  void log_progress(int64_t done, const StepResult& r) {
+    const auto now = std::chrono::steady_clock::now();
+    const double dt = std::chrono::duration<double>(now - last_log_).count();
+    const double elapsed = std::chrono::duration<double>(now - progress_.t0).count();
+    const double tps = tokens_since_log_ / std::max(dt, 1e-9);
+    const double eta = elapsed / (done - run_.start_step) * (o_.steps - done);
+    const double lr = run_.schedule.at(done - 1);
+    if (!o_.quiet)
+      fmt::print("{}step {:>6}/{} | loss {:.4f} | lr {:.2e} | {:>8.0f} tok/s | {} elapsed, ETA {}{}", tty_ ? "\r" : "",
+                 done, o_.steps, r.loss, lr, tps, hms(elapsed), hms(eta), tty_ ? "   " : "\n");
     std::fflush(stdout);
-    std::string left = checkpoint_left();
-    left[0] = char(std::toupper((unsigned char)left[0]));  // a sentence of its own here
-    if (root) fmt::print(stderr, "\ntapelm: error: {}; stopping. {}.\n", failure, left);
-  };
-
-  int exit_code = 0;
-  int64_t step = run.start_step;
-  bool interrupted = false;
-  for (; step < o.steps; ++step) {
-    // A stop asked of any rank stops all of them at the same step.
-    double stop_asked = g_interrupted ? 1 : 0;
-    comm.sum(&stop_asked, 1);
-    if ((interrupted = stop_asked > 0)) break;
-    const auto step_t0 = std::chrono::steady_clock::now();
-    const StepResult r = train_step(run, o, comm, all_reduce, step);
-    if (!r.failure.empty()) {
-      stop_on(r.failure);
-      exit_code = 3;
-      break;
-    }
-    model.zero_grad();
-    step_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_t0).count();
-    tokens_since_log += r.tokens, tokens_run += r.tokens, log.tokens += r.tokens;
-    flops_run += r.flops, log.flops += r.flops;
-
-    const int64_t done = step + 1;
-    if (done % o.log_interval == 0 || done == o.steps) {
-      auto now = std::chrono::steady_clock::now();
-      const double dt = std::chrono::duration<double>(now - last_log).count();
-      const double elapsed = std::chrono::duration<double>(now - t0).count();
-      const double tps = tokens_since_log / std::max(dt, 1e-9);
-      const double eta = elapsed / (done - run.start_step) * (o.steps - done);
-      const double lr = run.schedule.at(step);
-      if (!o.quiet)
-        fmt::print("{}step {:>6}/{} | loss {:.4f} | lr {:.2e} | {:>8.0f} tok/s | {} elapsed, ETA {}{}", tty ? "\r" : "",
-                   done, o.steps, r.loss, lr, tps, hms(elapsed), hms(eta), tty ? "   " : "\n");
-      std::fflush(stdout);
-      log.write({{"step", done},
+    log_->write({{"step", done},
                  {"loss", r.loss},
                  {"lr", lr},
                  {"grad_norm", r.grad_norm},
                  {"tokens_per_s", tps},
-                 {"tokens", log.tokens},
-                 {"flops", log.flops},
+                 {"tokens", log_->tokens},
+                 {"flops", log_->flops},
                  {"elapsed_s", elapsed}});
-      last_log = now;
-      tokens_since_log = 0;
-    }
-    const bool eval_now = done % o.eval_interval == 0 || done == o.steps;
-    const int64_t ck_every = o.checkpoint_interval > 0 ? o.checkpoint_interval : o.eval_interval;
-    if (eval_now && !evaluate(done)) {
-      stop_on(fmt::format("the evaluation after step {} gave a non-finite loss", done));
-      exit_code = 3;
-      break;
-    }
-    if (done % ck_every == 0 || done == o.steps) save(done);
-  }
-  std::signal(SIGINT, previous_sigint);
-  std::signal(SIGUSR1, previous_sigusr1);
-  if (interrupted && exit_code == 0) {
-    save(step);
-    fmt::print("\ninterrupted: checkpoint at step {} saved in {}; continue with --resume\n", step, o.out);
-    exit_code = 130;
+    last_log_ = now;
+    tokens_since_log_ = 0;
   }
 
-  const Progress progress{t0, tokens_run, flops_run, step_seconds, step - run.start_step, peak, all_reduce.seconds()};
-  return finish(run, o, comm, log, progress, exit_code);
+  // Train and validation loss; false if either is not finite (the weights then are not worth saving).
+  bool evaluate(int64_t step) {
+    const uint64_t seed = (uint64_t)o_.seed + 1000003 * (uint64_t)step;
+    const double tr = estimate_loss(*run_.model, *run_.ds, data::Split::train, o_.batch, o_.eval_batches, seed, comm_);
+    const double va =
+        estimate_loss(*run_.model, *run_.ds, data::Split::val, o_.batch, o_.eval_batches, seed + 1, comm_);
+    if (tty_ && !o_.quiet) fmt::print("\n");
+    fmt::print("step {}: train loss {:.4f}, val loss {:.4f}\n", step, tr, va);
+    log_->write(
+        {{"step", step}, {"train_loss", tr}, {"val_loss", va}, {"tokens", log_->tokens}, {"flops", log_->flops}});
+    return std::isfinite(tr) && std::isfinite(va);
+  }
+
+  // What a failed run leaves on disk, for its error message.
+  std::string checkpoint_left() const {
+    return fs::exists(fs::path(o_.out) / "model.safetensors") ? "the last good checkpoint in " + o_.out + " is kept"
+                                                              : "no checkpoint had been written yet";
+  }
+
+  // A failed write (full disk, a file-size limit) leaves the previous
+  // checkpoint as it was (save_safetensors writes a temp file and renames).
+  // Rank 0 writes; every rank learns whether it worked.
+  void save(int64_t step) {
+    nn::GPT& model = *run_.model;
+    check_identical_weights(comm_, model, fmt::format("after step {}", step));
+    RngStates rng{run_.batch_gen.state(), model.dropout_gen.state(), {}};
+    if (ranks_ > 1) rng.dropout_of_rank = gather_states(comm_, model.dropout_gen.state());
+    std::string error;
+    if (root_) try {
+        save_checkpoint(o_.out, model, *run_.tok, *run_.opt, rng, step, o_.to_json());
+      } catch (const Error& e) {
+        error = fmt::format("cannot save the checkpoint of step {}: {}; {}", step, e.what(), checkpoint_left());
+      }
+    comm_.agree(error);
+  }
+
+  // Stops the run without saving: the checkpoint on disk stays the last one
+  // written from finite weights with finite losses. Every rank sees the same
+  // (summed) loss and weights, so all stop here together; rank 0 says why.
+  void stop_on(const std::string& failure) {
+    run_.model->zero_grad();
+    std::fflush(stdout);
+    std::string left = checkpoint_left();
+    left[0] = char(std::toupper((unsigned char)left[0]));  // a sentence of its own here
+    if (root_) fmt::print(stderr, "\ntapelm: error: {}; stopping. {}.\n", failure, left);
+  }
+
+  TrainOptions o_;
+  const Communicator& comm_;
+  const bool root_;
+  const int ranks_;
+  int threads_ = 1;
+  const bool tty_ = isatty(1);
+  Run run_;
+  std::unique_ptr<RunLog> log_;
+  Progress progress_;
+  std::chrono::steady_clock::time_point last_log_;
+  int64_t tokens_since_log_ = 0;
+};
+
+}  // namespace
+
+int run_training(TrainOptions o, const std::vector<std::string>& given_model_keys) {
+  return Trainer(std::move(o), given_model_keys).train();
 }
 
 }  // namespace tapelm::train

@@ -271,9 +271,11 @@ int64_t GauAttentionState::bytes() const {
   return n;
 }
 
-Tensor gau_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql, const Tensor& kl,
-                     const Tensor& bias, const Tensor& position, const Tensor& key_pad, int64_t chunk_len, double scale,
-                     double norm, RecurrenceForm form, GauAttentionState* state) {
+Tensor gau_attention(const GauAttentionInputs& in, RecurrenceForm form, GauAttentionState* state) {
+  const Tensor &q = in.q, &k = in.k, &v = in.v, &ql = in.ql, &kl = in.kl, &bias = in.bias, &position = in.position,
+               &key_pad = in.key_pad;
+  const int64_t chunk_len = in.chunk_len;
+  const double scale = in.scale, norm = in.norm;
   const Dims d = check_inputs(q, k, v, ql, kl, bias, position, key_pad, chunk_len, scale, norm);
   if (state) {
     bool any_grad = false;
@@ -363,9 +365,11 @@ Tensor gau_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
   });
 }
 
-Tensor gau_attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& ql, const Tensor& kl,
-                               const Tensor& bias, const Tensor& position, const Tensor& key_pad, int64_t chunk_len,
-                               double scale, double norm) {
+Tensor gau_attention_reference(const GauAttentionInputs& in) {
+  const Tensor &q = in.q, &k = in.k, &v = in.v, &ql = in.ql, &kl = in.kl, &bias = in.bias, &position = in.position,
+               &key_pad = in.key_pad;
+  const int64_t chunk_len = in.chunk_len;
+  const double scale = in.scale, norm = in.norm;
   const Dims d = check_inputs(q, k, v, ql, kl, bias, position, key_pad, chunk_len, scale, norm);
   Tensor quad_mask = Tensor::empty({d.B, d.steps, d.steps}, DType::b8),
          lin_mask = Tensor::empty({d.B, d.steps, d.steps}, DType::b8),

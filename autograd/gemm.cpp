@@ -1,5 +1,6 @@
 #include "autograd/gemm.h"
 
+#include "autograd/eigen_maps.h"
 #include "autograd/gemm_kernel.h"
 #include "autograd/parallel.h"
 
@@ -13,13 +14,6 @@
 namespace tapelm {
 
 namespace {
-
-template <class T>
-using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <class T>
-using Block = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
-template <class T>
-using ConstBlock = Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>>;
 
 // Below this many multiply-adds per thread a product is not worth waking
 // another thread for (about 2 µs of one core's GEMM).
@@ -37,7 +31,7 @@ constexpr int64_t kMaxPanelCols = 4096;
 template <class T>
 void eigen_panel(const T* a, bool ta, const T* b, bool tb, T* c, int64_t m, int64_t n, int64_t k, bool accumulate,
                  const T* bias, int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
-  Block<T> C(c + r0 * n + c0, rows, cols, Eigen::OuterStride<>(n));
+  StridedMatrixMap<T> C(c + r0 * n + c0, rows, cols, Eigen::OuterStride<>(n));
   if (bias) {
     const auto row = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias + c0, cols);
     if (accumulate)
@@ -47,8 +41,8 @@ void eigen_panel(const T* a, bool ta, const T* b, bool tb, T* c, int64_t m, int6
     accumulate = true;
   }
   // A's rows r0.. of op(A); B's columns c0.. of op(B), read in place.
-  ConstBlock<T> A(ta ? a + r0 : a + r0 * k, ta ? k : rows, ta ? rows : k, Eigen::OuterStride<>(ta ? m : k));
-  ConstBlock<T> B(tb ? b + c0 * k : b + c0, tb ? cols : k, tb ? k : cols, Eigen::OuterStride<>(tb ? k : n));
+  ConstStridedMatrixMap<T> A(ta ? a + r0 : a + r0 * k, ta ? k : rows, ta ? rows : k, Eigen::OuterStride<>(ta ? m : k));
+  ConstStridedMatrixMap<T> B(tb ? b + c0 * k : b + c0, tb ? cols : k, tb ? k : cols, Eigen::OuterStride<>(tb ? k : n));
   auto run = [&](const auto& opA, const auto& opB) {
     if (accumulate)
       C.noalias() += opA * opB;

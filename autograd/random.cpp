@@ -52,8 +52,8 @@ uint64_t Generator::randint(uint64_t n) {
 }
 
 Generator& default_generator() {
-  static Generator g(0);
-  return g;
+  static Generator gen(0);
+  return gen;
 }
 
 void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }

@@ -13,21 +13,21 @@ std::vector<Node> g_tape;
 bool g_grad_enabled = true;
 bool g_in_backward = false;  // ops run by backward closures are not forward time
 
-// Adds g into impl->grad. The first gradient is taken over without a copy when
+// Adds grad into impl->grad. The first gradient is taken over without a copy when
 // nothing else can see its storage; otherwise it is cloned, because later
 // accumulation writes into it in place.
-void accumulate(TensorImpl& impl, Tensor g) {
+void accumulate(TensorImpl& impl, Tensor grad) {
   if (!impl.grad) {
-    bool exclusive = g.impl_ptr().use_count() == 1 && g.impl().storage.use_count() == 1 && g.impl().offset == 0 &&
-                     g.dtype() == impl.dtype;
-    Tensor owned = exclusive ? g : g.to(impl.dtype);
+    bool exclusive = grad.impl_ptr().use_count() == 1 && grad.impl().storage.use_count() == 1 &&
+                     grad.impl().offset == 0 && grad.dtype() == impl.dtype;
+    Tensor owned = exclusive ? grad : grad.to(impl.dtype);
     owned.impl().requires_grad = false;
     owned.impl().is_leaf = true;
     impl.grad = owned.impl_ptr();
     return;
   }
   Tensor acc(impl.grad);
-  add_(acc, g);
+  add_(acc, grad);
 }
 }  // namespace
 

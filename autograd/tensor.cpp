@@ -133,14 +133,15 @@ Tensor& Tensor::requires_grad_(bool on) {
   return *this;
 }
 
-void Tensor::set_grad(const Tensor& g) {
-  if (!g.defined()) {
+void Tensor::set_grad(const Tensor& gradient) {
+  if (!gradient.defined()) {
     impl().grad.reset();
     return;
   }
-  TAPELM_CHECK(g.shape() == shape() && g.dtype() == dtype(), "set_grad: gradient {} {} does not match tensor {} {}",
-               dtype_name(g.dtype()), g.str_shape(), dtype_name(dtype()), str_shape());
-  impl().grad = g.impl_ptr();
+  TAPELM_CHECK(gradient.shape() == shape() && gradient.dtype() == dtype(),
+               "set_grad: gradient {} {} does not match tensor {} {}", dtype_name(gradient.dtype()),
+               gradient.str_shape(), dtype_name(dtype()), str_shape());
+  impl().grad = gradient.impl_ptr();
 }
 
 Tensor Tensor::detach() const {

@@ -107,7 +107,7 @@ class Tensor {
   void retain_grad() { impl().retain_grad = true; }
   // The accumulated gradient (undefined until backward reaches this tensor).
   Tensor grad() const { return impl().grad ? Tensor(impl().grad) : Tensor(); }
-  void set_grad(const Tensor& g);
+  void set_grad(const Tensor& gradient);
   void zero_grad() { impl().grad.reset(); }
 
   // Same data, cut from the tape.

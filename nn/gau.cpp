@@ -78,11 +78,12 @@ Tensor GatedAttentionUnit::forward(const Tensor& x, const MixerContext& ctx, Mix
   Tensor pad = ctx.pad_mask.defined() ? ctx.pad_mask : zeros({B, T}, DType::b8);
   const RecurrenceForm run_form = state && T == 1 ? RecurrenceForm::recurrent : form;
   // Rows of qk_offset_scale: GAU (q, k); FLASH (quad_q, lin_q, quad_k, lin_k).
-  const int64_t g = group();
+  const int64_t group_len = group();
   GauAttentionInputs core{
-      .v = hidden[0], .bias = rel_pos_bias, .position = ctx.positions, .key_pad = pad, .scale = 1.0 / g};
+      .v = hidden[0], .bias = rel_pos_bias, .position = ctx.positions, .key_pad = pad, .scale = 1.0 / group_len};
   if (mixed_chunk)
-    core.q = head(0), core.ql = head(1), core.k = head(2), core.kl = head(3), core.chunk_len = g, core.norm = 1.0 / g;
+    core.q = head(0), core.ql = head(1), core.k = head(2), core.kl = head(3), core.chunk_len = group_len,
+    core.norm = 1.0 / group_len;
   else
     core.q = head(0), core.k = head(1);
   Tensor o = gau_attention(core, run_form, carried);

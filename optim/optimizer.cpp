@@ -16,11 +16,11 @@ std::vector<ParamGroup> decay_groups(const nn::Module& model, double weight_deca
 
 std::string describe_groups(const std::vector<ParamGroup>& groups) {
   std::string s;
-  for (auto& g : groups) {
+  for (auto& group : groups) {
     int64_t n = 0;
-    for (auto& p : g.params) n += p.tensor.numel();
-    s += fmt::format("{}{}: {} tensors, {} parameters, weight_decay {}", s.empty() ? "" : "; ", g.name, g.params.size(),
-                     n, g.weight_decay);
+    for (auto& p : group.params) n += p.tensor.numel();
+    s += fmt::format("{}{}: {} tensors, {} parameters, weight_decay {}", s.empty() ? "" : "; ", group.name,
+                     group.params.size(), n, group.weight_decay);
   }
   return s;
 }
@@ -52,8 +52,8 @@ void Optimizer::load_state(const TensorFile& f) {
                it == f.metadata.end() ? "" : it->second);
   step_ = std::stoll(f.metadata.at("step"));
   slots_.clear();
-  for (auto& g : groups_)
-    for (auto& p : g.params) {
+  for (auto& group : groups_)
+    for (auto& p : group.params) {
       int found = 0;
       for (auto& name : slot_names_) found += f.tensors.count(name + "." + p.name) ? 1 : 0;
       if (found == 0) continue;  // never updated
@@ -87,12 +87,12 @@ struct Piece {
 constexpr int64_t kPieceElements = int64_t(1) << 15;
 std::vector<Piece> pieces_of(const std::vector<ParamGroup>& groups) {
   std::vector<Piece> pieces;
-  for (auto& g : groups)
-    for (auto& p : g.params) {
+  for (auto& group : groups)
+    for (auto& p : group.params) {
       Tensor grad = p.tensor.grad();
       if (!grad.defined()) continue;
       for (int64_t b = 0; b < p.tensor.numel(); b += kPieceElements)
-        pieces.push_back({&g, &p, grad, b, std::min(kPieceElements, p.tensor.numel() - b)});
+        pieces.push_back({&group, &p, grad, b, std::min(kPieceElements, p.tensor.numel() - b)});
     }
   return pieces;
 }
@@ -120,13 +120,13 @@ void AdamW::step() {
   std::vector<std::pair<Tensor, Tensor>> moments;
   for (auto& piece : pieces) moments.emplace_back(slot("exp_avg", *piece.param), slot("exp_avg_sq", *piece.param));
   for_each_piece(pieces, [&](const Piece& piece) {
-    const ParamGroup& g = *piece.group;
+    const ParamGroup& group = *piece.group;
     Tensor theta = piece.param->tensor;
     auto [m, v] = moments[&piece - pieces.data()];
     dispatch_float("AdamW", theta.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      const T decay = T(1 - g.lr * g.weight_decay), b1 = T(beta1), b2 = T(beta2);
-      const T step_size = T(g.lr / bc1), bc2s = T(bc2_sqrt), e = T(eps);
+      const T decay = T(1 - group.lr * group.weight_decay), b1 = T(beta1), b2 = T(beta2);
+      const T step_size = T(group.lr / bc1), bc2s = T(bc2_sqrt), e = T(eps);
       // Walked in L1-sized blocks, so the four statements read each element
       // from memory once.
       constexpr int64_t kBlock = 2048;

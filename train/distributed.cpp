@@ -173,12 +173,12 @@ void GradientAllReduce::run() {
     bucket_len = 0;
   };
   for (const Tensor& p : params_) {
-    Tensor g = p.grad();
-    if (!g.defined()) continue;
-    TAPELM_CHECK(g.dtype() == DType::f32, "data parallel: gradients must be float32, got {} of shape {}",
-                 dtype_name(g.dtype()), shape_str(g.shape()));
-    float* data = g.data<float>();
-    const int64_t len = g.numel();
+    Tensor grad = p.grad();
+    if (!grad.defined()) continue;
+    TAPELM_CHECK(grad.dtype() == DType::f32, "data parallel: gradients must be float32, got {} of shape {}",
+                 dtype_name(grad.dtype()), shape_str(grad.shape()));
+    float* data = grad.data<float>();
+    const int64_t len = grad.numel();
     if (len >= bucket_floats_) {  // big: in place, a bucket-sized piece at a time
       flush();
       for (int64_t begin = 0; begin < len; begin += bucket_floats_)

@@ -62,10 +62,10 @@ double estimate_loss(nn::GPT& model, const data::Dataset& ds, data::Split split,
 // Each rank's dropout masks come from a stream of its own (rank 0 keeps the
 // single-process stream), derived from rank 0's state.
 Generator::State dropout_stream_of_rank(const Generator::State& rank0, int rank) {
-  Generator g;
-  g.set_state(rank0);
-  if (rank > 0) g.manual_seed(g.next_u64() + 0x9E3779B97F4A7C15ULL * (uint64_t)rank);
-  return g.state();
+  Generator gen;
+  gen.set_state(rank0);
+  if (rank > 0) gen.manual_seed(gen.next_u64() + 0x9E3779B97F4A7C15ULL * (uint64_t)rank);
+  return gen.state();
 }
 
 // Every rank's generator state, gathered (for rank 0's checkpoint).

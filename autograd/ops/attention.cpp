@@ -21,6 +21,7 @@
 #include <memory>
 #include <vector>
 
+#include "autograd/eigen_maps.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "autograd/parallel.h"
@@ -28,13 +29,6 @@
 namespace tapelm {
 
 namespace {
-
-template <class T>
-using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <class T>
-using HeadMap = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
-template <class T>
-using ConstHeadMap = Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>>;
 
 struct Dims {
   int64_t B, Tq, Tk, H, hd;
@@ -91,11 +85,11 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
     for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
       const int64_t b = bh / d.H, h = bh % d.H;
       const Eigen::OuterStride<> s(row_stride);
-      ConstHeadMap<T> Q(q.data<T>() + b * d.Tq * row_stride + h * d.hd, d.Tq, d.hd, s);
-      ConstHeadMap<T> K(k.data<T>() + b * d.Tk * row_stride + h * d.hd, d.Tk, d.hd, s);
-      ConstHeadMap<T> V(v.data<T>() + b * d.Tk * row_stride + h * d.hd, d.Tk, d.hd, s);
-      HeadMap<T> O(out.data<T>() + b * d.Tq * row_stride + h * d.hd, d.Tq, d.hd, s);
-      Eigen::Map<RowMat<T>> P(probs.data<T>() + bh * d.Tq * d.Tk, d.Tq, d.Tk);
+      ConstStridedMatrixMap<T> Q(q.data<T>() + b * d.Tq * row_stride + h * d.hd, d.Tq, d.hd, s);
+      ConstStridedMatrixMap<T> K(k.data<T>() + b * d.Tk * row_stride + h * d.hd, d.Tk, d.hd, s);
+      ConstStridedMatrixMap<T> V(v.data<T>() + b * d.Tk * row_stride + h * d.hd, d.Tk, d.hd, s);
+      StridedMatrixMap<T> O(out.data<T>() + b * d.Tq * row_stride + h * d.hd, d.Tq, d.hd, s);
+      Eigen::Map<RowMajorMatrix<T>> P(probs.data<T>() + bh * d.Tq * d.Tk, d.Tq, d.Tk);
       const uint8_t* mb = pm ? pm + b * d.Tq * d.Tk : nullptr;
       for (int64_t blk = 0; blk < blocks; ++blk) {
         const int64_t i0 = blk * kQueryBlock, rows = std::min(kQueryBlock, d.Tq - i0), ke = (*kend)[b * blocks + blk];
@@ -123,7 +117,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   const int64_t scores = d.B * d.H * d.Tq * d.Tk;
   FlopCounter::add(op, 4 * scores * d.hd);
   FlopCounter::add("attention.softmax", 7 * scores);
-  return record(op, out, {q, k, v}, [q, k, v, probs, d, scale, kend](const Tensor& g) -> std::vector<Tensor> {
+  return record(op, out, {q, k, v}, [q, k, v, probs, d, scale, kend](const Tensor& grad) -> std::vector<Tensor> {
     Tensor dq = Tensor::empty(q.shape(), q.dtype()), dk = Tensor::empty(k.shape(), k.dtype());
     Tensor dv = Tensor::empty(v.shape(), v.dtype());
     const int64_t row_stride = d.H * d.hd;
@@ -135,14 +129,14 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
         const int64_t b = bh / d.H, h = bh % d.H;
         const int64_t oq = b * d.Tq * row_stride + h * d.hd, ok = b * d.Tk * row_stride + h * d.hd;
         const Eigen::OuterStride<> s(row_stride);
-        ConstHeadMap<T> Q(q.data<T>() + oq, d.Tq, d.hd, s), K(k.data<T>() + ok, d.Tk, d.hd, s);
-        ConstHeadMap<T> V(v.data<T>() + ok, d.Tk, d.hd, s), G(g.data<T>() + oq, d.Tq, d.hd, s);
-        HeadMap<T> dQ(dq.data<T>() + oq, d.Tq, d.hd, s), dK(dk.data<T>() + ok, d.Tk, d.hd, s);
-        HeadMap<T> dV(dv.data<T>() + ok, d.Tk, d.hd, s);
-        Eigen::Map<const RowMat<T>> P(probs.data<T>() + bh * d.Tq * d.Tk, d.Tq, d.Tk);
+        ConstStridedMatrixMap<T> Q(q.data<T>() + oq, d.Tq, d.hd, s), K(k.data<T>() + ok, d.Tk, d.hd, s);
+        ConstStridedMatrixMap<T> V(v.data<T>() + ok, d.Tk, d.hd, s), G(grad.data<T>() + oq, d.Tq, d.hd, s);
+        StridedMatrixMap<T> dQ(dq.data<T>() + oq, d.Tq, d.hd, s), dK(dk.data<T>() + ok, d.Tk, d.hd, s);
+        StridedMatrixMap<T> dV(dv.data<T>() + ok, d.Tk, d.hd, s);
+        Eigen::Map<const RowMajorMatrix<T>> P(probs.data<T>() + bh * d.Tq * d.Tk, d.Tq, d.Tk);
         dK.setZero();
         dV.setZero();
-        RowMat<T> dS(kQueryBlock, d.Tk);
+        RowMajorMatrix<T> dS(kQueryBlock, d.Tk);
         for (int64_t blk = 0; blk < blocks; ++blk) {
           const int64_t i0 = blk * kQueryBlock, rows = std::min(kQueryBlock, d.Tq - i0), ke = (*kend)[b * blocks + blk];
           const auto Pb = P.block(i0, 0, rows, ke);

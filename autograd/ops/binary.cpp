@@ -40,34 +40,34 @@ Tensor binary_forward(const char* op, const Tensor& a, const Tensor& b, F f) {
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward("add", a, b, [](auto x, auto y) { return x + y; });
   Shape sa = a.shape(), sb = b.shape();
-  return record("add", out, {a, b}, [sa, sb](const Tensor& g) -> std::vector<Tensor> {
-    return {sum_to(g, sa), sum_to(g, sb)};
+  return record("add", out, {a, b}, [sa, sb](const Tensor& grad) -> std::vector<Tensor> {
+    return {sum_to(grad, sa), sum_to(grad, sb)};
   });
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward("sub", a, b, [](auto x, auto y) { return x - y; });
   Shape sa = a.shape(), sb = b.shape();
-  return record("sub", out, {a, b}, [sa, sb](const Tensor& g) -> std::vector<Tensor> {
-    return {sum_to(g, sa), sum_to(neg(g), sb)};
+  return record("sub", out, {a, b}, [sa, sb](const Tensor& grad) -> std::vector<Tensor> {
+    return {sum_to(grad, sa), sum_to(neg(grad), sb)};
   });
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward("mul", a, b, [](auto x, auto y) { return x * y; });
-  return record("mul", out, {a, b}, [a, b](const Tensor& g) -> std::vector<Tensor> {
+  return record("mul", out, {a, b}, [a, b](const Tensor& grad) -> std::vector<Tensor> {
     Tensor ga, gb;
-    if (a.requires_grad()) ga = sum_to(mul(g, b), a.shape());
-    if (b.requires_grad()) gb = sum_to(mul(g, a), b.shape());
+    if (a.requires_grad()) ga = sum_to(mul(grad, b), a.shape());
+    if (b.requires_grad()) gb = sum_to(mul(grad, a), b.shape());
     return {ga, gb};
   });
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward("div", a, b, [](auto x, auto y) { return x / y; });
-  return record("div", out, {a, b}, [a, b, out](const Tensor& g) -> std::vector<Tensor> {
+  return record("div", out, {a, b}, [a, b, out](const Tensor& grad) -> std::vector<Tensor> {
     Tensor ga, gb;
-    Tensor g_over_b = div(g, b);
+    Tensor g_over_b = div(grad, b);
     if (a.requires_grad()) ga = sum_to(g_over_b, a.shape());
     // d(a/b)/db = -(a/b)/b
     if (b.requires_grad()) gb = sum_to(neg(mul(g_over_b, out)), b.shape());

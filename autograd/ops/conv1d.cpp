@@ -35,12 +35,12 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& w, const Tensor& b) {
     }
   });
   FlopCounter::add("causal_conv1d", 2 * K * B * T * C);
-  return record("causal_conv1d", y, {x, w, b}, [x, w, b, B, T, C, K](const Tensor& g) -> std::vector<Tensor> {
+  return record("causal_conv1d", y, {x, w, b}, [x, w, b, B, T, C, K](const Tensor& grad) -> std::vector<Tensor> {
     Tensor dx = zeros(x.shape(), x.dtype()), dw = zeros(w.shape(), w.dtype());
     Tensor db = b.defined() ? zeros(b.shape(), b.dtype()) : Tensor();
     dispatch_float("causal_conv1d", x.dtype(), [&](auto tag) {
       using S = decltype(tag);
-      const S *px = x.data<S>(), *pw = w.data<S>(), *pg = g.data<S>();
+      const S *px = x.data<S>(), *pw = w.data<S>(), *pg = grad.data<S>();
       S *pdx = dx.data<S>(), *pdw = dw.data<S>(), *pdb = db.defined() ? db.data<S>() : nullptr;
       for (int64_t bb = 0; bb < B; ++bb)
         for (int64_t t = 0; t < T; ++t)

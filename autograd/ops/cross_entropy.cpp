@@ -53,7 +53,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   Tensor saved_logits = logits, saved_targets = targets;
   return record(
       "cross_entropy", loss, {logits, Tensor()},
-      [saved_logits, saved_targets, lse, rows, V, kept, ignore_index](const Tensor& g) -> std::vector<Tensor> {
+      [saved_logits, saved_targets, lse, rows, V, kept, ignore_index](const Tensor& grad) -> std::vector<Tensor> {
         if (kept == 0) return {zeros(saved_logits.shape(), saved_logits.dtype()), Tensor()};
         Tensor gx = Tensor::empty(saved_logits.shape(), saved_logits.dtype());  // every row written below
         dispatch_float("cross_entropy", gx.dtype(), [&](auto tag) {
@@ -61,7 +61,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
           const T* px = saved_logits.data<T>();
           const int32_t* pt = saved_targets.data<int32_t>();
           T* po = gx.data<T>();
-          const T scale = g.data<T>()[0] / (T)kept;
+          const T scale = grad.data<T>()[0] / (T)kept;
 #pragma omp parallel for if (rows * V > kParallelElements)
           for (int64_t r = 0; r < rows; ++r) {
             using Row = Eigen::Array<T, Eigen::Dynamic, 1>;

@@ -38,7 +38,7 @@ Tensor cumsum(const Tensor& a, int64_t axis) {
   int64_t ax = normalize_axis("cumsum", axis, a.dim());
   Tensor out = cumsum_kernel(a, ax, false);
   return record("cumsum", out, {a},
-                [ax](const Tensor& g) -> std::vector<Tensor> { return {cumsum_kernel(g, ax, true)}; });
+                [ax](const Tensor& grad) -> std::vector<Tensor> { return {cumsum_kernel(grad, ax, true)}; });
 }
 
 }  // namespace tapelm

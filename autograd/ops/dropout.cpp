@@ -24,7 +24,7 @@ Tensor dropout(const Tensor& a, double p, bool training, Generator& gen) {
   });
   FlopCounter::add("dropout", n);
   return record("dropout", out, {a},
-                [scale_mask](const Tensor& g) -> std::vector<Tensor> { return {mul(g, scale_mask)}; });
+                [scale_mask](const Tensor& grad) -> std::vector<Tensor> { return {mul(grad, scale_mask)}; });
 }
 
 }  // namespace tapelm

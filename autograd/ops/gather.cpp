@@ -28,13 +28,13 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   for (int64_t i = 0; i < n; ++i) std::memcpy(po + i * row_bytes, pw + pid[i] * row_bytes, row_bytes);
 
   Tensor ids_saved = ids;
-  return record("embedding", out, {weight, Tensor()}, [ids_saved, V, D](const Tensor& g) -> std::vector<Tensor> {
-    Tensor gw = zeros({V, D}, g.dtype());
+  return record("embedding", out, {weight, Tensor()}, [ids_saved, V, D](const Tensor& grad) -> std::vector<Tensor> {
+    Tensor gw = zeros({V, D}, grad.dtype());
     const int32_t* p = ids_saved.data<int32_t>();
     const int64_t n = ids_saved.numel();
-    dispatch_float("embedding", g.dtype(), [&](auto tag) {
+    dispatch_float("embedding", grad.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      const T* pg = g.data<T>();
+      const T* pg = grad.data<T>();
       T* pgw = gw.data<T>();
       for (int64_t i = 0; i < n; ++i) {
         T* row = pgw + (int64_t)p[i] * D;

@@ -43,9 +43,9 @@ Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
     });
   });
   Shape sa = a.shape(), sb = b.shape();
-  return record("where", out, {Tensor(), a, b}, [mask, sa, sb](const Tensor& g) -> std::vector<Tensor> {
-    Tensor z = zeros({}, g.dtype());
-    return {Tensor(), sum_to(where(mask, g, z), sa), sum_to(where(mask, z, g), sb)};
+  return record("where", out, {Tensor(), a, b}, [mask, sa, sb](const Tensor& grad) -> std::vector<Tensor> {
+    Tensor z = zeros({}, grad.dtype());
+    return {Tensor(), sum_to(where(mask, grad, z), sa), sum_to(where(mask, z, grad), sb)};
   });
 }
 
@@ -66,8 +66,8 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
       for (int64_t j = 0; j < len; ++j) po[o + j] = pm[s[0] + j * step[0]] ? v : pa[o + j];
     });
   });
-  return record("masked_fill", out, {a, Tensor()}, [mask](const Tensor& g) -> std::vector<Tensor> {
-    return {masked_fill(g, mask, 0.0), Tensor()};
+  return record("masked_fill", out, {a, Tensor()}, [mask](const Tensor& grad) -> std::vector<Tensor> {
+    return {masked_fill(grad, mask, 0.0), Tensor()};
   });
 }
 

@@ -74,11 +74,11 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   });
   FlopCounter::add(op, 2 * nbatch * m * n * k);
 
-  return record(op, out, {a, b}, [a, b, ta, tb](const Tensor& g) -> std::vector<Tensor> {
+  return record(op, out, {a, b}, [a, b, ta, tb](const Tensor& grad) -> std::vector<Tensor> {
     Tensor ga, gb;
     if (a.requires_grad()) {
       // d op(A) = G·op(B)ᵀ; if A is stored transposed, dA = op(B)·Gᵀ.
-      ga = ta ? matmul(b, g, tb, true) : matmul(g, b, false, !tb);
+      ga = ta ? matmul(b, grad, tb, true) : matmul(grad, b, false, !tb);
       ga = sum_to(ga, a.shape());
     }
     if (b.requires_grad()) {
@@ -86,10 +86,10 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
       if (b.dim() == 2 && !ta && a.dim() > 2) {
         // Fold a's batch into rows so the weight gradient is one GEMM.
         Tensor a2 = reshape(a, {-1, a.size(-1)});
-        Tensor g2 = reshape(g, {-1, g.size(-1)});
+        Tensor g2 = reshape(grad, {-1, grad.size(-1)});
         gb = tb ? matmul(g2, a2, true, false) : matmul(a2, g2, true, false);
       } else {
-        gb = tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false);
+        gb = tb ? matmul(grad, a, true, ta) : matmul(a, grad, !ta, false);
         gb = sum_to(gb, b.shape());
       }
     }
@@ -120,24 +120,24 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   });
   FlopCounter::add(op, 2 * rows * out_f * in);
   if (b.defined()) FlopCounter::add("linear.bias", rows * out_f);
-  return record(op, y, {x, w, b}, [x, w, b, rows, in, out_f](const Tensor& g) -> std::vector<Tensor> {
+  return record(op, y, {x, w, b}, [x, w, b, rows, in, out_f](const Tensor& grad) -> std::vector<Tensor> {
     Tensor gx, gw, gb;
     dispatch_float("linear", x.dtype(), [&](auto tag) {
       using T = decltype(tag);
       if (x.requires_grad()) {
         gx = Tensor::empty(x.shape(), x.dtype());
-        gemm(g.data<T>(), false, w.data<T>(), false, gx.data<T>(), rows, in, out_f);
+        gemm(grad.data<T>(), false, w.data<T>(), false, gx.data<T>(), rows, in, out_f);
       }
       if (w.requires_grad()) {
         gw = Tensor::empty(w.shape(), w.dtype());
-        gemm(g.data<T>(), true, x.data<T>(), false, gw.data<T>(), out_f, in, rows);
+        gemm(grad.data<T>(), true, x.data<T>(), false, gw.data<T>(), out_f, in, rows);
       }
       if (b.defined() && b.requires_grad()) {
         gb = Tensor::empty(b.shape(), b.dtype());
         // Column blocks in parallel; each column summed in row order, so the
         // result does not depend on the thread count.
         constexpr int64_t kCols = 64;
-        const T* pg = g.data<T>();
+        const T* pg = grad.data<T>();
         T* pb = gb.data<T>();
 #pragma omp parallel for schedule(static) if (rows * out_f > kParallelElements)
         for (int64_t c0 = 0; c0 < out_f; c0 += kCols) {

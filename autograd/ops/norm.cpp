@@ -18,6 +18,7 @@
 
 #include <omp.h>
 
+#include "autograd/eigen_maps.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "autograd/parallel.h"
@@ -25,11 +26,6 @@
 namespace tapelm {
 
 namespace {
-
-template <class T>
-using Row = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
-template <class T>
-using ConstRow = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
 // The three norms differ in centring, in where ε goes and in the weight's width.
 enum class NormKind { layer, rms, scale };
@@ -50,7 +46,7 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
   auto weight_row = [clamp, d](const Tensor& wt, auto tag) {
     using T = decltype(tag);
     return clamp ? Eigen::Array<T, Eigen::Dynamic, 1>::Constant(d, wt.data<T>()[0]).eval()
-                 : Eigen::Array<T, Eigen::Dynamic, 1>(ConstRow<T>(wt.data<T>(), d));
+                 : Eigen::Array<T, Eigen::Dynamic, 1>(ConstArrayMap<T>(wt.data<T>(), d));
   };
   dispatch_float(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -60,8 +56,8 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
     uint8_t* pc = clamp ? clamped.data<uint8_t>() : nullptr;
 #pragma omp parallel for if (rows * d > kParallelElements)
     for (int64_t r = 0; r < rows; ++r) {
-      ConstRow<T> xr(px + r * d, d);
-      Row<T> xh(xhat.data<T>() + r * d, d), yr(y.data<T>() + r * d, d);
+      ConstArrayMap<T> xr(px + r * d, d);
+      ArrayMap<T> xh(xhat.data<T>() + r * d, d), yr(y.data<T>() + r * d, d);
       const T mu = center ? xr.mean() : T(0);
       xh = xr - mu;
       T rs;
@@ -75,7 +71,7 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
       rstd.data<T>()[r] = rs;
       xh *= rs;
       if (pb)
-        yr = xh * wv + ConstRow<T>(pb, d);
+        yr = xh * wv + ConstArrayMap<T>(pb, d);
       else
         yr = xh * wv;
     }
@@ -83,12 +79,12 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
   FlopCounter::add(op, (center ? 6 : 4) * x.numel() + (b.defined() ? x.numel() : 0));
   return record(
       op, y, {x, w, b},
-      [op, xhat, rstd, clamped, w, b, rows, d, center, clamp, weight_row](const Tensor& g) -> std::vector<Tensor> {
+      [op, xhat, rstd, clamped, w, b, rows, d, center, clamp, weight_row](const Tensor& grad) -> std::vector<Tensor> {
         Tensor gx = Tensor::empty(xhat.shape(), xhat.dtype());
         Tensor gw = zeros(w.shape(), w.dtype()), gb = b.defined() ? zeros(b.shape(), b.dtype()) : Tensor();
         dispatch_float(op, xhat.dtype(), [&](auto tag) {
           using T = decltype(tag);
-          const T* pg = g.data<T>();
+          const T* pg = grad.data<T>();
           const uint8_t* pc = clamp ? clamped.data<uint8_t>() : nullptr;
           const Eigen::Array<T, Eigen::Dynamic, 1> wv = weight_row(w, tag);
           // dw and db: per-thread partial sums, added in a fixed order so results
@@ -102,9 +98,9 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
             Eigen::Array<T, Eigen::Dynamic, 1> gh(d);
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < rows; ++r) {
-              ConstRow<T> gr(pg + r * d, d), xh(xhat.data<T>() + r * d, d);
+              ConstArrayMap<T> gr(pg + r * d, d), xh(xhat.data<T>() + r * d, d);
               gh = gr * wv;
-              Row<T> out(gx.data<T>() + r * d, d);
+              ArrayMap<T> out(gx.data<T>() + r * d, d);
               const T rs = rstd.data<T>()[r];
               if (center)
                 out = rs * (gh - gh.mean() - xh * (gh * xh).mean());
@@ -121,9 +117,9 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
           if (clamp)
             gw.data<T>()[0] = gw_row.sum();
           else
-            Row<T>(gw.data<T>(), d) = gw_row;
+            ArrayMap<T>(gw.data<T>(), d) = gw_row;
           if (b.defined()) {
-            Row<T> gbv(gb.data<T>(), d);
+            ArrayMap<T> gbv(gb.data<T>(), d);
             for (int t = 0; t < nt; ++t) gbv += pbias[t];
           }
         });

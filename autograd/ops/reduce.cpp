@@ -77,8 +77,8 @@ Tensor sum(const Tensor& a, std::vector<int64_t> axes, bool keepdim) {
   FlopCounter::add("sum", a.numel());
   out = reshape(out.detach(), reduced_shape(a.shape(), axes, keepdim));
   Shape in_shape = a.shape(), keep_shape = reduced_shape(a.shape(), axes, true);
-  return record("sum", out, {a}, [in_shape, keep_shape](const Tensor& g) -> std::vector<Tensor> {
-    return {expand(reshape(g, keep_shape), in_shape)};
+  return record("sum", out, {a}, [in_shape, keep_shape](const Tensor& grad) -> std::vector<Tensor> {
+    return {expand(reshape(grad, keep_shape), in_shape)};
   });
 }
 
@@ -129,11 +129,11 @@ static Tensor max_axis(const Tensor& a, int64_t axis) {
   });
   FlopCounter::add("max", a.numel());
   Shape in_shape = a.shape();
-  return record("max", out, {a}, [in_shape, argmax, outer, n, inner](const Tensor& g) -> std::vector<Tensor> {
-    Tensor ga = zeros(in_shape, g.dtype());
-    dispatch_float("max", g.dtype(), [&](auto tag) {
+  return record("max", out, {a}, [in_shape, argmax, outer, n, inner](const Tensor& grad) -> std::vector<Tensor> {
+    Tensor ga = zeros(in_shape, grad.dtype());
+    dispatch_float("max", grad.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      const T* pg = g.data<T>();
+      const T* pg = grad.data<T>();
       T* po = ga.data<T>();
       for (int64_t o = 0; o < outer; ++o)
         for (int64_t j = 0; j < inner; ++j) po[(o * n + (*argmax)[o * inner + j]) * inner + j] = pg[o * inner + j];
@@ -149,21 +149,23 @@ Tensor max(const Tensor& a, std::vector<int64_t> axes, bool keepdim) {
   return reshape(out, reduced_shape(a.shape(), axes, keepdim));
 }
 
-Tensor sum_to(const Tensor& g, const Shape& shape) {
-  if (g.shape() == shape) return g;
-  TAPELM_CHECK(g.dim() >= (int64_t)shape.size(), "sum_to: cannot sum {} down to {}", g.str_shape(), shape_str(shape));
-  const int64_t lead = g.dim() - (int64_t)shape.size();
+Tensor sum_to(const Tensor& grad, const Shape& shape) {
+  if (grad.shape() == shape) return grad;
+  TAPELM_CHECK(grad.dim() >= (int64_t)shape.size(), "sum_to: cannot sum {} down to {}", grad.str_shape(),
+               shape_str(shape));
+  const int64_t lead = grad.dim() - (int64_t)shape.size();
   std::vector<int64_t> axes;
-  for (int64_t d = 0; d < g.dim(); ++d) {
+  for (int64_t d = 0; d < grad.dim(); ++d) {
     if (d < lead) {
       axes.push_back(d);
-    } else if (shape[d - lead] == 1 && g.size(d) != 1) {
+    } else if (shape[d - lead] == 1 && grad.size(d) != 1) {
       axes.push_back(d);
     } else {
-      TAPELM_CHECK(shape[d - lead] == g.size(d), "sum_to: cannot sum {} down to {}", g.str_shape(), shape_str(shape));
+      TAPELM_CHECK(shape[d - lead] == grad.size(d), "sum_to: cannot sum {} down to {}", grad.str_shape(),
+                   shape_str(shape));
     }
   }
-  return reshape(sum(g, axes, true), shape);
+  return reshape(sum(grad, axes, true), shape);
 }
 
 }  // namespace tapelm

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <vector>
 
+#include "autograd/eigen_maps.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "autograd/ops/recurrence_common.h"
@@ -45,18 +46,17 @@ Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, con
     const S *pu = u.data<S>(), *pd = delta.data<S>(), *pa = A.data<S>(), *pb = Bm.data<S>(), *pc = Cm.data<S>();
     S* py = y.data<S>();
     S* ps = state ? state->data<S>() : nullptr;
-    using CMap = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>;
     // One slice per (b, d): a state of N × 1.
     detail::for_each_slice(Bn * D, [&](int64_t slice) {
       const int64_t b = slice / D, d = slice % D;
-      const CMap a(pa + d * N, N);
+      const ConstArrayMap<S> a(pa + d * N, N);
       detail::run_recurrent<S>(ps ? ps + slice * N : nullptr, N, 1, T, [&](int64_t t, detail::Mat<S>& h) {
         const int64_t bt = b * T + t;
         const S dt = pd[bt * D + d], x = pu[bt * D + d];
         // Over the N states at once: Eigen vectorises the exp.
-        Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> hv(h.data(), N);
-        hv = (dt * a).exp() * hv + (dt * x) * CMap(pb + bt * N, N);
-        py[bt * D + d] = (hv * CMap(pc + bt * N, N)).sum();
+        ArrayMap<S> hv(h.data(), N);
+        hv = (dt * a).exp() * hv + (dt * x) * ConstArrayMap<S>(pb + bt * N, N);
+        py[bt * D + d] = (hv * ConstArrayMap<S>(pc + bt * N, N)).sum();
       });
     });
   });
@@ -74,36 +74,33 @@ Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, con
                     // dA is a sum over the batch: each row's part goes to its own slot, and the
                     // slots are added in row order (the same bits for any thread count).
                     std::vector<S> dA_of_row(Bn * D * N, S(0));
-                    using Arr = Eigen::Array<S, Eigen::Dynamic, 1>;
-                    using Map = Eigen::Map<Arr>;
-                    using CMap = Eigen::Map<const Arr>;
                     // Parallel over rows b: dB_t and dC_t are shared by the channels of a row.
                     detail::for_each_slice(Bn, [&](int64_t b) {
                       detail::ReverseWorkspace<S> ws;
                       std::vector<S> es(T * N);  // es[t] = exp(Δ_t A_d), kept from the recompute
-                      Arr G(N);
+                      ArrayX<S> G(N);
                       for (int64_t d = 0; d < D; ++d) {
-                        const CMap a(pa + d * N, N);
-                        Map dA_d(dA_of_row.data() + (b * D + d) * N, N);
+                        const ConstArrayMap<S> a(pa + d * N, N);
+                        ArrayMap<S> dA_d(dA_of_row.data() + (b * D + d) * N, N);
                         G.setZero();
                         detail::run_reverse<S>(
                             N, 1, T, T, ws,
                             [&](int64_t t, auto& h) {
                               const int64_t bt = b * T + t;
                               const S dt = pd[bt * D + d], x = pu[bt * D + d];
-                              Map e(es.data() + t * N, N);
+                              ArrayMap<S> e(es.data() + t * N, N);
                               e = (dt * a).exp();
-                              Map hv(h.data(), N);
-                              hv = e * hv + (dt * x) * CMap(pb + bt * N, N);
+                              ArrayMap<S> hv(h.data(), N);
+                              hv = e * hv + (dt * x) * ConstArrayMap<S>(pb + bt * N, N);
                             },
                             [&](int64_t t, const detail::MapM<S>& h_prev, const detail::MapM<S>& h_t) {
                               const int64_t bt = b * T + t;
-                              const S dt = pd[bt * D + d], x = pu[bt * D + d], g = pg[bt * D + d];
-                              const CMap bv(pb + bt * N, N), e(es.data() + t * N, N);
-                              const CMap hp(h_prev.data(), N);
-                              G += g * CMap(pc + bt * N, N);
-                              Map(pdC + bt * N, N) += g * CMap(h_t.data(), N);
-                              Map(pdB + bt * N, N) += (dt * x) * G;
+                              const S dt = pd[bt * D + d], x = pu[bt * D + d], grad = pg[bt * D + d];
+                              const ConstArrayMap<S> bv(pb + bt * N, N), e(es.data() + t * N, N);
+                              const ConstArrayMap<S> hp(h_prev.data(), N);
+                              G += grad * ConstArrayMap<S>(pc + bt * N, N);
+                              ArrayMap<S>(pdC + bt * N, N) += grad * ConstArrayMap<S>(h_t.data(), N);
+                              ArrayMap<S>(pdB + bt * N, N) += (dt * x) * G;
                               pdu[bt * D + d] = dt * (G * bv).sum();
                               pdd[bt * D + d] = (G * (a * e * hp + x * bv)).sum();
                               dA_d += dt * G * e * hp;
@@ -111,8 +108,8 @@ Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, con
                             });
                       }
                     });
-                    Map total(dA.data<S>(), D * N);
-                    for (int64_t b = 0; b < Bn; ++b) total += CMap(dA_of_row.data() + b * D * N, D * N);
+                    ArrayMap<S> total(dA.data<S>(), D * N);
+                    for (int64_t b = 0; b < Bn; ++b) total += ConstArrayMap<S>(dA_of_row.data() + b * D * N, D * N);
                   });
                   FlopCounter::add("selective_scan", 21 * Bn * T * D * N);
                   return {du, dd, dA, dB, dC};

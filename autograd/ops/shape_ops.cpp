@@ -62,7 +62,7 @@ Tensor reshape(const Tensor& a, Shape shape) {
   Tensor out = view_of(a, shape, 0);
   Shape in_shape = a.shape();
   return record("reshape", out, {a},
-                [in_shape](const Tensor& g) -> std::vector<Tensor> { return {reshape(g, in_shape)}; });
+                [in_shape](const Tensor& grad) -> std::vector<Tensor> { return {reshape(grad, in_shape)}; });
 }
 
 Tensor unsqueeze(const Tensor& a, int64_t axis) {
@@ -97,7 +97,7 @@ Tensor permute(const Tensor& a, const std::vector<int64_t>& dims) {
   Tensor out = Tensor::empty(out_shape, a.dtype());
   strided_copy(a, src_strides, out);
   return record("permute", out, {a},
-                [inverse](const Tensor& g) -> std::vector<Tensor> { return {permute(g, inverse)}; });
+                [inverse](const Tensor& grad) -> std::vector<Tensor> { return {permute(grad, inverse)}; });
 }
 
 Tensor transpose(const Tensor& a, int64_t d0, int64_t d1) {
@@ -147,22 +147,23 @@ Tensor slice(const Tensor& a, int64_t axis, int64_t start, int64_t end) {
       std::memcpy(o + i * m * inner * es, s + ((i * n + start) * inner) * es, m * inner * es);
   }
   Shape in_shape = a.shape();
-  return record("slice", out, {a}, [in_shape, ax, start, end, n, outer, inner](const Tensor& g) -> std::vector<Tensor> {
-    // Each outer row of the gradient: zeros, g's block, zeros (one pass).
-    Tensor ga = Tensor::empty(in_shape, g.dtype());
-    const size_t es = dtype_size(g.dtype());
-    const char* src = (const char*)g.raw_data();
-    char* dst = (char*)ga.raw_data();
-    const int64_t m = end - start;
+  return record("slice", out, {a},
+                [in_shape, ax, start, end, n, outer, inner](const Tensor& grad) -> std::vector<Tensor> {
+                  // Each outer row of the gradient: zeros, g's block, zeros (one pass).
+                  Tensor ga = Tensor::empty(in_shape, grad.dtype());
+                  const size_t es = dtype_size(grad.dtype());
+                  const char* src = (const char*)grad.raw_data();
+                  char* dst = (char*)ga.raw_data();
+                  const int64_t m = end - start;
 #pragma omp parallel for schedule(static) if (outer * n * inner > kParallelElements)
-    for (int64_t i = 0; i < outer; ++i) {
-      char* row = dst + i * n * inner * es;
-      std::memset(row, 0, start * inner * es);
-      std::memcpy(row + start * inner * es, src + i * m * inner * es, m * inner * es);
-      std::memset(row + end * inner * es, 0, (n - end) * inner * es);
-    }
-    return {ga};
-  });
+                  for (int64_t i = 0; i < outer; ++i) {
+                    char* row = dst + i * n * inner * es;
+                    std::memset(row, 0, start * inner * es);
+                    std::memcpy(row + start * inner * es, src + i * m * inner * es, m * inner * es);
+                    std::memset(row + end * inner * es, 0, (n - end) * inner * es);
+                  }
+                  return {ga};
+                });
 }
 
 Tensor concat(const std::vector<Tensor>& parts, int64_t axis) {
@@ -189,7 +190,7 @@ Tensor concat(const std::vector<Tensor>& parts, int64_t axis) {
   std::vector<int64_t> sizes;
   for (const Tensor& p : parts) sizes.push_back(p.size(ax));
   return record("concat", out, parts,
-                [ax, sizes](const Tensor& g) -> std::vector<Tensor> { return split(g, sizes, ax); });
+                [ax, sizes](const Tensor& grad) -> std::vector<Tensor> { return split(grad, sizes, ax); });
 }
 
 std::vector<Tensor> split(const Tensor& a, const std::vector<int64_t>& sizes, int64_t axis) {
@@ -222,7 +223,7 @@ Tensor expand(const Tensor& a, const Shape& shape) {
   strided_copy(a, broadcast_strides(a.shape(), shape), out);
   Shape in_shape = a.shape();
   return record("expand", out, {a},
-                [in_shape](const Tensor& g) -> std::vector<Tensor> { return {sum_to(g, in_shape)}; });
+                [in_shape](const Tensor& grad) -> std::vector<Tensor> { return {sum_to(grad, in_shape)}; });
 }
 
 }  // namespace tapelm

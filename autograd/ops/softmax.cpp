@@ -7,6 +7,7 @@
 #include <Eigen/Core>
 #include <cmath>
 
+#include "autograd/eigen_maps.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "autograd/parallel.h"
@@ -17,11 +18,10 @@ namespace {
 
 template <class T>
 void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, bool log_form) {
-  using Row = Eigen::Array<T, Eigen::Dynamic, 1>;
 #pragma omp parallel for if (rows * n > kParallelElements)
   for (int64_t r = 0; r < rows; ++r) {
-    Eigen::Map<const Row> xr(x + r * n, n);
-    Eigen::Map<Row> yr(y + r * n, n);
+    ConstArrayMap<T> xr(x + r * n, n);
+    ArrayMap<T> yr(y + r * n, n);
     const T m = n ? xr.maxCoeff() : T(0);
     if (m == -std::numeric_limits<T>::infinity()) {  // every entry masked
       yr.setConstant(log_form ? m : T(0));
@@ -45,12 +45,12 @@ Tensor softmax_impl(const char* op, const Tensor& x, bool log_form) {
     softmax_rows(x.data<T>(), y.data<T>(), rows, n, log_form);
   });
   FlopCounter::add(op, 5 * x.numel());
-  return record(op, y, {x}, [op, y, rows, n, log_form](const Tensor& g) -> std::vector<Tensor> {
+  return record(op, y, {x}, [op, y, rows, n, log_form](const Tensor& grad) -> std::vector<Tensor> {
     Tensor gx = Tensor::empty(y.shape(), y.dtype());
     dispatch_float(op, y.dtype(), [&](auto tag) {
       using T = decltype(tag);
       const T* py = y.data<T>();
-      const T* pg = g.data<T>();
+      const T* pg = grad.data<T>();
       T* po = gx.data<T>();
 #pragma omp parallel for if (rows * n > kParallelElements)
       for (int64_t r = 0; r < rows; ++r) {

@@ -2,7 +2,7 @@
 // f(x), its derivative rule dx = f'(x, y)·g, and its FLOP counts. Both rules
 // are written on Eigen arrays, so exp, log, tanh and erf run vectorised.
 // A rule returns an Eigen expression; one that uses a local array must return
-// it evaluated (Arr<T>(...)), since expressions hold plain arrays by reference.
+// it evaluated (ArrayX<T>(...)), since expressions hold plain arrays by reference.
 // FLOP convention: every arithmetic operation and every transcendental call
 // (exp, log, tanh, erf, sqrt) counts as one FLOP per element.
 #include <omp.h>
@@ -10,6 +10,7 @@
 #include <cmath>
 #include <unsupported/Eigen/SpecialFunctions>  // vectorised erf
 
+#include "autograd/eigen_maps.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "autograd/parallel.h"
@@ -17,13 +18,6 @@
 namespace tapelm {
 
 namespace {
-
-template <class T>
-using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-template <class T>
-using In = Eigen::Map<const Arr<T>>;
-template <class T>
-using Out = Eigen::Map<Arr<T>>;
 
 // Runs f over x, records a node whose backward computes df(x, y, g).
 template <class F, class DF>
@@ -34,17 +28,18 @@ Tensor unary(const char* op, const Tensor& x, int64_t fwd_flops, int64_t bwd_flo
     using T = decltype(tag);
     const T* px = x.data<T>();
     T* py = y.data<T>();
-    parallel_chunks(n, [&](int64_t b, int64_t len) { Out<T>(py + b, len) = f(In<T>(px + b, len)); });
+    parallel_chunks(n, [&](int64_t b, int64_t len) { ArrayMap<T>(py + b, len) = f(ConstArrayMap<T>(px + b, len)); });
   });
   FlopCounter::add(op, fwd_flops * n);
-  return record(op, y, {x}, [op, x, y, bwd_flops, df, n](const Tensor& g) -> std::vector<Tensor> {
+  return record(op, y, {x}, [op, x, y, bwd_flops, df, n](const Tensor& grad) -> std::vector<Tensor> {
     Tensor gx = Tensor::empty(x.shape(), x.dtype());
     dispatch_float(op, x.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      const T *px = x.data<T>(), *py = y.data<T>(), *pg = g.data<T>();
+      const T *px = x.data<T>(), *py = y.data<T>(), *pg = grad.data<T>();
       T* po = gx.data<T>();
       parallel_chunks(n, [&](int64_t b, int64_t len) {
-        Out<T>(po + b, len) = df(In<T>(px + b, len), In<T>(py + b, len), In<T>(pg + b, len));
+        ArrayMap<T>(po + b, len) =
+            df(ConstArrayMap<T>(px + b, len), ConstArrayMap<T>(py + b, len), ConstArrayMap<T>(pg + b, len));
       });
     });
     FlopCounter::add(op, bwd_flops * n);
@@ -60,42 +55,42 @@ using S = typename std::decay_t<A>::Scalar;
 
 Tensor neg(const Tensor& x) {
   return unary(
-      "neg", x, 1, 1, [](auto v) { return -v; }, [](auto, auto, auto g) { return -g; });
+      "neg", x, 1, 1, [](auto v) { return -v; }, [](auto, auto, auto grad) { return -grad; });
 }
 
 Tensor exp(const Tensor& x) {
   return unary(
-      "exp", x, 1, 1, [](auto v) { return v.exp(); }, [](auto, auto y, auto g) { return g * y; });
+      "exp", x, 1, 1, [](auto v) { return v.exp(); }, [](auto, auto y, auto grad) { return grad * y; });
 }
 
 Tensor log(const Tensor& x) {
   return unary(
-      "log", x, 1, 1, [](auto v) { return v.log(); }, [](auto v, auto, auto g) { return g / v; });
+      "log", x, 1, 1, [](auto v) { return v.log(); }, [](auto v, auto, auto grad) { return grad / v; });
 }
 
 Tensor sqrt(const Tensor& x) {
   return unary(
       "sqrt", x, 1, 3, [](auto v) { return v.sqrt(); },
-      [](auto, auto y, auto g) { return g / (S<decltype(y)>(2) * y); });
+      [](auto, auto y, auto grad) { return grad / (S<decltype(y)>(2) * y); });
 }
 
 Tensor tanh(const Tensor& x) {
   return unary(
       "tanh", x, 1, 3, [](auto v) { return v.tanh(); },
-      [](auto, auto y, auto g) { return g * (S<decltype(y)>(1) - y * y); });
+      [](auto, auto y, auto grad) { return grad * (S<decltype(y)>(1) - y * y); });
 }
 
 // σ(x) = 1/(1 + e^(−x));  σ' = σ(1 − σ)
 Tensor sigmoid(const Tensor& x) {
   return unary(
       "sigmoid", x, 4, 3, [](auto v) { return S<decltype(v)>(1) / (S<decltype(v)>(1) + (-v).exp()); },
-      [](auto, auto y, auto g) { return g * y * (S<decltype(y)>(1) - y); });
+      [](auto, auto y, auto grad) { return grad * y * (S<decltype(y)>(1) - y); });
 }
 
 Tensor relu(const Tensor& x) {
   return unary(
       "relu", x, 1, 1, [](auto v) { return v.max(S<decltype(v)>(0)); },
-      [](auto v, auto, auto g) { return (v > S<decltype(v)>(0)).select(g, S<decltype(v)>(0)); });
+      [](auto v, auto, auto grad) { return (v > S<decltype(v)>(0)).select(grad, S<decltype(v)>(0)); });
 }
 
 // GELU(x) = x·Φ(x) = ½x(1 + erf(x/√2));  GELU'(x) = Φ(x) + x·φ(x).
@@ -106,11 +101,11 @@ Tensor gelu(const Tensor& x) {
         using T = S<decltype(v)>;
         return T(0.5) * v * (T(1) + (v * T(M_SQRT1_2)).erf());
       },
-      [](auto v, auto, auto g) {
+      [](auto v, auto, auto grad) {
         using T = S<decltype(v)>;
         auto cdf = T(0.5) * (T(1) + (v * T(M_SQRT1_2)).erf());
         auto pdf = (T(-0.5) * v * v).exp() * T(0.5 * M_2_SQRTPI * M_SQRT1_2);
-        return g * (cdf + v * pdf);
+        return grad * (cdf + v * pdf);
       });
 }
 
@@ -122,12 +117,13 @@ Tensor gelu_tanh(const Tensor& x) {
         using T = S<decltype(v)>;
         return T(0.5) * v * (T(1) + (T(M_2_SQRTPI * M_SQRT1_2) * (v + T(0.044715) * v * v * v)).tanh());
       },
-      [](auto v, auto, auto g) {
+      [](auto v, auto, auto grad) {
         using T = S<decltype(v)>;
         const T k = T(M_2_SQRTPI * M_SQRT1_2);
-        Arr<T> t = (k * (v + T(0.044715) * v * v * v)).tanh();
+        ArrayX<T> t = (k * (v + T(0.044715) * v * v * v)).tanh();
         // Evaluated here: an expression would refer to the local t after return.
-        return Arr<T>(g * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * k * (T(1) + T(3 * 0.044715) * v * v)));
+        return ArrayX<T>(grad *
+                         (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * k * (T(1) + T(3 * 0.044715) * v * v)));
       });
 }
 
@@ -135,10 +131,10 @@ Tensor gelu_tanh(const Tensor& x) {
 Tensor silu(const Tensor& x) {
   return unary(
       "silu", x, 5, 8, [](auto v) { return v / (S<decltype(v)>(1) + (-v).exp()); },
-      [](auto v, auto, auto g) {
+      [](auto v, auto, auto grad) {
         using T = S<decltype(v)>;
-        Arr<T> s = T(1) / (T(1) + (-v).exp());
-        return Arr<T>(g * s * (T(1) + v * (T(1) - s)));  // evaluated: s is local
+        ArrayX<T> s = T(1) / (T(1) + (-v).exp());
+        return ArrayX<T>(grad * s * (T(1) + v * (T(1) - s)));  // evaluated: s is local
       });
 }
 
@@ -150,9 +146,9 @@ Tensor softplus(const Tensor& x) {
         using T = S<decltype(v)>;
         return (v > T(20)).select(v, v.min(T(20)).exp().log1p());
       },
-      [](auto v, auto, auto g) {
+      [](auto v, auto, auto grad) {
         using T = S<decltype(v)>;
-        return (v > T(20)).select(g, g / (T(1) + (-v).exp()));
+        return (v > T(20)).select(grad, grad / (T(1) + (-v).exp()));
       });
 }
 
@@ -164,15 +160,16 @@ Tensor elu(const Tensor& x, double alpha) {
         using T = S<decltype(v)>;
         return (v > T(0)).select(v, T(alpha) * v.min(T(0)).expm1());
       },
-      [alpha](auto v, auto y, auto g) {
+      [alpha](auto v, auto y, auto grad) {
         using T = S<decltype(v)>;
-        return (v > T(0)).select(g, g * (y + T(alpha)));
+        return (v > T(0)).select(grad, grad * (y + T(alpha)));
       });
 }
 
 Tensor square(const Tensor& x) {
   return unary(
-      "square", x, 1, 2, [](auto v) { return v * v; }, [](auto v, auto, auto g) { return S<decltype(v)>(2) * v * g; });
+      "square", x, 1, 2, [](auto v) { return v * v; },
+      [](auto v, auto, auto grad) { return S<decltype(v)>(2) * v * grad; });
 }
 
 }  // namespace tapelm

@@ -94,4 +94,18 @@ void fields_from_json(S& s, const std::vector<Field<S>>& fields, const nlohmann:
   check_fields(s, fields, what);
 }
 
+// The same from JSON text (a checkpoint's metadata, a file): an Error names `what` if it is not JSON.
+template <class S>
+S fields_from_json_text(const std::vector<Field<S>>& fields, const std::string& text, const char* what) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON: {}", what, e.what()));
+  }
+  S s;
+  fields_from_json(s, fields, j, what);
+  return s;
+}
+
 }  // namespace tapelm

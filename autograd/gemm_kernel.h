@@ -16,7 +16,7 @@
 // 8×48 AVX-512 tile holds 24: 24 FMAs per 3 vector loads and 8 broadcasts.
 // On one core of the lent Xeon the two are within noise of each other on the
 // training step's products; on the head and at 16 threads ours is ahead
-// (bench/gemm_bench.cpp, README "Many cores").
+// (bench/gemm_bench.cpp, docs/performance.md "Many cores").
 //
 // Available on x86-64 with AVX-512F or AVX2+FMA (kGemmKernel is true); other
 // targets, and double, use Eigen's kernel (gemm.cpp).

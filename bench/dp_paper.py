@@ -16,10 +16,10 @@ Two ways to grow:
   strong: the global batch stays (as in the one-machine table): the compute
           per machine shrinks R-fold, the all-reduce does not.
 
-Usage: python3 bench/dp_paper.py  (prints the README's markdown table)
+Usage: python3 bench/dp_paper.py  (prints docs/data_parallel.md's markdown table)
 """
 
-# One machine = the lent 16-core Xeon at 16 threads (README, "Many cores":
+# One machine = the lent 16-core Xeon at 16 threads (docs/performance.md, "Many cores":
 # bench/results/scale_16core.jsonl at 30ea294): tokens/s at the table's batch.
 SHAPES = {
     # name: (parameters, all reduced in float32; sequences and tokens per step; tokens/s on one machine)

@@ -4,7 +4,7 @@
 # (torch_reference.py: scaled_dot_product_attention, nanoGPT's init, AdamW
 # decay groups, clipping) on the same three shapes at 1, 4, 8 and 16 threads,
 # with tapelm's default thread policy (train/thread_policy.h). JSON lines go to
-# $OUT/scale.jsonl and a markdown table to $OUT/scale.md (README, Performance).
+# $OUT/scale.jsonl and a markdown table to $OUT/scale.md (docs/performance.md).
 #
 #   bench/scale_device.sh            the table (REPEAT=3 SHAPES="small mid" THREADS="1 4": best of 3,
 #                                    two shapes, two thread counts; defaults: 1 run, all shapes, 1 4 8 16)

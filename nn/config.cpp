@@ -135,14 +135,7 @@ void ModelConfig::validate() const {
 std::string ModelConfig::to_json() const { return fields_to_json(*this, config_fields()).dump(); }
 
 ModelConfig ModelConfig::from_json(const std::string& text) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    throw Error(fmt::format("config: not valid JSON: {}", e.what()));
-  }
-  ModelConfig c;
-  fields_from_json(c, config_fields(), j, "config");
+  ModelConfig c = fields_from_json_text(config_fields(), text, "config");
   c.validate();
   return c;
 }

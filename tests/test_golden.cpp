@@ -39,7 +39,7 @@ double rel_error(const Tensor& ours, const Tensor& ref) {
 void expect_close(const Tensor& ours, const Tensor& ref, DType dt, const std::string& what) {
   ASSERT_TRUE(ours.defined()) << what << ": no value computed";
   double err = rel_error(ours, ref);
-  // TAPELM_GOLDEN_REPORT=1 prints every error reached (for the README's table).
+  // TAPELM_GOLDEN_REPORT=1 prints every error reached (for docs/reliability.md's table).
   if (std::getenv("TAPELM_GOLDEN_REPORT")) std::printf("golden %-8s %-55s %.2e\n", dtype_name(dt), what.c_str(), err);
   EXPECT_LE(err, tolerance(dt)) << what << " (" << dtype_name(dt) << ")";
 }

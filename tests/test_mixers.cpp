@@ -308,14 +308,18 @@ bool has(const GPT& m, const std::string& name, const Shape& shape) {
     if (p.name == name) return p.tensor.shape() == shape;
   return false;
 }
+// The names of a model of c's parameters.
+std::vector<std::string> parameter_names(const ModelConfig& c) {
+  Generator gen(0);
+  GPT model(c, gen);
+  std::vector<std::string> names;
+  for (auto& p : model.state_dict()) names.push_back(p.name);
+  return names;
+}
 }  // namespace
 
 TEST(MixerNames, FollowTheReferenceImplementations) {
-  ModelConfig c = small("gla");
-  Generator g(0);
-  GPT model(c, g);
-  std::vector<std::string> names;
-  for (auto& p : model.state_dict()) names.push_back(p.name);
+  const std::vector<std::string> names = parameter_names(small("gla"));
   for (std::string want : {"transformer.h.0.attn.q_proj.weight", "transformer.h.0.attn.k_proj.weight",
                            "transformer.h.0.attn.v_proj.weight", "transformer.h.0.attn.g_proj.weight",
                            "transformer.h.0.attn.gk_proj.0.weight", "transformer.h.0.attn.gk_proj.1.weight",
@@ -327,11 +331,8 @@ TEST(MixerNames, FollowTheReferenceImplementations) {
 // fla's YOCOGatedRetention: a bias-free decay projection gk_proj, a per-head
 // o_norm with no weight, values d wide.
 TEST(MixerNames, GatedRetentionFollowsYoco) {
-  ModelConfig c = small("gated_retention");
-  Generator g(0);
-  GPT model(c, g);
-  std::vector<std::string> names;
-  for (auto& p : model.state_dict()) names.push_back(p.name);
+  const ModelConfig c = small("gated_retention");
+  const std::vector<std::string> names = parameter_names(c);
   auto holds = [&](const std::string& n) {
     return std::find(names.begin(), names.end(), "transformer.h.0.attn." + n) != names.end();
   };
@@ -339,7 +340,8 @@ TEST(MixerNames, GatedRetentionFollowsYoco) {
   EXPECT_FALSE(holds("gk_proj.bias"));
   EXPECT_FALSE(holds("o_norm.weight"));
   EXPECT_FALSE(holds("g_norm_swish_gate.weight"));
-  EXPECT_TRUE(has(model, "transformer.h.0.attn.v_proj.weight", {c.n_embd, c.n_embd}));
+  Generator gen(0);
+  EXPECT_TRUE(has(GPT(c, gen), "transformer.h.0.attn.v_proj.weight", {c.n_embd, c.n_embd}));
 }
 
 // fla's GatedDeltaNet: keys 0.75·d, values 1.5·d (6d² per layer), Mamba-2's

@@ -102,6 +102,55 @@ TEST_F(Tool, FlagErrorsNameTheFlag) {
   }
 }
 
+// A value outside its field's domain is one line naming the flag (or the
+// --config key) and the domain, before anything runs: the schemas' domains
+// are checked as flags parse, for every subcommand. (Issue #34's examples.)
+TEST_F(Tool, ValuesOutsideTheirDomainAreOneClearLine) {
+  const std::string train = "train --data " + corpus + " --out " + dir + "/d --steps 1 ";
+  for (auto [flags, says] : std::vector<std::pair<std::string, std::string>>{
+           {"--log-interval 0", "--log-interval: must be in [1, "},
+           {"--beta1 1.5", "--beta1: must be in [0, 1), got 1.5"},
+           {"--beta2 1", "--beta2: must be in [0, 1), got 1"},
+           {"--beta2 -1", "--beta2: must be in [0, 1), got -1"},
+           {"--warmup -1", "--warmup: must be in [0, "},
+           {"--grad-clip nan", "--grad-clip: must be in [0, inf), got nan"},
+           {"--min-lr nan", "--min-lr: must be in [0, inf), got nan"},
+           {"--weight-decay nan", "--weight-decay: must be in [0, inf), got nan"},
+           {"--steps 18446744073709551615", "--steps"},
+           {"--threads 10000", "--threads: must be in [0, 1024], got 10000"},
+           {"--norm-eps -1", "--norm-eps: must be in [0, 1), got -1"}}) {
+    Result r = run(train + flags);
+    EXPECT_NE(r.code, 0) << flags << "\n" << r.out;
+    EXPECT_NE(r.out.find(says), std::string::npos) << flags << "\n" << r.out;
+    EXPECT_FALSE(fs::exists(dir + "/d")) << flags;
+  }
+  for (auto [flags, says] : std::vector<std::pair<std::string, std::string>>{
+           {"sample --checkpoint x --temperature nan", "--temperature: must be in [0, 1000000), got nan"},
+           {"sample --checkpoint x --tokens -5", "--tokens: must be in [0, "},
+           {"eval --checkpoint x --data x --batch 0", "--batch: Value 0 not in range"}}) {
+    Result r = run(flags);
+    EXPECT_NE(r.code, 0) << flags;
+    EXPECT_NE(r.out.find(says), std::string::npos) << flags << "\n" << r.out;
+  }
+  // A config file: its values pass the same checks; a list where a key takes
+  // one value, and two keys for one field with different values, are refused.
+  auto config = [&](const std::string& json) {
+    std::ofstream(dir + "/c.json") << json;
+    return run(train + "--config " + dir + "/c.json");
+  };
+  Result steps = config(R"({"steps": 18446744073709551615})");
+  EXPECT_NE(steps.code, 0);
+  EXPECT_NE(steps.out.find("--steps"), std::string::npos) << steps.out;
+  Result zero = config(R"({"log_interval": 0})");
+  EXPECT_NE(zero.out.find("--log-interval: must be in [1, "), std::string::npos) << zero.out;
+  Result list = config(R"({"n_layer": [2, 3]})");
+  EXPECT_NE(list.out.find("'n_layer' takes one value, got the list [2,3]"), std::string::npos) << list.out;
+  Result both = config(R"({"block_size": 32, "context": 64})");
+  EXPECT_NE(both.out.find("'block_size' and 'context' both set --context, to 32 and 64"), std::string::npos)
+      << both.out;
+  EXPECT_EQ(config(R"({"block_size": 16, "context": 16, "n_layer": 1, "quiet": true, "batch": 2})").code, 0);
+}
+
 // Every model field has a flag, and the flag sets it: a run with each flag
 // at a value other than its default stores exactly those values.
 TEST_F(Tool, EveryModelFieldHasAWorkingFlag) {

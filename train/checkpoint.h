@@ -1,7 +1,7 @@
 // Checkpoints: a directory holding
 //   model.safetensors            float32 weights under PyTorch names; its
 //                                __metadata__ carries everything needed to
-//                                rebuild and decode (see README: keys below)
+//                                rebuild and decode (see README, Checkpoint format)
 //   optimizer-<step>.safetensors optimizer moments, RNG states
 // Writing is crash-safe: the optimizer file is written first (temp + rename),
 // then model.safetensors is replaced atomically — the commit point, naming its

@@ -1,6 +1,7 @@
 #include "train/cli.h"
 
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "nn/mixers.h"
@@ -9,15 +10,24 @@ namespace tapelm::train {
 
 namespace {
 
-// The flag of a --config key: a model or run field's key, or a flag name with '_' for '-'.
-std::string flag_of_key(const std::string& key) {
+// The flag of a --config key (a model or run field's key, or a flag name
+// with '_' for '-'), and whether that field holds one value (not a list).
+struct ConfigKey {
+  std::string flag;
+  bool single_value = false;
+};
+ConfigKey flag_of_key(const std::string& key) {
   for (const nn::ConfigField& f : nn::config_fields())
-    if (f.key == key && !f.flag.empty()) return f.flag;
+    if (f.key == key && !f.flag.empty()) return {f.flag, true};
   for (const RunField& f : run_fields())
-    if (f.key == key) return f.flag;
+    if (f.key == key) return {f.flag, !std::holds_alternative<std::vector<std::string> TrainOptions::*>(f.member)};
   std::string flag = "--" + key;
   std::replace(flag.begin(), flag.end(), '_', '-');
-  return flag;
+  for (const nn::ConfigField& f : nn::config_fields())  // a flag name ("n-layer", "context")
+    if (f.flag == flag) return {flag, true};
+  for (const RunField& f : run_fields())
+    if (f.flag == flag) return flag_of_key(f.key);
+  return {flag, false};  // a flag of its own subcommand (compare's lists) or an unknown one, which CLI11 names
 }
 
 template <class S>
@@ -69,8 +79,14 @@ std::vector<std::string> expand_config(std::vector<std::string> args, size_t fir
     }
     TAPELM_CHECK(j.is_object(), "--config: {} must hold a JSON object of flag names", path);
     std::vector<std::string> from_file;
+    std::map<std::string, std::pair<std::string, nlohmann::json>> seen;  // flag -> the key and value that set it
     for (auto& [key, value] : j.items()) {
-      const std::string flag = flag_of_key(key);
+      const auto [flag, single_value] = flag_of_key(key);
+      TAPELM_CHECK(!single_value || !value.is_array(), "--config: {}: '{}' takes one value, got the list {}", path, key,
+                   value.dump());
+      if (auto [it, fresh] = seen.try_emplace(flag, key, value); !fresh)
+        TAPELM_CHECK(it->second.second == value, "--config: {}: '{}' and '{}' both set {}, to {} and {}", path,
+                     it->second.first, key, flag, it->second.second.dump(), value.dump());
       auto one = [&](const nlohmann::json& v) {
         from_file.push_back(flag + "=" + (v.is_string() ? v.get<std::string>() : v.dump()));
       };
@@ -94,6 +110,8 @@ void add_run_flags(CLI::App* app, TrainOptions& run) {
   add_field_flags(app, run, run_fields());
   app->get_option("--data")->required();
 }
+
+void add_sample_flags(CLI::App* app, SampleOptions& sample) { add_field_flags(app, sample, sample_fields()); }
 
 std::vector<std::string> given_model_keys(const CLI::App* app) {
   std::vector<std::string> keys;

@@ -9,6 +9,7 @@
 
 #include "nn/config.h"
 #include "train/run_options.h"
+#include "train/sampler.h"
 
 namespace tapelm::train {
 
@@ -24,6 +25,9 @@ void add_model_flags(CLI::App* app, nn::ModelConfig& model, bool with_mixer = tr
 // One flag per run field (run_fields): corpus, batching, optimizer, schedule,
 // evaluation, seed, threads. --data is required.
 void add_run_flags(CLI::App* app, TrainOptions& run);
+
+// One flag per sampling option (sample_fields): --tokens, --temperature, --top-k, --seed.
+void add_sample_flags(CLI::App* app, SampleOptions& sample);
 
 // The model fields set on the command line (or by --config), as config keys:
 // a recipe leaves them, and train --resume checks them against the checkpoint.

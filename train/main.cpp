@@ -135,18 +135,13 @@ Command sample_command(CLI::App& tool) {
   auto* app = tool.add_subcommand("sample", "Generate text from a checkpoint");
   app->add_option("--checkpoint", o->checkpoint, "Checkpoint directory (the --out of train)")->required();
   app->add_option("--prompt", o->prompt, "Text to continue (default: a newline)");
-  app->add_option("--tokens", o->sample.tokens, "Tokens to generate")->capture_default_str();
-  app->add_option("--temperature", o->sample.temperature, "Softmax temperature; 0 = greedy argmax")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  app->add_option("--top-k", o->sample.top_k, "Sample among the k most likely tokens (0 = all)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  app->add_option("--seed", o->sample.seed, "Sampling seed")->capture_default_str();
+  train::add_sample_flags(app, o->sample);
   app->add_flag("--stats", o->stats,
                 "After the text, print to stderr the decoding speed and the resident memory after the first token "
                 "and at the end");
-  app->add_option("--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();
+  app->add_option("--threads", o->threads, "Threads (0 = all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
   return {app, [o] {
             train::set_threads(o->threads);
             return run_sample(o->checkpoint, o->prompt, o->sample, o->stats);
@@ -166,8 +161,12 @@ Command eval_command(CLI::App& tool) {
   app->add_option("--data", o->data, "Corpus (file(s) or folder(s))")
       ->required()
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  app->add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str();
-  app->add_option("--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();
+  app->add_option("--batch", o->batch, "Windows per forward pass")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  app->add_option("--threads", o->threads, "Threads (0 = all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
   return {app, [o] {
             train::set_threads(o->threads);
             return run_eval(o->checkpoint, o->data, o->batch);
@@ -233,7 +232,9 @@ Command flops_command(CLI::App& tool) {
   train::add_model_flags(app, o->model);
   app->add_option("--vocab-size", o->model.vocab_size, "Vocabulary size V")->capture_default_str();
   app->add_option("--batch", o->batch, "Sequences per step b")->capture_default_str();
-  app->add_option("--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();
+  app->add_option("--threads", o->threads, "Threads (0 = all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
   return {app, [o, app] {
             TAPELM_CHECK(o->batch > 0, "flops: --batch must be positive");
             train::set_threads(o->threads);

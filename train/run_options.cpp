@@ -141,15 +141,7 @@ void TrainOptions::validate() const { check_fields(*this, run_fields(), "train")
 std::string TrainOptions::to_json() const { return fields_to_json(*this, run_fields()).dump(); }
 
 TrainOptions TrainOptions::from_json(const std::string& text) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    throw Error(fmt::format("train options: not valid JSON: {}", e.what()));
-  }
-  TrainOptions o;
-  fields_from_json(o, run_fields(), j, "train options");
-  return o;
+  return fields_from_json_text(run_fields(), text, "train options");
 }
 
 }  // namespace tapelm::train

@@ -28,6 +28,37 @@ int32_t pick_token(const float* logits, int64_t V, double temperature, int64_t t
   return (int32_t)(V - 1);
 }
 
+const std::vector<SampleField>& sample_fields() {
+  using O = SampleOptions;
+  static const std::vector<SampleField> fields{
+      {.key = "tokens",
+       .flag = "--tokens",
+       .member = &O::tokens,
+       .lo = 0,
+       .hi = double(int64_t(1) << 40),
+       .help = "Tokens to generate"},
+      {.key = "temperature",
+       .flag = "--temperature",
+       .member = &O::temperature,
+       .lo = 0,
+       .hi = 1e6,
+       .help = "Softmax temperature; 0 = greedy argmax"},
+      {.key = "top_k",
+       .flag = "--top-k",
+       .member = &O::top_k,
+       .lo = 0,
+       .hi = double(int64_t(1) << 24),
+       .help = "Sample among the k most likely tokens (0 = all)"},
+      {.key = "seed",
+       .flag = "--seed",
+       .member = &O::seed,
+       .lo = 0,
+       .hi = double(int64_t(1) << 62),
+       .help = "Sampling seed"},
+  };
+  return fields;
+}
+
 std::vector<int32_t> generate(nn::GPT& model, std::vector<int32_t> ids, const SampleOptions& opt,
                               const std::function<void(int32_t)>& on_token) {
   TAPELM_CHECK(!ids.empty(), "sample: the prompt must contain at least one token");

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/fields.h"
 #include "data/tokenizer.h"
 #include "nn/model.h"
 
@@ -15,8 +16,11 @@ struct SampleOptions {
   int64_t tokens = 200;
   double temperature = 0.8;
   int64_t top_k = 0;  // 0 = all
-  uint64_t seed = 1337;
+  int64_t seed = 1337;
 };
+// Their schema (autograd/fields.h): `tapelm sample`'s flags and their domains.
+using SampleField = Field<SampleOptions>;
+const std::vector<SampleField>& sample_fields();
 
 // Generates after `prompt` (token ids, at least one); calls on_token for each
 // new id as it is produced. A model that decodes past its context

@@ -2,7 +2,7 @@
 //
 // Between two parallel regions of a training step a worker either spins
 // (OMP_WAIT_POLICY=active) or sleeps in the kernel (passive). Measured with
-// tapelm_bench (README, Performance): on the 16-core machine spinning was the
+// tapelm_bench (docs/performance.md): on the 16-core machine spinning was the
 // fastest at 4 and 16 threads (small config at 16 threads: 42.8k tokens/s
 // active, 39.5k libgomp's default, 31.6k passive), and on the 2-core VM too,
 // idle (30.7k active vs 27.5k passive) and with the other core busy (19.2k vs

@@ -105,7 +105,7 @@ struct Run {
 
 // The set-up of a fresh or resumed run, in one place. Every rank does the
 // same work on the same inputs; the caller agrees on any error (comm.agree).
-Run set_up(TrainOptions& o, const std::vector<std::string>& explicit_model_flags, const Communicator& comm) {
+Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys, const Communicator& comm) {
   const int ranks = comm.size();
   o.validate();
   TAPELM_CHECK(o.batch % ranks == 0,
@@ -118,7 +118,7 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& explicit_model_flags
                   o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
   run.schedule.at(0);  // validates the kind
   if (!o.resume) {     // the mixer's reference recipe where no flag says otherwise; errors before the corpus is read
-    o.model = nn::with_recipe(o.model, explicit_model_flags);
+    o.model = nn::with_recipe(o.model, given_model_keys);
     nn::check_config(o.model);
   }
 
@@ -128,7 +128,7 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& explicit_model_flags
     ck = load_checkpoint(o.out);
     // Flags given explicitly must agree with the checkpoint's model.
     auto want = nlohmann::json::parse(o.model.to_json()), have = nlohmann::json::parse(ck.config.to_json());
-    for (const std::string& key : explicit_model_flags)
+    for (const std::string& key : given_model_keys)
       TAPELM_CHECK(want[key] == have[key], "train --resume: the checkpoint in {} has {} = {}, but {} was given", o.out,
                    key, have[key].dump(), want[key].dump());
     run.tok = std::move(ck.tokenizer);

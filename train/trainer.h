@@ -1,5 +1,5 @@
-// The training run behind `tapelm train`: options, the loop, evaluation,
-// logging (progress line, log.jsonl, loss.svg), checkpoints, and a clean stop
+// The training run behind `tapelm train` (its options: train/run_options.h): the loop,
+// evaluation, logging (progress line, log.jsonl, loss.svg), checkpoints, and a clean stop
 // on NaN/Inf loss or Ctrl-C.
 #pragma once
 #include <string>
@@ -14,6 +14,7 @@ void set_threads(int n);
 
 // Returns the process exit code: 0 done, 3 stopped on a non-finite loss,
 // 130 interrupted (checkpoint saved).
-int run_training(TrainOptions opt, const std::vector<std::string>& explicit_model_flags);
+// given_model_keys: the model fields set by flags (the recipe leaves them; --resume checks them).
+int run_training(TrainOptions opt, const std::vector<std::string>& given_model_keys);
 
 }  // namespace tapelm::train

@@ -48,7 +48,7 @@ case "${1:-}" in
   run)
     install_missing
     build
-    ./build/tapelm train --data /usr/share/games/fortunes --out runs/fortunes \
+    ./build/tapelm train --data /usr/share/games/fortunes --out runs/fortunes --overwrite \
       --steps 1000 --eval-interval 250 --log-interval 50
     echo "--- sample ---"
     ./build/tapelm sample --checkpoint runs/fortunes --tokens 500 --temperature 0.8 --seed 1

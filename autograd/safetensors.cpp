@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autograd/json_int.h"
+#include "autograd/regular_file.h"
 
 namespace tapelm {
 
@@ -41,6 +42,7 @@ DType from_st_dtype(const std::string& s, const std::string& path, const std::st
 }  // namespace
 
 TensorFile load_safetensors(const std::string& path) {
+  check_regular_file(path, "safetensors");
   std::ifstream in(path, std::ios::binary);
   TAPELM_CHECK(in.good(), "safetensors: cannot open {}", path);
   in.seekg(0, std::ios::end);
@@ -54,6 +56,7 @@ TensorFile read_safetensors(std::istream& in, int64_t size, const std::string& p
   uint64_t header_len = 0;
   unsigned char len_bytes[8];
   in.read((char*)len_bytes, 8);
+  TAPELM_CHECK(in.gcount() == 8, "safetensors: {}: read error in the first 8 bytes", path);
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
   TAPELM_CHECK(header_len <= (uint64_t)size - 8,
                "safetensors: {} is truncated or corrupt (header of {} bytes in a {}-byte file)", path, header_len,

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "autograd/error.h"
+#include "autograd/regular_file.h"
 
 namespace tapelm::data {
 
@@ -40,6 +41,7 @@ std::string read_corpus(const std::vector<std::string>& paths) {
       }
       TAPELM_CHECK(used > 0, "corpus: folder {} has no text files", path);
     } else {
+      check_regular_file(path, "corpus");
       text += read_file(path);
     }
   }

@@ -3,6 +3,7 @@
 // checkpoint), Ctrl-C, flags and config files, sample and eval.
 #include <sched.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -151,6 +152,69 @@ TEST_F(Tool, ValuesOutsideTheirDomainAreOneClearLine) {
   EXPECT_EQ(config(R"({"block_size": 16, "context": 16, "n_layer": 1, "quiet": true, "batch": 2})").code, 0);
 }
 
+// A corpus or checkpoint that is a FIFO, a device or a directory is refused
+// with one line before it is opened: a FIFO with no writer would block the
+// open forever and /dev/zero would be read until memory runs out. (#34)
+TEST_F(Tool, SpecialFilesAreRefusedBeforeTheyAreRead) {
+  ASSERT_EQ(::mkfifo((dir + "/fifo").c_str(), 0600), 0);
+  Result fifo = run("train --data " + dir + "/fifo --out " + dir + "/o --steps 1");
+  EXPECT_NE(fifo.code, 0);
+  EXPECT_NE(fifo.out.find("corpus: " + dir + "/fifo is a FIFO, not a regular file"), std::string::npos) << fifo.out;
+  Result zero = run("train --data /dev/zero --out " + dir + "/o --steps 1");
+  EXPECT_NE(zero.out.find("corpus: /dev/zero is a character device, not a regular file"), std::string::npos)
+      << zero.out;
+  fs::create_directories(dir + "/as_dir/model.safetensors");
+  fs::create_directories(dir + "/as_fifo");
+  ASSERT_EQ(::mkfifo((dir + "/as_fifo/model.safetensors").c_str(), 0600), 0);
+  fs::create_directories(dir + "/as_zero");
+  fs::create_symlink("/dev/zero", dir + "/as_zero/model.safetensors");
+  for (auto [ck, kind] : std::vector<std::pair<std::string, std::string>>{
+           {"as_dir", "a directory"}, {"as_fifo", "a FIFO"}, {"as_zero", "a character device"}}) {
+    for (const std::string& command : {"eval --checkpoint " + dir + "/" + ck + " --data " + corpus,
+                                       "sample --checkpoint " + dir + "/" + ck + " --tokens 1"}) {
+      Result r = run(command);
+      EXPECT_NE(r.code, 0) << command;
+      EXPECT_NE(r.out.find("model.safetensors is " + kind + ", not a regular file"), std::string::npos)
+          << command << "\n"
+          << r.out;
+    }
+  }
+}
+
+// Training again into an --out that holds a run is refused unless --resume
+// or --overwrite says what to do, and the first run's checkpoint and log are
+// untouched; a second process training into the same --out at the same time
+// gets one line from the lock instead of a failure mid-run. (#34)
+TEST_F(Tool, AnOutThatHoldsARunIsNeverOverwrittenUnasked) {
+  auto read_file = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  ASSERT_EQ(run(tiny(dir + "/r") + " --steps 2 --eval-interval 2").code, 0);
+  const std::string model = read_file(dir + "/r/model.safetensors"), log = read_file(dir + "/r/log.jsonl");
+  Result again = run(tiny(dir + "/r") + " --steps 2 --eval-interval 2");
+  EXPECT_NE(again.code, 0);
+  EXPECT_NE(again.out.find("train: " + dir +
+                           "/r holds a run (model.safetensors is there); continue it with --resume, "
+                           "start it over with --overwrite"),
+            std::string::npos)
+      << again.out;
+  EXPECT_EQ(read_file(dir + "/r/model.safetensors"), model);
+  EXPECT_EQ(read_file(dir + "/r/log.jsonl"), log);
+  EXPECT_EQ(run(tiny(dir + "/r") + " --steps 2 --eval-interval 2 --overwrite").code, 0);
+  EXPECT_EQ(logged(dir + "/r", "loss").size(), 2u);  // a new log, not the old one appended to
+
+  // A long run holds the lock; a second one into the same --out (with --overwrite) is told so.
+  const pid_t first = spawn_tool(tiny(dir + "/l") + " --steps 100000 --eval-interval 100000", dir + "/first.log");
+  ASSERT_TRUE(wait_until([&] { return fs::exists(dir + "/l/log.jsonl") && line_count(dir + "/l/log.jsonl") > 0; }, 60));
+  Result second = run(tiny(dir + "/l") + " --steps 2 --overwrite");
+  EXPECT_NE(second.code, 0);
+  EXPECT_NE(second.out.find("train: another tapelm is training into " + dir + "/l"), std::string::npos) << second.out;
+  ::kill(first, SIGKILL);
+  wait_exit(first);
+  EXPECT_EQ(run(tiny(dir + "/l") + " --steps 2 --eval-interval 2 --overwrite").code, 0);  // the kernel dropped the lock
+}
+
 // Every model field has a flag, and the flag sets it: a run with each flag
 // at a value other than its default stores exactly those values.
 TEST_F(Tool, EveryModelFieldHasAWorkingFlag) {
@@ -208,7 +272,7 @@ TEST(Readme, CommandContractMatchesTheSchemas) {
     }
   }
   ASSERT_FALSE(train_row.empty() || config_row.empty() || mixer_line.empty());
-  std::set<std::string> listed, schema{"--data", "--out", "--config", "--resume", "--quiet"};
+  std::set<std::string> listed, schema{"--data", "--out", "--config", "--resume", "--overwrite", "--quiet"};
   const std::regex flag("--[a-z0-9-]+");
   for (auto it = std::sregex_iterator(train_row.begin(), train_row.end(), flag); it != std::sregex_iterator(); ++it)
     listed.insert(it->str());

@@ -73,6 +73,7 @@ void run_as_processes(std::vector<Run>& runs, int jobs) {
                       log = (fs::path(r.t.out) / "train.log").string();
     std::ofstream(config) << train_flags(r.t).dump(1) << "\n";
     std::vector<std::string> args{self, "train", "--config", config, "--out", r.t.out, "--quiet"};
+    if (r.t.overwrite) args.push_back("--overwrite");
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

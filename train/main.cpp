@@ -116,6 +116,8 @@ Command train_command(CLI::App& tool) {
   train::add_model_flags(app, t->model);
   train::add_run_flags(app, *t);
   app->add_flag("--resume", t->resume, "Continue the run in --out from its checkpoint, exactly");
+  app->add_flag("--overwrite", t->overwrite,
+                "Start a new run in an --out that holds one (its checkpoint and log are replaced)");
   app->add_flag("--quiet", t->quiet, "No progress lines (evaluations still print)");
   return {app, [t, app] {
             const int code = train::run_training(*t, train::given_model_keys(app));
@@ -186,6 +188,7 @@ Command compare_command(CLI::App& tool) {
   app->add_option("--out", cmp->train.out,
                   "Output directory: one run per mixer, loss_vs_flops.svg, decode_speed.svg, results.md")
       ->capture_default_str();
+  app->add_flag("--overwrite", cmp->train.overwrite, "Train again runs whose directories hold one");
   app->add_option("--mixers", cmp->mixers, "Mixers to train (default: all)")
       ->delimiter(',')
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);

@@ -17,6 +17,7 @@ struct TrainOptions {
   // continues, how much it prints.
   std::string out = "runs/default";
   bool resume = false;
+  bool overwrite = false;  // start a new run in an --out that holds one
   bool quiet = false;
   nn::ModelConfig model;  // its own schema (nn::config_fields)
   // The run (run_fields()).

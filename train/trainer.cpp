@@ -22,6 +22,7 @@
 #include "train/distributed.h"
 #include "train/gemm_peak.h"
 #include "train/plot.h"
+#include "train/run_lock.h"
 #include "train/thread_policy.h"
 
 namespace tapelm::train {
@@ -101,7 +102,20 @@ struct Run {
   std::unique_ptr<optim::Optimizer> opt;
   Generator batch_gen;
   int64_t start_step = 0;
+  RunLock lock;  // on --out, held by rank 0 while the run trains
 };
+
+// A new run refuses an --out that holds one (a checkpoint or a log), unless
+// --overwrite says to replace it: running the same command twice must not
+// lose the first run.
+void check_out_is_free(const TrainOptions& o) {
+  if (o.resume || o.overwrite) return;
+  for (const char* file : {"model.safetensors", "log.jsonl"})
+    TAPELM_CHECK(!fs::exists(fs::path(o.out) / file),
+                 "train: {} holds a run ({} is there); continue it with --resume, start it over with --overwrite, or "
+                 "give this run another --out",
+                 o.out, file);
+}
 
 // The set-up of a fresh or resumed run, in one place. Every rank does the
 // same work on the same inputs; the caller agrees on any error (comm.agree).
@@ -113,6 +127,8 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys, co
                "--batch / {} sequences); use a multiple of {}",
                o.batch, ranks, ranks, ranks);
   TAPELM_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be a positive number, got {}", o.lr);
+  TAPELM_CHECK(!o.out.empty(), "train: --out must name a directory");
+  check_out_is_free(o);
   Run run;
   run.schedule = {o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup,
                   o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
@@ -166,7 +182,10 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys, co
   }
   TAPELM_CHECK(run.start_step < o.steps, "train --resume: the checkpoint is already at step {} (--steps {})",
                run.start_step, o.steps);
-  if (comm.root()) fs::create_directories(o.out);
+  if (comm.root()) {
+    fs::create_directories(o.out);
+    run.lock = RunLock(o.out);
+  }
   return run;
 }
 

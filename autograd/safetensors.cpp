@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -74,6 +75,11 @@ TensorFile read_safetensors(std::istream& in, int64_t size, const std::string& p
   const int64_t data_start = 8 + (int64_t)header_len;
   const int64_t data_size = size - data_start;
   TensorFile file;
+  struct Range {
+    int64_t begin, end;
+    std::string name;
+  };
+  std::vector<Range> ranges;  // each tensor's bytes: the format forbids two to overlap
   for (auto& item : j.items()) {
     const std::string name = item.key();  // not a structured binding: the lambda below captures it
     const nlohmann::json& info = item.value();
@@ -114,6 +120,7 @@ TensorFile read_safetensors(std::istream& in, int64_t size, const std::string& p
       }
       TAPELM_CHECK(bytes == off[1] - off[0], "safetensors: {}: tensor '{}' of shape {} does not match its {} bytes",
                    path, name, shape_str(shape), off[1] - off[0]);
+      ranges.push_back({off[0], off[1], name});
       Tensor t = Tensor::empty(shape, dt);
       in.seekg(data_start + off[0]);
       in.read((char*)t.raw_data(), off[1] - off[0]);
@@ -122,6 +129,14 @@ TensorFile read_safetensors(std::istream& in, int64_t size, const std::string& p
     } catch (const nlohmann::json::exception& e) {
       throw Error(fmt::format("safetensors: {}: bad entry for tensor '{}': {}", path, name, e.what()));
     }
+  }
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    const Range &a = ranges[i - 1], &b = ranges[i];
+    TAPELM_CHECK(b.begin >= a.end || a.begin == a.end || b.begin == b.end,
+                 "safetensors: {}: tensors '{}' (bytes {}..{}) and '{}' (bytes {}..{}) overlap, which the format "
+                 "forbids",
+                 path, a.name, a.begin, a.end, b.name, b.begin, b.end);
   }
   return file;
 }

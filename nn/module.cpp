@@ -48,6 +48,10 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& values, bool s
     TAPELM_CHECK(it->second.shape() == p.tensor.shape(),
                  "load_state_dict: parameter '{}' has shape {} in the file but {} in the model", p.name,
                  it->second.str_shape(), p.tensor.str_shape());
+    const auto floating = [](DType t) { return t == DType::f32 || t == DType::f64; };
+    TAPELM_CHECK(it->second.dtype() == p.tensor.dtype() || (floating(it->second.dtype()) && floating(p.tensor.dtype())),
+                 "load_state_dict: parameter '{}' is {} in the file but {} in the model", p.name,
+                 dtype_name(it->second.dtype()), dtype_name(p.tensor.dtype()));
     p.tensor.copy_(it->second);
     used.insert(p.name);
   }

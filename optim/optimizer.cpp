@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "autograd/flops.h"
+#include "autograd/json_int.h"
 #include "autograd/parallel.h"
 
 namespace tapelm::optim {
@@ -50,7 +51,13 @@ void Optimizer::load_state(const TensorFile& f) {
   TAPELM_CHECK(it != f.metadata.end() && it->second == kind_,
                "optimizer state: expected a '{}' state, found optimizer '{}'", kind_,
                it == f.metadata.end() ? "" : it->second);
-  step_ = std::stoll(f.metadata.at("step"));
+  auto step = f.metadata.find("step");
+  TAPELM_CHECK(step != f.metadata.end(), "optimizer state: no 'step' in its metadata");
+  const auto j = nlohmann::json::parse(step->second, nullptr, false);
+  const auto steps = j.is_discarded() ? std::nullopt : json_int64(j);
+  TAPELM_CHECK(steps && *steps >= 0, "optimizer state: 'step' is '{}', not a step count (an integer >= 0)",
+               step->second);
+  step_ = *steps;
   slots_.clear();
   for (auto& group : groups_)
     for (auto& p : group.params) {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -213,6 +214,53 @@ TEST_F(Tool, AnOutThatHoldsARunIsNeverOverwrittenUnasked) {
   ::kill(first, SIGKILL);
   wait_exit(first);
   EXPECT_EQ(run(tiny(dir + "/l") + " --steps 2 --eval-interval 2 --overwrite").code, 0);  // the kernel dropped the lock
+}
+
+// A checkpoint that parses but holds what no run writes is refused with the
+// tensor's or the key's name: non-finite weights, a tensor of another dtype,
+// a step that is not a count, a damaged `train` record, and tensors whose byte
+// ranges overlap (the safetensors format forbids it). (#34)
+TEST_F(Tool, CheckpointsWithImpossibleContentsAreRefusedByName) {
+  ASSERT_EQ(run(tiny(dir + "/good") + " --steps 1 --eval-interval 1").code, 0);
+  const TensorFile good = load_safetensors(dir + "/good/model.safetensors");
+  auto refused = [&](const std::string& what, const std::function<void(TensorFile&)>& damage, const std::string& says) {
+    TensorFile f = good;
+    for (auto& [name, t] : f.tensors) t = t.clone();
+    damage(f);
+    const std::string ck = dir + "/" + what;
+    fs::create_directories(ck);
+    save_safetensors(ck + "/model.safetensors", f);
+    for (const std::string& command :
+         {"eval --checkpoint " + ck + " --data " + corpus, "sample --checkpoint " + ck + " --tokens 3"}) {
+      Result r = run(command);
+      EXPECT_NE(r.code, 0) << what << ": " << command;
+      EXPECT_NE(r.out.find(says), std::string::npos) << what << ": " << command << "\n" << r.out;
+    }
+  };
+  const std::string weight = "transformer.h.0.attn.c_attn.weight";
+  refused(
+      "nan", [&](TensorFile& f) { f.tensors[weight].data<float>()[3] = NAN; },
+      "'" + weight + "' holds nan at element 3");
+  refused(
+      "inf", [&](TensorFile& f) { f.tensors[weight].data<float>()[0] = -INFINITY; }, "holds -inf at element 0");
+  refused(
+      "int32", [&](TensorFile& f) { f.tensors[weight] = f.tensors[weight].to(DType::i32); },
+      "tensor '" + weight + "' is stored as");
+  refused(
+      "negative_step", [](TensorFile& f) { f.metadata["step"] = "-1"; }, "metadata 'step' is '-1', not a step count");
+  refused(
+      "word_step", [](TensorFile& f) { f.metadata["step"] = "ten"; }, "metadata 'step' is 'ten', not a step count");
+  refused(
+      "train", [](TensorFile& f) { f.metadata["train"] = "{\"batch\": "; }, "metadata 'train' is damaged");
+
+  // Two tensors over the same bytes, written by hand.
+  const std::string header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                             R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})";
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[i] = char((header.size() >> (8 * i)) & 0xff);
+  std::ofstream(dir + "/overlap.safetensors", std::ios::binary) << bytes << header << std::string(12, '\1');
+  EXPECT_ERROR_CONTAINS(load_safetensors(dir + "/overlap.safetensors"),
+                        "tensors 'a' (bytes 0..8) and 'b' (bytes 4..12) overlap, which the format forbids");
 }
 
 // Every model field has a flag, and the flag sets it: a run with each flag

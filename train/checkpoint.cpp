@@ -1,8 +1,13 @@
 #include "train/checkpoint.h"
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "autograd/json_int.h"
+#include "train/run_options.h"
 
 namespace tapelm::train {
 
@@ -18,6 +23,15 @@ Generator::State decode_rng(const std::string& text) {
   for (uint64_t& word : w) in >> word;
   TAPELM_CHECK(!in.fail(), "checkpoint: corrupt RNG state '{}'", text);
   return Generator::State::from_words(w.data());
+}
+
+// A step count from metadata: a non-negative integer, or an Error naming the file.
+int64_t parse_step(const std::string& text, const std::string& path) {
+  const auto j = nlohmann::json::parse(text, nullptr, false);
+  const auto step = j.is_discarded() ? std::nullopt : json_int64(j);
+  TAPELM_CHECK(step && *step >= 0, "checkpoint: {}: metadata 'step' is '{}', not a step count (an integer >= 0)", path,
+               text);
+  return *step;
 }
 
 Checkpoint load_checkpoint(const std::string& dir) {
@@ -38,8 +52,22 @@ Checkpoint load_checkpoint(const std::string& dir) {
   TAPELM_CHECK(ck.tokenizer->vocab_size() == ck.config.vocab_size,
                "checkpoint: {}: tokenizer has {} tokens but the model {}", path, ck.tokenizer->vocab_size(),
                ck.config.vocab_size);
-  ck.step = std::stoll(meta("step"));
+  ck.step = parse_step(meta("step"), path);
   ck.train_options_json = meta("train");
+  try {  // eval reads the run's split from it: checked here, where the file is named
+    TrainOptions::from_json(ck.train_options_json);
+  } catch (const Error& e) {
+    throw Error(fmt::format("checkpoint: {}: metadata 'train' is damaged: {}", path, e.what()));
+  }
+  // Weights are written as F32 and must be finite: a NaN or an infinity
+  // would sample garbage and evaluate to a NaN loss with exit code 0.
+  for (auto& [name, t] : f.tensors) {
+    TAPELM_CHECK(t.dtype() == DType::f32, "checkpoint: {}: tensor '{}' is stored as {}; a checkpoint's weights are F32",
+                 path, name, dtype_name(t.dtype()));
+    const float* v = t.data<float>();
+    for (int64_t i = 0; i < t.numel(); ++i)
+      TAPELM_CHECK(std::isfinite(v[i]), "checkpoint: {}: tensor '{}' holds {} at element {}", path, name, v[i], i);
+  }
   const std::string& opt = meta("optimizer");
   ck.optimizer_file = opt.empty() ? "" : (fs::path(dir) / opt).string();
   // Every parameter is stored in the file, so the model its config describes

@@ -187,10 +187,7 @@ TEST_F(Tool, SpecialFilesAreRefusedBeforeTheyAreRead) {
 // untouched; a second process training into the same --out at the same time
 // gets one line from the lock instead of a failure mid-run. (#34)
 TEST_F(Tool, AnOutThatHoldsARunIsNeverOverwrittenUnasked) {
-  auto read_file = [](const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  };
+  auto read_file = slurp;
   ASSERT_EQ(run(tiny(dir + "/r") + " --steps 2 --eval-interval 2").code, 0);
   const std::string model = read_file(dir + "/r/model.safetensors"), log = read_file(dir + "/r/log.jsonl");
   Result again = run(tiny(dir + "/r") + " --steps 2 --eval-interval 2");
@@ -261,6 +258,32 @@ TEST_F(Tool, CheckpointsWithImpossibleContentsAreRefusedByName) {
   std::ofstream(dir + "/overlap.safetensors", std::ios::binary) << bytes << header << std::string(12, '\1');
   EXPECT_ERROR_CONTAINS(load_safetensors(dir + "/overlap.safetensors"),
                         "tensors 'a' (bytes 0..8) and 'b' (bytes 4..12) overlap, which the format forbids");
+}
+
+// SIGUSR1 (mpirun passes it on to every rank) sent while the tool is still
+// starting is held until the run's handler is in place, then stops the run
+// at its first step with a checkpoint: neither lost nor fatal. The signal is
+// sent as soon as the process blocks or catches it, before it prints a line.
+TEST_F(Tool, AStopAskedWhileStartingIsKeptNotFatal) {
+  const std::string log = dir + "/start.log";
+  const pid_t pid = spawn_tool(tiny(dir + "/s") + " --steps 50 --eval-interval 50", log);
+  auto holds_sigusr1 = [&] {  // /proc's SigBlk and SigCgt masks: bit 9 is SIGUSR1
+    std::error_code ec;
+    if (fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec) != fs::path(TAPELM_BINARY)) return false;
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    uint64_t held = 0;
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("SigBlk:", 0) == 0 || line.rfind("SigCgt:", 0) == 0)
+        held |= std::stoull(line.substr(7), nullptr, 16);
+    return (held & (1u << (SIGUSR1 - 1))) != 0;
+  };
+  ASSERT_TRUE(wait_until(holds_sigusr1, 30));
+  const int64_t printed = line_count(log);
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_exit(pid), 130) << slurp(log);
+  EXPECT_EQ(printed, 0) << "the signal was sent after start-up, which tests nothing";
+  EXPECT_NE(slurp(log).find("interrupted: checkpoint at step 0 saved"), std::string::npos) << slurp(log);
+  EXPECT_EQ(run(tiny(dir + "/s") + " --steps 2 --eval-interval 2 --resume").code, 0);
 }
 
 // Every model field has a flag, and the flag sets it: a run with each flag

@@ -125,6 +125,12 @@ inline pid_t spawn_tool(const std::string& args, const std::string& log, const s
   return pid;
 }
 
+// A file's bytes ("" if it does not exist).
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 // Lines in a file (0 if it does not exist yet).
 inline int64_t line_count(const std::string& path) {
   std::ifstream in(path);

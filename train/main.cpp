@@ -1,5 +1,6 @@
 // tapelm: the command-line tool. Subcommands train, sample, eval, flops and
 // compare; every one takes --help. Flags are parsed by CLI11 (Debian's libcli11-dev).
+#include <pthread.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -250,6 +251,13 @@ Command flops_command(CLI::App& tool) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Ctrl-C and SIGUSR1 are held (blocked, so pending) until the command has
+  // its handlers: mpirun passes SIGUSR1 on to ranks that may still be starting.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   train::choose_wait_policy(argc, argv);  // see train/thread_policy.h
   // Past a file-size limit (ulimit -f) a write then fails with EFBIG and a
   // clear message instead of the signal killing the process mid-checkpoint.
@@ -270,6 +278,8 @@ int main(int argc, char** argv) {
       return tool.exit(e);
     }
     const CLI::App* chosen = tool.get_subcommands()[0];
+    if (chosen->get_name() == "train") train::install_stop_handlers();  // a held stop now reaches the run
+    pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);               // other commands: the default action
     TAPELM_CHECK(chosen->get_name() == "train" || train::launched_world_size() == 1,
                  "tapelm {}: runs in one process; of the subcommands only train runs under mpirun", chosen->get_name());
     for (const Command& c : commands)

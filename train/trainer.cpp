@@ -371,6 +371,11 @@ int finish(const Run& run, const TrainOptions& o, const Communicator& comm, RunL
 
 }  // namespace
 
+void install_stop_handlers() {
+  std::signal(SIGINT, on_sigint);
+  std::signal(SIGUSR1, on_sigint);
+}
+
 void set_threads(int n) {
   if (n > 0) {
     omp_set_num_threads(n);
@@ -411,7 +416,8 @@ class Trainer {
   // Returns the process exit code: 0 done, 3 stopped on a non-finite loss, 130 interrupted.
   int train() {
     measure_peak();
-    g_interrupted = 0;
+    // A stop asked before the loop (even while `tapelm` started: main holds
+    // the signals until these handlers are in place) stops it at its first step.
     auto previous_sigint = std::signal(SIGINT, on_sigint);
     auto previous_sigusr1 = std::signal(SIGUSR1, on_sigint);
     std::vector<Tensor> params;

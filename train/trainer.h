@@ -9,6 +9,12 @@
 
 namespace tapelm::train {
 
+// Ctrl-C and SIGUSR1 (which mpirun passes on to every rank) ask a training run
+// to stop at its next step and save a checkpoint. `tapelm` holds both signals
+// blocked from its first line and installs this before it unblocks them, so
+// a stop asked while a rank starts is kept, not lost or fatal.
+void install_stop_handlers();
+
 // Sets the OpenMP and Eigen thread count (n <= 0: leave the default, all cores).
 void set_threads(int n);
 

@@ -97,6 +97,11 @@ TEST_F(Tool, FlagErrorsNameTheFlag) {
   Result tok = run("train --data x --tokenizer words");
   EXPECT_NE(tok.code, 0);
   EXPECT_NE(tok.out.find("--tokenizer"), std::string::npos) << tok.out;
+  Result fit = run("fit");  // not a subcommand: the subcommands are named
+  EXPECT_NE(fit.code, 0);
+  EXPECT_NE(fit.out.find("'fit' is not a subcommand; the subcommands are train, sample, eval, compare, flops"),
+            std::string::npos)
+      << fit.out;
   for (std::string sub : {"train", "sample", "eval"}) {
     Result h = run(sub + " --help");
     EXPECT_EQ(h.code, 0) << sub;

@@ -274,7 +274,15 @@ int main(int argc, char** argv) {
     try {
       tool.parse((int)cargs.size(), cargs.data());
     } catch (const CLI::ParseError& e) {
-      if (train::launched_rank() != 0) return e.get_exit_code();  // mpirun: rank 0 prints it
+      if (train::launched_rank() != 0) return e.get_exit_code();              // mpirun: rank 0 prints it
+      if (tool.get_subcommands().empty() && !tool.get_help_ptr()->count()) {  // no known subcommand: name them
+        std::vector<std::string> names;
+        for (const Command& c : commands) names.push_back(c.app->get_name());
+        fmt::print(stderr, "tapelm: error: {}; the subcommands are {} (tapelm SUBCOMMAND --help)\n",
+                   argc > 1 ? fmt::format("'{}' is not a subcommand", argv[1]) : "a subcommand is required",
+                   fmt::join(names, ", "));
+        return e.get_exit_code();
+      }
       return tool.exit(e);
     }
     const CLI::App* chosen = tool.get_subcommands()[0];

@@ -6,6 +6,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string>
 
 namespace tapelm {
 
@@ -18,6 +19,13 @@ inline std::optional<int64_t> json_int64(const nlohmann::json& v) {
   }
   if (v.is_number_integer()) return v.get<int64_t>();
   return std::nullopt;
+}
+
+// The same from text (a metadata string such as a step count): nothing if the
+// text is not one JSON integer that fits int64.
+inline std::optional<int64_t> json_int64(const std::string& text) {
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  return j.is_discarded() ? std::nullopt : json_int64(j);
 }
 
 }  // namespace tapelm

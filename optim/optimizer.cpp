@@ -53,8 +53,7 @@ void Optimizer::load_state(const TensorFile& f) {
                it == f.metadata.end() ? "" : it->second);
   auto step = f.metadata.find("step");
   TAPELM_CHECK(step != f.metadata.end(), "optimizer state: no 'step' in its metadata");
-  const auto j = nlohmann::json::parse(step->second, nullptr, false);
-  const auto steps = j.is_discarded() ? std::nullopt : json_int64(j);
+  const auto steps = json_int64(step->second);
   TAPELM_CHECK(steps && *steps >= 0, "optimizer state: 'step' is '{}', not a step count (an integer >= 0)",
                step->second);
   step_ = *steps;

@@ -3,7 +3,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "autograd/json_int.h"
@@ -27,8 +26,7 @@ Generator::State decode_rng(const std::string& text) {
 
 // A step count from metadata: a non-negative integer, or an Error naming the file.
 int64_t parse_step(const std::string& text, const std::string& path) {
-  const auto j = nlohmann::json::parse(text, nullptr, false);
-  const auto step = j.is_discarded() ? std::nullopt : json_int64(j);
+  const auto step = json_int64(text);
   TAPELM_CHECK(step && *step >= 0, "checkpoint: {}: metadata 'step' is '{}', not a step count (an integer >= 0)", path,
                text);
   return *step;
@@ -54,8 +52,8 @@ Checkpoint load_checkpoint(const std::string& dir) {
                ck.config.vocab_size);
   ck.step = parse_step(meta("step"), path);
   ck.train_options_json = meta("train");
-  try {  // eval reads the run's split from it: checked here, where the file is named
-    TrainOptions::from_json(ck.train_options_json);
+  try {  // eval reads the run's split from it; read here, where the file is named
+    ck.train_options = TrainOptions::from_json(ck.train_options_json);
   } catch (const Error& e) {
     throw Error(fmt::format("checkpoint: {}: metadata 'train' is damaged: {}", path, e.what()));
   }

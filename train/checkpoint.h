@@ -24,6 +24,7 @@
 #include "data/tokenizer.h"
 #include "nn/model.h"
 #include "optim/optimizer.h"
+#include "train/run_options.h"
 
 namespace tapelm::train {
 
@@ -32,8 +33,9 @@ struct Checkpoint {
   std::unique_ptr<data::Tokenizer> tokenizer;
   std::unique_ptr<nn::GPT> model;
   int64_t step = 0;
-  std::string train_options_json;
-  std::string optimizer_file;  // path, empty if none
+  std::string train_options_json;  // the run's options (metadata 'train') as stored
+  TrainOptions train_options;      // the same, read and checked
+  std::string optimizer_file;      // path, empty if none
 };
 
 // Loads model.safetensors from dir (weights, config, tokenizer). Throws Error

@@ -64,10 +64,9 @@ int run_sample(const std::string& dir, const std::string& prompt, train::SampleO
 }
 
 int run_eval(const std::string& dir, const std::vector<std::string>& paths, int64_t batch) {
-  TAPELM_CHECK(batch > 0, "eval: --batch must be positive, got {}", batch);
   train::Checkpoint ck = train::load_checkpoint(dir);
   // The split the run trained with: its batch mode, document separator and validation fraction.
-  const train::TrainOptions run = train::TrainOptions::from_json(ck.train_options_json);
+  const train::TrainOptions& run = ck.train_options;
   data::Dataset ds(data::read_corpus(paths), *ck.tokenizer, ck.config.block_size, run.val_fraction, run.batch_mode,
                    run.doc_sep);
   NoGradGuard no_grad;
@@ -100,6 +99,13 @@ int report_error(const std::string& what) {
   if (Communicator::running() || train::launched_rank() == 0) fmt::print(stderr, "tapelm: error: {}\n", what);
   Communicator::finalize();
   return 1;
+}
+
+// --threads of the commands that do not train, in the run option's domain (train::run_fields).
+void add_threads_flag(CLI::App* app, int& threads) {
+  app->add_option("--threads", threads, "Threads (0 = all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, train::kMaxThreads));
 }
 
 // Each subcommand: its flags, added to the tool's parser, and what it runs
@@ -142,9 +148,7 @@ Command sample_command(CLI::App& tool) {
   app->add_flag("--stats", o->stats,
                 "After the text, print to stderr the decoding speed and the resident memory after the first token "
                 "and at the end");
-  app->add_option("--threads", o->threads, "Threads (0 = all cores)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
+  add_threads_flag(app, o->threads);
   return {app, [o] {
             train::set_threads(o->threads);
             return run_sample(o->checkpoint, o->prompt, o->sample, o->stats);
@@ -167,9 +171,7 @@ Command eval_command(CLI::App& tool) {
   app->add_option("--batch", o->batch, "Windows per forward pass")
       ->capture_default_str()
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
-  app->add_option("--threads", o->threads, "Threads (0 = all cores)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
+  add_threads_flag(app, o->threads);
   return {app, [o] {
             train::set_threads(o->threads);
             return run_eval(o->checkpoint, o->data, o->batch);
@@ -236,9 +238,7 @@ Command flops_command(CLI::App& tool) {
   train::add_model_flags(app, o->model);
   app->add_option("--vocab-size", o->model.vocab_size, "Vocabulary size V")->capture_default_str();
   app->add_option("--batch", o->batch, "Sequences per step b")->capture_default_str();
-  app->add_option("--threads", o->threads, "Threads (0 = all cores)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
+  add_threads_flag(app, o->threads);
   return {app, [o, app] {
             TAPELM_CHECK(o->batch > 0, "flops: --batch must be positive");
             train::set_threads(o->threads);

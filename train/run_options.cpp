@@ -130,7 +130,7 @@ const std::vector<RunField>& run_fields() {
        .flag = "--threads",
        .member = &O::threads,
        .lo = 0,
-       .hi = 1024,
+       .hi = kMaxThreads,
        .help = "OpenMP/Eigen threads (0 = all cores)"},
   };
   return fields;

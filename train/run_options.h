@@ -53,6 +53,9 @@ struct TrainOptions {
   static TrainOptions from_json(const std::string& json);
 };
 
+// The most --threads any command takes.
+inline constexpr int kMaxThreads = 1024;
+
 using RunField = Field<TrainOptions>;
 const std::vector<RunField>& run_fields();
 

@@ -31,6 +31,14 @@ using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 template <class T>
 using CMapV = Eigen::Map<const Vec<T>>;
 
+// Scratch that Eigen reads, aligned as Eigen's own matrices are. Eigen's sums
+// start their vector lanes at the first aligned element, which it finds at run
+// time: over a plain std::vector (16-byte aligned by malloc) the order of the
+// additions, hence the last bits, followed where the heap put the buffer, and
+// two identical runs could differ (a resumed Mamba run by 2.4e-7).
+template <class T>
+using AlignedVector = std::vector<T, Eigen::aligned_allocator<T>>;
+
 // Checks and prepares a carried state (inference only): zeros of `shape` when
 // undefined, else it must have that shape.
 inline void prepare_state(const char* op, Tensor* state, const Shape& shape, DType dtype,
@@ -90,8 +98,8 @@ void run_forward(RecurrenceForm form, int64_t chunk, T* state_data, int64_t K, i
 // Buffers of run_reverse, reused across the slices one thread runs.
 template <class T>
 struct ReverseWorkspace {
-  std::vector<T> entries;  // the state entering each chunk
-  std::vector<T> states;   // S_{t0−1} … S_{t1−1} of the chunk being reversed
+  AlignedVector<T> entries;  // the state entering each chunk
+  AlignedVector<T> states;   // S_{t0−1} … S_{t1−1} of the chunk being reversed
 };
 
 // The backward pass of one slice, from a zero initial state: calls

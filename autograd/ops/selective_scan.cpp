@@ -73,11 +73,11 @@ Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, con
                     S *pdu = du.data<S>(), *pdd = dd.data<S>(), *pdB = dB.data<S>(), *pdC = dC.data<S>();
                     // dA is a sum over the batch: each row's part goes to its own slot, and the
                     // slots are added in row order (the same bits for any thread count).
-                    std::vector<S> dA_of_row(Bn * D * N, S(0));
+                    detail::AlignedVector<S> dA_of_row(Bn * D * N, S(0));
                     // Parallel over rows b: dB_t and dC_t are shared by the channels of a row.
                     detail::for_each_slice(Bn, [&](int64_t b) {
                       detail::ReverseWorkspace<S> ws;
-                      std::vector<S> es(T * N);  // es[t] = exp(Δ_t A_d), kept from the recompute
+                      detail::AlignedVector<S> es(T * N);  // es[t] = exp(Δ_t A_d), kept from the recompute
                       ArrayX<S> G(N);
                       for (int64_t d = 0; d < D; ++d) {
                         const ConstArrayMap<S> a(pa + d * N, N);

@@ -221,6 +221,29 @@ TEST_F(Tool, SpecialFilesAreRefusedBeforeTheyAreRead) {
   }
 }
 
+// --threads beyond the CPUs this process may use runs (passively waiting
+// threads) but says once that it is slower than the CPU count; up to the CPU
+// count it says nothing.
+TEST_F(Tool, ThreadsBeyondTheMachineAreWarnedOf) {
+  cpu_set_t set;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
+  const int cpus = CPU_COUNT(&set);
+  std::string args = tiny(dir + "/t") + " --steps 1 --eval-interval 1";
+  args.replace(args.find("--threads 1"), 11, "--threads " + std::to_string(cpus + 1));
+  Result over = run(args);
+  EXPECT_EQ(over.code, 0) << over.out;
+  EXPECT_NE(over.out.find(
+                fmt::format("warning: --threads {} is more than the {} CPU(s) this process may use", cpus + 1, cpus)),
+            std::string::npos)
+      << over.out;
+  Result within = run(tiny(dir + "/u") + " --steps 1 --eval-interval 1");
+  EXPECT_EQ(within.code, 0) << within.out;
+  EXPECT_EQ(within.out.find("warning"), std::string::npos) << within.out;
+  Result sample = run("sample --checkpoint " + dir + "/t --tokens 4 --threads " + std::to_string(cpus + 1));
+  EXPECT_EQ(sample.code, 0) << sample.out;
+  EXPECT_NE(sample.out.find("is more than the"), std::string::npos) << sample.out;
+}
+
 // Training again into an --out that holds a run is refused unless --resume
 // or --overwrite says what to do, and the first run's checkpoint and log are
 // untouched; a second process training into the same --out at the same time

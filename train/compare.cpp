@@ -20,6 +20,7 @@
 #include "nn/model.h"
 #include "train/decode_speed.h"
 #include "train/plot.h"
+#include "train/thread_policy.h"
 
 namespace tapelm::train {
 

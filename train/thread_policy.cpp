@@ -1,8 +1,11 @@
 #include "train/thread_policy.h"
 
+#include <fmt/core.h>
 #include <omp.h>
+
 #include <sched.h>
 #include <unistd.h>
+#include <Eigen/Core>
 
 #include <algorithm>
 #include <cstdlib>
@@ -28,6 +31,17 @@ int default_threads() {
   const int cpus = available_cpus(), ranks = launched_local_size();
   if (ranks > 1 && cpus == online_cpus()) return std::max(1, cpus / ranks);
   return cpus;
+}
+
+void set_threads(int n) {
+  if (n <= 0) return;
+  if (const int cpus = available_cpus(); n > cpus)
+    fmt::print(stderr,
+               "warning: --threads {} is more than the {} CPU(s) this process may use: the threads share them, so "
+               "each step is slower than at --threads {}\n",
+               n, cpus, cpus);
+  omp_set_num_threads(n);
+  Eigen::setNbThreads(n);
 }
 
 int requested_threads(int argc, char** argv) {

@@ -23,6 +23,12 @@ namespace tapelm::train {
 // (`mpirun --bind-to none`): 2 ranks on 16 CPUs take 8 threads each.
 int default_threads();
 
+// Sets the OpenMP and Eigen thread count (n <= 0: leave the default). More
+// threads than the CPUs this process may use run (under the passive wait
+// policy, below) but share the CPUs, so each step is slower than at the CPU
+// count: that prints one warning line on stderr.
+void set_threads(int n);
+
 // The thread count a run will use: the value of a `--threads N` flag in argv
 // if positive, else default_threads().
 int requested_threads(int argc, char** argv);

@@ -3,7 +3,6 @@
 #include <omp.h>
 #include <unistd.h>
 
-#include <Eigen/Core>
 #include <cctype>
 #include <chrono>
 #include <cmath>
@@ -374,13 +373,6 @@ int finish(const Run& run, const TrainOptions& o, const Communicator& comm, RunL
 void install_stop_handlers() {
   std::signal(SIGINT, on_sigint);
   std::signal(SIGUSR1, on_sigint);
-}
-
-void set_threads(int n) {
-  if (n > 0) {
-    omp_set_num_threads(n);
-    Eigen::setNbThreads(n);
-  }
 }
 
 namespace {

@@ -15,9 +15,6 @@ namespace tapelm::train {
 // a stop asked while a rank starts is kept, not lost or fatal.
 void install_stop_handlers();
 
-// Sets the OpenMP and Eigen thread count (n <= 0: leave the default, all cores).
-void set_threads(int n);
-
 // Returns the process exit code: 0 done, 3 stopped on a non-finite loss,
 // 130 interrupted (checkpoint saved).
 // given_model_keys: the model fields set by flags (the recipe leaves them; --resume checks them).

@@ -4,6 +4,7 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +25,7 @@ static const bool g_malloc_tuned = [] { return mallopt(M_MMAP_MAX, 0) == 1 && ma
 
 static std::atomic<int64_t> g_live_bytes{0};
 static std::atomic<int64_t> g_live_buffers{0};
+static std::atomic<int64_t> g_peak_bytes{0};
 
 // malloc plus a 64-byte alignment of our own, not aligned_alloc: glibc's
 // aligned_alloc asks for the size plus the alignment and splits the block,
@@ -48,13 +50,40 @@ void AllocationBudget::charge(int64_t bytes) {
   for (AllocationBudget* b = t_budget; b; b = b->outer_) b->used_ += bytes;
 }
 
+namespace {
+std::atomic<int64_t> g_memory_limit{0};
+std::string g_memory_limit_what;  // set with the limit, before any thread allocates
+}  // namespace
+
+void set_tensor_memory_limit(int64_t bytes, std::string what) {
+  g_memory_limit_what = std::move(what);
+  g_memory_limit = std::max<int64_t>(bytes, 0);
+}
+
+int64_t tensor_memory_limit() { return g_memory_limit.load(); }
+const std::string& tensor_memory_limit_reason() { return g_memory_limit_what; }
+
+std::string format_bytes(double bytes) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 6) bytes /= 1024, ++u;
+  return u == 0 ? fmt::format("{:.0f} bytes", bytes) : fmt::format("{:.{}f} {}", bytes, bytes < 10 ? 1 : 0, units[u]);
+}
+
 Storage::Storage(size_t n) : bytes(n) {
   AllocationBudget::charge((int64_t)n);
+  if (const int64_t limit = g_memory_limit.load(), live = g_live_bytes.load(); limit > 0 && (int64_t)n > limit - live)
+    throw MemoryLimitError(
+        fmt::format("tensor: a buffer of {} would take the live tensors from {} past {}, {}", format_bytes((double)n),
+                    format_bytes((double)live), format_bytes((double)limit), g_memory_limit_what),
+        (int64_t)n, live, limit);
   constexpr size_t kAlign = 64;
   block = std::malloc(n + kAlign);
   if (!block) throw Error(fmt::format("tensor: out of memory allocating {} bytes", n));
   data = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(block) + kAlign - 1) / kAlign * kAlign);
-  g_live_bytes += (int64_t)n;
+  const int64_t live = g_live_bytes += (int64_t)n;
+  for (int64_t peak = g_peak_bytes.load(); live > peak && !g_peak_bytes.compare_exchange_weak(peak, live);) {
+  }
   g_live_buffers += 1;
 }
 
@@ -66,6 +95,8 @@ Storage::~Storage() {
 
 int64_t Storage::live_bytes() { return g_live_bytes.load(); }
 int64_t Storage::live_buffers() { return g_live_buffers.load(); }
+int64_t Storage::peak_live_bytes() { return g_peak_bytes.load(); }
+void Storage::reset_peak_bytes() { g_peak_bytes = g_live_bytes.load(); }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype) {
   const int64_t bytes = bytes_of(shape, dtype);  // checks the shape

@@ -26,6 +26,9 @@ struct Storage {
   size_t bytes = 0;
   static int64_t live_bytes();
   static int64_t live_buffers();
+  // The most live bytes since the last reset_peak_bytes() (or the start).
+  static int64_t peak_live_bytes();
+  static void reset_peak_bytes();  // to the bytes live now
 
  private:
   void* block = nullptr;  // what malloc returned
@@ -50,6 +53,25 @@ class AllocationBudget {
   std::string what_;
   AllocationBudget* outer_;
 };
+
+// A cap on the bytes of all live tensors, process-wide (0: none; the
+// default). A Storage that would take them past it throws MemoryLimitError
+// instead of asking for pages the machine does not have: Linux grants an
+// impossible malloc and kills the process when the pages are touched.
+// `tapelm` sets it to the memory the machine has available when it starts.
+void set_tensor_memory_limit(int64_t bytes, std::string what);
+int64_t tensor_memory_limit();
+const std::string& tensor_memory_limit_reason();  // the `what` it was set with
+
+class MemoryLimitError : public Error {
+ public:
+  MemoryLimitError(const std::string& what, int64_t asked, int64_t live, int64_t limit)
+      : Error(what), asked(asked), live(live), limit(limit) {}
+  int64_t asked, live, limit;  // bytes: the refused buffer, the live tensors, the cap
+};
+
+// "1.5 GiB", "812 MiB", "64 KiB", "12 bytes": for messages about memory.
+std::string format_bytes(double bytes);
 
 struct TensorImpl {
   Shape shape;

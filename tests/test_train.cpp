@@ -221,6 +221,54 @@ TEST_F(Tool, SpecialFilesAreRefusedBeforeTheyAreRead) {
   }
 }
 
+// A run that cannot fit is refused before it allocates, with the figure and
+// what to lower: a model whose parameters alone are terabytes, and a context
+// whose attention scores are (the estimate of the step's activations sees
+// their T² from sequences of 64 to 256 tokens). TAPELM_MEMORY_LIMIT stands in
+// for the machine's memory; a bad value of it is one line too.
+TEST_F(Tool, RunsThatCannotFitAreRefusedBeforeTheyAllocate) {
+  const std::string env = "TAPELM_MEMORY_LIMIT=1000000000";
+  Result huge = run_env(env, tiny(dir + "/h") + " --n-layer 1024 --n-embd 4096 --n-head 32 --steps 1");
+  EXPECT_EQ(huge.code, 1) << huge.out;
+  EXPECT_NE(huge.out.find("tapelm: error: train: the model has 206"), std::string::npos) << huge.out;
+  EXPECT_NE(huge.out.find("TiB before any activation, but tapelm may use 954 MiB (the limit TAPELM_MEMORY_LIMIT "
+                          "sets); lower --n-layer or --n-embd"),
+            std::string::npos)
+      << huge.out;
+  EXPECT_FALSE(fs::exists(dir + "/h/model.safetensors"));
+
+  const std::string long_corpus = dir + "/long.txt";
+  {
+    std::ofstream f(long_corpus);
+    for (int i = 0; i < 25000; ++i) f << "To be, or not to be, that is the question.\n";
+  }
+  std::string args = tiny(dir + "/c") + " --context 100000 --steps 1";
+  args.replace(args.find(corpus), corpus.size(), long_corpus);
+  Result context = run_env(env, args);
+  EXPECT_EQ(context.code, 1) << context.out;
+  EXPECT_TRUE(std::regex_search(context.out, std::regex("tapelm: error: train: a step of 4 × 100000 tokens needs about "
+                                                        "[0-9.]+ TiB: .* of activations \\(measured on one sequence of "
+                                                        "64, 128, 256 tokens\\), but tapelm may use 954 MiB")))
+      << context.out;
+  EXPECT_NE(context.out.find("lower --batch (a larger --grad-accum keeps the tokens per step), --context or the model"),
+            std::string::npos)
+      << context.out;
+
+  Result fits = run(tiny(dir + "/f") + " --steps 1 --eval-interval 1");
+  EXPECT_EQ(fits.code, 0) << fits.out;
+  EXPECT_TRUE(std::regex_search(fits.out, std::regex("memory: about .* of tensors at a step's peak .* of the .* tapelm "
+                                                     "may use")))
+      << fits.out;
+  for (const char* bad : {"lots", "-5", "0", "1e30"}) {
+    Result r = run_env(std::string("TAPELM_MEMORY_LIMIT=") + bad, tiny(dir + "/b") + " --steps 1");
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_NE(
+        r.out.find(fmt::format("tapelm: error: TAPELM_MEMORY_LIMIT: expects a number of bytes > 0, got '{}'", bad)),
+        std::string::npos)
+        << r.out;
+  }
+}
+
 // --threads beyond the CPUs this process may use runs (passively waiting
 // threads) but says once that it is slower than the CPU count; up to the CPU
 // count it says nothing.

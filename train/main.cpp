@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "autograd/autograd.h"
+#include "autograd/json_int.h"
 #include "data/corpus.h"
 #include "data/dataset.h"
 #include "train/checkpoint.h"
@@ -25,6 +26,19 @@
 using namespace tapelm;
 
 namespace {
+
+// Caps tapelm's tensors at the memory the machine has available (or at
+// TAPELM_MEMORY_LIMIT bytes), so that a size it cannot hold is one clear
+// error rather than a process the kernel kills.
+void limit_memory_from_environment() {
+  int64_t limit = 0;
+  if (const char* env = std::getenv("TAPELM_MEMORY_LIMIT"); env && *env) {
+    const std::optional<int64_t> bytes = json_int64(std::string(env));
+    TAPELM_CHECK(bytes && *bytes > 0, "TAPELM_MEMORY_LIMIT: expects a number of bytes > 0, got '{}'", env);
+    limit = *bytes;
+  }
+  train::limit_tensor_memory(limit);
+}
 
 int run_sample(const std::string& dir, const std::string& prompt, train::SampleOptions so, bool stats) {
   train::Checkpoint ck = train::load_checkpoint(dir);
@@ -290,6 +304,7 @@ int main(int argc, char** argv) {
     pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);               // other commands: the default action
     TAPELM_CHECK(chosen->get_name() == "train" || train::launched_world_size() == 1,
                  "tapelm {}: runs in one process; of the subcommands only train runs under mpirun", chosen->get_name());
+    limit_memory_from_environment();
     for (const Command& c : commands)
       if (c.app == chosen) return c.run();
   } catch (const train::StoppedByAnotherRank& stopped) {  // that rank printed why

@@ -20,6 +20,7 @@
 #include "train/checkpoint.h"
 #include "train/distributed.h"
 #include "train/gemm_peak.h"
+#include "train/memory_plan.h"
 #include "train/plot.h"
 #include "train/run_lock.h"
 #include "train/thread_policy.h"
@@ -101,7 +102,8 @@ struct Run {
   std::unique_ptr<optim::Optimizer> opt;
   Generator batch_gen;
   int64_t start_step = 0;
-  RunLock lock;  // on --out, held by rank 0 while the run trains
+  StepMemory memory;  // planned before the first step
+  RunLock lock;       // on --out, held by rank 0 while the run trains
 };
 
 // A new run refuses an --out that holds one (a checkpoint or a log), unless
@@ -141,6 +143,7 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys, co
   Checkpoint ck;
   if (o.resume) {
     ck = load_checkpoint(o.out);
+    check_training_fits(ck.config, o.optimizer);
     // Flags given explicitly must agree with the checkpoint's model.
     auto want = nlohmann::json::parse(o.model.to_json()), have = nlohmann::json::parse(ck.config.to_json());
     for (const std::string& key : given_model_keys)
@@ -152,6 +155,7 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys, co
   } else {
     run.tok = data::make_tokenizer(o.tokenizer, text, o.vocab_size);
     o.model.vocab_size = run.tok->vocab_size();
+    check_training_fits(o.model, o.optimizer);  // refused before it is allocated when it cannot fit
     Generator init(o.seed);
     run.model = std::make_unique<nn::GPT>(o.model, init);
     run.model->dropout_gen.set_state(dropout_stream_of_rank(run.model->dropout_gen.state(), comm.rank()));
@@ -181,6 +185,9 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys, co
   }
   TAPELM_CHECK(run.start_step < o.steps, "train --resume: the checkpoint is already at step {} (--steps {})",
                run.start_step, o.steps);
+  // A step's activations (and the state still to come), before the first step allocates them.
+  const int64_t optimizer_to_come = o.resume ? 0 : training_memory_of(*run.model, o.optimizer).optimizer_bytes;
+  run.memory = check_step_fits(*run.model, o.batch / ranks, optimizer_to_come);
   if (comm.root()) {
     fs::create_directories(o.out);
     run.lock = RunLock(o.out);
@@ -296,6 +303,11 @@ void print_run(const Run& run, const TrainOptions& o, int ranks, int threads) {
   fmt::print("optimizer: {} ({}), lr {} {} (warm-up {}, floor {}), batch {} × {} accumulation, {} threads, seed {}\n",
              o.optimizer, optim::describe_groups(run.groups), o.lr, o.schedule, o.warmup, run.schedule.min_lr, o.batch,
              o.grad_accum, threads, o.seed);
+  const StepMemory& m = run.memory;
+  fmt::print(
+      "memory: about {} of tensors at a step's peak ({} weights, gradients and optimizer state, {} activations){}\n",
+      format_bytes(m.total()), format_bytes(m.held), format_bytes((double)m.activations.bytes),
+      m.limit > 0 ? fmt::format(" of the {} tapelm may use", format_bytes((double)m.limit)) : "");
   if (ranks > 1) {
     fmt::print(
         "data parallel: {} ranks × {} threads, each {} sequences of the global batch of {}; gradients "
@@ -405,6 +417,19 @@ class Trainer {
     if (o_.resume) fmt::print("resuming from step {} in {}\n", run_.start_step, o_.out);
   }
 
+  // A training step; one whose activations would pass the tensor memory
+  // limit is refused with the figures and what to lower.
+  StepResult step_within_memory(GradientAllReduce& all_reduce, int64_t step) {
+    try {
+      return train_step(run_, o_, comm_, all_reduce, step);
+    } catch (const MemoryLimitError& e) {
+      throw Error(fmt::format(
+          "train: a step at --batch {} × --context {} does not fit ({}); lower --batch (a larger --grad-accum keeps "
+          "the tokens per step), --context or the model",
+          o_.batch, run_.model->config.block_size, e.what()));
+    }
+  }
+
   // Returns the process exit code: 0 done, 3 stopped on a non-finite loss, 130 interrupted.
   int train() {
     measure_peak();
@@ -422,7 +447,7 @@ class Trainer {
     for (; step < o_.steps; ++step) {
       if ((interrupted = stop_asked())) break;
       const auto step_t0 = std::chrono::steady_clock::now();
-      const StepResult r = train_step(run_, o_, comm_, all_reduce, step);
+      const StepResult r = step_within_memory(all_reduce, step);
       if (!r.failure.empty()) {
         stop_on(r.failure);
         exit_code = 3;

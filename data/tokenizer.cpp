@@ -91,17 +91,23 @@ CharTokenizer::CharTokenizer(std::vector<uint32_t> symbols) : symbols_(std::move
 
 std::vector<int32_t> CharTokenizer::encode(const std::string& text) const {
   std::vector<int32_t> ids;
+  size_t offset = 0;  // of the symbol in the text, in bytes
   for (uint32_t cp : utf8_symbols(text)) {
+    std::string ch;
+    append_symbol(ch, cp);
     auto it = index_.find(cp);
-    if (it == index_.end()) {
-      std::string ch;
-      append_symbol(ch, cp);
+    if (it == index_.end() && cp >= kStrayByte)
+      throw Error(fmt::format(
+          "char tokenizer: byte 0x{:02X} at byte {} of the text is not valid UTF-8, and the training corpus had no "
+          "such stray byte to learn",
+          cp - kStrayByte, offset));
+    if (it == index_.end())
       throw Error(
-          fmt::format("char tokenizer: character '{}' (U+{:04X}) is not in the vocabulary "
-                      "learned from the training corpus",
-                      ch, cp));
-    }
+          fmt::format("char tokenizer: character '{}' (U+{:04X}) at byte {} of the text is not in the "
+                      "vocabulary learned from the training corpus",
+                      ch, cp, offset));
     ids.push_back(it->second);
+    offset += ch.size();
   }
   return ids;
 }

@@ -35,7 +35,13 @@ TEST(Tokenizer, CharRoundTripsAnyBytesSeenInCorpus) {
   EXPECT_EQ(tok.decode(tok.encode(text)), text);
   auto back = Tokenizer::from_json(tok.to_json());
   EXPECT_EQ(back->encode(text), tok.encode(text));
-  EXPECT_ERROR_CONTAINS(CharTokenizer("abc").encode("abd"), "character 'd' (U+0064) is not in the vocabulary");
+  EXPECT_ERROR_CONTAINS(CharTokenizer("abc").encode("abd"),
+                        "character 'd' (U+0064) at byte 2 of the text is not in the vocabulary");
+  // Invalid UTF-8 is named as the byte it is, not as a code point it is not.
+  EXPECT_ERROR_CONTAINS(CharTokenizer("abc").encode("ab\xff\xfe"),
+                        "char tokenizer: byte 0xFF at byte 2 of the text is not valid UTF-8, and the training corpus "
+                        "had no such stray byte to learn");
+  EXPECT_EQ(CharTokenizer("abc\xc3").encode("a\xc3").size(), 2u);  // learned as a stray byte: a symbol
 }
 
 TEST(Tokenizer, CharVocabularyIsTheSortedCharacterSet) {

@@ -269,6 +269,17 @@ TEST_F(Tool, RunsThatCannotFitAreRefusedBeforeTheyAllocate) {
   }
 }
 
+// A prompt that is not valid UTF-8 is named as the byte it is.
+TEST_F(Tool, AnInvalidUtf8PromptNamesTheByte) {
+  ASSERT_EQ(run(tiny(dir + "/p") + " --steps 1 --eval-interval 1").code, 0);
+  Result r = run("sample --checkpoint " + dir + "/p --tokens 3 --prompt \"$(printf 'To\\377\\376')\"");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("tapelm: error: sample --prompt: char tokenizer: byte 0xFF at byte 2 of the text is not valid "
+                       "UTF-8, and the training corpus had no such stray byte to learn"),
+            std::string::npos)
+      << r.out;
+}
+
 // --threads beyond the CPUs this process may use runs (passively waiting
 // threads) but says once that it is slower than the CPU count; up to the CPU
 // count it says nothing.
@@ -377,16 +388,7 @@ TEST_F(Tool, CheckpointsWithImpossibleContentsAreRefusedByName) {
 TEST_F(Tool, AStopAskedWhileStartingIsKeptNotFatal) {
   const std::string log = dir + "/start.log";
   const pid_t pid = spawn_tool(tiny(dir + "/s") + " --steps 50 --eval-interval 50", log);
-  auto holds_sigusr1 = [&] {  // /proc's SigBlk and SigCgt masks: bit 9 is SIGUSR1
-    std::error_code ec;
-    if (fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec) != fs::path(TAPELM_BINARY)) return false;
-    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-    uint64_t held = 0;
-    for (std::string line; std::getline(status, line);)
-      if (line.rfind("SigBlk:", 0) == 0 || line.rfind("SigCgt:", 0) == 0)
-        held |= std::stoull(line.substr(7), nullptr, 16);
-    return (held & (1u << (SIGUSR1 - 1))) != 0;
-  };
+  auto holds_sigusr1 = [&] { return tool_holds_signal(pid, SIGUSR1); };
   ASSERT_TRUE(wait_until(holds_sigusr1, 30));
   const int64_t printed = line_count(log);
   ::kill(pid, SIGUSR1);

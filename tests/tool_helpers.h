@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -123,6 +124,39 @@ inline pid_t spawn_tool(const std::string& args, const std::string& log, const s
     _exit(127);
   }
   return pid;
+}
+
+// Whether process `pid` runs the tool and blocks or catches `sig` (/proc's
+// SigBlk and SigCgt masks), i.e. a `sig` sent now would be kept, not fatal.
+inline bool tool_holds_signal(pid_t pid, int sig) {
+  std::error_code ec;
+  if (fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec) != fs::path(TAPELM_BINARY)) return false;
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  uint64_t held = 0;
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("SigBlk:", 0) == 0 || line.rfind("SigCgt:", 0) == 0)
+      held |= std::stoull(line.substr(7), nullptr, 16);
+  return (held & (uint64_t(1) << (sig - 1))) != 0;
+}
+
+// The pids of the processes whose parent is `parent`.
+inline std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> kids;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    const size_t close = line.rfind(')');  // "pid (comm) state ppid ..."; comm may hold spaces
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state;
+    pid_t ppid = 0;
+    if (rest >> state >> ppid && ppid == parent) kids.push_back((pid_t)std::stol(name));
+  }
+  return kids;
 }
 
 // A file's bytes ("" if it does not exist).

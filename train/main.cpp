@@ -50,7 +50,11 @@ int run_sample(const std::string& dir, const std::string& prompt, train::SampleO
       ids = {0};
     }
   } else {
-    ids = ck.tokenizer->encode(prompt);
+    try {
+      ids = ck.tokenizer->encode(prompt);
+    } catch (const Error& e) {
+      throw Error(fmt::format("sample --prompt: {}", e.what()));
+    }
   }
   fmt::print("{}", prompt);
   std::fflush(stdout);

@@ -71,6 +71,10 @@ std::vector<Tensor> split(const Tensor& a, const std::vector<int64_t>& sizes, in
 std::vector<Tensor> chunk(const Tensor& a, int64_t n, int64_t axis);  // n equal parts
 Tensor expand(const Tensor& a, const Shape& shape);                   // broadcast_to (copies)
 
+// A copy on another device, recorded: its backward copies the gradient back.
+// The way a tensor crosses between the CPU and the GPU inside a graph.
+Tensor to_device(const Tensor& a, Device device);
+
 // ---- gather.cpp ----------------------------------------------------------
 // weight [V, D], ids int32 [...] -> [..., D]; backward scatter-adds into rows.
 Tensor embedding(const Tensor& weight, const Tensor& ids);

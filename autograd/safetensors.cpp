@@ -193,7 +193,10 @@ void save_safetensors(const std::string& path, const TensorFile& file) {
     for (int i = 0; i < 8; ++i) len_bytes[i] = (n >> (8 * i)) & 0xff;
     write_all(fd, len_bytes, 8, tmp);
     write_all(fd, header.data(), header.size(), tmp);
-    for (auto& [name, t] : file.tensors) write_all(fd, t.raw_data(), t.numel() * dtype_size(t.dtype()), tmp);
+    for (auto& [name, t] : file.tensors) {
+      const Tensor host = t.is_cuda() ? t.to(Device::cpu) : t;  // a file holds host bytes, whatever the device
+      write_all(fd, host.raw_data(), host.numel() * dtype_size(host.dtype()), tmp);
+    }
     TAPELM_CHECK(::fsync(fd) == 0, "safetensors: cannot sync {}: {}", tmp, std::strerror(errno));
     closed = true;
     TAPELM_CHECK(::close(fd) == 0, "safetensors: cannot write {}: {}", tmp, std::strerror(errno));

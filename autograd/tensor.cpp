@@ -1,5 +1,7 @@
 #include "autograd/tensor.h"
 
+#include "autograd/cuda/kernels.h"
+#include "autograd/cuda/runtime.h"
 #include "autograd/parallel.h"
 
 #include <malloc.h>
@@ -26,6 +28,7 @@ static const bool g_malloc_tuned = [] { return mallopt(M_MMAP_MAX, 0) == 1 && ma
 static std::atomic<int64_t> g_live_bytes{0};
 static std::atomic<int64_t> g_live_buffers{0};
 static std::atomic<int64_t> g_peak_bytes{0};
+static std::atomic<int64_t> g_live_cuda_bytes{0};
 
 // malloc plus a 64-byte alignment of our own, not aligned_alloc: glibc's
 // aligned_alloc asks for the size plus the alignment and splits the block,
@@ -70,7 +73,12 @@ std::string format_bytes(double bytes) {
   return u == 0 ? fmt::format("{:.0f} bytes", bytes) : fmt::format("{:.{}f} {}", bytes, bytes < 10 ? 1 : 0, units[u]);
 }
 
-Storage::Storage(size_t n) : bytes(n) {
+Storage::Storage(size_t n, Device dev) : bytes(n), device(dev) {
+  if (device == Device::cuda) {  // GPU memory: the CUDA pool's; the host cap and budget do not apply
+    data = cuda::allocate(n);
+    g_live_cuda_bytes += (int64_t)n;
+    return;
+  }
   AllocationBudget::charge((int64_t)n);
   if (const int64_t limit = g_memory_limit.load(), live = g_live_bytes.load(); limit > 0 && (int64_t)n > limit - live)
     throw MemoryLimitError(
@@ -88,6 +96,11 @@ Storage::Storage(size_t n) : bytes(n) {
 }
 
 Storage::~Storage() {
+  if (device == Device::cuda) {
+    cuda::release(data);
+    g_live_cuda_bytes -= (int64_t)bytes;
+    return;
+  }
   std::free(block);
   g_live_bytes -= (int64_t)bytes;
   g_live_buffers -= 1;
@@ -95,19 +108,35 @@ Storage::~Storage() {
 
 int64_t Storage::live_bytes() { return g_live_bytes.load(); }
 int64_t Storage::live_buffers() { return g_live_buffers.load(); }
+int64_t Storage::live_cuda_bytes() { return g_live_cuda_bytes.load(); }
 int64_t Storage::peak_live_bytes() { return g_peak_bytes.load(); }
 void Storage::reset_peak_bytes() { g_peak_bytes = g_live_bytes.load(); }
 
-Tensor Tensor::empty(const Shape& shape, DType dtype) {
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   const int64_t bytes = bytes_of(shape, dtype);  // checks the shape
+  TAPELM_CHECK(device == Device::cpu || dtype != DType::f64,
+               "tensor: float64 is for the CPU (gradient checks); a cuda tensor of {} cannot be made",
+               shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;
-  impl->storage = std::make_shared<Storage>(bytes);
+  impl->storage = std::make_shared<Storage>(bytes, device);
   return Tensor(std::move(impl));
 }
 
 int64_t Tensor::size(int64_t axis) const { return shape()[normalize_axis("size", axis, dim())]; }
+
+void Tensor::refuse_host_access(DType want) const {
+  throw Error(fmt::format(
+      "tensor: host code read a cuda tensor ({} {}) through data<{}>(): its elements are in GPU memory. An op "
+      "without a CUDA kernel runs through the named CPU fallback; other code copies it with .to(Device::cpu)",
+      dtype_name(dtype()), str_shape(), dtype_name(want)));
+}
+
+void Tensor::check_cuda(DType want) const {
+  check_dtype(want);
+  TAPELM_CHECK(is_cuda(), "tensor: cuda_data<{}>() on a cpu tensor of shape {}", dtype_name(want), str_shape());
+}
 
 void Tensor::check_dtype(DType want) const {
   TAPELM_CHECK(dtype() == want, "tensor: data<{}>() on a {} tensor of shape {}", dtype_name(want), dtype_name(dtype()),
@@ -149,10 +178,12 @@ void Tensor::set_flat(int64_t i, double v) {
 
 double Tensor::item() const {
   TAPELM_CHECK(numel() == 1, "item: tensor of shape {} has {} elements, not 1", str_shape(), numel());
+  if (is_cuda()) return to(Device::cpu).flat(0);  // the one read a training step waits for
   return flat(0);
 }
 
 std::vector<double> Tensor::to_vector() const {
+  if (is_cuda()) return to(Device::cpu).to_vector();
   std::vector<double> v(numel());
   for (int64_t i = 0; i < numel(); ++i) v[i] = flat(i);
   return v;
@@ -185,13 +216,29 @@ Tensor Tensor::detach() const {
 }
 
 Tensor Tensor::clone() const {
-  Tensor out = Tensor::empty(shape(), dtype());
-  std::memcpy(out.raw_data(), raw_data(), numel() * dtype_size(dtype()));
+  Tensor out = Tensor::empty(shape(), dtype(), device());
+  if (is_cuda())
+    cuda::copy_on_device(out.address(), address(), numel() * dtype_size(dtype()));
+  else
+    std::memcpy(out.raw_data(), raw_data(), numel() * dtype_size(dtype()));
+  return out;
+}
+
+Tensor Tensor::to(Device d) const {
+  if (d == device()) return clone();
+  Tensor out = Tensor::empty(shape(), dtype(), d);
+  const size_t n = numel() * dtype_size(dtype());
+  if (d == Device::cuda)
+    cuda::copy_to_device(out.address(), address(), n);
+  else
+    cuda::copy_to_host(out.address(), address(), n);
   return out;
 }
 
 Tensor Tensor::to(DType d) const {
   if (d == dtype()) return clone();
+  TAPELM_CHECK(!is_cuda(), "tensor: to({}) of a cuda {} tensor {}: dtype conversions run on the CPU", dtype_name(d),
+               dtype_name(dtype()), str_shape());
   Tensor out = Tensor::empty(shape(), d);
   int64_t n = numel();
   if (dtype() == DType::f32 && d == DType::f64) {
@@ -210,6 +257,18 @@ Tensor Tensor::to(DType d) const {
 
 void Tensor::copy_(const Tensor& src) {
   TAPELM_CHECK(src.shape() == shape(), "copy_: source {} does not match destination {}", src.str_shape(), str_shape());
+  if (is_cuda() || src.is_cuda()) {  // across or on the GPU: bytes of one dtype
+    TAPELM_CHECK(src.dtype() == dtype(), "copy_: {} into {} across devices", dtype_name(src.dtype()),
+                 dtype_name(dtype()));
+    const size_t n = numel() * dtype_size(dtype());
+    if (is_cuda() && src.is_cuda())
+      cuda::copy_on_device(address(), src.address(), n);
+    else if (is_cuda())
+      cuda::copy_to_device(address(), src.address(), n);
+    else
+      cuda::copy_to_host(address(), src.address(), n);
+    return;
+  }
   if (src.dtype() == dtype()) {
     std::memmove(raw_data(), src.raw_data(), numel() * dtype_size(dtype()));
   } else {
@@ -227,6 +286,15 @@ void fill_parallel(T* p, int64_t n, T v) {
 
 void Tensor::fill_(double v) {
   int64_t n = numel();
+  if (is_cuda()) {
+    if (dtype() == DType::f32)
+      cuda::fill(cuda_data<float>(), n, (float)v);
+    else if (v == 0)
+      cuda::fill_bytes(address(), 0, n * dtype_size(dtype()));
+    else
+      copy_(full(shape(), v, dtype()));  // other dtypes: through the host
+    return;
+  }
   switch (dtype()) {
     case DType::f32:
       fill_parallel(data<float>(), n, (float)v);
@@ -243,16 +311,16 @@ void Tensor::fill_(double v) {
   }
 }
 
-Tensor zeros(const Shape& shape, DType dtype) {
-  Tensor t = Tensor::empty(shape, dtype);
+Tensor zeros(const Shape& shape, DType dtype, Device device) {
+  Tensor t = Tensor::empty(shape, dtype, device);
   t.fill_(0.0);
   return t;
 }
 
-Tensor ones(const Shape& shape, DType dtype) { return full(shape, 1.0, dtype); }
+Tensor ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
 
-Tensor full(const Shape& shape, double value, DType dtype) {
-  Tensor t = Tensor::empty(shape, dtype);
+Tensor full(const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = Tensor::empty(shape, dtype, device);
   t.fill_(value);
   return t;
 }

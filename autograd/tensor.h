@@ -9,23 +9,28 @@
 #include <memory>
 #include <vector>
 
+#include "autograd/device.h"
 #include "autograd/error.h"
 #include "autograd/random.h"
 #include "autograd/shape.h"
 
 namespace tapelm {
 
-// One 64-byte-aligned buffer. Counts live bytes process-wide, so tests can
+// One buffer: 64-byte-aligned host memory, or GPU memory from the CUDA
+// device's pool. Counts live bytes process-wide, per device, so tests can
 // prove that training steps do not leak.
 struct Storage {
-  explicit Storage(size_t bytes);
+  explicit Storage(size_t bytes, Device device = Device::cpu);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
-  void* data = nullptr;  // 64-byte aligned, inside `block`
+  void* data = nullptr;  // host: 64-byte aligned, inside `block`; cuda: a device pointer
   size_t bytes = 0;
+  Device device = Device::cpu;
+  // Host bytes and buffers (what the memory cap and the leak tests count).
   static int64_t live_bytes();
   static int64_t live_buffers();
+  static int64_t live_cuda_bytes();  // GPU bytes held by tensors
   // The most live bytes since the last reset_peak_bytes() (or the start).
   static int64_t peak_live_bytes();
   static void reset_peak_bytes();  // to the bytes live now
@@ -89,7 +94,7 @@ class Tensor {
   Tensor() = default;
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
   // A fresh, uninitialised contiguous tensor.
-  static Tensor empty(const Shape& shape, DType dtype = DType::f32);
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
 
   bool defined() const { return impl_ != nullptr; }
   const Shape& shape() const { return impl().shape; }
@@ -102,19 +107,38 @@ class Tensor {
   int64_t nbytes() const { return defined() ? numel() * (int64_t)dtype_size(dtype()) : 0; }
   std::string str_shape() const { return shape_str(shape()); }
 
-  // Typed access to the elements; throws if T is not the dtype.
+  Device device() const { return impl().storage ? impl().storage->device : Device::cpu; }
+  bool is_cuda() const { return device() == Device::cuda; }
+
+  // Typed host access to the elements; throws if T is not the dtype, or if
+  // the tensor lives on the GPU (host code cannot read device memory).
   template <class T>
   T* data() {
-    check_dtype(dtype_of<T>::value);
+    check_host<T>();
     return static_cast<T*>(impl().storage->data) + impl().offset;
   }
   template <class T>
   const T* data() const {
-    check_dtype(dtype_of<T>::value);
+    check_host<T>();
     return static_cast<const T*>(impl().storage->data) + impl().offset;
   }
-  void* raw_data() { return (char*)impl().storage->data + impl().offset * dtype_size(dtype()); }
-  const void* raw_data() const { return (const char*)impl().storage->data + impl().offset * dtype_size(dtype()); }
+  // The device pointer of a cuda tensor, for kernels; throws on a cpu tensor.
+  template <class T>
+  T* cuda_data() const {
+    check_cuda(dtype_of<T>::value);
+    return static_cast<T*>(impl().storage->data) + impl().offset;
+  }
+  // Untyped host access (I/O); refused on a cuda tensor like data<T>().
+  void* raw_data() {
+    if (is_cuda()) refuse_host_access(dtype());
+    return address();
+  }
+  const void* raw_data() const {
+    if (is_cuda()) refuse_host_access(dtype());
+    return address();
+  }
+  // The first element's address on the tensor's own device (copies between devices).
+  void* address() const { return (char*)impl().storage->data + impl().offset * dtype_size(dtype()); }
 
   // Element i of the flattened tensor as a double (any dtype); for tests and I/O.
   double flat(int64_t i) const;
@@ -136,8 +160,10 @@ class Tensor {
   Tensor detach() const;
   // A contiguous copy with its own storage (not recorded).
   Tensor clone() const;
-  // Copy converted to another dtype (not recorded).
+  // Copy converted to another dtype (not recorded; a cuda tensor only to its own dtype).
   Tensor to(DType d) const;
+  // Copy on another device (not recorded; ops.h's to_device is the recorded op).
+  Tensor to(Device d) const;
   // Overwrites this tensor's elements with src's (same shape; not recorded).
   void copy_(const Tensor& src);
   void fill_(double v);
@@ -151,13 +177,20 @@ class Tensor {
 
  private:
   void check_dtype(DType want) const;
+  template <class T>
+  void check_host() const {
+    check_dtype(dtype_of<T>::value);
+    if (is_cuda()) refuse_host_access(dtype_of<T>::value);
+  }
+  [[noreturn]] void refuse_host_access(DType want) const;
+  void check_cuda(DType want) const;
   std::shared_ptr<TensorImpl> impl_;
 };
 
 // Creation helpers. Floating dtypes default to float32.
-Tensor zeros(const Shape& shape, DType dtype = DType::f32);
-Tensor ones(const Shape& shape, DType dtype = DType::f32);
-Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
+Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
+Tensor ones(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
+Tensor full(const Shape& shape, double value, DType dtype = DType::f32, Device device = Device::cpu);
 Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype = DType::f32);
 Tensor from_ints(const std::vector<int32_t>& values, const Shape& shape);
 Tensor from_bools(const std::vector<bool>& values, const Shape& shape);

@@ -187,7 +187,7 @@ Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, M
       log_decay = zeros({B, n_head, T, 1}, x.dtype());
       break;
     case DecayKind::fixed:
-      log_decay = expand(retnet_log_gamma_.as(x.dtype()), {B, n_head, T, 1});
+      log_decay = expand(retnet_log_gamma_.like(x), {B, n_head, T, 1});
       break;
     case DecayKind::per_head:
       log_decay = mul_scalar(logsigmoid(split_heads(gk_proj_0->forward(x), B, T)), 1.0 / kTau);

@@ -87,6 +87,17 @@ void Module::to(DType dtype) {
   }
 }
 
+void Module::to(Device device) {
+  for (auto& p : named_parameters()) {
+    if (p.tensor.device() == device) continue;
+    Tensor moved = p.tensor.to(device);
+    TensorImpl& impl = p.tensor.impl();  // swap storage in place: every alias follows
+    impl.storage = moved.impl().storage;
+    impl.offset = 0;
+    impl.grad.reset();
+  }
+}
+
 std::vector<std::pair<std::string, const Module*>> Module::named_modules() const {
   std::vector<std::pair<std::string, const Module*>> out{{"", this}};
   for (auto& [name, child] : children_)

@@ -47,6 +47,8 @@ class Module {
   void zero_grad();
   // Converts every parameter to dtype in place (ties are kept).
   void to(DType dtype);
+  // Moves every parameter to `device` in place (gradients dropped).
+  void to(Device device);
   // Makes the parameter registered here as `name` be `t` (weight tying: the
   // same tensor then appears under both modules' names).
   void tie_parameter(const std::string& name, const Tensor& t);

@@ -18,9 +18,7 @@ RMSNorm::RMSNorm(int64_t dim, double eps_, bool elementwise_affine) : eps(eps_) 
     unit_ = ConstantTensor(ones({dim}, DType::f64));
 }
 
-Tensor RMSNorm::forward(const Tensor& x) const {
-  return rms_norm(x, weight.defined() ? weight : unit_.as(x.dtype()), eps);
-}
+Tensor RMSNorm::forward(const Tensor& x) const { return rms_norm(x, weight.defined() ? weight : unit_.like(x), eps); }
 
 DyT::DyT(int64_t dim, bool has_bias, double alpha_init) {
   alpha = register_parameter("alpha", full({1}, alpha_init));

@@ -106,7 +106,7 @@ Tensor Rotary::apply(const Tensor& x, const Tensor& positions, int64_t head_axis
   const int32_t* p = positions.data<int32_t>();
   Tensor cos, sin;  // [B, T, r]
   if (std::all_of(p, p + positions.numel(), [&](int32_t q) { return q < max_pos; })) {
-    cos = embedding(cos_.as(x.dtype()), positions), sin = embedding(sin_.as(x.dtype()), positions);
+    cos = embedding(cos_.like(x), positions), sin = embedding(sin_.like(x), positions);
   } else {  // past the table (a recurrent model decoding beyond its context): these rows only
     cos = Tensor::empty({positions.numel(), r}, DType::f64), sin = Tensor::empty(cos.shape(), DType::f64);
     fill_angles(cos.data<double>(), sin.data<double>(), p, positions.numel());

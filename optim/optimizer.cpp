@@ -1,5 +1,7 @@
 #include "optim/optimizer.h"
 
+#include "autograd/cuda/kernels.h"
+
 #include <Eigen/Core>
 #include <cmath>
 
@@ -28,7 +30,7 @@ std::string describe_groups(const std::vector<ParamGroup>& groups) {
 
 Tensor& Optimizer::slot(const std::string& name, const nn::NamedParameter& p) {
   Tensor& t = slots_[name][p.name];
-  if (!t.defined()) t = zeros(p.tensor.shape(), p.tensor.dtype());
+  if (!t.defined()) t = zeros(p.tensor.shape(), p.tensor.dtype(), p.tensor.device());
   return t;
 }
 
@@ -67,7 +69,7 @@ void Optimizer::load_state(const TensorFile& f) {
         auto t = f.tensors.find(name + "." + p.name);
         TAPELM_CHECK(t != f.tensors.end() && t->second.shape() == p.tensor.shape(),
                      "optimizer state: missing or mis-shaped {} for '{}' {}", name, p.name, p.tensor.str_shape());
-        slots_[name][p.name] = t->second.to(p.tensor.dtype());
+        slots_[name][p.name] = t->second.to(p.tensor.dtype()).to(p.tensor.device());
       }
     }
 }
@@ -114,6 +116,15 @@ void for_each_piece(const std::vector<Piece>& pieces, Body body) {
 }
 }  // namespace
 
+namespace {
+// Whether the groups' parameters live on the GPU (all of them do, or none).
+bool on_cuda(const std::vector<ParamGroup>& groups) {
+  for (auto& group : groups)
+    for (auto& p : group.params) return p.tensor.is_cuda();
+  return false;
+}
+}  // namespace
+
 AdamW::AdamW(std::vector<ParamGroup> groups, double b1, double b2, double e)
     : Optimizer(std::move(groups), "adamw", {"exp_avg", "exp_avg_sq"}), beta1(b1), beta2(b2), eps(e) {}
 
@@ -121,6 +132,19 @@ void AdamW::step() {
   ++step_;
   const double bc1 = 1 - std::pow(beta1, (double)step_);
   const double bc2_sqrt = std::sqrt(1 - std::pow(beta2, (double)step_));
+  if (on_cuda(groups_)) {  // one kernel per parameter tensor (autograd/cuda/optim.cu)
+    for (auto& group : groups_)
+      for (auto& p : group.params) {
+        Tensor grad = p.tensor.grad();
+        if (!grad.defined()) continue;
+        Tensor m = slot("exp_avg", p), v = slot("exp_avg_sq", p);
+        cuda::adamw_step(p.tensor.cuda_data<float>(), grad.cuda_data<float>(), m.cuda_data<float>(),
+                         v.cuda_data<float>(), p.tensor.numel(), (float)group.lr, (float)beta1, (float)beta2,
+                         (float)eps, (float)group.weight_decay, (float)bc1, (float)bc2_sqrt);
+        FlopCounter::add("adamw", 12 * p.tensor.numel());
+      }
+    return;
+  }
   std::vector<Piece> pieces = pieces_of(groups_);
   // The moment slots are looked up (and created) serially, before the parallel loop.
   std::vector<std::pair<Tensor, Tensor>> moments;
@@ -156,6 +180,7 @@ SGD::SGD(std::vector<ParamGroup> groups, double mu)
     : Optimizer(std::move(groups), "sgd", {"momentum_buffer"}), momentum(mu) {}
 
 void SGD::step() {
+  TAPELM_CHECK(!on_cuda(groups_), "sgd: parameters on cuda: SGD has no CUDA kernel yet; use --optimizer adamw");
   ++step_;
   std::vector<Piece> pieces = pieces_of(groups_);
   std::vector<char> first(pieces.size());
@@ -185,6 +210,19 @@ void SGD::step() {
 }
 
 double clip_grad_norm(const std::vector<ParamGroup>& groups, double max_norm) {
+  if (on_cuda(groups)) {  // Σ g² per tensor on the GPU (a fixed order), added in double in tensor order
+    double sq = 0;
+    for (auto& group : groups)
+      for (auto& p : group.params)
+        if (Tensor g = p.tensor.grad(); g.defined()) sq += cuda::sum_of_squares(g.cuda_data<float>(), g.numel());
+    const double norm = std::sqrt(sq), coef = max_norm / (norm + 1e-6);
+    if (coef < 1)
+      for (auto& group : groups)
+        for (auto& p : group.params)
+          if (Tensor g = p.tensor.grad(); g.defined())
+            cuda::scale_inplace(g.cuda_data<float>(), g.numel(), (float)coef);
+    return norm;
+  }
   // Σ g² per piece in the gradient's precision (as torch's clip_grad_norm_
   // does per tensor; Eigen's vectorised reduction), then the pieces' sums in
   // double and in piece order: the norm does not depend on the thread count.

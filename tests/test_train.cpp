@@ -269,6 +269,20 @@ TEST_F(Tool, RunsThatCannotFitAreRefusedBeforeTheyAllocate) {
   }
 }
 
+// --device cuda where no GPU can run it: one line saying why, before the
+// corpus is read or anything is written.
+TEST_F(Tool, DeviceCudaWithoutAGpuIsOneClearLine) {
+  if (cuda_available()) GTEST_SKIP() << "a GPU is here";
+  Result r = run(tiny(dir + "/g") + " --steps 1 --device cuda");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("tapelm: error: train --device cuda: " + why_no_cuda()), std::string::npos) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  EXPECT_FALSE(fs::exists(dir + "/g"));
+  Result bad = run(tiny(dir + "/g") + " --steps 1 --device tpu");
+  EXPECT_NE(bad.code, 0) << bad.out;
+  EXPECT_NE(bad.out.find("--device: 'tpu' is not one of cpu, cuda"), std::string::npos) << bad.out;
+}
+
 // A prompt that is not valid UTF-8 is named as the byte it is.
 TEST_F(Tool, AnInvalidUtf8PromptNamesTheByte) {
   ASSERT_EQ(run(tiny(dir + "/p") + " --steps 1 --eval-interval 1").code, 0);
@@ -423,7 +437,9 @@ TEST_F(Tool, EveryModelFieldHasAWorkingFlag) {
 // value other than its default stores exactly those values in its checkpoint,
 // and they read back (eval reads the split options from there).
 TEST_F(Tool, EveryRunFieldHasAWorkingFlagAndRoundTrips) {
-  const train::TrainOptions want = changed_run(corpus);
+  train::TrainOptions want = changed_run(corpus);
+  const bool gpu = cuda_available();
+  if (!gpu) want.device = "cpu";  // --device is moved off its default only where a GPU can run it
   std::string flags;
   for (const train::RunField& f : train::run_fields()) flags += " " + f.flag + "=" + flag_value(want, f);
   Result r = run("train --out " + dir + "/r --n-layer 1 --n-embd 16 --n-head 2 --context 16 --quiet" + flags);
@@ -434,7 +450,9 @@ TEST_F(Tool, EveryRunFieldHasAWorkingFlagAndRoundTrips) {
   EXPECT_EQ(expected.size(), train::run_fields().size());
   for (const train::RunField& f : train::run_fields()) {
     EXPECT_EQ(have[f.key], expected[f.key]) << f.flag;
-    EXPECT_NE(expected[f.key], plain[f.key]) << f.key << " is not moved off its default";
+    if (gpu || f.key != "device") {
+      EXPECT_NE(expected[f.key], plain[f.key]) << f.key << " is not moved off its default";
+    }
   }
   EXPECT_EQ(train::TrainOptions::from_json(want.to_json()).to_json(), want.to_json());
   EXPECT_ERROR_CONTAINS(train::TrainOptions::from_json(R"({"log_interval": 0})"), "log_interval must be in [1, ");

@@ -11,6 +11,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "autograd/cuda/kernels.h"
+#include "autograd/cuda/runtime.h"
+#include "autograd/device_dispatch.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "data/corpus.h"
@@ -81,6 +84,10 @@ std::vector<Generator::State> gather_states(const Communicator& comm, const Gene
 // False if any parameter holds a NaN or ±Inf (after an update blew up).
 bool parameters_finite(const nn::Module& model) {
   for (auto& p : model.named_parameters()) {
+    if (p.tensor.is_cuda()) {  // a NaN or an infinity anywhere makes Σ x² (in double) non-finite
+      if (!std::isfinite(cuda::sum_of_squares(p.tensor.cuda_data<float>(), p.tensor.numel()))) return false;
+      continue;
+    }
     bool ok = true;
     dispatch_float("train", p.tensor.dtype(), [&](auto tag) {
       using T = decltype(tag);
@@ -130,6 +137,7 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys, co
   TAPELM_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be a positive number, got {}", o.lr);
   TAPELM_CHECK(!o.out.empty(), "train: --out must name a directory");
   check_out_is_free(o);
+  if (o.device == "cuda") require_cuda("train --device cuda");  // one line, before anything is read
   Run run;
   run.schedule = {o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup,
                   o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
@@ -160,6 +168,7 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys, co
     run.model = std::make_unique<nn::GPT>(o.model, init);
     run.model->dropout_gen.set_state(dropout_stream_of_rank(run.model->dropout_gen.state(), comm.rank()));
   }
+  if (o.device == "cuda") run.model->to(Device::cuda);  // before the optimizer makes its state beside them
   run.ds = std::make_unique<data::Dataset>(text, *run.tok, run.model->config.block_size, o.val_fraction, o.batch_mode,
                                            o.doc_sep);
   run.groups = optim::decay_groups(*run.model, o.weight_decay);
@@ -187,7 +196,7 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys, co
                run.start_step, o.steps);
   // A step's activations (and the state still to come), before the first step allocates them.
   const int64_t optimizer_to_come = o.resume ? 0 : training_memory_of(*run.model, o.optimizer).optimizer_bytes;
-  run.memory = check_step_fits(*run.model, o.batch / ranks, optimizer_to_come);
+  if (o.device == "cpu") run.memory = check_step_fits(*run.model, o.batch / ranks, optimizer_to_come);
   if (comm.root()) {
     fs::create_directories(o.out);
     run.lock = RunLock(o.out);
@@ -304,10 +313,14 @@ void print_run(const Run& run, const TrainOptions& o, int ranks, int threads) {
              o.optimizer, optim::describe_groups(run.groups), o.lr, o.schedule, o.warmup, run.schedule.min_lr, o.batch,
              o.grad_accum, threads, o.seed);
   const StepMemory& m = run.memory;
-  fmt::print(
-      "memory: about {} of tensors at a step's peak ({} weights, gradients and optimizer state, {} activations){}\n",
-      format_bytes(m.total()), format_bytes(m.held), format_bytes((double)m.activations.bytes),
-      m.limit > 0 ? fmt::format(" of the {} tapelm may use", format_bytes((double)m.limit)) : "");
+  if (o.device == "cuda")
+    fmt::print("device: cuda, {} (float32; ops without a CUDA kernel run on the CPU, counted in the summary)\n",
+               cuda::describe());
+  else
+    fmt::print(
+        "memory: about {} of tensors at a step's peak ({} weights, gradients and optimizer state, {} activations){}\n",
+        format_bytes(m.total()), format_bytes(m.held), format_bytes((double)m.activations.bytes),
+        m.limit > 0 ? fmt::format(" of the {} tapelm may use", format_bytes((double)m.limit)) : "");
   if (ranks > 1) {
     fmt::print(
         "data parallel: {} ranks × {} threads, each {} sequences of the global batch of {}; gradients "
@@ -375,6 +388,11 @@ int finish(const Run& run, const TrainOptions& o, const Communicator& comm, RunL
       fmt::print("all-reduce: {:.1f} ms a step, {:.1f}% of the step time; weights identical on all {} ranks\n",
                  1e3 * p.allreduce_seconds / steps_run, 100 * p.allreduce_seconds / std::max(p.step_seconds, 1e-9),
                  ranks);
+    if (const auto fallbacks = fallback_counts(); !fallbacks.empty()) {
+      std::vector<std::string> parts;
+      for (auto& [op, n] : fallbacks) parts.push_back(fmt::format("{} ×{}", op, n));
+      fmt::print("ran on the CPU for want of a CUDA kernel (the named fallback): {}\n", fmt::join(parts, ", "));
+    }
     fmt::print("checkpoint, log.jsonl, loss.svg in {}\n", o.out);
   }
   return exit_code;

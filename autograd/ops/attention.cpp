@@ -21,6 +21,7 @@
 #include <memory>
 #include <vector>
 
+#include "autograd/device_dispatch.h"
 #include "autograd/eigen_maps.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
@@ -62,6 +63,11 @@ std::vector<int64_t> block_key_ends(const uint8_t* mask, const Dims& d) {
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
                                     double scale) {
+  if (op_device("scaled_dot_product_attention", {&q, &k, &v}) == Device::cuda)
+    return cpu_fallback("scaled_dot_product_attention", {q, k, v, mask}, [&](const std::vector<Tensor>& c) {
+      return scaled_dot_product_attention(c[0], c[1], c[2], c[3], scale);
+    });
+
   const char* op = "attention";
   TAPELM_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && k.shape() == v.shape() && q.size(0) == k.size(0) &&
                    q.size(2) == k.size(2) && q.size(3) == k.size(3),

@@ -1,5 +1,7 @@
 // add, sub, mul, div with NumPy broadcasting. One FLOP per output element.
 // Backward: each input's gradient is summed back down to its own shape.
+#include "autograd/cuda/kernels.h"
+#include "autograd/device_dispatch.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "autograd/ops/broadcast_loop.h"
@@ -9,11 +11,30 @@ namespace tapelm {
 
 namespace {
 
+// A broadcast input as a strided view of the output's shape (0 strides where it stretches).
+cuda::Strided broadcast_view(const Shape& in, const Shape& out) {
+  TAPELM_CHECK((int)out.size() <= cuda::kMaxDims, "binary op: {} dimensions on cuda (at most {})", out.size(),
+               cuda::kMaxDims);
+  cuda::Strided v;
+  v.ndim = (int)out.size();
+  const Shape st = broadcast_strides(in, out);
+  for (int d = 0; d < v.ndim; ++d) v.size[d] = out[d], v.stride[d] = st[d];
+  return v;
+}
+
 template <class F>
-Tensor binary_forward(const char* op, const Tensor& a, const Tensor& b, F f) {
+Tensor binary_forward(const char* op, cuda::Binary kind, const Tensor& a, const Tensor& b, F f) {
   TAPELM_CHECK(a.dtype() == b.dtype(), "{}: dtypes {} and {} differ ({} and {})", op, dtype_name(a.dtype()),
                dtype_name(b.dtype()), a.str_shape(), b.str_shape());
   Shape out_shape = broadcast_shapes(op, a.shape(), b.shape());
+  if (op_device(op, {&a, &b}) == Device::cuda) {
+    TAPELM_CHECK(a.dtype() == DType::f32, "{}: cuda tensors must be float32, got {}", op, dtype_name(a.dtype()));
+    Tensor out = Tensor::empty(out_shape, a.dtype(), Device::cuda);
+    cuda::binary(kind, a.cuda_data<float>(), broadcast_view(a.shape(), out_shape), b.cuda_data<float>(),
+                 broadcast_view(b.shape(), out_shape), out.cuda_data<float>());
+    FlopCounter::add(op, out.numel());
+    return out;
+  }
   Tensor out = Tensor::empty(out_shape, a.dtype());
   dispatch_float(op, a.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -38,7 +59,7 @@ Tensor binary_forward(const char* op, const Tensor& a, const Tensor& b, F f) {
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_forward("add", a, b, [](auto x, auto y) { return x + y; });
+  Tensor out = binary_forward("add", cuda::Binary::add, a, b, [](auto x, auto y) { return x + y; });
   Shape sa = a.shape(), sb = b.shape();
   return record("add", out, {a, b}, [sa, sb](const Tensor& grad) -> std::vector<Tensor> {
     return {sum_to(grad, sa), sum_to(grad, sb)};
@@ -46,7 +67,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_forward("sub", a, b, [](auto x, auto y) { return x - y; });
+  Tensor out = binary_forward("sub", cuda::Binary::sub, a, b, [](auto x, auto y) { return x - y; });
   Shape sa = a.shape(), sb = b.shape();
   return record("sub", out, {a, b}, [sa, sb](const Tensor& grad) -> std::vector<Tensor> {
     return {sum_to(grad, sa), sum_to(neg(grad), sb)};
@@ -54,7 +75,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_forward("mul", a, b, [](auto x, auto y) { return x * y; });
+  Tensor out = binary_forward("mul", cuda::Binary::mul, a, b, [](auto x, auto y) { return x * y; });
   return record("mul", out, {a, b}, [a, b](const Tensor& grad) -> std::vector<Tensor> {
     Tensor ga, gb;
     if (a.requires_grad()) ga = sum_to(mul(grad, b), a.shape());
@@ -64,7 +85,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_forward("div", a, b, [](auto x, auto y) { return x / y; });
+  Tensor out = binary_forward("div", cuda::Binary::div, a, b, [](auto x, auto y) { return x / y; });
   return record("div", out, {a, b}, [a, b, out](const Tensor& grad) -> std::vector<Tensor> {
     Tensor ga, gb;
     Tensor g_over_b = div(grad, b);

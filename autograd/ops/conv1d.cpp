@@ -3,6 +3,7 @@
 //   y_{t,c} = b_c + Σ_{j=0}^{K−1} w_{c,j} · x_{t−K+1+j, c}     (x_{<0} = 0)
 // Backward: dx_{s,c} = Σ_j w_{c,j} g_{s+K−1−j, c};  dw_{c,j} = Σ_t g_{t,c} x_{t−K+1+j, c};
 // db_c = Σ_t g_{t,c}. FLOPs 2·K per output forward, 4·K + 1 backward.
+#include "autograd/device_dispatch.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "autograd/parallel.h"
@@ -10,6 +11,10 @@
 namespace tapelm {
 
 Tensor causal_conv1d(const Tensor& x, const Tensor& w, const Tensor& b) {
+  if (op_device("causal_conv1d", {&x, &w, &b}) == Device::cuda)
+    return cpu_fallback("causal_conv1d", {x, w, b},
+                        [&](const std::vector<Tensor>& c) { return causal_conv1d(c[0], c[1], c[2]); });
+
   TAPELM_CHECK(
       x.dim() == 3 && w.dim() == 2 && w.size(0) == x.size(2) && (!b.defined() || b.shape() == Shape{x.size(2)}),
       "causal_conv1d: expects x [B,T,C], w [C,K], b [C]; got x {}, w {}, b {}", x.str_shape(), w.str_shape(),

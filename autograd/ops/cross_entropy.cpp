@@ -8,11 +8,43 @@
 #include <cmath>
 #include <vector>
 
+#include "autograd/cuda/kernels.h"
+#include "autograd/device_dispatch.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "autograd/parallel.h"
 
 namespace tapelm {
+
+namespace {
+// On the GPU: a warp per row gives its loss and log-sum-exp; the rows' losses
+// are summed in a fixed order and divided by K.
+Tensor cross_entropy_cuda(const Tensor& logits, const Tensor& host_targets, int64_t rows, int64_t V, int64_t kept,
+                          int32_t ignore_index) {
+  TAPELM_CHECK(logits.dtype() == DType::f32, "cross_entropy: cuda logits must be float32");
+  const Tensor targets = host_targets.to(Device::cuda);
+  Tensor row_loss = Tensor::empty({rows}, DType::f32, Device::cuda),
+         lse = Tensor::empty({rows}, DType::f32, Device::cuda);
+  cuda::cross_entropy_forward(logits.cuda_data<float>(), targets.cuda_data<int32_t>(), row_loss.cuda_data<float>(),
+                              lse.cuda_data<float>(), rows, V, ignore_index);
+  Tensor loss = Tensor::empty({}, DType::f32, Device::cuda);
+  cuda::Strided scalar, all_rows;
+  all_rows.ndim = 1, all_rows.size[0] = rows, all_rows.stride[0] = 1;
+  cuda::reduce_sum(row_loss.cuda_data<float>(), scalar, all_rows, loss.cuda_data<float>(),
+                   kept ? 1.f / (float)kept : 0.f);
+  FlopCounter::add("cross_entropy", 4 * rows * V);
+  return record("cross_entropy", loss, {logits, Tensor()},
+                [logits, targets, lse, rows, V, kept, ignore_index](const Tensor& grad) -> std::vector<Tensor> {
+                  Tensor gx = Tensor::empty(logits.shape(), logits.dtype(), Device::cuda);
+                  const float scale = kept ? (float)(grad.item() / (double)kept) : 0.f;
+                  cuda::cross_entropy_backward(logits.cuda_data<float>(), targets.cuda_data<int32_t>(),
+                                               lse.cuda_data<float>(), gx.cuda_data<float>(), rows, V, ignore_index,
+                                               scale);
+                  FlopCounter::add("cross_entropy", 4 * rows * V);
+                  return {gx, Tensor()};
+                });
+}
+}  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
   TAPELM_CHECK(logits.dim() >= 1, "cross_entropy: logits need a class axis, got {}", logits.str_shape());
@@ -22,13 +54,16 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   TAPELM_CHECK(targets.shape() == lead, "cross_entropy: logits {} need targets of shape {}, got {}", logits.str_shape(),
                shape_str(lead), targets.str_shape());
   const int64_t V = logits.size(-1), rows = targets.numel();
-  const int32_t* pt = targets.data<int32_t>();
+  const Tensor host_targets = targets.is_cuda() ? targets.to(Device::cpu) : targets;
+  const int32_t* pt = host_targets.data<int32_t>();
   int64_t kept = 0;
   for (int64_t r = 0; r < rows; ++r) {
     if (pt[r] == ignore_index) continue;
     TAPELM_CHECK(pt[r] >= 0 && pt[r] < V, "cross_entropy: target {} out of range for {} classes", pt[r], V);
     ++kept;
   }
+  if (op_device("cross_entropy", {&logits}) == Device::cuda)
+    return cross_entropy_cuda(logits, host_targets, rows, V, kept, ignore_index);
   auto lse = std::make_shared<std::vector<double>>(rows, 0.0);
   Tensor loss = Tensor::empty({}, logits.dtype());
   dispatch_float("cross_entropy", logits.dtype(), [&](auto tag) {
@@ -50,7 +85,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   });
   FlopCounter::add("cross_entropy", 4 * rows * V);
 
-  Tensor saved_logits = logits, saved_targets = targets;
+  Tensor saved_logits = logits, saved_targets = host_targets;
   return record(
       "cross_entropy", loss, {logits, Tensor()},
       [saved_logits, saved_targets, lse, rows, V, kept, ignore_index](const Tensor& grad) -> std::vector<Tensor> {

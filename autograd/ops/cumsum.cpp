@@ -1,6 +1,7 @@
 // Inclusive cumulative sum along an axis: y_i = Σ_{j≤i} x_j.
 // Its adjoint is the reverse cumulative sum: dx_j = Σ_{i≥j} g_i.
 // FLOPs: 1 per element each way.
+#include "autograd/device_dispatch.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "autograd/parallel.h"
@@ -35,6 +36,9 @@ Tensor cumsum_kernel(const Tensor& a, int64_t axis, bool reverse) {
 }  // namespace
 
 Tensor cumsum(const Tensor& a, int64_t axis) {
+  if (op_device("cumsum", {&a}) == Device::cuda)
+    return cpu_fallback("cumsum", {a}, [&](const std::vector<Tensor>& c) { return cumsum(c[0], axis); });
+
   int64_t ax = normalize_axis("cumsum", axis, a.dim());
   Tensor out = cumsum_kernel(a, ax, false);
   return record("cumsum", out, {a},

@@ -26,7 +26,9 @@
 #include <Eigen/Core>
 #include <Eigen/Dense>
 #include <cmath>
+#include <optional>
 
+#include "autograd/device_dispatch.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "autograd/ops/recurrence_common.h"
@@ -171,6 +173,19 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 
 Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
                   RecurrenceForm form, int64_t chunk, Tensor* state) {
+  if (op_device("delta_rule", {&q, &k, &v, &beta, &g}) == Device::cuda) {
+    std::optional<Tensor> host_state;
+    if (state && state->defined())
+      host_state = state->to(Device::cpu);
+    else if (state)
+      host_state = Tensor();
+    Tensor out = cpu_fallback("delta_rule", {q, k, v, beta, g}, [&](const std::vector<Tensor>& c) {
+      return delta_rule(c[0], c[1], c[2], c[3], c[4], form, chunk, host_state ? &*host_state : nullptr);
+    });
+    if (state) *state = host_state->defined() ? host_state->to(Device::cuda) : Tensor();
+    return out;
+  }
+
   const Dims d = check_inputs(q, k, v, beta, g);
   TAPELM_CHECK(chunk > 0, "delta_rule: chunk size must be positive, got {}", chunk);
   if (state) prepare_state("delta_rule", state, {q.size(0), q.size(1), d.K, d.V}, q.dtype(), {q, k, v, beta, g});

@@ -2,6 +2,7 @@
 //   masked_fill: y = mask ? value : a;   da = mask ? 0 : g
 //   where:       y = mask ? a : b;       da = Σ_bcast(mask ? g : 0), db likewise
 // FLOPs: 0 (selection only).
+#include "autograd/device_dispatch.h"
 #include "autograd/ops.h"
 #include "autograd/ops/broadcast_loop.h"
 
@@ -15,6 +16,9 @@ void check_mask(const char* op, const Tensor& mask) {
 }  // namespace
 
 Tensor logical_not(const Tensor& mask) {
+  if (mask.is_cuda())
+    return cpu_fallback("logical_not", {mask}, [&](const std::vector<Tensor>& c) { return logical_not(c[0]); });
+
   check_mask("logical_not", mask);
   Tensor out = Tensor::empty(mask.shape(), DType::b8);
   const uint8_t* pm = mask.data<uint8_t>();
@@ -24,6 +28,9 @@ Tensor logical_not(const Tensor& mask) {
 }
 
 Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
+  if (op_device("where", {&a, &b}) == Device::cuda || mask.is_cuda())
+    return cpu_fallback("where", {mask, a, b}, [&](const std::vector<Tensor>& c) { return where(c[0], c[1], c[2]); });
+
   check_mask("where", mask);
   TAPELM_CHECK(a.dtype() == b.dtype(), "where: dtypes {} and {} differ ({} and {})", dtype_name(a.dtype()),
                dtype_name(b.dtype()), a.str_shape(), b.str_shape());
@@ -50,6 +57,10 @@ Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
 }
 
 Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
+  if (op_device("masked_fill", {&a}) == Device::cuda || mask.is_cuda())
+    return cpu_fallback("masked_fill", {a, mask},
+                        [&](const std::vector<Tensor>& c) { return masked_fill(c[0], c[1], value); });
+
   check_mask("masked_fill", mask);
   Shape b = broadcast_shapes("masked_fill", a.shape(), mask.shape());
   TAPELM_CHECK(b == a.shape(), "masked_fill: mask {} does not broadcast to the tensor {}", mask.str_shape(),

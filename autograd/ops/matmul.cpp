@@ -7,6 +7,8 @@
 // broadcast batch dimensions. Forward 2·m·n·k FLOPs, backward 4·m·n·k.
 #include <Eigen/Core>
 
+#include "autograd/cuda/kernels.h"
+#include "autograd/device_dispatch.h"
 #include "autograd/flops.h"
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
@@ -39,39 +41,60 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   Shape out_shape = batch;
   out_shape.push_back(m);
   out_shape.push_back(n);
-  Tensor out = Tensor::empty(out_shape, a.dtype());
   const int64_t nbatch = numel_of(batch);
+  const Device device = op_device(op, {&a, &b});
+  Tensor out = Tensor::empty(out_shape, a.dtype(), device);
 
-  dispatch_float(op, a.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    const T* pa = a.data<T>();
-    const T* pb = b.data<T>();
-    T* pc = out.data<T>();
-    if (b.dim() == 2 && !ta) {
-      // [..., m, k] @ [k, n]: one GEMM with the batch folded into the rows.
-      gemm(pa, false, pb, tb, pc, nbatch * m, n, k);
-      return;
-    }
-    Shape sa = broadcast_strides(batch_of(a.shape()), batch);
-    Shape sb = broadcast_strides(batch_of(b.shape()), batch);
-    auto offsets = [&](int64_t i, int64_t& oa, int64_t& ob) {
-      oa = ob = 0;
-      for (int64_t d = (int64_t)batch.size() - 1; d >= 0; --d) {
-        int64_t idx = i % batch[d];
-        i /= batch[d];
-        oa += idx * sa[d];
-        ob += idx * sb[d];
+  if (device == Device::cuda) {
+    TAPELM_CHECK(a.dtype() == DType::f32, "matmul: cuda tensors must be float32, got {}", dtype_name(a.dtype()));
+    const float *pa = a.cuda_data<float>(), *pb = b.cuda_data<float>();
+    float* pc = out.cuda_data<float>();
+    const bool a_full = batch_of(a.shape()) == batch, b_full = batch_of(b.shape()) == batch;
+    if ((a_full || a.dim() == 2) && (b_full || b.dim() == 2)) {  // one strided-batched product
+      cuda::gemm(ta, tb, m, n, k, pa, a.dim() == 2 ? 0 : m * k, pb, b.dim() == 2 ? 0 : k * n, pc, m * n, nbatch, 0.f);
+    } else {  // a partial broadcast of the batch: one product per batch entry
+      const Shape sa = broadcast_strides(batch_of(a.shape()), batch),
+                  sb = broadcast_strides(batch_of(b.shape()), batch);
+      for (int64_t i = 0; i < nbatch; ++i) {
+        int64_t oa = 0, ob = 0;
+        for (int64_t d = (int64_t)batch.size() - 1, r = i; d >= 0; --d) {
+          oa += r % batch[d] * sa[d], ob += r % batch[d] * sb[d];
+          r /= batch[d];
+        }
+        cuda::gemm(ta, tb, m, n, k, pa + oa * m * k, 0, pb + ob * k * n, 0, pc + i * m * n, 0, 1, 0.f);
       }
-    };
-    // Many small products: one per thread, each single-threaded (gemm inside a
-    // parallel region).
-#pragma omp parallel for schedule(static) if (nbatch > 1)
-    for (int64_t i = 0; i < nbatch; ++i) {
-      int64_t oa, ob;
-      offsets(i, oa, ob);
-      gemm(pa + oa * m * k, ta, pb + ob * k * n, tb, pc + i * m * n, m, n, k);
     }
-  });
+  } else
+    dispatch_float(op, a.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const T* pa = a.data<T>();
+      const T* pb = b.data<T>();
+      T* pc = out.data<T>();
+      if (b.dim() == 2 && !ta) {
+        // [..., m, k] @ [k, n]: one GEMM with the batch folded into the rows.
+        gemm(pa, false, pb, tb, pc, nbatch * m, n, k);
+        return;
+      }
+      Shape sa = broadcast_strides(batch_of(a.shape()), batch);
+      Shape sb = broadcast_strides(batch_of(b.shape()), batch);
+      auto offsets = [&](int64_t i, int64_t& oa, int64_t& ob) {
+        oa = ob = 0;
+        for (int64_t d = (int64_t)batch.size() - 1; d >= 0; --d) {
+          int64_t idx = i % batch[d];
+          i /= batch[d];
+          oa += idx * sa[d];
+          ob += idx * sb[d];
+        }
+      };
+      // Many small products: one per thread, each single-threaded (gemm inside a
+      // parallel region).
+#pragma omp parallel for schedule(static) if (nbatch > 1)
+      for (int64_t i = 0; i < nbatch; ++i) {
+        int64_t oa, ob;
+        offsets(i, oa, ob);
+        gemm(pa + oa * m * k, ta, pb + ob * k * n, tb, pc + i * m * n, m, n, k);
+      }
+    });
   FlopCounter::add(op, 2 * nbatch * m * n * k);
 
   return record(op, out, {a, b}, [a, b, ta, tb](const Tensor& grad) -> std::vector<Tensor> {
@@ -112,41 +135,74 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   const int64_t in = w.size(1), out_f = w.size(0), rows = x.numel() / std::max<int64_t>(in, 1);
   Shape out_shape = x.shape();
   out_shape.back() = out_f;
-  Tensor y = Tensor::empty(out_shape, x.dtype());
-  dispatch_float(op, x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    gemm(x.data<T>(), false, w.data<T>(), true, y.data<T>(), rows, out_f, in, false,
-         b.defined() ? b.data<T>() : nullptr);
-  });
+  const Device device = op_device(op, {&x, &w, &b});
+  Tensor y = Tensor::empty(out_shape, x.dtype(), device);
+  if (device == Device::cuda) {
+    TAPELM_CHECK(x.dtype() == DType::f32, "linear: cuda tensors must be float32, got {}", dtype_name(x.dtype()));
+    if (b.defined()) {  // y starts as the bias in every row, and the product adds onto it (as on the CPU)
+      cuda::Strided bias_rows, y_rows;
+      bias_rows.ndim = y_rows.ndim = 2;
+      bias_rows.size[0] = y_rows.size[0] = rows, bias_rows.size[1] = y_rows.size[1] = out_f;
+      bias_rows.stride[0] = 0, bias_rows.stride[1] = 1, y_rows.stride[0] = out_f, y_rows.stride[1] = 1;
+      cuda::copy_strided(b.cuda_data<float>(), bias_rows, y.cuda_data<float>(), y_rows);
+    }
+    cuda::gemm(false, true, rows, out_f, in, x.cuda_data<float>(), 0, w.cuda_data<float>(), 0, y.cuda_data<float>(), 0,
+               1, b.defined() ? 1.f : 0.f);
+  } else {
+    dispatch_float(op, x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      gemm(x.data<T>(), false, w.data<T>(), true, y.data<T>(), rows, out_f, in, false,
+           b.defined() ? b.data<T>() : nullptr);
+    });
+  }
   FlopCounter::add(op, 2 * rows * out_f * in);
   if (b.defined()) FlopCounter::add("linear.bias", rows * out_f);
   return record(op, y, {x, w, b}, [x, w, b, rows, in, out_f](const Tensor& grad) -> std::vector<Tensor> {
     Tensor gx, gw, gb;
-    dispatch_float("linear", x.dtype(), [&](auto tag) {
-      using T = decltype(tag);
+    if (grad.is_cuda()) {
       if (x.requires_grad()) {
-        gx = Tensor::empty(x.shape(), x.dtype());
-        gemm(grad.data<T>(), false, w.data<T>(), false, gx.data<T>(), rows, in, out_f);
+        gx = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+        cuda::gemm(false, false, rows, in, out_f, grad.cuda_data<float>(), 0, w.cuda_data<float>(), 0,
+                   gx.cuda_data<float>(), 0, 1, 0.f);
       }
       if (w.requires_grad()) {
-        gw = Tensor::empty(w.shape(), w.dtype());
-        gemm(grad.data<T>(), true, x.data<T>(), false, gw.data<T>(), out_f, in, rows);
+        gw = Tensor::empty(w.shape(), w.dtype(), Device::cuda);
+        cuda::gemm(true, false, out_f, in, rows, grad.cuda_data<float>(), 0, x.cuda_data<float>(), 0,
+                   gw.cuda_data<float>(), 0, 1, 0.f);
       }
-      if (b.defined() && b.requires_grad()) {
-        gb = Tensor::empty(b.shape(), b.dtype());
-        // Column blocks in parallel; each column summed in row order, so the
-        // result does not depend on the thread count.
-        constexpr int64_t kCols = 64;
-        const T* pg = grad.data<T>();
-        T* pb = gb.data<T>();
-#pragma omp parallel for schedule(static) if (rows * out_f > kParallelElements)
-        for (int64_t c0 = 0; c0 < out_f; c0 += kCols) {
-          const int64_t cols = std::min(kCols, out_f - c0);
-          Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>> G(pg + c0, rows, cols, Eigen::OuterStride<>(out_f));
-          Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(pb + c0, cols) = G.colwise().sum();
+      if (b.defined() && b.requires_grad()) {  // column sums, each in row order
+        gb = Tensor::empty(b.shape(), b.dtype(), Device::cuda);
+        cuda::Strided cols, over_rows;
+        cols.ndim = over_rows.ndim = 1;
+        cols.size[0] = out_f, cols.stride[0] = 1, over_rows.size[0] = rows, over_rows.stride[0] = out_f;
+        cuda::reduce_sum(grad.cuda_data<float>(), cols, over_rows, gb.cuda_data<float>(), 1.f);
+      }
+    } else
+      dispatch_float("linear", x.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        if (x.requires_grad()) {
+          gx = Tensor::empty(x.shape(), x.dtype());
+          gemm(grad.data<T>(), false, w.data<T>(), false, gx.data<T>(), rows, in, out_f);
         }
-      }
-    });
+        if (w.requires_grad()) {
+          gw = Tensor::empty(w.shape(), w.dtype());
+          gemm(grad.data<T>(), true, x.data<T>(), false, gw.data<T>(), out_f, in, rows);
+        }
+        if (b.defined() && b.requires_grad()) {
+          gb = Tensor::empty(b.shape(), b.dtype());
+          // Column blocks in parallel; each column summed in row order, so the
+          // result does not depend on the thread count.
+          constexpr int64_t kCols = 64;
+          const T* pg = grad.data<T>();
+          T* pb = gb.data<T>();
+#pragma omp parallel for schedule(static) if (rows * out_f > kParallelElements)
+          for (int64_t c0 = 0; c0 < out_f; c0 += kCols) {
+            const int64_t cols = std::min(kCols, out_f - c0);
+            Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>> G(pg + c0, rows, cols, Eigen::OuterStride<>(out_f));
+            Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(pb + c0, cols) = G.colwise().sum();
+          }
+        }
+      });
     FlopCounter::add("linear",
                      (x.requires_grad() ? 2 : 0) * rows * out_f * in + (w.requires_grad() ? 2 : 0) * rows * out_f * in);
     if (b.defined()) FlopCounter::add("linear.bias", rows * out_f);

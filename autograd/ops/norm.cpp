@@ -18,6 +18,8 @@
 
 #include <omp.h>
 
+#include "autograd/cuda/kernels.h"
+#include "autograd/device_dispatch.h"
 #include "autograd/eigen_maps.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
@@ -30,6 +32,29 @@ namespace {
 // The three norms differ in centring, in where ε goes and in the weight's width.
 enum class NormKind { layer, rms, scale };
 
+// LayerNorm and RMSNorm on the GPU: one warp per row (autograd/cuda/nn.cu);
+// μ and r saved per row, x̂ recomputed in the backward.
+Tensor norm_cuda(const char* op, const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool center,
+                 int64_t rows, int64_t d) {
+  TAPELM_CHECK(x.dtype() == DType::f32, "{}: cuda tensors must be float32", op);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor mean = Tensor::empty({rows}, x.dtype(), Device::cuda), rstd = Tensor::empty({rows}, x.dtype(), Device::cuda);
+  cuda::norm_forward(center, x.cuda_data<float>(), w.cuda_data<float>(), b.defined() ? b.cuda_data<float>() : nullptr,
+                     y.cuda_data<float>(), mean.cuda_data<float>(), rstd.cuda_data<float>(), rows, d, (float)eps);
+  FlopCounter::add(op, (center ? 6 : 4) * x.numel() + (b.defined() ? x.numel() : 0));
+  return record(op, y, {x, w, b},
+                [op, x, w, b, mean, rstd, rows, d, center](const Tensor& grad) -> std::vector<Tensor> {
+                  Tensor gx = Tensor::empty(x.shape(), x.dtype(), Device::cuda),
+                         gw = Tensor::empty(w.shape(), w.dtype(), Device::cuda);
+                  Tensor gb = b.defined() ? Tensor::empty(b.shape(), b.dtype(), Device::cuda) : Tensor();
+                  cuda::norm_backward(center, x.cuda_data<float>(), w.cuda_data<float>(), mean.cuda_data<float>(),
+                                      rstd.cuda_data<float>(), grad.cuda_data<float>(), gx.cuda_data<float>(),
+                                      gw.cuda_data<float>(), gb.defined() ? gb.cuda_data<float>() : nullptr, rows, d);
+                  FlopCounter::add(op, 10 * x.numel());
+                  return {gx, gw, gb};
+                });
+}
+
 Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor& b, double eps, NormKind kind) {
   const bool center = kind == NormKind::layer, clamp = kind == NormKind::scale;
   const int64_t wd = clamp ? 1 : x.dim() >= 1 ? x.size(-1) : 0;  // ScaleNorm: one scalar gain
@@ -38,6 +63,12 @@ Tensor norm_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor&
                b.defined() ? " and bias " + b.str_shape() : std::string(), clamp ? "1" : "last dim");
   TAPELM_CHECK(x.dtype() == w.dtype() && (!b.defined() || b.dtype() == x.dtype()), "{}: dtypes differ", op);
   const int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
+  if (op_device(op, {&x, &w, &b}) == Device::cuda) {
+    if (clamp)
+      return cpu_fallback("scale_norm", {x, w},
+                          [&](const std::vector<Tensor>& c) { return scale_norm(c[0], c[1], eps); });
+    return norm_cuda(op, x, w, b, eps, center, rows, d);
+  }
   Tensor y = Tensor::empty(x.shape(), x.dtype()), xhat = Tensor::empty(x.shape(), x.dtype());
   Tensor rstd = Tensor::empty({rows}, x.dtype());
   // ScaleNorm only: the rows where ε, not the norm, divides.

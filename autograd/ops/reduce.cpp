@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "autograd/cuda/kernels.h"
+#include "autograd/device_dispatch.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
 #include "autograd/parallel.h"
@@ -69,10 +71,30 @@ Shape reduced_shape(const Shape& s, const std::vector<int64_t>& axes, bool keepd
 
 }  // namespace
 
+// On the GPU: every axis at once, each output element in a fixed order.
+Tensor sum_cuda(const Tensor& a, const std::vector<int64_t>& axes) {
+  TAPELM_CHECK(a.dtype() == DType::f32 && a.dim() <= cuda::kMaxDims,
+               "sum: a cuda {} tensor {} (float32, at most {} "
+               "dimensions)",
+               dtype_name(a.dtype()), a.str_shape(), cuda::kMaxDims);
+  const Shape strides = contiguous_strides(a.shape());
+  cuda::Strided kept, reduced;
+  for (int64_t d = 0; d < a.dim(); ++d) {
+    cuda::Strided& part = std::find(axes.begin(), axes.end(), d) != axes.end() ? reduced : kept;
+    part.size[part.ndim] = a.size(d), part.stride[part.ndim] = strides[d], ++part.ndim;
+  }
+  Tensor out = Tensor::empty(reduced_shape(a.shape(), axes, true), a.dtype(), Device::cuda);
+  cuda::reduce_sum(a.cuda_data<float>(), kept, reduced, out.cuda_data<float>(), 1.f);
+  return out;
+}
+
 Tensor sum(const Tensor& a, std::vector<int64_t> axes, bool keepdim) {
   axes = normalize_axes("sum", axes, a.dim());
   Tensor out = a;
-  for (int64_t ax : axes) out = sum_axis_kernel(out, ax);
+  if (op_device("sum", {&a}) == Device::cuda)
+    out = axes.empty() ? a.clone() : sum_cuda(a, axes);
+  else
+    for (int64_t ax : axes) out = sum_axis_kernel(out, ax);
   if (axes.empty()) out = a.clone();
   FlopCounter::add("sum", a.numel());
   out = reshape(out.detach(), reduced_shape(a.shape(), axes, keepdim));
@@ -143,6 +165,8 @@ static Tensor max_axis(const Tensor& a, int64_t axis) {
 }
 
 Tensor max(const Tensor& a, std::vector<int64_t> axes, bool keepdim) {
+  if (op_device("max", {&a}) == Device::cuda)
+    return cpu_fallback("max", {a}, [&](const std::vector<Tensor>& c) { return max(c[0], axes, keepdim); });
   axes = normalize_axes("max", axes, a.dim());
   Tensor out = a;
   for (int64_t ax : axes) out = max_axis(out, ax);

@@ -2,6 +2,8 @@
 // expand. None does arithmetic, so all count 0 FLOPs.
 #include <cstring>
 
+#include "autograd/cuda/kernels.h"
+#include "autograd/device_dispatch.h"
 #include "autograd/ops.h"
 #include "autograd/ops/broadcast_loop.h"
 #include "autograd/parallel.h"
@@ -20,9 +22,32 @@ Tensor view_of(const Tensor& a, const Shape& shape, int64_t extra_offset) {
   return Tensor(std::move(impl));
 }
 
+// On the GPU: `shape` elements from src (element offset src_off, strides
+// ss) to dst (offset dst_off, strides ds), both cuda tensors of 4-byte or
+// 1-byte elements; the one kernel behind every shape op there.
+void cuda_copy_view(const Tensor& src, int64_t src_off, const Shape& ss, const Tensor& dst, int64_t dst_off,
+                    const Shape& ds, const Shape& shape) {
+  TAPELM_CHECK((int)shape.size() <= cuda::kMaxDims, "shape op: {} dimensions on cuda (at most {})", shape.size(),
+               cuda::kMaxDims);
+  cuda::Strided s, d;
+  s.ndim = d.ndim = (int)shape.size();
+  for (int i = 0; i < s.ndim; ++i) s.size[i] = d.size[i] = shape[i], s.stride[i] = ss[i], d.stride[i] = ds[i];
+  const size_t es = dtype_size(src.dtype());
+  if (es == 4)
+    cuda::copy_strided((const float*)src.address() + src_off, s, (float*)dst.address() + dst_off, d);
+  else if (es == 1)
+    cuda::copy_strided_bytes((const uint8_t*)src.address() + src_off, s, (uint8_t*)dst.address() + dst_off, d);
+  else
+    throw Error(fmt::format("shape op: {} elements cannot be on cuda", dtype_name(src.dtype())));
+}
+
 // Copies a (any dtype) into `out` of shape `out_shape`, reading a through
 // the given strides: the one kernel behind permute and expand.
 void strided_copy(const Tensor& a, const Shape& src_strides, Tensor& out) {
+  if (a.is_cuda()) {
+    cuda_copy_view(a, 0, src_strides, out, 0, contiguous_strides(out.shape()), out.shape());
+    return;
+  }
   size_t es = dtype_size(a.dtype());
   const char* src = (const char*)a.raw_data();
   char* dst = (char*)out.raw_data();
@@ -94,7 +119,7 @@ Tensor permute(const Tensor& a, const std::vector<int64_t>& dims) {
     out_shape[i] = a.shape()[p[i]];
     src_strides[i] = in_strides[p[i]];
   }
-  Tensor out = Tensor::empty(out_shape, a.dtype());
+  Tensor out = Tensor::empty(out_shape, a.dtype(), op_device("permute", {&a}));
   strided_copy(a, src_strides, out);
   return record("permute", out, {a},
                 [inverse](const Tensor& grad) -> std::vector<Tensor> { return {permute(grad, inverse)}; });
@@ -112,6 +137,11 @@ static void copy_block(const Tensor& src, Tensor& dst, int64_t axis, int64_t sta
   int64_t outer = 1, inner = 1;
   for (int64_t d = 0; d < axis; ++d) outer *= dst.size(d);
   for (int64_t d = axis + 1; d < dst.dim(); ++d) inner *= dst.size(d);
+  if (dst.is_cuda()) {
+    cuda_copy_view(src, 0, contiguous_strides(src.shape()), dst, start * inner, contiguous_strides(dst.shape()),
+                   src.shape());
+    return;
+  }
   size_t es = dtype_size(dst.dtype());
   int64_t n_src = src.size(axis), n_dst = dst.size(axis);
   const char* s = (const char*)src.raw_data();
@@ -136,6 +166,9 @@ Tensor slice(const Tensor& a, int64_t axis, int64_t start, int64_t end) {
   Tensor out;
   if (outer == 1) {
     out = view_of(a, out_shape, start * inner);  // contiguous block: a view
+  } else if (a.is_cuda()) {
+    out = Tensor::empty(out_shape, a.dtype(), Device::cuda);
+    cuda_copy_view(a, start * inner, contiguous_strides(a.shape()), out, 0, contiguous_strides(out_shape), out_shape);
   } else {
     out = Tensor::empty(out_shape, a.dtype());
     size_t es = dtype_size(a.dtype());
@@ -149,6 +182,12 @@ Tensor slice(const Tensor& a, int64_t axis, int64_t start, int64_t end) {
   Shape in_shape = a.shape();
   return record("slice", out, {a},
                 [in_shape, ax, start, end, n, outer, inner](const Tensor& grad) -> std::vector<Tensor> {
+                  if (grad.is_cuda()) {  // zeros, then g's block
+                    Tensor ga = zeros(in_shape, grad.dtype(), Device::cuda);
+                    cuda_copy_view(grad, 0, contiguous_strides(grad.shape()), ga, start * inner,
+                                   contiguous_strides(in_shape), grad.shape());
+                    return {ga};
+                  }
                   // Each outer row of the gradient: zeros, g's block, zeros (one pass).
                   Tensor ga = Tensor::empty(in_shape, grad.dtype());
                   const size_t es = dtype_size(grad.dtype());
@@ -179,7 +218,10 @@ Tensor concat(const std::vector<Tensor>& parts, int64_t axis) {
                  dtype_name(first.dtype()), first.str_shape(), axis);
     out_shape[ax] += p.size(ax);
   }
-  Tensor out = Tensor::empty(out_shape, first.dtype());
+  Tensor out = Tensor::empty(out_shape, first.dtype(), first.device());
+  for (const Tensor& p : parts)
+    TAPELM_CHECK(p.device() == first.device(), "concat: parts on different devices ({} and {})",
+                 device_name(first.device()), device_name(p.device()));
   std::vector<int64_t> starts;
   int64_t at = 0;
   for (const Tensor& p : parts) {
@@ -219,7 +261,7 @@ Tensor expand(const Tensor& a, const Shape& shape) {
   Shape b = broadcast_shapes("expand", a.shape(), shape);
   TAPELM_CHECK(b == shape, "expand: {} cannot be broadcast to {}", a.str_shape(), shape_str(shape));
   if (a.shape() == shape) return a;
-  Tensor out = Tensor::empty(shape, a.dtype());
+  Tensor out = Tensor::empty(shape, a.dtype(), a.device());
   strided_copy(a, broadcast_strides(a.shape(), shape), out);
   Shape in_shape = a.shape();
   return record("expand", out, {a},

@@ -7,6 +7,8 @@
 #include <Eigen/Core>
 #include <cmath>
 
+#include "autograd/cuda/kernels.h"
+#include "autograd/device_dispatch.h"
 #include "autograd/eigen_maps.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
@@ -39,6 +41,18 @@ void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, bool log_form) {
 Tensor softmax_impl(const char* op, const Tensor& x, bool log_form) {
   TAPELM_CHECK(x.dim() >= 1, "{}: needs at least one dimension, got {}", op, x.str_shape());
   const int64_t n = x.size(-1), rows = n == 0 ? 0 : x.numel() / n;
+  if (op_device(op, {&x}) == Device::cuda) {
+    TAPELM_CHECK(x.dtype() == DType::f32, "{}: a cuda tensor must be float32", op);
+    Tensor y = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+    cuda::softmax_forward(x.cuda_data<float>(), y.cuda_data<float>(), rows, n, log_form);
+    FlopCounter::add(op, 5 * x.numel());
+    return record(op, y, {x}, [op, y, rows, n, log_form](const Tensor& grad) -> std::vector<Tensor> {
+      Tensor gx = Tensor::empty(y.shape(), y.dtype(), Device::cuda);
+      cuda::softmax_backward(y.cuda_data<float>(), grad.cuda_data<float>(), gx.cuda_data<float>(), rows, n, log_form);
+      FlopCounter::add(op, 4 * y.numel());
+      return {gx};
+    });
+  }
   Tensor y = Tensor::empty(x.shape(), x.dtype());
   dispatch_float(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);

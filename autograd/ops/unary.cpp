@@ -10,6 +10,8 @@
 #include <cmath>
 #include <unsupported/Eigen/SpecialFunctions>  // vectorised erf
 
+#include "autograd/cuda/kernels.h"
+#include "autograd/device_dispatch.h"
 #include "autograd/eigen_maps.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
@@ -20,10 +22,25 @@ namespace tapelm {
 namespace {
 
 // Runs f over x, records a node whose backward computes df(x, y, g).
+// On the GPU the same function runs as the kernel `kind` (autograd/cuda/elementwise.cu).
 template <class F, class DF>
-Tensor unary(const char* op, const Tensor& x, int64_t fwd_flops, int64_t bwd_flops, F f, DF df) {
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
+Tensor unary(const char* op, cuda::Unary kind, double alpha, const Tensor& x, int64_t fwd_flops, int64_t bwd_flops, F f,
+             DF df) {
   const int64_t n = x.numel();
+  if (op_device(op, {&x}) == Device::cuda) {
+    TAPELM_CHECK(x.dtype() == DType::f32, "{}: a cuda tensor must be float32, got {}", op, dtype_name(x.dtype()));
+    Tensor y = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+    cuda::unary_forward(kind, x.cuda_data<float>(), y.cuda_data<float>(), n, (float)alpha);
+    FlopCounter::add(op, fwd_flops * n);
+    return record(op, y, {x}, [op, kind, alpha, x, y, bwd_flops, n](const Tensor& grad) -> std::vector<Tensor> {
+      Tensor gx = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+      cuda::unary_backward(kind, x.cuda_data<float>(), y.cuda_data<float>(), grad.cuda_data<float>(),
+                           gx.cuda_data<float>(), n, (float)alpha);
+      FlopCounter::add(op, bwd_flops * n);
+      return {gx};
+    });
+  }
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
   dispatch_float(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* px = x.data<T>();
@@ -55,48 +72,51 @@ using S = typename std::decay_t<A>::Scalar;
 
 Tensor neg(const Tensor& x) {
   return unary(
-      "neg", x, 1, 1, [](auto v) { return -v; }, [](auto, auto, auto grad) { return -grad; });
+      "neg", cuda::Unary::neg, 0, x, 1, 1, [](auto v) { return -v; }, [](auto, auto, auto grad) { return -grad; });
 }
 
 Tensor exp(const Tensor& x) {
   return unary(
-      "exp", x, 1, 1, [](auto v) { return v.exp(); }, [](auto, auto y, auto grad) { return grad * y; });
+      "exp", cuda::Unary::exp, 0, x, 1, 1, [](auto v) { return v.exp(); },
+      [](auto, auto y, auto grad) { return grad * y; });
 }
 
 Tensor log(const Tensor& x) {
   return unary(
-      "log", x, 1, 1, [](auto v) { return v.log(); }, [](auto v, auto, auto grad) { return grad / v; });
+      "log", cuda::Unary::log, 0, x, 1, 1, [](auto v) { return v.log(); },
+      [](auto v, auto, auto grad) { return grad / v; });
 }
 
 Tensor sqrt(const Tensor& x) {
   return unary(
-      "sqrt", x, 1, 3, [](auto v) { return v.sqrt(); },
+      "sqrt", cuda::Unary::sqrt, 0, x, 1, 3, [](auto v) { return v.sqrt(); },
       [](auto, auto y, auto grad) { return grad / (S<decltype(y)>(2) * y); });
 }
 
 Tensor tanh(const Tensor& x) {
   return unary(
-      "tanh", x, 1, 3, [](auto v) { return v.tanh(); },
+      "tanh", cuda::Unary::tanh, 0, x, 1, 3, [](auto v) { return v.tanh(); },
       [](auto, auto y, auto grad) { return grad * (S<decltype(y)>(1) - y * y); });
 }
 
 // σ(x) = 1/(1 + e^(−x));  σ' = σ(1 − σ)
 Tensor sigmoid(const Tensor& x) {
   return unary(
-      "sigmoid", x, 4, 3, [](auto v) { return S<decltype(v)>(1) / (S<decltype(v)>(1) + (-v).exp()); },
+      "sigmoid", cuda::Unary::sigmoid, 0, x, 4, 3,
+      [](auto v) { return S<decltype(v)>(1) / (S<decltype(v)>(1) + (-v).exp()); },
       [](auto, auto y, auto grad) { return grad * y * (S<decltype(y)>(1) - y); });
 }
 
 Tensor relu(const Tensor& x) {
   return unary(
-      "relu", x, 1, 1, [](auto v) { return v.max(S<decltype(v)>(0)); },
+      "relu", cuda::Unary::relu, 0, x, 1, 1, [](auto v) { return v.max(S<decltype(v)>(0)); },
       [](auto v, auto, auto grad) { return (v > S<decltype(v)>(0)).select(grad, S<decltype(v)>(0)); });
 }
 
 // GELU(x) = x·Φ(x) = ½x(1 + erf(x/√2));  GELU'(x) = Φ(x) + x·φ(x).
 Tensor gelu(const Tensor& x) {
   return unary(
-      "gelu", x, 5, 9,
+      "gelu", cuda::Unary::gelu, 0, x, 5, 9,
       [](auto v) {
         using T = S<decltype(v)>;
         return T(0.5) * v * (T(1) + (v * T(M_SQRT1_2)).erf());
@@ -112,7 +132,7 @@ Tensor gelu(const Tensor& x) {
 // GELU_tanh(x) = ½x(1 + tanh(u)), u = √(2/π)(x + 0.044715x³).
 Tensor gelu_tanh(const Tensor& x) {
   return unary(
-      "gelu_tanh", x, 9, 14,
+      "gelu_tanh", cuda::Unary::gelu_tanh, 0, x, 9, 14,
       [](auto v) {
         using T = S<decltype(v)>;
         return T(0.5) * v * (T(1) + (T(M_2_SQRTPI * M_SQRT1_2) * (v + T(0.044715) * v * v * v)).tanh());
@@ -130,7 +150,7 @@ Tensor gelu_tanh(const Tensor& x) {
 // silu(x) = x·σ(x);  silu'(x) = σ(x)(1 + x(1 − σ(x))).
 Tensor silu(const Tensor& x) {
   return unary(
-      "silu", x, 5, 8, [](auto v) { return v / (S<decltype(v)>(1) + (-v).exp()); },
+      "silu", cuda::Unary::silu, 0, x, 5, 8, [](auto v) { return v / (S<decltype(v)>(1) + (-v).exp()); },
       [](auto v, auto, auto grad) {
         using T = S<decltype(v)>;
         ArrayX<T> s = T(1) / (T(1) + (-v).exp());
@@ -141,7 +161,7 @@ Tensor silu(const Tensor& x) {
 // softplus(x) = log(1 + eˣ), = x above 20 (PyTorch's threshold); derivative σ(x).
 Tensor softplus(const Tensor& x) {
   return unary(
-      "softplus", x, 3, 5,
+      "softplus", cuda::Unary::softplus, 0, x, 3, 5,
       [](auto v) {
         using T = S<decltype(v)>;
         return (v > T(20)).select(v, v.min(T(20)).exp().log1p());
@@ -155,7 +175,7 @@ Tensor softplus(const Tensor& x) {
 // elu(x) = x for x > 0, α(eˣ − 1) otherwise.
 Tensor elu(const Tensor& x, double alpha) {
   return unary(
-      "elu", x, 3, 2,
+      "elu", cuda::Unary::elu, alpha, x, 3, 2,
       [alpha](auto v) {
         using T = S<decltype(v)>;
         return (v > T(0)).select(v, T(alpha) * v.min(T(0)).expm1());
@@ -168,7 +188,7 @@ Tensor elu(const Tensor& x, double alpha) {
 
 Tensor square(const Tensor& x) {
   return unary(
-      "square", x, 1, 2, [](auto v) { return v * v; },
+      "square", cuda::Unary::square, 0, x, 1, 2, [](auto v) { return v * v; },
       [](auto v, auto, auto grad) { return S<decltype(v)>(2) * v * grad; });
 }
 

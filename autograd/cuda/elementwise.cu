@@ -1,0 +1,188 @@
+// Elementwise kernels: the unary functions and their derivatives (the same
+// formulas as ops/unary.cpp), scalar maps, broadcast binary ops, strided
+// copies, in-place add. One thread per element, grid-stride loops.
+#include <cmath>
+
+#include "autograd/cuda/check.cuh"
+#include "autograd/cuda/kernels.h"
+
+namespace tapelm::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+int blocks_for(int64_t n) { return (int)std::min<int64_t>((n + kThreads - 1) / kThreads, 65535 * 8); }
+
+#define GRID_STRIDE(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)blockDim.x * gridDim.x)
+
+__device__ float unary_f(Unary op, float v, float alpha) {
+  switch (op) {
+    case Unary::neg: return -v;
+    case Unary::exp: return expf(v);
+    case Unary::log: return logf(v);
+    case Unary::sqrt: return sqrtf(v);
+    case Unary::tanh: return tanhf(v);
+    case Unary::sigmoid: return 1.f / (1.f + expf(-v));
+    case Unary::relu: return v > 0.f ? v : 0.f;
+    case Unary::gelu: return 0.5f * v * (1.f + erff(v * (float)M_SQRT1_2));
+    case Unary::gelu_tanh: {
+      const float k = (float)(M_2_SQRTPI * M_SQRT1_2);
+      return 0.5f * v * (1.f + tanhf(k * (v + 0.044715f * v * v * v)));
+    }
+    case Unary::silu: return v / (1.f + expf(-v));
+    case Unary::softplus: return v > 20.f ? v : log1pf(expf(fminf(v, 20.f)));
+    case Unary::elu: return v > 0.f ? v : alpha * expm1f(fminf(v, 0.f));
+    case Unary::square: return v * v;
+  }
+  return 0.f;
+}
+
+__device__ float unary_df(Unary op, float v, float y, float g, float alpha) {
+  switch (op) {
+    case Unary::neg: return -g;
+    case Unary::exp: return g * y;
+    case Unary::log: return g / v;
+    case Unary::sqrt: return g / (2.f * y);
+    case Unary::tanh: return g * (1.f - y * y);
+    case Unary::sigmoid: return g * y * (1.f - y);
+    case Unary::relu: return v > 0.f ? g : 0.f;
+    case Unary::gelu: {
+      const float cdf = 0.5f * (1.f + erff(v * (float)M_SQRT1_2));
+      const float pdf = expf(-0.5f * v * v) * (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
+      return g * (cdf + v * pdf);
+    }
+    case Unary::gelu_tanh: {
+      const float k = (float)(M_2_SQRTPI * M_SQRT1_2);
+      const float t = tanhf(k * (v + 0.044715f * v * v * v));
+      return g * (0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * k * (1.f + 3.f * 0.044715f * v * v));
+    }
+    case Unary::silu: {
+      const float s = 1.f / (1.f + expf(-v));
+      return g * s * (1.f + v * (1.f - s));
+    }
+    case Unary::softplus: return v > 20.f ? g : g / (1.f + expf(-v));
+    case Unary::elu: return v > 0.f ? g : g * (y + alpha);
+    case Unary::square: return 2.f * v * g;
+  }
+  return 0.f;
+}
+
+__global__ void k_fill(float* p, int64_t n, float value) {
+  GRID_STRIDE(i, n) p[i] = value;
+}
+
+__global__ void k_unary(Unary op, const float* x, float* y, int64_t n, float alpha) {
+  GRID_STRIDE(i, n) y[i] = unary_f(op, x[i], alpha);
+}
+
+__global__ void k_unary_back(Unary op, const float* x, const float* y, const float* dy, float* dx, int64_t n,
+                             float alpha) {
+  GRID_STRIDE(i, n) dx[i] = unary_df(op, x[i], y[i], dy[i], alpha);
+}
+
+__global__ void k_scalar(ScalarOp op, const float* x, float* y, int64_t n, float s) {
+  GRID_STRIDE(i, n) {
+    const float v = x[i];
+    switch (op) {
+      case ScalarOp::add: y[i] = v + s; break;
+      case ScalarOp::mul: y[i] = v * s; break;
+      case ScalarOp::rsub: y[i] = s - v; break;
+      case ScalarOp::rdiv: y[i] = s / v; break;
+      case ScalarOp::pow: y[i] = powf(v, s); break;
+    }
+  }
+}
+
+// The offset of linear index i (row-major over s.size) through s.stride.
+__device__ int64_t offset_of(int64_t i, const Strided& s) {
+  int64_t off = 0;
+  for (int d = s.ndim - 1; d >= 0; --d) {
+    const int64_t idx = i % s.size[d];
+    i /= s.size[d];
+    off += idx * s.stride[d];
+  }
+  return off;
+}
+
+__global__ void k_binary(Binary op, const float* a, Strided as, const float* b, Strided bs, float* out, int64_t n) {
+  GRID_STRIDE(i, n) {
+    const float x = a[offset_of(i, as)], y = b[offset_of(i, bs)];
+    switch (op) {
+      case Binary::add: out[i] = x + y; break;
+      case Binary::sub: out[i] = x - y; break;
+      case Binary::mul: out[i] = x * y; break;
+      case Binary::div: out[i] = x / y; break;
+    }
+  }
+}
+
+template <class T>
+__global__ void k_copy_strided(const T* src, Strided s, T* dst, Strided d, int64_t n) {
+  GRID_STRIDE(i, n) dst[offset_of(i, d)] = src[offset_of(i, s)];
+}
+
+__global__ void k_add_inplace(float* dst, const float* src, int64_t n) {
+  GRID_STRIDE(i, n) dst[i] += src[i];
+}
+
+int64_t count(const Strided& s) {
+  int64_t n = 1;
+  for (int d = 0; d < s.ndim; ++d) n *= s.size[d];
+  return n;
+}
+
+}  // namespace
+
+void fill(float* p, int64_t n, float value) {
+  if (n == 0) return;
+  k_fill<<<blocks_for(n), kThreads, 0, stream()>>>(p, n, value);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void unary_forward(Unary op, const float* x, float* y, int64_t n, float alpha) {
+  if (n == 0) return;
+  k_unary<<<blocks_for(n), kThreads, 0, stream()>>>(op, x, y, n, alpha);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void unary_backward(Unary op, const float* x, const float* y, const float* dy, float* dx, int64_t n, float alpha) {
+  if (n == 0) return;
+  k_unary_back<<<blocks_for(n), kThreads, 0, stream()>>>(op, x, y, dy, dx, n, alpha);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void scalar_map(ScalarOp op, const float* x, float* y, int64_t n, float s) {
+  if (n == 0) return;
+  k_scalar<<<blocks_for(n), kThreads, 0, stream()>>>(op, x, y, n, s);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void binary(Binary op, const float* a, const Strided& as, const float* b, const Strided& bs, float* out) {
+  const int64_t n = count(as);
+  if (n == 0) return;
+  k_binary<<<blocks_for(n), kThreads, 0, stream()>>>(op, a, as, b, bs, out, n);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void copy_strided(const float* src, const Strided& s, float* dst, const Strided& d) {
+  const int64_t n = count(s);
+  if (n == 0) return;
+  k_copy_strided<float><<<blocks_for(n), kThreads, 0, stream()>>>(src, s, dst, d, n);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void copy_strided_bytes(const uint8_t* src, const Strided& s, uint8_t* dst, const Strided& d) {
+  const int64_t n = count(s);
+  if (n == 0) return;
+  k_copy_strided<uint8_t><<<blocks_for(n), kThreads, 0, stream()>>>(src, s, dst, d, n);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void add_inplace(float* dst, const float* src, int64_t n) {
+  if (n == 0) return;
+  k_add_inplace<<<blocks_for(n), kThreads, 0, stream()>>>(dst, src, n);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+}  // namespace tapelm::cuda

@@ -1,0 +1,89 @@
+// The CUDA kernels the ops call, as plain C++ declarations: raw device
+// pointers and sizes, float32 elements. Implemented in autograd/cuda/*.cu;
+// without CUDA, no_cuda.cpp implements each by throwing (no op can reach one
+// then, since no cuda tensor can exist). Every kernel runs on the one stream
+// (runtime.h) and is deterministic: no float atomics, reductions in a fixed
+// order, products through cuBLAS with one fixed algorithm.
+#pragma once
+#include <cstdint>
+
+namespace tapelm::cuda {
+
+constexpr int kMaxDims = 8;
+
+// A view of up to kMaxDims dimensions: sizes and element strides.
+struct Strided {
+  int ndim = 0;
+  int64_t size[kMaxDims] = {};
+  int64_t stride[kMaxDims] = {};
+};
+
+void fill(float* p, int64_t n, float value);
+
+// ---- elementwise (ops/unary.cpp, scalar.cpp, binary.cpp) -----------------
+enum class Unary { neg, exp, log, sqrt, tanh, sigmoid, relu, gelu, gelu_tanh, silu, softplus, elu, square };
+void unary_forward(Unary op, const float* x, float* y, int64_t n, float alpha);
+void unary_backward(Unary op, const float* x, const float* y, const float* dy, float* dx, int64_t n, float alpha);
+
+enum class ScalarOp { add, mul, rsub, rdiv, pow };
+void scalar_map(ScalarOp op, const float* x, float* y, int64_t n, float s);
+
+enum class Binary { add, sub, mul, div };
+// out (contiguous, shape `a.size`) = a ∘ b, a and b read through their
+// strides (0 on a broadcast dimension).
+void binary(Binary op, const float* a, const Strided& as, const float* b, const Strided& bs, float* out);
+
+// dst (strided) = src (strided), same sizes: permute, slice, concat, expand.
+void copy_strided(const float* src, const Strided& s, float* dst, const Strided& d);
+void copy_strided_bytes(const uint8_t* src, const Strided& s, uint8_t* dst, const Strided& d);
+
+// dst += src, n elements.
+void add_inplace(float* dst, const float* src, int64_t n);
+
+// out[o] = Σ over the reduced index r of x at o·(kept strides) + r·(reduced
+// strides), r in row-major order: each output element by one thread, in a
+// fixed order. `kept` and `reduced` describe x's dimensions split in two.
+void reduce_sum(const float* x, const Strided& kept, const Strided& reduced, float* out, float scale);
+
+// ---- products (gemm.cu, cuBLAS) --------------------------------------------
+// C[b] = op(A[b]) · op(B[b]) for b < batch, row-major: A is m×k (k×m when
+// trans_a), B is k×n (n×k when trans_b), C m×n; batch strides in elements
+// (0: the same matrix for every b). beta = 1 adds into C.
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* A, int64_t stride_a, const float* B,
+          int64_t stride_b, float* C, int64_t stride_c, int64_t batch, float beta);
+
+// ---- rows (nn.cu) -----------------------------------------------------------
+// Per row of `cols`: LayerNorm (center: μ = mean) or RMSNorm (μ = 0),
+// y = (x − μ)·r·w + b with r = 1/√(mean((x − μ)²) + eps); b may be null;
+// μ and r saved per row.
+void norm_forward(bool center, const float* x, const float* w, const float* b, float* y, float* mean, float* rstd,
+                  int64_t rows, int64_t cols, float eps);
+// dx per row; dw and db (db may be null) summed over the rows in row order.
+void norm_backward(bool center, const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                   float* dx, float* dw, float* db, int64_t rows, int64_t cols);
+void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols, bool log);
+void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log);
+// out[i, :] = weight[ids[i], :]; ids on the device.
+void embedding_forward(const float* weight, const int32_t* ids, float* out, int64_t n, int64_t dim);
+// dweight (zeroed here) [vocab, dim]: each row the sum of its ids' rows of
+// dout in position order. `order` lists positions sorted by id (stable) and
+// `starts` [vocab + 1] where each id's run begins; both on the device.
+void embedding_backward(const float* dout, const int32_t* order, const int32_t* starts, float* dweight, int64_t vocab,
+                        int64_t dim);
+// Per row: loss = lse − x[target] (0 where target == ignore); lse saved.
+void cross_entropy_forward(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t rows,
+                           int64_t cols, int32_t ignore);
+// dlogits = (softmax − onehot)·scale per row (0 for ignored rows).
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, float* dlogits, int64_t rows,
+                            int64_t cols, int32_t ignore, float scale);
+
+// ---- optimizer (optim.cu) ---------------------------------------------------
+// Σ x² over n elements, as a double, in a fixed order (blocks of partial sums
+// added in block order).
+double sum_of_squares(const float* x, int64_t n);
+void scale_inplace(float* x, int64_t n, float s);
+// torch.optim.AdamW's update of one tensor (see optim/optimizer.h).
+void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps,
+                float weight_decay, float bias_correction1, float bias_correction2_sqrt);
+
+}  // namespace tapelm::cuda

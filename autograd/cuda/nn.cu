@@ -1,0 +1,218 @@
+// Row kernels: LayerNorm/RMSNorm, softmax, embedding, cross-entropy. A warp
+// per row, statistics in fp32 through fixed shuffle trees, so each row's
+// result does not depend on the launch; column sums loop over rows in order.
+#include <cfloat>
+
+#include "autograd/cuda/check.cuh"
+#include "autograd/cuda/kernels.h"
+
+namespace tapelm::cuda {
+
+namespace {
+
+constexpr int kWarpsPerBlock = 8;
+
+__device__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+int row_blocks(int64_t rows) { return (int)((rows + kWarpsPerBlock - 1) / kWarpsPerBlock); }
+
+#define ROW_OF_WARP()                                                    \
+  const int64_t row = blockIdx.x * (int64_t)kWarpsPerBlock + threadIdx.x / 32; \
+  const int lane = threadIdx.x % 32;                                     \
+  if (row >= rows) return;
+
+__global__ void k_norm_fwd(bool center, const float* x, const float* w, const float* b, float* y, float* mean,
+                           float* rstd, int64_t rows, int64_t cols, float eps) {
+  ROW_OF_WARP();
+  const float* xr = x + row * cols;
+  float s = 0.f;
+  if (center) {
+    for (int64_t j = lane; j < cols; j += 32) s += xr[j];
+    s = warp_sum(s) / cols;
+  }
+  const float mu = s;
+  float v = 0.f;
+  for (int64_t j = lane; j < cols; j += 32) v += (xr[j] - mu) * (xr[j] - mu);
+  const float r = rsqrtf(warp_sum(v) / cols + eps);
+  float* yr = y + row * cols;
+  for (int64_t j = lane; j < cols; j += 32) yr[j] = (xr[j] - mu) * r * w[j] + (b ? b[j] : 0.f);
+  if (lane == 0) mean[row] = mu, rstd[row] = r;
+}
+
+// dx = r·(ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂)), ĝ = dy ⊙ w (no mean(ĝ) term without centring).
+__global__ void k_norm_bwd_dx(bool center, const float* x, const float* w, const float* mean, const float* rstd,
+                              const float* dy, float* dx, int64_t rows, int64_t cols) {
+  ROW_OF_WARP();
+  const float *xr = x + row * cols, *gr = dy + row * cols;
+  const float mu = mean[row], r = rstd[row];
+  float sg = 0.f, sgx = 0.f;
+  for (int64_t j = lane; j < cols; j += 32) {
+    const float gh = gr[j] * w[j], xh = (xr[j] - mu) * r;
+    sg += gh, sgx += gh * xh;
+  }
+  const float mg = center ? warp_sum(sg) / cols : 0.f, mgx = warp_sum(sgx) / cols;
+  float* dr = dx + row * cols;
+  for (int64_t j = lane; j < cols; j += 32) {
+    const float gh = gr[j] * w[j], xh = (xr[j] - mu) * r;
+    dr[j] = r * (gh - mg - xh * mgx);
+  }
+}
+
+__global__ void k_norm_bwd_dw(const float* x, const float* mean, const float* rstd, const float* dy, float* dw,
+                              float* db, int64_t rows, int64_t cols) {
+  const int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (j >= cols) return;
+  float sw = 0.f, sb = 0.f;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float g = dy[r * cols + j];
+    sw += g * (x[r * cols + j] - mean[r]) * rstd[r];
+    sb += g;
+  }
+  dw[j] = sw;
+  if (db) db[j] = sb;
+}
+
+__global__ void k_softmax_fwd(const float* x, float* y, int64_t rows, int64_t cols, bool log) {
+  ROW_OF_WARP();
+  const float* xr = x + row * cols;
+  float m = -FLT_MAX;
+  for (int64_t j = lane; j < cols; j += 32) m = fmaxf(m, xr[j]);
+  m = warp_max(m);
+  float s = 0.f;
+  for (int64_t j = lane; j < cols; j += 32) s += expf(xr[j] - m);
+  s = warp_sum(s);
+  float* yr = y + row * cols;
+  if (log) {
+    const float lse = m + logf(s);
+    for (int64_t j = lane; j < cols; j += 32) yr[j] = xr[j] - lse;
+  } else {
+    for (int64_t j = lane; j < cols; j += 32) yr[j] = s > 0.f ? expf(xr[j] - m) / s : 0.f;  // a row with every entry masked: zeros
+  }
+}
+
+// softmax: dx = y ⊙ (dy − Σ dy ⊙ y);  log-softmax: dx = dy − e^y · Σ dy.
+__global__ void k_softmax_bwd(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log) {
+  ROW_OF_WARP();
+  const float *yr = y + row * cols, *gr = dy + row * cols;
+  float s = 0.f;
+  for (int64_t j = lane; j < cols; j += 32) s += log ? gr[j] : gr[j] * yr[j];
+  s = warp_sum(s);
+  float* dr = dx + row * cols;
+  for (int64_t j = lane; j < cols; j += 32) dr[j] = log ? gr[j] - expf(yr[j]) * s : yr[j] * (gr[j] - s);
+}
+
+__global__ void k_embedding_fwd(const float* weight, const int32_t* ids, float* out, int64_t n, int64_t dim) {
+  const int64_t i = blockIdx.x;
+  const float* src = weight + (int64_t)ids[i] * dim;
+  for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) out[i * dim + j] = src[j];
+}
+
+// One block per id: its rows of dout added in position order.
+__global__ void k_embedding_bwd(const float* dout, const int32_t* order, const int32_t* starts, float* dweight,
+                                int64_t dim) {
+  const int64_t id = blockIdx.x;
+  const int32_t begin = starts[id], end = starts[id + 1];
+  for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) {
+    float s = 0.f;
+    for (int32_t k = begin; k < end; ++k) s += dout[(int64_t)order[k] * dim + j];
+    dweight[id * dim + j] = s;
+  }
+}
+
+__global__ void k_xent_fwd(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t rows,
+                           int64_t cols, int32_t ignore) {
+  ROW_OF_WARP();
+  const float* xr = logits + row * cols;
+  float m = -FLT_MAX;
+  for (int64_t j = lane; j < cols; j += 32) m = fmaxf(m, xr[j]);
+  m = warp_max(m);
+  float s = 0.f;
+  for (int64_t j = lane; j < cols; j += 32) s += expf(xr[j] - m);
+  s = warp_sum(s);
+  if (lane == 0) {
+    const float l = m + logf(s);
+    lse[row] = l;
+    const int32_t t = targets[row];
+    loss[row] = t == ignore ? 0.f : l - xr[t];
+  }
+}
+
+__global__ void k_xent_bwd(const float* logits, const int32_t* targets, const float* lse, float* dlogits, int64_t rows,
+                           int64_t cols, int32_t ignore, float scale) {
+  ROW_OF_WARP();
+  const int32_t t = targets[row];
+  const float *xr = logits + row * cols;
+  float* dr = dlogits + row * cols;
+  const float l = lse[row];
+  for (int64_t j = lane; j < cols; j += 32)
+    dr[j] = t == ignore ? 0.f : (expf(xr[j] - l) - (j == t ? 1.f : 0.f)) * scale;
+}
+
+}  // namespace
+
+void norm_forward(bool center, const float* x, const float* w, const float* b, float* y, float* mean, float* rstd,
+                  int64_t rows, int64_t cols, float eps) {
+  if (rows == 0) return;
+  k_norm_fwd<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(center, x, w, b, y, mean, rstd, rows, cols, eps);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void norm_backward(bool center, const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                   float* dx, float* dw, float* db, int64_t rows, int64_t cols) {
+  if (rows == 0) return;
+  k_norm_bwd_dx<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(center, x, w, mean, rstd, dy, dx, rows, cols);
+  TAPELM_CUDA_LAUNCHED();
+  if (dw) {
+    k_norm_bwd_dw<<<(int)((cols + 255) / 256), 256, 0, stream()>>>(x, mean, rstd, dy, dw, db, rows, cols);
+    TAPELM_CUDA_LAUNCHED();
+  }
+}
+
+void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols, bool log) {
+  if (rows == 0) return;
+  k_softmax_fwd<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(x, y, rows, cols, log);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log) {
+  if (rows == 0) return;
+  k_softmax_bwd<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(y, dy, dx, rows, cols, log);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void embedding_forward(const float* weight, const int32_t* ids, float* out, int64_t n, int64_t dim) {
+  if (n == 0) return;
+  k_embedding_fwd<<<(unsigned)n, 128, 0, stream()>>>(weight, ids, out, n, dim);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void embedding_backward(const float* dout, const int32_t* order, const int32_t* starts, float* dweight, int64_t vocab,
+                        int64_t dim) {
+  if (vocab == 0) return;
+  k_embedding_bwd<<<(unsigned)vocab, 128, 0, stream()>>>(dout, order, starts, dweight, dim);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void cross_entropy_forward(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t rows,
+                           int64_t cols, int32_t ignore) {
+  if (rows == 0) return;
+  k_xent_fwd<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(logits, targets, loss, lse, rows, cols, ignore);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, float* dlogits,
+                            int64_t rows, int64_t cols, int32_t ignore, float scale) {
+  if (rows == 0) return;
+  k_xent_bwd<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(logits, targets, lse, dlogits, rows, cols, ignore,
+                                                                     scale);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+}  // namespace tapelm::cuda

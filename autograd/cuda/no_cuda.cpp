@@ -1,0 +1,65 @@
+// The CUDA device's functions in a build without the CUDA toolkit: each says
+// so. Only allocate() and the queries can be reached (no cuda tensor can
+// exist without an allocation), so the kernels' stubs never run.
+#include "autograd/cuda/kernels.h"
+#include "autograd/cuda/runtime.h"
+#include "autograd/error.h"
+
+namespace tapelm::cuda {
+
+namespace {
+[[noreturn]] void no_cuda() {
+  throw Error("cuda: tapelm was built without CUDA (the CUDA toolkit was not found when it was configured)");
+}
+}  // namespace
+
+bool built() { return false; }
+int device_count() { return 0; }
+std::string describe() { return "none (built without CUDA)"; }
+std::string why_unavailable() {
+  return "tapelm was built without CUDA (the CUDA toolkit was not found when it was configured)";
+}
+void* allocate(size_t) { no_cuda(); }
+void release(void*) {}
+bool poison_enabled() { return false; }
+void copy_to_device(void*, const void*, size_t) { no_cuda(); }
+void copy_to_host(void*, const void*, size_t) { no_cuda(); }
+void copy_on_device(void*, const void*, size_t) { no_cuda(); }
+void fill_bytes(void*, int, size_t) { no_cuda(); }
+void synchronize() {}
+
+void fill(float*, int64_t, float) { no_cuda(); }
+void unary_forward(Unary, const float*, float*, int64_t, float) { no_cuda(); }
+void unary_backward(Unary, const float*, const float*, const float*, float*, int64_t, float) { no_cuda(); }
+void scalar_map(ScalarOp, const float*, float*, int64_t, float) { no_cuda(); }
+void binary(Binary, const float*, const Strided&, const float*, const Strided&, float*) { no_cuda(); }
+void copy_strided(const float*, const Strided&, float*, const Strided&) { no_cuda(); }
+void copy_strided_bytes(const uint8_t*, const Strided&, uint8_t*, const Strided&) { no_cuda(); }
+void add_inplace(float*, const float*, int64_t) { no_cuda(); }
+void reduce_sum(const float*, const Strided&, const Strided&, float*, float) { no_cuda(); }
+void gemm(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t,
+          float) {
+  no_cuda();
+}
+void norm_forward(bool, const float*, const float*, const float*, float*, float*, float*, int64_t, int64_t, float) {
+  no_cuda();
+}
+void norm_backward(bool, const float*, const float*, const float*, const float*, const float*, float*, float*, float*,
+                   int64_t, int64_t) {
+  no_cuda();
+}
+void softmax_forward(const float*, float*, int64_t, int64_t, bool) { no_cuda(); }
+void softmax_backward(const float*, const float*, float*, int64_t, int64_t, bool) { no_cuda(); }
+void embedding_forward(const float*, const int32_t*, float*, int64_t, int64_t) { no_cuda(); }
+void embedding_backward(const float*, const int32_t*, const int32_t*, float*, int64_t, int64_t) { no_cuda(); }
+void cross_entropy_forward(const float*, const int32_t*, float*, float*, int64_t, int64_t, int32_t) { no_cuda(); }
+void cross_entropy_backward(const float*, const int32_t*, const float*, float*, int64_t, int64_t, int32_t, float) {
+  no_cuda();
+}
+double sum_of_squares(const float*, int64_t) { no_cuda(); }
+void scale_inplace(float*, int64_t, float) { no_cuda(); }
+void adamw_step(float*, const float*, float*, float*, int64_t, float, float, float, float, float, float, float) {
+  no_cuda();
+}
+
+}  // namespace tapelm::cuda

@@ -1,0 +1,112 @@
+#include <cstdlib>
+#include <cstring>
+
+#include "autograd/cuda/check.cuh"
+#include "autograd/cuda/runtime.h"
+
+namespace tapelm::cuda {
+
+namespace {
+
+struct Context {
+  cudaStream_t stream = nullptr;
+  Context() {
+    TAPELM_CUDA(cudaSetDevice(0));
+    TAPELM_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    // Keep freed blocks in the pool between steps instead of returning them
+    // to the driver at every synchronisation: step-to-step reuse.
+    cudaMemPool_t pool;
+    TAPELM_CUDA(cudaDeviceGetDefaultMemPool(&pool, 0));
+    uint64_t keep = UINT64_MAX;
+    TAPELM_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  }
+};
+
+Context& context() {
+  static Context c;  // on first use: a CPU-only run never touches the driver
+  return c;
+}
+
+}  // namespace
+
+cudaStream_t stream() { return context().stream; }
+
+bool built() { return true; }
+
+int device_count() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
+std::string why_unavailable() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) return fmt::format("no CUDA GPU can be used: {} ({})", cudaGetErrorName(e), cudaGetErrorString(e));
+  if (n == 0) return "no CUDA GPU is present";
+  return "";
+}
+
+std::string describe() {
+  cudaDeviceProp p{};
+  TAPELM_CUDA(cudaGetDeviceProperties(&p, 0));
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  return fmt::format("{}, {:.1f} GiB, compute {}.{}, {} SMs, driver CUDA {}.{}, runtime {}.{}", p.name,
+                     p.totalGlobalMem / 1073741824.0, p.major, p.minor, p.multiProcessorCount, driver / 1000,
+                     driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10);
+}
+
+bool poison_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("TAPELM_CUDA_POISON");
+    return e && std::strcmp(e, "1") == 0;
+  }();
+  return on;
+}
+
+void* allocate(size_t bytes) {
+  void* p = nullptr;
+  if (bytes == 0) return nullptr;
+  const cudaError_t e = cudaMallocAsync(&p, bytes, stream());
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear it
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    throw Error(fmt::format("cuda: out of GPU memory allocating {:.1f} MiB ({:.1f} GiB of {:.1f} GiB free): {}",
+                            bytes / 1048576.0, free_b / 1073741824.0, total_b / 1073741824.0, cudaGetErrorString(e)));
+  }
+  if (poison_enabled()) TAPELM_CUDA(cudaMemsetAsync(p, 0xFF, bytes, stream()));
+  return p;
+}
+
+void release(void* p) {
+  if (p) cudaFreeAsync(p, stream());  // never throws: called from destructors
+}
+
+void copy_to_device(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  // Pageable host memory: the copy is staged before the call returns, so the
+  // host buffer may be reused at once.
+  TAPELM_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
+}
+
+void copy_to_host(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  TAPELM_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream()));
+  TAPELM_CUDA(cudaStreamSynchronize(stream()));
+}
+
+void copy_on_device(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  TAPELM_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()));
+}
+
+void fill_bytes(void* p, int value, size_t bytes) {
+  if (bytes == 0) return;
+  TAPELM_CUDA(cudaMemsetAsync(p, value, bytes, stream()));
+}
+
+void synchronize() { TAPELM_CUDA(cudaStreamSynchronize(stream())); }
+
+}  // namespace tapelm::cuda

@@ -1,0 +1,33 @@
+// The CUDA device's host side, as plain C++ (no CUDA headers): memory,
+// copies, the stream every kernel runs on, the device's description. A build
+// with the CUDA toolkit implements it in runtime.cu; a build without it links
+// no_cuda.cpp, whose functions say that tapelm was built without CUDA, so no
+// op file needs an #ifdef.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace tapelm::cuda {
+
+bool built();                   // this build has the CUDA device
+int device_count();             // GPUs the driver sees (0 on error or without CUDA)
+std::string describe();         // "NVIDIA H100 80GB HBM3, 79.1 GiB, compute 9.0, driver 13.0, runtime 13.0"
+std::string why_unavailable();  // "" when a GPU can be used
+
+// Device memory from the stream-ordered pool (cudaMallocAsync on the one
+// stream), so a step's buffers are reused step after step without an
+// allocator of our own. With TAPELM_CUDA_POISON=1 every new buffer is filled
+// with 0xFF bytes (a NaN in every float), so a kernel that leaves an element
+// unwritten fails its test.
+void* allocate(size_t bytes);
+void release(void* p);
+bool poison_enabled();
+
+void copy_to_device(void* dst, const void* src, size_t bytes);  // waits for nothing: the stream orders it
+void copy_to_host(void* dst, const void* src, size_t bytes);    // returns once the bytes are on the host
+void copy_on_device(void* dst, const void* src, size_t bytes);
+void fill_bytes(void* p, int value, size_t bytes);
+void synchronize();  // waits for every kernel launched so far; throws with the first asynchronous error
+
+}  // namespace tapelm::cuda

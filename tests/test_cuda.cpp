@@ -1,0 +1,288 @@
+// The CUDA device against the CPU. Every op with a CUDA kernel or on the CPU
+// fallback list runs on fresh random inputs at awkward sizes on the GPU in
+// float32 and on the CPU in float64; the output and every input gradient of
+// L = Σ f(x) ⊙ R must agree to ‖a − b‖/‖b‖ ≤ 1e-5 (bound fixed before
+// measuring; cuBLAS in its pedantic mode: no TF32). New GPU buffers are
+// poisoned (TAPELM_CUDA_POISON: all bits set, a NaN in every float) and a NaN
+// fails, so an element a kernel leaves unwritten fails. Without a GPU (CI)
+// these tests skip themselves with the reason; the op table test runs anyway.
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <regex>
+#include <set>
+
+#include "autograd/autograd.h"
+#include "autograd/device_dispatch.h"
+#include "nn/mixers.h"
+#include "nn/model.h"
+#include "optim/optimizer.h"
+#include "tests/test_helpers.h"
+
+using namespace tapelm;
+
+namespace {
+
+// Before any GPU buffer exists: poison every new one.
+const bool g_poisoned = [] { return setenv("TAPELM_CUDA_POISON", "1", 1) == 0; }();
+
+#define REQUIRE_GPU()                                                        \
+  do {                                                                       \
+    if (!cuda_available()) GTEST_SKIP() << "no GPU here: " << why_no_cuda(); \
+  } while (0)
+
+constexpr double kFp32Bound = 1e-5;
+
+// ‖a − b‖ / ‖b‖ (‖a − b‖ when b is 0); infinite if any element is NaN.
+double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    if (std::isnan(a[i]) || std::isnan(b[i])) return INFINITY;
+    diff += (a[i] - b[i]) * (a[i] - b[i]);
+    ref += b[i] * b[i];
+  }
+  return ref > 0 ? std::sqrt(diff / ref) : std::sqrt(diff);
+}
+
+struct Input {
+  Shape shape;
+  enum Kind { floating, positive, ids, mask } kind = floating;
+  int64_t high = 0;  // ids: values in [0, high); mask: a fraction·1000 of trues
+};
+
+// Runs f on the CPU in float64 and on the GPU in float32 with the same inputs
+// and checks the output and the gradient of every floating input.
+void check_op(const std::string& name, const std::vector<Input>& inputs,
+              const std::function<Tensor(const std::vector<Tensor>&)>& f, double bound = kFp32Bound) {
+  SCOPED_TRACE(name);
+  static uint64_t seed = 1;
+  Generator gen(seed++);
+  std::vector<Tensor> cpu, gpu;
+  for (const Input& in : inputs) {
+    Tensor t;
+    if (in.kind == Input::ids) {
+      t = randint(in.shape, in.high, gen);
+    } else if (in.kind == Input::mask) {
+      t = Tensor::empty(in.shape, DType::b8);
+      for (int64_t i = 0; i < t.numel(); ++i) t.data<uint8_t>()[i] = gen.uniform() * 1000 < in.high;
+    } else {
+      t = randn(in.shape, gen, DType::f64);
+      if (in.kind == Input::positive)
+        for (int64_t i = 0; i < t.numel(); ++i) t.data<double>()[i] = 0.5 + std::fabs(t.data<double>()[i]);
+      // The GPU reads the float32 rounding of the same numbers.
+      t = t.to(DType::f32).to(DType::f64);
+    }
+    const bool grad = is_floating(t.dtype());
+    Tensor c = t, g = is_floating(t.dtype()) ? t.to(DType::f32).to(Device::cuda) : t;
+    if (grad) c.requires_grad_(), g.requires_grad_();
+    cpu.push_back(c), gpu.push_back(g);
+  }
+  Tensor yc = f(cpu), yg = f(gpu);
+  ASSERT_TRUE(yg.is_cuda()) << name << " gave a " << device_name(yg.device()) << " tensor";
+  ASSERT_EQ(yc.shape(), yg.shape());
+  Tensor R = randn(yc.shape(), gen, DType::f64);
+  R = R.to(DType::f32).to(DType::f64);
+  EXPECT_LE(relative_error(yg.to_vector(), yc.to_vector()), bound) << "output";
+  backward(sum(mul(yc, R)));
+  backward(sum(mul(yg, R.to(DType::f32).to(Device::cuda))));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!cpu[i].requires_grad()) continue;
+    ASSERT_TRUE(cpu[i].grad().defined() && gpu[i].grad().defined()) << "input " << i;
+    EXPECT_TRUE(gpu[i].grad().is_cuda()) << "input " << i;
+    EXPECT_LE(relative_error(gpu[i].grad().to_vector(), cpu[i].grad().to_vector()), bound) << "gradient of input " << i;
+  }
+}
+
+}  // namespace
+
+// Every op that ops.h declares has a CUDA kernel or a place on the CPU
+// fallback list, and no name is on both.
+TEST(Cuda, EveryOpHasAKernelOrANamedFallback) {
+  // TAPELM_SOURCE_DIR in the environment: the tests run from a copy on another machine.
+  const char* src = std::getenv("TAPELM_SOURCE_DIR");
+  std::ifstream in(std::string(src ? src : TAPELM_SOURCE_DIR) + "/autograd/ops.h");
+  ASSERT_TRUE(in.good()) << "cannot read autograd/ops.h";
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::set<std::string> declared;
+  const std::regex decl(R"(\n(?:Tensor|std::vector<Tensor>) (\w+)\()");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), decl); it != std::sregex_iterator(); ++it)
+    declared.insert((*it)[1]);
+  ASSERT_GT(declared.size(), 50u);
+  std::set<std::string> kernels(cuda_kernel_ops().begin(), cuda_kernel_ops().end()),
+      fallbacks(cpu_fallback_ops().begin(), cpu_fallback_ops().end());
+  for (const std::string& op : declared)
+    EXPECT_TRUE(kernels.count(op) + fallbacks.count(op) == 1)
+        << op << " needs a CUDA kernel (cuda_kernel_ops) or a place on the CPU fallback list (cpu_fallback_ops), once";
+  for (const std::string& op : kernels) EXPECT_TRUE(declared.count(op)) << op << " is listed but not in ops.h";
+  for (const std::string& op : fallbacks) EXPECT_TRUE(declared.count(op)) << op << " is listed but not in ops.h";
+}
+
+TEST(Cuda, WithoutAGpuCudaIsOneClearError) {
+  if (cuda_available()) GTEST_SKIP() << "a GPU is here";
+  EXPECT_ERROR_CONTAINS(to_device(zeros({2}), Device::cuda), "to_device: ");
+  EXPECT_ERROR_CONTAINS(require_cuda("train --device cuda"), "train --device cuda: ");
+}
+
+TEST(Cuda, HostReadsOfDeviceMemoryAreNamedErrors) {
+  REQUIRE_GPU();
+  Tensor t = ones({3, 5}).to(Device::cuda);
+  EXPECT_ERROR_CONTAINS(t.data<float>(), "tensor: host code read a cuda tensor (f32 [3,5]) through data<f32>()");
+  EXPECT_EQ(t.to_vector(), std::vector<double>(15, 1.0));
+  EXPECT_ERROR_CONTAINS(add(t, ones({3, 5})), "add: inputs on different devices");
+}
+
+TEST(Cuda, ElementwiseOpsMatchTheCpu) {
+  REQUIRE_GPU();
+  const Shape s{3, 7, 13};
+  using F = Tensor (*)(const Tensor&);
+  const std::vector<std::pair<std::string, F>> unary = {
+      {"neg", neg},   {"exp", exp},   {"tanh", tanh},           {"sigmoid", sigmoid},   {"relu", relu},
+      {"gelu", gelu}, {"silu", silu}, {"gelu_tanh", gelu_tanh}, {"softplus", softplus}, {"square", square}};
+  for (auto& [name, fn] : unary) check_op(name, {{s}}, [fn](const std::vector<Tensor>& x) { return fn(x[0]); });
+  check_op("log", {{s, Input::positive}}, [](const std::vector<Tensor>& x) { return log(x[0]); });
+  check_op("sqrt", {{s, Input::positive}}, [](const std::vector<Tensor>& x) { return sqrt(x[0]); });
+  check_op("elu", {{s}}, [](const std::vector<Tensor>& x) { return elu(x[0], 0.7); });
+  check_op("scalars", {{s, Input::positive}}, [](const std::vector<Tensor>& x) {
+    return add(rdiv_scalar(2.0, x[0]), add(pow(x[0], 1.5), rsub_scalar(3.0, add_scalar(mul_scalar(x[0], 0.3), 1.0))));
+  });
+  check_op("add broadcast", {{{3, 7, 13}}, {{7, 1}}}, [](const std::vector<Tensor>& x) { return add(x[0], x[1]); });
+  check_op("sub broadcast", {{{13}}, {{3, 1, 13}}}, [](const std::vector<Tensor>& x) { return sub(x[0], x[1]); });
+  check_op("mul broadcast", {{{3, 7, 13}}, {{3, 1, 1}}}, [](const std::vector<Tensor>& x) { return mul(x[0], x[1]); });
+  check_op("div broadcast", {{{3, 7, 13}}, {{1, 13}, Input::positive}},
+           [](const std::vector<Tensor>& x) { return div(x[0], x[1]); });
+}
+
+TEST(Cuda, ReductionsAndShapeOpsMatchTheCpu) {
+  REQUIRE_GPU();
+  check_op("sum axes", {{{5, 9, 11}}}, [](const std::vector<Tensor>& x) { return sum(x[0], {0, 2}, true); });
+  check_op("sum all", {{{517, 301}}}, [](const std::vector<Tensor>& x) { return reshape(sum(x[0]), {1}); });
+  check_op("mean", {{{5, 9, 11}}}, [](const std::vector<Tensor>& x) { return mean(x[0], {1}); });
+  check_op("sum long rows", {{{3, 2051}}}, [](const std::vector<Tensor>& x) { return sum(x[0], {1}); });
+  check_op("permute", {{{2, 3, 5, 7}}}, [](const std::vector<Tensor>& x) { return permute(x[0], {2, 0, 3, 1}); });
+  check_op("slice", {{{4, 9, 5}}}, [](const std::vector<Tensor>& x) { return slice(x[0], 1, 2, 7); });
+  check_op("concat", {{{4, 3, 5}}, {{4, 2, 5}}}, [](const std::vector<Tensor>& x) { return concat({x[0], x[1]}, 1); });
+  check_op("split", {{{4, 9, 5}}}, [](const std::vector<Tensor>& x) {
+    auto parts = split(x[0], {2, 3, 4}, 1);
+    return add(mul_scalar(parts[0], 2.0), slice(parts[2], 1, 0, 2));
+  });
+  check_op("expand", {{{3, 1, 5}}}, [](const std::vector<Tensor>& x) { return expand(x[0], {2, 3, 4, 5}); });
+  check_op("max (fallback)", {{{4, 9, 5}}}, [](const std::vector<Tensor>& x) { return max(x[0], {1}); });
+  check_op("cumsum (fallback)", {{{4, 9, 5}}}, [](const std::vector<Tensor>& x) { return cumsum(x[0], 1); });
+}
+
+TEST(Cuda, ProductsMatchTheCpu) {
+  REQUIRE_GPU();
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const Shape a = ta ? Shape{3, 37, 29} : Shape{3, 29, 37}, b = tb ? Shape{3, 43, 37} : Shape{3, 37, 43};
+      check_op(fmt::format("matmul batched ta={} tb={}", ta, tb), {{a}, {b}},
+               [ta, tb](const std::vector<Tensor>& x) { return matmul(x[0], x[1], ta, tb); });
+    }
+  check_op("matmul shared right", {{{2, 3, 29, 37}}, {{37, 41}}},
+           [](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); });
+  check_op("matmul partial broadcast", {{{2, 3, 29, 37}}, {{2, 1, 37, 41}}},
+           [](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); });
+  check_op("linear with bias", {{{3, 19, 37}}, {{53, 37}}, {{53}}},
+           [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); });
+  check_op("linear without bias", {{{57, 37}}, {{53, 37}}},
+           [](const std::vector<Tensor>& x) { return linear(x[0], x[1], Tensor()); });
+}
+
+TEST(Cuda, RowOpsMatchTheCpu) {
+  REQUIRE_GPU();
+  check_op("softmax", {{{5, 7, 67}}}, [](const std::vector<Tensor>& x) { return softmax(x[0]); });
+  check_op("log_softmax", {{{5, 7, 67}}}, [](const std::vector<Tensor>& x) { return log_softmax(x[0]); });
+  check_op("layer_norm", {{{5, 7, 67}}, {{67}}, {{67}}},
+           [](const std::vector<Tensor>& x) { return layer_norm(x[0], x[1], x[2]); });
+  check_op("layer_norm without bias", {{{5, 7, 67}}, {{67}}},
+           [](const std::vector<Tensor>& x) { return layer_norm(x[0], x[1], Tensor()); });
+  check_op("rms_norm", {{{5, 7, 67}}, {{67}}}, [](const std::vector<Tensor>& x) { return rms_norm(x[0], x[1]); });
+  check_op("scale_norm (fallback)", {{{5, 7, 67}}, {{1}}},
+           [](const std::vector<Tensor>& x) { return scale_norm(x[0], x[1]); });
+  check_op("embedding with repeats", {{{11, 37}}, {{4, 29}, Input::ids, 11}},
+           [](const std::vector<Tensor>& x) { return embedding(x[0], x[1]); });
+  Generator gen(5);
+  Tensor targets = randint({4, 29}, 67, gen);
+  for (int64_t i = 0; i < targets.numel(); i += 7) targets.data<int32_t>()[i] = kIgnoreIndex;
+  check_op("cross_entropy with ignored rows", {{{4, 29, 67}}},
+           [targets](const std::vector<Tensor>& x) { return reshape(cross_entropy(x[0], targets), {1}); });
+}
+
+TEST(Cuda, FallbackOpsMatchTheCpuAndAreCounted) {
+  REQUIRE_GPU();
+  reset_fallback_counts();
+  check_op("attention (fallback)", {{{2, 11, 3, 8}}, {{2, 11, 3, 8}}, {{2, 11, 3, 8}}},
+           [](const std::vector<Tensor>& x) {
+             Tensor mask = Tensor::empty({2, 1, 11, 11}, DType::b8);
+             for (int64_t b = 0; b < 2; ++b)
+               for (int64_t i = 0; i < 11; ++i)
+                 for (int64_t j = 0; j < 11; ++j) mask.data<uint8_t>()[(b * 11 + i) * 11 + j] = j > i || (b && j < 2);
+             return scaled_dot_product_attention(x[0], x[1], x[2], mask, 0.3);
+           });
+  check_op("masked_fill (fallback)", {{{4, 9}}, {{4, 9}, Input::mask, 300}},
+           [](const std::vector<Tensor>& x) { return masked_fill(x[0], x[1], -2.0); });
+  check_op("causal_conv1d (fallback)", {{{2, 13, 6}}, {{6, 4}}, {{6}}},
+           [](const std::vector<Tensor>& x) { return causal_conv1d(x[0], x[1], x[2]); });
+  EXPECT_GE(fallback_counts()["scaled_dot_product_attention"], 2);
+  EXPECT_GE(fallback_counts()["causal_conv1d"], 2);
+}
+
+// The models of the attention and transformer++ recipes: logits and every
+// parameter gradient on the GPU (float32) against the CPU in float64.
+TEST(Cuda, GptAndTransformerPlusPlusMatchTheCpu) {
+  REQUIRE_GPU();
+  for (const std::string mixer : {"attention", "transformer++"}) {
+    SCOPED_TRACE(mixer);
+    nn::ModelConfig c;
+    c.mixer = mixer, c.n_layer = 2, c.n_head = 3, c.n_embd = 48, c.block_size = 37, c.vocab_size = 71, c.dropout = 0;
+    c = nn::with_recipe(c, {"mixer", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "dropout"});
+    Generator g1(3), g2(3), data(4);
+    nn::GPT cpu(c, g1), gpu(c, g2);
+    cpu.to(DType::f64);
+    gpu.to(Device::cuda);
+    const Tensor x = randint({3, 37}, 71, data), y = randint({3, 37}, 71, data);
+    Tensor lc = cpu.loss(x, y), lg = gpu.loss(x, y);
+    EXPECT_LE(std::fabs(lg.item() - lc.item()) / lc.item(), kFp32Bound);
+    backward(lc);
+    backward(lg);
+    auto pc = cpu.named_parameters(), pg = gpu.named_parameters();
+    ASSERT_EQ(pc.size(), pg.size());
+    for (size_t i = 0; i < pc.size(); ++i) {
+      ASSERT_TRUE(pg[i].tensor.grad().defined()) << pg[i].name;
+      EXPECT_LE(relative_error(pg[i].tensor.grad().to_vector(), pc[i].tensor.grad().to_vector()), kFp32Bound)
+          << pg[i].name;
+    }
+  }
+}
+
+// Ten AdamW steps with clipping on both devices stay within the bound, and
+// the same steps run twice on the GPU give the same bits.
+TEST(Cuda, AdamWStepsMatchTheCpuAndRepeatBitForBit) {
+  REQUIRE_GPU();
+  nn::ModelConfig c;
+  c.n_layer = 2, c.n_head = 2, c.n_embd = 32, c.block_size = 29, c.vocab_size = 43, c.dropout = 0;
+  auto run = [&](Device device) {
+    Generator g(7), data(8);
+    nn::GPT model(c, g);
+    model.to(device);
+    optim::AdamW opt(optim::decay_groups(model, 0.1));
+    for (int step = 0; step < 10; ++step) {
+      const Tensor x = randint({4, 29}, 43, data), y = randint({4, 29}, 43, data);
+      backward(model.loss(x, y));
+      optim::clip_grad_norm(opt.groups(), 0.5);
+      opt.step();
+      model.zero_grad();
+    }
+    std::vector<double> all;
+    for (auto& p : model.named_parameters()) {
+      auto v = p.tensor.to_vector();
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    return all;
+  };
+  const std::vector<double> cpu = run(Device::cpu), gpu = run(Device::cuda), again = run(Device::cuda);
+  EXPECT_LE(relative_error(gpu, cpu), kFp32Bound);
+  EXPECT_EQ(gpu, again);
+}

@@ -32,9 +32,15 @@ for d in cpu cuda; do
     --overwrite >"$out/train_$d.txt" 2>&1
   echo "$d: exit $?"; grep -E "^device|^step 300|val loss|^speed|^ran on the CPU|error" "$out/train_$d.txt" | tail -6
 done
+echo "== eval of the cpu run's checkpoint on both devices"
+for d in cpu cuda; do
+  dist/cuda/tapelm eval --checkpoint "$out/run-cpu" --data "$corpus" --device "$d" >"$out/eval_$d.txt" 2>&1
+  echo "$d: exit $? $(cat "$out/eval_$d.txt" | tail -1)"
+done
 echo "== summary"
 printf '%-28s %s\n' "GPU tests (Cuda.*)" "$(grep -E '^\[  (PASSED|FAILED)' "$out/gpu_tests.txt" | tr '\n' ' ') exit $tests_rc"
 printf '%-28s %s\n' "compute-sanitizer" "exit $san_rc"
 for d in cpu cuda; do
   printf '%-28s %s\n' "train $d" "$(grep -E '^speed' "$out/train_$d.txt" | head -1)"
+  printf '%-28s %s\n' "eval $d" "$(tail -1 "$out/eval_$d.txt")"
 done

@@ -278,6 +278,10 @@ TEST_F(Tool, DeviceCudaWithoutAGpuIsOneClearLine) {
   EXPECT_NE(r.out.find("tapelm: error: train --device cuda: " + why_no_cuda()), std::string::npos) << r.out;
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
   EXPECT_FALSE(fs::exists(dir + "/g"));
+  ASSERT_EQ(run(tiny(dir + "/c") + " --steps 1 --eval-interval 1").code, 0);
+  Result eval = run("eval --checkpoint " + dir + "/c --data " + corpus + " --device cuda");
+  EXPECT_EQ(eval.code, 1) << eval.out;
+  EXPECT_NE(eval.out.find("tapelm: error: eval --device cuda: " + why_no_cuda()), std::string::npos) << eval.out;
   Result bad = run(tiny(dir + "/g") + " --steps 1 --device tpu");
   EXPECT_NE(bad.code, 0) << bad.out;
   EXPECT_NE(bad.out.find("--device: 'tpu' is not one of cpu, cuda"), std::string::npos) << bad.out;

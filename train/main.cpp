@@ -81,8 +81,10 @@ int run_sample(const std::string& dir, const std::string& prompt, train::SampleO
   return 0;
 }
 
-int run_eval(const std::string& dir, const std::vector<std::string>& paths, int64_t batch) {
+int run_eval(const std::string& dir, const std::vector<std::string>& paths, int64_t batch, Device device) {
+  if (device == Device::cuda) require_cuda("eval --device cuda");
   train::Checkpoint ck = train::load_checkpoint(dir);
+  ck.model->to(device);
   // The split the run trained with: its batch mode, document separator and validation fraction.
   const train::TrainOptions& run = ck.train_options;
   data::Dataset ds(data::read_corpus(paths), *ck.tokenizer, ck.config.block_size, run.val_fraction, run.batch_mode,
@@ -120,6 +122,13 @@ int report_error(const std::string& what) {
 }
 
 // --threads of the commands that do not train, in the run option's domain (train::run_fields).
+// --device for the commands that are not `train` (whose flag is a run field).
+void add_device_flag(CLI::App* app, std::string& device) {
+  app->add_option("--device", device, "Where the model runs: cpu, or cuda (one NVIDIA GPU; float32)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+}
+
 void add_threads_flag(CLI::App* app, int& threads) {
   app->add_option("--threads", threads, "Threads (0 = all cores)")
       ->capture_default_str()
@@ -179,9 +188,11 @@ Command eval_command(CLI::App& tool) {
     std::vector<std::string> data;
     int64_t batch = 16;
     int threads = 0;
+    std::string device = "cpu";
   };
   auto o = std::make_shared<Options>();
   auto* app = tool.add_subcommand("eval", "Mean loss of a checkpoint over a corpus's validation split");
+  add_device_flag(app, o->device);
   app->add_option("--checkpoint", o->checkpoint, "Checkpoint directory")->required();
   app->add_option("--data", o->data, "Corpus (file(s) or folder(s))")
       ->required()
@@ -192,7 +203,7 @@ Command eval_command(CLI::App& tool) {
   add_threads_flag(app, o->threads);
   return {app, [o] {
             train::set_threads(o->threads);
-            return run_eval(o->checkpoint, o->data, o->batch);
+            return run_eval(o->checkpoint, o->data, o->batch, parse_device(o->device));
           }};
 }
 

@@ -24,11 +24,3 @@ cudaStream_t stream();  // the one stream every kernel and copy runs on
 // After a kernel launch: a bad launch configuration shows here; a fault
 // inside the kernel shows at the next synchronising call.
 #define TAPELM_CUDA_LAUNCHED() TAPELM_CUDA(cudaGetLastError())
-
-#define TAPELM_CUBLAS(call)                                                                                  \
-  do {                                                                                                       \
-    const cublasStatus_t tapelm_st_ = (call);                                                                \
-    if (tapelm_st_ != CUBLAS_STATUS_SUCCESS)                                                                 \
-      throw ::tapelm::Error(::fmt::format("cublas: {} failed: {} at {}:{}", #call,                          \
-                                          cublasGetStatusName(tapelm_st_), __FILE__, __LINE__));             \
-  } while (0)

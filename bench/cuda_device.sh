@@ -5,13 +5,20 @@
 # summary table last. Nothing is built here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export LD_LIBRARY_PATH="$PWD/dist/cuda/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+# cuBLAS is opened at the first product: find the machine's libcublas.so.13 if the loader does not.
+cublas_dir=/usr/local/cuda/lib64
+if ! ldconfig -p | grep -q 'libcublas.so.13'; then
+  found=$(find /usr/local /usr/lib /opt -name 'libcublas.so.13*' 2>/dev/null | head -1)
+  [ -n "$found" ] && cublas_dir=$(dirname "$found")
+fi
+export LD_LIBRARY_PATH="$PWD/dist/cuda/lib:$cublas_dir:${LD_LIBRARY_PATH:-}"
 export TAPELM_SOURCE_DIR="$PWD"
 out=${OUT:-/tmp/tapelm-cuda-out}
 mkdir -p "$out"
 echo "== environment"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-ldd dist/cuda/tapelm_tests | grep -E "cublas|not found" || true
+ldd dist/cuda/tapelm_tests | grep -E "not found" || true
+echo "cuBLAS from: $cublas_dir"; ls "$cublas_dir"/libcublas.so.13* 2>&1 | head -2
 echo "== GPU tests"
 dist/cuda/tapelm_tests --gtest_filter='Cuda.*' 2>&1 | tee "$out/gpu_tests.txt" | tail -40
 tests_rc=${PIPESTATUS[0]}

@@ -58,7 +58,7 @@ void backward(const Tensor& root, const Tensor& grad_output) {
   if (!seed.defined()) {
     TAPELM_CHECK(root.numel() == 1, "backward: a gradient must be given for a non-scalar output of shape {}",
                  root.str_shape());
-    seed = full(root.shape(), 1.0, root.dtype());
+    seed = full(root.shape(), 1.0, root.dtype(), root.device());
   }
   TAPELM_CHECK(seed.shape() == root.shape(), "backward: gradient of shape {} for an output of shape {}",
                seed.str_shape(), root.str_shape());
@@ -67,6 +67,11 @@ void backward(const Tensor& root, const Tensor& grad_output) {
     InBackward() { g_in_backward = true; }
     ~InBackward() { g_in_backward = false; }
   } in_backward;
+  // However it ends (an op's backward may throw), the tape is left empty: a
+  // later backward must never walk half-run nodes.
+  struct ClearTapeAtExit {
+    ~ClearTapeAtExit() { g_tape.clear(); }
+  } clear_at_exit;
   accumulate(root.impl(), std::move(seed));
   for (auto it = g_tape.rbegin(); it != g_tape.rend(); ++it) {
     Node& node = *it;

@@ -22,4 +22,8 @@ for bin in dist/cuda/tapelm dist/cuda/tapelm_tests dist/cuda/tapelm_bench; do
     esac
   done
 done
+# The training run's corpus, from the shared folder beside the checkout (never committed).
+if [ -f ../shared/data/tinyshakespeare.txt ]; then
+  mkdir -p dist/cuda/data && cp ../shared/data/tinyshakespeare.txt dist/cuda/data/
+fi
 ls -la dist/cuda dist/cuda/lib

@@ -18,6 +18,18 @@ Device parse_device(const std::string& name);
 bool cuda_available();
 std::string why_no_cuda();
 
+// The precision of the GPU's products (matmul, linear, attention's two
+// products), for every product until changed: fp32 (exact float32, no TF32)
+// or bf16 (PyTorch autocast's recipe for them: the operands rounded to
+// bfloat16, products accumulated and written in float32). Parameters,
+// gradients, optimizer state, norms, softmax and the loss stay float32. The
+// CPU computes in its tensors' dtype whatever this says.
+enum class Precision { fp32, bf16 };
+inline const char* precision_name(Precision p) { return p == Precision::fp32 ? "fp32" : "bf16"; }
+Precision parse_precision(const std::string& name);  // an Error naming the choices otherwise
+void set_gpu_precision(Precision p);
+Precision gpu_precision();
+
 // Throws one clear Error naming `what` (e.g. "train --device cuda") when the
 // CUDA device cannot be used.
 void require_cuda(const std::string& what);

@@ -110,6 +110,11 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, double value);
 // mask ? a : b, all three broadcast together.
 Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b);
 Tensor logical_not(const Tensor& mask);  // not differentiable
+// Attention's causal and key-padding mask [B,1,Tq,Tk] on `device`: query i
+// (at position past + i; past < 0 means Tk − Tq) hides key j when j > past + i
+// or key_pad[b, j] (key_pad: bool [B,Tk] on the host, or undefined).
+Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad, int64_t past = -1,
+                      Device device = Device::cpu);
 
 // ---- dropout.cpp ---------------------------------------------------------
 // Zeroes each element with probability p and scales the rest by 1/(1-p) when

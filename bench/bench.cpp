@@ -4,6 +4,8 @@
 //   build/tapelm_bench --n-layer 4 --n-head 4 --n-embd 128 --context 64 --batch 12 --threads 1
 //   build/tapelm_bench ... --profile        time per op kind, forward and backward
 //   build/tapelm_bench --mixer retnet --decode 64,256,1024,4096   decoding tokens/s against context
+//   build/tapelm_bench ... --device cuda --precision bf16   on the GPU: steps timed with CUDA events,
+//                                                         peak GPU memory from the memory pool
 //
 // The model flags are the tool's (train/cli.h), and a mixer gets its
 // reference recipe for every field no flag sets, as `tapelm train` builds it.
@@ -15,9 +17,13 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "autograd/autograd.h"
+#include "autograd/cuda/kernels.h"
+#include "autograd/cuda/runtime.h"
+#include "autograd/device_dispatch.h"
 #include "nn/mixers.h"
 #include "nn/model.h"
 #include "optim/optimizer.h"
@@ -55,9 +61,10 @@ void print_profile(int64_t steps) {
 }
 
 void decode_bench(const nn::ModelConfig& c, const std::vector<int64_t>& contexts, int64_t tokens, bool json,
-                  const std::string& label) {
+                  const std::string& label, Device device) {
   Generator gen(1337);
   nn::GPT model(c, gen);
+  model.to(device);  // each token's logits come back to the host, so the host's clock times the GPU too
   if (!json)
     fmt::print("decoding, {} mixer, L{} D{}, batch 1, {} threads\n{:>8} {:>12} {:>16}\n", c.mixer, c.n_layer, c.n_embd,
                omp_get_max_threads(), "context", "tokens/s", "state bytes/seq");
@@ -97,6 +104,13 @@ int main(int argc, char** argv) {
   app.add_option("--label", label, "Name of the configuration in the output");
   app.add_flag("--profile", profile, "Print the time per op kind (forward, backward)");
   app.add_flag("--json", json, "One JSON line instead of the summary");
+  std::string device_name = "cpu", precision_name = "fp32";
+  app.add_option("--device", device_name, "cpu, or cuda (one NVIDIA GPU)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--precision", precision_name, "The GPU's products: fp32 or bf16 (autograd/device.h)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   std::vector<int64_t> decode_contexts;
   int64_t decode_tokens = 64;
   app.add_option("--decode", decode_contexts, "Measure decoding tokens/s at these context lengths instead of training")
@@ -114,20 +128,34 @@ int main(int argc, char** argv) {
     nn::ModelConfig c = train::model_from_flags(&app, flags);
     c.dropout = 0;
     train::set_threads(threads);
+    const Device device = parse_device(device_name);
+    const Precision precision = parse_precision(precision_name);
+    if (device == Device::cuda) {
+      require_cuda("tapelm_bench --device cuda");
+      TAPELM_CHECK(!profile,
+                   "tapelm_bench: --profile times ops on the host's clock, which on the GPU times "
+                   "their launches; profile the GPU with Nsight Systems (nsys profile tapelm_bench ...)");
+      set_gpu_precision(precision);
+    } else {
+      TAPELM_CHECK(precision == Precision::fp32, "tapelm_bench: --precision bf16 runs on --device cuda");
+    }
     if (!decode_contexts.empty()) {
       c.block_size =
           std::max(c.block_size, *std::max_element(decode_contexts.begin(), decode_contexts.end()) + decode_tokens);
       nn::check_config(c);
-      decode_bench(c, decode_contexts, decode_tokens, json, label);
+      decode_bench(c, decode_contexts, decode_tokens, json, label, device);
       return 0;
     }
-    const double peak = train::measure_gemm_peak();
+    const bool gpu = device == Device::cuda;
+    const double peak = gpu ? cuda::measure_product_peak(8192, 5) : train::measure_gemm_peak();
     Generator gen(1337);
     nn::GPT model(c, gen);
+    model.to(device);
     auto groups = optim::decay_groups(model, 0.1);
     optim::AdamW opt(groups, 0.9, 0.99);
     opt.set_lr(1e-3);
     std::vector<double> times;
+    std::unique_ptr<cuda::StreamTimer> timer = gpu ? std::make_unique<cuda::StreamTimer>() : nullptr;
     int64_t flops = 0;
     double rss_first = 0;
     for (int64_t step = 0; step < warmup + steps; ++step) {
@@ -137,6 +165,8 @@ int main(int argc, char** argv) {
       if (timed && profile) Profiler::enable(true);
       FlopCounter::reset();
       Profiler::mark();
+      if (gpu && step == warmup) cuda::reset_peak_memory();
+      if (gpu) timer->start();
       const auto t0 = std::chrono::steady_clock::now();
       backward(model.loss(x, y));
       auto t1 = std::chrono::steady_clock::now();
@@ -150,7 +180,8 @@ int main(int argc, char** argv) {
       const auto t2 = std::chrono::steady_clock::now();
       Profiler::book_other("(zero_grad)", std::chrono::duration<double>(t2 - t1c).count());
       Profiler::enable(false);
-      if (timed) times.push_back(std::chrono::duration<double>(t2 - t0).count());
+      const double seconds = gpu ? timer->stop() : std::chrono::duration<double>(t2 - t0).count();
+      if (timed) times.push_back(seconds);
       if (step == warmup) rss_first = train::resident_mb();
       flops = FlopCounter::total().total();
     }
@@ -177,12 +208,23 @@ int main(int argc, char** argv) {
                      {"rss_first_mb", rss_first},
                      {"rss_last_mb", train::resident_mb()},
                      {"steps", steps},
+                     {"device", device_name},
+                     {"precision", precision_name},
+                     {"gpu_peak_allocated_mb", gpu ? cuda::peak_memory().allocated / 1048576.0 : 0.0},
+                     {"gpu_peak_reserved_mb", gpu ? cuda::peak_memory().reserved / 1048576.0 : 0.0},
+                     {"fallbacks", fallback_counts()},
                      {"N", model.num_non_embedding_parameters()}};
     if (json) {
       fmt::print("{}\n", j.dump());
     } else {
-      fmt::print("{} mixer, L{} H{} D{} T{} B{} V{}, {} threads, N = {}\n", c.mixer, c.n_layer, c.n_head, c.n_embd,
-                 c.block_size, batch, c.vocab_size, omp_get_max_threads(), model.num_non_embedding_parameters());
+      fmt::print("{} mixer, L{} H{} D{} T{} B{} V{}, {}, N = {}\n", c.mixer, c.n_layer, c.n_head, c.n_embd,
+                 c.block_size, batch, c.vocab_size,
+                 gpu ? fmt::format("cuda {} ({})", precision_name, cuda::describe())
+                     : fmt::format("{} threads", omp_get_max_threads()),
+                 model.num_non_embedding_parameters());
+      if (gpu)
+        fmt::print("GPU memory: peak {:.0f} MiB allocated, {:.0f} MiB reserved by the pool (after warm-up)\n",
+                   cuda::peak_memory().allocated / 1048576.0, cuda::peak_memory().reserved / 1048576.0);
       fmt::print(
           "median {:.2f} ms/step over {} steps | {:.0f} tokens/s | {:.1f} GFLOP/s ({:.3g} FLOPs/step counted) | "
           "MFU {:.1f}% of {:.1f} GFLOP/s GEMM peak | RSS {:.0f} MB after warm-up, {:.0f} MB at the end, peak {:.0f} "

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine, in one call, with the binaries that
 # bench/cuda_bundle.sh put in dist/cuda/: the environment, the GPU tests,
-# compute-sanitizer (memcheck, racecheck) on the small op tests, and a
-# summary table last. Nothing is built here.
+# compute-sanitizer (memcheck, racecheck) on the small op tests, 2000-step
+# training runs on both devices and both precisions, exact resume, eval,
+# sample and flops across devices, and a summary table last. Nothing is built here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # cuBLAS is opened at the first product: find the machine's libcublas.so.13 if the loader does not.
@@ -26,28 +27,64 @@ echo "== compute-sanitizer"
 san_rc=0
 for tool in memcheck racecheck; do
   compute-sanitizer --tool "$tool" --error-exitcode 9 dist/cuda/tapelm_tests \
-    --gtest_filter='Cuda.ElementwiseOps*:Cuda.RowOps*:Cuda.Products*:Cuda.Reductions*' >"$out/sanitizer_$tool.txt" 2>&1
+    --gtest_filter='Cuda.ElementwiseOps*:Cuda.RowOps*:Cuda.Products*:Cuda.Reductions*:Cuda.Attention*:Cuda.Bf16*' >"$out/sanitizer_$tool.txt" 2>&1
   rc=$?
   tail -3 "$out/sanitizer_$tool.txt"
   [ $rc -ne 0 ] && san_rc=$rc
   echo "$tool: exit $rc"
 done
-echo "== train: the default small config, 300 steps, cpu and cuda"
+echo "== train: the default config (nanoGPT's README CPU recipe), 2000 steps: cpu, cuda fp32, cuda bf16"
 corpus=dist/cuda/data/tinyshakespeare.txt  # bench/cuda_bundle.sh's caller copies the corpus there
-for d in cpu cuda; do
-  dist/cuda/tapelm train --data "$corpus" --out "$out/run-$d" --steps 300 --eval-interval 300 --device "$d" \
-    --overwrite >"$out/train_$d.txt" 2>&1
-  echo "$d: exit $?"; grep -E "^device|^step 300|val loss|^speed|^ran on the CPU|error" "$out/train_$d.txt" | tail -6
+train() {  # name, flags...
+  local name=$1; shift
+  dist/cuda/tapelm train --data "$corpus" --out "$out/run-$name" --overwrite --quiet "$@" >"$out/train_$name.txt" 2>&1
+  echo "$name: exit $? | $(grep -E '^device' "$out/train_$name.txt" | cut -c1-60) | $(grep -E 'val loss' "$out/train_$name.txt" | tail -1)"
+}
+train cpu --device cpu
+train cuda-fp32 --device cuda
+train cuda-bf16 --device cuda --precision bf16
+echo "== exact resume on the GPU: 1000 steps, stop, resume to 2000 (cosine over 2000 both times)"
+train cuda-half --device cuda --steps 1000 --lr-decay-steps 2000
+dist/cuda/tapelm train --data "$corpus" --out "$out/run-cuda-half" --resume --quiet --steps 2000 --lr-decay-steps 2000 \
+  >"$out/train_cuda-resumed.txt" 2>&1
+echo "resumed: exit $?"
+if cmp -s "$out/run-cuda-half/model.safetensors" "$out/run-cuda-fp32/model.safetensors"; then
+  resume_result="same bits as the uninterrupted run"
+else
+  resume_result="DIFFERENT from the uninterrupted run"
+fi
+echo "$resume_result"
+echo "== eval of the cpu run's and the GPU run's checkpoints on both devices"
+for run in cpu cuda-fp32; do
+  for d in cpu cuda; do
+    dist/cuda/tapelm eval --checkpoint "$out/run-$run" --data "$corpus" --device "$d" >"$out/eval_${run}_$d.txt" 2>&1
+    echo "$run on $d: exit $? $(tail -1 "$out/eval_${run}_$d.txt")"
+  done
 done
-echo "== eval of the cpu run's checkpoint on both devices"
-for d in cpu cuda; do
-  dist/cuda/tapelm eval --checkpoint "$out/run-cpu" --data "$corpus" --device "$d" >"$out/eval_$d.txt" 2>&1
-  echo "$d: exit $? $(cat "$out/eval_$d.txt" | tail -1)"
-done
+echo "== sample: the GPU's checkpoint on the CPU, the CPU's on the GPU (same seed: same text when exact)"
+dist/cuda/tapelm sample --checkpoint "$out/run-cuda-fp32" --tokens 200 --device cpu >"$out/sample_gpu_ck_on_cpu.txt" 2>&1
+echo "exit $?"; tail -c 300 "$out/sample_gpu_ck_on_cpu.txt"; echo
+dist/cuda/tapelm sample --checkpoint "$out/run-cuda-fp32" --tokens 200 --device cuda --stats >"$out/sample_gpu_ck_on_gpu.txt" 2>&1
+echo "exit $?"; tail -c 400 "$out/sample_gpu_ck_on_gpu.txt"; echo
+if cmp -s <(head -c 150 "$out/sample_gpu_ck_on_cpu.txt") <(head -c 150 "$out/sample_gpu_ck_on_gpu.txt"); then
+  sample_result="the first 150 bytes equal on both devices"
+else
+  sample_result="the texts differ within 150 bytes"
+fi
+echo "== flops: the tape's count on the GPU equals the CPU's"
+dist/cuda/tapelm flops --device cpu >"$out/flops_cpu.txt" 2>&1
+dist/cuda/tapelm flops --device cuda >"$out/flops_cuda.txt" 2>&1
+if cmp -s "$out/flops_cpu.txt" "$out/flops_cuda.txt"; then flops_result="same report"; else flops_result="reports differ"; diff "$out/flops_cpu.txt" "$out/flops_cuda.txt" | head; fi
 echo "== summary"
-printf '%-28s %s\n' "GPU tests (Cuda.*)" "$(grep -E '^\[  (PASSED|FAILED)' "$out/gpu_tests.txt" | tr '\n' ' ') exit $tests_rc"
-printf '%-28s %s\n' "compute-sanitizer" "exit $san_rc"
-for d in cpu cuda; do
-  printf '%-28s %s\n' "train $d" "$(grep -E '^speed' "$out/train_$d.txt" | head -1)"
-  printf '%-28s %s\n' "eval $d" "$(tail -1 "$out/eval_$d.txt")"
+printf '%-24s %s\n' "GPU tests (Cuda.*)" "$(grep -E '^\[  (PASSED|FAILED)' "$out/gpu_tests.txt" | tr '\n' ' ') exit $tests_rc"
+printf '%-24s %s\n' "compute-sanitizer" "exit $san_rc (memcheck, racecheck)"
+for r in cpu cuda-fp32 cuda-bf16; do
+  printf '%-24s %s | %s\n' "train $r, 2000 steps" "$(grep -E 'val loss' "$out/train_$r.txt" | tail -1)" \
+    "$(grep -E '^speed' "$out/train_$r.txt" | head -1 | cut -c1-100)"
 done
+printf '%-24s %s\n' "GPU resume" "$resume_result"
+for run in cpu cuda-fp32; do
+  for d in cpu cuda; do printf '%-24s %s\n' "eval $run on $d" "$(tail -1 "$out/eval_${run}_$d.txt" | cut -c1-60)"; done
+done
+printf '%-24s %s\n' "sample" "$sample_result"
+printf '%-24s %s\n' "flops cpu vs cuda" "$flops_result"

@@ -7,7 +7,14 @@ prints one JSON line with the median ms/step, tokens/s and peak RSS.
 
 Run with Debian's python3-torch: /usr/bin/python3 bench/torch_reference.py \
     --n-layer 4 --n-head 4 --n-embd 128 --context 64 --batch 12 --vocab 65 --threads 1
+
+On a GPU (PyTorch 2.x), as nanoGPT's train.py runs there: --device cuda
+[--precision bf16] [--compile]: bf16 is torch.autocast(dtype=bfloat16) around
+the forward and loss, fp32 turns TF32 off; AdamW is the fused CUDA kernel
+(nanoGPT's choice); steps are timed with CUDA events and the peak GPU memory
+is torch.cuda.max_memory_allocated after the warm-up.
 """
+import contextlib
 import argparse
 import json
 import math
@@ -76,7 +83,7 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets):
         T = idx.size(1)
-        x = self.wte(idx) + self.wpe(torch.arange(T))
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
         for block in self.h:
             x = block(x)
         logits = self.lm_head(self.ln_f(x))
@@ -94,30 +101,59 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (PyTorch >= 2.0)")
     a = ap.parse_args()
+    gpu = a.device == "cuda"
     torch.set_num_threads(a.threads)
     torch.manual_seed(1337)
-    model = GPT(a.vocab, a.context, a.n_layer, a.n_head, a.n_embd)
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 is exact float32; bf16 comes from autocast
+        torch.backends.cudnn.allow_tf32 = False
+    model = GPT(a.vocab, a.context, a.n_layer, a.n_head, a.n_embd).to(a.device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99))
+                             {"params": no_decay, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99),
+                            **({"fused": True} if gpu else {}))
+    step_model = torch.compile(model) if a.compile else model
+    autocast = (torch.autocast(device_type=a.device, dtype=torch.bfloat16) if a.precision == "bf16"
+                else contextlib.nullcontext())
     times = []
     for step in range(a.warmup + a.steps):
-        x = torch.randint(a.vocab, (a.batch, a.context))
-        y = torch.randint(a.vocab, (a.batch, a.context))
+        x = torch.randint(a.vocab, (a.batch, a.context), device=a.device)
+        y = torch.randint(a.vocab, (a.batch, a.context), device=a.device)
+        if gpu and step == a.warmup:
+            torch.cuda.reset_peak_memory_stats()
+        if gpu:
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
         t0 = time.perf_counter()
-        loss = model(x, y)
+        with autocast:
+            loss = step_model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if gpu:
+            stop.record()
+            stop.synchronize()
+            seconds = start.elapsed_time(stop) / 1e3
+        else:
+            seconds = time.perf_counter() - t0
         if step >= a.warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(seconds)
     ms = statistics.median(times) * 1e3
-    print(json.dumps({"ms_per_step": ms, "tokens_per_s": a.batch * a.context / (ms / 1e3),
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "threads": a.threads, "torch": torch.__version__}))
+    out = {"ms_per_step": ms, "tokens_per_s": a.batch * a.context / (ms / 1e3),
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "threads": a.threads, "torch": torch.__version__, "device": a.device, "precision": a.precision,
+           "compile": a.compile}
+    if gpu:
+        out["gpu_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["gpu_peak_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+        out["gpu"] = torch.cuda.get_device_name()
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

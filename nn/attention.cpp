@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "autograd/cuda/runtime.h"
 #include "autograd/ops.h"
 
 namespace tapelm::nn {
@@ -20,18 +21,26 @@ void AttentionCache::append(const Tensor& new_k, const Tensor& new_v, const Tens
                "AttentionCache: batch {} {} does not match the cache's {}", B, dtype_name(new_k.dtype()),
                k.defined() ? k.str_shape() : "");
   // Copies rows [0, n) of each batch entry of src ([B, src_cap, row]) into dst ([B, dst_cap, row]) at `at`.
+  // Keys and values live on the model's device; the padding flags on the host.
   auto copy_rows = [&](const Tensor& src, Tensor& dst, int64_t n, int64_t at) {
+    TAPELM_CHECK(src.device() == dst.device(), "AttentionCache: {} rows for a {} cache", device_name(src.device()),
+                 device_name(dst.device()));
     const int64_t row = src.numel() / (B * src.size(1)) * (int64_t)dtype_size(src.dtype());
-    for (int64_t b = 0; b < B; ++b)
-      std::memcpy((char*)dst.raw_data() + (b * dst.size(1) + at) * row,
-                  (const char*)src.raw_data() + b * src.size(1) * row, n * row);
+    for (int64_t b = 0; b < B; ++b) {
+      char* to = (char*)dst.address() + (b * dst.size(1) + at) * row;
+      const char* from = (const char*)src.address() + b * src.size(1) * row;
+      if (dst.is_cuda())
+        cuda::copy_on_device(to, from, n * row);
+      else
+        std::memcpy(to, from, n * row);
+    }
   };
   if (!k.defined() || length + T > k.size(1)) {
     const int64_t cap = std::max<int64_t>({16, length + T, k.defined() ? 2 * k.size(1) : 0});
     auto grow = [&](const Tensor& old, const Tensor& like) {
       Shape s = like.shape();
       s[1] = cap;
-      Tensor t = zeros(s, like.dtype());
+      Tensor t = zeros(s, like.dtype(), like.device());
       if (old.defined()) copy_rows(old, t, length, 0);
       return t;
     };
@@ -62,17 +71,6 @@ MultiHeadAttention::MultiHeadAttention(int64_t dim_, int64_t n_head_, bool bias,
 
 std::unique_ptr<MixerState> MultiHeadAttention::init_state(int64_t) const { return std::make_unique<AttentionCache>(); }
 
-Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad, int64_t past) {
-  Tensor m = Tensor::empty({B, 1, Tq, Tk}, DType::b8);
-  uint8_t* pm = m.data<uint8_t>();
-  const uint8_t* kp = key_pad.defined() ? key_pad.data<uint8_t>() : nullptr;
-  if (past < 0) past = Tk - Tq;
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < Tq; ++i)
-      for (int64_t j = 0; j < Tk; ++j) pm[(b * Tq + i) * Tk + j] = (j > past + i) || (kp && kp[b * Tk + j]);
-  return m;
-}
-
 // Heads stay in the [B,T,H,hd] layout the projection gives (a free reshape):
 // the fused attention op reads them in place. With attention dropout in
 // training the probabilities must exist as a tensor, so that case runs the
@@ -95,7 +93,7 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const MixerContext& ctx, Mix
     cache->append(k, v, pad);
     k = cache->k, v = cache->v, pad = cache->key_pad;
   }
-  const Tensor mask = attention_mask(B, T, k.size(1), pad, past);
+  const Tensor mask = attention_mask(B, T, k.size(1), pad, past, x.device());
   const double scale = 1.0 / std::sqrt((double)head_dim);
   Tensor y = attn_dropout->training() && attn_dropout->p > 0 ? composed_attention(q, k, v, mask, scale)
                                                              : scaled_dot_product_attention(q, k, v, mask, scale);

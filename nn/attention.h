@@ -46,11 +46,6 @@ class MultiHeadAttention : public TokenMixer {
   std::shared_ptr<Rotary> rotary_;
 };
 
-// The boolean mask [B, 1, Tq, Tk] (true = masked) for queries at absolute
-// positions past..past+Tq−1 over keys 0..Tk−1: causal, or'ed with key padding.
-// past defaults to Tk − Tq (the queries are the last Tq keys).
-Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad, int64_t past = -1);
-
 // Forward FLOPs of attention's sequence term (QKᵀ and AV) for b sequences of
 // length s, with the formula in words (the mixer table's sequence_flops).
 int64_t attention_sequence_flops(const ModelConfig& c, RecurrenceForm form, int64_t b, int64_t s, std::string* formula);

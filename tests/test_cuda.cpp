@@ -33,6 +33,7 @@ const bool g_poisoned = [] { return setenv("TAPELM_CUDA_POISON", "1", 1) == 0; }
   } while (0)
 
 constexpr double kFp32Bound = 1e-5;
+constexpr double kBf16Bound = 1e-2;
 
 // ‖a − b‖ / ‖b‖ (‖a − b‖ when b is 0); infinite if any element is NaN.
 double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
@@ -214,52 +215,91 @@ TEST(Cuda, RowOpsMatchTheCpu) {
            [targets](const std::vector<Tensor>& x) { return reshape(cross_entropy(x[0], targets), {1}); });
 }
 
+// Attention at awkward sizes (T and hd odd, Tq ≠ Tk as in decoding), causal
+// with left padding (a query that sees only padding: a row of zeros) and
+// right padding; and the mask built on the GPU equals the CPU's.
+TEST(Cuda, AttentionMatchesTheCpu) {
+  REQUIRE_GPU();
+  const int64_t B = 3, H = 3, hd = 7;
+  for (auto [Tq, Tk] : {std::pair<int64_t, int64_t>{13, 13}, {5, 13}}) {
+    Tensor pad = zeros({B, Tk}, DType::b8);
+    for (int64_t j = 0; j < 2; ++j) pad.data<uint8_t>()[1 * Tk + j] = 1;        // left padding
+    for (int64_t j = Tk - 3; j < Tk; ++j) pad.data<uint8_t>()[2 * Tk + j] = 1;  // right padding
+    const Tensor mask = attention_mask(B, Tq, Tk, pad);
+    EXPECT_EQ(attention_mask(B, Tq, Tk, pad, -1, Device::cuda).to(Device::cpu).to_vector(), mask.to_vector());
+    check_op(
+        fmt::format("attention Tq={} Tk={}", Tq, Tk), {{{B, Tq, H, hd}}, {{B, Tk, H, hd}}, {{B, Tk, H, hd}}},
+        [mask](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], mask, 0.3); });
+  }
+  check_op("attention without a mask", {{{2, 9, 2, 5}}, {{2, 11, 2, 5}}, {{2, 11, 2, 5}}},
+           [](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], Tensor(), 0.5); });
+}
+
 TEST(Cuda, FallbackOpsMatchTheCpuAndAreCounted) {
   REQUIRE_GPU();
   reset_fallback_counts();
-  check_op("attention (fallback)", {{{2, 11, 3, 8}}, {{2, 11, 3, 8}}, {{2, 11, 3, 8}}},
-           [](const std::vector<Tensor>& x) {
-             Tensor mask = Tensor::empty({2, 1, 11, 11}, DType::b8);
-             for (int64_t b = 0; b < 2; ++b)
-               for (int64_t i = 0; i < 11; ++i)
-                 for (int64_t j = 0; j < 11; ++j) mask.data<uint8_t>()[(b * 11 + i) * 11 + j] = j > i || (b && j < 2);
-             return scaled_dot_product_attention(x[0], x[1], x[2], mask, 0.3);
-           });
   check_op("masked_fill (fallback)", {{{4, 9}}, {{4, 9}, Input::mask, 300}},
            [](const std::vector<Tensor>& x) { return masked_fill(x[0], x[1], -2.0); });
   check_op("causal_conv1d (fallback)", {{{2, 13, 6}}, {{6, 4}}, {{6}}},
            [](const std::vector<Tensor>& x) { return causal_conv1d(x[0], x[1], x[2]); });
-  EXPECT_EQ(fallback_counts()["scaled_dot_product_attention"], 1);  // the GPU's forward; the CPU's is no fallback
-  EXPECT_EQ(fallback_counts()["causal_conv1d"], 1);
+  EXPECT_EQ(fallback_counts()["causal_conv1d"], 1);  // the GPU's forward; the CPU's is no fallback
+  EXPECT_EQ(fallback_counts()["masked_fill"], 1);
+}
+
+// bf16 products (autocast's recipe) against the CPU in float64: within the
+// bf16 bound, fixed before measuring.
+TEST(Cuda, Bf16ProductsMatchTheCpuWithinTheBf16Bound) {
+  REQUIRE_GPU();
+  set_gpu_precision(Precision::bf16);
+  struct Restore {
+    ~Restore() { set_gpu_precision(Precision::fp32); }
+  } restore;
+  check_op(
+      "bf16 matmul", {{{3, 29, 37}}, {{3, 37, 43}}}, [](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); },
+      kBf16Bound);
+  check_op(
+      "bf16 linear", {{{3, 19, 37}}, {{53, 37}}, {{53}}},
+      [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); }, kBf16Bound);
+  const Tensor mask = attention_mask(2, 13, 13, Tensor());
+  check_op(
+      "bf16 attention", {{{2, 13, 3, 7}}, {{2, 13, 3, 7}}, {{2, 13, 3, 7}}},
+      [mask](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], mask, 0.3); },
+      kBf16Bound);
 }
 
 // The models of the attention and transformer++ recipes: logits and every
 // parameter gradient on the GPU (float32) against the CPU in float64.
 TEST(Cuda, GptAndTransformerPlusPlusMatchTheCpu) {
   REQUIRE_GPU();
-  for (const std::string mixer : {"attention", "transformer++"}) {
-    SCOPED_TRACE(mixer);
-    nn::ModelConfig c;
-    c.mixer = mixer, c.n_layer = 2, c.n_head = 3, c.n_embd = 48, c.block_size = 37, c.vocab_size = 71, c.dropout = 0;
-    c = nn::with_recipe(c, {"mixer", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "dropout"});
-    Generator g1(3), g2(3), data(4);
-    nn::GPT cpu(c, g1), gpu(c, g2);
-    cpu.to(DType::f64);
-    gpu.to(Device::cuda);
-    const Tensor x = randint({3, 37}, 71, data), y = randint({3, 37}, 71, data);
-    Tensor lc = cpu.loss(x, y);
-    backward(lc);  // before the GPU's forward: backward() runs the whole tape
-    Tensor lg = gpu.loss(x, y);
-    backward(lg);
-    EXPECT_LE(std::fabs(lg.item() - lc.item()) / lc.item(), kFp32Bound);
-    auto pc = cpu.named_parameters(), pg = gpu.named_parameters();
-    ASSERT_EQ(pc.size(), pg.size());
-    for (size_t i = 0; i < pc.size(); ++i) {
-      ASSERT_TRUE(pg[i].tensor.grad().defined()) << pg[i].name;
-      EXPECT_LE(relative_error(pg[i].tensor.grad().to_vector(), pc[i].tensor.grad().to_vector()), kFp32Bound)
-          << pg[i].name;
+  struct Restore {
+    ~Restore() { set_gpu_precision(Precision::fp32); }
+  } restore;
+  for (const Precision precision : {Precision::fp32, Precision::bf16})
+    for (const std::string mixer : {"attention", "transformer++"}) {
+      SCOPED_TRACE(mixer + " " + precision_name(precision));
+      set_gpu_precision(precision);
+      const double bound = precision == Precision::fp32 ? kFp32Bound : kBf16Bound;
+      nn::ModelConfig c;
+      c.mixer = mixer, c.n_layer = 2, c.n_head = 3, c.n_embd = 48, c.block_size = 37, c.vocab_size = 71, c.dropout = 0;
+      c = nn::with_recipe(c, {"mixer", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "dropout"});
+      Generator g1(3), g2(3), data(4);
+      nn::GPT cpu(c, g1), gpu(c, g2);
+      cpu.to(DType::f64);
+      gpu.to(Device::cuda);
+      const Tensor x = randint({3, 37}, 71, data), y = randint({3, 37}, 71, data);
+      Tensor lc = cpu.loss(x, y);
+      backward(lc);  // before the GPU's forward: backward() runs the whole tape
+      Tensor lg = gpu.loss(x, y);
+      backward(lg);
+      EXPECT_LE(std::fabs(lg.item() - lc.item()) / lc.item(), bound);
+      auto pc = cpu.named_parameters(), pg = gpu.named_parameters();
+      ASSERT_EQ(pc.size(), pg.size());
+      for (size_t i = 0; i < pc.size(); ++i) {
+        ASSERT_TRUE(pg[i].tensor.grad().defined()) << pg[i].name;
+        EXPECT_LE(relative_error(pg[i].tensor.grad().to_vector(), pc[i].tensor.grad().to_vector()), bound)
+            << pg[i].name;
+      }
     }
-  }
 }
 
 // Ten AdamW steps with clipping on both devices stay within the bound, and

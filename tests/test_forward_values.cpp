@@ -193,7 +193,7 @@ TEST(FusedAttention, EqualsComposedOps) {
   Tensor v = randn({B, T, H, hd}, gen, DType::f64).requires_grad_();
   Tensor pad = zeros({B, T}, DType::b8);
   pad.data<uint8_t>()[T] = 1;  // batch 1 is left-padded by one token
-  Tensor mask = nn::attention_mask(B, T, T, pad);
+  Tensor mask = attention_mask(B, T, T, pad);
   Tensor R = randn({B, T, H, hd}, gen, DType::f64);
   auto grads = [&](const Tensor& y) {
     for (Tensor* t : {&q, &k, &v}) t->zero_grad();

@@ -21,13 +21,14 @@ int64_t linear_weights(const nn::Module& m) {
 
 }  // namespace
 
-FlopReport flop_report(const nn::ModelConfig& config, int64_t batch) {
+FlopReport flop_report(const nn::ModelConfig& config, int64_t batch, Device device) {
   FlopReport r;
   r.config = config;
   r.batch = batch;
   r.context = config.block_size;
   Generator gen(1);
   nn::GPT model(config, gen);
+  model.to(device);
   const int64_t b = batch, s = config.block_size, n = b * s, L = config.n_layer;
   r.n_params = model.num_parameters();
   r.n_non_embedding = model.num_non_embedding_parameters();

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/device.h"
 #include "autograd/flops.h"
 #include "nn/config.h"
 
@@ -44,7 +45,8 @@ struct FlopReport {
 
 // Builds the model, runs one training step (loss, backward) on random tokens
 // with the FLOP counter on, and puts the counts beside the formulas.
-FlopReport flop_report(const nn::ModelConfig& config, int64_t batch);
+// The step's tape runs on `device` (the GPU's ops book the same counts as the CPU's).
+FlopReport flop_report(const nn::ModelConfig& config, int64_t batch, Device device = Device::cpu);
 
 std::string format_flop_report(const FlopReport& r);
 

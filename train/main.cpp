@@ -40,8 +40,9 @@ void limit_memory_from_environment() {
   train::limit_tensor_memory(limit);
 }
 
-int run_sample(const std::string& dir, const std::string& prompt, train::SampleOptions so, bool stats) {
+int run_sample(const std::string& dir, const std::string& prompt, train::SampleOptions so, bool stats, Device device) {
   train::Checkpoint ck = train::load_checkpoint(dir);
+  ck.model->to(device);
   std::vector<int32_t> ids;
   if (prompt.empty()) {
     try {
@@ -81,8 +82,17 @@ int run_sample(const std::string& dir, const std::string& prompt, train::SampleO
   return 0;
 }
 
+// --device and --precision of the commands that are not `train` (whose flags are run fields): checked, and
+// the GPU's precision set.
+void use_device(const std::string& command, Device device, Precision precision) {
+  if (device == Device::cuda) require_cuda(command + " --device cuda");
+  TAPELM_CHECK(device == Device::cuda || precision == Precision::fp32,
+               "{}: --precision {} runs on --device cuda; the CPU computes in fp32", command,
+               precision_name(precision));
+  set_gpu_precision(precision);
+}
+
 int run_eval(const std::string& dir, const std::vector<std::string>& paths, int64_t batch, Device device) {
-  if (device == Device::cuda) require_cuda("eval --device cuda");
   train::Checkpoint ck = train::load_checkpoint(dir);
   ck.model->to(device);
   // The split the run trained with: its batch mode, document separator and validation fraction.
@@ -122,11 +132,18 @@ int report_error(const std::string& what) {
 }
 
 // --threads of the commands that do not train, in the run option's domain (train::run_fields).
-// --device for the commands that are not `train` (whose flag is a run field).
-void add_device_flag(CLI::App* app, std::string& device) {
-  app->add_option("--device", device, "Where the model runs: cpu, or cuda (one NVIDIA GPU; float32)")
+// --device and --precision for the commands that are not `train` (whose flags are run fields).
+struct DeviceFlags {
+  std::string device = "cpu", precision = "fp32";
+};
+void add_device_flags(CLI::App* app, DeviceFlags& d) {
+  app->add_option("--device", d.device, "Where the model runs: cpu, or cuda (one NVIDIA GPU)")
       ->capture_default_str()
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  app->add_option("--precision", d.precision,
+                  "The GPU's products: fp32 (exact), or bf16 (bfloat16 operands, float32 accumulation)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}));
 }
 
 void add_threads_flag(CLI::App* app, int& threads) {
@@ -166,9 +183,11 @@ Command sample_command(CLI::App& tool) {
     train::SampleOptions sample;
     bool stats = false;
     int threads = 0;
+    DeviceFlags device;
   };
   auto o = std::make_shared<Options>();
   auto* app = tool.add_subcommand("sample", "Generate text from a checkpoint");
+  add_device_flags(app, o->device);
   app->add_option("--checkpoint", o->checkpoint, "Checkpoint directory (the --out of train)")->required();
   app->add_option("--prompt", o->prompt, "Text to continue (default: a newline)");
   train::add_sample_flags(app, o->sample);
@@ -178,7 +197,9 @@ Command sample_command(CLI::App& tool) {
   add_threads_flag(app, o->threads);
   return {app, [o] {
             train::set_threads(o->threads);
-            return run_sample(o->checkpoint, o->prompt, o->sample, o->stats);
+            const Device device = parse_device(o->device.device);
+            use_device("sample", device, parse_precision(o->device.precision));
+            return run_sample(o->checkpoint, o->prompt, o->sample, o->stats, device);
           }};
 }
 
@@ -188,11 +209,11 @@ Command eval_command(CLI::App& tool) {
     std::vector<std::string> data;
     int64_t batch = 16;
     int threads = 0;
-    std::string device = "cpu";
+    DeviceFlags device;
   };
   auto o = std::make_shared<Options>();
   auto* app = tool.add_subcommand("eval", "Mean loss of a checkpoint over a corpus's validation split");
-  add_device_flag(app, o->device);
+  add_device_flags(app, o->device);
   app->add_option("--checkpoint", o->checkpoint, "Checkpoint directory")->required();
   app->add_option("--data", o->data, "Corpus (file(s) or folder(s))")
       ->required()
@@ -203,7 +224,9 @@ Command eval_command(CLI::App& tool) {
   add_threads_flag(app, o->threads);
   return {app, [o] {
             train::set_threads(o->threads);
-            return run_eval(o->checkpoint, o->data, o->batch, parse_device(o->device));
+            const Device device = parse_device(o->device.device);
+            use_device("eval", device, parse_precision(o->device.precision));
+            return run_eval(o->checkpoint, o->data, o->batch, device);
           }};
 }
 
@@ -259,6 +282,7 @@ Command flops_command(CLI::App& tool) {
     nn::ModelConfig model;
     int64_t batch = 12;
     int threads = 0;
+    DeviceFlags device;
   };
   auto o = std::make_shared<Options>();
   auto* app = tool.add_subcommand(
@@ -268,11 +292,14 @@ Command flops_command(CLI::App& tool) {
   app->add_option("--vocab-size", o->model.vocab_size, "Vocabulary size V")->capture_default_str();
   app->add_option("--batch", o->batch, "Sequences per step b")->capture_default_str();
   add_threads_flag(app, o->threads);
+  add_device_flags(app, o->device);
   return {app, [o, app] {
             TAPELM_CHECK(o->batch > 0, "flops: --batch must be positive");
             train::set_threads(o->threads);
+            const Device device = parse_device(o->device.device);
+            use_device("flops", device, parse_precision(o->device.precision));
             const nn::ModelConfig model = train::model_from_flags(app, o->model);
-            fmt::print("{}", train::format_flop_report(train::flop_report(model, o->batch)));
+            fmt::print("{}", train::format_flop_report(train::flop_report(model, o->batch, device)));
             return 0;
           }};
 }

@@ -31,7 +31,8 @@ struct TrainOptions {
   int64_t grad_accum = 1;
   int64_t steps = 2000;
   std::string optimizer = "adamw";
-  std::string device = "cpu";  // where the model trains: cpu or cuda
+  std::string device = "cpu";      // where the model trains: cpu or cuda
+  std::string precision = "fp32";  // the GPU's products: fp32 or bf16 (autograd/device.h)
   double lr = 1e-3;
   double min_lr = 1e-4;
   std::string schedule = "cosine";

@@ -74,7 +74,7 @@ std::vector<int32_t> generate(nn::GPT& model, std::vector<int32_t> ids, const Sa
   auto feed = [&](const std::vector<int32_t>& toks) {
     Tensor logits = model.forward(from_ints(toks, {1, (int64_t)toks.size()}), Tensor(), &state);
     Tensor last = slice(logits, 1, -1, logits.size(1));
-    return last.to(DType::f32);
+    return (last.is_cuda() ? last.to(Device::cpu) : last).to(DType::f32);  // the pick runs on the host
   };
   Tensor last = feed(ids);
   for (int64_t n = 0; n < opt.tokens; ++n) {

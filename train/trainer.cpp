@@ -138,6 +138,9 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys, co
   TAPELM_CHECK(!o.out.empty(), "train: --out must name a directory");
   check_out_is_free(o);
   if (o.device == "cuda") require_cuda("train --device cuda");  // one line, before anything is read
+  TAPELM_CHECK(o.precision == "fp32" || o.device == "cuda",
+               "train: --precision {} runs on --device cuda; the CPU trains in fp32", o.precision);
+  if (o.device == "cuda") set_gpu_precision(parse_precision(o.precision));
   Run run;
   run.schedule = {o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup,
                   o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
@@ -314,8 +317,9 @@ void print_run(const Run& run, const TrainOptions& o, int ranks, int threads) {
              o.grad_accum, threads, o.seed);
   const StepMemory& m = run.memory;
   if (o.device == "cuda")
-    fmt::print("device: cuda, {} (float32; ops without a CUDA kernel run on the CPU, counted in the summary)\n",
-               cuda::describe());
+    fmt::print("device: cuda, {} ({}; ops without a CUDA kernel run on the CPU, counted in the summary)\n",
+               cuda::describe(),
+               o.precision == "bf16" ? "bf16 products with float32 accumulation, float32 elsewhere" : "float32");
   else
     fmt::print(
         "memory: about {} of tensors at a step's peak ({} weights, gradients and optimizer state, {} activations){}\n",
@@ -501,6 +505,16 @@ class Trainer {
   // Measured on every rank at once (they share the machine's cores and
   // memory), then added up: the peak of the whole job.
   void measure_peak() {
+    if (o_.device == "cuda") {  // the card's product peak at the run's precision
+      constexpr int64_t n = 8192;
+      double peak = cuda::measure_product_peak(n, 5);
+      comm_.sum(&peak, 1);
+      progress_.gemm_peak = peak;
+      fmt::print(
+          "GEMM peak of the GPU{}: {:.1f} GFLOP/s (best of 5 {} {}³ cuBLAS products; MFU is measured against it)\n",
+          ranks_ > 1 ? fmt::format(" × {} ranks, summed", ranks_) : "", peak / 1e9, o_.precision, n);
+      return;
+    }
     double peak = measure_gemm_peak();
     comm_.sum(&peak, 1);
     progress_.gemm_peak = peak;

@@ -1,16 +1,21 @@
 // Products through cuBLAS, row-major on top of its column-major API: C = A·B
 // row-major is Cᵀ = Bᵀ·Aᵀ column-major, so the operands swap places and keep
-// their transpose flags. One handle on the one stream; the default math mode
-// (no TF32 for float32 unless NVIDIA_TF32_OVERRIDE says so), so float32
-// products are exact float32 and, cuBLAS guarantees, the same bits run to run
-// on the same GPU.
+// their transpose flags. One handle on the one stream. fp32 products run in
+// cuBLAS's pedantic math mode (no TF32, whatever NVIDIA_TF32_OVERRIDE says),
+// so they are exact float32; bf16 products round each operand to bfloat16
+// (a copy with the operand's layout) and accumulate in float32 on the tensor
+// cores, as PyTorch's autocast does. cuBLAS gives the same bits run to run on
+// the same GPU for the same shapes.
+#include <cuda_bf16.h>
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <string>
 #include <type_traits>
 
 #include "autograd/cuda/check.cuh"
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/runtime.h"
 
 namespace tapelm::cuda {
 
@@ -24,6 +29,11 @@ struct Cublas {
   decltype(&cublasSetStream_v2) set_stream = nullptr;
   decltype(&cublasSetMathMode) set_math_mode = nullptr;
   decltype(&cublasSgemmStridedBatched) sgemm_strided_batched = nullptr;
+  // The exported C entry (the header adds an inline overload taking a cudaDataType compute type).
+  cublasStatus_t (*gemm_strided_batched_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
+                                            const void*, const void*, cudaDataType, int, long long, const void*,
+                                            cudaDataType, int, long long, const void*, void*, cudaDataType, int,
+                                            long long, int, cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
   decltype(&cublasGetStatusName) status_name = nullptr;
 };
 
@@ -42,6 +52,7 @@ const Cublas& cublas() {
     find(a.set_stream, "cublasSetStream_v2");
     find(a.set_math_mode, "cublasSetMathMode");
     find(a.sgemm_strided_batched, "cublasSgemmStridedBatched");
+    find(a.gemm_strided_batched_ex, "cublasGemmStridedBatchedEx");
     find(a.status_name, "cublasGetStatusName");
     return a;
   }();
@@ -63,23 +74,107 @@ cublasHandle_t handle() {
   }();
   return h;
 }
+
+ProductPrecision g_precision = ProductPrecision::fp32;
+
+__global__ void k_to_bf16(const float* x, __nv_bfloat16* y, int64_t n) {
+  const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i < n) y[i] = __float2bfloat16_rn(x[i]);
+}
+
+// The bfloat16 rounding of every element from the operand's first to its
+// last, so the copy keeps the operand's strides.
+struct Bf16Copy {
+  __nv_bfloat16* data = nullptr;
+  Bf16Copy(MatrixRef a, int64_t rows, int64_t cols, int64_t batch) {
+    const int64_t n = (a.batch_stride ? (batch - 1) * a.batch_stride : 0) + (rows - 1) * a.ld + cols;
+    data = static_cast<__nv_bfloat16*>(allocate(n * sizeof(__nv_bfloat16)));
+    k_to_bf16<<<(unsigned)((n + 255) / 256), 256, 0, stream()>>>(a.data, data, n);
+    TAPELM_CUDA_LAUNCHED();
+  }
+  ~Bf16Copy() { release(data); }  // stream-ordered: after the product that reads it
+  Bf16Copy(const Bf16Copy&) = delete;
+  Bf16Copy& operator=(const Bf16Copy&) = delete;
+};
+
 }  // namespace
 
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* A, int64_t stride_a,
-          const float* B, int64_t stride_b, float* C, int64_t stride_c, int64_t batch, float beta) {
+void set_product_precision(ProductPrecision p) { g_precision = p; }
+ProductPrecision product_precision() { return g_precision; }
+
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, MatrixRef A, MatrixRef B, MutableMatrixRef C,
+          int64_t batch, float beta) {
   if (m == 0 || n == 0 || batch == 0) return;
   const float alpha = 1.f;
   if (k == 0) {  // an empty sum: C = beta·C
     TAPELM_CHECK(beta == 0.f || beta == 1.f, "cuda gemm: k = 0 with beta {}", beta);
     if (beta == 0.f)
-      for (int64_t b = 0; b < batch; ++b) fill(C + b * stride_c, m * n, 0.f);
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t r = 0; r < m; ++r) fill(C.data + b * C.batch_stride + r * C.ld, n, 0.f);
     return;
   }
-  const int lda = (int)(trans_a ? m : k), ldb = (int)(trans_b ? k : n);
-  check(cublas().sgemm_strided_batched(handle(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                       trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, (int)n, (int)m, (int)k, &alpha, B, ldb,
-                                       stride_b, A, lda, stride_a, &beta, C, (int)n, stride_c, (int)batch),
-        "cublasSgemmStridedBatched");
+  for (int64_t v : {m, n, k, A.ld, B.ld, C.ld, batch})
+    TAPELM_CHECK(v <= INT32_MAX, "cuda gemm: a size or row stride of {} is past cuBLAS's 32-bit int", v);
+  const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  if (g_precision == ProductPrecision::fp32) {
+    check(cublas().set_math_mode(handle(), CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
+    check(cublas().sgemm_strided_batched(handle(), op_b, op_a, (int)n, (int)m, (int)k, &alpha, B.data, (int)B.ld,
+                                         B.batch_stride, A.data, (int)A.ld, A.batch_stride, &beta, C.data, (int)C.ld,
+                                         C.batch_stride, (int)batch),
+          "cublasSgemmStridedBatched");
+    return;
+  }
+  const Bf16Copy a(A, trans_a ? k : m, trans_a ? m : k, batch), b(B, trans_b ? n : k, trans_b ? k : n, batch);
+  check(cublas().set_math_mode(handle(), CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+  check(cublas().gemm_strided_batched_ex(handle(), op_b, op_a, (int)n, (int)m, (int)k, &alpha, b.data, CUDA_R_16BF,
+                                         (int)B.ld, B.batch_stride, a.data, CUDA_R_16BF, (int)A.ld, A.batch_stride,
+                                         &beta, C.data, CUDA_R_32F, (int)C.ld, C.batch_stride, (int)batch,
+                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "cublasGemmStridedBatchedEx");
+}
+
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* A, int64_t stride_a,
+          const float* B, int64_t stride_b, float* C, int64_t stride_c, int64_t batch, float beta) {
+  gemm(trans_a, trans_b, m, n, k, MatrixRef{A, trans_a ? m : k, stride_a}, MatrixRef{B, trans_b ? k : n, stride_b},
+       MutableMatrixRef{C, n, stride_c}, batch, beta);
+}
+
+namespace {
+// Uniform numbers in [−1, 1) from a hash of the index: products are never
+// timed on zeros (whose multiplies the hardware can shortcut).
+__global__ void k_fill_hash(float* x, int64_t n, uint32_t seed) {
+  const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+  h ^= h >> 16, h *= 0x7feb352du, h ^= h >> 15, h *= 0x846ca68bu, h ^= h >> 16;
+  x[i] = (float)(h >> 8) * (2.f / 16777216.f) - 1.f;
+}
+}  // namespace
+
+double measure_product_peak(int64_t n, int repeats) {
+  float* m[3];
+  for (int i = 0; i < 3; ++i) {
+    m[i] = static_cast<float*>(allocate(n * n * sizeof(float)));
+    k_fill_hash<<<(unsigned)((n * n + 255) / 256), 256, 0, stream()>>>(m[i], n * n, 17u * (i + 1));
+    TAPELM_CUDA_LAUNCHED();
+  }
+  cudaEvent_t start, stop;
+  TAPELM_CUDA(cudaEventCreate(&start));
+  TAPELM_CUDA(cudaEventCreate(&stop));
+  float best = 1e30f;
+  for (int r = 0; r <= repeats; ++r) {
+    TAPELM_CUDA(cudaEventRecord(start, stream()));
+    gemm(false, false, n, n, n, m[0], 0, m[1], 0, m[2], 0, 1, 0.f);
+    TAPELM_CUDA(cudaEventRecord(stop, stream()));
+    TAPELM_CUDA(cudaEventSynchronize(stop));
+    float ms = 0;
+    TAPELM_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    if (r > 0) best = std::min(best, ms);  // r = 0 warms up (cuBLAS's first call picks its kernel)
+  }
+  TAPELM_CUDA(cudaEventDestroy(start));
+  TAPELM_CUDA(cudaEventDestroy(stop));
+  for (float* p : m) release(p);
+  return 2.0 * n * n * n / (best * 1e-3);
 }
 
 }  // namespace tapelm::cuda

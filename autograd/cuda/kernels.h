@@ -46,11 +46,36 @@ void add_inplace(float* dst, const float* src, int64_t n);
 void reduce_sum(const float* x, const Strided& kept, const Strided& reduced, float* out, float scale);
 
 // ---- products (gemm.cu, cuBLAS) --------------------------------------------
+// The operands' precision, for every product until changed: fp32 (exact
+// float32, no TF32) or bf16 (as PyTorch's autocast: the operands rounded to
+// bfloat16 on their way in, products accumulated and written in float32).
+enum class ProductPrecision { fp32, bf16 };
+void set_product_precision(ProductPrecision p);
+ProductPrecision product_precision();
+
+// One operand of a batched product: its first element, its row stride
+// (leading dimension) and the stride between batch entries (0: the same
+// matrix for every entry), in elements.
+struct MatrixRef {
+  const float* data;
+  int64_t ld, batch_stride;
+};
+struct MutableMatrixRef {
+  float* data;
+  int64_t ld, batch_stride;
+};
 // C[b] = op(A[b]) · op(B[b]) for b < batch, row-major: A is m×k (k×m when
-// trans_a), B is k×n (n×k when trans_b), C m×n; batch strides in elements
-// (0: the same matrix for every b). beta = 1 adds into C.
+// trans_a), B is k×n (n×k when trans_b), C m×n. beta = 1 adds into C.
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, MatrixRef A, MatrixRef B, MutableMatrixRef C,
+          int64_t batch, float beta);
+// The same for densely packed matrices (each row stride its row's width).
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* A, int64_t stride_a, const float* B,
           int64_t stride_b, float* C, int64_t stride_c, int64_t batch, float beta);
+
+// The GPU's practical product peak in FLOP/s at the current precision: the
+// fastest of `repeats` n×n×n products (after one warm-up) on random operands,
+// timed with CUDA events. MFU on the GPU is achieved FLOP/s over this.
+double measure_product_peak(int64_t n, int repeats);
 
 // ---- rows (nn.cu) -----------------------------------------------------------
 // Per row of `cols`: LayerNorm (center: μ = mean) or RMSNorm (μ = 0),
@@ -62,7 +87,18 @@ void norm_forward(bool center, const float* x, const float* w, const float* b, f
 void norm_backward(bool center, const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                    float* dx, float* dw, float* db, int64_t rows, int64_t cols);
 void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols, bool log);
-void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log);
+// dx = scale·(softmax or log-softmax backward); dx may be dy (in place).
+void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log,
+                      float scale = 1.f);
+// Attention's softmax, in place over scores [batch, heads, tq, tk]: each row
+// scaled, masked entries (mask [batch, tq, tk], true = hidden, shared by the
+// heads; null = none) set to −∞, then softmax; a row with every key masked
+// gives zeros.
+void masked_softmax(float* scores, const uint8_t* mask, int64_t batch, int64_t heads, int64_t tq, int64_t tk,
+                    float scale);
+// The causal and key-padding mask [batch, tq, tk]: entry (b, i, j) is true
+// where j > past + i or key_pad[b, j] (key_pad [batch, tk], may be null).
+void attention_mask(const uint8_t* key_pad, uint8_t* mask, int64_t batch, int64_t tq, int64_t tk, int64_t past);
 // out[i, :] = weight[ids[i], :]; ids on the device.
 void embedding_forward(const float* weight, const int32_t* ids, float* out, int64_t n, int64_t dim);
 // dweight (zeroed here) [vocab, dim]: each row the sum of its ids' rows of

@@ -4,6 +4,7 @@
 #include <cfloat>
 
 #include "autograd/cuda/check.cuh"
+#include "autograd/cuda/column_sums.cuh"
 #include "autograd/cuda/kernels.h"
 
 namespace tapelm::cuda {
@@ -65,47 +66,77 @@ __global__ void k_norm_bwd_dx(bool center, const float* x, const float* w, const
   }
 }
 
-__global__ void k_norm_bwd_dw(const float* x, const float* mean, const float* rstd, const float* dy, float* dw,
-                              float* db, int64_t rows, int64_t cols) {
-  const int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (j >= cols) return;
-  float sw = 0.f, sb = 0.f;
-  for (int64_t r = 0; r < rows; ++r) {
+// dw and db: column sums over every row (column_sums.cuh).
+struct NormWeightTerms {
+  static constexpr int kSums = 2;
+  const float *x, *mean, *rstd, *dy;
+  int64_t cols;
+  __device__ void operator()(int64_t r, int64_t j, float* t) const {
     const float g = dy[r * cols + j];
-    sw += g * (x[r * cols + j] - mean[r]) * rstd[r];
-    sb += g;
+    t[0] = g * (x[r * cols + j] - mean[r]) * rstd[r];
+    t[1] = g;
   }
-  dw[j] = sw;
-  if (db) db[j] = sb;
+};
+
+// A row's softmax statistics over the values x(j), j < cols: the maximum
+// and Σ e^(x(j) − max), the same in every lane. −∞ entries add nothing; a
+// row of only −∞ gives sum 0.
+struct RowSoftmax {
+  float max, sum;
+};
+template <class Value>
+__device__ RowSoftmax row_softmax(Value x, int64_t cols, int lane) {
+  float m = -FLT_MAX;
+  for (int64_t j = lane; j < cols; j += 32) m = fmaxf(m, x(j));
+  m = warp_max(m);
+  float s = 0.f;
+  for (int64_t j = lane; j < cols; j += 32) s += expf(x(j) - m);
+  return {m, warp_sum(s)};
 }
 
 __global__ void k_softmax_fwd(const float* x, float* y, int64_t rows, int64_t cols, bool log) {
   ROW_OF_WARP();
   const float* xr = x + row * cols;
-  float m = -FLT_MAX;
-  for (int64_t j = lane; j < cols; j += 32) m = fmaxf(m, xr[j]);
-  m = warp_max(m);
-  float s = 0.f;
-  for (int64_t j = lane; j < cols; j += 32) s += expf(xr[j] - m);
-  s = warp_sum(s);
+  const RowSoftmax st = row_softmax([xr](int64_t j) { return xr[j]; }, cols, lane);
   float* yr = y + row * cols;
   if (log) {
-    const float lse = m + logf(s);
+    const float lse = st.max + logf(st.sum);
     for (int64_t j = lane; j < cols; j += 32) yr[j] = xr[j] - lse;
-  } else {
-    for (int64_t j = lane; j < cols; j += 32) yr[j] = s > 0.f ? expf(xr[j] - m) / s : 0.f;  // a row with every entry masked: zeros
+  } else {  // a row with every entry masked (−∞): zeros
+    for (int64_t j = lane; j < cols; j += 32) yr[j] = st.sum > 0.f ? expf(xr[j] - st.max) / st.sum : 0.f;
   }
 }
 
-// softmax: dx = y ⊙ (dy − Σ dy ⊙ y);  log-softmax: dx = dy − e^y · Σ dy.
-__global__ void k_softmax_bwd(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log) {
+// Scores [batch, heads, tq, tk] in place; mask [batch, tq, tk] shared by the heads.
+__global__ void k_masked_softmax(float* scores, const uint8_t* mask, int64_t rows, int64_t heads, int64_t tq,
+                                 int64_t tk, float scale) {
+  ROW_OF_WARP();
+  float* sr = scores + row * tk;
+  const uint8_t* mr = mask ? mask + ((row / (heads * tq)) * tq + row % tq) * tk : nullptr;
+  auto value = [=](int64_t j) { return mr && mr[j] ? -INFINITY : sr[j] * scale; };
+  const RowSoftmax st = row_softmax(value, tk, lane);
+  for (int64_t j = lane; j < tk; j += 32) sr[j] = st.sum > 0.f ? expf(value(j) - st.max) / st.sum : 0.f;
+}
+
+__global__ void k_attention_mask(const uint8_t* key_pad, uint8_t* mask, int64_t n, int64_t tq, int64_t tk,
+                                 int64_t past) {
+  const int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (e >= n) return;
+  const int64_t j = e % tk, i = (e / tk) % tq, b = e / (tq * tk);
+  mask[e] = j > past + i || (key_pad && key_pad[b * tk + j]);
+}
+
+// softmax: dx = y ⊙ (dy − Σ dy ⊙ y);  log-softmax: dx = dy − e^y · Σ dy; times
+// scale. Each element is read and then written by one lane, so dx may be dy.
+__global__ void k_softmax_bwd(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log,
+                              float scale) {
   ROW_OF_WARP();
   const float *yr = y + row * cols, *gr = dy + row * cols;
   float s = 0.f;
   for (int64_t j = lane; j < cols; j += 32) s += log ? gr[j] : gr[j] * yr[j];
   s = warp_sum(s);
   float* dr = dx + row * cols;
-  for (int64_t j = lane; j < cols; j += 32) dr[j] = log ? gr[j] - expf(yr[j]) * s : yr[j] * (gr[j] - s);
+  for (int64_t j = lane; j < cols; j += 32) dr[j] = scale * (log ? gr[j] - expf(yr[j]) * s : yr[j] * (gr[j] - s));
 }
 
 __global__ void k_embedding_fwd(const float* weight, const int32_t* ids, float* out, int64_t n, int64_t dim) {
@@ -130,14 +161,9 @@ __global__ void k_xent_fwd(const float* logits, const int32_t* targets, float* l
                            int64_t cols, int32_t ignore) {
   ROW_OF_WARP();
   const float* xr = logits + row * cols;
-  float m = -FLT_MAX;
-  for (int64_t j = lane; j < cols; j += 32) m = fmaxf(m, xr[j]);
-  m = warp_max(m);
-  float s = 0.f;
-  for (int64_t j = lane; j < cols; j += 32) s += expf(xr[j] - m);
-  s = warp_sum(s);
+  const RowSoftmax st = row_softmax([xr](int64_t j) { return xr[j]; }, cols, lane);
   if (lane == 0) {
-    const float l = m + logf(s);
+    const float l = st.max + logf(st.sum);
     lse[row] = l;
     const int32_t t = targets[row];
     loss[row] = t == ignore ? 0.f : l - xr[t];
@@ -169,10 +195,7 @@ void norm_backward(bool center, const float* x, const float* w, const float* mea
   if (rows == 0) return;
   k_norm_bwd_dx<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(center, x, w, mean, rstd, dy, dx, rows, cols);
   TAPELM_CUDA_LAUNCHED();
-  if (dw) {
-    k_norm_bwd_dw<<<(int)((cols + 255) / 256), 256, 0, stream()>>>(x, mean, rstd, dy, dw, db, rows, cols);
-    TAPELM_CUDA_LAUNCHED();
-  }
+  if (dw) detail::column_sums(NormWeightTerms{x, mean, rstd, dy, cols}, rows, cols, {dw, db});
 }
 
 void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols, bool log) {
@@ -181,9 +204,24 @@ void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols, bool 
   TAPELM_CUDA_LAUNCHED();
 }
 
-void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log) {
+void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log, float scale) {
   if (rows == 0) return;
-  k_softmax_bwd<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(y, dy, dx, rows, cols, log);
+  k_softmax_bwd<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(y, dy, dx, rows, cols, log, scale);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void masked_softmax(float* scores, const uint8_t* mask, int64_t batch, int64_t heads, int64_t tq, int64_t tk,
+                    float scale) {
+  const int64_t rows = batch * heads * tq;
+  if (rows == 0) return;
+  k_masked_softmax<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(scores, mask, rows, heads, tq, tk, scale);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void attention_mask(const uint8_t* key_pad, uint8_t* mask, int64_t batch, int64_t tq, int64_t tk, int64_t past) {
+  const int64_t n = batch * tq * tk;
+  if (n == 0) return;
+  k_attention_mask<<<(unsigned)((n + 255) / 256), 256, 0, stream()>>>(key_pad, mask, n, tq, tk, past);
   TAPELM_CUDA_LAUNCHED();
 }
 

@@ -27,6 +27,12 @@ void copy_to_host(void*, const void*, size_t) { no_cuda(); }
 void copy_on_device(void*, const void*, size_t) { no_cuda(); }
 void fill_bytes(void*, int, size_t) { no_cuda(); }
 void synchronize() {}
+PeakMemory peak_memory() { return {}; }
+void reset_peak_memory() {}
+StreamTimer::StreamTimer() { no_cuda(); }
+StreamTimer::~StreamTimer() = default;
+void StreamTimer::start() { no_cuda(); }
+double StreamTimer::stop() { no_cuda(); }
 
 void fill(float*, int64_t, float) { no_cuda(); }
 void unary_forward(Unary, const float*, float*, int64_t, float) { no_cuda(); }
@@ -37,10 +43,17 @@ void copy_strided(const float*, const Strided&, float*, const Strided&) { no_cud
 void copy_strided_bytes(const uint8_t*, const Strided&, uint8_t*, const Strided&) { no_cuda(); }
 void add_inplace(float*, const float*, int64_t) { no_cuda(); }
 void reduce_sum(const float*, const Strided&, const Strided&, float*, float) { no_cuda(); }
+namespace {
+ProductPrecision g_precision = ProductPrecision::fp32;  // kept, though no product can run here
+}
+void set_product_precision(ProductPrecision p) { g_precision = p; }
+ProductPrecision product_precision() { return g_precision; }
+void gemm(bool, bool, int64_t, int64_t, int64_t, MatrixRef, MatrixRef, MutableMatrixRef, int64_t, float) { no_cuda(); }
 void gemm(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t,
           float) {
   no_cuda();
 }
+double measure_product_peak(int64_t, int) { no_cuda(); }
 void norm_forward(bool, const float*, const float*, const float*, float*, float*, float*, int64_t, int64_t, float) {
   no_cuda();
 }
@@ -49,7 +62,9 @@ void norm_backward(bool, const float*, const float*, const float*, const float*,
   no_cuda();
 }
 void softmax_forward(const float*, float*, int64_t, int64_t, bool) { no_cuda(); }
-void softmax_backward(const float*, const float*, float*, int64_t, int64_t, bool) { no_cuda(); }
+void softmax_backward(const float*, const float*, float*, int64_t, int64_t, bool, float) { no_cuda(); }
+void masked_softmax(float*, const uint8_t*, int64_t, int64_t, int64_t, int64_t, float) { no_cuda(); }
+void attention_mask(const uint8_t*, uint8_t*, int64_t, int64_t, int64_t, int64_t) { no_cuda(); }
 void embedding_forward(const float*, const int32_t*, float*, int64_t, int64_t) { no_cuda(); }
 void embedding_backward(const float*, const int32_t*, const int32_t*, float*, int64_t, int64_t) { no_cuda(); }
 void cross_entropy_forward(const float*, const int32_t*, float*, float*, int64_t, int64_t, int32_t) { no_cuda(); }

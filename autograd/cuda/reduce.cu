@@ -3,6 +3,7 @@
 // it reduces many elements, or by one thread in index order when it reduces
 // few; never with atomics.
 #include "autograd/cuda/check.cuh"
+#include "autograd/cuda/column_sums.cuh"
 #include "autograd/cuda/kernels.h"
 
 namespace tapelm::cuda {
@@ -52,11 +53,24 @@ __global__ void k_reduce_block(const float* x, Strided kept, Strided reduced, fl
   if (threadIdx.x == 0) out[o] = part[0] * scale;
 }
 
+// A row-major matrix's column sums (a bias's gradient).
+struct MatrixColumn {
+  static constexpr int kSums = 1;
+  const float* x;
+  int64_t cols;
+  __device__ void operator()(int64_t r, int64_t j, float* t) const { t[0] = x[r * cols + j]; }
+};
+
 }  // namespace
 
 void reduce_sum(const float* x, const Strided& kept, const Strided& reduced, float* out, float scale) {
   const int64_t n_out = count(kept), n_red = count(reduced);
   if (n_out == 0) return;
+  if (kept.ndim == 1 && kept.stride[0] == 1 && reduced.ndim == 1 && reduced.stride[0] == kept.size[0] &&
+      n_red >= 4 * kBlock) {  // the columns of a tall matrix
+    detail::column_sums(MatrixColumn{x, n_out}, n_red, n_out, {out}, scale);
+    return;
+  }
   if (n_red >= 4 * kBlock || n_out < 1024) {
     k_reduce_block<<<(unsigned)n_out, kBlock, 0, stream()>>>(x, kept, reduced, out, n_red, scale);
   } else {

@@ -80,6 +80,50 @@ void* allocate(size_t bytes) {
   return p;
 }
 
+namespace {
+cudaMemPool_t pool() {
+  context();  // the pool's settings are made with the stream
+  cudaMemPool_t pool;
+  TAPELM_CUDA(cudaDeviceGetDefaultMemPool(&pool, 0));
+  return pool;
+}
+}  // namespace
+
+PeakMemory peak_memory() {
+  unsigned long long used = 0, reserved = 0;  // the attributes are cuuint64_t (64-bit unsigned)
+  TAPELM_CUDA(cudaMemPoolGetAttribute(pool(), cudaMemPoolAttrUsedMemHigh, &used));
+  TAPELM_CUDA(cudaMemPoolGetAttribute(pool(), cudaMemPoolAttrReservedMemHigh, &reserved));
+  return {(int64_t)used, (int64_t)reserved};
+}
+
+void reset_peak_memory() {
+  unsigned long long zero = 0;  // "reset to the current value", as the attributes define
+  TAPELM_CUDA(cudaMemPoolSetAttribute(pool(), cudaMemPoolAttrUsedMemHigh, &zero));
+  TAPELM_CUDA(cudaMemPoolSetAttribute(pool(), cudaMemPoolAttrReservedMemHigh, &zero));
+}
+
+StreamTimer::StreamTimer() {
+  cudaEvent_t a, b;
+  TAPELM_CUDA(cudaEventCreate(&a));
+  TAPELM_CUDA(cudaEventCreate(&b));
+  start_ = a, stop_ = b;
+}
+
+StreamTimer::~StreamTimer() {
+  cudaEventDestroy(static_cast<cudaEvent_t>(start_));
+  cudaEventDestroy(static_cast<cudaEvent_t>(stop_));
+}
+
+void StreamTimer::start() { TAPELM_CUDA(cudaEventRecord(static_cast<cudaEvent_t>(start_), stream())); }
+
+double StreamTimer::stop() {
+  TAPELM_CUDA(cudaEventRecord(static_cast<cudaEvent_t>(stop_), stream()));
+  TAPELM_CUDA(cudaEventSynchronize(static_cast<cudaEvent_t>(stop_)));
+  float ms = 0;
+  TAPELM_CUDA(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start_), static_cast<cudaEvent_t>(stop_)));
+  return ms * 1e-3;
+}
+
 void release(void* p) {
   if (p) cudaFreeAsync(p, stream());  // never throws: called from destructors
 }

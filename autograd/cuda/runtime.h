@@ -30,4 +30,29 @@ void copy_on_device(void* dst, const void* src, size_t bytes);
 void fill_bytes(void* p, int value, size_t bytes);
 void synchronize();  // waits for every kernel launched so far; throws with the first asynchronous error
 
+// The pool's high-water marks since the start or reset_peak_memory(): bytes
+// handed out (as torch.cuda.max_memory_allocated reports) and bytes the pool
+// took from the GPU (torch.cuda.max_memory_reserved).
+struct PeakMemory {
+  int64_t allocated = 0, reserved = 0;
+};
+PeakMemory peak_memory();
+void reset_peak_memory();
+
+// GPU time on the stream between start() and stop(), from CUDA events (the
+// host's clock would time the launches, not the kernels).
+class StreamTimer {
+ public:
+  StreamTimer();
+  ~StreamTimer();
+  StreamTimer(const StreamTimer&) = delete;
+  StreamTimer& operator=(const StreamTimer&) = delete;
+  void start();
+  double stop();  // seconds; waits until the stream has passed stop
+
+ private:
+  void* start_ = nullptr;
+  void* stop_ = nullptr;
+};
+
 }  // namespace tapelm::cuda

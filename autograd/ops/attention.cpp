@@ -21,6 +21,7 @@
 #include <memory>
 #include <vector>
 
+#include "autograd/cuda/kernels.h"
 #include "autograd/device_dispatch.h"
 #include "autograd/eigen_maps.h"
 #include "autograd/flops.h"
@@ -59,16 +60,73 @@ std::vector<int64_t> block_key_ends(const uint8_t* mask, const Dims& d) {
   return ends;
 }
 
+// The CUDA form: the same equations through cuBLAS, batched over the heads
+// (one call per batch row: a head is read in place at column h·hd with row
+// stride H·hd) and a masked-softmax kernel; P [B,H,Tq,Tk] is saved, as on the
+// CPU. It computes the whole Tq×Tk square (masked scores get P = 0); the fused
+// kernel that keeps P out of memory is part 2's (docs/cuda.md).
+Tensor attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double scale,
+                      const Dims& d) {
+  TAPELM_CHECK(q.dtype() == DType::f32, "attention: cuda runs float32, got {}", dtype_name(q.dtype()));
+  const Tensor mask_on_device = mask.defined() && !mask.is_cuda() ? mask.to(Device::cuda) : mask;
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), Device::cuda);
+  Tensor probs = Tensor::empty({d.B, d.H, d.Tq, d.Tk}, q.dtype(), Device::cuda);
+  const int64_t row_stride = d.H * d.hd, square = d.Tq * d.Tk;
+  // Batch row b of a [B,T,H,hd] tensor as H matrices T×hd, and of a [B,H,Tq,Tk] one as H matrices Tq×Tk.
+  auto heads = [=](const Tensor& t, int64_t T, int64_t b) {
+    return cuda::MatrixRef{t.cuda_data<float>() + b * T * row_stride, row_stride, d.hd};
+  };
+  auto heads_out = [=](const Tensor& t, int64_t T, int64_t b) {
+    return cuda::MutableMatrixRef{t.cuda_data<float>() + b * T * row_stride, row_stride, d.hd};
+  };
+  auto squares = [=](const Tensor& t, int64_t b) {
+    return cuda::MatrixRef{t.cuda_data<float>() + b * d.H * square, d.Tk, square};
+  };
+  auto squares_out = [=](const Tensor& t, int64_t b) {
+    return cuda::MutableMatrixRef{t.cuda_data<float>() + b * d.H * square, d.Tk, square};
+  };
+  for (int64_t b = 0; b < d.B; ++b)  // S = Q Kᵀ
+    cuda::gemm(false, true, d.Tq, d.Tk, d.hd, heads(q, d.Tq, b), heads(k, d.Tk, b), squares_out(probs, b), d.H, 0.f);
+  cuda::masked_softmax(probs.cuda_data<float>(), mask.defined() ? mask_on_device.cuda_data<uint8_t>() : nullptr, d.B,
+                       d.H, d.Tq, d.Tk, (float)scale);
+  for (int64_t b = 0; b < d.B; ++b)  // O = P V
+    cuda::gemm(false, false, d.Tq, d.hd, d.Tk, squares(probs, b), heads(v, d.Tk, b), heads_out(out, d.Tq, b), d.H, 0.f);
+  const int64_t scores = d.B * d.H * square;
+  FlopCounter::add("attention", 4 * scores * d.hd);
+  FlopCounter::add("attention.softmax", 7 * scores);
+  return record("attention", out, {q, k, v}, [=](const Tensor& grad) -> std::vector<Tensor> {
+    Tensor dq = Tensor::empty(q.shape(), q.dtype(), Device::cuda),
+           dk = Tensor::empty(k.shape(), k.dtype(), Device::cuda);
+    Tensor dv = Tensor::empty(v.shape(), v.dtype(), Device::cuda);
+    Tensor ds = Tensor::empty(probs.shape(), probs.dtype(), Device::cuda);
+    for (int64_t b = 0; b < d.B; ++b) {
+      cuda::gemm(true, false, d.Tk, d.hd, d.Tq, squares(probs, b), heads(grad, d.Tq, b), heads_out(dv, d.Tk, b), d.H,
+                 0.f);  // dV = Pᵀ G
+      cuda::gemm(false, true, d.Tq, d.Tk, d.hd, heads(grad, d.Tq, b), heads(v, d.Tk, b), squares_out(ds, b), d.H,
+                 0.f);  // dP = G Vᵀ
+    }
+    // dS = scale·P ⊙ (dP − rowsum(dP ⊙ P)), in place
+    cuda::softmax_backward(probs.cuda_data<float>(), ds.cuda_data<float>(), ds.cuda_data<float>(), d.B * d.H * d.Tq,
+                           d.Tk, false, (float)scale);
+    for (int64_t b = 0; b < d.B; ++b) {
+      cuda::gemm(false, false, d.Tq, d.hd, d.Tk, squares(ds, b), heads(k, d.Tk, b), heads_out(dq, d.Tq, b), d.H,
+                 0.f);  // dQ = dS K
+      cuda::gemm(true, false, d.Tk, d.hd, d.Tq, squares(ds, b), heads(q, d.Tq, b), heads_out(dk, d.Tk, b), d.H,
+                 0.f);  // dK = dSᵀ Q
+    }
+    const int64_t scores = d.B * d.H * d.Tq * d.Tk;
+    FlopCounter::add("attention", 8 * scores * d.hd);
+    FlopCounter::add("attention.softmax", 5 * scores);
+    return {dq, dk, dv};
+  });
+}
+
 }  // namespace
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
                                     double scale) {
-  if (op_device("scaled_dot_product_attention", {&q, &k, &v}) == Device::cuda)
-    return cpu_fallback("scaled_dot_product_attention", {q, k, v, mask}, [&](const std::vector<Tensor>& c) {
-      return scaled_dot_product_attention(c[0], c[1], c[2], c[3], scale);
-    });
-
   const char* op = "attention";
+  const Device device = op_device("scaled_dot_product_attention", {&q, &k, &v});
   TAPELM_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && k.shape() == v.shape() && q.size(0) == k.size(0) &&
                    q.size(2) == k.size(2) && q.size(3) == k.size(3),
                "attention: q {}, k {}, v {}: expected [B,Tq,H,hd] and two [B,Tk,H,hd]", q.str_shape(), k.str_shape(),
@@ -78,6 +136,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   TAPELM_CHECK(!mask.defined() || (mask.dtype() == DType::b8 && mask.numel() == d.B * d.Tq * d.Tk),
                "attention: mask {} must be bool with B·Tq·Tk = {} elements ([B,1,Tq,Tk] or [B,Tq,Tk])",
                mask.defined() ? mask.str_shape() : "", d.B * d.Tq * d.Tk);
+  if (device == Device::cuda) return attention_cuda(q, k, v, mask, scale, d);
+  TAPELM_CHECK(!mask.defined() || !mask.is_cuda(), "attention: the mask is on cuda and q, k, v on the cpu");
   Tensor out = Tensor::empty(q.shape(), q.dtype());
   Tensor probs = Tensor::empty({d.B, d.H, d.Tq, d.Tk}, q.dtype());
   const int64_t row_stride = d.H * d.hd;

@@ -2,6 +2,7 @@
 //   masked_fill: y = mask ? value : a;   da = mask ? 0 : g
 //   where:       y = mask ? a : b;       da = Σ_bcast(mask ? g : 0), db likewise
 // FLOPs: 0 (selection only).
+#include "autograd/cuda/kernels.h"
 #include "autograd/device_dispatch.h"
 #include "autograd/ops.h"
 #include "autograd/ops/broadcast_loop.h"
@@ -25,6 +26,25 @@ Tensor logical_not(const Tensor& mask) {
   uint8_t* po = out.data<uint8_t>();
   for (int64_t i = 0; i < mask.numel(); ++i) po[i] = !pm[i];
   return out;
+}
+
+Tensor attention_mask(int64_t B, int64_t Tq, int64_t Tk, const Tensor& key_pad, int64_t past, Device device) {
+  TAPELM_CHECK(!key_pad.defined() || (key_pad.dtype() == DType::b8 && key_pad.numel() == B * Tk),
+               "attention_mask: key_pad {} {} must be bool [B,Tk] = [{},{}]", dtype_name(key_pad.dtype()),
+               key_pad.str_shape(), B, Tk);
+  if (past < 0) past = Tk - Tq;
+  Tensor m = Tensor::empty({B, 1, Tq, Tk}, DType::b8, device);
+  if (device == Device::cuda) {
+    const Tensor pad = key_pad.defined() ? key_pad.to(Device::cuda) : key_pad;
+    cuda::attention_mask(pad.defined() ? pad.cuda_data<uint8_t>() : nullptr, m.cuda_data<uint8_t>(), B, Tq, Tk, past);
+    return m;
+  }
+  uint8_t* pm = m.data<uint8_t>();
+  const uint8_t* kp = key_pad.defined() ? key_pad.data<uint8_t>() : nullptr;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < Tq; ++i)
+      for (int64_t j = 0; j < Tk; ++j) pm[(b * Tq + i) * Tk + j] = (j > past + i) || (kp && kp[b * Tk + j]);
+  return m;
 }
 
 Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {

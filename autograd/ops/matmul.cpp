@@ -170,7 +170,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
         cuda::gemm(true, false, out_f, in, rows, grad.cuda_data<float>(), 0, x.cuda_data<float>(), 0,
                    gw.cuda_data<float>(), 0, 1, 0.f);
       }
-      if (b.defined() && b.requires_grad()) {  // column sums, each in row order
+      if (b.defined() && b.requires_grad()) {  // column sums, deterministic (cuda/column_sums.cuh)
         gb = Tensor::empty(b.shape(), b.dtype(), Device::cuda);
         cuda::Strided cols, over_rows;
         cols.ndim = over_rows.ndim = 1;

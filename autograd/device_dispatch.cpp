@@ -25,25 +25,72 @@ Device op_device(const char* op, std::initializer_list<const Tensor*> inputs) {
   return first ? first->device() : Device::cpu;
 }
 
+cuda::Strided cuda_broadcast_view(const char* op, const Shape& in, const Shape& out) {
+  TAPELM_CHECK((int)out.size() <= cuda::kMaxDims, "{}: {} dimensions on cuda (at most {})", op, out.size(),
+               cuda::kMaxDims);
+  cuda::Strided v;
+  v.ndim = (int)out.size();
+  const Shape st = broadcast_strides(in, out);
+  for (int d = 0; d < v.ndim; ++d) v.size[d] = out[d], v.stride[d] = st[d];
+  return v;
+}
+
 const std::vector<std::string>& cuda_kernel_ops() {
-  static const std::vector<std::string> ops = {
-      "add",           "sub",         "mul",         "div",           "add_scalar",
-      "mul_scalar",    "rsub_scalar", "rdiv_scalar", "pow",           "neg",
-      "exp",           "log",         "sqrt",        "tanh",          "sigmoid",
-      "relu",          "gelu",        "gelu_tanh",   "silu",          "softplus",
-      "elu",           "square",      "matmul",      "linear",        "sum",
-      "mean",          "sum_to",      "reshape",     "unsqueeze",     "squeeze",
-      "permute",       "transpose",   "slice",       "concat",        "split",
-      "chunk",         "expand",      "to_device",   "embedding",     "softmax",
-      "log_softmax",   "layer_norm",  "rms_norm",    "cross_entropy", "scaled_dot_product_attention",
-      "attention_mask"};
+  static const std::vector<std::string> ops = {"add",
+                                               "sub",
+                                               "mul",
+                                               "div",
+                                               "add_scalar",
+                                               "mul_scalar",
+                                               "rsub_scalar",
+                                               "rdiv_scalar",
+                                               "pow",
+                                               "neg",
+                                               "exp",
+                                               "log",
+                                               "sqrt",
+                                               "tanh",
+                                               "sigmoid",
+                                               "relu",
+                                               "gelu",
+                                               "gelu_tanh",
+                                               "silu",
+                                               "softplus",
+                                               "elu",
+                                               "square",
+                                               "matmul",
+                                               "linear",
+                                               "sum",
+                                               "mean",
+                                               "sum_to",
+                                               "reshape",
+                                               "unsqueeze",
+                                               "squeeze",
+                                               "permute",
+                                               "transpose",
+                                               "slice",
+                                               "concat",
+                                               "split",
+                                               "chunk",
+                                               "expand",
+                                               "to_device",
+                                               "embedding",
+                                               "softmax",
+                                               "log_softmax",
+                                               "layer_norm",
+                                               "rms_norm",
+                                               "cross_entropy",
+                                               "scaled_dot_product_attention",
+                                               "attention_mask",
+                                               "dropout",
+                                               "masked_fill"};
   return ops;
 }
 
 const std::vector<std::string>& cpu_fallback_ops() {
-  static const std::vector<std::string> ops = {"max",         "scale_norm",     "masked_fill",   "where",
-                                               "logical_not", "dropout",        "cumsum",        "gated_recurrence",
-                                               "delta_rule",  "selective_scan", "gau_attention", "causal_conv1d"};
+  static const std::vector<std::string> ops = {"max",           "scale_norm",       "where",      "logical_not",
+                                               "cumsum",        "gated_recurrence", "delta_rule", "selective_scan",
+                                               "gau_attention", "causal_conv1d"};
   return ops;
 }
 

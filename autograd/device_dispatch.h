@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "autograd/cuda/kernels.h"
 #include "autograd/ops.h"
 #include "autograd/tensor.h"
 
@@ -22,6 +23,10 @@ namespace tapelm {
 // The device of the op's floating-point inputs (undefined tensors and host
 // index/mask tensors ignored); an Error naming the op if they differ.
 Device op_device(const char* op, std::initializer_list<const Tensor*> inputs);
+
+// An input of shape `in` broadcast to `out` as a kernel's strided view (0
+// strides where it stretches); an Error naming the op past cuda::kMaxDims.
+cuda::Strided cuda_broadcast_view(const char* op, const Shape& in, const Shape& out);
 
 // The ops with a CUDA kernel, and those that run on the CPU through the
 // fallback when given cuda tensors (tests check ops.h against both).
@@ -52,6 +57,20 @@ auto cpu_fallback(const char* op, const std::vector<Tensor>& inputs, F&& f) {
       if (r.defined()) r = to_device(r, Device::cuda);
     return result;
   }
+}
+
+// The same for an op that carries a decoding state (`state` may be null: the
+// training form). The state goes to the host, `f` runs with a pointer to the
+// host copy (null when `state` is), and the updated state comes back:
+//   return cpu_fallback_with_state("selective_scan", {u, ...}, state,
+//       [&](const std::vector<Tensor>& c, Tensor* s) { return selective_scan(c[0], ..., s); });
+template <class F>
+Tensor cpu_fallback_with_state(const char* op, const std::vector<Tensor>& inputs, Tensor* state, F&& f) {
+  Tensor host_state = state && state->defined() ? state->to(Device::cpu) : Tensor();
+  Tensor out =
+      cpu_fallback(op, inputs, [&](const std::vector<Tensor>& c) { return f(c, state ? &host_state : nullptr); });
+  if (state) *state = host_state.defined() ? host_state.to(Device::cuda) : Tensor();
+  return out;
 }
 
 }  // namespace tapelm

@@ -9,6 +9,7 @@
 #
 #   bash bench/cuda_bench.sh            # every row (about 8 minutes on an H100)
 #   ROWS="small" bash bench/cuda_bench.sh
+#   BASELINE_ROWS="gpt2-bf16" bash bench/cuda_bench.sh   # also dist/baseline/tapelm_bench (an earlier build)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cublas_dir=/usr/local/cuda/lib64
@@ -35,6 +36,13 @@ run_row() {
       --label "$name tapelm" 2>"$out/err_tapelm_${name}_$b.txt" | tail -1 >>"$jsonl" ||
       { echo "tapelm $name batch $b failed:"; tail -3 "$out/err_tapelm_${name}_$b.txt"; }
   done
+  # A change's before: a tapelm_bench of an earlier commit in dist/baseline/ (carried beside dist/cuda/), first batch only.
+  if [ -x dist/baseline/tapelm_bench ] && [ "${BASELINE_ROWS:-}" != "${BASELINE_ROWS/$name/}" ]; then
+    local b=${tb%% *}
+    timeout 300 dist/baseline/tapelm_bench $model --batch "$b" --device cuda --precision "$precision" $common --json \
+      --label "$name tapelm-baseline" 2>"$out/err_baseline_${name}_$b.txt" | tail -1 >>"$jsonl" ||
+      { echo "baseline $name batch $b failed:"; tail -3 "$out/err_baseline_${name}_$b.txt"; }
+  fi
   for mode in compiled eager; do
     local batches=$cb flag=--compile
     [ $mode = eager ] && batches=$eb flag=

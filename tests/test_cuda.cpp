@@ -155,6 +155,8 @@ TEST(Cuda, ElementwiseOpsMatchTheCpu) {
   check_op("add broadcast", {{{3, 7, 13}}, {{7, 1}}}, [](const std::vector<Tensor>& x) { return add(x[0], x[1]); });
   check_op("sub broadcast", {{{13}}, {{3, 1, 13}}}, [](const std::vector<Tensor>& x) { return sub(x[0], x[1]); });
   check_op("mul broadcast", {{{3, 7, 13}}, {{3, 1, 1}}}, [](const std::vector<Tensor>& x) { return mul(x[0], x[1]); });
+  check_op("masked_fill broadcast", {{{4, 7, 9}}, {{4, 1, 9}, Input::mask, 300}},
+           [](const std::vector<Tensor>& x) { return masked_fill(x[0], x[1], -2.0); });
   check_op("div broadcast", {{{3, 7, 13}}, {{1, 13}, Input::positive}},
            [](const std::vector<Tensor>& x) { return div(x[0], x[1]); });
 }
@@ -235,15 +237,49 @@ TEST(Cuda, AttentionMatchesTheCpu) {
            [](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], Tensor(), 0.5); });
 }
 
+// Dropout on the GPU draws its own mask (not the CPU's): about p of the
+// elements dropped, the rest scaled by exactly 1/(1 − p), the gradient
+// through the same mask, and the same generator state gives the same bits.
+TEST(Cuda, DropoutKeepsTheRateAndRepeatsFromTheGeneratorState) {
+  REQUIRE_GPU();
+  Generator data(11);
+  const Tensor x = randn({7, 131, 113}, data);  // 103,621 elements: not a multiple of a block
+  const double p = 0.3;
+  auto run = [&](uint64_t seed) {
+    Generator gen(seed);
+    Tensor xg = x.to(Device::cuda);
+    xg.requires_grad_();
+    Tensor y = dropout(xg, p, true, gen);
+    backward(sum(mul(y, full(x.shape(), 2.0, DType::f32, Device::cuda))));
+    return std::make_pair(y.to_vector(), xg.grad().to_vector());
+  };
+  const auto [y, g] = run(5);
+  const std::vector<double> xv = x.to_vector();
+  int64_t dropped = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    ASSERT_FALSE(std::isnan(y[i]));
+    if (g[i] == 0) {
+      ++dropped;
+      EXPECT_EQ(y[i], 0.0);
+    } else {
+      EXPECT_NEAR(g[i], 2.0 / (1 - p), 1e-6);
+      EXPECT_NEAR(y[i], xv[i] / (1 - p), 1e-6 * (1 + std::fabs(xv[i])));
+    }
+  }
+  EXPECT_NEAR((double)dropped / y.size(), p, 0.01);  // 7 standard deviations of a binomial at this n
+  EXPECT_EQ(run(5).first, y);
+  EXPECT_NE(run(6).first, y);
+}
+
 TEST(Cuda, FallbackOpsMatchTheCpuAndAreCounted) {
   REQUIRE_GPU();
   reset_fallback_counts();
-  check_op("masked_fill (fallback)", {{{4, 9}}, {{4, 9}, Input::mask, 300}},
-           [](const std::vector<Tensor>& x) { return masked_fill(x[0], x[1], -2.0); });
+  check_op("where (fallback)", {{{4, 9}, Input::mask, 300}, {{4, 9}}, {{4, 9}}},
+           [](const std::vector<Tensor>& x) { return where(x[0], x[1], x[2]); });
   check_op("causal_conv1d (fallback)", {{{2, 13, 6}}, {{6, 4}}, {{6}}},
            [](const std::vector<Tensor>& x) { return causal_conv1d(x[0], x[1], x[2]); });
   EXPECT_EQ(fallback_counts()["causal_conv1d"], 1);  // the GPU's forward; the CPU's is no fallback
-  EXPECT_EQ(fallback_counts()["masked_fill"], 1);
+  EXPECT_EQ(fallback_counts()["where"], 1);
 }
 
 // bf16 products (autocast's recipe) against the CPU in float64: within the

@@ -126,6 +126,27 @@ __global__ void k_add_inplace(float* dst, const float* src, int64_t n) {
   GRID_STRIDE(i, n) dst[i] += src[i];
 }
 
+// Dropout's keep-mask from a counter-based generator: element i's uniform
+// is the top 24 bits of SplitMix64 (Steele et al. 2014) at seed + i·γ, so the
+// mask depends on the seed and the index only, not on the launch.
+__global__ void k_dropout(const float* x, float* y, float* scale_mask, int64_t n, float p, float keep_scale,
+                          uint64_t seed) {
+  GRID_STRIDE(i, n) {
+    uint64_t z = seed + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const float u = (float)(z >> 40) * (1.f / 16777216.f);
+    const float m = u < p ? 0.f : keep_scale;
+    scale_mask[i] = m;
+    y[i] = x[i] * m;
+  }
+}
+
+__global__ void k_masked_fill(const float* a, const uint8_t* mask, Strided ms, float* out, int64_t n, float value) {
+  GRID_STRIDE(i, n) out[i] = mask[offset_of(i, ms)] ? value : a[i];
+}
+
 int64_t count(const Strided& s) {
   int64_t n = 1;
   for (int d = 0; d < s.ndim; ++d) n *= s.size[d];
@@ -176,6 +197,19 @@ void copy_strided_bytes(const uint8_t* src, const Strided& s, uint8_t* dst, cons
   const int64_t n = count(s);
   if (n == 0) return;
   k_copy_strided<uint8_t><<<blocks_for(n), kThreads, 0, stream()>>>(src, s, dst, d, n);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void dropout(const float* x, float* y, float* scale_mask, int64_t n, float p, float keep_scale, uint64_t seed) {
+  if (n == 0) return;
+  k_dropout<<<blocks_for(n), kThreads, 0, stream()>>>(x, y, scale_mask, n, p, keep_scale, seed);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void masked_fill(const float* a, const uint8_t* mask, const Strided& ms, float* out, float value) {
+  const int64_t n = count(ms);
+  if (n == 0) return;
+  k_masked_fill<<<blocks_for(n), kThreads, 0, stream()>>>(a, mask, ms, out, n, value);
   TAPELM_CUDA_LAUNCHED();
 }
 

@@ -82,22 +82,43 @@ __global__ void k_to_bf16(const float* x, __nv_bfloat16* y, int64_t n) {
   if (i < n) y[i] = __float2bfloat16_rn(x[i]);
 }
 
-// The bfloat16 rounding of every element from the operand's first to its
-// last, so the copy keeps the operand's strides.
-struct Bf16Copy {
-  __nv_bfloat16* data = nullptr;
-  Bf16Copy(MatrixRef a, int64_t rows, int64_t cols, int64_t batch) {
+// An operand in bfloat16 for a bf16 product: as it is when it is bf16
+// already, else the bfloat16 rounding of every element from its first to
+// its last (a copy with the operand's strides).
+struct Bf16Operand {
+  const __nv_bfloat16* data = nullptr;
+  __nv_bfloat16* owned = nullptr;
+  Bf16Operand(MatrixRef a, int64_t rows, int64_t cols, int64_t batch) {
+    if (a.element == Element::bf16) {
+      data = static_cast<const __nv_bfloat16*>(a.data);
+      return;
+    }
     const int64_t n = (a.batch_stride ? (batch - 1) * a.batch_stride : 0) + (rows - 1) * a.ld + cols;
-    data = static_cast<__nv_bfloat16*>(allocate(n * sizeof(__nv_bfloat16)));
-    k_to_bf16<<<(unsigned)((n + 255) / 256), 256, 0, stream()>>>(a.data, data, n);
+    owned = static_cast<__nv_bfloat16*>(allocate(n * sizeof(__nv_bfloat16)));
+    k_to_bf16<<<(unsigned)((n + 255) / 256), 256, 0, stream()>>>(static_cast<const float*>(a.data), owned, n);
     TAPELM_CUDA_LAUNCHED();
+    data = owned;
   }
-  ~Bf16Copy() { release(data); }  // stream-ordered: after the product that reads it
-  Bf16Copy(const Bf16Copy&) = delete;
-  Bf16Copy& operator=(const Bf16Copy&) = delete;
+  ~Bf16Operand() { release(owned); }  // stream-ordered: after the product that reads it
+  Bf16Operand(const Bf16Operand&) = delete;
+  Bf16Operand& operator=(const Bf16Operand&) = delete;
 };
 
 }  // namespace
+
+SharedOperand::SharedOperand(const float* data, int64_t n) : data_(data) {
+  if (g_precision != ProductPrecision::bf16 || n == 0) return;
+  rounded_ = allocate(n * sizeof(__nv_bfloat16));
+  k_to_bf16<<<(unsigned)((n + 255) / 256), 256, 0, stream()>>>(data, static_cast<__nv_bfloat16*>(rounded_), n);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+SharedOperand::~SharedOperand() { release(rounded_); }
+
+MatrixRef SharedOperand::ref(int64_t ld, int64_t batch_stride) const {
+  if (rounded_) return {rounded_, ld, batch_stride, Element::bf16};
+  return {data_, ld, batch_stride, Element::f32};
+}
 
 void set_product_precision(ProductPrecision p) { g_precision = p; }
 ProductPrecision product_precision() { return g_precision; }
@@ -117,14 +138,16 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, MatrixRef
     TAPELM_CHECK(v <= INT32_MAX, "cuda gemm: a size or row stride of {} is past cuBLAS's 32-bit int", v);
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   if (g_precision == ProductPrecision::fp32) {
+    TAPELM_CHECK(A.element == Element::f32 && B.element == Element::f32,
+                 "cuda gemm: a bfloat16 operand in an fp32 product");
     check(cublas().set_math_mode(handle(), CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
-    check(cublas().sgemm_strided_batched(handle(), op_b, op_a, (int)n, (int)m, (int)k, &alpha, B.data, (int)B.ld,
-                                         B.batch_stride, A.data, (int)A.ld, A.batch_stride, &beta, C.data, (int)C.ld,
+    check(cublas().sgemm_strided_batched(handle(), op_b, op_a, (int)n, (int)m, (int)k, &alpha, static_cast<const float*>(B.data),
+                                         (int)B.ld, B.batch_stride, static_cast<const float*>(A.data), (int)A.ld, A.batch_stride, &beta, C.data, (int)C.ld,
                                          C.batch_stride, (int)batch),
           "cublasSgemmStridedBatched");
     return;
   }
-  const Bf16Copy a(A, trans_a ? k : m, trans_a ? m : k, batch), b(B, trans_b ? n : k, trans_b ? k : n, batch);
+  const Bf16Operand a(A, trans_a ? k : m, trans_a ? m : k, batch), b(B, trans_b ? n : k, trans_b ? k : n, batch);
   check(cublas().set_math_mode(handle(), CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
   check(cublas().gemm_strided_batched_ex(handle(), op_b, op_a, (int)n, (int)m, (int)k, &alpha, b.data, CUDA_R_16BF,
                                          (int)B.ld, B.batch_stride, a.data, CUDA_R_16BF, (int)A.ld, A.batch_stride,

@@ -37,6 +37,14 @@ void binary(Binary op, const float* a, const Strided& as, const float* b, const 
 void copy_strided(const float* src, const Strided& s, float* dst, const Strided& d);
 void copy_strided_bytes(const uint8_t* src, const Strided& s, uint8_t* dst, const Strided& d);
 
+// out (contiguous, shape ms.size) = mask ? value : a; the mask read through
+// its strides ms (0 where it broadcasts).
+void masked_fill(const float* a, const uint8_t* mask, const Strided& ms, float* out, float value);
+
+// Inverted dropout: scale_mask[i] = 0 with probability p, else keep_scale;
+// y = x ⊙ scale_mask. The mask is a function of (seed, i) only.
+void dropout(const float* x, float* y, float* scale_mask, int64_t n, float p, float keep_scale, uint64_t seed);
+
 // dst += src, n elements.
 void add_inplace(float* dst, const float* src, int64_t n);
 
@@ -53,12 +61,17 @@ enum class ProductPrecision { fp32, bf16 };
 void set_product_precision(ProductPrecision p);
 ProductPrecision product_precision();
 
+// An operand's elements: float32, or bfloat16 already (stored as uint16_t
+// bit patterns: attention's probabilities in bf16 mode, made so by the
+// kernel that computes them). A bf16 operand needs the bf16 precision.
+enum class Element { f32, bf16 };
 // One operand of a batched product: its first element, its row stride
 // (leading dimension) and the stride between batch entries (0: the same
 // matrix for every entry), in elements.
 struct MatrixRef {
-  const float* data;
+  const void* data;
   int64_t ld, batch_stride;
+  Element element = Element::f32;
 };
 struct MutableMatrixRef {
   float* data;
@@ -68,6 +81,21 @@ struct MutableMatrixRef {
 // trans_a), B is k×n (n×k when trans_b), C m×n. beta = 1 adds into C.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, MatrixRef A, MatrixRef B, MutableMatrixRef C,
           int64_t batch, float beta);
+// A float32 matrix of n contiguous elements read by several products (a
+// gradient by the input's and the weight's): in bf16 precision it is rounded
+// once, here, and each product reads that copy (held until destroyed).
+class SharedOperand {
+ public:
+  SharedOperand(const float* data, int64_t n);
+  ~SharedOperand();
+  SharedOperand(const SharedOperand&) = delete;
+  SharedOperand& operator=(const SharedOperand&) = delete;
+  MatrixRef ref(int64_t ld, int64_t batch_stride) const;
+
+ private:
+  const float* data_;
+  void* rounded_ = nullptr;  // bfloat16 elements, in bf16 precision only
+};
 // The same for densely packed matrices (each row stride its row's width).
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* A, int64_t stride_a, const float* B,
           int64_t stride_b, float* C, int64_t stride_c, int64_t batch, float beta);
@@ -87,15 +115,17 @@ void norm_forward(bool center, const float* x, const float* w, const float* b, f
 void norm_backward(bool center, const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                    float* dx, float* dw, float* db, int64_t rows, int64_t cols);
 void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols, bool log);
-// dx = scale·(softmax or log-softmax backward); dx may be dy (in place).
-void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log,
-                      float scale = 1.f);
-// Attention's softmax, in place over scores [batch, heads, tq, tk]: each row
-// scaled, masked entries (mask [batch, tq, tk], true = hidden, shared by the
-// heads; null = none) set to −∞, then softmax; a row with every key masked
-// gives zeros.
-void masked_softmax(float* scores, const uint8_t* mask, int64_t batch, int64_t heads, int64_t tq, int64_t tk,
-                    float scale);
+void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log);
+// Attention's softmax over scores [batch, heads, tq, tk]: each row scaled,
+// masked entries (mask [batch, tq, tk], true = hidden, shared by the heads;
+// null = none) set to −∞, then softmax; a row with every key masked gives
+// zeros. P goes to `probs`: float32 (may be `scores`: in place) or bfloat16.
+void masked_softmax(const float* scores, const uint8_t* mask, void* probs, Element probs_element, int64_t batch,
+                    int64_t heads, int64_t tq, int64_t tk, float scale);
+// Its backward: dS = scale·P ⊙ (dP − rowsum(dP ⊙ P)) per row, P as the
+// forward wrote it, dS to float32 (may be dP: in place) or bfloat16.
+void masked_softmax_backward(const void* probs, Element probs_element, const float* dp, void* ds, Element ds_element,
+                             int64_t rows, int64_t cols, float scale);
 // The causal and key-padding mask [batch, tq, tk]: entry (b, i, j) is true
 // where j > past + i or key_pad[b, j] (key_pad [batch, tk], may be null).
 void attention_mask(const uint8_t* key_pad, uint8_t* mask, int64_t batch, int64_t tq, int64_t tk, int64_t past);

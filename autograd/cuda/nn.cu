@@ -1,6 +1,8 @@
 // Row kernels: LayerNorm/RMSNorm, softmax, embedding, cross-entropy. A warp
 // per row, statistics in fp32 through fixed shuffle trees, so each row's
 // result does not depend on the launch; column sums loop over rows in order.
+#include <cuda_bf16.h>
+
 #include <cfloat>
 
 #include "autograd/cuda/check.cuh"
@@ -107,15 +109,35 @@ __global__ void k_softmax_fwd(const float* x, float* y, int64_t rows, int64_t co
   }
 }
 
-// Scores [batch, heads, tq, tk] in place; mask [batch, tq, tk] shared by the heads.
-__global__ void k_masked_softmax(float* scores, const uint8_t* mask, int64_t rows, int64_t heads, int64_t tq,
-                                 int64_t tk, float scale) {
+// P and dS in float32 or bfloat16 (attention_cuda's bf16 mode keeps them as
+// the products' operands).
+__device__ float load(const float* p, int64_t i) { return p[i]; }
+__device__ float load(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ void store(float* p, int64_t i, float v) { p[i] = v; }
+__device__ void store(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+
+// Scores [batch, heads, tq, tk]; mask [batch, tq, tk] shared by the heads.
+template <class P>
+__global__ void k_masked_softmax(const float* scores, const uint8_t* mask, P* probs, int64_t rows, int64_t heads,
+                                 int64_t tq, int64_t tk, float scale) {
   ROW_OF_WARP();
-  float* sr = scores + row * tk;
+  const float* sr = scores + row * tk;
   const uint8_t* mr = mask ? mask + ((row / (heads * tq)) * tq + row % tq) * tk : nullptr;
   auto value = [=](int64_t j) { return mr && mr[j] ? -INFINITY : sr[j] * scale; };
   const RowSoftmax st = row_softmax(value, tk, lane);
-  for (int64_t j = lane; j < tk; j += 32) sr[j] = st.sum > 0.f ? expf(value(j) - st.max) / st.sum : 0.f;
+  for (int64_t j = lane; j < tk; j += 32)
+    store(probs, row * tk + j, st.sum > 0.f ? expf(value(j) - st.max) / st.sum : 0.f);
+}
+
+// Each element is read and then written by one lane, so dS may be dP.
+template <class P, class S>
+__global__ void k_masked_softmax_bwd(const P* probs, const float* dp, S* ds, int64_t rows, int64_t cols, float scale) {
+  ROW_OF_WARP();
+  const int64_t o = row * cols;
+  float s = 0.f;
+  for (int64_t j = lane; j < cols; j += 32) s += dp[o + j] * load(probs, o + j);
+  s = warp_sum(s);
+  for (int64_t j = lane; j < cols; j += 32) store(ds, o + j, scale * load(probs, o + j) * (dp[o + j] - s));
 }
 
 __global__ void k_attention_mask(const uint8_t* key_pad, uint8_t* mask, int64_t n, int64_t tq, int64_t tk,
@@ -126,17 +148,15 @@ __global__ void k_attention_mask(const uint8_t* key_pad, uint8_t* mask, int64_t 
   mask[e] = j > past + i || (key_pad && key_pad[b * tk + j]);
 }
 
-// softmax: dx = y ⊙ (dy − Σ dy ⊙ y);  log-softmax: dx = dy − e^y · Σ dy; times
-// scale. Each element is read and then written by one lane, so dx may be dy.
-__global__ void k_softmax_bwd(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log,
-                              float scale) {
+// softmax: dx = y ⊙ (dy − Σ dy ⊙ y);  log-softmax: dx = dy − e^y · Σ dy.
+__global__ void k_softmax_bwd(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log) {
   ROW_OF_WARP();
   const float *yr = y + row * cols, *gr = dy + row * cols;
   float s = 0.f;
   for (int64_t j = lane; j < cols; j += 32) s += log ? gr[j] : gr[j] * yr[j];
   s = warp_sum(s);
   float* dr = dx + row * cols;
-  for (int64_t j = lane; j < cols; j += 32) dr[j] = scale * (log ? gr[j] - expf(yr[j]) * s : yr[j] * (gr[j] - s));
+  for (int64_t j = lane; j < cols; j += 32) dr[j] = log ? gr[j] - expf(yr[j]) * s : yr[j] * (gr[j] - s);
 }
 
 __global__ void k_embedding_fwd(const float* weight, const int32_t* ids, float* out, int64_t n, int64_t dim) {
@@ -204,17 +224,43 @@ void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols, bool 
   TAPELM_CUDA_LAUNCHED();
 }
 
-void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log, float scale) {
+void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log) {
   if (rows == 0) return;
-  k_softmax_bwd<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(y, dy, dx, rows, cols, log, scale);
+  k_softmax_bwd<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(y, dy, dx, rows, cols, log);
   TAPELM_CUDA_LAUNCHED();
 }
 
-void masked_softmax(float* scores, const uint8_t* mask, int64_t batch, int64_t heads, int64_t tq, int64_t tk,
-                    float scale) {
+void masked_softmax(const float* scores, const uint8_t* mask, void* probs, Element probs_element, int64_t batch,
+                    int64_t heads, int64_t tq, int64_t tk, float scale) {
   const int64_t rows = batch * heads * tq;
   if (rows == 0) return;
-  k_masked_softmax<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(scores, mask, rows, heads, tq, tk, scale);
+  if (probs_element == Element::f32)
+    k_masked_softmax<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(
+        scores, mask, static_cast<float*>(probs), rows, heads, tq, tk, scale);
+  else
+    k_masked_softmax<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(
+        scores, mask, static_cast<__nv_bfloat16*>(probs), rows, heads, tq, tk, scale);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+void masked_softmax_backward(const void* probs, Element probs_element, const float* dp, void* ds, Element ds_element,
+                             int64_t rows, int64_t cols, float scale) {
+  if (rows == 0) return;
+  const dim3 grid(row_blocks(rows)), block(32 * kWarpsPerBlock);
+  using bf16 = __nv_bfloat16;
+  const bool p16 = probs_element == Element::bf16, s16 = ds_element == Element::bf16;
+  if (!p16 && !s16)
+    k_masked_softmax_bwd<<<grid, block, 0, stream()>>>(static_cast<const float*>(probs), dp, static_cast<float*>(ds),
+                                                       rows, cols, scale);
+  else if (p16 && s16)
+    k_masked_softmax_bwd<<<grid, block, 0, stream()>>>(static_cast<const bf16*>(probs), dp, static_cast<bf16*>(ds), rows,
+                                                       cols, scale);
+  else if (p16)
+    k_masked_softmax_bwd<<<grid, block, 0, stream()>>>(static_cast<const bf16*>(probs), dp, static_cast<float*>(ds),
+                                                       rows, cols, scale);
+  else
+    k_masked_softmax_bwd<<<grid, block, 0, stream()>>>(static_cast<const float*>(probs), dp, static_cast<bf16*>(ds),
+                                                       rows, cols, scale);
   TAPELM_CUDA_LAUNCHED();
 }
 

@@ -35,6 +35,8 @@ void StreamTimer::start() { no_cuda(); }
 double StreamTimer::stop() { no_cuda(); }
 
 void fill(float*, int64_t, float) { no_cuda(); }
+void dropout(const float*, float*, float*, int64_t, float, float, uint64_t) { no_cuda(); }
+void masked_fill(const float*, const uint8_t*, const Strided&, float*, float) { no_cuda(); }
 void unary_forward(Unary, const float*, float*, int64_t, float) { no_cuda(); }
 void unary_backward(Unary, const float*, const float*, const float*, float*, int64_t, float) { no_cuda(); }
 void scalar_map(ScalarOp, const float*, float*, int64_t, float) { no_cuda(); }
@@ -54,6 +56,9 @@ void gemm(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const fl
   no_cuda();
 }
 double measure_product_peak(int64_t, int) { no_cuda(); }
+SharedOperand::SharedOperand(const float*, int64_t) { no_cuda(); }
+SharedOperand::~SharedOperand() = default;
+MatrixRef SharedOperand::ref(int64_t, int64_t) const { no_cuda(); }
 void norm_forward(bool, const float*, const float*, const float*, float*, float*, float*, int64_t, int64_t, float) {
   no_cuda();
 }
@@ -62,8 +67,11 @@ void norm_backward(bool, const float*, const float*, const float*, const float*,
   no_cuda();
 }
 void softmax_forward(const float*, float*, int64_t, int64_t, bool) { no_cuda(); }
-void softmax_backward(const float*, const float*, float*, int64_t, int64_t, bool, float) { no_cuda(); }
-void masked_softmax(float*, const uint8_t*, int64_t, int64_t, int64_t, int64_t, float) { no_cuda(); }
+void softmax_backward(const float*, const float*, float*, int64_t, int64_t, bool) { no_cuda(); }
+void masked_softmax(const float*, const uint8_t*, void*, Element, int64_t, int64_t, int64_t, int64_t, float) {
+  no_cuda();
+}
+void masked_softmax_backward(const void*, Element, const float*, void*, Element, int64_t, int64_t, float) { no_cuda(); }
 void attention_mask(const uint8_t*, uint8_t*, int64_t, int64_t, int64_t, int64_t) { no_cuda(); }
 void embedding_forward(const float*, const int32_t*, float*, int64_t, int64_t) { no_cuda(); }
 void embedding_backward(const float*, const int32_t*, const int32_t*, float*, int64_t, int64_t) { no_cuda(); }

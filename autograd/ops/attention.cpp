@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/runtime.h"
 #include "autograd/device_dispatch.h"
 #include "autograd/eigen_maps.h"
 #include "autograd/flops.h"
@@ -62,59 +63,67 @@ std::vector<int64_t> block_key_ends(const uint8_t* mask, const Dims& d) {
 
 // The CUDA form: the same equations through cuBLAS, batched over the heads
 // (one call per batch row: a head is read in place at column h·hd with row
-// stride H·hd) and a masked-softmax kernel; P [B,H,Tq,Tk] is saved, as on the
-// CPU. It computes the whole Tq×Tk square (masked scores get P = 0); the fused
-// kernel that keeps P out of memory is part 2's (docs/cuda.md).
+// stride H·hd) and masked-softmax kernels. It computes the whole Tq×Tk square
+// (masked scores get P = 0); the fused kernel that keeps P out of memory is
+// part 2's (docs/cuda.md). In fp32, P [B,H,Tq,Tk] is saved in float32, as on
+// the CPU. In bf16 (autocast's products), P and dS exist only as the
+// bfloat16 operands the products read: the softmax kernels write them so, at
+// half the bytes, with no separate rounding pass.
 Tensor attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double scale,
                       const Dims& d) {
   TAPELM_CHECK(q.dtype() == DType::f32, "attention: cuda runs float32, got {}", dtype_name(q.dtype()));
   const Tensor mask_on_device = mask.defined() && !mask.is_cuda() ? mask.to(Device::cuda) : mask;
+  const cuda::Element pe = gpu_precision() == Precision::bf16 ? cuda::Element::bf16 : cuda::Element::f32;
+  const int64_t row_stride = d.H * d.hd, square = d.Tq * d.Tk, scores = d.B * d.H * square;
+  const size_t p_bytes = scores * (pe == cuda::Element::bf16 ? 2 : 4);
+  // A buffer of the pool, held by the backward closure (P) or by this call (S, dP, dS).
+  auto buffer = [](size_t bytes) { return std::shared_ptr<void>(cuda::allocate(bytes), cuda::release); };
   Tensor out = Tensor::empty(q.shape(), q.dtype(), Device::cuda);
-  Tensor probs = Tensor::empty({d.B, d.H, d.Tq, d.Tk}, q.dtype(), Device::cuda);
-  const int64_t row_stride = d.H * d.hd, square = d.Tq * d.Tk;
-  // Batch row b of a [B,T,H,hd] tensor as H matrices T×hd, and of a [B,H,Tq,Tk] one as H matrices Tq×Tk.
+  std::shared_ptr<void> probs = buffer(p_bytes);
+  // Batch row b of a [B,T,H,hd] tensor as H matrices T×hd, and of [B,H,Tq,Tk] scores as H matrices Tq×Tk.
   auto heads = [=](const Tensor& t, int64_t T, int64_t b) {
     return cuda::MatrixRef{t.cuda_data<float>() + b * T * row_stride, row_stride, d.hd};
   };
   auto heads_out = [=](const Tensor& t, int64_t T, int64_t b) {
     return cuda::MutableMatrixRef{t.cuda_data<float>() + b * T * row_stride, row_stride, d.hd};
   };
-  auto squares = [=](const Tensor& t, int64_t b) {
-    return cuda::MatrixRef{t.cuda_data<float>() + b * d.H * square, d.Tk, square};
+  auto squares = [=](const void* p, cuda::Element e, int64_t b) {
+    return cuda::MatrixRef{(const char*)p + b * d.H * square * (e == cuda::Element::bf16 ? 2 : 4), d.Tk, square, e};
   };
-  auto squares_out = [=](const Tensor& t, int64_t b) {
-    return cuda::MutableMatrixRef{t.cuda_data<float>() + b * d.H * square, d.Tk, square};
-  };
-  for (int64_t b = 0; b < d.B; ++b)  // S = Q Kᵀ
-    cuda::gemm(false, true, d.Tq, d.Tk, d.hd, heads(q, d.Tq, b), heads(k, d.Tk, b), squares_out(probs, b), d.H, 0.f);
-  cuda::masked_softmax(probs.cuda_data<float>(), mask.defined() ? mask_on_device.cuda_data<uint8_t>() : nullptr, d.B,
-                       d.H, d.Tq, d.Tk, (float)scale);
+  auto squares_out = [=](float* p, int64_t b) { return cuda::MutableMatrixRef{p + b * d.H * square, d.Tk, square}; };
+  {
+    std::shared_ptr<void> s = pe == cuda::Element::f32 ? probs : buffer(scores * 4);  // fp32: S becomes P in place
+    float* ps = static_cast<float*>(s.get());
+    for (int64_t b = 0; b < d.B; ++b)  // S = Q Kᵀ
+      cuda::gemm(false, true, d.Tq, d.Tk, d.hd, heads(q, d.Tq, b), heads(k, d.Tk, b), squares_out(ps, b), d.H, 0.f);
+    cuda::masked_softmax(ps, mask.defined() ? mask_on_device.cuda_data<uint8_t>() : nullptr, probs.get(), pe, d.B, d.H,
+                         d.Tq, d.Tk, (float)scale);
+  }
   for (int64_t b = 0; b < d.B; ++b)  // O = P V
-    cuda::gemm(false, false, d.Tq, d.hd, d.Tk, squares(probs, b), heads(v, d.Tk, b), heads_out(out, d.Tq, b), d.H, 0.f);
-  const int64_t scores = d.B * d.H * square;
+    cuda::gemm(false, false, d.Tq, d.hd, d.Tk, squares(probs.get(), pe, b), heads(v, d.Tk, b), heads_out(out, d.Tq, b),
+               d.H, 0.f);
   FlopCounter::add("attention", 4 * scores * d.hd);
   FlopCounter::add("attention.softmax", 7 * scores);
   return record("attention", out, {q, k, v}, [=](const Tensor& grad) -> std::vector<Tensor> {
     Tensor dq = Tensor::empty(q.shape(), q.dtype(), Device::cuda),
            dk = Tensor::empty(k.shape(), k.dtype(), Device::cuda);
     Tensor dv = Tensor::empty(v.shape(), v.dtype(), Device::cuda);
-    Tensor ds = Tensor::empty(probs.shape(), probs.dtype(), Device::cuda);
+    std::shared_ptr<void> dp = buffer(scores * 4), ds = pe == cuda::Element::f32 ? dp : buffer(p_bytes);
     for (int64_t b = 0; b < d.B; ++b) {
-      cuda::gemm(true, false, d.Tk, d.hd, d.Tq, squares(probs, b), heads(grad, d.Tq, b), heads_out(dv, d.Tk, b), d.H,
-                 0.f);  // dV = Pᵀ G
-      cuda::gemm(false, true, d.Tq, d.Tk, d.hd, heads(grad, d.Tq, b), heads(v, d.Tk, b), squares_out(ds, b), d.H,
-                 0.f);  // dP = G Vᵀ
+      cuda::gemm(true, false, d.Tk, d.hd, d.Tq, squares(probs.get(), pe, b), heads(grad, d.Tq, b),
+                 heads_out(dv, d.Tk, b), d.H, 0.f);  // dV = Pᵀ G
+      cuda::gemm(false, true, d.Tq, d.Tk, d.hd, heads(grad, d.Tq, b), heads(v, d.Tk, b),
+                 squares_out(static_cast<float*>(dp.get()), b), d.H, 0.f);  // dP = G Vᵀ
     }
-    // dS = scale·P ⊙ (dP − rowsum(dP ⊙ P)), in place
-    cuda::softmax_backward(probs.cuda_data<float>(), ds.cuda_data<float>(), ds.cuda_data<float>(), d.B * d.H * d.Tq,
-                           d.Tk, false, (float)scale);
+    // dS = scale·P ⊙ (dP − rowsum(dP ⊙ P))
+    cuda::masked_softmax_backward(probs.get(), pe, static_cast<const float*>(dp.get()), ds.get(), pe, d.B * d.H * d.Tq,
+                                  d.Tk, (float)scale);
     for (int64_t b = 0; b < d.B; ++b) {
-      cuda::gemm(false, false, d.Tq, d.hd, d.Tk, squares(ds, b), heads(k, d.Tk, b), heads_out(dq, d.Tq, b), d.H,
-                 0.f);  // dQ = dS K
-      cuda::gemm(true, false, d.Tk, d.hd, d.Tq, squares(ds, b), heads(q, d.Tq, b), heads_out(dk, d.Tk, b), d.H,
-                 0.f);  // dK = dSᵀ Q
+      cuda::gemm(false, false, d.Tq, d.hd, d.Tk, squares(ds.get(), pe, b), heads(k, d.Tk, b), heads_out(dq, d.Tq, b),
+                 d.H, 0.f);  // dQ = dS K
+      cuda::gemm(true, false, d.Tk, d.hd, d.Tq, squares(ds.get(), pe, b), heads(q, d.Tq, b), heads_out(dk, d.Tk, b),
+                 d.H, 0.f);  // dK = dSᵀ Q
     }
-    const int64_t scores = d.B * d.H * d.Tq * d.Tk;
     FlopCounter::add("attention", 8 * scores * d.hd);
     FlopCounter::add("attention.softmax", 5 * scores);
     return {dq, dk, dv};

@@ -11,17 +11,6 @@ namespace tapelm {
 
 namespace {
 
-// A broadcast input as a strided view of the output's shape (0 strides where it stretches).
-cuda::Strided broadcast_view(const Shape& in, const Shape& out) {
-  TAPELM_CHECK((int)out.size() <= cuda::kMaxDims, "binary op: {} dimensions on cuda (at most {})", out.size(),
-               cuda::kMaxDims);
-  cuda::Strided v;
-  v.ndim = (int)out.size();
-  const Shape st = broadcast_strides(in, out);
-  for (int d = 0; d < v.ndim; ++d) v.size[d] = out[d], v.stride[d] = st[d];
-  return v;
-}
-
 template <class F>
 Tensor binary_forward(const char* op, cuda::Binary kind, const Tensor& a, const Tensor& b, F f) {
   TAPELM_CHECK(a.dtype() == b.dtype(), "{}: dtypes {} and {} differ ({} and {})", op, dtype_name(a.dtype()),
@@ -30,8 +19,8 @@ Tensor binary_forward(const char* op, cuda::Binary kind, const Tensor& a, const 
   if (op_device(op, {&a, &b}) == Device::cuda) {
     TAPELM_CHECK(a.dtype() == DType::f32, "{}: cuda tensors must be float32, got {}", op, dtype_name(a.dtype()));
     Tensor out = Tensor::empty(out_shape, a.dtype(), Device::cuda);
-    cuda::binary(kind, a.cuda_data<float>(), broadcast_view(a.shape(), out_shape), b.cuda_data<float>(),
-                 broadcast_view(b.shape(), out_shape), out.cuda_data<float>());
+    cuda::binary(kind, a.cuda_data<float>(), cuda_broadcast_view(op, a.shape(), out_shape), b.cuda_data<float>(),
+                 cuda_broadcast_view(op, b.shape(), out_shape), out.cuda_data<float>());
     FlopCounter::add(op, out.numel());
     return out;
   }

@@ -26,7 +26,6 @@
 #include <Eigen/Core>
 #include <Eigen/Dense>
 #include <cmath>
-#include <optional>
 
 #include "autograd/device_dispatch.h"
 #include "autograd/flops.h"
@@ -174,16 +173,10 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
                   RecurrenceForm form, int64_t chunk, Tensor* state) {
   if (op_device("delta_rule", {&q, &k, &v, &beta, &g}) == Device::cuda) {
-    std::optional<Tensor> host_state;
-    if (state && state->defined())
-      host_state = state->to(Device::cpu);
-    else if (state)
-      host_state = Tensor();
-    Tensor out = cpu_fallback("delta_rule", {q, k, v, beta, g}, [&](const std::vector<Tensor>& c) {
-      return delta_rule(c[0], c[1], c[2], c[3], c[4], form, chunk, host_state ? &*host_state : nullptr);
-    });
-    if (state) *state = host_state->defined() ? host_state->to(Device::cuda) : Tensor();
-    return out;
+    return cpu_fallback_with_state("delta_rule", {q, k, v, beta, g}, state,
+                                   [&](const std::vector<Tensor>& c, Tensor* s) {
+                                     return delta_rule(c[0], c[1], c[2], c[3], c[4], form, chunk, s);
+                                   });
   }
 
   const Dims d = check_inputs(q, k, v, beta, g);

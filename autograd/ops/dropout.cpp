@@ -1,7 +1,11 @@
 // Inverted dropout (Srivastava et al. 2014): keep with probability 1−p and
 // scale by 1/(1−p), so eval mode is the identity. The keep-mask is drawn from
-// the given generator, so a seeded run drops the same units every time.
+// the given generator, so a seeded run drops the same units every time. On
+// the GPU one 64-bit seed is drawn from the generator per call and a
+// counter-based kernel makes the mask from it: as reproducible (the
+// generator's state is in the checkpoint), but not the CPU's mask.
 // FLOPs: 1 per element forward and backward.
+#include "autograd/cuda/kernels.h"
 #include "autograd/device_dispatch.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
@@ -9,14 +13,19 @@
 namespace tapelm {
 
 Tensor dropout(const Tensor& a, double p, bool training, Generator& gen) {
-  // On the GPU through the CPU for now: the masks come from the same CPU
-  // generator, so a run draws the same masks on either device.
-  if (op_device("dropout", {&a}) == Device::cuda && training && p > 0)
-    return cpu_fallback("dropout", {a}, [&](const std::vector<Tensor>& c) { return dropout(c[0], p, training, gen); });
-
   TAPELM_CHECK(p >= 0 && p <= 1, "dropout: probability {} is not in [0, 1]", p);
   if (!training || p == 0) return a;
   const int64_t n = a.numel();
+  if (op_device("dropout", {&a}) == Device::cuda) {
+    TAPELM_CHECK(a.dtype() == DType::f32, "dropout: cuda runs float32, got {}", dtype_name(a.dtype()));
+    Tensor scale_mask = Tensor::empty(a.shape(), a.dtype(), Device::cuda);
+    Tensor out = Tensor::empty(a.shape(), a.dtype(), Device::cuda);
+    cuda::dropout(a.cuda_data<float>(), out.cuda_data<float>(), scale_mask.cuda_data<float>(), n, (float)p,
+                  p < 1 ? (float)(1.0 / (1.0 - p)) : 0.f, gen.next_u64());
+    FlopCounter::add("dropout", n);
+    return record("dropout", out, {a},
+                  [scale_mask](const Tensor& grad) -> std::vector<Tensor> { return {mul(grad, scale_mask)}; });
+  }
   Tensor scale_mask = Tensor::empty(a.shape(), a.dtype());  // 0 or 1/(1−p)
   Tensor out = Tensor::empty(a.shape(), a.dtype());
   dispatch_float("dropout", a.dtype(), [&](auto tag) {

@@ -77,14 +77,21 @@ Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
 }
 
 Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
-  if (op_device("masked_fill", {&a}) == Device::cuda || mask.is_cuda())
-    return cpu_fallback("masked_fill", {a, mask},
-                        [&](const std::vector<Tensor>& c) { return masked_fill(c[0], c[1], value); });
-
   check_mask("masked_fill", mask);
   Shape b = broadcast_shapes("masked_fill", a.shape(), mask.shape());
   TAPELM_CHECK(b == a.shape(), "masked_fill: mask {} does not broadcast to the tensor {}", mask.str_shape(),
                a.str_shape());
+  if (op_device("masked_fill", {&a}) == Device::cuda) {  // a host mask is uploaded
+    TAPELM_CHECK(a.dtype() == DType::f32, "masked_fill: cuda runs float32, got {}", dtype_name(a.dtype()));
+    const Tensor m = mask.is_cuda() ? mask : mask.to(Device::cuda);
+    Tensor out = Tensor::empty(a.shape(), a.dtype(), Device::cuda);
+    cuda::masked_fill(a.cuda_data<float>(), m.cuda_data<uint8_t>(),
+                      cuda_broadcast_view("masked_fill", m.shape(), a.shape()), out.cuda_data<float>(), (float)value);
+    return record("masked_fill", out, {a, Tensor()}, [m](const Tensor& grad) -> std::vector<Tensor> {
+      return {masked_fill(grad, m, 0.0), Tensor()};
+    });
+  }
+  TAPELM_CHECK(!mask.is_cuda(), "masked_fill: the mask is on cuda and the tensor on the cpu");
   Tensor out = Tensor::empty(a.shape(), a.dtype());
   dispatch_float("masked_fill", a.dtype(), [&](auto tag) {
     using T = decltype(tag);

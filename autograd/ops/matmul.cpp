@@ -160,15 +160,16 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   return record(op, y, {x, w, b}, [x, w, b, rows, in, out_f](const Tensor& grad) -> std::vector<Tensor> {
     Tensor gx, gw, gb;
     if (grad.is_cuda()) {
+      const cuda::SharedOperand g(grad.cuda_data<float>(), grad.numel());  // rounded once for both products
       if (x.requires_grad()) {
         gx = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
-        cuda::gemm(false, false, rows, in, out_f, grad.cuda_data<float>(), 0, w.cuda_data<float>(), 0,
-                   gx.cuda_data<float>(), 0, 1, 0.f);
+        cuda::gemm(false, false, rows, in, out_f, g.ref(out_f, 0), {w.cuda_data<float>(), in, 0},
+                   {gx.cuda_data<float>(), in, 0}, 1, 0.f);
       }
       if (w.requires_grad()) {
         gw = Tensor::empty(w.shape(), w.dtype(), Device::cuda);
-        cuda::gemm(true, false, out_f, in, rows, grad.cuda_data<float>(), 0, x.cuda_data<float>(), 0,
-                   gw.cuda_data<float>(), 0, 1, 0.f);
+        cuda::gemm(true, false, out_f, in, rows, g.ref(out_f, 0), {x.cuda_data<float>(), in, 0},
+                   {gw.cuda_data<float>(), in, 0}, 1, 0.f);
       }
       if (b.defined() && b.requires_grad()) {  // column sums, deterministic (cuda/column_sums.cuh)
         gb = Tensor::empty(b.shape(), b.dtype(), Device::cuda);

@@ -25,7 +25,6 @@
 // every `chunk` steps, so memory stays O((T/C)·K·V).
 #include <Eigen/Core>
 #include <cmath>
-#include <optional>
 
 #include "autograd/device_dispatch.h"
 #include "autograd/flops.h"
@@ -185,16 +184,10 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, RecurrenceForm form,
                         int64_t chunk, Tensor* state) {
   if (op_device("gated_recurrence", {&q, &k, &v, &g}) == Device::cuda) {
-    std::optional<Tensor> host_state;
-    if (state && state->defined())
-      host_state = state->to(Device::cpu);
-    else if (state)
-      host_state = Tensor();
-    Tensor out = cpu_fallback("gated_recurrence", {q, k, v, g}, [&](const std::vector<Tensor>& c) {
-      return gated_recurrence(c[0], c[1], c[2], c[3], form, chunk, host_state ? &*host_state : nullptr);
-    });
-    if (state) *state = host_state->defined() ? host_state->to(Device::cuda) : Tensor();
-    return out;
+    return cpu_fallback_with_state("gated_recurrence", {q, k, v, g}, state,
+                                   [&](const std::vector<Tensor>& c, Tensor* s) {
+                                     return gated_recurrence(c[0], c[1], c[2], c[3], form, chunk, s);
+                                   });
   }
 
   const Dims d = check_inputs(q, k, v, g);

@@ -91,11 +91,12 @@ Tensor sum_cuda(const Tensor& a, const std::vector<int64_t>& axes) {
 Tensor sum(const Tensor& a, std::vector<int64_t> axes, bool keepdim) {
   axes = normalize_axes("sum", axes, a.dim());
   Tensor out = a;
-  if (op_device("sum", {&a}) == Device::cuda)
-    out = axes.empty() ? a.clone() : sum_cuda(a, axes);
+  if (axes.empty())  // nothing to reduce: a copy, not a view of a
+    out = a.clone();
+  else if (op_device("sum", {&a}) == Device::cuda)
+    out = sum_cuda(a, axes);
   else
     for (int64_t ax : axes) out = sum_axis_kernel(out, ax);
-  if (axes.empty()) out = a.clone();
   FlopCounter::add("sum", a.numel());
   out = reshape(out.detach(), reduced_shape(a.shape(), axes, keepdim));
   Shape in_shape = a.shape(), keep_shape = reduced_shape(a.shape(), axes, true);

@@ -12,7 +12,6 @@
 // 7N recompute + 14N reverse backward.
 #include <Eigen/Core>
 #include <cmath>
-#include <optional>
 #include <vector>
 
 #include "autograd/device_dispatch.h"
@@ -40,16 +39,9 @@ void check_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Ten
 Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm, const Tensor& Cm,
                       Tensor* state) {
   if (op_device("selective_scan", {&u, &delta, &A, &Bm, &Cm}) == Device::cuda) {
-    std::optional<Tensor> host_state;
-    if (state && state->defined())
-      host_state = state->to(Device::cpu);
-    else if (state)
-      host_state = Tensor();
-    Tensor out = cpu_fallback("selective_scan", {u, delta, A, Bm, Cm}, [&](const std::vector<Tensor>& c) {
-      return selective_scan(c[0], c[1], c[2], c[3], c[4], host_state ? &*host_state : nullptr);
-    });
-    if (state) *state = host_state->defined() ? host_state->to(Device::cuda) : Tensor();
-    return out;
+    return cpu_fallback_with_state(
+        "selective_scan", {u, delta, A, Bm, Cm}, state,
+        [&](const std::vector<Tensor>& c, Tensor* s) { return selective_scan(c[0], c[1], c[2], c[3], c[4], s); });
   }
 
   check_scan(u, delta, A, Bm, Cm);

@@ -136,6 +136,13 @@ TEST_F(Tool, FlagErrorsNameTheFlag) {
   EXPECT_NE(fit.out.find("'fit' is not a subcommand; the subcommands are train, sample, eval, compare, flops"),
             std::string::npos)
       << fit.out;
+  Result out = run("train --data " + corpus + " --out ''");  // an empty --out: one line naming it
+  EXPECT_NE(out.code, 0);
+  EXPECT_NE(out.out.find("train: --out must name a directory"), std::string::npos) << out.out;
+  Result precision = run("train --data " + corpus + " --out " + dir + "/p --precision bf16");
+  EXPECT_NE(precision.code, 0);
+  EXPECT_NE(precision.out.find("--precision bf16 runs on --device cuda"), std::string::npos) << precision.out;
+  EXPECT_FALSE(fs::exists(dir + "/p"));
   for (std::string sub : {"train", "sample", "eval"}) {
     Result h = run(sub + " --help");
     EXPECT_EQ(h.code, 0) << sub;

@@ -298,9 +298,54 @@ TEST(Cuda, Bf16ProductsMatchTheCpuWithinTheBf16Bound) {
       [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); }, kBf16Bound);
   const Tensor mask = attention_mask(2, 13, 13, Tensor());
   check_op(
-      "bf16 attention", {{{2, 13, 3, 7}}, {{2, 13, 3, 7}}, {{2, 13, 3, 7}}},
+      "bf16 attention (head size 7: the unfused form)", {{{2, 13, 3, 7}}, {{2, 13, 3, 7}}, {{2, 13, 3, 7}}},
       [mask](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], mask, 0.3); },
       kBf16Bound);
+}
+
+// The fused (flash) attention of bf16 mode at every head size it takes, at
+// sizes no tile divides: causal with left padding (rows that see no key),
+// right padding, queries fewer than keys (decoding), no mask; within the bf16
+// bound of the CPU in float64, and the same bits when run again.
+TEST(Cuda, FlashAttentionMatchesTheCpuWithinTheBf16Bound) {
+  REQUIRE_GPU();
+  set_gpu_precision(Precision::bf16);
+  struct Restore {
+    ~Restore() { set_gpu_precision(Precision::fp32); }
+  } restore;
+  const int64_t B = 3, H = 2;
+  for (int64_t hd : {32, 64, 128})
+    for (auto [Tq, Tk] : {std::pair<int64_t, int64_t>{77, 77}, {37, 141}}) {
+      Tensor pad = zeros({B, Tk}, DType::b8);
+      for (int64_t j = 0; j < 70; ++j) pad.data<uint8_t>()[1 * Tk + j] = 1;       // left padding, past a tile
+      for (int64_t j = Tk - 9; j < Tk; ++j) pad.data<uint8_t>()[2 * Tk + j] = 1;  // right padding
+      const Tensor mask = attention_mask(B, Tq, Tk, pad);
+      const double scale = 1 / std::sqrt((double)hd);
+      check_op(
+          fmt::format("flash attention hd={} Tq={} Tk={}", hd, Tq, Tk),
+          {{{B, Tq, H, hd}}, {{B, Tk, H, hd}}, {{B, Tk, H, hd}}},
+          [mask, scale](const std::vector<Tensor>& x) {
+            return scaled_dot_product_attention(x[0], x[1], x[2], mask, scale);
+          },
+          kBf16Bound);
+    }
+  check_op(
+      "flash attention without a mask", {{{2, 50, 3, 64}}, {{2, 90, 3, 64}}, {{2, 90, 3, 64}}},
+      [](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], Tensor(), 0.125); },
+      kBf16Bound);
+  // The same bits twice: output and gradients.
+  Generator gen(9);
+  const Tensor q = randn({2, 100, 2, 64}, gen), k = randn({2, 100, 2, 64}, gen), v = randn({2, 100, 2, 64}, gen);
+  const Tensor mask = attention_mask(2, 100, 100, Tensor());
+  auto run = [&] {
+    std::vector<Tensor> in = {q.to(Device::cuda), k.to(Device::cuda), v.to(Device::cuda)};
+    for (Tensor& t : in) t.requires_grad_();
+    Tensor y = scaled_dot_product_attention(in[0], in[1], in[2], mask, 0.125);
+    backward(sum(mul(y, y)));
+    return std::vector<std::vector<double>>{y.to_vector(), in[0].grad().to_vector(), in[1].grad().to_vector(),
+                                            in[2].grad().to_vector()};
+  };
+  EXPECT_EQ(run(), run());
 }
 
 // The models of the attention and transformer++ recipes: logits and every

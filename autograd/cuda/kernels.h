@@ -126,6 +126,25 @@ void masked_softmax(const float* scores, const uint8_t* mask, void* probs, Eleme
 // forward wrote it, dS to float32 (may be dP: in place) or bfloat16.
 void masked_softmax_backward(const void* probs, Element probs_element, const float* dp, void* ds, Element ds_element,
                              int64_t rows, int64_t cols, float scale);
+// Fused attention for bf16 mode (flash_attention.cu, FlashAttention-2):
+// q [batch, tq, heads, head_dim], k and v [batch, tk, heads, head_dim],
+// float32, read as bfloat16 operands; mask [batch, tq, tk] (true = hidden)
+// or null. The forward writes out (like q) and the log-sum-exp of each row
+// [batch, heads, tq]; key_ends [batch, ⌈tq/64⌉] (int32, from
+// flash_attention_key_ends) lets masked tiles be skipped.
+struct FlashAttentionShape {
+  int64_t batch, tq, tk, heads, head_dim;
+  float scale;
+};
+bool flash_attention_supported(int64_t head_dim);  // 32, 64, 128
+int64_t flash_attention_key_ends_count(const FlashAttentionShape& s);
+void flash_attention_key_ends(const uint8_t* mask, const FlashAttentionShape& s, int* key_ends);
+void flash_attention_forward(const float* q, const float* k, const float* v, const uint8_t* mask, const int* key_ends,
+                             const FlashAttentionShape& s, float* out, float* lse);
+void flash_attention_backward(const float* q, const float* k, const float* v, const float* out, const float* dout,
+                              const float* lse, const uint8_t* mask, const int* key_ends,
+                              const FlashAttentionShape& s, float* dq, float* dk, float* dv);
+
 // The causal and key-padding mask [batch, tq, tk]: entry (b, i, j) is true
 // where j > past + i or key_pad[b, j] (key_pad [batch, tk], may be null).
 void attention_mask(const uint8_t* key_pad, uint8_t* mask, int64_t batch, int64_t tq, int64_t tk, int64_t past);

@@ -61,6 +61,36 @@ std::vector<int64_t> block_key_ends(const uint8_t* mask, const Dims& d) {
   return ends;
 }
 
+// bf16 mode at head sizes 32, 64, 128: the fused kernel
+// (autograd/cuda/flash_attention.cu), which saves only each row's
+// log-sum-exp; the backward recomputes P. Same FLOP count as the other forms.
+Tensor flash_attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double scale,
+                            const Dims& d) {
+  const cuda::FlashAttentionShape shape{d.B, d.Tq, d.Tk, d.H, d.hd, (float)scale};
+  const uint8_t* pm = mask.defined() ? mask.cuda_data<uint8_t>() : nullptr;
+  Tensor key_ends = Tensor::empty({cuda::flash_attention_key_ends_count(shape)}, DType::i32, Device::cuda);
+  cuda::flash_attention_key_ends(pm, shape, key_ends.cuda_data<int32_t>());
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), Device::cuda);
+  Tensor lse = Tensor::empty({d.B, d.H, d.Tq}, DType::f32, Device::cuda);
+  cuda::flash_attention_forward(q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(), pm,
+                                key_ends.cuda_data<int32_t>(), shape, out.cuda_data<float>(), lse.cuda_data<float>());
+  const int64_t scores = d.B * d.H * d.Tq * d.Tk;
+  FlopCounter::add("attention", 4 * scores * d.hd);
+  FlopCounter::add("attention.softmax", 7 * scores);
+  return record("attention", out, {q, k, v}, [=](const Tensor& grad) -> std::vector<Tensor> {
+    Tensor dq = Tensor::empty(q.shape(), q.dtype(), Device::cuda),
+           dk = Tensor::empty(k.shape(), k.dtype(), Device::cuda);
+    Tensor dv = Tensor::empty(v.shape(), v.dtype(), Device::cuda);
+    cuda::flash_attention_backward(q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(),
+                                   out.cuda_data<float>(), grad.cuda_data<float>(), lse.cuda_data<float>(),
+                                   mask.defined() ? mask.cuda_data<uint8_t>() : nullptr, key_ends.cuda_data<int32_t>(),
+                                   shape, dq.cuda_data<float>(), dk.cuda_data<float>(), dv.cuda_data<float>());
+    FlopCounter::add("attention", 8 * scores * d.hd);
+    FlopCounter::add("attention.softmax", 5 * scores);
+    return {dq, dk, dv};
+  });
+}
+
 // The CUDA form: the same equations through cuBLAS, batched over the heads
 // (one call per batch row: a head is read in place at column h·hd with row
 // stride H·hd) and masked-softmax kernels. It computes the whole Tq×Tk square
@@ -73,6 +103,8 @@ Tensor attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const T
                       const Dims& d) {
   TAPELM_CHECK(q.dtype() == DType::f32, "attention: cuda runs float32, got {}", dtype_name(q.dtype()));
   const Tensor mask_on_device = mask.defined() && !mask.is_cuda() ? mask.to(Device::cuda) : mask;
+  if (gpu_precision() == Precision::bf16 && cuda::flash_attention_supported(d.hd))
+    return flash_attention_cuda(q, k, v, mask_on_device, scale, d);
   const cuda::Element pe = gpu_precision() == Precision::bf16 ? cuda::Element::bf16 : cuda::Element::f32;
   const int64_t row_stride = d.H * d.hd, square = d.Tq * d.Tk, scores = d.B * d.H * square;
   const size_t p_bytes = scores * (pe == cuda::Element::bf16 ? 2 : 4);

@@ -211,10 +211,12 @@ void SGD::step() {
 
 double clip_grad_norm(const std::vector<ParamGroup>& groups, double max_norm) {
   if (on_cuda(groups)) {  // Σ g² per tensor on the GPU (a fixed order), added in double in tensor order
-    double sq = 0;
+    std::vector<cuda::Span> grads;
     for (auto& group : groups)
       for (auto& p : group.params)
-        if (Tensor g = p.tensor.grad(); g.defined()) sq += cuda::sum_of_squares(g.cuda_data<float>(), g.numel());
+        if (Tensor g = p.tensor.grad(); g.defined()) grads.push_back({g.cuda_data<float>(), g.numel()});
+    double sq = 0;
+    for (double s : cuda::sum_of_squares(grads)) sq += s;  // in parameter order, as one wait
     const double norm = std::sqrt(sq), coef = max_norm / (norm + 1e-6);
     if (coef < 1)
       for (auto& group : groups)

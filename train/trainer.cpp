@@ -83,9 +83,10 @@ std::vector<Generator::State> gather_states(const Communicator& comm, const Gene
 
 // False if any parameter holds a NaN or ±Inf (after an update blew up).
 bool parameters_finite(const nn::Module& model) {
+  std::vector<cuda::Span> on_gpu;
   for (auto& p : model.named_parameters()) {
-    if (p.tensor.is_cuda()) {  // a NaN or an infinity anywhere makes Σ x² (in double) non-finite
-      if (!std::isfinite(cuda::sum_of_squares(p.tensor.cuda_data<float>(), p.tensor.numel()))) return false;
+    if (p.tensor.is_cuda()) {
+      on_gpu.push_back({p.tensor.cuda_data<float>(), p.tensor.numel()});
       continue;
     }
     bool ok = true;
@@ -96,6 +97,9 @@ bool parameters_finite(const nn::Module& model) {
     });
     if (!ok) return false;
   }
+  // A NaN or an infinity anywhere makes Σ x² (in double) non-finite.
+  for (double s : on_gpu.empty() ? std::vector<double>{} : cuda::sum_of_squares(on_gpu))
+    if (!std::isfinite(s)) return false;
   return true;
 }
 

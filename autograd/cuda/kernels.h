@@ -6,6 +6,7 @@
 // order, products through cuBLAS with one fixed algorithm.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace tapelm::cuda {
 
@@ -142,8 +143,8 @@ void flash_attention_key_ends(const uint8_t* mask, const FlashAttentionShape& s,
 void flash_attention_forward(const float* q, const float* k, const float* v, const uint8_t* mask, const int* key_ends,
                              const FlashAttentionShape& s, float* out, float* lse);
 void flash_attention_backward(const float* q, const float* k, const float* v, const float* out, const float* dout,
-                              const float* lse, const uint8_t* mask, const int* key_ends,
-                              const FlashAttentionShape& s, float* dq, float* dk, float* dv);
+                              const float* lse, const uint8_t* mask, const int* key_ends, const FlashAttentionShape& s,
+                              float* dq, float* dk, float* dv);
 
 // The causal and key-padding mask [batch, tq, tk]: entry (b, i, j) is true
 // where j > past + i or key_pad[b, j] (key_pad [batch, tk], may be null).
@@ -163,9 +164,13 @@ void cross_entropy_backward(const float* logits, const int32_t* targets, const f
                             int64_t cols, int32_t ignore, float scale);
 
 // ---- optimizer (optim.cu) ---------------------------------------------------
-// Σ x² over n elements, as a double, in a fixed order (blocks of partial sums
-// added in block order).
-double sum_of_squares(const float* x, int64_t n);
+// Σ x² of each piece, as a double, in a fixed order (blocks of partial sums
+// added in block order): every piece's kernels, then one wait for them all.
+struct Span {
+  const float* data;
+  int64_t n;
+};
+std::vector<double> sum_of_squares(const std::vector<Span>& pieces);
 void scale_inplace(float* x, int64_t n, float s);
 // torch.optim.AdamW's update of one tensor (see optim/optimizer.h).
 void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps,

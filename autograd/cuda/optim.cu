@@ -4,6 +4,7 @@
 
 #include "autograd/cuda/check.cuh"
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/runtime.h"
 
 namespace tapelm::cuda {
 
@@ -57,19 +58,24 @@ void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float l
   TAPELM_CUDA_LAUNCHED();
 }
 
-double sum_of_squares(const float* x, int64_t n) {
-  if (n == 0) return 0;
-  double* partial = nullptr;
-  TAPELM_CUDA(cudaMallocAsync(&partial, kGrid * sizeof(double), stream()));
-  k_sum_squares<<<kGrid, kBlock, 0, stream()>>>(x, n, partial);
-  TAPELM_CUDA_LAUNCHED();
-  std::vector<double> host(kGrid);
-  TAPELM_CUDA(cudaMemcpyAsync(host.data(), partial, kGrid * sizeof(double), cudaMemcpyDeviceToHost, stream()));
-  TAPELM_CUDA(cudaFreeAsync(partial, stream()));
-  TAPELM_CUDA(cudaStreamSynchronize(stream()));
-  double s = 0;
-  for (double v : host) s += v;
-  return s;
+std::vector<double> sum_of_squares(const std::vector<Span>& pieces) {
+  std::vector<double> sums(pieces.size(), 0.0);
+  if (pieces.empty()) return sums;
+  double* partial = static_cast<double*>(allocate(pieces.size() * kGrid * sizeof(double)));
+  for (size_t t = 0; t < pieces.size(); ++t) {
+    if (pieces[t].n == 0) {
+      TAPELM_CUDA(cudaMemsetAsync(partial + t * kGrid, 0, kGrid * sizeof(double), stream()));
+      continue;
+    }
+    k_sum_squares<<<kGrid, kBlock, 0, stream()>>>(pieces[t].data, pieces[t].n, partial + t * kGrid);
+    TAPELM_CUDA_LAUNCHED();
+  }
+  std::vector<double> host(pieces.size() * kGrid);
+  copy_to_host(host.data(), partial, host.size() * sizeof(double));  // the one wait, for every piece
+  release(partial);
+  for (size_t t = 0; t < pieces.size(); ++t)
+    for (int b = 0; b < kGrid; ++b) sums[t] += host[t * kGrid + b];
+  return sums;
 }
 
 void scale_inplace(float* x, int64_t n, float s) {

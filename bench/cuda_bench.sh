@@ -64,7 +64,7 @@ for r in $rows; do
   echo "== $r"
   case $r in
     gpt2-bf16) run_row "$r" bf16 "$gpt2" "16 32" "32" "32" 10 ;;
-    gpt2-fp32) run_row "$r" fp32 "$gpt2" "16" "16" "16" 6 ;;
+    gpt2-fp32) run_row "$r" fp32 "$gpt2" "16" "-" "16" 6 ;;
     char-bf16) run_row "$r" bf16 "$char" "64" "64" "-" 20 ;;
     char-fp32) run_row "$r" fp32 "$char" "64" "64" "-" 20 ;;
     small) run_row "$r" fp32 "$small" "12" "12" "12" 30 ;;
@@ -72,21 +72,4 @@ for r in $rows; do
 done
 
 echo "== table"
-"$python" - "$jsonl" <<'EOF'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print(f"{'configuration':<34} {'batch':>5} {'tokens/s':>10} {'ms/step':>8} {'MFU':>6} {'peak GPU MiB':>12}")
-# PyTorch's MFU from tapelm's counted FLOPs of the same model (linear in the batch) and the same card's peak.
-ours = {j["label"].rsplit(" ", 1)[0]: j for j in rows if j["label"].endswith(" tapelm")}
-for j in rows:
-    mfu = "-"
-    if "mfu" in j:
-        mfu = f"{100 * j['mfu']:.1f}%"
-    else:
-        t = ours.get(j["label"].split(" pytorch")[0])
-        if t:
-            flops = t["flops_per_step"] / t["batch"] * j["batch"]
-            mfu = f"{100 * flops / (j['ms_per_step'] / 1e3) / (t['gemm_peak_gflops'] * 1e9):.1f}%"
-    print(f"{j['label']:<34} {j['batch']:>5} {j['tokens_per_s']:>10.0f} {j['ms_per_step']:>8.1f} {mfu:>6} "
-          f"{j.get('gpu_peak_allocated_mb', 0):>12.0f}")
-EOF
+"$python" bench/cuda_table.py "$jsonl"

@@ -32,7 +32,7 @@ san_rc=0
 # memcheck over the op tests; racecheck (slow) over the kernels with shared-memory tiles.
 for tool in memcheck racecheck; do
   filter='Cuda.ElementwiseOps*:Cuda.RowOps*:Cuda.Products*:Cuda.Reductions*:Cuda.Attention*:Cuda.Bf16*:Cuda.Flash*:Cuda.Dropout*'
-  [ $tool = racecheck ] && filter='Cuda.Flash*:Cuda.RowOps*'
+  [ $tool = racecheck ] && filter=${RACECHECK_FILTER:-'Cuda.Flash*:Cuda.RowOps*'}
   timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 9 dist/cuda/tapelm_tests --gtest_filter="$filter" \
     >"$out/sanitizer_$tool.txt" 2>&1
   rc=$?

@@ -43,6 +43,8 @@ run_row() {
       --label "$name tapelm-baseline" 2>"$out/err_baseline_${name}_$b.txt" | tail -1 >>"$jsonl" ||
       { echo "baseline $name batch $b failed:"; tail -3 "$out/err_baseline_${name}_$b.txt"; }
   fi
+  # NO_TORCH_ROWS="small ...": tapelm only for these rows (a short device call).
+  [ "${NO_TORCH_ROWS:-}" != "${NO_TORCH_ROWS/$name/}" ] && return
   for mode in compiled eager; do
     local batches=$cb flag=--compile
     [ $mode = eager ] && batches=$eb flag=

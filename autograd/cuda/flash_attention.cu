@@ -102,13 +102,17 @@ __device__ void warp_product(const bf16* a, int lda, const bf16* b, int ldb, flo
 __global__ void k_key_ends(const uint8_t* mask, Dims d, int* ends) {
   __shared__ int end;
   const int64_t b = blockIdx.y, q0 = blockIdx.x * (int64_t)kTile;
+  if (!mask) {  // every key
+    if (threadIdx.x == 0) ends[b * gridDim.x + blockIdx.x] = (int)d.Tk;
+    return;
+  }
   if (threadIdx.x == 0) end = 0;
   __syncthreads();
   int mine = 0;
   const int64_t rows = d.Tq - q0 < kTile ? d.Tq - q0 : kTile;
   for (int64_t e = threadIdx.x; e < rows * d.Tk; e += blockDim.x) {
     const int64_t i = q0 + e / d.Tk, j = e % d.Tk;
-    if (!mask || !mask[(b * d.Tq + i) * d.Tk + j]) mine = max(mine, (int)j + 1);
+    if (!mask[(b * d.Tq + i) * d.Tk + j]) mine = max(mine, (int)j + 1);
   }
   atomicMax(&end, mine);  // an integer maximum: the same result in any order
   __syncthreads();

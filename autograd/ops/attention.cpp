@@ -17,6 +17,7 @@
 // "attention.softmax": 7 per score forward, 5 backward.
 #include <Eigen/Core>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <memory>
 #include <vector>
@@ -77,7 +78,9 @@ Tensor flash_attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v, c
   const int64_t scores = d.B * d.H * d.Tq * d.Tk;
   FlopCounter::add("attention", 4 * scores * d.hd);
   FlopCounter::add("attention.softmax", 7 * scores);
-  return record("attention", out, {q, k, v}, [=](const Tensor& grad) -> std::vector<Tensor> {
+  return record("attention", out, {q, k, v}, [=](const Tensor& given) -> std::vector<Tensor> {
+    // A gradient that does not start on 16 bytes (a view at an offset) is copied to one that does.
+    const Tensor grad = reinterpret_cast<uintptr_t>(given.cuda_data<float>()) % 16 ? given.clone() : given;
     Tensor dq = Tensor::empty(q.shape(), q.dtype(), Device::cuda),
            dk = Tensor::empty(k.shape(), k.dtype(), Device::cuda);
     Tensor dv = Tensor::empty(v.shape(), v.dtype(), Device::cuda);
@@ -103,7 +106,10 @@ Tensor attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const T
                       const Dims& d) {
   TAPELM_CHECK(q.dtype() == DType::f32, "attention: cuda runs float32, got {}", dtype_name(q.dtype()));
   const Tensor mask_on_device = mask.defined() && !mask.is_cuda() ? mask.to(Device::cuda) : mask;
-  if (gpu_precision() == Precision::bf16 && cuda::flash_attention_supported(d.hd))
+  // The fused kernel reads rows as float4: its inputs must start on 16 bytes (fresh tensors do).
+  auto aligned = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.cuda_data<float>()) % 16 == 0; };
+  if (gpu_precision() == Precision::bf16 && cuda::flash_attention_supported(d.hd) && aligned(q) && aligned(k) &&
+      aligned(v))
     return flash_attention_cuda(q, k, v, mask_on_device, scale, d);
   const cuda::Element pe = gpu_precision() == Precision::bf16 ? cuda::Element::bf16 : cuda::Element::f32;
   const int64_t row_stride = d.H * d.hd, square = d.Tq * d.Tk, scores = d.B * d.H * square;

@@ -537,6 +537,25 @@ TEST_F(Tool, TruncatedOrCorruptCheckpointIsAClearError) {
   EXPECT_NE(none.out.find("not found"), std::string::npos) << none.out;
 }
 
+// A resumed run goes on where it ran: the checkpoint's device and precision
+// unless a flag says otherwise (exact resume needs both the same). Here a
+// run saved as a GPU run is resumed on a machine without a GPU.
+TEST_F(Tool, AResumedRunKeepsItsDeviceAndPrecisionUnlessTold) {
+  if (cuda_available()) GTEST_SKIP() << "needs a machine without a GPU";
+  ASSERT_EQ(run(tiny(dir + "/d") + " --steps 2 --eval-interval 2").code, 0);
+  const std::string model = dir + "/d/model.safetensors";
+  TensorFile f = load_safetensors(model);
+  nlohmann::json options = nlohmann::json::parse(f.metadata.at("train"));
+  options["device"] = "cuda", options["precision"] = "bf16";
+  f.metadata["train"] = options.dump();
+  save_safetensors(model, f);
+  Result kept = run(tiny(dir + "/d") + " --steps 4 --eval-interval 2 --resume");
+  EXPECT_EQ(kept.code, 1);
+  EXPECT_NE(kept.out.find("train --device cuda: "), std::string::npos) << kept.out;
+  Result told = run(tiny(dir + "/d") + " --steps 4 --eval-interval 2 --resume --device cpu --precision fp32");
+  EXPECT_EQ(told.code, 0) << told.out;
+}
+
 // A checkpoint's sizes are the file's word: each is checked before it is
 // trusted, and a config that disagrees with the tensors ends in one message,
 // quickly (no hang building 10^9 layers, no terabyte allocation).

@@ -120,6 +120,13 @@ std::vector<std::string> given_model_keys(const CLI::App* app) {
   return keys;
 }
 
+std::vector<std::string> given_run_keys(const CLI::App* app) {
+  std::vector<std::string> keys;
+  for (const RunField& f : run_fields())
+    if (!f.flag.empty() && app->get_option_no_throw(f.flag) && app->count(f.flag)) keys.push_back(f.key);
+  return keys;
+}
+
 nn::ModelConfig model_from_flags(const CLI::App* app, const nn::ModelConfig& model) {
   nn::ModelConfig c = nn::with_recipe(model, given_model_keys(app));
   nn::check_config(c);

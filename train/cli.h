@@ -32,6 +32,8 @@ void add_sample_flags(CLI::App* app, SampleOptions& sample);
 // The model fields set on the command line (or by --config), as config keys:
 // a recipe leaves them, and train --resume checks them against the checkpoint.
 std::vector<std::string> given_model_keys(const CLI::App* app);
+// The run fields a flag (or --config key) set.
+std::vector<std::string> given_run_keys(const CLI::App* app);
 // model with its mixer's recipe for every field not given, checked (nn::check_config).
 nn::ModelConfig model_from_flags(const CLI::App* app, const nn::ModelConfig& model);
 

@@ -171,7 +171,7 @@ Command train_command(CLI::App& tool) {
                 "Start a new run in an --out that holds one (its checkpoint and log are replaced)");
   app->add_flag("--quiet", t->quiet, "No progress lines (evaluations still print)");
   return {app, [t, app] {
-            const int code = train::run_training(*t, train::given_model_keys(app));
+            const int code = train::run_training(*t, train::given_model_keys(app), train::given_run_keys(app));
             train::Communicator::finalize();
             return code;
           }};

@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cmath>
@@ -131,7 +132,8 @@ void check_out_is_free(const TrainOptions& o) {
 
 // The set-up of a fresh or resumed run, in one place. Every rank does the
 // same work on the same inputs; the caller agrees on any error (comm.agree).
-Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys, const Communicator& comm) {
+Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
+           const std::vector<std::string>& given_run_keys, const Communicator& comm) {
   const int ranks = comm.size();
   o.validate();
   TAPELM_CHECK(o.batch % ranks == 0,
@@ -141,7 +143,16 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys, co
   TAPELM_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be a positive number, got {}", o.lr);
   TAPELM_CHECK(!o.out.empty(), "train: --out must name a directory");
   check_out_is_free(o);
-  if (o.device == "cuda") require_cuda("train --device cuda");  // one line, before anything is read
+  Checkpoint ck;
+  if (o.resume) {  // a run goes on where it ran (exact resume needs the same device and precision) unless told
+    ck = load_checkpoint(o.out);
+    auto given = [&](const char* key) {
+      return std::find(given_run_keys.begin(), given_run_keys.end(), key) != given_run_keys.end();
+    };
+    if (!given("device")) o.device = ck.train_options.device;
+    if (!given("precision")) o.precision = ck.train_options.precision;
+  }
+  if (o.device == "cuda") require_cuda("train --device cuda");  // one line, before the corpus is read
   TAPELM_CHECK(o.precision == "fp32" || o.device == "cuda",
                "train: --precision {} runs on --device cuda; the CPU trains in fp32", o.precision);
   if (o.device == "cuda") set_gpu_precision(parse_precision(o.precision));
@@ -155,9 +166,7 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys, co
   }
 
   const std::string text = data::read_corpus(o.data);
-  Checkpoint ck;
   if (o.resume) {
-    ck = load_checkpoint(o.out);
     check_training_fits(ck.config, o.optimizer);
     // Flags given explicitly must agree with the checkpoint's model.
     auto want = nlohmann::json::parse(o.model.to_json()), have = nlohmann::json::parse(ck.config.to_json());
@@ -419,7 +428,8 @@ namespace {
 // loop of steps with its logging, evaluations and checkpoints, and the end.
 class Trainer {
  public:
-  Trainer(TrainOptions o, const std::vector<std::string>& given_model_keys)
+  Trainer(TrainOptions o, const std::vector<std::string>& given_model_keys,
+          const std::vector<std::string>& given_run_keys)
       : o_(std::move(o)), comm_(Communicator::world()), root_(comm_.root()), ranks_(comm_.size()) {
     // Rank 0 alone prints: the others' standard output goes nowhere (errors
     // still reach standard error).
@@ -429,7 +439,7 @@ class Trainer {
     threads_ = omp_get_max_threads();
     std::string setup_error;
     try {
-      run_ = set_up(o_, given_model_keys, comm_);
+      run_ = set_up(o_, given_model_keys, given_run_keys, comm_);
     } catch (const Error& e) {
       setup_error = e.what();
     }
@@ -621,8 +631,9 @@ class Trainer {
 
 }  // namespace
 
-int run_training(TrainOptions o, const std::vector<std::string>& given_model_keys) {
-  return Trainer(std::move(o), given_model_keys).train();
+int run_training(TrainOptions o, const std::vector<std::string>& given_model_keys,
+                 const std::vector<std::string>& given_run_keys) {
+  return Trainer(std::move(o), given_model_keys, given_run_keys).train();
 }
 
 }  // namespace tapelm::train

@@ -18,6 +18,9 @@ void install_stop_handlers();
 // Returns the process exit code: 0 done, 3 stopped on a non-finite loss,
 // 130 interrupted (checkpoint saved).
 // given_model_keys: the model fields set by flags (the recipe leaves them; --resume checks them).
-int run_training(TrainOptions opt, const std::vector<std::string>& given_model_keys);
+// given_run_keys: the run fields set by a flag or --config; with --resume the
+// others that say where the run runs (device, precision) come from the checkpoint.
+int run_training(TrainOptions opt, const std::vector<std::string>& given_model_keys,
+                 const std::vector<std::string>& given_run_keys = {});
 
 }  // namespace tapelm::train

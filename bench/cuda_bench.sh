@@ -12,12 +12,7 @@
 #   BASELINE_ROWS="gpt2-bf16" bash bench/cuda_bench.sh   # also dist/baseline/tapelm_bench (an earlier build)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-cublas_dir=/usr/local/cuda/lib64
-if ! ldconfig -p | grep -q 'libcublas.so.13'; then
-  found=$(find /usr/local /usr/lib /opt -name 'libcublas.so.13*' 2>/dev/null | head -1)
-  [ -n "$found" ] && cublas_dir=$(dirname "$found")
-fi
-export LD_LIBRARY_PATH="$PWD/dist/cuda/lib:$cublas_dir:${LD_LIBRARY_PATH:-}"
+source bench/cuda_env.sh
 out=${OUT:-/tmp/tapelm-cuda-out}
 mkdir -p "$out"
 jsonl="$out/bench.jsonl"

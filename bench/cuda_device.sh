@@ -6,14 +6,7 @@
 # sample and flops across devices, and a summary table last. Nothing is built here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-# cuBLAS is opened at the first product: find the machine's libcublas.so.13 if the loader does not.
-cublas_dir=/usr/local/cuda/lib64
-if ! ldconfig -p | grep -q 'libcublas.so.13'; then
-  found=$(find /usr/local /usr/lib /opt -name 'libcublas.so.13*' 2>/dev/null | head -1)
-  [ -n "$found" ] && cublas_dir=$(dirname "$found")
-fi
-export LD_LIBRARY_PATH="$PWD/dist/cuda/lib:$cublas_dir:${LD_LIBRARY_PATH:-}"
-export TAPELM_SOURCE_DIR="$PWD"
+source bench/cuda_env.sh
 out=${OUT:-/tmp/tapelm-cuda-out}
 mkdir -p "$out"
 # SECTIONS="tests runs" (the default): the GPU tests and compute-sanitizer; the training runs, resume, eval, sample, flops.

@@ -32,6 +32,12 @@ const bool g_poisoned = [] { return setenv("TAPELM_CUDA_POISON", "1", 1) == 0; }
     if (!cuda_available()) GTEST_SKIP() << "no GPU here: " << why_no_cuda(); \
   } while (0)
 
+// The GPU's products in bf16 for a scope, fp32 again after it.
+struct Bf16Scope {
+  Bf16Scope() { set_gpu_precision(Precision::bf16); }
+  ~Bf16Scope() { set_gpu_precision(Precision::fp32); }
+};
+
 constexpr double kFp32Bound = 1e-5;
 constexpr double kBf16Bound = 1e-2;
 
@@ -286,10 +292,7 @@ TEST(Cuda, FallbackOpsMatchTheCpuAndAreCounted) {
 // bf16 bound, fixed before measuring.
 TEST(Cuda, Bf16ProductsMatchTheCpuWithinTheBf16Bound) {
   REQUIRE_GPU();
-  set_gpu_precision(Precision::bf16);
-  struct Restore {
-    ~Restore() { set_gpu_precision(Precision::fp32); }
-  } restore;
+  const Bf16Scope bf16;
   check_op(
       "bf16 matmul", {{{3, 29, 37}}, {{3, 37, 43}}}, [](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); },
       kBf16Bound);
@@ -309,10 +312,7 @@ TEST(Cuda, Bf16ProductsMatchTheCpuWithinTheBf16Bound) {
 // bound of the CPU in float64, and the same bits when run again.
 TEST(Cuda, FlashAttentionMatchesTheCpuWithinTheBf16Bound) {
   REQUIRE_GPU();
-  set_gpu_precision(Precision::bf16);
-  struct Restore {
-    ~Restore() { set_gpu_precision(Precision::fp32); }
-  } restore;
+  const Bf16Scope bf16;
   const int64_t B = 3, H = 2;
   for (int64_t hd : {32, 64, 128})
     for (auto [Tq, Tk] : {std::pair<int64_t, int64_t>{77, 77}, {37, 141}}) {
@@ -352,9 +352,7 @@ TEST(Cuda, FlashAttentionMatchesTheCpuWithinTheBf16Bound) {
 // parameter gradient on the GPU (float32) against the CPU in float64.
 TEST(Cuda, GptAndTransformerPlusPlusMatchTheCpu) {
   REQUIRE_GPU();
-  struct Restore {
-    ~Restore() { set_gpu_precision(Precision::fp32); }
-  } restore;
+  const Bf16Scope restore;  // each case sets its precision; fp32 again at the end
   for (const Precision precision : {Precision::fp32, Precision::bf16})
     for (const std::string mixer : {"attention", "transformer++"}) {
       SCOPED_TRACE(mixer + " " + precision_name(precision));

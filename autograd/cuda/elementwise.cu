@@ -5,8 +5,12 @@
 
 #include "autograd/cuda/check.cuh"
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/strided.cuh"
 
 namespace tapelm::cuda {
+
+using detail::count;
+using detail::offset_of;
 
 namespace {
 
@@ -94,17 +98,6 @@ __global__ void k_scalar(ScalarOp op, const float* x, float* y, int64_t n, float
   }
 }
 
-// The offset of linear index i (row-major over s.size) through s.stride.
-__device__ int64_t offset_of(int64_t i, const Strided& s) {
-  int64_t off = 0;
-  for (int d = s.ndim - 1; d >= 0; --d) {
-    const int64_t idx = i % s.size[d];
-    i /= s.size[d];
-    off += idx * s.stride[d];
-  }
-  return off;
-}
-
 __global__ void k_binary(Binary op, const float* a, Strided as, const float* b, Strided bs, float* out, int64_t n) {
   GRID_STRIDE(i, n) {
     const float x = a[offset_of(i, as)], y = b[offset_of(i, bs)];
@@ -145,12 +138,6 @@ __global__ void k_dropout(const float* x, float* y, float* scale_mask, int64_t n
 
 __global__ void k_masked_fill(const float* a, const uint8_t* mask, Strided ms, float* out, int64_t n, float value) {
   GRID_STRIDE(i, n) out[i] = mask[offset_of(i, ms)] ? value : a[i];
-}
-
-int64_t count(const Strided& s) {
-  int64_t n = 1;
-  for (int d = 0; d < s.ndim; ++d) n *= s.size[d];
-  return n;
 }
 
 }  // namespace

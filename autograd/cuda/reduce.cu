@@ -5,45 +5,33 @@
 #include "autograd/cuda/check.cuh"
 #include "autograd/cuda/column_sums.cuh"
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/strided.cuh"
 
 namespace tapelm::cuda {
+
+using detail::count;
+using detail::offset_of;
 
 namespace {
 
 constexpr int kBlock = 256;
 
-__device__ int64_t offset_in(int64_t i, const Strided& s) {
-  int64_t off = 0;
-  for (int d = s.ndim - 1; d >= 0; --d) {
-    const int64_t idx = i % s.size[d];
-    i /= s.size[d];
-    off += idx * s.stride[d];
-  }
-  return off;
-}
-
-int64_t count(const Strided& s) {
-  int64_t n = 1;
-  for (int d = 0; d < s.ndim; ++d) n *= s.size[d];
-  return n;
-}
-
 __global__ void k_reduce_thread(const float* x, Strided kept, Strided reduced, float* out, int64_t n_out,
                                 int64_t n_red, float scale) {
   const int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (o >= n_out) return;
-  const float* base = x + offset_in(o, kept);
+  const float* base = x + offset_of(o, kept);
   float s = 0.f;
-  for (int64_t r = 0; r < n_red; ++r) s += base[offset_in(r, reduced)];
+  for (int64_t r = 0; r < n_red; ++r) s += base[offset_of(r, reduced)];
   out[o] = s * scale;
 }
 
 __global__ void k_reduce_block(const float* x, Strided kept, Strided reduced, float* out, int64_t n_red, float scale) {
   __shared__ float part[kBlock];
   const int64_t o = blockIdx.x;
-  const float* base = x + offset_in(o, kept);
+  const float* base = x + offset_of(o, kept);
   float s = 0.f;
-  for (int64_t r = threadIdx.x; r < n_red; r += kBlock) s += base[offset_in(r, reduced)];
+  for (int64_t r = threadIdx.x; r < n_red; r += kBlock) s += base[offset_of(r, reduced)];
   part[threadIdx.x] = s;
   __syncthreads();
   for (int w = kBlock / 2; w > 0; w >>= 1) {

@@ -1,7 +1,5 @@
 #include "autograd/tape.h"
 
-#include <chrono>
-
 #include "autograd/accumulate.h"
 #include "autograd/flops.h"
 #include "autograd/profiler.h"
@@ -80,10 +78,9 @@ void backward(const Tensor& root, const Tensor& grad_output) {
       {
         FlopCounter::BackwardScope scope(node.op, node.component);
         if (Profiler::enabled()) {  // clock reads only when profiling
-          const auto t0 = std::chrono::steady_clock::now();
+          const Profiler::Span span = Profiler::begin();
           grads = node.backward(Tensor(node.output->grad));
-          Profiler::book_backward(node.op,
-                                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+          Profiler::book_backward(node.op, span);
         } else {
           grads = node.backward(Tensor(node.output->grad));
         }

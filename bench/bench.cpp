@@ -2,7 +2,7 @@
 // puts beside PyTorch's (bench/torch_reference.py trains the same model).
 //
 //   build/tapelm_bench --n-layer 4 --n-head 4 --n-embd 128 --context 64 --batch 12 --threads 1
-//   build/tapelm_bench ... --profile        time per op kind, forward and backward
+//   build/tapelm_bench ... --profile        time per op kind, forward and backward (on the GPU: CUDA events)
 //   build/tapelm_bench --mixer retnet --decode 64,256,1024,4096   decoding tokens/s against context
 //   build/tapelm_bench ... --device cuda --precision bf16   on the GPU: steps timed with CUDA events,
 //                                                         peak GPU memory from the memory pool
@@ -38,26 +38,31 @@ using namespace tapelm;
 
 namespace {
 
-void print_profile(int64_t steps) {
+void print_profile(int64_t steps, bool gpu) {
   struct Row {
     std::string op;
     TimeTally t;
   };
   std::vector<Row> rows;
-  double total = 0;
+  double total = 0, host_total = 0;
   for (auto& [op, t] : Profiler::tallies()) {
     rows.push_back({op, t});
     total += t.forward_s + t.backward_s;
+    host_total += t.host_s;
   }
   std::sort(rows.begin(), rows.end(),
             [](const Row& a, const Row& b) { return a.t.forward_s + a.t.backward_s > b.t.forward_s + b.t.backward_s; });
-  fmt::print("\nprofile: wall time per op kind, ms per step (mean over {} steps)\n", steps);
-  fmt::print("{:<22} {:>10} {:>10} {:>10} {:>7} {:>9}\n", "op", "forward", "backward", "total", "share", "calls");
+  fmt::print("\nprofile: {} time per op kind, ms per step (mean over {} steps){}\n", gpu ? "GPU (CUDA events)" : "wall",
+             steps, gpu ? "; host = the host's time launching it" : "");
+  fmt::print("{:<22} {:>10} {:>10} {:>10} {:>7} {:>9}{}\n", "op", "forward", "backward", "total", "share", "calls",
+             gpu ? fmt::format(" {:>10}", "host") : "");
   for (auto& r : rows)
-    fmt::print("{:<22} {:>10.3f} {:>10.3f} {:>10.3f} {:>6.1f}% {:>9}\n", r.op, 1e3 * r.t.forward_s / steps,
+    fmt::print("{:<22} {:>10.3f} {:>10.3f} {:>10.3f} {:>6.1f}% {:>9}{}\n", r.op, 1e3 * r.t.forward_s / steps,
                1e3 * r.t.backward_s / steps, 1e3 * (r.t.forward_s + r.t.backward_s) / steps,
-               100 * (r.t.forward_s + r.t.backward_s) / total, (r.t.forward_calls + r.t.backward_calls) / steps);
-  fmt::print("{:<22} {:>32.3f}\n", "sum", 1e3 * total / steps);
+               100 * (r.t.forward_s + r.t.backward_s) / total, (r.t.forward_calls + r.t.backward_calls) / steps,
+               gpu ? fmt::format(" {:>10.3f}", 1e3 * r.t.host_s / steps) : "");
+  fmt::print("{:<22} {:>32.3f}{}\n", "sum", 1e3 * total / steps,
+             gpu ? fmt::format(" {:>18.3f}", 1e3 * host_total / steps) : "");
 }
 
 void decode_bench(const nn::ModelConfig& c, const std::vector<int64_t>& contexts, int64_t tokens, bool json,
@@ -132,9 +137,6 @@ int main(int argc, char** argv) {
     const Precision precision = parse_precision(precision_name);
     if (device == Device::cuda) {
       require_cuda("tapelm_bench --device cuda");
-      TAPELM_CHECK(!profile,
-                   "tapelm_bench: --profile times ops on the host's clock, which on the GPU times "
-                   "their launches; profile the GPU with Nsight Systems (nsys profile tapelm_bench ...)");
       set_gpu_precision(precision);
     } else {
       TAPELM_CHECK(precision == Precision::fp32, "tapelm_bench: --precision bf16 runs on --device cuda");
@@ -162,25 +164,26 @@ int main(int argc, char** argv) {
       Tensor x = randint({batch, c.block_size}, c.vocab_size, gen),
              y = randint({batch, c.block_size}, c.vocab_size, gen);
       const bool timed = step >= warmup;
-      if (timed && profile) Profiler::enable(true);
+      if (timed && profile) Profiler::enable(true, device);
       FlopCounter::reset();
-      Profiler::mark();
       if (gpu && step == warmup) cuda::reset_peak_memory();
       if (gpu) timer->start();
       const auto t0 = std::chrono::steady_clock::now();
+      Profiler::mark();
       backward(model.loss(x, y));
-      auto t1 = std::chrono::steady_clock::now();
+      Profiler::Span span = Profiler::begin();
       optim::clip_grad_norm(groups, 1.0);
-      const auto t1b = std::chrono::steady_clock::now();
-      Profiler::book_other("(clip_grad_norm)", std::chrono::duration<double>(t1b - t1).count());
+      Profiler::book_other("(clip_grad_norm)", span);
+      span = Profiler::begin();
       opt.step();
-      const auto t1c = std::chrono::steady_clock::now();
-      Profiler::book_other("(AdamW step)", std::chrono::duration<double>(t1c - t1b).count());
+      Profiler::book_other("(AdamW step)", span);
+      span = Profiler::begin();
       model.zero_grad();
+      Profiler::book_other("(zero_grad)", span);
       const auto t2 = std::chrono::steady_clock::now();
-      Profiler::book_other("(zero_grad)", std::chrono::duration<double>(t2 - t1c).count());
-      Profiler::enable(false);
       const double seconds = gpu ? timer->stop() : std::chrono::duration<double>(t2 - t0).count();
+      Profiler::settle();
+      Profiler::enable(false);
       if (timed) times.push_back(seconds);
       if (step == warmup) rss_first = train::resident_mb();
       flops = FlopCounter::total().total();
@@ -232,7 +235,7 @@ int main(int argc, char** argv) {
           median * 1e3, steps, tps, gflops, (double)flops, 100 * gflops * 1e9 / peak, peak / 1e9, rss_first,
           train::resident_mb(), train::peak_resident_mb());
     }
-    if (profile) print_profile(steps);
+    if (profile) print_profile(steps, gpu);
   } catch (const std::exception& e) {
     fmt::print(stderr, "tapelm_bench: error: {}\n", e.what());
     return 1;

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "autograd/autograd.h"
+#include "autograd/cuda/runtime.h"
 #include "autograd/device_dispatch.h"
 #include "nn/mixers.h"
 #include "nn/model.h"
@@ -409,4 +410,31 @@ TEST(Cuda, AdamWStepsMatchTheCpuAndRepeatBitForBit) {
   const std::vector<double> cpu = run(Device::cpu), gpu = run(Device::cuda), again = run(Device::cuda);
   EXPECT_LE(relative_error(gpu, cpu), kFp32Bound);
   EXPECT_EQ(gpu, again);
+}
+
+TEST(Cuda, TheProfilersGpuClockAddsUpToTheStepsGpuTime) {
+  REQUIRE_GPU();
+  Generator gen(5);
+  Tensor x = randn({512, 384}, gen).to(Device::cuda).requires_grad_();
+  Tensor w = randn({384, 384}, gen).to(Device::cuda).requires_grad_();
+  cuda::StreamTimer timer;
+  Profiler::reset();
+  Profiler::enable(true, Device::cuda);
+  timer.start();
+  Profiler::mark();
+  backward(sum(gelu(matmul(x, w))));
+  const double step = timer.stop();
+  Profiler::enable(false);
+  double booked = 0;
+  for (const auto& [op, t] : Profiler::tallies()) {
+    EXPECT_EQ(t.forward_calls, 1) << op;
+    booked += t.forward_s + t.backward_s;
+  }
+  // Consecutive events tile the step: their sum is the step's GPU time, less
+  // the stretch before the first mark and after the last booking.
+  EXPECT_GT(booked, 0);
+  EXPECT_LE(booked, step * 1.0001 + 1e-6);
+  EXPECT_GE(booked, step * 0.5);
+  EXPECT_TRUE(Profiler::tallies().count("matmul"));
+  Profiler::reset();
 }

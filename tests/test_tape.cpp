@@ -134,3 +134,22 @@ TEST(Tape, SavedTensorsAreReleasedByBackward) {
   }
   EXPECT_EQ(Storage::live_buffers(), before);
 }
+
+TEST(Tape, TheProfilerBooksEveryOpForwardAndBackward) {
+  Profiler::reset();
+  Profiler::enable(true);
+  Generator gen(3);
+  Tensor x = randn({64, 64}, gen).requires_grad_();
+  backward(sum(square(tanh(x))));
+  Profiler::enable(false);
+  const auto& t = Profiler::tallies();
+  for (const char* op : {"tanh", "square", "sum"}) {
+    ASSERT_TRUE(t.count(op)) << op;
+    EXPECT_EQ(t.at(op).forward_calls, 1) << op;
+    EXPECT_EQ(t.at(op).backward_calls, 1) << op;
+    EXPECT_GE(t.at(op).forward_s, 0) << op;
+    EXPECT_DOUBLE_EQ(t.at(op).host_s, t.at(op).forward_s + t.at(op).backward_s) << op;  // one clock on the CPU
+  }
+  Profiler::reset();
+  EXPECT_TRUE(Profiler::tallies().empty());
+}

@@ -33,6 +33,11 @@ StreamTimer::StreamTimer() { no_cuda(); }
 StreamTimer::~StreamTimer() = default;
 void StreamTimer::start() { no_cuda(); }
 double StreamTimer::stop() { no_cuda(); }
+EventTrail::~EventTrail() = default;
+int64_t EventTrail::record() { no_cuda(); }
+void EventTrail::synchronize() {}
+double EventTrail::seconds(int64_t, int64_t) { no_cuda(); }
+void EventTrail::clear() {}
 
 void fill(float*, int64_t, float) { no_cuda(); }
 void dropout(const float*, float*, float*, int64_t, float, float, uint64_t) { no_cuda(); }

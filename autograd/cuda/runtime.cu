@@ -124,6 +124,33 @@ double StreamTimer::stop() {
   return ms * 1e-3;
 }
 
+EventTrail::~EventTrail() {
+  for (void* e : events_) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+}
+
+int64_t EventTrail::record() {
+  if (used_ == (int64_t)events_.size()) {
+    cudaEvent_t e;
+    TAPELM_CUDA(cudaEventCreate(&e));
+    events_.push_back(e);
+  }
+  TAPELM_CUDA(cudaEventRecord(static_cast<cudaEvent_t>(events_[used_]), stream()));
+  return used_++;
+}
+
+void EventTrail::synchronize() {
+  if (used_ > 0) TAPELM_CUDA(cudaEventSynchronize(static_cast<cudaEvent_t>(events_[used_ - 1])));
+}
+
+double EventTrail::seconds(int64_t from, int64_t to) {
+  TAPELM_CHECK(from >= 0 && from <= to && to < used_, "EventTrail: no events {} to {} (recorded {})", from, to, used_);
+  float ms = 0;
+  TAPELM_CUDA(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(events_[from]), static_cast<cudaEvent_t>(events_[to])));
+  return ms * 1e-3;
+}
+
+void EventTrail::clear() { used_ = 0; }
+
 void release(void* p) {
   if (p) cudaFreeAsync(p, stream());  // never throws: called from destructors
 }

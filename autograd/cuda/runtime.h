@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace tapelm::cuda {
 
@@ -53,6 +54,24 @@ class StreamTimer {
  private:
   void* start_ = nullptr;
   void* stop_ = nullptr;
+};
+
+// Events recorded on the stream one after another: the profiler's GPU clock
+// (autograd/profiler.h). The events are made once and reused after clear().
+class EventTrail {
+ public:
+  EventTrail() = default;
+  ~EventTrail();
+  EventTrail(const EventTrail&) = delete;
+  EventTrail& operator=(const EventTrail&) = delete;
+  int64_t record();                          // the index of the event just recorded
+  void synchronize();                        // waits until the stream has passed every recorded event
+  double seconds(int64_t from, int64_t to);  // GPU time between two recorded events, after synchronize()
+  void clear();                              // forget the recorded events (they are reused)
+
+ private:
+  std::vector<void*> events_;
+  int64_t used_ = 0;
 };
 
 }  // namespace tapelm::cuda

@@ -60,6 +60,7 @@ FlopTally FlopCounter::of(const std::string& op) {
 }
 
 int FlopCounter::current_component() { return g_component; }
+const std::string& FlopCounter::component_name(int id) { return paths().at(id); }
 
 FlopCounter::Scope::Scope(const char* name) : prev_(g_component) {
   const std::string& parent = paths()[g_component];

@@ -41,6 +41,7 @@ class FlopCounter {
   // The component path now in force ("" outside every scope), as an id; the
   // tape stores it with each node.
   static int current_component();
+  static const std::string& component_name(int id);  // its path ("" for none)
 
   // While alive, forward FLOPs are booked to <enclosing path>.<name>.
   class Scope {

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "autograd/cuda/runtime.h"
+#include "autograd/flops.h"
 
 namespace tapelm {
 
@@ -31,6 +32,11 @@ State g;
 
 double seconds_since(Clock::time_point t0, Clock::time_point t1) {
   return std::chrono::duration<double>(t1 - t0).count();
+}
+
+std::string key(const char* op, int component) {
+  const std::string& path = FlopCounter::component_name(component);
+  return path.empty() ? std::string(op) : std::string(op) + " (" + path + ")";
 }
 
 int64_t record_event() { return g.clock == Device::cuda ? g.trail->record() : -1; }
@@ -63,11 +69,11 @@ void Profiler::mark() {
   g.mark_event = record_event();
 }
 
-void Profiler::book_forward(const char* op) {
+void Profiler::book_forward(const char* op, int component) {
   if (!g.on) return;
   const auto now = Clock::now();
   const int64_t event = record_event();
-  book(op, false, Span{g.mark, g.mark_event}, now, event);
+  book(key(op, component), false, Span{g.mark, g.mark_event}, now, event);
   g.mark = now;
   g.mark_event = event;
 }
@@ -77,9 +83,9 @@ Profiler::Span Profiler::begin() {
   return Span{Clock::now(), record_event()};
 }
 
-void Profiler::book_backward(const char* op, const Span& since) {
+void Profiler::book_backward(const char* op, int component, const Span& since) {
   if (!g.on) return;
-  book(op, true, since, Clock::now(), record_event());
+  book(key(op, component), true, since, Clock::now(), record_event());
 }
 
 void Profiler::book_other(const std::string& what, const Span& since) {

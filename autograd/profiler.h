@@ -44,10 +44,12 @@ class Profiler {
   static bool enabled();
   static Device clock();
   static void mark();
-  static void book_forward(const char* op);  // called by record()
+  // Books to "op (component)": the FLOP counter's component path (autograd/flops.h)
+  // tells the classifier's linear from the blocks'.
+  static void book_forward(const char* op, int component);  // called by record()
   static Span begin();
-  static void book_backward(const char* op, const Span& since);        // called by backward()
-  static void book_other(const std::string& what, const Span& since);  // e.g. the optimizer step
+  static void book_backward(const char* op, int component, const Span& since);  // called by backward()
+  static void book_other(const std::string& what, const Span& since);           // e.g. the optimizer step
   // With the GPU clock: waits for the stream and books the events recorded so
   // far. Call it between steps (it synchronizes); tallies() calls it too.
   static void settle();

@@ -35,7 +35,7 @@ NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
 
 Tensor record(const char* op, Tensor output, const std::vector<Tensor>& inputs, BackwardFn backward) {
-  if (!g_in_backward) Profiler::book_forward(op);
+  if (!g_in_backward) Profiler::book_forward(op, FlopCounter::current_component());
   if (!g_grad_enabled) return output;
   bool any = false;
   for (const Tensor& t : inputs) any = any || (t.defined() && t.requires_grad());
@@ -80,7 +80,7 @@ void backward(const Tensor& root, const Tensor& grad_output) {
         if (Profiler::enabled()) {  // clock reads only when profiling
           const Profiler::Span span = Profiler::begin();
           grads = node.backward(Tensor(node.output->grad));
-          Profiler::book_backward(node.op, span);
+          Profiler::book_backward(node.op, node.component, span);
         } else {
           grads = node.backward(Tensor(node.output->grad));
         }

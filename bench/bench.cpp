@@ -54,14 +54,14 @@ void print_profile(int64_t steps, bool gpu) {
             [](const Row& a, const Row& b) { return a.t.forward_s + a.t.backward_s > b.t.forward_s + b.t.backward_s; });
   fmt::print("\nprofile: {} time per op kind, ms per step (mean over {} steps){}\n", gpu ? "GPU (CUDA events)" : "wall",
              steps, gpu ? "; host = the host's time launching it" : "");
-  fmt::print("{:<22} {:>10} {:>10} {:>10} {:>7} {:>9}{}\n", "op", "forward", "backward", "total", "share", "calls",
+  fmt::print("{:<30} {:>10} {:>10} {:>10} {:>7} {:>9}{}\n", "op", "forward", "backward", "total", "share", "calls",
              gpu ? fmt::format(" {:>10}", "host") : "");
   for (auto& r : rows)
-    fmt::print("{:<22} {:>10.3f} {:>10.3f} {:>10.3f} {:>6.1f}% {:>9}{}\n", r.op, 1e3 * r.t.forward_s / steps,
+    fmt::print("{:<30} {:>10.3f} {:>10.3f} {:>10.3f} {:>6.1f}% {:>9}{}\n", r.op, 1e3 * r.t.forward_s / steps,
                1e3 * r.t.backward_s / steps, 1e3 * (r.t.forward_s + r.t.backward_s) / steps,
                100 * (r.t.forward_s + r.t.backward_s) / total, (r.t.forward_calls + r.t.backward_calls) / steps,
                gpu ? fmt::format(" {:>10.3f}", 1e3 * r.t.host_s / steps) : "");
-  fmt::print("{:<22} {:>32.3f}{}\n", "sum", 1e3 * total / steps,
+  fmt::print("{:<30} {:>32.3f}{}\n", "sum", 1e3 * total / steps,
              gpu ? fmt::format(" {:>18.3f}", 1e3 * host_total / steps) : "");
 }
 

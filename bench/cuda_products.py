@@ -30,21 +30,22 @@ def main():
     args = ap.parse_args()
     m, d = args.rows, 768
     print(f"{'product':<34} {'ms':>8} {'TFLOP/s':>8}")
-    for name, (rows, inner, cols) in {
-        "c_attn x·Wᵀ": (m, d, 3 * d),
-        "c_fc x·Wᵀ": (m, d, 4 * d),
-        "mlp c_proj x·Wᵀ": (m, 4 * d, d),
-        "lm_head x·Wᵀ V=50257": (m, d, 50257),
-        "lm_head x·Wᵀ V=50304": (m, d, 50304),
-        "lm_head dX = G·W V=50257": (m, 50257, d),
-        "lm_head dX = G·W V=50304": (m, 50304, d),
-        "lm_head dW = Gᵀ·X V=50257": (50257, m, d),
-        "lm_head dW = Gᵀ·X V=50304": (50304, m, d),
-    }.items():
-        a = torch.randn(rows, inner, device="cuda", dtype=torch.bfloat16)
-        b = torch.randn(inner, cols, device="cuda", dtype=torch.bfloat16)
-        ms = time_ms(lambda: a @ b)
-        print(f"{name:<34} {ms:>8.3f} {2 * rows * inner * cols / ms / 1e9:>8.1f}")
+    x = torch.randn(m, d, device="cuda", dtype=torch.bfloat16)
+    for v in (50257, 50304):
+        w = torch.randn(v, d, device="cuda", dtype=torch.bfloat16)  # nn.Linear's [out, in]
+        g = torch.randn(m, v, device="cuda", dtype=torch.bfloat16)  # the logits' gradient
+        for name, fn, flops in (
+            (f"lm_head logits = x·Wᵀ V={v}", lambda: x @ w.t(), 2 * m * d * v),
+            (f"lm_head dX = G·W V={v}", lambda: g @ w, 2 * m * d * v),
+            (f"lm_head dW = Gᵀ·x V={v}", lambda: g.t() @ x, 2 * m * d * v),
+        ):
+            ms = time_ms(fn)
+            print(f"{name:<34} {ms:>8.3f} {flops / ms / 1e9:>8.1f}")
+    for name, (inner, cols) in {"c_attn x·Wᵀ": (d, 3 * d), "c_fc x·Wᵀ": (d, 4 * d), "mlp c_proj": (4 * d, d)}.items():
+        a = torch.randn(m, inner, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(cols, inner, device="cuda", dtype=torch.bfloat16)
+        ms = time_ms(lambda: a @ w.t())
+        print(f"{name:<34} {ms:>8.3f} {2 * m * inner * cols / ms / 1e9:>8.1f}")
 
 
 if __name__ == "__main__":

@@ -5,62 +5,12 @@
 
 #include "autograd/error.h"
 #include "autograd/json_int.h"
+#include "data/gpt2_tokenizer.h"
+#include "data/utf8.h"
 
 namespace tapelm::data {
 
 namespace {
-
-constexpr uint32_t kStrayByte = 0x110000;  // past Unicode: "raw byte b" = kStrayByte + b
-
-// Decodes UTF-8 into code points; any byte that does not start a valid,
-// shortest-form sequence becomes kStrayByte + byte, so re-encoding is exact.
-std::vector<uint32_t> utf8_symbols(const std::string& s) {
-  std::vector<uint32_t> out;
-  out.reserve(s.size());
-  const auto* p = (const unsigned char*)s.data();
-  const size_t n = s.size();
-  size_t i = 0;
-  while (i < n) {
-    unsigned char c = p[i];
-    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1f) : len == 3 ? (c & 0x0f) : (c & 0x07);
-    bool ok = len > 0 && i + len <= n;
-    for (int k = 1; ok && k < len; ++k) {
-      ok = (p[i + k] >> 6) == 2;
-      cp = (cp << 6) | (p[i + k] & 0x3f);
-    }
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    ok = ok && cp >= min_cp[len] && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
-    if (ok) {
-      out.push_back(cp);
-      i += len;
-    } else {
-      out.push_back(kStrayByte + c);
-      i += 1;
-    }
-  }
-  return out;
-}
-
-void append_symbol(std::string& out, uint32_t cp) {
-  if (cp >= kStrayByte) {
-    out += (char)(cp - kStrayByte);
-  } else if (cp < 0x80) {
-    out += (char)cp;
-  } else if (cp < 0x800) {
-    out += (char)(0xC0 | (cp >> 6));
-    out += (char)(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += (char)(0xE0 | (cp >> 12));
-    out += (char)(0x80 | ((cp >> 6) & 0x3f));
-    out += (char)(0x80 | (cp & 0x3f));
-  } else {
-    out += (char)(0xF0 | (cp >> 18));
-    out += (char)(0x80 | ((cp >> 12) & 0x3f));
-    out += (char)(0x80 | ((cp >> 6) & 0x3f));
-    out += (char)(0x80 | (cp & 0x3f));
-  }
-}
 
 void check_ids(const char* who, const std::vector<int32_t>& ids, int64_t vocab) {
   for (int32_t id : ids)
@@ -302,6 +252,16 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const std::string& text) {
       return std::make_unique<CharTokenizer>(std::move(symbols));
     }
     if (kind == "byte") return std::make_unique<ByteTokenizer>();
+    if (kind == "gpt2") {
+      std::vector<std::string> vocab = j.at("vocab").get<std::vector<std::string>>();
+      std::vector<std::array<int32_t, 2>> merges;
+      for (auto& m : j.at("merges")) {
+        TAPELM_CHECK(m.is_array() && m.size() == 2, "tokenizer: merge {} is not a pair", m.dump());
+        merges.push_back({(int32_t)index(m[0], (int64_t)vocab.size(), "merge part"),
+                          (int32_t)index(m[1], (int64_t)vocab.size(), "merge part")});
+      }
+      return std::make_unique<GPT2Tokenizer>(std::move(vocab), std::move(merges));
+    }
     if (kind == "bpe") {
       std::vector<std::pair<int32_t, int32_t>> merges;
       for (auto& m : j.at("merges")) {
@@ -321,7 +281,8 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& kind, const std::st
   if (kind == "char") return std::make_unique<CharTokenizer>(corpus);
   if (kind == "byte") return std::make_unique<ByteTokenizer>();
   if (kind == "bpe") return std::make_unique<BPETokenizer>(corpus, vocab_size);
-  throw Error(fmt::format("tokenizer: unknown kind '{}' (char, byte or bpe)", kind));
+  if (kind == "gpt2") return GPT2Tokenizer::shipped();
+  throw Error(fmt::format("tokenizer: unknown kind '{}' (char, byte, bpe or gpt2)", kind));
 }
 
 }  // namespace tapelm::data

@@ -70,7 +70,7 @@ class BPETokenizer : public Tokenizer {
   std::vector<std::string> bytes_;  // token -> its bytes
 };
 
-// kind: "char" | "byte" | "bpe" (vocab_size used by bpe only).
+// kind: "char" | "byte" | "bpe" | "gpt2" (vocab_size used by bpe only; gpt2 is GPT-2's own, data/gpt2_tokenizer.h).
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& kind, const std::string& corpus, int64_t vocab_size);
 
 // Splits text into BPE chunks (exposed for tests).

@@ -61,7 +61,36 @@ Dataset::Dataset(const std::string& text, const Tokenizer& tok, int64_t context,
   }
 }
 
+Dataset::Dataset(std::shared_ptr<const TokenSequence> train, std::shared_ptr<const TokenSequence> val, int64_t context,
+                 int64_t vocab_size)
+    : context_(context),
+      vocab_size_(vocab_size),
+      mode_("windows"),
+      mapped_train_(std::move(train)),
+      mapped_val_(std::move(val)) {
+  TAPELM_CHECK(context > 0, "dataset: context must be positive, got {}", context);
+  for (auto [name, part] : {std::pair{"training", &mapped_train_}, std::pair{"validation", &mapped_val_}})
+    TAPELM_CHECK((*part)->size() > context,
+                 "dataset: the {} token files hold {} tokens, fewer than one context window plus its target ({})", name,
+                 (*part)->size(), context + 1);
+}
+
+void Dataset::read(Split split, int64_t start, int64_t n, int32_t* out) const {
+  if (!mapped_train_) {
+    const auto& data = split == Split::train ? train_ : val_;
+    std::copy_n(data.begin() + start, n, out);
+    return;
+  }
+  (split == Split::train ? mapped_train_ : mapped_val_)->read(start, n, out);
+  for (int64_t i = 0; i < n; ++i)
+    TAPELM_CHECK(out[i] >= 0 && out[i] < vocab_size_,
+                 "dataset: token {} at position {} of the {} files is past the vocabulary of {} (data made with "
+                 "another tokenizer?)",
+                 out[i], start + i, split == Split::train ? "training" : "validation", vocab_size_);
+}
+
 int64_t Dataset::tokens(Split s) const {
+  if (mapped_train_) return (s == Split::train ? mapped_train_ : mapped_val_)->size();
   if (mode_ == "windows") return (int64_t)(s == Split::train ? train_ : val_).size();
   int64_t n = 0;
   for (auto& d : s == Split::train ? train_docs_ : val_docs_) n += (int64_t)d.size();
@@ -71,14 +100,15 @@ int64_t Dataset::tokens(Split s) const {
 Batch Dataset::batch(Split split, int64_t B, Generator& gen) const {
   const int64_t T = context_;
   if (mode_ == "windows") {
-    const auto& data = split == Split::train ? train_ : val_;
     Batch b{Tensor::empty({B, T}, DType::i32), Tensor::empty({B, T}, DType::i32), Tensor()};
     int32_t* px = b.x.data<int32_t>();
     int32_t* py = b.y.data<int32_t>();
+    std::vector<int32_t> window(T + 1);
     for (int64_t i = 0; i < B; ++i) {
-      const int64_t start = (int64_t)gen.randint(data.size() - T);
-      std::copy_n(data.begin() + start, T, px + i * T);
-      std::copy_n(data.begin() + start + 1, T, py + i * T);
+      const int64_t start = (int64_t)gen.randint(tokens(split) - T);
+      read(split, start, T + 1, window.data());
+      std::copy_n(window.begin(), T, px + i * T);
+      std::copy_n(window.begin() + 1, T, py + i * T);
     }
     return b;
   }
@@ -109,15 +139,16 @@ std::vector<Batch> Dataset::sequential_batches(Split split, int64_t B) const {
   std::vector<Batch> out;
   const int64_t T = context_;
   if (mode_ == "windows") {
-    const auto& data = split == Split::train ? train_ : val_;
     std::vector<int64_t> starts;
-    for (int64_t s = 0; s + T + 1 <= (int64_t)data.size(); s += T) starts.push_back(s);
+    for (int64_t s = 0; s + T + 1 <= tokens(split); s += T) starts.push_back(s);
+    std::vector<int32_t> window(T + 1);
     for (size_t i = 0; i < starts.size(); i += B) {
       const int64_t nb = std::min<int64_t>(B, starts.size() - i);
       Batch b{Tensor::empty({nb, T}, DType::i32), Tensor::empty({nb, T}, DType::i32), Tensor()};
       for (int64_t k = 0; k < nb; ++k) {
-        std::copy_n(data.begin() + starts[i + k], T, b.x.data<int32_t>() + k * T);
-        std::copy_n(data.begin() + starts[i + k] + 1, T, b.y.data<int32_t>() + k * T);
+        read(split, starts[i + k], T + 1, window.data());
+        std::copy_n(window.begin(), T, b.x.data<int32_t>() + k * T);
+        std::copy_n(window.begin() + 1, T, b.y.data<int32_t>() + k * T);
       }
       out.push_back(b);
     }

@@ -8,10 +8,12 @@
 // documents (documents) is validation. Every draw comes from the generator
 // passed in, so batches are reproducible from a seed.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "autograd/tensor.h"
+#include "data/token_file.h"
 #include "data/tokenizer.h"
 
 namespace tapelm::data {
@@ -34,6 +36,12 @@ class Dataset {
   Dataset(const std::string& text, const Tokenizer& tok, int64_t context, double val_fraction = 0.1,
           const std::string& mode = "windows", const std::string& doc_separator = "");
 
+  // Windows over token files (data/token_file.h), read where they are mapped:
+  // the split is the files' (train and val), and every batch's ids are checked
+  // against the vocabulary, naming the split when one is past it.
+  Dataset(std::shared_ptr<const TokenSequence> train, std::shared_ptr<const TokenSequence> val, int64_t context,
+          int64_t vocab_size);
+
   Batch batch(Split split, int64_t batch_size, Generator& gen) const;
   // Every non-overlapping window of the split, in order (for `eval`), B at a time.
   std::vector<Batch> sequential_batches(Split split, int64_t batch_size) const;
@@ -41,10 +49,13 @@ class Dataset {
   const std::string& mode() const { return mode_; }
 
  private:
-  int64_t context_;
+  // Windows mode: tokens [start, start + n) of a split, from memory or the mapped files.
+  void read(Split split, int64_t start, int64_t n, int32_t* out) const;
+  int64_t context_, vocab_size_ = 0;
   std::string mode_;
-  std::vector<int32_t> train_, val_;                         // windows
-  std::vector<std::vector<int32_t>> train_docs_, val_docs_;  // documents
+  std::vector<int32_t> train_, val_;                                // windows, in memory
+  std::shared_ptr<const TokenSequence> mapped_train_, mapped_val_;  // windows, mapped
+  std::vector<std::vector<int32_t>> train_docs_, val_docs_;         // documents
 };
 
 }  // namespace tapelm::data

@@ -4,6 +4,8 @@
 
 #include "data/corpus.h"
 #include "data/dataset.h"
+#include "data/token_data.h"
+#include "data/token_file.h"
 #include "data/tokenizer.h"
 #include "tests/test_helpers.h"
 
@@ -176,4 +178,100 @@ TEST(Dataset, DocumentsArePaddedWithMaskAndIgnoredTargets) {
       if (b.pad_mask.flat(i * T + t - 1)) {
         EXPECT_TRUE(b.pad_mask.flat(i * T + t));
       }
+}
+
+// ---- token files (data/token_file.h, data/token_data.h) -------------------
+
+TEST(TokenFiles, ShardsRoundTripInBothWidthsAndRawFilesAreUint16) {
+  const std::string dir = temp_dir("shards");
+  const std::vector<int32_t> narrow = {0, 1, 65535, 7, 50256}, wide = {0, 70000, 3, 1 << 30};
+  write_shard(dir + "/a.bin", narrow);
+  write_shard(dir + "/b.bin", wide);
+  TokenFile a = TokenFile::open(dir + "/a.bin"), b = TokenFile::open(dir + "/b.bin");
+  EXPECT_EQ(std::string(a.format()), "shard");
+  EXPECT_EQ(a.token_bytes(), 2);
+  EXPECT_EQ(b.token_bytes(), 4);
+  std::vector<int32_t> got(5);
+  a.read(0, 5, got.data());
+  EXPECT_EQ(got, narrow);
+  got.resize(4);
+  b.read(0, 4, got.data());
+  EXPECT_EQ(got, wide);
+  EXPECT_EQ(b.max_token(), 1 << 30);
+  const std::vector<uint16_t> raw = {5, 6, 7, 8};
+  std::ofstream(dir + "/raw.bin", std::ios::binary).write(reinterpret_cast<const char*>(raw.data()), 8);
+  TokenFile r = TokenFile::open(dir + "/raw.bin");
+  EXPECT_EQ(std::string(r.format()), "raw");
+  EXPECT_EQ(r.size(), 4);
+  TokenSequence seq({a, r});  // a read across the files' boundary
+  std::vector<int32_t> across(4);
+  seq.read(3, 4, across.data());
+  EXPECT_EQ(across, (std::vector<int32_t>{7, 50256, 5, 6}));
+  fs::remove_all(dir);
+}
+
+TEST(TokenFiles, TruncatedOddAndUnknownFilesAreClearErrors) {
+  const std::string dir = temp_dir("bad_shards");
+  write_shard(dir + "/s.bin", std::vector<int32_t>(100, 3));
+  fs::resize_file(dir + "/s.bin", fs::file_size(dir + "/s.bin") - 10);
+  EXPECT_ERROR_CONTAINS(TokenFile::open(dir + "/s.bin"), "it is truncated");
+  write(dir + "/odd.bin", "abc");
+  EXPECT_ERROR_CONTAINS(TokenFile::open(dir + "/odd.bin"), "odd byte count");
+  std::vector<int32_t> header(kShardHeaderInts, 0);
+  header[0] = kShardMagic, header[1] = 7, header[2] = 0;
+  std::ofstream(dir + "/v7.bin", std::ios::binary).write(reinterpret_cast<const char*>(header.data()), 1024);
+  EXPECT_ERROR_CONTAINS(TokenFile::open(dir + "/v7.bin"), "shard version 7");
+  EXPECT_ERROR_CONTAINS(TokenFile::open(dir + "/missing.bin"), "cannot open");
+  fs::remove_all(dir);
+}
+
+TEST(TokenFiles, NanoGptAndShardFoldersGiveWindowsOfTheirTokens) {
+  const std::string nano = temp_dir("nanogpt"), shards = temp_dir("llmc");
+  std::vector<uint16_t> train(3000), val(500);
+  for (size_t i = 0; i < train.size(); ++i) train[i] = (uint16_t)(i % 50257);
+  for (size_t i = 0; i < val.size(); ++i) val[i] = (uint16_t)(40000 + i);
+  std::ofstream(nano + "/train.bin", std::ios::binary).write(reinterpret_cast<const char*>(train.data()), 6000);
+  std::ofstream(nano + "/val.bin", std::ios::binary).write(reinterpret_cast<const char*>(val.data()), 1000);
+  std::optional<TokenData> d = find_token_data(nano);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->layout, "nanoGPT");
+  EXPECT_EQ(d->tokenizer->kind(), "gpt2");  // no tokenizer.json: GPT-2's, as nanoGPT's data uses
+  Dataset ds(d->train, d->val, 16, d->tokenizer->vocab_size());
+  EXPECT_EQ(ds.tokens(Split::train), 3000);
+  Generator gen(3);
+  Batch b = ds.batch(Split::train, 4, gen);
+  for (int64_t r = 0; r < 4; ++r)  // consecutive tokens, targets shifted by one
+    for (int64_t t = 0; t < 16; ++t) {
+      EXPECT_EQ(b.y.data<int32_t>()[r * 16 + t], b.x.data<int32_t>()[r * 16 + t] + 1);
+      if (t > 0) EXPECT_EQ(b.x.data<int32_t>()[r * 16 + t], b.x.data<int32_t>()[r * 16 + t - 1] + 1);
+    }
+  EXPECT_EQ(ds.sequential_batches(Split::val, 8).size(), 4u);  // 31 windows of 16, 8 a batch
+  // llm.c's layout: shards named *train* and *val*, read in name order; a tokenizer.json beside them is used.
+  write_shard(shards + "/data_train_000002.bin", std::vector<int32_t>(50, 2));
+  write_shard(shards + "/data_train_000001.bin", std::vector<int32_t>(50, 1));
+  write_shard(shards + "/data_val_000000.bin", std::vector<int32_t>(40, 9));
+  write(shards + "/tokenizer.json", ByteTokenizer().to_json());
+  d = find_token_data(shards);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->layout, "shards");
+  EXPECT_EQ(d->tokenizer->kind(), "byte");
+  std::vector<int32_t> first(2);
+  d->train->read(49, 2, first.data());
+  EXPECT_EQ(first, (std::vector<int32_t>{1, 2}));
+  EXPECT_FALSE(find_token_data(temp_dir("text_only")));  // no token files: text
+  fs::remove_all(nano);
+  fs::remove_all(shards);
+}
+
+TEST(TokenFiles, ATokenPastTheVocabularyIsAClearError) {
+  const std::string dir = temp_dir("past_vocab");
+  write_shard(dir + "/x_train.bin", std::vector<int32_t>(200, 300));  // 300 is past the byte tokenizer's 256
+  write_shard(dir + "/x_val.bin", std::vector<int32_t>(200, 5));
+  write(dir + "/tokenizer.json", ByteTokenizer().to_json());
+  std::optional<TokenData> d = find_token_data(dir);
+  ASSERT_TRUE(d);
+  Dataset ds(d->train, d->val, 8, d->tokenizer->vocab_size());
+  Generator gen(1);
+  EXPECT_ERROR_CONTAINS(ds.batch(Split::train, 2, gen), "past the vocabulary of 256");
+  fs::remove_all(dir);
 }

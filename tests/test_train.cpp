@@ -782,3 +782,26 @@ TEST(Compare, PowerFitRecoversALineInLogLog) {
   EXPECT_NEAR(f.flops_for(f.loss_at(2e10)), 2e10, 2e10 * 1e-9);
   EXPECT_TRUE(std::isnan(train::fit_power_law({{1e9, 3.0}}).slope));  // one point: no line
 }
+
+// A folder of token files trains and evaluates with the files' tokenizer and
+// split (GPT-2's for nanoGPT's train.bin/val.bin); the run's own tokenizer
+// flags are refused there, not ignored.
+TEST_F(Tool, TrainsAndEvaluatesOnANanoGptTokenFolder) {
+  const std::string data = dir + "/tokens";
+  fs::create_directories(data);
+  std::vector<uint16_t> train(4000), val(1000);
+  for (size_t i = 0; i < train.size(); ++i) train[i] = (uint16_t)((i * 7919) % 50257);
+  for (size_t i = 0; i < val.size(); ++i) val[i] = (uint16_t)((i * 104729) % 50257);
+  std::ofstream(data + "/train.bin", std::ios::binary).write(reinterpret_cast<const char*>(train.data()), 8000);
+  std::ofstream(data + "/val.bin", std::ios::binary).write(reinterpret_cast<const char*>(val.data()), 2000);
+  const std::string flags = " --n-layer 1 --n-head 2 --n-embd 16 --context 16 --batch 4 --threads 1 --quiet";
+  Result r =
+      run("train --data " + data + " --out " + dir + "/run --steps 3 --eval-interval 3 --eval-batches 2" + flags);
+  ASSERT_EQ(r.code, 0) << r.out;
+  Result e = run("eval --checkpoint " + dir + "/run --data " + data);
+  ASSERT_EQ(e.code, 0) << e.out;
+  EXPECT_NE(e.out.find("loss"), std::string::npos) << e.out;
+  Result bad = run("train --data " + data + " --out " + dir + "/run2 --steps 3 --tokenizer char" + flags);
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.out.find("holds token files"), std::string::npos) << bad.out;
+}

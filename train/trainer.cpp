@@ -19,6 +19,7 @@
 #include "autograd/ops.h"
 #include "data/corpus.h"
 #include "data/dataset.h"
+#include "data/token_data.h"
 #include "nn/mixers.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
@@ -165,7 +166,24 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
     nn::check_config(o.model);
   }
 
-  const std::string text = data::read_corpus(o.data);
+  // A folder of token files (tapelm's, nanoGPT's or llm.c's) is read mapped; anything else is text.
+  std::optional<data::TokenData> tokens = o.data.size() == 1 ? data::find_token_data(o.data[0]) : std::nullopt;
+  if (tokens) {
+    auto given = [&](const char* key) {
+      return std::find(given_run_keys.begin(), given_run_keys.end(), key) != given_run_keys.end();
+    };
+    TAPELM_CHECK(o.batch_mode == "windows",
+                 "train: {} holds token files, which are read as windows; --batch-mode {} "
+                 "needs text",
+                 o.data[0], o.batch_mode);
+    for (const char* key : {"tokenizer", "vocab_size", "val_fraction"})
+      TAPELM_CHECK(!given(key),
+                   "train: {} holds token files: their tokenizer and train/val split are fixed, so {} "
+                   "cannot be set",
+                   o.data[0], key);
+    o.tokenizer = tokens->tokenizer->kind();
+  }
+  const std::string text = tokens ? std::string() : data::read_corpus(o.data);
   if (o.resume) {
     check_training_fits(ck.config, o.optimizer);
     // Flags given explicitly must agree with the checkpoint's model.
@@ -174,10 +192,13 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
       TAPELM_CHECK(want[key] == have[key], "train --resume: the checkpoint in {} has {} = {}, but {} was given", o.out,
                    key, have[key].dump(), want[key].dump());
     run.tok = std::move(ck.tokenizer);
+    TAPELM_CHECK(!tokens || tokens->tokenizer->to_json() == run.tok->to_json(),
+                 "train --resume: the token files in {} were made with another tokenizer than the checkpoint's ({})",
+                 o.data[0], run.tok->kind());
     run.model = std::move(ck.model);
     run.start_step = ck.step;
   } else {
-    run.tok = data::make_tokenizer(o.tokenizer, text, o.vocab_size);
+    run.tok = tokens ? std::move(tokens->tokenizer) : data::make_tokenizer(o.tokenizer, text, o.vocab_size);
     o.model.vocab_size = run.tok->vocab_size();
     check_training_fits(o.model, o.optimizer);  // refused before it is allocated when it cannot fit
     Generator init(o.seed);
@@ -185,8 +206,10 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
     run.model->dropout_gen.set_state(dropout_stream_of_rank(run.model->dropout_gen.state(), comm.rank()));
   }
   if (o.device == "cuda") run.model->to(Device::cuda);  // before the optimizer makes its state beside them
-  run.ds = std::make_unique<data::Dataset>(text, *run.tok, run.model->config.block_size, o.val_fraction, o.batch_mode,
-                                           o.doc_sep);
+  run.ds = tokens ? std::make_unique<data::Dataset>(tokens->train, tokens->val, run.model->config.block_size,
+                                                    run.tok->vocab_size())
+                  : std::make_unique<data::Dataset>(text, *run.tok, run.model->config.block_size, o.val_fraction,
+                                                    o.batch_mode, o.doc_sep);
   run.groups = optim::decay_groups(*run.model, o.weight_decay);
   if (o.optimizer == "adamw")
     run.opt = std::make_unique<optim::AdamW>(run.groups, o.beta1, o.beta2);

@@ -1,0 +1,61 @@
+#include "data/token_data.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "autograd/error.h"
+#include "data/gpt2_tokenizer.h"
+
+namespace fs = std::filesystem;
+
+namespace tapelm::data {
+
+std::optional<TokenData> find_token_data(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return std::nullopt;
+  std::vector<std::string> train, val;
+  std::string layout;
+  if (fs::is_regular_file(fs::path(dir) / "train.bin") && fs::is_regular_file(fs::path(dir) / "val.bin")) {
+    layout = "nanoGPT";
+    train = {(fs::path(dir) / "train.bin").string()};
+    val = {(fs::path(dir) / "val.bin").string()};
+  } else {
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const std::string name = e.path().filename().string();
+      if (!e.is_regular_file() || e.path().extension() != ".bin") continue;
+      if (name.find("train") != std::string::npos) train.push_back(e.path().string());
+      if (name.find("val") != std::string::npos) val.push_back(e.path().string());
+    }
+    if (train.empty() && val.empty()) return std::nullopt;
+    layout = "shards";
+    TAPELM_CHECK(!train.empty() && !val.empty(),
+                 "token data {}: shards for {} but none for {} (names holding 'train' and 'val')", dir,
+                 train.empty() ? "validation" : "training", train.empty() ? "training" : "validation");
+    std::sort(train.begin(), train.end());
+    std::sort(val.begin(), val.end());
+  }
+  auto open_all = [](const std::vector<std::string>& paths) {
+    std::vector<TokenFile> files;
+    for (const std::string& p : paths) files.push_back(TokenFile::open(p));
+    return std::make_shared<const TokenSequence>(std::move(files));
+  };
+  TokenData d;
+  d.dir = dir, d.layout = layout;
+  d.train = open_all(train);
+  d.val = open_all(val);
+  const fs::path tok = fs::path(dir) / "tokenizer.json";
+  if (fs::exists(tok)) {
+    std::ifstream in(tok);
+    std::stringstream s;
+    s << in.rdbuf();
+    TAPELM_CHECK(in.good() || in.eof(), "token data {}: cannot read {}", dir, tok.string());
+    d.tokenizer = Tokenizer::from_json(s.str());
+  } else {
+    d.tokenizer = GPT2Tokenizer::shipped();
+  }
+  return d;
+}
+
+}  // namespace tapelm::data

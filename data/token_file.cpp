@@ -1,0 +1,137 @@
+#include "data/token_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "autograd/error.h"
+
+namespace tapelm::data {
+
+namespace {
+
+// The whole file mapped read-only (an empty file maps to nothing).
+std::shared_ptr<const void> map_file(const std::string& path, int64_t& bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  TAPELM_CHECK(fd >= 0, "token file {}: cannot open it: {}", path, std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(fmt::format("token file {}: not a regular file", path));
+  }
+  bytes = st.st_size;
+  if (bytes == 0) {
+    ::close(fd);
+    return nullptr;
+  }
+  void* p = mmap(nullptr, (size_t)bytes, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);  // the mapping stays
+  TAPELM_CHECK(p != MAP_FAILED, "token file {}: cannot map it: {}", path, std::strerror(errno));
+  madvise(p, (size_t)bytes, MADV_RANDOM);  // windows are read at random places: no read-ahead of whole shards
+  const size_t len = (size_t)bytes;
+  return std::shared_ptr<const void>(p, [len](const void* q) { munmap(const_cast<void*>(q), len); });
+}
+
+}  // namespace
+
+TokenFile TokenFile::open(const std::string& path) {
+  TokenFile f;
+  f.path_ = path;
+  int64_t bytes = 0;
+  f.map_ = map_file(path, bytes);
+  const auto* header = static_cast<const int32_t*>(f.map_.get());
+  if (bytes >= kShardHeaderInts * 4 && header[0] == kShardMagic) {
+    TAPELM_CHECK(header[1] == 1 || header[1] == 2,
+                 "token file {}: shard version {} (1: uint16 tokens, 2: uint32 tokens)", path, header[1]);
+    f.token_bytes_ = header[1] == 1 ? 2 : 4;
+    f.header_bytes_ = kShardHeaderInts * 4;
+    f.count_ = (uint32_t)header[2];
+    const int64_t want = f.header_bytes_ + f.count_ * f.token_bytes_;
+    TAPELM_CHECK(bytes == want,
+                 "token file {}: its header says {} tokens ({} bytes with the header) but the file has {} bytes{}",
+                 path, f.count_, want, bytes, bytes < want ? ": it is truncated" : "");
+    return f;
+  }
+  TAPELM_CHECK(bytes % 2 == 0,
+               "token file {}: {} bytes is neither a shard (no magic {} in its header) nor raw uint16 tokens (an odd "
+               "byte count)",
+               path, bytes, kShardMagic);
+  f.count_ = bytes / 2;
+  return f;
+}
+
+void TokenFile::read(int64_t start, int64_t n, int32_t* out) const {
+  TAPELM_CHECK(start >= 0 && n >= 0 && start + n <= count_, "token file {}: tokens [{}, {}) of {}", path_, start,
+               start + n, count_);
+  const char* base = static_cast<const char*>(map_.get()) + header_bytes_;
+  if (token_bytes_ == 2) {
+    const auto* p = reinterpret_cast<const uint16_t*>(base) + start;
+    for (int64_t i = 0; i < n; ++i) out[i] = p[i];
+  } else {
+    std::memcpy(out, reinterpret_cast<const int32_t*>(base) + start, n * 4);
+  }
+}
+
+int32_t TokenFile::max_token() const {
+  int32_t m = 0;
+  std::vector<int32_t> buf(1 << 16);
+  for (int64_t s = 0; s < count_; s += (int64_t)buf.size()) {
+    const int64_t n = std::min<int64_t>(buf.size(), count_ - s);
+    read(s, n, buf.data());
+    m = std::max(m, *std::max_element(buf.begin(), buf.begin() + n));
+  }
+  return m;
+}
+
+void write_shard(const std::string& path, const std::vector<int32_t>& tokens) {
+  const bool narrow = std::all_of(tokens.begin(), tokens.end(), [](int32_t t) { return t >= 0 && t < 65536; });
+  TAPELM_CHECK(tokens.size() < (size_t{1} << 31), "token file {}: {} tokens do not fit one shard's count", path,
+               tokens.size());
+  for (int32_t t : tokens) TAPELM_CHECK(t >= 0, "token file {}: negative token {}", path, t);
+  std::vector<int32_t> header(kShardHeaderInts, 0);
+  header[0] = kShardMagic, header[1] = narrow ? 1 : 2, header[2] = (int32_t)tokens.size();
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    TAPELM_CHECK(out.good(), "token file {}: cannot write {}", path, tmp);
+    out.write(reinterpret_cast<const char*>(header.data()), header.size() * 4);
+    if (narrow) {
+      std::vector<uint16_t> t16(tokens.begin(), tokens.end());
+      out.write(reinterpret_cast<const char*>(t16.data()), t16.size() * 2);
+    } else {
+      out.write(reinterpret_cast<const char*>(tokens.data()), tokens.size() * 4);
+    }
+    out.flush();
+    TAPELM_CHECK(out.good(), "token file {}: writing {} failed (disk full?)", path, tmp);
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+TokenSequence::TokenSequence(std::vector<TokenFile> files) : files_(std::move(files)) {
+  for (const TokenFile& f : files_) {
+    starts_.push_back(size_);
+    size_ += f.size();
+  }
+}
+
+void TokenSequence::read(int64_t start, int64_t n, int32_t* out) const {
+  TAPELM_CHECK(start >= 0 && n >= 0 && start + n <= size_, "token sequence: tokens [{}, {}) of {}", start, start + n,
+               size_);
+  size_t f = std::upper_bound(starts_.begin(), starts_.end(), start) - starts_.begin() - 1;
+  while (n > 0) {
+    const int64_t at = start - starts_[f], take = std::min(n, files_[f].size() - at);
+    files_[f].read(at, take, out);
+    out += take, start += take, n -= take;
+    ++f;
+  }
+}
+
+}  // namespace tapelm::data

@@ -6,6 +6,7 @@
 #include "data/dataset.h"
 #include "data/token_data.h"
 #include "data/token_file.h"
+#include "data/tokenize.h"
 #include "data/tokenizer.h"
 #include "tests/test_helpers.h"
 
@@ -273,5 +274,68 @@ TEST(TokenFiles, ATokenPastTheVocabularyIsAClearError) {
   Dataset ds(d->train, d->val, 8, d->tokenizer->vocab_size());
   Generator gen(1);
   EXPECT_ERROR_CONTAINS(ds.batch(Split::train, 2, gen), "past the vocabulary of 256");
+  fs::remove_all(dir);
+}
+
+// ---- tapelm tokenize (data/tokenize.h) ---------------------------------------
+
+namespace {
+std::vector<int32_t> all_tokens(const TokenSequence& s) {
+  std::vector<int32_t> out(s.size());
+  s.read(0, s.size(), out.data());
+  return out;
+}
+}  // namespace
+
+TEST(Tokenize, BlocksInParallelGiveTheIdsOfTheWholeText) {
+  const std::string dir = temp_dir("tokenize");
+  std::string text;
+  for (int i = 0; i < 300; ++i)
+    text += fmt::format("Line {} of the text:  words, 'quotes' don't\n\n  indented\ttabs café 東京 {}\n", i, i * 7);
+  write(dir + "/a.txt", text.substr(0, text.size() / 2));
+  write(dir + "/b.txt", text.substr(text.size() / 2));
+  for (const std::string kind : {"gpt2", "bpe", "char", "byte"}) {
+    TokenizeOptions o;
+    o.inputs = {dir + "/a.txt", dir + "/b.txt"};
+    o.out = dir + "/out_" + kind;
+    o.tokenizer = kind;
+    o.vocab_size = 300;
+    o.threads = 3;
+    o.block_bytes = 500;    // many blocks, cut at safe places
+    o.shard_tokens = 2000;  // several shards
+    o.sample_bytes = 1 << 20;
+    const TokenizeReport r = tokenize_corpus(o);
+    EXPECT_FALSE(r.unchanged);
+    EXPECT_GT(r.shards, 2) << kind;
+    std::optional<TokenData> d = find_token_data(o.out);
+    ASSERT_TRUE(d) << kind;
+    std::vector<int32_t> got = all_tokens(*d->train), val = all_tokens(*d->val);
+    got.insert(got.end(), val.begin(), val.end());
+    EXPECT_EQ(got, d->tokenizer->encode(text)) << kind;  // the same ids as the whole text at once
+    EXPECT_NEAR((double)r.val_tokens / (r.train_tokens + r.val_tokens), 0.1, 0.02) << kind;
+  }
+  fs::remove_all(dir);
+}
+
+TEST(Tokenize, AnUnchangedInputIsANoOpAndAChangedOneIsRedone) {
+  const std::string dir = temp_dir("tokenize_again");
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += fmt::format("sentence number {} goes here\n", i);
+  write(dir + "/t.txt", text);
+  TokenizeOptions o;
+  o.inputs = {dir + "/t.txt"};
+  o.out = dir + "/out";
+  o.tokenizer = "byte";
+  EXPECT_FALSE(tokenize_corpus(o).unchanged);
+  EXPECT_TRUE(tokenize_corpus(o).unchanged);
+  write(dir + "/t.txt", text + "one more line\n");
+  const TokenizeReport r = tokenize_corpus(o);
+  EXPECT_FALSE(r.unchanged);
+  EXPECT_EQ(r.train_tokens + r.val_tokens, (int64_t)text.size() + 14);
+  o.val_fraction = 0.2;  // other options: redone too
+  EXPECT_FALSE(tokenize_corpus(o).unchanged);
+  o.inputs = {dir + "/missing.txt"};
+  EXPECT_ERROR_CONTAINS(tokenize_corpus(o), "does not exist");
+  EXPECT_TRUE(find_token_data(o.out));  // the last good tokenization is still there
   fs::remove_all(dir);
 }

@@ -1,5 +1,5 @@
-// tapelm: the command-line tool. Subcommands train, sample, eval, flops and
-// compare; every one takes --help. Flags are parsed by CLI11 (Debian's libcli11-dev).
+// tapelm: the command-line tool. Subcommands train, sample, eval, flops,
+// compare and tokenize; every one takes --help. Flags are parsed by CLI11 (Debian's libcli11-dev).
 #include <pthread.h>
 #include <unistd.h>
 
@@ -14,6 +14,7 @@
 #include "data/corpus.h"
 #include "data/dataset.h"
 #include "data/token_data.h"
+#include "data/tokenize.h"
 #include "train/checkpoint.h"
 #include "train/cli.h"
 #include "train/compare.h"
@@ -236,6 +237,52 @@ Command eval_command(CLI::App& tool) {
           }};
 }
 
+Command tokenize_command(CLI::App& tool) {
+  auto o = std::make_shared<data::TokenizeOptions>();
+  auto* app = tool.add_subcommand(
+      "tokenize",
+      "Tokenize a corpus once into token shards that train and eval --data DIR read mapped (streamed, in parallel)");
+  app->add_option("--data", o->inputs, "Text file(s) or folder(s)")
+      ->required()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app->add_option("--out", o->out, "Folder for the shards, tokenizer.json and index.json")->required();
+  app->add_option("--tokenizer", o->tokenizer, "char, byte, bpe (learned on a sample) or gpt2")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"char", "byte", "bpe", "gpt2"}));
+  app->add_option("--vocab-size", o->vocab_size, "BPE vocabulary size")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(256), int64_t(1) << 24));
+  app->add_option("--val-fraction", o->val_fraction, "The last fraction of the text held out for validation")
+      ->capture_default_str()
+      ->check(CLI::Range(1e-6, 1 - 1e-6));
+  app->add_option("--threads", o->threads, "Threads (0: every core)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  auto quiet = std::make_shared<bool>(false);
+  app->add_flag("--quiet", *quiet, "No progress line");
+  return {app, [o, quiet] {
+            auto bar = [quiet](const data::TokenizeProgress& p) {
+              if (*quiet) return;
+              const double rate = p.seconds > 0 ? p.bytes_done / p.seconds : 0;
+              const double eta = rate > 0 ? (p.bytes_total - p.bytes_done) / rate : 0;
+              fmt::print(stderr, "\rtokenize: {:5.1f}% of {:.1f} MB | {:.1f} MB/s | ETA {:.0f} s   ",
+                         100.0 * p.bytes_done / p.bytes_total, p.bytes_total / 1e6, rate / 1e6, eta);
+            };
+            const data::TokenizeReport r = data::tokenize_corpus(*o, bar);
+            if (!*quiet && !r.unchanged) fmt::print(stderr, "\n");
+            if (r.unchanged)
+              fmt::print("{}: unchanged input, already tokenized ({} training and {} validation tokens)\n", o->out,
+                         r.train_tokens, r.val_tokens);
+            else
+              fmt::print(
+                  "{}: {:.1f} MB in {:.1f} s ({:.1f} MB/s): {} training and {} validation tokens in {} shards, "
+                  "peak RSS {:.0f} MB\n",
+                  o->out, r.bytes / 1e6, r.seconds, r.bytes / 1e6 / std::max(r.seconds, 1e-9), r.train_tokens,
+                  r.val_tokens, r.shards, train::peak_resident_mb());
+            return 0;
+          }};
+}
+
 Command compare_command(CLI::App& tool) {
   auto cmp = std::make_shared<train::CompareOptions>();
   cmp->train.out = "runs/compare";
@@ -327,8 +374,8 @@ int main(int argc, char** argv) {
   CLI::App tool{"tapelm: train, evaluate and sample small language models on a CPU"};
   tool.require_subcommand(1);
   tool.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  const std::vector<Command> commands{train_command(tool), sample_command(tool), eval_command(tool),
-                                      compare_command(tool), flops_command(tool)};
+  const std::vector<Command> commands{train_command(tool),   sample_command(tool), eval_command(tool),
+                                      compare_command(tool), flops_command(tool),  tokenize_command(tool)};
   try {
     std::vector<std::string> args = train::expand_config(std::vector<std::string>(argv, argv + argc));
     std::vector<char*> cargs;

@@ -215,7 +215,19 @@ void GPT2Tokenizer::encode_chunk(const std::string& chunk, std::vector<int32_t>&
 std::vector<int32_t> GPT2Tokenizer::encode(const std::string& text) const {
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3);
-  for (const std::string& chunk : gpt2_chunks(text)) encode_chunk(chunk, ids);
+  // Words repeat: each distinct chunk is merged once per call (as encoder.py's
+  // cache does), the cache bounded so a huge text keeps memory in check.
+  std::unordered_map<std::string, std::pair<size_t, size_t>> seen;  // chunk -> its ids' range in `ids`
+  for (const std::string& chunk : gpt2_chunks(text)) {
+    if (auto it = seen.find(chunk); it != seen.end()) {
+      const auto [from, count] = it->second;
+      for (size_t k = 0; k < count; ++k) ids.push_back(ids[from + k]);
+      continue;
+    }
+    const size_t from = ids.size();
+    encode_chunk(chunk, ids);
+    if (seen.size() < (1 << 18)) seen.emplace(chunk, std::pair{from, ids.size() - from});
+  }
   return ids;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "autograd/error.h"
@@ -45,6 +46,29 @@ std::optional<TokenData> find_token_data(const std::string& dir) {
   d.dir = dir, d.layout = layout;
   d.train = open_all(train);
   d.val = open_all(val);
+  // tapelm's index, when there is one, must agree with the shards it lists.
+  const fs::path index_path = fs::path(dir) / "index.json";
+  if (fs::exists(index_path)) {
+    nlohmann::json index;
+    try {
+      std::ifstream in(index_path);
+      index = nlohmann::json::parse(in);
+      for (const auto& s : index.at("shards")) {
+        const std::string file = (fs::path(dir) / s.at("file").get<std::string>()).string();
+        const auto& list = s.at("split") == "val" ? val : train;
+        TAPELM_CHECK(std::find(list.begin(), list.end(), file) != list.end(),
+                     "token data {}: index.json lists {}, which is not there", dir, file);
+        const int64_t want = s.at("tokens").get<int64_t>(), have = TokenFile::open(file).size();
+        TAPELM_CHECK(want == have, "token data {}: index.json says {} holds {} tokens, it holds {}", dir, file, want,
+                     have);
+      }
+      TAPELM_CHECK(index.at("shards").size() == train.size() + val.size(),
+                   "token data {}: index.json lists {} shards, the folder has {}", dir, index.at("shards").size(),
+                   train.size() + val.size());
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(fmt::format("token data {}: index.json is not tapelm's index: {}", dir, e.what()));
+    }
+  }
   const fs::path tok = fs::path(dir) / "tokenizer.json";
   if (fs::exists(tok)) {
     std::ifstream in(tok);
@@ -55,6 +79,12 @@ std::optional<TokenData> find_token_data(const std::string& dir) {
   } else {
     d.tokenizer = GPT2Tokenizer::shipped();
   }
+  // Ids must fit the files' type: a vocabulary past 65,536 in uint16 files cannot be these tokens.
+  for (const auto* seq : {d.train.get(), d.val.get()})
+    for (const TokenFile& f : seq->files())
+      TAPELM_CHECK(f.token_bytes() == 4 || d.tokenizer->vocab_size() <= 65536,
+                   "token data {}: {} stores 16-bit ids but the tokenizer has {} tokens", dir, f.path(),
+                   d.tokenizer->vocab_size());
   return d;
 }
 

@@ -337,5 +337,8 @@ TEST(Tokenize, AnUnchangedInputIsANoOpAndAChangedOneIsRedone) {
   o.inputs = {dir + "/missing.txt"};
   EXPECT_ERROR_CONTAINS(tokenize_corpus(o), "does not exist");
   EXPECT_TRUE(find_token_data(o.out));  // the last good tokenization is still there
+  // An index that disagrees with its shards is refused.
+  write_shard(o.out + "/tokens_train_000000.bin", {1, 2, 3});
+  EXPECT_ERROR_CONTAINS(find_token_data(o.out), "index.json says");
   fs::remove_all(dir);
 }

@@ -4,6 +4,7 @@
 //   build/tapelm_bench --n-layer 4 --n-head 4 --n-embd 128 --context 64 --batch 12 --threads 1
 //   build/tapelm_bench ... --profile        time per op kind, forward and backward (on the GPU: CUDA events)
 //   build/tapelm_bench --mixer retnet --decode 64,256,1024,4096   decoding tokens/s against context
+//   build/tapelm_bench --loader tokens/ --context 1024 --batch 16   batches/s of the token-file loader, one core
 //   build/tapelm_bench ... --device cuda --precision bf16   on the GPU: steps timed with CUDA events,
 //                                                         peak GPU memory from the memory pool
 //
@@ -24,6 +25,8 @@
 #include "autograd/cuda/kernels.h"
 #include "autograd/cuda/runtime.h"
 #include "autograd/device_dispatch.h"
+#include "data/dataset.h"
+#include "data/token_data.h"
 #include "nn/mixers.h"
 #include "nn/model.h"
 #include "optim/optimizer.h"
@@ -116,6 +119,8 @@ int main(int argc, char** argv) {
   app.add_option("--precision", precision_name, "The GPU's products: fp32 or bf16 (autograd/device.h)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16"}));
+  std::string loader_dir;
+  app.add_option("--loader", loader_dir, "Time the batches drawn from this token folder (tapelm tokenize's) instead");
   std::vector<int64_t> decode_contexts;
   int64_t decode_tokens = 64;
   app.add_option("--decode", decode_contexts, "Measure decoding tokens/s at these context lengths instead of training")
@@ -140,6 +145,20 @@ int main(int argc, char** argv) {
       set_gpu_precision(precision);
     } else {
       TAPELM_CHECK(precision == Precision::fp32, "tapelm_bench: --precision bf16 runs on --device cuda");
+    }
+    if (!loader_dir.empty()) {  // the data path alone: random windows from the mapped shards
+      std::optional<data::TokenData> d = data::find_token_data(loader_dir);
+      TAPELM_CHECK(d, "tapelm_bench --loader: {} holds no token files", loader_dir);
+      data::Dataset ds(d->train, d->val, c.block_size, d->tokenizer->vocab_size());
+      Generator gen(1);
+      for (int64_t i = 0; i < warmup; ++i) ds.batch(data::Split::train, batch, gen);
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int64_t i = 0; i < steps; ++i) ds.batch(data::Split::train, batch, gen);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      fmt::print("loader: {} batches of {}×{} from {} ({} training tokens): {:.1f} M tokens/s, {:.3f} ms a batch\n",
+                 steps, batch, c.block_size, loader_dir, d->train->size(), steps * batch * c.block_size / s / 1e6,
+                 1e3 * s / steps);
+      return 0;
     }
     if (!decode_contexts.empty()) {
       c.block_size =

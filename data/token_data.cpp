@@ -1,4 +1,5 @@
 #include "data/token_data.h"
+#include "data/tokenizers.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -75,7 +76,7 @@ std::optional<TokenData> find_token_data(const std::string& dir) {
     std::stringstream s;
     s << in.rdbuf();
     TAPELM_CHECK(in.good() || in.eof(), "token data {}: cannot read {}", dir, tok.string());
-    d.tokenizer = Tokenizer::from_json(s.str());
+    d.tokenizer = tokenizer_from_json(s.str());
   } else {
     d.tokenizer = GPT2Tokenizer::shipped();
   }

@@ -1,4 +1,5 @@
 #include "data/tokenize.h"
+#include "data/tokenizers.h"
 
 #include <omp.h>
 

@@ -24,8 +24,7 @@ class Tokenizer {
   // meeting a character it never saw).
   virtual std::vector<int32_t> encode(const std::string& text) const = 0;
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
-  virtual std::string to_json() const = 0;
-  static std::unique_ptr<Tokenizer> from_json(const std::string& json);
+  virtual std::string to_json() const = 0;  // read back by tokenizer_from_json (data/tokenizers.h)
 };
 
 class CharTokenizer : public Tokenizer {
@@ -69,9 +68,6 @@ class BPETokenizer : public Tokenizer {
   std::map<std::pair<int32_t, int32_t>, int32_t> rank_;
   std::vector<std::string> bytes_;  // token -> its bytes
 };
-
-// kind: "char" | "byte" | "bpe" | "gpt2" (vocab_size used by bpe only; gpt2 is GPT-2's own, data/gpt2_tokenizer.h).
-std::unique_ptr<Tokenizer> make_tokenizer(const std::string& kind, const std::string& corpus, int64_t vocab_size);
 
 // Splits text into BPE chunks (exposed for tests).
 std::vector<std::string> bpe_chunks(const std::string& text);

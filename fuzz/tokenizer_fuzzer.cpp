@@ -12,6 +12,7 @@
 
 #include "autograd/error.h"
 #include "data/tokenizer.h"
+#include "data/tokenizers.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string input(reinterpret_cast<const char*>(data), size);
@@ -20,7 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t nul = input.find('\0');
   try {
     if (nul != std::string::npos) {
-      tok = tapelm::data::Tokenizer::from_json(input.substr(0, nul));
+      tok = tapelm::data::tokenizer_from_json(input.substr(0, nul));
       text = input.substr(nul + 1);
     } else {
       // A corpus: BPE with a few merges if it starts with 'b', else chars.

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/gpt2_tokenizer.h"
+#include "data/tokenizers.h"
 #include "tests/test_helpers.h"
 
 using namespace tapelm;
@@ -63,7 +64,7 @@ TEST(Gpt2Tokenizer, AnyBytesRoundTripAndTheJsonFormKeepsTheIds) {
   std::string chunks;
   for (const std::string& c : gpt2_chunks(bytes)) chunks += c;
   EXPECT_EQ(chunks, bytes);
-  const auto again = Tokenizer::from_json(gpt2().to_json());
+  const auto again = tokenizer_from_json(gpt2().to_json());
   EXPECT_EQ(again->kind(), "gpt2");
   const std::string text = "The quick brown fox, naïvely: 42 ×3 🦊";
   EXPECT_EQ(again->encode(text), gpt2().encode(text));

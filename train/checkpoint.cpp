@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "autograd/json_int.h"
+#include "data/tokenizers.h"
 #include "train/run_options.h"
 
 namespace tapelm::train {
@@ -46,7 +47,7 @@ Checkpoint load_checkpoint(const std::string& dir) {
                kFormat);
   Checkpoint ck;
   ck.config = nn::ModelConfig::from_json(meta("config"));
-  ck.tokenizer = data::Tokenizer::from_json(meta("tokenizer"));
+  ck.tokenizer = data::tokenizer_from_json(meta("tokenizer"));
   TAPELM_CHECK(ck.tokenizer->vocab_size() == ck.config.vocab_size,
                "checkpoint: {}: tokenizer has {} tokens but the model {}", path, ck.tokenizer->vocab_size(),
                ck.config.vocab_size);

@@ -20,6 +20,7 @@
 #include "data/corpus.h"
 #include "data/dataset.h"
 #include "data/token_data.h"
+#include "data/tokenizers.h"
 #include "nn/mixers.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"

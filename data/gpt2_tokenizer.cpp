@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -42,8 +43,6 @@ Kind kind_of(uint32_t cp) {
   return Kind::other;
 }
 
-int utf8_length(uint32_t cp) { return cp >= kStrayByte ? 1 : cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4; }
-
 // GPT-2's bytes_to_unicode: the printable Latin-1 bytes stand for themselves,
 // the other 68 become U+0100 onwards in byte order.
 std::array<uint32_t, 256> byte_to_printable() {
@@ -66,26 +65,52 @@ std::string read_file(const std::string& path) {
 
 }  // namespace
 
-std::vector<std::string> gpt2_chunks(const std::string& text) {
-  const std::vector<uint32_t> cps = utf8_symbols(text);
-  std::vector<Kind> kinds(cps.size());
-  std::vector<size_t> at(cps.size() + 1, 0);  // byte offset of each symbol
-  for (size_t i = 0; i < cps.size(); ++i) {
-    kinds[i] = kind_of(cps[i]);
-    at[i + 1] = at[i] + utf8_length(cps[i]);
+namespace {
+
+// The symbol at byte i (as utf8_symbols decodes it) and its length in bytes.
+struct Symbol {
+  uint32_t cp;
+  int bytes;
+};
+Symbol symbol_at(std::string_view s, size_t i) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const unsigned char c = p[i];
+  if (c < 0x80) return {c, 1};
+  const int len = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+  uint32_t cp = len == 2 ? (c & 0x1f) : len == 3 ? (c & 0x0f) : (c & 0x07);
+  bool ok = len > 0 && i + len <= s.size();
+  for (int k = 1; ok && k < len; ++k) {
+    ok = (p[i + k] >> 6) == 2;
+    cp = (cp << 6) | (p[i + k] & 0x3f);
   }
-  const size_t n = cps.size();
-  std::vector<std::string> chunks;
+  static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+  ok = ok && cp >= min_cp[len] && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
+  return ok ? Symbol{cp, len} : Symbol{kStrayByte + c, 1};
+}
+
+Kind kind_at(std::string_view s, size_t i) { return kind_of(symbol_at(s, i).cp); }
+
+// One past the run of symbols of kind k that starts at byte i.
+size_t run_end(std::string_view s, size_t i, Kind k) {
+  while (i < s.size()) {
+    const Symbol y = symbol_at(s, i);
+    if (kind_of(y.cp) != k) break;
+    i += y.bytes;
+  }
+  return i;
+}
+
+}  // namespace
+
+void for_each_gpt2_chunk(std::string_view text, const std::function<void(std::string_view)>& chunk) {
+  const size_t n = text.size();
   size_t i = 0;
-  auto run_of = [&](size_t from, Kind k) {
-    while (from < n && kinds[from] == k) ++from;
-    return from;
-  };
   while (i < n) {
+    const Symbol first = symbol_at(text, i);
     size_t end = i;
     // 's 't 're 've 'm 'll 'd (case-sensitive, as the pattern)
-    if (cps[i] == '\'' && i + 1 < n) {
-      const uint32_t a = cps[i + 1], b = i + 2 < n ? cps[i + 2] : 0;
+    if (first.cp == '\'' && i + 1 < n) {
+      const char a = text[i + 1], b = i + 2 < n ? text[i + 2] : '\0';
       if (a == 's' || a == 't' || a == 'm' || a == 'd')
         end = i + 2;
       else if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
@@ -93,20 +118,33 @@ std::vector<std::string> gpt2_chunks(const std::string& text) {
     }
     if (end == i) {
       // ' ?\p{L}+', ' ?\p{N}+', ' ?[^\s\p{L}\p{N}]+': an optional space, then a run of one class.
-      const size_t start = cps[i] == ' ' && i + 1 < n && kinds[i + 1] != Kind::space ? i + 1 : i;
-      if (kinds[start] != Kind::space) {
-        end = run_of(start, kinds[start]);
+      size_t start = i;
+      Kind k = kind_of(first.cp);
+      if (first.cp == ' ' && i + 1 < n && kind_at(text, i + 1) != Kind::space) start = i + 1, k = kind_at(text, i + 1);
+      if (k != Kind::space) {
+        end = run_end(text, start, k);
       } else {
         // '\s+(?!\S)' takes a run of spaces but leaves its last one to the word after it;
         // a single space before a word is '\s+' alone.
-        const size_t run_end = run_of(i, Kind::space);
-        end = run_end < n && run_end - i >= 2 ? run_end - 1 : run_end;
+        size_t last = i, j = i;  // last: where the run's last symbol starts
+        while (j < n) {
+          const Symbol y = symbol_at(text, j);
+          if (kind_of(y.cp) != Kind::space) break;
+          last = j;
+          j += y.bytes;
+        }
+        end = j < n && last > i ? last : j;
       }
     }
-    chunks.push_back(text.substr(at[i], at[end] - at[i]));
+    chunk(text.substr(i, end - i));
     i = end;
   }
-  return chunks;
+}
+
+std::vector<std::string> gpt2_chunks(const std::string& text) {
+  std::vector<std::string> out;
+  for_each_gpt2_chunk(text, [&](std::string_view c) { out.emplace_back(c); });
+  return out;
 }
 
 GPT2Tokenizer::GPT2Tokenizer(std::vector<std::string> vocab, std::vector<std::array<int32_t, 2>> merges)
@@ -186,7 +224,7 @@ std::unique_ptr<GPT2Tokenizer> GPT2Tokenizer::shipped() {
   return from_files(dir + "/encoder.json", dir + "/vocab.bpe");
 }
 
-void GPT2Tokenizer::encode_chunk(const std::string& chunk, std::vector<int32_t>& out) const {
+void GPT2Tokenizer::encode_chunk(std::string_view chunk, std::vector<int32_t>& out) const {
   std::vector<int32_t> word(chunk.size());
   for (size_t i = 0; i < chunk.size(); ++i) word[i] = byte_token_[(unsigned char)chunk[i]];
   // GPT-2's bpe(): merge every occurrence of the lowest-ranked adjacent pair, left to right, until none merges.
@@ -217,17 +255,17 @@ std::vector<int32_t> GPT2Tokenizer::encode(const std::string& text) const {
   ids.reserve(text.size() / 3);
   // Words repeat: each distinct chunk is merged once per call (as encoder.py's
   // cache does), the cache bounded so a huge text keeps memory in check.
-  std::unordered_map<std::string, std::pair<size_t, size_t>> seen;  // chunk -> its ids' range in `ids`
-  for (const std::string& chunk : gpt2_chunks(text)) {
+  std::unordered_map<std::string_view, std::pair<size_t, size_t>> seen;  // chunk (in `text`) -> its ids' range
+  for_each_gpt2_chunk(text, [&](std::string_view chunk) {
     if (auto it = seen.find(chunk); it != seen.end()) {
       const auto [from, count] = it->second;
       for (size_t k = 0; k < count; ++k) ids.push_back(ids[from + k]);
-      continue;
+      return;
     }
     const size_t from = ids.size();
     encode_chunk(chunk, ids);
     if (seen.size() < (1 << 18)) seen.emplace(chunk, std::pair{from, ids.size() - from});
-  }
+  });
   return ids;
 }
 

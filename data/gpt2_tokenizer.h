@@ -9,8 +9,10 @@
 // still round-trip, since every byte is a token.
 #pragma once
 #include <array>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -37,7 +39,7 @@ class GPT2Tokenizer : public Tokenizer {
   std::string to_json() const override;
 
  private:
-  void encode_chunk(const std::string& chunk, std::vector<int32_t>& out) const;
+  void encode_chunk(std::string_view chunk, std::vector<int32_t>& out) const;
   std::vector<std::string> vocab_;              // id -> token in GPT-2's printable form
   std::vector<std::array<int32_t, 2>> merges_;  // rank -> the pair it merges
   std::vector<std::string> bytes_;              // id -> its bytes
@@ -51,5 +53,7 @@ class GPT2Tokenizer : public Tokenizer {
 // GPT-2's pre-tokenization: the chunks (as byte strings) that the pattern
 // above matches one after another; they concatenate to the text.
 std::vector<std::string> gpt2_chunks(const std::string& text);
+// The same chunks as views into text, one call each, without copies.
+void for_each_gpt2_chunk(std::string_view text, const std::function<void(std::string_view)>& chunk);
 
 }  // namespace tapelm::data

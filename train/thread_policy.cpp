@@ -88,7 +88,8 @@ void unpin_for_exec() {
 void choose_wait_policy(int argc, char** argv) {
   if (std::getenv("OMP_WAIT_POLICY")) return;
   unpin_for_exec();  // first: the CPU count below is the process's, not the pinned thread's
-  setenv("OMP_WAIT_POLICY", requested_threads(argc, argv) <= available_cpus() ? "active" : "passive", 1);
+  const bool tokenize = argc > 1 && std::strcmp(argv[1], "tokenize") == 0;  // file I/O between regions
+  setenv("OMP_WAIT_POLICY", !tokenize && requested_threads(argc, argv) <= available_cpus() ? "active" : "passive", 1);
   execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
 }
 

@@ -12,9 +12,9 @@ namespace tapelm::data {
 
 namespace fs = std::filesystem;
 
-static std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  TAPELM_CHECK(in.good(), "corpus: cannot read {}", p.string());
+std::string read_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  TAPELM_CHECK(in.good(), "{}: cannot read {}", what, path);
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -34,7 +34,7 @@ std::string read_corpus(const std::vector<std::string>& paths) {
       std::sort(files.begin(), files.end());
       size_t used = 0;
       for (auto& f : files) {
-        std::string t = read_file(f);
+        std::string t = read_file(f.string(), "corpus");
         if (t.find('\0') != std::string::npos) continue;  // binary
         text += t;
         ++used;
@@ -42,7 +42,7 @@ std::string read_corpus(const std::vector<std::string>& paths) {
       TAPELM_CHECK(used > 0, "corpus: folder {} has no text files", path);
     } else {
       check_regular_file(path, "corpus");
-      text += read_file(path);
+      text += read_file(path, "corpus");
     }
   }
   TAPELM_CHECK(!text.empty(), "corpus: {} is empty", fmt::join(paths, ", "));

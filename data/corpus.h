@@ -7,6 +7,9 @@
 
 namespace tapelm::data {
 
+// A file's bytes; an Error "<what>: cannot read <path>" when it cannot be opened.
+std::string read_file(const std::string& path, const std::string& what);
+
 // Concatenated bytes of every file. Throws Error for a missing, unreadable or
 // empty input, naming the path.
 std::string read_corpus(const std::vector<std::string>& paths);

@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "autograd/error.h"
 #include "autograd/json_int.h"
+#include "data/corpus.h"
 #include "data/utf8.h"
 
 namespace tapelm::data {
@@ -55,45 +55,12 @@ std::array<uint32_t, 256> byte_to_printable() {
   return map;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  TAPELM_CHECK(in.good(), "gpt2 tokenizer: cannot read {}", path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-}  // namespace
-
-namespace {
-
-// The symbol at byte i (as utf8_symbols decodes it) and its length in bytes.
-struct Symbol {
-  uint32_t cp;
-  int bytes;
-};
-Symbol symbol_at(std::string_view s, size_t i) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const unsigned char c = p[i];
-  if (c < 0x80) return {c, 1};
-  const int len = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-  uint32_t cp = len == 2 ? (c & 0x1f) : len == 3 ? (c & 0x0f) : (c & 0x07);
-  bool ok = len > 0 && i + len <= s.size();
-  for (int k = 1; ok && k < len; ++k) {
-    ok = (p[i + k] >> 6) == 2;
-    cp = (cp << 6) | (p[i + k] & 0x3f);
-  }
-  static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-  ok = ok && cp >= min_cp[len] && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
-  return ok ? Symbol{cp, len} : Symbol{kStrayByte + c, 1};
-}
-
-Kind kind_at(std::string_view s, size_t i) { return kind_of(symbol_at(s, i).cp); }
+Kind kind_at(std::string_view s, size_t i) { return kind_of(utf8_symbol_at(s, i).cp); }
 
 // One past the run of symbols of kind k that starts at byte i.
 size_t run_end(std::string_view s, size_t i, Kind k) {
   while (i < s.size()) {
-    const Symbol y = symbol_at(s, i);
+    const Utf8Symbol y = utf8_symbol_at(s, i);
     if (kind_of(y.cp) != k) break;
     i += y.bytes;
   }
@@ -106,7 +73,7 @@ void for_each_gpt2_chunk(std::string_view text, const std::function<void(std::st
   const size_t n = text.size();
   size_t i = 0;
   while (i < n) {
-    const Symbol first = symbol_at(text, i);
+    const Utf8Symbol first = utf8_symbol_at(text, i);
     size_t end = i;
     // 's 't 're 've 'm 'll 'd (case-sensitive, as the pattern)
     if (first.cp == '\'' && i + 1 < n) {
@@ -120,7 +87,10 @@ void for_each_gpt2_chunk(std::string_view text, const std::function<void(std::st
       // ' ?\p{L}+', ' ?\p{N}+', ' ?[^\s\p{L}\p{N}]+': an optional space, then a run of one class.
       size_t start = i;
       Kind k = kind_of(first.cp);
-      if (first.cp == ' ' && i + 1 < n && kind_at(text, i + 1) != Kind::space) start = i + 1, k = kind_at(text, i + 1);
+      if (first.cp == ' ' && i + 1 < n) {
+        const Kind next = kind_at(text, i + 1);
+        if (next != Kind::space) start = i + 1, k = next;
+      }
       if (k != Kind::space) {
         end = run_end(text, start, k);
       } else {
@@ -128,7 +98,7 @@ void for_each_gpt2_chunk(std::string_view text, const std::function<void(std::st
         // a single space before a word is '\s+' alone.
         size_t last = i, j = i;  // last: where the run's last symbol starts
         while (j < n) {
-          const Symbol y = symbol_at(text, j);
+          const Utf8Symbol y = utf8_symbol_at(text, j);
           if (kind_of(y.cp) != Kind::space) break;
           last = j;
           j += y.bytes;
@@ -185,7 +155,7 @@ std::unique_ptr<GPT2Tokenizer> GPT2Tokenizer::from_files(const std::string& enco
                                                          const std::string& vocab_bpe) {
   nlohmann::json enc;
   try {
-    enc = nlohmann::json::parse(read_file(encoder_json));
+    enc = nlohmann::json::parse(read_file(encoder_json, "gpt2 tokenizer"));
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("gpt2 tokenizer: {} is not JSON: {}", encoder_json, e.what()));
   }
@@ -200,7 +170,7 @@ std::unique_ptr<GPT2Tokenizer> GPT2Tokenizer::from_files(const std::string& enco
     vocab[*id] = token;
     id_of[token] = (int32_t)*id;
   }
-  std::istringstream lines(read_file(vocab_bpe));
+  std::istringstream lines(read_file(vocab_bpe, "gpt2 tokenizer"));
   std::string line;
   std::vector<std::array<int32_t, 2>> merges;
   int64_t number = 0;

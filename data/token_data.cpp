@@ -5,9 +5,9 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "autograd/error.h"
+#include "data/corpus.h"
 #include "data/gpt2_tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -72,11 +72,7 @@ std::optional<TokenData> find_token_data(const std::string& dir) {
   }
   const fs::path tok = fs::path(dir) / "tokenizer.json";
   if (fs::exists(tok)) {
-    std::ifstream in(tok);
-    std::stringstream s;
-    s << in.rdbuf();
-    TAPELM_CHECK(in.good() || in.eof(), "token data {}: cannot read {}", dir, tok.string());
-    d.tokenizer = tokenizer_from_json(s.str());
+    d.tokenizer = tokenizer_from_json(read_file(tok.string(), "token data " + dir));
   } else {
     d.tokenizer = GPT2Tokenizer::shipped();
   }
@@ -87,6 +83,12 @@ std::optional<TokenData> find_token_data(const std::string& dir) {
                    "token data {}: {} stores 16-bit ids but the tokenizer has {} tokens", dir, f.path(),
                    d.tokenizer->vocab_size());
   return d;
+}
+
+void check_made_with(const TokenData& d, const Tokenizer& tokenizer, const std::string& who) {
+  TAPELM_CHECK(d.tokenizer->to_json() == tokenizer.to_json(),
+               "{}: the token files in {} were made with another tokenizer than the checkpoint's ({})", who, d.dir,
+               tokenizer.kind());
 }
 
 }  // namespace tapelm::data

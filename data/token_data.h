@@ -27,4 +27,7 @@ struct TokenData {
 // an Error naming the file when it holds token data that cannot be read.
 std::optional<TokenData> find_token_data(const std::string& dir);
 
+// An Error naming `who` unless the data was made with `tokenizer` (a checkpoint's).
+void check_made_with(const TokenData& d, const Tokenizer& tokenizer, const std::string& who);
+
 }  // namespace tapelm::data

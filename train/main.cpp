@@ -100,9 +100,7 @@ int run_eval(const std::string& dir, const std::vector<std::string>& paths, int6
   // The split the run trained with: its batch mode, document separator and validation fraction.
   const train::TrainOptions& run = ck.train_options;
   std::optional<data::TokenData> files = paths.size() == 1 ? data::find_token_data(paths[0]) : std::nullopt;
-  TAPELM_CHECK(!files || files->tokenizer->to_json() == ck.tokenizer->to_json(),
-               "eval: the token files in {} were made with another tokenizer than the checkpoint's ({})", paths[0],
-               ck.tokenizer->kind());
+  if (files) data::check_made_with(*files, *ck.tokenizer, "eval");
   data::Dataset ds = files ? data::Dataset(files->train, files->val, ck.config.block_size, ck.config.vocab_size)
                            : data::Dataset(data::read_corpus(paths), *ck.tokenizer, ck.config.block_size,
                                            run.val_fraction, run.batch_mode, run.doc_sep);

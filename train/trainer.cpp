@@ -145,12 +145,12 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
   TAPELM_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be a positive number, got {}", o.lr);
   TAPELM_CHECK(!o.out.empty(), "train: --out must name a directory");
   check_out_is_free(o);
+  auto given = [&](const char* key) {  // a run field set by a flag or --config
+    return std::find(given_run_keys.begin(), given_run_keys.end(), key) != given_run_keys.end();
+  };
   Checkpoint ck;
   if (o.resume) {  // a run goes on where it ran (exact resume needs the same device and precision) unless told
     ck = load_checkpoint(o.out);
-    auto given = [&](const char* key) {
-      return std::find(given_run_keys.begin(), given_run_keys.end(), key) != given_run_keys.end();
-    };
     if (!given("device")) o.device = ck.train_options.device;
     if (!given("precision")) o.precision = ck.train_options.precision;
   }
@@ -170,9 +170,6 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
   // A folder of token files (tapelm's, nanoGPT's or llm.c's) is read mapped; anything else is text.
   std::optional<data::TokenData> tokens = o.data.size() == 1 ? data::find_token_data(o.data[0]) : std::nullopt;
   if (tokens) {
-    auto given = [&](const char* key) {
-      return std::find(given_run_keys.begin(), given_run_keys.end(), key) != given_run_keys.end();
-    };
     TAPELM_CHECK(o.batch_mode == "windows",
                  "train: {} holds token files, which are read as windows; --batch-mode {} "
                  "needs text",
@@ -193,9 +190,7 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
       TAPELM_CHECK(want[key] == have[key], "train --resume: the checkpoint in {} has {} = {}, but {} was given", o.out,
                    key, have[key].dump(), want[key].dump());
     run.tok = std::move(ck.tokenizer);
-    TAPELM_CHECK(!tokens || tokens->tokenizer->to_json() == run.tok->to_json(),
-                 "train --resume: the token files in {} were made with another tokenizer than the checkpoint's ({})",
-                 o.data[0], run.tok->kind());
+    if (tokens) data::check_made_with(*tokens, *run.tok, "train --resume");
     run.model = std::move(ck.model);
     run.start_step = ck.step;
   } else {

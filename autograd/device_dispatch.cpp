@@ -81,6 +81,7 @@ const std::vector<std::string>& cuda_kernel_ops() {
                                                "rms_norm",
                                                "cross_entropy",
                                                "scaled_dot_product_attention",
+                                               "attention_qkv",
                                                "attention_mask",
                                                "dropout",
                                                "masked_fill"};

@@ -88,6 +88,11 @@ Tensor log_softmax(const Tensor& x);
 // [B,1,Tq,Tk] or [B,Tq,Tk], shared by the heads, or undefined.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
                                     double scale);
+// The same self-attention from one packed projection qkv [B,T,3·H·hd] (q,
+// k, v side by side, as GPT-2's c_attn gives them) -> [B,T,H,hd]. On the GPU
+// in bf16 the fused kernel reads the parts in place and the gradient comes
+// back packed; elsewhere it splits them and calls the op above.
+Tensor attention_qkv(const Tensor& qkv, int64_t heads, const Tensor& mask, double scale);
 
 // ---- norm.cpp: fused over the last axis; weight (and bias) of [last dim] --
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,

@@ -72,13 +72,22 @@ MultiHeadAttention::MultiHeadAttention(int64_t dim_, int64_t n_head_, bool bias,
 std::unique_ptr<MixerState> MultiHeadAttention::init_state(int64_t) const { return std::make_unique<AttentionCache>(); }
 
 // Heads stay in the [B,T,H,hd] layout the projection gives (a free reshape):
-// the fused attention op reads them in place. With attention dropout in
+// the fused attention op reads them in place; without rotary positions or a
+// cache it takes the projection whole (attention_qkv), so on the GPU not even
+// the split into q, k and v is copied. With attention dropout in
 // training the probabilities must exist as a tensor, so that case runs the
 // composed form (matmul, mask, softmax, dropout, matmul); both give the same
 // numbers without dropout (tested).
 Tensor MultiHeadAttention::forward(const Tensor& x, const MixerContext& ctx, MixerState* state) {
   TAPELM_CHECK(x.dim() == 3 && x.size(2) == dim, "MultiHeadAttention: expects [B,T,{}], got {}", dim, x.str_shape());
   const int64_t B = x.size(0), T = x.size(1);
+  const double scale = 1.0 / std::sqrt((double)head_dim);
+  const bool composed = attn_dropout->training() && attn_dropout->p > 0;
+  if (!rotary_ && !state && !composed) {  // self-attention over this input alone: q, k, v read packed
+    const Tensor pad = ctx.pad_mask.defined() ? ctx.pad_mask : zeros({B, T}, DType::b8);
+    const Tensor y = attention_qkv(c_attn->forward(x), n_head, attention_mask(B, T, T, pad, 0, x.device()), scale);
+    return resid_dropout->forward(c_proj->forward(reshape(y, {B, T, dim})));
+  }
   std::vector<Tensor> qkv = split(c_attn->forward(x), {dim, dim, dim}, -1);
   auto heads = [&](const Tensor& t) { return reshape(t, {B, T, n_head, head_dim}); };
   Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
@@ -94,9 +103,7 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const MixerContext& ctx, Mix
     k = cache->k, v = cache->v, pad = cache->key_pad;
   }
   const Tensor mask = attention_mask(B, T, k.size(1), pad, past, x.device());
-  const double scale = 1.0 / std::sqrt((double)head_dim);
-  Tensor y = attn_dropout->training() && attn_dropout->p > 0 ? composed_attention(q, k, v, mask, scale)
-                                                             : scaled_dot_product_attention(q, k, v, mask, scale);
+  Tensor y = composed ? composed_attention(q, k, v, mask, scale) : scaled_dot_product_attention(q, k, v, mask, scale);
   return resid_dropout->forward(c_proj->forward(reshape(y, {B, T, dim})));
 }
 

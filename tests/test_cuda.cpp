@@ -349,6 +349,37 @@ TEST(Cuda, FlashAttentionMatchesTheCpuWithinTheBf16Bound) {
   EXPECT_EQ(run(), run());
 }
 
+// The packed form reads q, k and v in place from one projection and gives its
+// gradient packed: against the CPU within the bf16 bound, and the same bits as
+// the three-tensor form on the same parts.
+TEST(Cuda, PackedFlashAttentionMatchesTheCpuAndTheUnpackedForm) {
+  REQUIRE_GPU();
+  const Bf16Scope bf16;
+  const int64_t B = 3, T = 93, H = 3;
+  for (int64_t hd : {32, 64}) {
+    Tensor pad = zeros({B, T}, DType::b8);
+    for (int64_t j = 0; j < 66; ++j) pad.data<uint8_t>()[1 * T + j] = 1;
+    for (int64_t j = T - 5; j < T; ++j) pad.data<uint8_t>()[2 * T + j] = 1;
+    const Tensor mask = attention_mask(B, T, T, pad);
+    const double scale = 1 / std::sqrt((double)hd);
+    check_op(
+        fmt::format("packed flash attention hd={}", hd), {{{B, T, 3 * H * hd}}},
+        [mask, scale, H](const std::vector<Tensor>& x) { return attention_qkv(x[0], H, mask, scale); }, kBf16Bound);
+    Generator gen(11 + hd);
+    const Tensor qkv = randn({B, T, 3 * H * hd}, gen), g = randn({B, T, H, hd}, gen);
+    Tensor packed = qkv.to(Device::cuda).requires_grad_();
+    Tensor y_packed = attention_qkv(packed, H, mask, scale);
+    backward(sum(mul(y_packed, g.to(Device::cuda))));
+    Tensor whole = qkv.to(Device::cuda).requires_grad_();
+    std::vector<Tensor> parts = split(whole, {H * hd, H * hd, H * hd}, -1);
+    for (Tensor& p : parts) p = reshape(p, {B, T, H, hd});
+    Tensor y_parts = scaled_dot_product_attention(parts[0], parts[1], parts[2], mask, scale);
+    backward(sum(mul(y_parts, g.to(Device::cuda))));
+    EXPECT_EQ(y_packed.to_vector(), y_parts.to_vector()) << "hd " << hd;
+    EXPECT_EQ(packed.grad().to_vector(), whole.grad().to_vector()) << "hd " << hd;
+  }
+}
+
 // The models of the attention and transformer++ recipes: logits and every
 // parameter gradient on the GPU (float32) against the CPU in float64.
 TEST(Cuda, GptAndTransformerPlusPlusMatchTheCpu) {

@@ -212,6 +212,14 @@ std::vector<Case> cases() {
                  return V{P({1, 2, 3, 2}, 1), P({1, 4, 3, 2}, 2), P({1, 4, 3, 2}, 3)};
                },
                [](const V& x) { return scaled_dot_product_attention(x[0], x[1], x[2], Tensor(), 0.5); }});
+  c.push_back({"attention_qkv_packed",
+               [=] {
+                 return V{P({2, 3, 12}, 1)};
+               },  // H = 2, hd = 2
+               [](const V& x) {
+                 Tensor m = bmask({0, 1, 1, 0, 0, 1, 0, 0, 0, 1, 1, 1, 0, 0, 1, 0, 0, 0}, {2, 1, 3, 3});
+                 return attention_qkv(x[0], 2, m, 0.7);
+               }});
   // Fused norms (nn's LayerNorm / RMSNorm / ScaleNorm).
   c.push_back({"layer_norm",
                [=] {

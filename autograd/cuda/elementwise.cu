@@ -9,7 +9,9 @@
 
 namespace tapelm::cuda {
 
+using detail::coalesce;
 using detail::count;
+using detail::fits_32_bits;
 using detail::offset_of;
 
 namespace {
@@ -19,6 +21,9 @@ constexpr int kThreads = 256;
 int blocks_for(int64_t n) { return (int)std::min<int64_t>((n + kThreads - 1) / kThreads, 65535 * 8); }
 
 #define GRID_STRIDE(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)blockDim.x * gridDim.x)
+// The same with an index of type I (the strided kernels: uint32_t where the
+// element count allows, see strided.cuh).
+#define GRID_STRIDE_AS(I, i, n) for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (n); i += (I)blockDim.x * gridDim.x)
 
 __device__ float unary_f(Unary op, float v, float alpha) {
   switch (op) {
@@ -98,8 +103,9 @@ __global__ void k_scalar(ScalarOp op, const float* x, float* y, int64_t n, float
   }
 }
 
-__global__ void k_binary(Binary op, const float* a, Strided as, const float* b, Strided bs, float* out, int64_t n) {
-  GRID_STRIDE(i, n) {
+template <class I>
+__global__ void k_binary(Binary op, const float* a, Strided as, const float* b, Strided bs, float* out, I n) {
+  GRID_STRIDE_AS(I, i, n) {
     const float x = a[offset_of(i, as)], y = b[offset_of(i, bs)];
     switch (op) {
       case Binary::add: out[i] = x + y; break;
@@ -110,9 +116,9 @@ __global__ void k_binary(Binary op, const float* a, Strided as, const float* b, 
   }
 }
 
-template <class T>
-__global__ void k_copy_strided(const T* src, Strided s, T* dst, Strided d, int64_t n) {
-  GRID_STRIDE(i, n) dst[offset_of(i, d)] = src[offset_of(i, s)];
+template <class T, class I>
+__global__ void k_copy_strided(const T* src, Strided s, T* dst, Strided d, I n) {
+  GRID_STRIDE_AS(I, i, n) dst[offset_of(i, d)] = src[offset_of(i, s)];
 }
 
 __global__ void k_add_inplace(float* dst, const float* src, int64_t n) {
@@ -136,9 +142,20 @@ __global__ void k_dropout(const float* x, float* y, float* scale_mask, int64_t n
   }
 }
 
-__global__ void k_masked_fill(const float* a, const uint8_t* mask, Strided ms, float* out, int64_t n, float value) {
-  GRID_STRIDE(i, n) out[i] = mask[offset_of(i, ms)] ? value : a[i];
+template <class I>
+__global__ void k_masked_fill(const float* a, const uint8_t* mask, Strided ms, float* out, float value, I n) {
+  GRID_STRIDE_AS(I, i, n) out[i] = mask[offset_of(i, ms)] ? value : a[i];
 }
+
+// Launches kernel<I> over n elements with I = uint32_t where n allows, else int64_t.
+#define LAUNCH_INDEXED(kernel, n, ...)                                                            \
+  do {                                                                                            \
+    if (fits_32_bits(n))                                                                          \
+      kernel<<<blocks_for(n), kThreads, 0, stream()>>>(__VA_ARGS__, (uint32_t)(n));               \
+    else                                                                                          \
+      kernel<<<blocks_for(n), kThreads, 0, stream()>>>(__VA_ARGS__, (int64_t)(n));                \
+    TAPELM_CUDA_LAUNCHED();                                                                       \
+  } while (0)
 
 }  // namespace
 
@@ -169,22 +186,25 @@ void scalar_map(ScalarOp op, const float* x, float* y, int64_t n, float s) {
 void binary(Binary op, const float* a, const Strided& as, const float* b, const Strided& bs, float* out) {
   const int64_t n = count(as);
   if (n == 0) return;
-  k_binary<<<blocks_for(n), kThreads, 0, stream()>>>(op, a, as, b, bs, out, n);
-  TAPELM_CUDA_LAUNCHED();
+  Strided av = as, bv = bs;
+  coalesce({&av, &bv});  // out is contiguous: it walks in the same order
+  LAUNCH_INDEXED(k_binary, n, op, a, av, b, bv, out);
 }
 
 void copy_strided(const float* src, const Strided& s, float* dst, const Strided& d) {
   const int64_t n = count(s);
   if (n == 0) return;
-  k_copy_strided<float><<<blocks_for(n), kThreads, 0, stream()>>>(src, s, dst, d, n);
-  TAPELM_CUDA_LAUNCHED();
+  Strided sv = s, dv = d;
+  coalesce({&sv, &dv});
+  LAUNCH_INDEXED(k_copy_strided<float>, n, src, sv, dst, dv);
 }
 
 void copy_strided_bytes(const uint8_t* src, const Strided& s, uint8_t* dst, const Strided& d) {
   const int64_t n = count(s);
   if (n == 0) return;
-  k_copy_strided<uint8_t><<<blocks_for(n), kThreads, 0, stream()>>>(src, s, dst, d, n);
-  TAPELM_CUDA_LAUNCHED();
+  Strided sv = s, dv = d;
+  coalesce({&sv, &dv});
+  LAUNCH_INDEXED(k_copy_strided<uint8_t>, n, src, sv, dst, dv);
 }
 
 void dropout(const float* x, float* y, float* scale_mask, int64_t n, float p, float keep_scale, uint64_t seed) {
@@ -196,8 +216,9 @@ void dropout(const float* x, float* y, float* scale_mask, int64_t n, float p, fl
 void masked_fill(const float* a, const uint8_t* mask, const Strided& ms, float* out, float value) {
   const int64_t n = count(ms);
   if (n == 0) return;
-  k_masked_fill<<<blocks_for(n), kThreads, 0, stream()>>>(a, mask, ms, out, n, value);
-  TAPELM_CUDA_LAUNCHED();
+  Strided mv = ms;
+  coalesce({&mv});  // a and out are contiguous
+  LAUNCH_INDEXED(k_masked_fill, n, a, mask, mv, out, value);
 }
 
 void add_inplace(float* dst, const float* src, int64_t n) {

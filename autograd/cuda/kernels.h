@@ -129,21 +129,27 @@ void masked_softmax_backward(const void* probs, Element probs_element, const flo
                              int64_t rows, int64_t cols, float scale);
 // Fused attention for bf16 mode (flash_attention.cu, FlashAttention-2):
 // q [batch, tq, heads, head_dim], k and v [batch, tk, heads, head_dim],
-// float32, read as bfloat16 operands; mask [batch, tq, tk] (true = hidden)
-// or null. The forward writes out (like q) and the log-sum-exp of each row
-// [batch, heads, tq]; key_ends [batch, ⌈tq/64⌉] (int32, from
-// flash_attention_key_ends) lets masked tiles be skipped.
+// float32, read as bfloat16 operands, each token's row row_stride elements
+// after the previous one (0: heads·head_dim, contiguous; 3·heads·head_dim
+// reads q, k and v in place from one packed projection); dq, dk and dv are
+// written with the same layout. mask [batch, tq, tk] (true = hidden) or null.
+// The forward writes out [batch, tq, heads, head_dim] and the log-sum-exp of
+// each row [batch, heads, tq]. The tile map (uint8, tile_map_size entries,
+// from flash_attention_tile_map) classes each 64×64 tile of every batch row
+// as hidden, visible or mixed, so hidden tiles are skipped and only mixed
+// ones read the mask. Every row start must be 16-byte aligned.
 struct FlashAttentionShape {
   int64_t batch, tq, tk, heads, head_dim;
   float scale;
+  int64_t row_stride = 0;
 };
 bool flash_attention_supported(int64_t head_dim);  // 32, 64, 128
-int64_t flash_attention_key_ends_count(const FlashAttentionShape& s);
-void flash_attention_key_ends(const uint8_t* mask, const FlashAttentionShape& s, int* key_ends);
-void flash_attention_forward(const float* q, const float* k, const float* v, const uint8_t* mask, const int* key_ends,
+int64_t flash_attention_tile_map_size(const FlashAttentionShape& s);
+void flash_attention_tile_map(const uint8_t* mask, const FlashAttentionShape& s, uint8_t* map);
+void flash_attention_forward(const float* q, const float* k, const float* v, const uint8_t* mask, const uint8_t* map,
                              const FlashAttentionShape& s, float* out, float* lse);
 void flash_attention_backward(const float* q, const float* k, const float* v, const float* out, const float* dout,
-                              const float* lse, const uint8_t* mask, const int* key_ends, const FlashAttentionShape& s,
+                              const float* lse, const uint8_t* mask, const uint8_t* map, const FlashAttentionShape& s,
                               float* dq, float* dk, float* dv);
 
 // The causal and key-padding mask [batch, tq, tk]: entry (b, i, j) is true

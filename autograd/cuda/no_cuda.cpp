@@ -79,14 +79,14 @@ void masked_softmax(const float*, const uint8_t*, void*, Element, int64_t, int64
 void masked_softmax_backward(const void*, Element, const float*, void*, Element, int64_t, int64_t, float) { no_cuda(); }
 void attention_mask(const uint8_t*, uint8_t*, int64_t, int64_t, int64_t, int64_t) { no_cuda(); }
 bool flash_attention_supported(int64_t) { return false; }
-int64_t flash_attention_key_ends_count(const FlashAttentionShape&) { no_cuda(); }
-void flash_attention_key_ends(const uint8_t*, const FlashAttentionShape&, int*) { no_cuda(); }
-void flash_attention_forward(const float*, const float*, const float*, const uint8_t*, const int*,
+int64_t flash_attention_tile_map_size(const FlashAttentionShape&) { no_cuda(); }
+void flash_attention_tile_map(const uint8_t*, const FlashAttentionShape&, uint8_t*) { no_cuda(); }
+void flash_attention_forward(const float*, const float*, const float*, const uint8_t*, const uint8_t*,
                              const FlashAttentionShape&, float*, float*) {
   no_cuda();
 }
 void flash_attention_backward(const float*, const float*, const float*, const float*, const float*, const float*,
-                              const uint8_t*, const int*, const FlashAttentionShape&, float*, float*, float*) {
+                              const uint8_t*, const uint8_t*, const FlashAttentionShape&, float*, float*, float*) {
   no_cuda();
 }
 void embedding_forward(const float*, const int32_t*, float*, int64_t, int64_t) { no_cuda(); }

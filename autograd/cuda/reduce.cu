@@ -9,6 +9,7 @@
 
 namespace tapelm::cuda {
 
+using detail::coalesce;
 using detail::count;
 using detail::offset_of;
 
@@ -51,9 +52,12 @@ struct MatrixColumn {
 
 }  // namespace
 
-void reduce_sum(const float* x, const Strided& kept, const Strided& reduced, float* out, float scale) {
-  const int64_t n_out = count(kept), n_red = count(reduced);
+void reduce_sum(const float* x, const Strided& kept_view, const Strided& reduced_view, float* out, float scale) {
+  const int64_t n_out = count(kept_view), n_red = count(reduced_view);
   if (n_out == 0) return;
+  Strided kept = kept_view, reduced = reduced_view;  // each walked alone: coalesced alone
+  coalesce({&kept});
+  coalesce({&reduced});
   if (kept.ndim == 1 && kept.stride[0] == 1 && reduced.ndim == 1 && reduced.stride[0] == kept.size[0] &&
       n_red >= 4 * kBlock) {  // the columns of a tall matrix
     detail::column_sums(MatrixColumn{x, n_out}, n_red, n_out, {out}, scale);

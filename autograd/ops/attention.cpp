@@ -16,6 +16,7 @@
 // composed matmul form; scale, mask and softmax are booked as
 // "attention.softmax": 7 per score forward, 5 backward.
 #include <Eigen/Core>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -65,33 +66,50 @@ std::vector<int64_t> block_key_ends(const uint8_t* mask, const Dims& d) {
 // bf16 mode at head sizes 32, 64, 128: the fused kernel
 // (autograd/cuda/flash_attention.cu), which saves only each row's
 // log-sum-exp; the backward recomputes P. Same FLOP count as the other forms.
-Tensor flash_attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double scale,
-                            const Dims& d) {
-  const cuda::FlashAttentionShape shape{d.B, d.Tq, d.Tk, d.H, d.hd, (float)scale};
+// `inputs` is {q, k, v}, or {qkv} packed [B,T,3·H·hd] (attention_qkv): the
+// kernels read the three in place, token rows 3·H·hd apart, and write the
+// gradient as one packed tensor, so no split copies or gradient concatenation.
+Tensor flash_attention_cuda(const std::vector<Tensor>& inputs, const Tensor& mask, double scale, const Dims& d) {
+  const bool packed = inputs.size() == 1;
+  const int64_t width = d.H * d.hd;
+  cuda::FlashAttentionShape shape{d.B, d.Tq, d.Tk, d.H, d.hd, (float)scale, packed ? 3 * width : width};
+  // q, k and v (or their gradients) within the given tensors.
+  auto parts = [=](const std::vector<Tensor>& t) {
+    return packed ? std::array<float*, 3>{t[0].cuda_data<float>(), t[0].cuda_data<float>() + width,
+                                          t[0].cuda_data<float>() + 2 * width}
+                  : std::array<float*, 3>{t[0].cuda_data<float>(), t[1].cuda_data<float>(), t[2].cuda_data<float>()};
+  };
   const uint8_t* pm = mask.defined() ? mask.cuda_data<uint8_t>() : nullptr;
-  Tensor key_ends = Tensor::empty({cuda::flash_attention_key_ends_count(shape)}, DType::i32, Device::cuda);
-  cuda::flash_attention_key_ends(pm, shape, key_ends.cuda_data<int32_t>());
-  Tensor out = Tensor::empty(q.shape(), q.dtype(), Device::cuda);
+  Tensor tile_map = Tensor::empty({cuda::flash_attention_tile_map_size(shape)}, DType::b8, Device::cuda);
+  cuda::flash_attention_tile_map(pm, shape, tile_map.cuda_data<uint8_t>());
+  Tensor out = Tensor::empty({d.B, d.Tq, d.H, d.hd}, DType::f32, Device::cuda);
   Tensor lse = Tensor::empty({d.B, d.H, d.Tq}, DType::f32, Device::cuda);
-  cuda::flash_attention_forward(q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(), pm,
-                                key_ends.cuda_data<int32_t>(), shape, out.cuda_data<float>(), lse.cuda_data<float>());
+  const std::array<float*, 3> in = parts(inputs);
+  cuda::flash_attention_forward(in[0], in[1], in[2], pm, tile_map.cuda_data<uint8_t>(), shape, out.cuda_data<float>(),
+                                lse.cuda_data<float>());
   const int64_t scores = d.B * d.H * d.Tq * d.Tk;
   FlopCounter::add("attention", 4 * scores * d.hd);
   FlopCounter::add("attention.softmax", 7 * scores);
-  return record("attention", out, {q, k, v}, [=](const Tensor& given) -> std::vector<Tensor> {
+  return record("attention", out, inputs, [=](const Tensor& given) -> std::vector<Tensor> {
     // A gradient that does not start on 16 bytes (a view at an offset) is copied to one that does.
     const Tensor grad = reinterpret_cast<uintptr_t>(given.cuda_data<float>()) % 16 ? given.clone() : given;
-    Tensor dq = Tensor::empty(q.shape(), q.dtype(), Device::cuda),
-           dk = Tensor::empty(k.shape(), k.dtype(), Device::cuda);
-    Tensor dv = Tensor::empty(v.shape(), v.dtype(), Device::cuda);
-    cuda::flash_attention_backward(q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(),
-                                   out.cuda_data<float>(), grad.cuda_data<float>(), lse.cuda_data<float>(),
-                                   mask.defined() ? mask.cuda_data<uint8_t>() : nullptr, key_ends.cuda_data<int32_t>(),
-                                   shape, dq.cuda_data<float>(), dk.cuda_data<float>(), dv.cuda_data<float>());
+    std::vector<Tensor> grads;
+    for (const Tensor& t : inputs) grads.push_back(Tensor::empty(t.shape(), t.dtype(), Device::cuda));
+    const std::array<float*, 3> g = parts(grads);
+    cuda::flash_attention_backward(in[0], in[1], in[2], out.cuda_data<float>(), grad.cuda_data<float>(),
+                                   lse.cuda_data<float>(), mask.defined() ? mask.cuda_data<uint8_t>() : nullptr,
+                                   tile_map.cuda_data<uint8_t>(), shape, g[0], g[1], g[2]);
     FlopCounter::add("attention", 8 * scores * d.hd);
     FlopCounter::add("attention.softmax", 5 * scores);
-    return {dq, dk, dv};
+    return grads;
   });
+}
+
+// The fused kernel reads rows as float4: its inputs must start on 16 bytes (fresh tensors do).
+bool aligned_16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.cuda_data<float>()) % 16 == 0; }
+
+bool flash_applies(const Dims& d) {
+  return gpu_precision() == Precision::bf16 && cuda::flash_attention_supported(d.hd);
 }
 
 // The CUDA form: the same equations through cuBLAS, batched over the heads
@@ -106,11 +124,8 @@ Tensor attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const T
                       const Dims& d) {
   TAPELM_CHECK(q.dtype() == DType::f32, "attention: cuda runs float32, got {}", dtype_name(q.dtype()));
   const Tensor mask_on_device = mask.defined() && !mask.is_cuda() ? mask.to(Device::cuda) : mask;
-  // The fused kernel reads rows as float4: its inputs must start on 16 bytes (fresh tensors do).
-  auto aligned = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.cuda_data<float>()) % 16 == 0; };
-  if (gpu_precision() == Precision::bf16 && cuda::flash_attention_supported(d.hd) && aligned(q) && aligned(k) &&
-      aligned(v))
-    return flash_attention_cuda(q, k, v, mask_on_device, scale, d);
+  if (flash_applies(d) && aligned_16(q) && aligned_16(k) && aligned_16(v))
+    return flash_attention_cuda({q, k, v}, mask_on_device, scale, d);
   const cuda::Element pe = gpu_precision() == Precision::bf16 ? cuda::Element::bf16 : cuda::Element::f32;
   const int64_t row_stride = d.H * d.hd, square = d.Tq * d.Tk, scores = d.B * d.H * square;
   const size_t p_bytes = scores * (pe == cuda::Element::bf16 ? 2 : 4);
@@ -272,6 +287,23 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
     FlopCounter::add("attention.softmax", 5 * scores);
     return {dq, dk, dv};
   });
+}
+
+Tensor attention_qkv(const Tensor& qkv, int64_t heads, const Tensor& mask, double scale) {
+  TAPELM_CHECK(qkv.dim() == 3 && heads > 0 && qkv.size(2) % (3 * heads) == 0,
+               "attention_qkv: qkv {} must be [B,T,3·H·hd] for {} heads", qkv.str_shape(), heads);
+  const int64_t B = qkv.size(0), T = qkv.size(1), hd = qkv.size(2) / (3 * heads);
+  const Dims d{B, T, T, heads, hd};
+  if (qkv.is_cuda() && flash_applies(d) && aligned_16(qkv)) {
+    TAPELM_CHECK(!mask.defined() || (mask.dtype() == DType::b8 && mask.numel() == B * T * T),
+                 "attention_qkv: mask {} must be bool with B·T·T = {} elements", mask.defined() ? mask.str_shape() : "",
+                 B * T * T);
+    return flash_attention_cuda({qkv}, mask.defined() && !mask.is_cuda() ? mask.to(Device::cuda) : mask, scale, d);
+  }
+  // Every other case: the three parts as tensors of their own.
+  std::vector<Tensor> parts = split(qkv, {heads * hd, heads * hd, heads * hd}, -1);
+  for (Tensor& p : parts) p = reshape(p, {B, T, heads, hd});
+  return scaled_dot_product_attention(parts[0], parts[1], parts[2], mask, scale);
 }
 
 }  // namespace tapelm

@@ -20,6 +20,9 @@ jsonl="$out/bench.jsonl"
 python=${PYTHON:-python3}
 rows=${ROWS:-"gpt2-bf16 gpt2-fp32 char-bf16 char-fp32 small"}
 
+# Whether a space-separated list names a row.
+listed() { [[ " $1 " == *" $2 "* ]]; }
+
 # One configuration: its name, precision, the model flags, and the batches of
 # tapelm, compiled PyTorch and eager PyTorch ("-" skips one).
 run_row() {
@@ -32,14 +35,14 @@ run_row() {
       { echo "tapelm $name batch $b failed:"; tail -3 "$out/err_tapelm_${name}_$b.txt"; }
   done
   # A change's before: a tapelm_bench of an earlier commit in dist/baseline/ (carried beside dist/cuda/), first batch only.
-  if [ -x dist/baseline/tapelm_bench ] && [ "${BASELINE_ROWS:-}" != "${BASELINE_ROWS/$name/}" ]; then
+  if [ -x dist/baseline/tapelm_bench ] && listed "${BASELINE_ROWS:-}" "$name"; then
     local b=${tb%% *}
     timeout 300 dist/baseline/tapelm_bench $model --batch "$b" --device cuda --precision "$precision" $common --json \
       --label "$name tapelm-baseline" 2>"$out/err_baseline_${name}_$b.txt" | tail -1 >>"$jsonl" ||
       { echo "baseline $name batch $b failed:"; tail -3 "$out/err_baseline_${name}_$b.txt"; }
   fi
   # NO_TORCH_ROWS="small ...": tapelm only for these rows (a short device call).
-  [ "${NO_TORCH_ROWS:-}" != "${NO_TORCH_ROWS/$name/}" ] && return
+  listed "${NO_TORCH_ROWS:-}" "$name" && return
   for mode in compiled eager; do
     local batches=$cb flag=--compile
     [ $mode = eager ] && batches=$eb flag=

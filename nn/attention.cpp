@@ -69,6 +69,17 @@ MultiHeadAttention::MultiHeadAttention(int64_t dim_, int64_t n_head_, bool bias,
   resid_dropout = register_module("resid_dropout", std::make_shared<Dropout>(dropout, dropout_gen));
 }
 
+// The causal and key-padding mask of self-attention over the context's input
+// alone: one per forward, not one per layer.
+namespace {
+const Tensor& self_attention_mask(const MixerContext& ctx, int64_t B, int64_t T, Device device) {
+  Tensor& m = ctx.self_attention_mask;
+  if (!m.defined() || m.device() != device || m.size(0) != B || m.size(2) != T)
+    m = attention_mask(B, T, T, ctx.pad_mask.defined() ? ctx.pad_mask : zeros({B, T}, DType::b8), 0, device);
+  return m;
+}
+}  // namespace
+
 std::unique_ptr<MixerState> MultiHeadAttention::init_state(int64_t) const { return std::make_unique<AttentionCache>(); }
 
 // Heads stay in the [B,T,H,hd] layout the projection gives (a free reshape):
@@ -84,8 +95,7 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const MixerContext& ctx, Mix
   const double scale = 1.0 / std::sqrt((double)head_dim);
   const bool composed = attn_dropout->training() && attn_dropout->p > 0;
   if (!rotary_ && !state && !composed) {  // self-attention over this input alone: q, k, v read packed
-    const Tensor pad = ctx.pad_mask.defined() ? ctx.pad_mask : zeros({B, T}, DType::b8);
-    const Tensor y = attention_qkv(c_attn->forward(x), n_head, attention_mask(B, T, T, pad, 0, x.device()), scale);
+    const Tensor y = attention_qkv(c_attn->forward(x), n_head, self_attention_mask(ctx, B, T, x.device()), scale);
     return resid_dropout->forward(c_proj->forward(reshape(y, {B, T, dim})));
   }
   std::vector<Tensor> qkv = split(c_attn->forward(x), {dim, dim, dim}, -1);
@@ -95,14 +105,14 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const MixerContext& ctx, Mix
     q = rotary_->apply(q, ctx.positions, 2);
     k = rotary_->apply(k, ctx.positions, 2);
   }
-  Tensor pad = ctx.pad_mask.defined() ? ctx.pad_mask : zeros({B, T}, DType::b8);
-  int64_t past = 0;
+  Tensor mask;
   if (auto* cache = state_as<AttentionCache>(state, "attention")) {  // the whole cache buffer; unused slots masked
-    past = cache->length;
-    cache->append(k, v, pad);
-    k = cache->k, v = cache->v, pad = cache->key_pad;
-  }
-  const Tensor mask = attention_mask(B, T, k.size(1), pad, past, x.device());
+    const int64_t past = cache->length;
+    cache->append(k, v, ctx.pad_mask.defined() ? ctx.pad_mask : zeros({B, T}, DType::b8));
+    k = cache->k, v = cache->v;
+    mask = attention_mask(B, T, k.size(1), cache->key_pad, past, x.device());
+  } else
+    mask = self_attention_mask(ctx, B, T, x.device());
   Tensor y = composed ? composed_attention(q, k, v, mask, scale) : scaled_dot_product_attention(q, k, v, mask, scale);
   return resid_dropout->forward(c_proj->forward(reshape(y, {B, T, dim})));
 }

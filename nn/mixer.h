@@ -12,6 +12,9 @@ namespace tapelm::nn {
 struct MixerContext {
   Tensor pad_mask;   // [B, T] bool, true at padding; undefined = no padding
   Tensor positions;  // [B, T] int32 position ids (see position_ids)
+  // Self-attention's causal and key-padding mask [B, 1, T, T] over this input,
+  // the same for every layer: made by the first layer that asks, reused by the rest.
+  mutable Tensor self_attention_mask;
 };
 
 // Per-sequence decoding state of one layer (a KV cache, a recurrent state...).

@@ -189,23 +189,20 @@ __device__ inline bool hidden(const uint8_t* mask, const Dims& d, int64_t b, int
 
 // ---- the tile classes ----------------------------------------------------------
 
-// Block (query tile, batch row): each key tile's class over the rows before Tq.
+// Block (query tile, key tile, batch row): the tile's class over the rows before Tq.
 __global__ void k_tile_classes(const uint8_t* mask, Dims d, uint8_t* map) {
-  const int64_t b = blockIdx.y, qt = blockIdx.x, q0 = qt * kTile;
+  const int64_t qt = blockIdx.x, kt = blockIdx.y, b = blockIdx.z, q0 = qt * kTile, k0 = kt * kTile;
   const int64_t rows = d.Tq - q0 < kTile ? d.Tq - q0 : kTile;
-  for (int64_t kt = 0; kt < d.k_tiles(); ++kt) {
-    const int64_t k0 = kt * kTile;
-    bool any_visible = false, any_hidden = false;
-    for (int e = threadIdx.x; e < rows * kTile; e += blockDim.x) {
-      const int64_t i = q0 + e / kTile, j = k0 + e % kTile;
-      const bool h = j >= d.Tk || (mask && mask[(b * d.Tq + i) * d.Tk + j]);
-      any_visible |= !h, any_hidden |= h;
-    }
-    any_visible = __syncthreads_or(any_visible);
-    any_hidden = __syncthreads_or(any_hidden);
-    if (threadIdx.x == 0)
-      map[(b * d.q_tiles() + qt) * d.k_tiles() + kt] = !any_visible ? kHidden : any_hidden ? kMixed : kVisible;
+  bool any_visible = false, any_hidden = false;
+  for (int e = threadIdx.x; e < rows * kTile; e += blockDim.x) {
+    const int64_t i = q0 + e / kTile, j = k0 + e % kTile;
+    const bool h = j >= d.Tk || (mask && mask[(b * d.Tq + i) * d.Tk + j]);
+    any_visible |= !h, any_hidden |= h;
   }
+  any_visible = __syncthreads_or(any_visible);
+  any_hidden = __syncthreads_or(any_hidden);
+  if (threadIdx.x == 0)
+    map[(b * d.q_tiles() + qt) * d.k_tiles() + kt] = !any_visible ? kHidden : any_hidden ? kMixed : kVisible;
 }
 
 // ---- forward -------------------------------------------------------------------
@@ -276,7 +273,8 @@ __global__ void __launch_bounds__(kThreads)
         l[e / 2] += p;
       }
 #pragma unroll
-    for (int n = 0; n < HD / 8; ++n) acc[n][0] *= alpha[0], acc[n][1] *= alpha[0], acc[n][2] *= alpha[1], acc[n][3] *= alpha[1];
+    for (int n = 0; n < HD / 8; ++n)
+      acc[n][0] *= alpha[0], acc[n][1] *= alpha[0], acc[n][2] *= alpha[1], acc[n][3] *= alpha[1];
     uint32_t pf[4][4];
     c_to_a(pf, s);
     product_b_cols<HD, 64>(acc, pf, sv, ld, lane);  // O += P V
@@ -377,7 +375,7 @@ __global__ void __launch_bounds__(kThreads)
     uint32_t af[4][4];
     c_to_a(af, p);
     product_b_cols<HD, 64>(dv_acc, af, sdo, ld, lane);  // dV += Pᵀ dO
-    float ds[8][4];  // dPᵀ, then dSᵀ
+    float ds[8][4];                                     // dPᵀ, then dSᵀ
     zero<64>(ds);
 #pragma unroll
     for (int kk = 0; kk < HD / 16; ++kk) load_a(kvf[kk], sv, ld, warp * 16, kk * 16, lane);
@@ -460,19 +458,18 @@ void launch(Kernel kernel, size_t smem, dim3 grid, Args... args) {
 template <int HD>
 void forward_hd(const float* q, const float* k, const float* v, const uint8_t* mask, const uint8_t* map, const Dims& d,
                 float* o, float* lse) {
-  launch(k_flash_forward<HD>, 3 * tile_bytes<HD>(), dim3((unsigned)d.q_tiles(), (unsigned)(d.B * d.H)), q, k, v,
-         mask, map, d, o, lse);
+  launch(k_flash_forward<HD>, 3 * tile_bytes<HD>(), dim3((unsigned)d.q_tiles(), (unsigned)(d.B * d.H)), q, k, v, mask,
+         map, d, o, lse);
 }
 
 template <int HD>
-void backward_hd(const float* q, const float* k, const float* v, const float* dout, const float* lse,
-                 const float* dsum, const uint8_t* mask, const uint8_t* map, const Dims& d, float* dq, float* dk,
-                 float* dv) {
+void backward_hd(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* dsum,
+                 const uint8_t* mask, const uint8_t* map, const Dims& d, float* dq, float* dk, float* dv) {
   const unsigned bh = (unsigned)(d.B * d.H);
-  launch(k_flash_backward_dkdv<HD>, 4 * tile_bytes<HD>() + 2 * kTile * sizeof(float),
-         dim3((unsigned)d.k_tiles(), bh), q, k, v, dout, lse, dsum, mask, map, d, dk, dv);
-  launch(k_flash_backward_dq<HD>, 4 * tile_bytes<HD>(), dim3((unsigned)d.q_tiles(), bh), q, k, v, dout, lse, dsum,
-         mask, map, d, dq);
+  launch(k_flash_backward_dkdv<HD>, 4 * tile_bytes<HD>() + 2 * kTile * sizeof(float), dim3((unsigned)d.k_tiles(), bh),
+         q, k, v, dout, lse, dsum, mask, map, d, dk, dv);
+  launch(k_flash_backward_dq<HD>, 4 * tile_bytes<HD>(), dim3((unsigned)d.q_tiles(), bh), q, k, v, dout, lse, dsum, mask,
+         map, d, dq);
 }
 
 Dims dims_of(const FlashAttentionShape& s) {
@@ -490,10 +487,11 @@ int64_t flash_attention_tile_map_size(const FlashAttentionShape& s) {
 
 void flash_attention_tile_map(const uint8_t* mask, const FlashAttentionShape& s, uint8_t* map) {
   const Dims d = dims_of(s);
-  TAPELM_CHECK(d.B <= 65535 && d.B * d.H <= 65535, "flash attention: batch {} × heads {} past the grid's 65535",
-               d.B, d.H);
+  TAPELM_CHECK(d.B <= 65535 && d.B * d.H <= 65535, "flash attention: batch {} × heads {} past the grid's 65535", d.B,
+               d.H);
   if (d.B == 0 || d.Tq == 0 || d.Tk == 0) return;
-  k_tile_classes<<<dim3((unsigned)d.q_tiles(), (unsigned)d.B), 256, 0, stream()>>>(mask, d, map);
+  TAPELM_CHECK(d.k_tiles() <= 65535, "flash attention: {} keys past the grid's 65535 tiles", d.Tk);
+  k_tile_classes<<<dim3((unsigned)d.q_tiles(), (unsigned)d.k_tiles(), (unsigned)d.B), 256, 0, stream()>>>(mask, d, map);
   TAPELM_CUDA_LAUNCHED();
 }
 
@@ -502,9 +500,12 @@ void flash_attention_forward(const float* q, const float* k, const float* v, con
   const Dims d = dims_of(s);
   if (d.B == 0 || d.Tq == 0) return;
   switch (s.head_dim) {
-    case 32: return forward_hd<32>(q, k, v, mask, map, d, out, lse);
-    case 64: return forward_hd<64>(q, k, v, mask, map, d, out, lse);
-    case 128: return forward_hd<128>(q, k, v, mask, map, d, out, lse);
+    case 32:
+      return forward_hd<32>(q, k, v, mask, map, d, out, lse);
+    case 64:
+      return forward_hd<64>(q, k, v, mask, map, d, out, lse);
+    case 128:
+      return forward_hd<128>(q, k, v, mask, map, d, out, lse);
   }
   throw Error(fmt::format("flash attention: head size {} (32, 64 or 128)", s.head_dim));
 }
@@ -519,10 +520,18 @@ void flash_attention_backward(const float* q, const float* k, const float* v, co
   k_row_dot<<<(unsigned)((rows + 7) / 8), 256, 0, stream()>>>(dout, out, dsum, rows, d.H, d.Tq, (int)s.head_dim);
   TAPELM_CUDA_LAUNCHED();
   switch (s.head_dim) {
-    case 32: backward_hd<32>(q, k, v, dout, lse, dsum, mask, map, d, dq, dk, dv); break;
-    case 64: backward_hd<64>(q, k, v, dout, lse, dsum, mask, map, d, dq, dk, dv); break;
-    case 128: backward_hd<128>(q, k, v, dout, lse, dsum, mask, map, d, dq, dk, dv); break;
-    default: release(dsum); throw Error(fmt::format("flash attention: head size {} (32, 64 or 128)", s.head_dim));
+    case 32:
+      backward_hd<32>(q, k, v, dout, lse, dsum, mask, map, d, dq, dk, dv);
+      break;
+    case 64:
+      backward_hd<64>(q, k, v, dout, lse, dsum, mask, map, d, dq, dk, dv);
+      break;
+    case 128:
+      backward_hd<128>(q, k, v, dout, lse, dsum, mask, map, d, dq, dk, dv);
+      break;
+    default:
+      release(dsum);
+      throw Error(fmt::format("flash attention: head size {} (32, 64 or 128)", s.head_dim));
   }
   release(dsum);  // stream-ordered: after the kernels that read it
 }

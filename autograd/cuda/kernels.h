@@ -6,6 +6,7 @@
 // order, products through cuBLAS with one fixed algorithm.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace tapelm::cuda {
@@ -73,6 +74,9 @@ struct MatrixRef {
   const void* data;
   int64_t ld, batch_stride;
   Element element = Element::f32;
+  // Rows and columns held, zero, up to multiples of 8 (a padded bf16 copy:
+  // a product of two such runs at sizes rounded up to 8, see gemm.cu).
+  bool padded = false;
 };
 struct MutableMatrixRef {
   float* data;
@@ -82,21 +86,25 @@ struct MutableMatrixRef {
 // trans_a), B is k×n (n×k when trans_b), C m×n. beta = 1 adds into C.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, MatrixRef A, MatrixRef B, MutableMatrixRef C,
           int64_t batch, float beta);
-// A float32 matrix of n contiguous elements read by several products (a
-// gradient by the input's and the weight's): in bf16 precision it is rounded
-// once, here, and each product reads that copy (held until destroyed).
-class SharedOperand {
+// A float32 matrix (rows × cols, row stride ld) as products read it: in
+// bf16 precision a bfloat16 copy made once, padded with zeros to multiples
+// of 8 rows and columns (cuBLAS's fast kernels need 16-byte aligned rows and
+// sizes that are multiples of 8), shared by every product that reads it (a linear's input by its
+// forward and its weight gradient) and held while any copy of this object
+// lives; in fp32 precision the matrix itself, held by its tensor.
+class ProductOperand {
  public:
-  SharedOperand(const float* data, int64_t n);
-  ~SharedOperand();
-  SharedOperand(const SharedOperand&) = delete;
-  SharedOperand& operator=(const SharedOperand&) = delete;
-  MatrixRef ref(int64_t ld, int64_t batch_stride) const;
+  ProductOperand() = default;
+  ProductOperand(const float* data, int64_t rows, int64_t cols, int64_t ld);
+  MatrixRef ref() const { return ref_; }  // batch stride 0
 
  private:
-  const float* data_;
-  void* rounded_ = nullptr;  // bfloat16 elements, in bf16 precision only
+  MatrixRef ref_{nullptr, 0, 0};
+  std::shared_ptr<void> rounded_;  // bfloat16 elements, in bf16 precision only
 };
+// y's rows = x's rows (rows × cols, each with its row stride; ld_x = 0
+// repeats x's first row, a bias broadcast).
+void copy_rows(const float* x, int64_t ld_x, float* y, int64_t ld_y, int64_t rows, int64_t cols);
 // The same for densely packed matrices (each row stride its row's width).
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* A, int64_t stride_a, const float* B,
           int64_t stride_b, float* C, int64_t stride_c, int64_t batch, float beta);

@@ -61,9 +61,8 @@ void gemm(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const fl
   no_cuda();
 }
 double measure_product_peak(int64_t, int) { no_cuda(); }
-SharedOperand::SharedOperand(const float*, int64_t) { no_cuda(); }
-SharedOperand::~SharedOperand() = default;
-MatrixRef SharedOperand::ref(int64_t, int64_t) const { no_cuda(); }
+ProductOperand::ProductOperand(const float*, int64_t, int64_t, int64_t) { no_cuda(); }
+void copy_rows(const float*, int64_t, float*, int64_t, int64_t, int64_t) { no_cuda(); }
 void norm_forward(bool, const float*, const float*, const float*, float*, float*, float*, int64_t, int64_t, float) {
   no_cuda();
 }

@@ -137,17 +137,19 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   out_shape.back() = out_f;
   const Device device = op_device(op, {&x, &w, &b});
   Tensor y = Tensor::empty(out_shape, x.dtype(), device);
+  // On the GPU, the operands as the products read them (bf16 copies in bf16
+  // precision), kept for the backward's products: x for dW, W for dx.
+  cuda::ProductOperand x_operand, w_operand;
   if (device == Device::cuda) {
     TAPELM_CHECK(x.dtype() == DType::f32, "linear: cuda tensors must be float32, got {}", dtype_name(x.dtype()));
-    if (b.defined()) {  // y starts as the bias in every row, and the product adds onto it (as on the CPU)
-      cuda::Strided bias_rows, y_rows;
-      bias_rows.ndim = y_rows.ndim = 2;
-      bias_rows.size[0] = y_rows.size[0] = rows, bias_rows.size[1] = y_rows.size[1] = out_f;
-      bias_rows.stride[0] = 0, bias_rows.stride[1] = 1, y_rows.stride[0] = out_f, y_rows.stride[1] = 1;
-      cuda::copy_strided(b.cuda_data<float>(), bias_rows, y.cuda_data<float>(), y_rows);
-    }
-    cuda::gemm(false, true, rows, out_f, in, x.cuda_data<float>(), 0, w.cuda_data<float>(), 0, y.cuda_data<float>(), 0,
-               1, b.defined() ? 1.f : 0.f);
+    if (b.defined())  // y starts as the bias in every row, and the product adds onto it (as on the CPU)
+      cuda::copy_rows(b.cuda_data<float>(), 0, y.cuda_data<float>(), out_f, rows, out_f);
+    x_operand = cuda::ProductOperand(x.cuda_data<float>(), rows, in, in);
+    w_operand = cuda::ProductOperand(w.cuda_data<float>(), out_f, in, in);
+    cuda::gemm(false, true, rows, out_f, in, x_operand.ref(), w_operand.ref(), {y.cuda_data<float>(), out_f, 0}, 1,
+               b.defined() ? 1.f : 0.f);
+    if (!w.requires_grad()) x_operand = {};
+    if (!x.requires_grad()) w_operand = {};
   } else {
     dispatch_float(op, x.dtype(), [&](auto tag) {
       using T = decltype(tag);
@@ -157,58 +159,58 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   }
   FlopCounter::add(op, 2 * rows * out_f * in);
   if (b.defined()) FlopCounter::add("linear.bias", rows * out_f);
-  return record(op, y, {x, w, b}, [x, w, b, rows, in, out_f](const Tensor& grad) -> std::vector<Tensor> {
-    Tensor gx, gw, gb;
-    if (grad.is_cuda()) {
-      const cuda::SharedOperand g(grad.cuda_data<float>(), grad.numel());  // rounded once for both products
-      if (x.requires_grad()) {
-        gx = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
-        cuda::gemm(false, false, rows, in, out_f, g.ref(out_f, 0), {w.cuda_data<float>(), in, 0},
-                   {gx.cuda_data<float>(), in, 0}, 1, 0.f);
-      }
-      if (w.requires_grad()) {
-        gw = Tensor::empty(w.shape(), w.dtype(), Device::cuda);
-        cuda::gemm(true, false, out_f, in, rows, g.ref(out_f, 0), {x.cuda_data<float>(), in, 0},
-                   {gw.cuda_data<float>(), in, 0}, 1, 0.f);
-      }
-      if (b.defined() && b.requires_grad()) {  // column sums, deterministic (cuda/column_sums.cuh)
-        gb = Tensor::empty(b.shape(), b.dtype(), Device::cuda);
-        cuda::Strided cols, over_rows;
-        cols.ndim = over_rows.ndim = 1;
-        cols.size[0] = out_f, cols.stride[0] = 1, over_rows.size[0] = rows, over_rows.stride[0] = out_f;
-        cuda::reduce_sum(grad.cuda_data<float>(), cols, over_rows, gb.cuda_data<float>(), 1.f);
-      }
-    } else
-      dispatch_float("linear", x.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        if (x.requires_grad()) {
-          gx = Tensor::empty(x.shape(), x.dtype());
-          gemm(grad.data<T>(), false, w.data<T>(), false, gx.data<T>(), rows, in, out_f);
-        }
-        if (w.requires_grad()) {
-          gw = Tensor::empty(w.shape(), w.dtype());
-          gemm(grad.data<T>(), true, x.data<T>(), false, gw.data<T>(), out_f, in, rows);
-        }
-        if (b.defined() && b.requires_grad()) {
-          gb = Tensor::empty(b.shape(), b.dtype());
-          // Column blocks in parallel; each column summed in row order, so the
-          // result does not depend on the thread count.
-          constexpr int64_t kCols = 64;
-          const T* pg = grad.data<T>();
-          T* pb = gb.data<T>();
-#pragma omp parallel for schedule(static) if (rows * out_f > kParallelElements)
-          for (int64_t c0 = 0; c0 < out_f; c0 += kCols) {
-            const int64_t cols = std::min(kCols, out_f - c0);
-            Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>> G(pg + c0, rows, cols, Eigen::OuterStride<>(out_f));
-            Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(pb + c0, cols) = G.colwise().sum();
+  return record(
+      op, y, {x, w, b}, [x, w, b, rows, in, out_f, x_operand, w_operand](const Tensor& grad) -> std::vector<Tensor> {
+        Tensor gx, gw, gb;
+        if (grad.is_cuda()) {
+          const cuda::ProductOperand g(grad.cuda_data<float>(), rows, out_f, out_f);  // rounded once for both products
+          if (x.requires_grad()) {
+            gx = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+            cuda::gemm(false, false, rows, in, out_f, g.ref(), w_operand.ref(), {gx.cuda_data<float>(), in, 0}, 1, 0.f);
           }
-        }
+          if (w.requires_grad()) {
+            gw = Tensor::empty(w.shape(), w.dtype(), Device::cuda);
+            cuda::gemm(true, false, out_f, in, rows, g.ref(), x_operand.ref(), {gw.cuda_data<float>(), in, 0}, 1, 0.f);
+          }
+          if (b.defined() && b.requires_grad()) {  // column sums, deterministic (cuda/column_sums.cuh)
+            gb = Tensor::empty(b.shape(), b.dtype(), Device::cuda);
+            cuda::Strided cols, over_rows;
+            cols.ndim = over_rows.ndim = 1;
+            cols.size[0] = out_f, cols.stride[0] = 1, over_rows.size[0] = rows, over_rows.stride[0] = out_f;
+            cuda::reduce_sum(grad.cuda_data<float>(), cols, over_rows, gb.cuda_data<float>(), 1.f);
+          }
+        } else
+          dispatch_float("linear", x.dtype(), [&](auto tag) {
+            using T = decltype(tag);
+            if (x.requires_grad()) {
+              gx = Tensor::empty(x.shape(), x.dtype());
+              gemm(grad.data<T>(), false, w.data<T>(), false, gx.data<T>(), rows, in, out_f);
+            }
+            if (w.requires_grad()) {
+              gw = Tensor::empty(w.shape(), w.dtype());
+              gemm(grad.data<T>(), true, x.data<T>(), false, gw.data<T>(), out_f, in, rows);
+            }
+            if (b.defined() && b.requires_grad()) {
+              gb = Tensor::empty(b.shape(), b.dtype());
+              // Column blocks in parallel; each column summed in row order, so the
+              // result does not depend on the thread count.
+              constexpr int64_t kCols = 64;
+              const T* pg = grad.data<T>();
+              T* pb = gb.data<T>();
+#pragma omp parallel for schedule(static) if (rows * out_f > kParallelElements)
+              for (int64_t c0 = 0; c0 < out_f; c0 += kCols) {
+                const int64_t cols = std::min(kCols, out_f - c0);
+                Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>> G(pg + c0, rows, cols,
+                                                                       Eigen::OuterStride<>(out_f));
+                Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(pb + c0, cols) = G.colwise().sum();
+              }
+            }
+          });
+        FlopCounter::add("linear", (x.requires_grad() ? 2 : 0) * rows * out_f * in +
+                                       (w.requires_grad() ? 2 : 0) * rows * out_f * in);
+        if (b.defined()) FlopCounter::add("linear.bias", rows * out_f);
+        return {gx, gw, gb};
       });
-    FlopCounter::add("linear",
-                     (x.requires_grad() ? 2 : 0) * rows * out_f * in + (w.requires_grad() ? 2 : 0) * rows * out_f * in);
-    if (b.defined()) FlopCounter::add("linear.bias", rows * out_f);
-    return {gx, gw, gb};
-  });
 }
 
 }  // namespace tapelm

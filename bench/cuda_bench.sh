@@ -63,7 +63,7 @@ echo "== $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,
 for r in $rows; do
   echo "== $r"
   case $r in
-    gpt2-bf16) run_row "$r" bf16 "$gpt2" "${GPT2_BATCHES:-16 32}" "32" "32" 10 ;;
+    gpt2-bf16) run_row "$r" bf16 "$gpt2" "${GPT2_BATCHES:-16 32}" "32" "${GPT2_EAGER_BATCHES:-32}" 10 ;;
     gpt2-fp32) run_row "$r" fp32 "$gpt2" "16" "-" "16" 6 ;;
     char-bf16) run_row "$r" bf16 "$char" "64" "64" "-" 20 ;;
     char-fp32) run_row "$r" fp32 "$char" "64" "${CHAR_FP32_COMPILED:-64}" "${CHAR_FP32_EAGER:--}" 20 ;;

@@ -300,6 +300,14 @@ TEST(Cuda, Bf16ProductsMatchTheCpuWithinTheBf16Bound) {
   check_op(
       "bf16 linear", {{{3, 19, 37}}, {{53, 37}}, {{53}}},
       [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); }, kBf16Bound);
+  // Sizes that are multiples of 8: the bias added in cuBLASLt's epilogue.
+  check_op(
+      "bf16 linear (bias in the epilogue)", {{{2, 24, 40}}, {{56, 40}}, {{56}}},
+      [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); }, kBf16Bound);
+  // A classifier's odd class count: the product at padded sizes, the result copied out.
+  check_op(
+      "bf16 linear (odd classes, no bias)", {{{2, 21, 40}}, {{61, 40}}},
+      [](const std::vector<Tensor>& x) { return linear(x[0], x[1], Tensor()); }, kBf16Bound);
   const Tensor mask = attention_mask(2, 13, 13, Tensor());
   check_op(
       "bf16 attention (head size 7: the unfused form)", {{{2, 13, 3, 7}}, {{2, 13, 3, 7}}, {{2, 13, 3, 7}}},

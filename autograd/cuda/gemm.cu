@@ -6,11 +6,14 @@
 // (a copy of its rows, row stride aligned) and accumulate in float32 on the tensor
 // cores, as PyTorch's autocast does. cuBLAS gives the same bits run to run on
 // the same GPU for the same shapes.
+#include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -73,6 +76,54 @@ cublasHandle_t handle() {
     check(cublas().create(&created), "cublasCreate");
     check(cublas().set_stream(created, stream()), "cublasSetStream");
     check(cublas().set_math_mode(created, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
+    return created;
+  }();
+  return h;
+}
+
+// cuBLASLt, for the one product cuBLAS cannot fuse: a linear's bias, added in
+// the product's epilogue (the legacy API would need y filled with the bias
+// first and read back by the product: two extra passes over y). Loaded
+// beside cuBLAS, which itself depends on it.
+struct CublasLt {
+  decltype(&cublasLtCreate) create = nullptr;
+  decltype(&cublasLtMatmulDescCreate) desc_create = nullptr;
+  decltype(&cublasLtMatmulDescSetAttribute) desc_set = nullptr;
+  decltype(&cublasLtMatrixLayoutCreate) layout_create = nullptr;
+  decltype(&cublasLtMatmulPreferenceCreate) preference_create = nullptr;
+  decltype(&cublasLtMatmulPreferenceSetAttribute) preference_set = nullptr;
+  decltype(&cublasLtMatmulAlgoGetHeuristic) heuristic = nullptr;
+  decltype(&cublasLtMatmul) matmul = nullptr;
+};
+
+const CublasLt& cublas_lt() {
+  static const CublasLt api = [] {
+    const std::string name = fmt::format("libcublasLt.so.{}", CUBLAS_VER_MAJOR);
+    void* lib = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
+    TAPELM_CHECK(lib, "cuda: cannot load {} ({}): the products need cuBLASLt from the CUDA {} toolkit", name, dlerror(),
+                 CUBLAS_VER_MAJOR);
+    CublasLt a;
+    auto find = [&](auto& fn, const char* symbol) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, symbol));
+      TAPELM_CHECK(fn, "cuda: {} has no {}", name, symbol);
+    };
+    find(a.create, "cublasLtCreate");
+    find(a.desc_create, "cublasLtMatmulDescCreate");
+    find(a.desc_set, "cublasLtMatmulDescSetAttribute");
+    find(a.layout_create, "cublasLtMatrixLayoutCreate");
+    find(a.preference_create, "cublasLtMatmulPreferenceCreate");
+    find(a.preference_set, "cublasLtMatmulPreferenceSetAttribute");
+    find(a.heuristic, "cublasLtMatmulAlgoGetHeuristic");
+    find(a.matmul, "cublasLtMatmul");
+    return a;
+  }();
+  return api;
+}
+
+cublasLtHandle_t lt_handle() {
+  static cublasLtHandle_t h = [] {
+    cublasLtHandle_t created;
+    check(cublas_lt().create(&created), "cublasLtCreate");
     return created;
   }();
   return h;
@@ -224,6 +275,81 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, MatrixRef
     convert_rows(out.data, out.ld, out.batch_stride, C.data, C.ld, C.batch_stride, {m, n, m, n, entries});
     release(out.data);
   }
+}
+
+namespace {
+
+// One shape's cuBLASLt plan for y = x·Wᵀ + bias: its descriptors and the
+// algorithm the heuristic chose, made at the shape's first product and kept,
+// so every later product of that shape runs the same algorithm (the same
+// bits) and pays no heuristic query.
+struct BiasPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t w = nullptr, x = nullptr, y = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool usable = false;  // false: cuBLASLt offered no algorithm; the caller adds the bias itself
+};
+
+constexpr size_t kLtWorkspace = 32 << 20;  // cuBLASLt's scratch, as PyTorch gives it on Hopper
+
+// The plan for rows × out × in with these row strides (column-major to
+// cuBLASLt, as in gemm(): y's transpose = W · xᵀ, so W is its "A" transposed).
+const BiasPlan& bias_plan(int64_t rows, int64_t out, int64_t in, int64_t ld_x, int64_t ld_w, int64_t ld_y,
+                          const float* bias) {
+  static std::map<std::array<int64_t, 6>, BiasPlan> plans;
+  const std::array<int64_t, 6> key{rows, out, in, ld_x, ld_w, ld_y};
+  auto found = plans.find(key);
+  if (found != plans.end()) return found->second;
+  const CublasLt& lt = cublas_lt();
+  BiasPlan p;
+  auto ok = [](cublasStatus_t s) { return s == CUBLAS_STATUS_SUCCESS; };
+  const int32_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
+  const uint32_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+  cublasLtMatmulPreference_t preference = nullptr;
+  const uint64_t workspace = kLtWorkspace;
+  cublasLtMatmulHeuristicResult_t result{};
+  int found_algos = 0;
+  p.usable =
+      ok(lt.desc_create(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F)) &&
+      ok(lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans)) &&
+      ok(lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans, sizeof no_trans)) &&
+      ok(lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue)) &&
+      ok(lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias)) &&
+      ok(lt.layout_create(&p.w, CUDA_R_16BF, in, out, ld_w)) &&
+      ok(lt.layout_create(&p.x, CUDA_R_16BF, in, rows, ld_x)) &&
+      ok(lt.layout_create(&p.y, CUDA_R_32F, out, rows, ld_y)) && ok(lt.preference_create(&preference)) &&
+      ok(lt.preference_set(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace)) &&
+      ok(lt.heuristic(lt_handle(), p.desc, p.w, p.x, p.y, p.y, preference, 1, &result, &found_algos)) &&
+      found_algos > 0;
+  if (p.usable) p.algo = result.algo;
+  return plans.emplace(key, p).first->second;
+}
+
+}  // namespace
+
+void linear_forward(int64_t rows, int64_t out, int64_t in, MatrixRef x, MatrixRef w, const float* bias, float* y) {
+  const MutableMatrixRef result{y, out, 0};
+  if (!bias) return gemm(false, true, rows, out, in, x, w, result, 1, 0.f);
+  // The epilogue's way: bf16 padded operands, sizes and y's rows already multiples of 8, everything 16-byte aligned.
+  const bool epilogue = g_precision == ProductPrecision::bf16 && x.padded && w.padded && rows % 8 == 0 &&
+                        out % 8 == 0 && in % 8 == 0 && aligned(y, out, 0, sizeof(float)) &&
+                        aligned(bias, 0, 0, sizeof(float)) && rows <= INT32_MAX;
+  if (epilogue) {
+    const BiasPlan& p = bias_plan(rows, out, in, x.ld, w.ld, out, bias);
+    if (p.usable) {
+      static void* workspace = allocate(kLtWorkspace);  // held for the process, like cuBLAS's own
+      const CublasLt& lt = cublas_lt();
+      const float alpha = 1.f, beta = 0.f;
+      check(lt.desc_set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
+            "cublasLtMatmulDescSetAttribute");
+      check(lt.matmul(lt_handle(), p.desc, &alpha, w.data, p.w, x.data, p.x, &beta, y, p.y, y, p.y, &p.algo, workspace,
+                      kLtWorkspace, stream()),
+            "cublasLtMatmul");
+      return;
+    }
+  }
+  copy_rows(bias, 0, y, out, rows, out);  // y starts as the bias in every row, and the product adds onto it
+  gemm(false, true, rows, out, in, x, w, result, 1, 1.f);
 }
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* A, int64_t stride_a, const float* B,

@@ -102,6 +102,11 @@ class ProductOperand {
   MatrixRef ref_{nullptr, 0, 0};
   std::shared_ptr<void> rounded_;  // bfloat16 elements, in bf16 precision only
 };
+// y [rows, out] = x·Wᵀ + bias (bias may be null), x rows × in and W out × in
+// as ProductOperand gives them. In bf16 precision with padded operands the
+// bias is added in cuBLASLt's epilogue; otherwise y starts as the bias in
+// every row and the product adds onto it (as on the CPU).
+void linear_forward(int64_t rows, int64_t out, int64_t in, MatrixRef x, MatrixRef w, const float* bias, float* y);
 // y's rows = x's rows (rows × cols, each with its row stride; ld_x = 0
 // repeats x's first row, a bias broadcast).
 void copy_rows(const float* x, int64_t ld_x, float* y, int64_t ld_y, int64_t rows, int64_t cols);

@@ -142,12 +142,10 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   cuda::ProductOperand x_operand, w_operand;
   if (device == Device::cuda) {
     TAPELM_CHECK(x.dtype() == DType::f32, "linear: cuda tensors must be float32, got {}", dtype_name(x.dtype()));
-    if (b.defined())  // y starts as the bias in every row, and the product adds onto it (as on the CPU)
-      cuda::copy_rows(b.cuda_data<float>(), 0, y.cuda_data<float>(), out_f, rows, out_f);
     x_operand = cuda::ProductOperand(x.cuda_data<float>(), rows, in, in);
     w_operand = cuda::ProductOperand(w.cuda_data<float>(), out_f, in, in);
-    cuda::gemm(false, true, rows, out_f, in, x_operand.ref(), w_operand.ref(), {y.cuda_data<float>(), out_f, 0}, 1,
-               b.defined() ? 1.f : 0.f);
+    cuda::linear_forward(rows, out_f, in, x_operand.ref(), w_operand.ref(),
+                         b.defined() ? b.cuda_data<float>() : nullptr, y.cuda_data<float>());
     if (!w.requires_grad()) x_operand = {};
     if (!x.requires_grad()) w_operand = {};
   } else {

@@ -141,11 +141,13 @@ __device__ inline __nv_bfloat16 converted(float x, __nv_bfloat16) { return __flo
 // (reads and writes coalesced), blocks striding over rows and batch entries,
 // so no thread divides an index.
 template <class Out>
-__global__ void k_convert_rows(const float* x, int64_t ld_x, int64_t bs_x, int64_t rows, int64_t cols, Out* y,
-                               int64_t ld_y, int64_t bs_y, int64_t out_rows, int64_t out_cols, int64_t batch) {
+__global__ void k_convert_rows(const float* __restrict__ x, int64_t ld_x, int64_t bs_x, int64_t rows, int64_t cols,
+                               Out* __restrict__ y, int64_t ld_y, int64_t bs_y, int64_t out_rows, int64_t out_cols,
+                               int64_t batch) {
   const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (c >= out_cols) return;
   for (int64_t b = blockIdx.z; b < batch; b += gridDim.z)
+#pragma unroll 4  // several rows' loads in flight per thread (x and y do not alias)
     for (int64_t r = blockIdx.y; r < out_rows; r += gridDim.y)
       y[b * bs_y + r * ld_y + c] = converted(r < rows && c < cols ? x[b * bs_x + r * ld_x + c] : 0.f, Out{});
 }

@@ -1,6 +1,6 @@
 // Row kernels: LayerNorm/RMSNorm, softmax, embedding, cross-entropy. A warp
-// per row, statistics in fp32 through fixed shuffle trees, so each row's
-// result does not depend on the launch; column sums loop over rows in order.
+// per row (a block per vocabulary-wide cross-entropy row), statistics in fp32 through fixed shuffle trees, so each
+// row's result does not depend on the launch; column sums loop over rows in order.
 #include <cuda_bf16.h>
 
 #include <cfloat>
@@ -26,9 +26,9 @@ __device__ float warp_max(float v) {
 
 int row_blocks(int64_t rows) { return (int)((rows + kWarpsPerBlock - 1) / kWarpsPerBlock); }
 
-#define ROW_OF_WARP()                                                    \
+#define ROW_OF_WARP()                                                          \
   const int64_t row = blockIdx.x * (int64_t)kWarpsPerBlock + threadIdx.x / 32; \
-  const int lane = threadIdx.x % 32;                                     \
+  const int lane = threadIdx.x % 32;                                           \
   if (row >= rows) return;
 
 __global__ void k_norm_fwd(bool center, const float* x, const float* w, const float* b, float* y, float* mean,
@@ -177,27 +177,56 @@ __global__ void k_embedding_bwd(const float* dout, const int32_t* order, const i
   }
 }
 
-__global__ void k_xent_fwd(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t rows,
-                           int64_t cols, int32_t ignore) {
-  ROW_OF_WARP();
+// Cross-entropy rows are a vocabulary wide (50,257 for GPT-2): a block of
+// kXentThreads per row, so many loads are in flight per row.
+constexpr int kXentThreads = 256;
+
+// Softmax statistics (max m, Σ e^(x − m)) of two parts of a row, combined.
+__device__ RowSoftmax combined(RowSoftmax a, RowSoftmax b) {
+  const float m = fmaxf(a.max, b.max);
+  return {m, a.sum * expf(a.max - m) + b.sum * expf(b.max - m)};
+}
+
+// One pass over the row (online softmax, Milakov & Gimelshein 2018): each
+// thread's running (max, sum) over its columns, then combined through a fixed
+// tree (warp shuffles, then the warps in order), so the bits repeat.
+__global__ void __launch_bounds__(kXentThreads)
+    k_xent_fwd(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t cols, int32_t ignore) {
+  const int64_t row = blockIdx.x;
   const float* xr = logits + row * cols;
-  const RowSoftmax st = row_softmax([xr](int64_t j) { return xr[j]; }, cols, lane);
-  if (lane == 0) {
-    const float l = st.max + logf(st.sum);
+  RowSoftmax st{-FLT_MAX, 0.f};
+  for (int64_t j = threadIdx.x; j < cols; j += kXentThreads) {
+    const float v = xr[j];
+    if (v > st.max) {
+      st.sum = st.sum * expf(st.max - v) + 1.f, st.max = v;
+    } else {
+      st.sum += expf(v - st.max);
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1)
+    st = combined(st, {__shfl_xor_sync(0xffffffffu, st.max, o), __shfl_xor_sync(0xffffffffu, st.sum, o)});
+  __shared__ RowSoftmax warps[kXentThreads / 32];
+  if (threadIdx.x % 32 == 0) warps[threadIdx.x / 32] = st;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    RowSoftmax all = warps[0];
+    for (int w = 1; w < kXentThreads / 32; ++w) all = combined(all, warps[w]);
+    const float l = all.max + logf(all.sum);
     lse[row] = l;
     const int32_t t = targets[row];
     loss[row] = t == ignore ? 0.f : l - xr[t];
   }
 }
 
-__global__ void k_xent_bwd(const float* logits, const int32_t* targets, const float* lse, float* dlogits, int64_t rows,
-                           int64_t cols, int32_t ignore, float scale) {
-  ROW_OF_WARP();
+__global__ void __launch_bounds__(kXentThreads)
+    k_xent_bwd(const float* logits, const int32_t* targets, const float* lse, float* dlogits, int64_t cols,
+               int32_t ignore, float scale) {
+  const int64_t row = blockIdx.x;
   const int32_t t = targets[row];
-  const float *xr = logits + row * cols;
+  const float* xr = logits + row * cols;
   float* dr = dlogits + row * cols;
   const float l = lse[row];
-  for (int64_t j = lane; j < cols; j += 32)
+  for (int64_t j = threadIdx.x; j < cols; j += kXentThreads)
     dr[j] = t == ignore ? 0.f : (expf(xr[j] - l) - (j == t ? 1.f : 0.f)) * scale;
 }
 
@@ -235,8 +264,8 @@ void masked_softmax(const float* scores, const uint8_t* mask, void* probs, Eleme
   const int64_t rows = batch * heads * tq;
   if (rows == 0) return;
   if (probs_element == Element::f32)
-    k_masked_softmax<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(
-        scores, mask, static_cast<float*>(probs), rows, heads, tq, tk, scale);
+    k_masked_softmax<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(scores, mask, static_cast<float*>(probs),
+                                                                             rows, heads, tq, tk, scale);
   else
     k_masked_softmax<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(
         scores, mask, static_cast<__nv_bfloat16*>(probs), rows, heads, tq, tk, scale);
@@ -253,8 +282,8 @@ void masked_softmax_backward(const void* probs, Element probs_element, const flo
     k_masked_softmax_bwd<<<grid, block, 0, stream()>>>(static_cast<const float*>(probs), dp, static_cast<float*>(ds),
                                                        rows, cols, scale);
   else if (p16 && s16)
-    k_masked_softmax_bwd<<<grid, block, 0, stream()>>>(static_cast<const bf16*>(probs), dp, static_cast<bf16*>(ds), rows,
-                                                       cols, scale);
+    k_masked_softmax_bwd<<<grid, block, 0, stream()>>>(static_cast<const bf16*>(probs), dp, static_cast<bf16*>(ds),
+                                                       rows, cols, scale);
   else if (p16)
     k_masked_softmax_bwd<<<grid, block, 0, stream()>>>(static_cast<const bf16*>(probs), dp, static_cast<float*>(ds),
                                                        rows, cols, scale);
@@ -287,15 +316,16 @@ void embedding_backward(const float* dout, const int32_t* order, const int32_t* 
 void cross_entropy_forward(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t rows,
                            int64_t cols, int32_t ignore) {
   if (rows == 0) return;
-  k_xent_fwd<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(logits, targets, loss, lse, rows, cols, ignore);
+  TAPELM_CHECK(rows <= INT32_MAX, "cross_entropy: {} rows past the grid", rows);
+  k_xent_fwd<<<(unsigned)rows, kXentThreads, 0, stream()>>>(logits, targets, loss, lse, cols, ignore);
   TAPELM_CUDA_LAUNCHED();
 }
 
-void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, float* dlogits,
-                            int64_t rows, int64_t cols, int32_t ignore, float scale) {
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, float* dlogits, int64_t rows,
+                            int64_t cols, int32_t ignore, float scale) {
   if (rows == 0) return;
-  k_xent_bwd<<<row_blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(logits, targets, lse, dlogits, rows, cols, ignore,
-                                                                     scale);
+  TAPELM_CHECK(rows <= INT32_MAX, "cross_entropy: {} rows past the grid", rows);
+  k_xent_bwd<<<(unsigned)rows, kXentThreads, 0, stream()>>>(logits, targets, lse, dlogits, cols, ignore, scale);
   TAPELM_CUDA_LAUNCHED();
 }
 

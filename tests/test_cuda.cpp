@@ -153,6 +153,9 @@ TEST(Cuda, ElementwiseOpsMatchTheCpu) {
       {"neg", neg},   {"exp", exp},   {"tanh", tanh},           {"sigmoid", sigmoid},   {"relu", relu},
       {"gelu", gelu}, {"silu", silu}, {"gelu_tanh", gelu_tanh}, {"softplus", softplus}, {"square", square}};
   for (auto& [name, fn] : unary) check_op(name, {{s}}, [fn](const std::vector<Tensor>& x) { return fn(x[0]); });
+  // A length that is a multiple of 4: the float4 kernels.
+  for (auto& [name, fn] : unary)
+    check_op(name + " (float4)", {{{3, 4, 11}}}, [fn](const std::vector<Tensor>& x) { return fn(x[0]); });
   check_op("log", {{s, Input::positive}}, [](const std::vector<Tensor>& x) { return log(x[0]); });
   check_op("sqrt", {{s, Input::positive}}, [](const std::vector<Tensor>& x) { return sqrt(x[0]); });
   check_op("elu", {{s}}, [](const std::vector<Tensor>& x) { return elu(x[0], 0.7); });

@@ -2,6 +2,8 @@
 // formulas as ops/unary.cpp), scalar maps, broadcast binary ops, strided
 // copies, in-place add. One thread per element, grid-stride loops.
 #include <cmath>
+#include <cstdint>
+#include <initializer_list>
 
 #include "autograd/cuda/check.cuh"
 #include "autograd/cuda/kernels.h"
@@ -20,42 +22,63 @@ constexpr int kThreads = 256;
 
 int blocks_for(int64_t n) { return (int)std::min<int64_t>((n + kThreads - 1) / kThreads, 65535 * 8); }
 
-#define GRID_STRIDE(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)blockDim.x * gridDim.x)
+#define GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)blockDim.x * gridDim.x)
 // The same with an index of type I (the strided kernels: uint32_t where the
 // element count allows, see strided.cuh).
-#define GRID_STRIDE_AS(I, i, n) for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (n); i += (I)blockDim.x * gridDim.x)
+#define GRID_STRIDE_AS(I, i, n) \
+  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (n); i += (I)blockDim.x * gridDim.x)
 
 __device__ float unary_f(Unary op, float v, float alpha) {
   switch (op) {
-    case Unary::neg: return -v;
-    case Unary::exp: return expf(v);
-    case Unary::log: return logf(v);
-    case Unary::sqrt: return sqrtf(v);
-    case Unary::tanh: return tanhf(v);
-    case Unary::sigmoid: return 1.f / (1.f + expf(-v));
-    case Unary::relu: return v > 0.f ? v : 0.f;
-    case Unary::gelu: return 0.5f * v * (1.f + erff(v * (float)M_SQRT1_2));
+    case Unary::neg:
+      return -v;
+    case Unary::exp:
+      return expf(v);
+    case Unary::log:
+      return logf(v);
+    case Unary::sqrt:
+      return sqrtf(v);
+    case Unary::tanh:
+      return tanhf(v);
+    case Unary::sigmoid:
+      return 1.f / (1.f + expf(-v));
+    case Unary::relu:
+      return v > 0.f ? v : 0.f;
+    case Unary::gelu:
+      return 0.5f * v * (1.f + erff(v * (float)M_SQRT1_2));
     case Unary::gelu_tanh: {
       const float k = (float)(M_2_SQRTPI * M_SQRT1_2);
       return 0.5f * v * (1.f + tanhf(k * (v + 0.044715f * v * v * v)));
     }
-    case Unary::silu: return v / (1.f + expf(-v));
-    case Unary::softplus: return v > 20.f ? v : log1pf(expf(fminf(v, 20.f)));
-    case Unary::elu: return v > 0.f ? v : alpha * expm1f(fminf(v, 0.f));
-    case Unary::square: return v * v;
+    case Unary::silu:
+      return v / (1.f + expf(-v));
+    case Unary::softplus:
+      return v > 20.f ? v : log1pf(expf(fminf(v, 20.f)));
+    case Unary::elu:
+      return v > 0.f ? v : alpha * expm1f(fminf(v, 0.f));
+    case Unary::square:
+      return v * v;
   }
   return 0.f;
 }
 
 __device__ float unary_df(Unary op, float v, float y, float g, float alpha) {
   switch (op) {
-    case Unary::neg: return -g;
-    case Unary::exp: return g * y;
-    case Unary::log: return g / v;
-    case Unary::sqrt: return g / (2.f * y);
-    case Unary::tanh: return g * (1.f - y * y);
-    case Unary::sigmoid: return g * y * (1.f - y);
-    case Unary::relu: return v > 0.f ? g : 0.f;
+    case Unary::neg:
+      return -g;
+    case Unary::exp:
+      return g * y;
+    case Unary::log:
+      return g / v;
+    case Unary::sqrt:
+      return g / (2.f * y);
+    case Unary::tanh:
+      return g * (1.f - y * y);
+    case Unary::sigmoid:
+      return g * y * (1.f - y);
+    case Unary::relu:
+      return v > 0.f ? g : 0.f;
     case Unary::gelu: {
       const float cdf = 0.5f * (1.f + erff(v * (float)M_SQRT1_2));
       const float pdf = expf(-0.5f * v * v) * (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
@@ -70,16 +93,17 @@ __device__ float unary_df(Unary op, float v, float y, float g, float alpha) {
       const float s = 1.f / (1.f + expf(-v));
       return g * s * (1.f + v * (1.f - s));
     }
-    case Unary::softplus: return v > 20.f ? g : g / (1.f + expf(-v));
-    case Unary::elu: return v > 0.f ? g : g * (y + alpha);
-    case Unary::square: return 2.f * v * g;
+    case Unary::softplus:
+      return v > 20.f ? g : g / (1.f + expf(-v));
+    case Unary::elu:
+      return v > 0.f ? g : g * (y + alpha);
+    case Unary::square:
+      return 2.f * v * g;
   }
   return 0.f;
 }
 
-__global__ void k_fill(float* p, int64_t n, float value) {
-  GRID_STRIDE(i, n) p[i] = value;
-}
+__global__ void k_fill(float* p, int64_t n, float value) { GRID_STRIDE(i, n) p[i] = value; }
 
 __global__ void k_unary(Unary op, const float* x, float* y, int64_t n, float alpha) {
   GRID_STRIDE(i, n) y[i] = unary_f(op, x[i], alpha);
@@ -90,15 +114,52 @@ __global__ void k_unary_back(Unary op, const float* x, const float* y, const flo
   GRID_STRIDE(i, n) dx[i] = unary_df(op, x[i], y[i], dy[i], alpha);
 }
 
+// The same four elements at a time through float4, for 16-byte aligned
+// arrays whose length is a multiple of 4 (the wide FFN activations): fewer,
+// wider memory transactions.
+__global__ void k_unary4(Unary op, const float4* x, float4* y, int64_t n4, float alpha) {
+  GRID_STRIDE(i, n4) {
+    const float4 v = x[i];
+    y[i] =
+        make_float4(unary_f(op, v.x, alpha), unary_f(op, v.y, alpha), unary_f(op, v.z, alpha), unary_f(op, v.w, alpha));
+  }
+}
+
+__global__ void k_unary_back4(Unary op, const float4* x, const float4* y, const float4* dy, float4* dx, int64_t n4,
+                              float alpha) {
+  GRID_STRIDE(i, n4) {
+    const float4 v = x[i], o = y[i], g = dy[i];
+    dx[i] = make_float4(unary_df(op, v.x, o.x, g.x, alpha), unary_df(op, v.y, o.y, g.y, alpha),
+                        unary_df(op, v.z, o.z, g.z, alpha), unary_df(op, v.w, o.w, g.w, alpha));
+  }
+}
+
+bool wide(int64_t n, std::initializer_list<const void*> arrays) {
+  if (n % 4) return false;
+  for (const void* p : arrays)
+    if (reinterpret_cast<uintptr_t>(p) % 16) return false;
+  return true;
+}
+
 __global__ void k_scalar(ScalarOp op, const float* x, float* y, int64_t n, float s) {
   GRID_STRIDE(i, n) {
     const float v = x[i];
     switch (op) {
-      case ScalarOp::add: y[i] = v + s; break;
-      case ScalarOp::mul: y[i] = v * s; break;
-      case ScalarOp::rsub: y[i] = s - v; break;
-      case ScalarOp::rdiv: y[i] = s / v; break;
-      case ScalarOp::pow: y[i] = powf(v, s); break;
+      case ScalarOp::add:
+        y[i] = v + s;
+        break;
+      case ScalarOp::mul:
+        y[i] = v * s;
+        break;
+      case ScalarOp::rsub:
+        y[i] = s - v;
+        break;
+      case ScalarOp::rdiv:
+        y[i] = s / v;
+        break;
+      case ScalarOp::pow:
+        y[i] = powf(v, s);
+        break;
     }
   }
 }
@@ -108,10 +169,18 @@ __global__ void k_binary(Binary op, const float* a, Strided as, const float* b, 
   GRID_STRIDE_AS(I, i, n) {
     const float x = a[offset_of(i, as)], y = b[offset_of(i, bs)];
     switch (op) {
-      case Binary::add: out[i] = x + y; break;
-      case Binary::sub: out[i] = x - y; break;
-      case Binary::mul: out[i] = x * y; break;
-      case Binary::div: out[i] = x / y; break;
+      case Binary::add:
+        out[i] = x + y;
+        break;
+      case Binary::sub:
+        out[i] = x - y;
+        break;
+      case Binary::mul:
+        out[i] = x * y;
+        break;
+      case Binary::div:
+        out[i] = x / y;
+        break;
     }
   }
 }
@@ -121,9 +190,7 @@ __global__ void k_copy_strided(const T* src, Strided s, T* dst, Strided d, I n) 
   GRID_STRIDE_AS(I, i, n) dst[offset_of(i, d)] = src[offset_of(i, s)];
 }
 
-__global__ void k_add_inplace(float* dst, const float* src, int64_t n) {
-  GRID_STRIDE(i, n) dst[i] += src[i];
-}
+__global__ void k_add_inplace(float* dst, const float* src, int64_t n) { GRID_STRIDE(i, n) dst[i] += src[i]; }
 
 // Dropout's keep-mask from a counter-based generator: element i's uniform
 // is the top 24 bits of SplitMix64 (Steele et al. 2014) at seed + i·γ, so the
@@ -148,13 +215,13 @@ __global__ void k_masked_fill(const float* a, const uint8_t* mask, Strided ms, f
 }
 
 // Launches kernel<I> over n elements with I = uint32_t where n allows, else int64_t.
-#define LAUNCH_INDEXED(kernel, n, ...)                                                            \
-  do {                                                                                            \
-    if (fits_32_bits(n))                                                                          \
-      kernel<<<blocks_for(n), kThreads, 0, stream()>>>(__VA_ARGS__, (uint32_t)(n));               \
-    else                                                                                          \
-      kernel<<<blocks_for(n), kThreads, 0, stream()>>>(__VA_ARGS__, (int64_t)(n));                \
-    TAPELM_CUDA_LAUNCHED();                                                                       \
+#define LAUNCH_INDEXED(kernel, n, ...)                                              \
+  do {                                                                              \
+    if (fits_32_bits(n))                                                            \
+      kernel<<<blocks_for(n), kThreads, 0, stream()>>>(__VA_ARGS__, (uint32_t)(n)); \
+    else                                                                            \
+      kernel<<<blocks_for(n), kThreads, 0, stream()>>>(__VA_ARGS__, (int64_t)(n));  \
+    TAPELM_CUDA_LAUNCHED();                                                         \
   } while (0)
 
 }  // namespace
@@ -167,13 +234,22 @@ void fill(float* p, int64_t n, float value) {
 
 void unary_forward(Unary op, const float* x, float* y, int64_t n, float alpha) {
   if (n == 0) return;
-  k_unary<<<blocks_for(n), kThreads, 0, stream()>>>(op, x, y, n, alpha);
+  if (wide(n, {x, y}))
+    k_unary4<<<blocks_for(n / 4), kThreads, 0, stream()>>>(op, reinterpret_cast<const float4*>(x),
+                                                           reinterpret_cast<float4*>(y), n / 4, alpha);
+  else
+    k_unary<<<blocks_for(n), kThreads, 0, stream()>>>(op, x, y, n, alpha);
   TAPELM_CUDA_LAUNCHED();
 }
 
 void unary_backward(Unary op, const float* x, const float* y, const float* dy, float* dx, int64_t n, float alpha) {
   if (n == 0) return;
-  k_unary_back<<<blocks_for(n), kThreads, 0, stream()>>>(op, x, y, dy, dx, n, alpha);
+  if (wide(n, {x, y, dy, dx}))
+    k_unary_back4<<<blocks_for(n / 4), kThreads, 0, stream()>>>(
+        op, reinterpret_cast<const float4*>(x), reinterpret_cast<const float4*>(y), reinterpret_cast<const float4*>(dy),
+        reinterpret_cast<float4*>(dx), n / 4, alpha);
+  else
+    k_unary_back<<<blocks_for(n), kThreads, 0, stream()>>>(op, x, y, dy, dx, n, alpha);
   TAPELM_CUDA_LAUNCHED();
 }
 

@@ -134,22 +134,50 @@ ProductPrecision g_precision = ProductPrecision::fp32;
 __device__ inline float converted(float x, float) { return x; }
 __device__ inline __nv_bfloat16 converted(float x, __nv_bfloat16) { return __float2bfloat16_rn(x); }
 
+// Eight elements stored at once (16-byte aligned p).
+__device__ inline void store8(float* p, const float (&v)[8]) {
+  reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ inline void store8(__nv_bfloat16* p, const float (&v)[8]) {
+  __nv_bfloat162 packed[4];
+  for (int k = 0; k < 4; ++k) packed[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+  *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(packed);
+}
+
 // y[b][r][c] = x[b][r][c] for b < batch, r < rows, c < cols, each side with
 // its own row stride and batch stride (a row stride of 0 repeats x's first
 // row: a bias broadcast), converted to Out; zero where r < out_rows and
-// c < out_cols lie outside x (a padded copy). Threads along the columns
-// (reads and writes coalesced), blocks striding over rows and batch entries,
-// so no thread divides an index.
-template <class Out>
+// c < out_cols lie outside x (a padded copy). Eight consecutive elements per
+// thread: two float4 loads where x's rows are 16-byte aligned (wide_in), one
+// 16-byte store per eight where y's are (wide_out), element by element
+// otherwise (GPT-2's 50,257-wide logits). I: the index type (32 bits where
+// the count allows, whose divisions are cheaper).
+template <class Out, class I>
 __global__ void k_convert_rows(const float* __restrict__ x, int64_t ld_x, int64_t bs_x, int64_t rows, int64_t cols,
-                               Out* __restrict__ y, int64_t ld_y, int64_t bs_y, int64_t out_rows, int64_t out_cols,
-                               int64_t batch) {
-  const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (c >= out_cols) return;
-  for (int64_t b = blockIdx.z; b < batch; b += gridDim.z)
-#pragma unroll 4  // several rows' loads in flight per thread (x and y do not alias)
-    for (int64_t r = blockIdx.y; r < out_rows; r += gridDim.y)
-      y[b * bs_y + r * ld_y + c] = converted(r < rows && c < cols ? x[b * bs_x + r * ld_x + c] : 0.f, Out{});
+                               Out* __restrict__ y, int64_t ld_y, int64_t bs_y, I out_rows, int64_t out_cols, I groups,
+                               I total, bool wide_in, bool wide_out) {
+  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < total; i += (I)blockDim.x * gridDim.x) {
+    const I row = i / groups, b = row / out_rows, r = row % out_rows;
+    const int64_t c0 = (int64_t)(i % groups) * 8;
+    const float* xr = x + b * bs_x + r * ld_x + c0;
+    float v[8];
+    if (wide_in && r < rows && c0 + 8 <= cols) {
+      const float4 lo = reinterpret_cast<const float4*>(xr)[0], hi = reinterpret_cast<const float4*>(xr)[1];
+      v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
+    } else {
+#pragma unroll
+      for (int k = 0; k < 8; ++k) v[k] = r < rows && c0 + k < cols ? xr[k] : 0.f;
+    }
+    Out* yr = y + b * bs_y + r * ld_y + c0;
+    if (wide_out && c0 + 8 <= out_cols) {
+      store8(yr, v);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 8; ++k)
+        if (c0 + k < out_cols) yr[k] = converted(v[k], Out{});
+    }
+  }
 }
 
 // A matrix's rows × cols block copied (out_rows = rows, out_cols = cols) or
@@ -161,13 +189,19 @@ struct RowsCopy {
 template <class Out>
 void convert_rows(const float* x, int64_t ld_x, int64_t bs_x, Out* y, int64_t ld_y, int64_t bs_y, RowsCopy n) {
   if (n.out_rows == 0 || n.out_cols == 0 || n.batch == 0) return;
-  const int64_t bx = (n.out_cols + 255) / 256;
-  TAPELM_CHECK(bx <= INT32_MAX, "cuda: rows of {} elements", n.out_cols);
-  // About 16 blocks of 256 threads per SM of an H100 in flight, the rest by striding.
-  const int64_t by = std::min<int64_t>({n.out_rows, 65535, std::max<int64_t>(1, 2048 / bx)});
-  const int64_t bz = std::min<int64_t>({n.batch, 65535, std::max<int64_t>(1, 2048 / (bx * by))});
-  k_convert_rows<Out><<<dim3((unsigned)bx, (unsigned)by, (unsigned)bz), 256, 0, stream()>>>(
-      x, ld_x, bs_x, n.rows, n.cols, y, ld_y, bs_y, n.out_rows, n.out_cols, n.batch);
+  auto aligned16 = [](const void* p, int64_t ld, int64_t bs, int64_t elements) {
+    return reinterpret_cast<uintptr_t>(p) % 16 == 0 && ld % elements == 0 && bs % elements == 0;
+  };
+  const bool wide_in = aligned16(x, ld_x, bs_x, 4), wide_out = aligned16(y, ld_y, bs_y, 16 / sizeof(Out));
+  const int64_t groups = (n.out_cols + 7) / 8, total = n.batch * n.out_rows * groups;
+  const unsigned blocks = (unsigned)std::min<int64_t>((total + 255) / 256, 132 * 64);  // the rest by striding
+  if (total <= INT32_MAX)
+    k_convert_rows<Out, uint32_t><<<blocks, 256, 0, stream()>>>(x, ld_x, bs_x, n.rows, n.cols, y, ld_y, bs_y,
+                                                                (uint32_t)n.out_rows, n.out_cols, (uint32_t)groups,
+                                                                (uint32_t)total, wide_in, wide_out);
+  else
+    k_convert_rows<Out, int64_t><<<blocks, 256, 0, stream()>>>(x, ld_x, bs_x, n.rows, n.cols, y, ld_y, bs_y, n.out_rows,
+                                                               n.out_cols, groups, total, wide_in, wide_out);
   TAPELM_CUDA_LAUNCHED();
 }
 

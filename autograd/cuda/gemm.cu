@@ -16,7 +16,6 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <type_traits>
 
 #include "autograd/cuda/check.cuh"
 #include "autograd/cuda/kernels.h"
@@ -42,24 +41,35 @@ struct Cublas {
   decltype(&cublasGetStatusName) status_name = nullptr;
 };
 
+// A library of the CUDA toolkit, opened by name, and its functions found by symbol.
+class ToolkitLibrary {
+ public:
+  explicit ToolkitLibrary(const char* stem) : name_(fmt::format("{}.so.{}", stem, CUBLAS_VER_MAJOR)) {
+    lib_ = dlopen(name_.c_str(), RTLD_NOW | RTLD_LOCAL);
+    TAPELM_CHECK(lib_, "cuda: cannot load {} ({}): the products need it from the CUDA {} toolkit on the library path",
+                 name_, dlerror(), CUBLAS_VER_MAJOR);
+  }
+  template <class Fn>
+  void find(Fn& fn, const char* symbol) const {
+    fn = reinterpret_cast<Fn>(dlsym(lib_, symbol));
+    TAPELM_CHECK(fn, "cuda: {} has no {}", name_, symbol);
+  }
+
+ private:
+  std::string name_;
+  void* lib_;
+};
+
 const Cublas& cublas() {
   static const Cublas api = [] {
-    const std::string name = fmt::format("libcublas.so.{}", CUBLAS_VER_MAJOR);
-    void* lib = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
-    TAPELM_CHECK(lib,
-                 "cuda: cannot load {} ({}): the products need cuBLAS from the CUDA {} toolkit on the library path",
-                 name, dlerror(), CUBLAS_VER_MAJOR);
+    const ToolkitLibrary lib("libcublas");
     Cublas a;
-    auto find = [&](auto& fn, const char* symbol) {
-      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, symbol));
-      TAPELM_CHECK(fn, "cuda: {} has no {}", name, symbol);
-    };
-    find(a.create, "cublasCreate_v2");
-    find(a.set_stream, "cublasSetStream_v2");
-    find(a.set_math_mode, "cublasSetMathMode");
-    find(a.sgemm_strided_batched, "cublasSgemmStridedBatched");
-    find(a.gemm_strided_batched_ex, "cublasGemmStridedBatchedEx");
-    find(a.status_name, "cublasGetStatusName");
+    lib.find(a.create, "cublasCreate_v2");
+    lib.find(a.set_stream, "cublasSetStream_v2");
+    lib.find(a.set_math_mode, "cublasSetMathMode");
+    lib.find(a.sgemm_strided_batched, "cublasSgemmStridedBatched");
+    lib.find(a.gemm_strided_batched_ex, "cublasGemmStridedBatchedEx");
+    lib.find(a.status_name, "cublasGetStatusName");
     return a;
   }();
   return api;
@@ -98,23 +108,16 @@ struct CublasLt {
 
 const CublasLt& cublas_lt() {
   static const CublasLt api = [] {
-    const std::string name = fmt::format("libcublasLt.so.{}", CUBLAS_VER_MAJOR);
-    void* lib = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
-    TAPELM_CHECK(lib, "cuda: cannot load {} ({}): the products need cuBLASLt from the CUDA {} toolkit", name, dlerror(),
-                 CUBLAS_VER_MAJOR);
+    const ToolkitLibrary lib("libcublasLt");
     CublasLt a;
-    auto find = [&](auto& fn, const char* symbol) {
-      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, symbol));
-      TAPELM_CHECK(fn, "cuda: {} has no {}", name, symbol);
-    };
-    find(a.create, "cublasLtCreate");
-    find(a.desc_create, "cublasLtMatmulDescCreate");
-    find(a.desc_set, "cublasLtMatmulDescSetAttribute");
-    find(a.layout_create, "cublasLtMatrixLayoutCreate");
-    find(a.preference_create, "cublasLtMatmulPreferenceCreate");
-    find(a.preference_set, "cublasLtMatmulPreferenceSetAttribute");
-    find(a.heuristic, "cublasLtMatmulAlgoGetHeuristic");
-    find(a.matmul, "cublasLtMatmul");
+    lib.find(a.create, "cublasLtCreate");
+    lib.find(a.desc_create, "cublasLtMatmulDescCreate");
+    lib.find(a.desc_set, "cublasLtMatmulDescSetAttribute");
+    lib.find(a.layout_create, "cublasLtMatrixLayoutCreate");
+    lib.find(a.preference_create, "cublasLtMatmulPreferenceCreate");
+    lib.find(a.preference_set, "cublasLtMatmulPreferenceSetAttribute");
+    lib.find(a.heuristic, "cublasLtMatmulAlgoGetHeuristic");
+    lib.find(a.matmul, "cublasLtMatmul");
     return a;
   }();
   return api;

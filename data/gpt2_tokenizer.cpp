@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -220,21 +221,93 @@ void GPT2Tokenizer::encode_chunk(std::string_view chunk, std::vector<int32_t>& o
   out.insert(out.end(), word.begin(), word.end());
 }
 
+namespace {
+
+// A 64-bit hash of a chunk, eight bytes at a time (chunks are mostly a word
+// and its leading space: one or two steps). Mixing constants of SplitMix64.
+uint64_t chunk_hash(std::string_view s) {
+  uint64_t h = s.size() * 0x9E3779B97F4A7C15ull;
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 31;
+  }
+  uint64_t w = 0;
+  std::memcpy(&w, s.data() + i, s.size() - i);
+  h = (h ^ w) * 0x94D049BB133111EBull;
+  return h ^ (h >> 29);
+}
+
+// Chunk → the range of its ids already emitted, for one encode() call: open
+// addressing over the chunks' hashes in one flat array (a lookup is one or two
+// cache lines; std::unordered_map's chained nodes were a third of tokenize's
+// time). Bounded: past kMaxEntries distinct chunks new ones are not kept.
+class ChunkCache {
+ public:
+  struct Hit {
+    size_t from, count;
+  };
+  // The cached range of `chunk`, or nullptr.
+  const Hit* find(std::string_view chunk, uint64_t hash) const {
+    if (slots_.empty()) return nullptr;
+    for (size_t i = hash & mask_;; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (!s.chunk) return nullptr;
+      if (s.hash == hash && s.length == chunk.size() && std::memcmp(s.chunk, chunk.data(), chunk.size()) == 0)
+        return &s.ids;
+    }
+  }
+  void insert(std::string_view chunk, uint64_t hash, Hit ids) {
+    if (size_ >= kMaxEntries) return;
+    if (2 * (size_ + 1) > slots_.size()) grow();
+    place({hash, chunk.data(), chunk.size(), ids});
+    ++size_;
+  }
+
+ private:
+  static constexpr size_t kMaxEntries = 1 << 18;
+  struct Slot {
+    uint64_t hash = 0;
+    const char* chunk = nullptr;  // in the text being encoded
+    size_t length = 0;
+    Hit ids{};
+  };
+  void place(const Slot& e) {
+    size_t i = e.hash & mask_;
+    while (slots_[i].chunk) i = (i + 1) & mask_;
+    slots_[i] = e;
+  }
+  void grow() {
+    const std::vector<Slot> old = std::move(slots_);
+    slots_.assign(old.empty() ? 1 << 12 : 2 * old.size(), Slot{});
+    mask_ = slots_.size() - 1;
+    for (const Slot& e : old)
+      if (e.chunk) place(e);
+  }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0, size_ = 0;
+};
+
+}  // namespace
+
 std::vector<int32_t> GPT2Tokenizer::encode(const std::string& text) const {
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3);
-  // Words repeat: each distinct chunk is merged once per call (as encoder.py's
-  // cache does), the cache bounded so a huge text keeps memory in check.
-  std::unordered_map<std::string_view, std::pair<size_t, size_t>> seen;  // chunk (in `text`) -> its ids' range
+  // Words repeat: each distinct chunk is merged once per call (as encoder.py's cache does).
+  ChunkCache seen;
   for_each_gpt2_chunk(text, [&](std::string_view chunk) {
-    if (auto it = seen.find(chunk); it != seen.end()) {
-      const auto [from, count] = it->second;
-      for (size_t k = 0; k < count; ++k) ids.push_back(ids[from + k]);
+    const uint64_t hash = chunk_hash(chunk);
+    if (const ChunkCache::Hit* hit = seen.find(chunk, hash)) {
+      const size_t at = ids.size();
+      ids.resize(at + hit->count);
+      std::copy_n(ids.begin() + (ptrdiff_t)hit->from, hit->count, ids.begin() + (ptrdiff_t)at);
       return;
     }
     const size_t from = ids.size();
     encode_chunk(chunk, ids);
-    if (seen.size() < (1 << 18)) seen.emplace(chunk, std::pair{from, ids.size() - from});
+    seen.insert(chunk, hash, {from, ids.size() - from});
   });
   return ids;
 }

@@ -3,8 +3,8 @@
 // their transpose flags. One handle on the one stream. fp32 products run in
 // cuBLAS's pedantic math mode (no TF32, whatever NVIDIA_TF32_OVERRIDE says),
 // so they are exact float32; bf16 products round each operand to bfloat16
-// (a copy of its rows, row stride aligned) and accumulate in float32 on the tensor
-// cores, as PyTorch's autocast does. cuBLAS gives the same bits run to run on
+// (a copy padded with zeros to multiples of 8 rows and columns) and
+// accumulate in float32 on the tensor cores, as PyTorch's autocast does. cuBLAS gives the same bits run to run on
 // the same GPU for the same shapes.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -183,6 +183,12 @@ __global__ void k_convert_rows(const float* __restrict__ x, int64_t ld_x, int64_
   }
 }
 
+// Whether a matrix's first element and every row and batch entry start on 16 bytes.
+bool aligned(const void* p, int64_t ld, int64_t batch_stride, int64_t element_bytes) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0 && (ld * element_bytes) % 16 == 0 &&
+         (batch_stride * element_bytes) % 16 == 0;
+}
+
 // A matrix's rows × cols block copied (out_rows = rows, out_cols = cols) or
 // padded with zeros to out_rows × out_cols.
 struct RowsCopy {
@@ -192,10 +198,7 @@ struct RowsCopy {
 template <class Out>
 void convert_rows(const float* x, int64_t ld_x, int64_t bs_x, Out* y, int64_t ld_y, int64_t bs_y, RowsCopy n) {
   if (n.out_rows == 0 || n.out_cols == 0 || n.batch == 0) return;
-  auto aligned16 = [](const void* p, int64_t ld, int64_t bs, int64_t elements) {
-    return reinterpret_cast<uintptr_t>(p) % 16 == 0 && ld % elements == 0 && bs % elements == 0;
-  };
-  const bool wide_in = aligned16(x, ld_x, bs_x, 4), wide_out = aligned16(y, ld_y, bs_y, 16 / sizeof(Out));
+  const bool wide_in = aligned(x, ld_x, bs_x, sizeof(float)), wide_out = aligned(y, ld_y, bs_y, sizeof(Out));
   const int64_t groups = (n.out_cols + 7) / 8, total = n.batch * n.out_rows * groups;
   const unsigned blocks = (unsigned)std::min<int64_t>((total + 255) / 256, 132 * 64);  // the rest by striding
   if (total <= INT32_MAX)
@@ -216,10 +219,6 @@ void convert_rows(const float* x, int64_t ld_x, int64_t bs_x, Out* y, int64_t ld
 // (zeros add nothing to a sum; the extra rows and columns of the result are
 // dropped).
 int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
-bool aligned(const void* p, int64_t ld, int64_t batch_stride, int64_t element_bytes) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0 && (ld * element_bytes) % 16 == 0 &&
-         (batch_stride * element_bytes) % 16 == 0;
-}
 
 // A rows × cols float32 matrix (batch entries of it) rounded to a padded bfloat16 copy.
 MatrixRef padded_bf16_copy(const float* x, int64_t ld, int64_t batch_stride, int64_t rows, int64_t cols, int64_t batch,

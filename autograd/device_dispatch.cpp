@@ -80,6 +80,7 @@ const std::vector<std::string>& cuda_kernel_ops() {
                                                "layer_norm",
                                                "rms_norm",
                                                "cross_entropy",
+                                               "linear_cross_entropy",
                                                "scaled_dot_product_attention",
                                                "attention_qkv",
                                                "attention_mask",

@@ -108,6 +108,11 @@ Tensor scale_norm(const Tensor& x, const Tensor& gain, double eps = 1e-5);
 // default is −100.
 inline constexpr int32_t kIgnoreIndex = -1;
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = kIgnoreIndex);
+// cross_entropy(linear(x, weight), targets): a bias-free classifier and its
+// loss, x [..., in], weight [classes, in]. On the GPU in bf16 precision the
+// logits stay bfloat16 and are never written in float32 (see the .cpp).
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets,
+                            int32_t ignore_index = kIgnoreIndex);
 
 // ---- mask.cpp: boolean masks (dtype b8) ----------------------------------
 // mask broadcasts to a's shape; positions where mask is true become `value`.

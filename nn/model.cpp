@@ -99,6 +99,12 @@ DecodeState GPT::init_decode(int64_t batch) const {
 }
 
 Tensor GPT::forward(const Tensor& idx, const Tensor& pad_mask, DecodeState* state) {
+  const Tensor x = hidden(idx, pad_mask, state);
+  FlopCounter::Scope scope("lm_head");
+  return lm_head->forward(x);
+}
+
+Tensor GPT::hidden(const Tensor& idx, const Tensor& pad_mask, DecodeState* state) {
   TAPELM_CHECK(idx.dim() == 2 && idx.dtype() == DType::i32, "model: tokens must be int32 [B,T], got {} {}",
                dtype_name(idx.dtype()), idx.str_shape());
   const int64_t B = idx.size(0), T = idx.size(1);
@@ -126,17 +132,12 @@ Tensor GPT::forward(const Tensor& idx, const Tensor& pad_mask, DecodeState* stat
     FlopCounter::Scope scope("norm");
     x = transformer->ln_f->forward(x);
   }
-  Tensor logits;
-  {
-    FlopCounter::Scope scope("lm_head");
-    logits = lm_head->forward(x);
-  }
   if (state) {
     const uint8_t* pm = pad_mask.defined() ? pad_mask.data<uint8_t>() : nullptr;
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t) state->seen[b] += !(pm && pm[b * T + t]);
   }
-  return logits;
+  return x;
 }
 
 Tensor GPT::loss(const Tensor& idx, const Tensor& targets, const Tensor& pad_mask) {
@@ -151,9 +152,10 @@ Tensor GPT::loss(const Tensor& idx, const Tensor& targets, const Tensor& pad_mas
     for (int64_t i = 0; i < t.numel(); ++i)
       if (pm[i]) pt[i] = -1;
   }
-  Tensor logits = forward(idx, pad_mask);
-  FlopCounter::Scope scope("loss");
-  return cross_entropy(logits, t, kIgnoreIndex);
+  const Tensor x = hidden(idx, pad_mask, nullptr);
+  // Booked as forward() books the classifier: "lm_head.proj" (the loss as its part).
+  FlopCounter::Scope head("lm_head"), proj("proj");
+  return linear_cross_entropy(x, lm_head->weight, t, kIgnoreIndex);
 }
 
 int64_t GPT::num_non_embedding_parameters() const {

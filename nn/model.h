@@ -67,10 +67,14 @@ class GPT : public Module {
 
   const ModelConfig config;
   std::shared_ptr<Transformer> transformer;
+  // No bias (GPT-2's and every reference's): loss() takes the classifier and
+  // its cross-entropy as one op (linear_cross_entropy).
   std::shared_ptr<Linear> lm_head;
   Generator dropout_gen;  // draws every dropout mask; part of a checkpoint's RNG state
 
  private:
+  // The final normalized hidden states [B, T, n_embd]: forward() before the classifier.
+  Tensor hidden(const Tensor& idx, const Tensor& pad_mask, DecodeState* state);
   std::shared_ptr<Rotary> rotary_;  // position rope: the table every attention layer rotates q and k by
 };
 

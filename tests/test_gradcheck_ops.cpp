@@ -261,6 +261,13 @@ std::vector<Case> cases() {
                [](const V& x) {
                  return cross_entropy(x[0], from_ints({1, -1, 2, 5, -1, 0}, {2, 3}), -1);
                }});
+  c.push_back({"linear_cross_entropy_ignore",
+               [=] {
+                 return V{P({2, 3, 4}, 1), P({6, 4}, 2)};
+               },
+               [](const V& x) {
+                 return linear_cross_entropy(x[0], x[1], from_ints({1, -1, 2, 5, -1, 0}, {2, 3}));
+               }});
   // Masks.
   c.push_back({"masked_fill_broadcast",
                [=] {

@@ -217,8 +217,7 @@ void convert_rows(const float* x, int64_t ld_x, int64_t bs_x, Out* y, int64_t ld
 // So a bfloat16 copy is padded with zeros to a multiple of 8 rows and
 // columns, and a product of padded copies runs at sizes rounded up to 8
 // (zeros add nothing to a sum; the extra rows and columns of the result are
-// dropped).
-int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
+// dropped). round8 in kernels.h.
 
 // A rows × cols float32 matrix (batch entries of it) rounded to a padded bfloat16 copy.
 MatrixRef padded_bf16_copy(const float* x, int64_t ld, int64_t batch_stride, int64_t rows, int64_t cols, int64_t batch,
@@ -313,6 +312,26 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, MatrixRef
     convert_rows(out.data, out.ld, out.batch_stride, C.data, C.ld, C.batch_stride, {m, n, m, n, entries});
     release(out.data);
   }
+}
+
+void gemm_bf16_result(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, MatrixRef A, MatrixRef B, void* C,
+                      int64_t ldc) {
+  TAPELM_CHECK(g_precision == ProductPrecision::bf16 && A.element == Element::bf16 && B.element == Element::bf16 &&
+                   A.padded && B.padded,
+               "cuda gemm_bf16_result: needs bf16 precision and padded bfloat16 operands");
+  const int64_t mp = round8(m), np = round8(n), kp = round8(k);
+  TAPELM_CHECK(ldc >= np, "cuda gemm_bf16_result: row stride {} under the padded width {}", ldc, np);
+  if (mp == 0 || np == 0) return;
+  if (kp == 0) return fill_bytes(C, 0, mp * ldc * sizeof(__nv_bfloat16));  // an empty sum
+  for (int64_t v : {mp, np, kp, ldc, A.ld, B.ld})
+    TAPELM_CHECK(v <= INT32_MAX, "cuda gemm_bf16_result: a size or row stride of {} past 32 bits", v);
+  const float alpha = 1.f, beta = 0.f;
+  check(cublas().set_math_mode(handle(), CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+  check(cublas().gemm_strided_batched_ex(handle(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                         trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, (int)np, (int)mp, (int)kp, &alpha, B.data,
+                                         CUDA_R_16BF, (int)B.ld, 0, A.data, CUDA_R_16BF, (int)A.ld, 0, &beta, C,
+                                         CUDA_R_16BF, (int)ldc, 0, 1, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "cublasGemmStridedBatchedEx");
 }
 
 namespace {

@@ -86,6 +86,15 @@ struct MutableMatrixRef {
 // trans_a), B is k×n (n×k when trans_b), C m×n. beta = 1 adds into C.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, MatrixRef A, MatrixRef B, MutableMatrixRef C,
           int64_t batch, float beta);
+// bf16 copies are padded to multiples of 8 rows and columns (see gemm.cu).
+inline int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
+// C (bfloat16, row stride ldc ≥ round8(n)) = op(A)·op(B) for two padded
+// bfloat16 operands, accumulated in float32, at the sizes rounded up to 8:
+// all round8(m) × round8(n) entries are written (zeros past m and n, the
+// operands' padding). For a result only bf16 kernels and products read: the
+// classifier's logits (linear_cross_entropy).
+void gemm_bf16_result(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, MatrixRef A, MatrixRef B, void* C,
+                      int64_t ldc);
 // A float32 matrix (rows × cols, row stride ld) as products read it: in
 // bf16 precision a bfloat16 copy made once, padded with zeros to multiples
 // of 8 rows and columns (cuBLAS's fast kernels need 16-byte aligned rows and
@@ -175,12 +184,20 @@ void embedding_forward(const float* weight, const int32_t* ids, float* out, int6
 // `starts` [vocab + 1] where each id's run begins; both on the device.
 void embedding_backward(const float* dout, const int32_t* order, const int32_t* starts, float* dweight, int64_t vocab,
                         int64_t dim);
-// Per row: loss = lse − x[target] (0 where target == ignore); lse saved.
-void cross_entropy_forward(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t rows,
-                           int64_t cols, int32_t ignore);
-// dlogits = (softmax − onehot)·scale per row (0 for ignored rows).
-void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, float* dlogits, int64_t rows,
-                            int64_t cols, int32_t ignore, float scale);
+// Cross-entropy over logits [rows, cols] with row stride ld, float32 or
+// bfloat16 (the classifier's logits in bf16 precision, linear_cross_entropy),
+// arithmetic in float32. Per row: loss = lse − x[target] (0 where target ==
+// ignore); lse saved.
+void cross_entropy_forward(const void* logits, Element element, int64_t ld, const int32_t* targets, float* loss,
+                           float* lse, int64_t rows, int64_t cols, int32_t ignore);
+// dlogits = (softmax − onehot)·(*seed)·scale per row, of the logits' element
+// type and row stride (dlogits may be logits: in place). seed is the loss's
+// gradient, read on the device (no wait for it). Ignored rows, rows in
+// [rows, out_rows) and columns in [cols, out_cols) get zeros: the padding of
+// a padded bf16 matrix, which the products then read.
+void cross_entropy_backward(const void* logits, Element element, int64_t ld, const int32_t* targets, const float* lse,
+                            void* dlogits, int64_t rows, int64_t cols, int64_t out_rows, int64_t out_cols,
+                            int32_t ignore, const float* seed, float scale);
 
 // ---- optimizer (optim.cu) ---------------------------------------------------
 // Σ x² of each piece, as a double, in a fixed order (blocks of partial sums

@@ -2,6 +2,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "data/batch_prefetcher.h"
 #include "data/corpus.h"
 #include "data/dataset.h"
 #include "data/token_data.h"
@@ -179,6 +180,49 @@ TEST(Dataset, DocumentsArePaddedWithMaskAndIgnoredTargets) {
       if (b.pad_mask.flat(i * T + t - 1)) {
         EXPECT_TRUE(b.pad_mask.flat(i * T + t));
       }
+}
+
+// The background loader hands out exactly Dataset::batch's batches in order,
+// whatever it has drawn ahead, and its state() restarts that sequence at the
+// next batch (a checkpoint's resume), in windows and documents mode.
+TEST(BatchPrefetcher, GivesTheDatasetsBatchesInOrderAndResumesFromItsState) {
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "ab\n%\nabcdef\n%\nabc\n%\nabcdefghijk\n%\n";
+  CharTokenizer tok(text);
+  for (const char* mode : {"windows", "documents"}) {
+    SCOPED_TRACE(mode);
+    Dataset ds(text, tok, 6, 0.2, mode, "%");
+    Generator direct(7);
+    BatchPrefetcher ahead(ds, Split::train, 5, Generator(7), 3);
+    Generator::State after_three{};
+    for (int i = 0; i < 8; ++i) {
+      if (i == 3) after_three = ahead.state();
+      const Batch want = ds.batch(Split::train, 5, direct), got = ahead.next();
+      EXPECT_EQ(got.x.to_vector(), want.x.to_vector()) << "batch " << i;
+      EXPECT_EQ(got.y.to_vector(), want.y.to_vector()) << "batch " << i;
+      EXPECT_EQ(got.pad_mask.defined(), want.pad_mask.defined());
+    }
+    Generator from_state;
+    from_state.set_state(after_three);
+    Generator again(7);
+    for (int i = 0; i < 3; ++i) ds.batch(Split::train, 5, again);
+    BatchPrefetcher resumed(ds, Split::train, 5, from_state);
+    EXPECT_EQ(resumed.next().x.to_vector(), ds.batch(Split::train, 5, again).x.to_vector());
+  }
+}
+
+// An error the worker meets (an id past the vocabulary) comes out of next().
+TEST(BatchPrefetcher, AnErrorInTheWorkerIsThrownByNext) {
+  const std::string dir = temp_dir("prefetch_error");
+  write_shard(dir + "/x_train.bin", std::vector<int32_t>(200, 300));
+  write_shard(dir + "/x_val.bin", std::vector<int32_t>(200, 5));
+  write(dir + "/tokenizer.json", ByteTokenizer().to_json());
+  std::optional<TokenData> d = find_token_data(dir);
+  ASSERT_TRUE(d);
+  Dataset ds(d->train, d->val, 8, d->tokenizer->vocab_size());
+  BatchPrefetcher ahead(ds, Split::train, 2, Generator(1));
+  EXPECT_ERROR_CONTAINS(ahead.next(), "past the vocabulary of 256");
+  fs::remove_all(dir);
 }
 
 // ---- token files (data/token_file.h, data/token_data.h) -------------------

@@ -17,6 +17,7 @@
 #include "autograd/device_dispatch.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "data/batch_prefetcher.h"
 #include "data/corpus.h"
 #include "data/dataset.h"
 #include "data/token_data.h"
@@ -114,7 +115,7 @@ struct Run {
   std::unique_ptr<data::Dataset> ds;
   std::vector<optim::ParamGroup> groups;
   std::unique_ptr<optim::Optimizer> opt;
-  Generator batch_gen;
+  std::unique_ptr<data::BatchPrefetcher> batches;  // the training batches, drawn ahead from ds
   int64_t start_step = 0;
   StepMemory memory;  // planned before the first step
   RunLock lock;       // on --out, held by rank 0 while the run trains
@@ -211,11 +212,11 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
     run.opt = std::make_unique<optim::AdamW>(run.groups, o.beta1, o.beta2);
   else
     run.opt = std::make_unique<optim::SGD>(run.groups, o.beta1);
-  run.batch_gen.manual_seed(o.seed * 2654435761ULL + 1);
+  Generator batch_gen(o.seed * 2654435761ULL + 1);
   if (o.resume) {
     RngStates rng;
     load_training_state(ck, *run.opt, rng);
-    run.batch_gen.set_state(rng.batches);
+    batch_gen.set_state(rng.batches);
     // The global batches do not depend on the number of ranks, so a run
     // resumes on any number of them; only the dropout masks (drawn per
     // rank) differ from those of a run on the checkpoint's ranks.
@@ -227,6 +228,7 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
       fmt::print("resuming on {} rank(s) a run saved on {}: the same global batches follow{}\n", ranks, saved_ranks,
                  run.model->config.dropout > 0 ? "; dropout masks are drawn per rank, so they differ" : "");
   }
+  run.batches = std::make_unique<data::BatchPrefetcher>(*run.ds, data::Split::train, o.batch, batch_gen);
   TAPELM_CHECK(run.start_step < o.steps, "train --resume: the checkpoint is already at step {} (--steps {})",
                run.start_step, o.steps);
   // A step's activations (and the state still to come), before the first step allocates them.
@@ -302,7 +304,7 @@ StepResult train_step(Run& run, const TrainOptions& o, const Communicator& comm,
   double loss_sum = 0;
   FlopCounter::reset();
   for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
-    const data::Batch global = run.ds->batch(data::Split::train, o.batch, run.batch_gen);
+    const data::Batch global = run.batches->next();
     const data::Batch b = ranks == 1 ? global : global.rows(comm.rank() * rows, (comm.rank() + 1) * rows);
     const int64_t batch_tokens = global.tokens();
     // This rank's share of the batch's mean loss (its target tokens over the
@@ -613,7 +615,7 @@ class Trainer {
   void save(int64_t step) {
     nn::GPT& model = *run_.model;
     check_identical_weights(comm_, model, fmt::format("after step {}", step));
-    RngStates rng{run_.batch_gen.state(), model.dropout_gen.state(), {}};
+    RngStates rng{run_.batches->state(), model.dropout_gen.state(), {}};
     if (ranks_ > 1) rng.dropout_of_rank = gather_states(comm_, model.dropout_gen.state());
     std::string error;
     if (root_) try {

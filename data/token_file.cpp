@@ -91,28 +91,59 @@ int32_t TokenFile::max_token() const {
   return m;
 }
 
-void write_shard(const std::string& path, const std::vector<int32_t>& tokens) {
-  const bool narrow = std::all_of(tokens.begin(), tokens.end(), [](int32_t t) { return t >= 0 && t < 65536; });
-  TAPELM_CHECK(tokens.size() < (size_t{1} << 31), "token file {}: {} tokens do not fit one shard's count", path,
-               tokens.size());
-  for (int32_t t : tokens) TAPELM_CHECK(t >= 0, "token file {}: negative token {}", path, t);
-  std::vector<int32_t> header(kShardHeaderInts, 0);
-  header[0] = kShardMagic, header[1] = narrow ? 1 : 2, header[2] = (int32_t)tokens.size();
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TAPELM_CHECK(out.good(), "token file {}: cannot write {}", path, tmp);
-    out.write(reinterpret_cast<const char*>(header.data()), header.size() * 4);
-    if (narrow) {
-      std::vector<uint16_t> t16(tokens.begin(), tokens.end());
-      out.write(reinterpret_cast<const char*>(t16.data()), t16.size() * 2);
-    } else {
-      out.write(reinterpret_cast<const char*>(tokens.data()), tokens.size() * 4);
-    }
-    out.flush();
-    TAPELM_CHECK(out.good(), "token file {}: writing {} failed (disk full?)", path, tmp);
+ShardWriter::ShardWriter(const std::string& path, int64_t vocab_size)
+    : path_(path), tmp_(path + ".tmp"), vocab_size_(vocab_size), narrow_(vocab_size <= 65536) {
+  file_ = std::fopen(tmp_.c_str(), "wb");
+  TAPELM_CHECK(file_, "token file {}: cannot write {}: {}", path_, tmp_, std::strerror(errno));
+  const std::vector<int32_t> header(kShardHeaderInts, 0);  // the real one at close()
+  std::fwrite(header.data(), 4, header.size(), file_);
+}
+
+ShardWriter::~ShardWriter() {
+  if (!file_) return;
+  std::fclose(file_);
+  std::remove(tmp_.c_str());
+}
+
+void ShardWriter::append(const int32_t* ids, size_t n) {
+  TAPELM_CHECK(file_, "token file {}: append after close", path_);
+  TAPELM_CHECK(count_ + (int64_t)n < (int64_t{1} << 31), "token file {}: {} tokens do not fit one shard's count", path_,
+               count_ + (int64_t)n);
+  for (size_t i = 0; i < n; ++i)
+    TAPELM_CHECK(ids[i] >= 0 && ids[i] < vocab_size_, "token file {}: token {} outside the vocabulary of {}", path_,
+                 ids[i], vocab_size_);
+  size_t written;
+  if (narrow_) {
+    narrowed_.assign(ids, ids + n);
+    written = std::fwrite(narrowed_.data(), 2, n, file_);
+  } else {
+    written = std::fwrite(ids, 4, n, file_);
   }
-  std::filesystem::rename(tmp, path);
+  TAPELM_CHECK(written == n, "token file {}: writing {} failed (disk full?)", path_, tmp_);
+  count_ += (int64_t)n;
+}
+
+void ShardWriter::close() {
+  TAPELM_CHECK(file_, "token file {}: closed twice", path_);
+  std::vector<int32_t> header(kShardHeaderInts, 0);
+  header[0] = kShardMagic, header[1] = narrow_ ? 1 : 2, header[2] = (int32_t)count_;
+  const bool ok = std::fflush(file_) == 0 && std::fseek(file_, 0, SEEK_SET) == 0 &&
+                  std::fwrite(header.data(), 4, header.size(), file_) == header.size();
+  const bool closed = std::fclose(file_) == 0;
+  file_ = nullptr;
+  if (!ok || !closed) {
+    std::remove(tmp_.c_str());
+    throw Error(fmt::format("token file {}: writing {} failed (disk full?)", path_, tmp_));
+  }
+  std::filesystem::rename(tmp_, path_);
+}
+
+void write_shard(const std::string& path, const std::vector<int32_t>& tokens) {
+  for (int32_t t : tokens) TAPELM_CHECK(t >= 0, "token file {}: negative token {}", path, t);
+  const int32_t largest = tokens.empty() ? 0 : *std::max_element(tokens.begin(), tokens.end());
+  ShardWriter w(path, largest < 65536 ? 65536 : (int64_t)largest + 1);
+  w.append(tokens.data(), tokens.size());
+  w.close();
 }
 
 TokenSequence::TokenSequence(std::vector<TokenFile> files) : files_(std::move(files)) {

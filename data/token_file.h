@@ -9,6 +9,7 @@
 // byte count is one clear Error naming the file.
 #pragma once
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,8 +38,30 @@ class TokenFile {
   int token_bytes_ = 2;
 };
 
-// Writes tokens as a shard (version 1 when every id fits in 16 bits, else 2)
-// to path: to path.tmp first, then renamed, so a reader never sees half a file.
+// A shard written as its tokens come (tapelm tokenize's output, no copy of
+// them held): version 1 (uint16) when the vocabulary fits 16 bits, else 2;
+// to path.tmp, the count put in the header and the file renamed to path at
+// close(), so a reader never sees half a file. An Error naming the file on a
+// failed write or an id outside [0, vocab_size).
+class ShardWriter {
+ public:
+  ShardWriter(const std::string& path, int64_t vocab_size);
+  ~ShardWriter();  // without close(): the partial file is removed
+  ShardWriter(const ShardWriter&) = delete;
+  ShardWriter& operator=(const ShardWriter&) = delete;
+  void append(const int32_t* ids, size_t n);
+  int64_t count() const { return count_; }
+  void close();
+
+ private:
+  std::string path_, tmp_;
+  int64_t vocab_size_, count_ = 0;
+  bool narrow_;
+  std::FILE* file_ = nullptr;
+  std::vector<uint16_t> narrowed_;  // append's 16-bit staging, reused
+};
+
+// Writes tokens as one shard (version 1 when every id fits in 16 bits, else 2).
 void write_shard(const std::string& path, const std::vector<int32_t>& tokens);
 
 // Several token files read as one sequence, in order.

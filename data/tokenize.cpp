@@ -197,28 +197,43 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
   const int64_t val_start = (int64_t)((1 - o.val_fraction) * total);  // the byte where validation begins
   nlohmann::json shards = nlohmann::json::array();
   int64_t counts[2] = {0, 0};
-  std::vector<int32_t> pending[2];
+  // Each split's shard being written: ids go to it as their block is done,
+  // a new one starts every shard_tokens (no split's tokens are held whole).
+  std::unique_ptr<ShardWriter> writing[2];
   int shard_number[2] = {0, 0};
-  auto flush = [&](int split, bool all) {
-    while ((int64_t)pending[split].size() >= o.shard_tokens || (all && !pending[split].empty())) {
-      const size_t n = std::min<size_t>(pending[split].size(), (size_t)o.shard_tokens);
-      const std::string name = fmt::format("tokens_{}_{:06d}.bin", split ? "val" : "train", shard_number[split]++);
-      write_shard((work / name).string(),
-                  std::vector<int32_t>(pending[split].begin(), pending[split].begin() + (int64_t)n));
-      pending[split].erase(pending[split].begin(), pending[split].begin() + (int64_t)n);
-      shards.push_back({{"file", name}, {"split", split ? "val" : "train"}, {"tokens", (int64_t)n}});
+  auto close_shard = [&](int split) {
+    writing[split]->close();
+    const std::string name = fmt::format("tokens_{}_{:06d}.bin", split ? "val" : "train", shard_number[split]++);
+    shards.push_back({{"file", name}, {"split", split ? "val" : "train"}, {"tokens", writing[split]->count()}});
+    writing[split].reset();
+  };
+  auto emit = [&](int split, const std::vector<int32_t>& ids) {
+    for (size_t at = 0; at < ids.size();) {
+      if (!writing[split]) {
+        const std::string name = fmt::format("tokens_{}_{:06d}.bin", split ? "val" : "train", shard_number[split]);
+        writing[split] = std::make_unique<ShardWriter>((work / name).string(), tok->vocab_size());
+      }
+      const size_t n = std::min<size_t>(ids.size() - at, (size_t)(o.shard_tokens - writing[split]->count()));
+      writing[split]->append(ids.data() + at, n);
+      at += n;
+      if (writing[split]->count() == o.shard_tokens) close_shard(split);
     }
+    counts[split] += (int64_t)ids.size();
   };
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
   SourceReader reader(files);
   std::string carry;
   int64_t done = 0;  // bytes handed to blocks
   bool more = true;
+  // Up to 2·threads blocks a round, their buffers reused round after round
+  // (fresh pages cost a fault each, which the cores queue on).
+  std::vector<std::string> blocks(2 * threads);
+  std::vector<std::vector<int32_t>> ids(2 * threads);
+  std::vector<int> split_of(2 * threads);
   while (more || !carry.empty()) {
-    // Up to 2·threads blocks, each ending at a safe cut (the rest carries over); none crosses val_start.
-    std::vector<std::string> blocks;
-    std::vector<int> split_of;
-    while ((int)blocks.size() < 2 * threads && (more || !carry.empty())) {
+    // Each block ends at a safe cut (the rest carries over); none crosses val_start.
+    int64_t n_blocks = 0;
+    while (n_blocks < 2 * threads && (more || !carry.empty())) {
       if (more && (int64_t)carry.size() < o.block_bytes) more = reader.read(carry, (size_t)o.block_bytes);
       const int split = done >= val_start ? 1 : 0;
       size_t limit = std::min<size_t>(carry.size(), (size_t)o.block_bytes);
@@ -233,15 +248,14 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
         }
         if (cut == 0) cut = carry.size();
       }
-      blocks.push_back(carry.substr(0, cut));
-      split_of.push_back(split);
+      blocks[n_blocks].assign(carry, 0, cut);
+      split_of[n_blocks++] = split;
       carry.erase(0, cut);
       done += (int64_t)cut;
     }
-    std::vector<std::vector<int32_t>> ids(blocks.size());
     std::string error;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int64_t b = 0; b < (int64_t)blocks.size(); ++b) {
+    for (int64_t b = 0; b < n_blocks; ++b) {
       try {
         ids[b] = tok->encode(blocks[b]);
       } catch (const std::exception& e) {
@@ -253,16 +267,11 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
       fs::remove_all(work);
       throw Error("tokenize: " + error);
     }
-    for (size_t b = 0; b < blocks.size(); ++b) {
-      const int split = split_of[b];
-      counts[split] += (int64_t)ids[b].size();
-      pending[split].insert(pending[split].end(), ids[b].begin(), ids[b].end());
-      flush(split, false);
-    }
+    for (int64_t b = 0; b < n_blocks; ++b) emit(split_of[b], ids[b]);
     if (progress) progress({done, total, seconds()});
   }
-  flush(0, true);
-  flush(1, true);
+  for (int split : {0, 1})
+    if (writing[split]) close_shard(split);
   TAPELM_CHECK(counts[0] > 0 && counts[1] > 0,
                "tokenize: the input gives {} training and {} validation tokens; both splits need some (a longer input "
                "or another --val-fraction)",

@@ -78,6 +78,14 @@ void TokenFile::read(int64_t start, int64_t n, int32_t* out) const {
   } else {
     std::memcpy(out, reinterpret_cast<const int32_t*>(base) + start, n * 4);
   }
+  // Unmap the pages just read (they stay in the page cache): the kernel maps
+  // up to 64 KB around each faulting page, so thousands of random windows
+  // would otherwise leave hundreds of MB of the corpus counted in the
+  // process's resident memory (measured: 422 MB after one eval of a 10 GB
+  // corpus's shards).
+  const uintptr_t page = 4096, first = reinterpret_cast<uintptr_t>(base + start * token_bytes_) / page * page,
+                  end = reinterpret_cast<uintptr_t>(base + (start + n) * token_bytes_);
+  madvise(reinterpret_cast<void*>(first), end - first, MADV_DONTNEED);
 }
 
 int32_t TokenFile::max_token() const {

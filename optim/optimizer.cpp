@@ -132,17 +132,18 @@ void AdamW::step() {
   ++step_;
   const double bc1 = 1 - std::pow(beta1, (double)step_);
   const double bc2_sqrt = std::sqrt(1 - std::pow(beta2, (double)step_));
-  if (on_cuda(groups_)) {  // one kernel per parameter tensor (autograd/cuda/optim.cu)
+  if (on_cuda(groups_)) {  // every parameter tensor in one launch (autograd/cuda/optim.cu)
+    std::vector<cuda::AdamWTensor> tensors;
     for (auto& group : groups_)
       for (auto& p : group.params) {
         Tensor grad = p.tensor.grad();
         if (!grad.defined()) continue;
-        Tensor m = slot("exp_avg", p), v = slot("exp_avg_sq", p);
-        cuda::adamw_step(p.tensor.cuda_data<float>(), grad.cuda_data<float>(), m.cuda_data<float>(),
-                         v.cuda_data<float>(), p.tensor.numel(), (float)group.lr, (float)beta1, (float)beta2,
-                         (float)eps, (float)group.weight_decay, (float)bc1, (float)bc2_sqrt);
+        Tensor m = slot("exp_avg", p), v = slot("exp_avg_sq", p);  // held by the optimizer's state
+        tensors.push_back({p.tensor.cuda_data<float>(), grad.cuda_data<float>(), m.cuda_data<float>(),
+                           v.cuda_data<float>(), p.tensor.numel(), (float)group.lr, (float)group.weight_decay});
         FlopCounter::add("adamw", 12 * p.tensor.numel());
       }
+    cuda::adamw_step(tensors, (float)beta1, (float)beta2, (float)eps, (float)bc1, (float)bc2_sqrt);
     return;
   }
   std::vector<Piece> pieces = pieces_of(groups_);
@@ -218,11 +219,7 @@ double clip_grad_norm(const std::vector<ParamGroup>& groups, double max_norm) {
     double sq = 0;
     for (double s : cuda::sum_of_squares(grads)) sq += s;  // in parameter order, as one wait
     const double norm = std::sqrt(sq), coef = max_norm / (norm + 1e-6);
-    if (coef < 1)
-      for (auto& group : groups)
-        for (auto& p : group.params)
-          if (Tensor g = p.tensor.grad(); g.defined())
-            cuda::scale_inplace(g.cuda_data<float>(), g.numel(), (float)coef);
+    if (coef < 1) cuda::scale_inplace(grads, (float)coef);
     return norm;
   }
   // Σ g² per piece in the gradient's precision (as torch's clip_grad_norm_

@@ -199,17 +199,26 @@ void cross_entropy_backward(const void* logits, Element element, int64_t ld, con
                             void* dlogits, int64_t rows, int64_t cols, int64_t out_rows, int64_t out_cols,
                             int32_t ignore, const float* seed, float scale);
 
-// ---- optimizer (optim.cu) ---------------------------------------------------
-// Σ x² of each piece, as a double, in a fixed order (blocks of partial sums
-// added in block order): every piece's kernels, then one wait for them all.
+// ---- optimizer (optim.cu): every tensor of a step in one launch -----------
+// Σ x² of each piece, as a double, in a fixed order (chunks' partial sums
+// added in chunk order), then one wait for them all.
 struct Span {
   const float* data;
   int64_t n;
 };
 std::vector<double> sum_of_squares(const std::vector<Span>& pieces);
-void scale_inplace(float* x, int64_t n, float s);
-// torch.optim.AdamW's update of one tensor (see optim/optimizer.h).
-void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps,
-                float weight_decay, float bias_correction1, float bias_correction2_sqrt);
+// x *= s over every piece (writes through the pieces' pointers).
+void scale_inplace(const std::vector<Span>& pieces, float s);
+// torch.optim.AdamW's update (see optim/optimizer.h) of each tensor with its
+// group's learning rate and weight decay.
+struct AdamWTensor {
+  float* p;
+  const float* g;
+  float *m, *v;
+  int64_t n;
+  float lr, weight_decay;
+};
+void adamw_step(const std::vector<AdamWTensor>& tensors, float beta1, float beta2, float eps, float bias_correction1,
+                float bias_correction2_sqrt);
 
 }  // namespace tapelm::cuda

@@ -64,6 +64,7 @@ double measure_product_peak(int64_t, int) { no_cuda(); }
 ProductOperand::ProductOperand(const float*, int64_t, int64_t, int64_t) { no_cuda(); }
 void copy_rows(const float*, int64_t, float*, int64_t, int64_t, int64_t) { no_cuda(); }
 void linear_forward(int64_t, int64_t, int64_t, MatrixRef, MatrixRef, const float*, float*) { no_cuda(); }
+void gemm_bf16_result(bool, bool, int64_t, int64_t, int64_t, MatrixRef, MatrixRef, void*, int64_t) { no_cuda(); }
 void norm_forward(bool, const float*, const float*, const float*, float*, float*, float*, int64_t, int64_t, float) {
   no_cuda();
 }
@@ -91,14 +92,15 @@ void flash_attention_backward(const float*, const float*, const float*, const fl
 }
 void embedding_forward(const float*, const int32_t*, float*, int64_t, int64_t) { no_cuda(); }
 void embedding_backward(const float*, const int32_t*, const int32_t*, float*, int64_t, int64_t) { no_cuda(); }
-void cross_entropy_forward(const float*, const int32_t*, float*, float*, int64_t, int64_t, int32_t) { no_cuda(); }
-void cross_entropy_backward(const float*, const int32_t*, const float*, float*, int64_t, int64_t, int32_t, float) {
+void cross_entropy_forward(const void*, Element, int64_t, const int32_t*, float*, float*, int64_t, int64_t, int32_t) {
+  no_cuda();
+}
+void cross_entropy_backward(const void*, Element, int64_t, const int32_t*, const float*, void*, int64_t, int64_t,
+                            int64_t, int64_t, int32_t, const float*, float) {
   no_cuda();
 }
 std::vector<double> sum_of_squares(const std::vector<Span>&) { no_cuda(); }
-void scale_inplace(float*, int64_t, float) { no_cuda(); }
-void adamw_step(float*, const float*, float*, float*, int64_t, float, float, float, float, float, float, float) {
-  no_cuda();
-}
+void scale_inplace(const std::vector<Span>&, float) { no_cuda(); }
+void adamw_step(const std::vector<AdamWTensor>&, float, float, float, float, float) { no_cuda(); }
 
 }  // namespace tapelm::cuda

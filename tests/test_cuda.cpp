@@ -307,6 +307,11 @@ TEST(Cuda, Bf16ProductsMatchTheCpuWithinTheBf16Bound) {
   check_op(
       "bf16 linear (bias in the epilogue)", {{{2, 24, 40}}, {{56, 40}}, {{56}}},
       [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); }, kBf16Bound);
+  // Rows not a multiple of 8, columns that are: the gradient's bf16 copy and
+  // the bias's gradient from one pass, the copy's padding rows zeroed.
+  check_op(
+      "bf16 linear (bias gradient from the rounding pass)", {{{3, 19, 40}}, {{56, 40}}, {{56}}},
+      [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); }, kBf16Bound);
   // A classifier's odd class count: the product at padded sizes, the result copied out.
   check_op(
       "bf16 linear (odd classes, no bias)", {{{2, 21, 40}}, {{61, 40}}},

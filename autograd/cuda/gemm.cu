@@ -18,6 +18,8 @@
 #include <string>
 
 #include "autograd/cuda/check.cuh"
+#include "autograd/cuda/column_sums.cuh"
+#include "autograd/cuda/eight.cuh"
 #include "autograd/cuda/kernels.h"
 #include "autograd/cuda/runtime.h"
 
@@ -137,16 +139,8 @@ ProductPrecision g_precision = ProductPrecision::fp32;
 __device__ inline float converted(float x, float) { return x; }
 __device__ inline __nv_bfloat16 converted(float x, __nv_bfloat16) { return __float2bfloat16_rn(x); }
 
-// Eight elements stored at once (16-byte aligned p).
-__device__ inline void store8(float* p, const float (&v)[8]) {
-  reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
-  reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
-}
-__device__ inline void store8(__nv_bfloat16* p, const float (&v)[8]) {
-  __nv_bfloat162 packed[4];
-  for (int k = 0; k < 4; ++k) packed[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
-  *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(packed);
-}
+using detail::load8;
+using detail::store8;
 
 // y[b][r][c] = x[b][r][c] for b < batch, r < rows, c < cols, each side with
 // its own row stride and batch stride (a row stride of 0 repeats x's first
@@ -166,8 +160,7 @@ __global__ void k_convert_rows(const float* __restrict__ x, int64_t ld_x, int64_
     const float* xr = x + b * bs_x + r * ld_x + c0;
     float v[8];
     if (wide_in && r < rows && c0 + 8 <= cols) {
-      const float4 lo = reinterpret_cast<const float4*>(xr)[0], hi = reinterpret_cast<const float4*>(xr)[1];
-      v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
+      load8(xr, v);
     } else {
 #pragma unroll
       for (int k = 0; k < 8; ++k) v[k] = r < rows && c0 + k < cols ? xr[k] : 0.f;
@@ -248,11 +241,50 @@ struct Bf16Operand {
 
 }  // namespace
 
-ProductOperand::ProductOperand(const float* data, int64_t rows, int64_t cols, int64_t ld)
+namespace {
+
+// The terms of a matrix's column sums that round it into its bfloat16 copy
+// on the way: one read of x for both (a linear's output gradient: its bias's
+// gradient and its products' operand).
+struct ColumnsRounded {
+  static constexpr int kSums = 1;
+  const float* x;
+  int64_t ld_x;
+  __nv_bfloat16* y;
+  int64_t ld_y;
+  __device__ void operator()(int64_t r, int64_t j, float* t) const {
+    const float v = x[r * ld_x + j];
+    y[r * ld_y + j] = __float2bfloat16_rn(v);
+    t[0] = v;
+  }
+};
+
+// Σ over rows of each column, in its own pass.
+void sum_columns(const float* x, int64_t rows, int64_t cols, int64_t ld, float* sums) {
+  Strided kept, over_rows;
+  kept.ndim = over_rows.ndim = 1;
+  kept.size[0] = cols, kept.stride[0] = 1, over_rows.size[0] = rows, over_rows.stride[0] = ld;
+  reduce_sum(x, kept, over_rows, sums, 1.f);
+}
+
+}  // namespace
+
+ProductOperand::ProductOperand(const float* data, int64_t rows, int64_t cols, int64_t ld, float* column_sums)
     : ref_{data, ld, 0, Element::f32} {
-  if (g_precision != ProductPrecision::bf16 || rows == 0 || cols == 0) return;
+  if (g_precision != ProductPrecision::bf16 || rows == 0 || cols == 0) {
+    if (column_sums) sum_columns(data, rows, cols, ld, column_sums);
+    return;
+  }
   rounded_ = std::shared_ptr<void>(allocate(padded_bf16_bytes(rows, cols, 1)), [](void* p) { release(p); });
-  ref_ = padded_bf16_copy(data, ld, 0, rows, cols, 1, static_cast<__nv_bfloat16*>(rounded_.get()));
+  auto* y = static_cast<__nv_bfloat16*>(rounded_.get());
+  if (column_sums && cols % 8 == 0) {  // no padding columns: the sums' pass writes the copy too
+    detail::column_sums(ColumnsRounded{data, ld, y, cols}, rows, cols, {column_sums});
+    if (round8(rows) > rows) fill_bytes(y + rows * cols, 0, (round8(rows) - rows) * cols * sizeof(__nv_bfloat16));
+    ref_ = {y, cols, 0, Element::bf16, true};
+    return;
+  }
+  ref_ = padded_bf16_copy(data, ld, 0, rows, cols, 1, y);
+  if (column_sums) sum_columns(data, rows, cols, ld, column_sums);
 }
 
 void copy_rows(const float* x, int64_t ld_x, float* y, int64_t ld_y, int64_t rows, int64_t cols) {

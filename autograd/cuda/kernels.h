@@ -100,11 +100,13 @@ void gemm_bf16_result(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
 // of 8 rows and columns (cuBLAS's fast kernels need 16-byte aligned rows and
 // sizes that are multiples of 8), shared by every product that reads it (a linear's input by its
 // forward and its weight gradient) and held while any copy of this object
-// lives; in fp32 precision the matrix itself, held by its tensor.
+// lives; in fp32 precision the matrix itself, held by its tensor. With
+// column_sums (cols floats), the matrix's column sums too, from the pass that
+// rounds it where it can (no padding columns): a linear's bias gradient.
 class ProductOperand {
  public:
   ProductOperand() = default;
-  ProductOperand(const float* data, int64_t rows, int64_t cols, int64_t ld);
+  ProductOperand(const float* data, int64_t rows, int64_t cols, int64_t ld, float* column_sums = nullptr);
   MatrixRef ref() const { return ref_; }  // batch stride 0
 
  private:

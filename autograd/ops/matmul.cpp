@@ -161,7 +161,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
       op, y, {x, w, b}, [x, w, b, rows, in, out_f, x_operand, w_operand](const Tensor& grad) -> std::vector<Tensor> {
         Tensor gx, gw, gb;
         if (grad.is_cuda()) {
-          const cuda::ProductOperand g(grad.cuda_data<float>(), rows, out_f, out_f);  // rounded once for both products
+          // Rounded once for both products; its column sums are the bias's gradient (deterministic: chunks of
+          // rows in order, autograd/cuda/column_sums.cuh).
+          if (b.defined() && b.requires_grad()) gb = Tensor::empty(b.shape(), b.dtype(), Device::cuda);
+          const cuda::ProductOperand g(grad.cuda_data<float>(), rows, out_f, out_f,
+                                       gb.defined() ? gb.cuda_data<float>() : nullptr);
           if (x.requires_grad()) {
             gx = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
             cuda::gemm(false, false, rows, in, out_f, g.ref(), w_operand.ref(), {gx.cuda_data<float>(), in, 0}, 1, 0.f);
@@ -169,13 +173,6 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
           if (w.requires_grad()) {
             gw = Tensor::empty(w.shape(), w.dtype(), Device::cuda);
             cuda::gemm(true, false, out_f, in, rows, g.ref(), x_operand.ref(), {gw.cuda_data<float>(), in, 0}, 1, 0.f);
-          }
-          if (b.defined() && b.requires_grad()) {  // column sums, deterministic (cuda/column_sums.cuh)
-            gb = Tensor::empty(b.shape(), b.dtype(), Device::cuda);
-            cuda::Strided cols, over_rows;
-            cols.ndim = over_rows.ndim = 1;
-            cols.size[0] = out_f, cols.stride[0] = 1, over_rows.size[0] = rows, over_rows.stride[0] = out_f;
-            cuda::reduce_sum(grad.cuda_data<float>(), cols, over_rows, gb.cuda_data<float>(), 1.f);
           }
         } else
           dispatch_float("linear", x.dtype(), [&](auto tag) {

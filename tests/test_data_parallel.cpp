@@ -26,10 +26,22 @@ namespace {
 // In the sanitizer build (./dev.sh sanitize) LeakSanitizer is off for the
 // ranks: Open MPI leaves its own allocations at exit, in plugins it has
 // unloaded (no name to suppress them by). Every single-process test keeps it.
+// Each test process gives Open MPI its own session directory (TMPDIR): two
+// mpiruns starting at once in the shared /tmp/ompi.<host>.<uid> raced in its
+// mkdir ("File exists", orte_init failed) under ctest -j2.
 std::string mpirun(int ranks, const std::string& extra = "") {
+  static const struct SessionDir {
+    std::string path = (fs::temp_directory_path() / ("tapelm_ompi_" + std::to_string(::getpid()))).string();
+    SessionDir() { fs::create_directories(path); }
+    ~SessionDir() {
+      std::error_code ignored;
+      fs::remove_all(path, ignored);
+    }
+  } session;
   const char* asan = std::getenv("ASAN_OPTIONS");
-  return "env ASAN_OPTIONS=" + std::string(asan ? asan : "") + ":detect_leaks=0 " + std::string(TAPELM_MPIEXEC) +
-         " --oversubscribe --allow-run-as-root --bind-to none -np " + std::to_string(ranks) + " " + extra;
+  return "env TMPDIR=" + session.path + " ASAN_OPTIONS=" + std::string(asan ? asan : "") + ":detect_leaks=0 " +
+         std::string(TAPELM_MPIEXEC) + " --oversubscribe --allow-run-as-root --bind-to none -np " +
+         std::to_string(ranks) + " " + extra;
 }
 
 class DataParallel : public Tool {

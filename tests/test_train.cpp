@@ -719,6 +719,49 @@ TEST_F(Tool, SampleAndEval) {
   Result e = run("eval --checkpoint " + dir + "/s --data " + corpus);
   EXPECT_EQ(e.code, 0) << e.out;
   EXPECT_NE(e.out.find("val loss "), std::string::npos) << e.out;
+  // The char tokenizer on ASCII text: a token is a byte, so bits per byte = loss / ln 2.
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(
+      e.out, m,
+      std::regex(
+          R"(val loss ([0-9.]+) \(perplexity [0-9.]+, ([0-9.]+) bits per byte\) over ([0-9]+) tokens \(([0-9]+) bytes\))")))
+      << e.out;
+  EXPECT_NEAR(std::stod(m[2]), std::stod(m[1]) / std::log(2.0), 2e-4);
+  EXPECT_EQ(m[3], m[4]);
+}
+
+// Several samples, each from seed + i, between nanoGPT's separator lines; a
+// stop string ends a sample where it first appears and is not printed.
+TEST_F(Tool, SamplesSeveralAndStopsAtTheStopString) {
+  ASSERT_EQ(run(tiny(dir + "/s") + " --steps 5 --eval-interval 5").code, 0);
+  Result three = run("sample --checkpoint " + dir + "/s --prompt 'To be' --tokens 30 --num-samples 3 --seed 5");
+  ASSERT_EQ(three.code, 0) << three.out;
+  std::vector<std::string> samples;
+  std::istringstream lines(three.out);
+  std::string text, line;
+  while (std::getline(lines, line))
+    if (line == "---------------")
+      samples.push_back(text), text.clear();
+    else
+      text += line + "\n";
+  samples.push_back(text);
+  ASSERT_EQ(samples.size(), 3u) << three.out;
+  Result second = run("sample --checkpoint " + dir + "/s --prompt 'To be' --tokens 30 --seed 6");
+  EXPECT_EQ(second.out, samples[1]);  // sample 1 draws from seed + 1
+  // Greedy text, then the same run stopped at a string from its middle.
+  Result full = run("sample --checkpoint " + dir + "/s --prompt 'To be' --tokens 60 --temperature 0");
+  ASSERT_EQ(full.code, 0) << full.out;
+  const std::string generated = full.out.substr(5, full.out.size() - 6);  // between the prompt and the last newline
+  ASSERT_GE(generated.size(), 20u);
+  const std::string stop = generated.substr(10, 2);
+  const size_t at = generated.find(stop);
+  std::string quoted = "'";  // for the shell, whatever the two characters are
+  for (char c : stop) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  quoted += "'";
+  Result stopped =
+      run("sample --checkpoint " + dir + "/s --prompt 'To be' --tokens 60 --temperature 0 --stop " + quoted);
+  ASSERT_EQ(stopped.code, 0) << stopped.out;
+  EXPECT_EQ(stopped.out, "To be" + generated.substr(0, at) + "\n");
 }
 
 TEST_F(Tool, DocumentBatchesWithBPE) {
@@ -733,12 +776,53 @@ TEST_F(Tool, DocumentBatchesWithBPE) {
 TEST(Sampler, GreedyAndTopK) {
   float logits[5] = {0.1f, 2.0f, -1.0f, 1.9f, 0.0f};
   Generator g(0);
-  EXPECT_EQ(train::pick_token(logits, 5, 0.0, 0, g), 1);
-  EXPECT_EQ(train::pick_token(logits, 5, 1.0, 1, g), 1);  // top-1 is greedy
+  auto with = [](double temperature, int64_t top_k) {
+    train::SampleOptions o;
+    o.temperature = temperature, o.top_k = top_k;
+    return o;
+  };
+  EXPECT_EQ(train::pick_token(logits, 5, with(0.0, 0), {}, g), 1);
+  EXPECT_EQ(train::pick_token(logits, 5, with(1.0, 1), {}, g), 1);  // top-1 is greedy
   for (int i = 0; i < 50; ++i) {
-    int32_t t = train::pick_token(logits, 5, 1.0, 2, g);
+    int32_t t = train::pick_token(logits, 5, with(1.0, 2), {}, g);
     EXPECT_TRUE(t == 1 || t == 3);
   }
+}
+
+// Top-p keeps the fewest most likely tokens reaching p: with probabilities
+// about .47, .43, .06, .03, .01 (logits below), p = 0.5 keeps two, p = 0.4 one,
+// and the draws follow the kept tokens' renormalised shares.
+TEST(Sampler, TopPKeepsTheNucleus) {
+  float logits[5] = {0.1f, 3.0f, -1.0f, 2.9f, 1.0f};
+  Generator g(3);
+  train::SampleOptions o;
+  o.temperature = 1.0, o.top_p = 0.4;
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(train::pick_token(logits, 5, o, {}, g), 1);
+  o.top_p = 0.5;
+  int ones = 0, n = 4000;
+  for (int i = 0; i < n; ++i) {
+    const int32_t t = train::pick_token(logits, 5, o, {}, g);
+    ASSERT_TRUE(t == 1 || t == 3) << t;
+    ones += t == 1;
+  }
+  const double want = 1.0 / (1.0 + std::exp(2.9 - 3.0));  // e^3 / (e^3 + e^2.9)
+  EXPECT_NEAR(ones / (double)n, want, 4 * std::sqrt(want * (1 - want) / n));
+}
+
+// The repetition penalty (Hugging Face's): a seen token's positive logit is
+// divided by it, a negative one multiplied, each token once however often seen.
+TEST(Sampler, RepetitionPenaltyLowersTokensAlreadyInTheText) {
+  float logits[4] = {2.0f, 1.5f, -0.5f, -1.0f};
+  Generator g(0);
+  train::SampleOptions o;
+  o.temperature = 0;
+  EXPECT_EQ(train::pick_token(logits, 4, o, {0, 0, 0}, g), 0);  // no penalty: greedy
+  o.repetition_penalty = 1.2;                                   // 2.0 / 1.2 = 1.67 > 1.5: still 0
+  EXPECT_EQ(train::pick_token(logits, 4, o, {0, 0, 0}, g), 0);
+  o.repetition_penalty = 1.5;  // 2.0 / 1.5 = 1.33 < 1.5
+  EXPECT_EQ(train::pick_token(logits, 4, o, {0}, g), 1);
+  float negative[2] = {-1.0f, -1.2f};
+  EXPECT_EQ(train::pick_token(negative, 2, o, {0}, g), 1);  // −1.0 · 1.5 = −1.5 < −1.2
 }
 
 // The bake-off as a scaling study: two sizes, two seeds at the smaller, run

@@ -59,18 +59,42 @@ int run_sample(const std::string& dir, const std::string& prompt, train::SampleO
       throw Error(fmt::format("sample --prompt: {}", e.what()));
     }
   }
-  fmt::print("{}", prompt);
-  std::fflush(stdout);
   const auto t0 = std::chrono::steady_clock::now();
   auto t_first = t0;
   double rss_first = 0;
   int64_t produced = 0;
-  train::generate(*ck.model, ids, so, [&](int32_t id) {
-    fmt::print("{}", ck.tokenizer->decode({id}));
-    if (++produced == 1) t_first = std::chrono::steady_clock::now(), rss_first = train::resident_mb();
+  for (int64_t i = 0; i < so.num_samples; ++i) {
+    if (i > 0) fmt::print("---------------\n");  // between samples, as nanoGPT's sample.py
+    train::SampleOptions one = so;
+    one.seed = so.seed + i;
+    fmt::print("{}", prompt);
     std::fflush(stdout);
-  });
-  fmt::print("\n");
+    // The generated text; what could still be the start of the stop string is held back until it cannot.
+    std::string text;
+    size_t printed = 0;
+    auto print_to = [&](size_t end) {
+      fmt::print("{}", text.substr(printed, end - printed));
+      std::fflush(stdout);
+      printed = end;
+    };
+    train::generate(*ck.model, ids, one, [&](int32_t id) {
+      if (++produced == 1) t_first = std::chrono::steady_clock::now(), rss_first = train::resident_mb();
+      text += ck.tokenizer->decode({id});
+      if (so.stop.empty()) {
+        print_to(text.size());
+        return true;
+      }
+      if (const size_t at = text.find(so.stop); at != std::string::npos) {
+        print_to(at);
+        return false;
+      }
+      const size_t held = std::min(text.size(), so.stop.size() - 1);
+      if (text.size() - held > printed) print_to(text.size() - held);
+      return true;
+    });
+    if (so.stop.empty() || text.find(so.stop) == std::string::npos) print_to(text.size());
+    fmt::print("\n");
+  }
   if (stats) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_first).count();
     fmt::print(stderr,
@@ -106,16 +130,26 @@ int run_eval(const std::string& dir, const std::vector<std::string>& paths, int6
                                            run.val_fraction, run.batch_mode, run.doc_sep);
   NoGradGuard no_grad;
   ck.model->eval();
+  // Each token's text in bytes, for bits per byte (loss in bits over the bytes the tokens stand for: a figure
+  // that compares across tokenizers).
+  std::vector<int64_t> bytes_of(ck.config.vocab_size);
+  for (int32_t id = 0; id < (int32_t)bytes_of.size(); ++id) bytes_of[id] = (int64_t)ck.tokenizer->decode({id}).size();
   double total = 0;
-  int64_t tokens = 0;
+  int64_t tokens = 0, bytes = 0;
   for (auto& b : ds.sequential_batches(data::Split::val, batch)) {
     const int64_t n = b.tokens();
     total += ck.model->loss(b.x, b.y, b.pad_mask).item() * n;
     tokens += n;
+    const int32_t* y = b.y.data<int32_t>();
+    for (int64_t i = 0; i < b.y.numel(); ++i)
+      if (y[i] >= 0) bytes += bytes_of[y[i]];
   }
   TAPELM_CHECK(tokens > 0, "eval: the validation split has no complete window");
-  fmt::print("val loss {:.4f} (perplexity {:.2f}) over {} tokens of {} (model at step {})\n", total / tokens,
-             std::exp(total / tokens), tokens, fmt::join(paths, ", "), ck.step);
+  fmt::print(
+      "val loss {:.4f} (perplexity {:.2f}, {:.4f} bits per byte) over {} tokens ({} bytes) of {} (model at step "
+      "{})\n",
+      total / tokens, std::exp(total / tokens), total / std::log(2.0) / std::max<int64_t>(bytes, 1), tokens, bytes,
+      fmt::join(paths, ", "), ck.step);
   return 0;
 }
 

@@ -149,11 +149,11 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   Shape lead(x.shape().begin(), x.shape().end() - 1);
   TAPELM_CHECK(targets.shape() == lead, "linear_cross_entropy: input {} needs targets of shape {}, got {}",
                x.str_shape(), shape_str(lead), targets.str_shape());
-  const Device device = op_device("linear_cross_entropy", {&x, &weight});
-  if (device != Device::cuda || gpu_precision() != Precision::bf16)
-    return cross_entropy(linear(x, weight, Tensor()), targets, ignore_index);
-
   const int64_t V = weight.size(0), C = weight.size(1), rows = targets.numel();
+  const Device device = op_device("linear_cross_entropy", {&x, &weight});
+  if (device != Device::cuda || gpu_precision() != Precision::bf16 || rows == 0 || V == 0 || C == 0)
+    return cross_entropy(linear(x, weight, Tensor()), targets, ignore_index);  // (empty: no bf16 copies to make)
+
   int64_t kept = 0;
   const Tensor d_targets = checked_targets("linear_cross_entropy", targets, V, ignore_index, kept).to(Device::cuda);
   const cuda::ProductOperand x_operand(x.cuda_data<float>(), rows, C, C), w_operand(weight.cuda_data<float>(), V, C, C);

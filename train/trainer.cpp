@@ -228,7 +228,6 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
       fmt::print("resuming on {} rank(s) a run saved on {}: the same global batches follow{}\n", ranks, saved_ranks,
                  run.model->config.dropout > 0 ? "; dropout masks are drawn per rank, so they differ" : "");
   }
-  run.batches = std::make_unique<data::BatchPrefetcher>(*run.ds, data::Split::train, o.batch, batch_gen);
   TAPELM_CHECK(run.start_step < o.steps, "train --resume: the checkpoint is already at step {} (--steps {})",
                run.start_step, o.steps);
   // A step's activations (and the state still to come), before the first step allocates them.
@@ -238,6 +237,8 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
     fs::create_directories(o.out);
     run.lock = RunLock(o.out);
   }
+  // Last: its thread allocates batches, which check_step_fits's measurement of a step's tensors must not see.
+  run.batches = std::make_unique<data::BatchPrefetcher>(*run.ds, data::Split::train, o.batch, batch_gen);
   return run;
 }
 

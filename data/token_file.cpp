@@ -83,7 +83,8 @@ void TokenFile::read(int64_t start, int64_t n, int32_t* out) const {
   // would otherwise leave hundreds of MB of the corpus counted in the
   // process's resident memory (measured: 422 MB after one eval of a 10 GB
   // corpus's shards).
-  const uintptr_t page = 4096, first = reinterpret_cast<uintptr_t>(base + start * token_bytes_) / page * page,
+  static const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t first = reinterpret_cast<uintptr_t>(base + start * token_bytes_) / page * page,
                   end = reinterpret_cast<uintptr_t>(base + (start + n) * token_bytes_);
   madvise(reinterpret_cast<void*>(first), end - first, MADV_DONTNEED);
 }

@@ -201,18 +201,20 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
   // a new one starts every shard_tokens (no split's tokens are held whole).
   std::unique_ptr<ShardWriter> writing[2];
   int shard_number[2] = {0, 0};
+  auto shard_name = [&](int split) {  // of the split's shard being written
+    return fmt::format("tokens_{}_{:06d}.bin", split ? "val" : "train", shard_number[split]);
+  };
   auto close_shard = [&](int split) {
     writing[split]->close();
-    const std::string name = fmt::format("tokens_{}_{:06d}.bin", split ? "val" : "train", shard_number[split]++);
-    shards.push_back({{"file", name}, {"split", split ? "val" : "train"}, {"tokens", writing[split]->count()}});
+    shards.push_back(
+        {{"file", shard_name(split)}, {"split", split ? "val" : "train"}, {"tokens", writing[split]->count()}});
+    ++shard_number[split];
     writing[split].reset();
   };
   auto emit = [&](int split, const std::vector<int32_t>& ids) {
     for (size_t at = 0; at < ids.size();) {
-      if (!writing[split]) {
-        const std::string name = fmt::format("tokens_{}_{:06d}.bin", split ? "val" : "train", shard_number[split]);
-        writing[split] = std::make_unique<ShardWriter>((work / name).string(), tok->vocab_size());
-      }
+      if (!writing[split])
+        writing[split] = std::make_unique<ShardWriter>((work / shard_name(split)).string(), tok->vocab_size());
       const size_t n = std::min<size_t>(ids.size() - at, (size_t)(o.shard_tokens - writing[split]->count()));
       writing[split]->append(ids.data() + at, n);
       at += n;

@@ -69,30 +69,28 @@ int run_sample(const std::string& dir, const std::string& prompt, train::SampleO
     one.seed = so.seed + i;
     fmt::print("{}", prompt);
     std::fflush(stdout);
-    // The generated text; what could still be the start of the stop string is held back until it cannot.
-    std::string text;
-    size_t printed = 0;
-    auto print_to = [&](size_t end) {
-      fmt::print("{}", text.substr(printed, end - printed));
+    // Generated text not yet printed: with a stop string, its last stop.size() − 1 bytes wait until they cannot
+    // begin it (an occurrence must then start inside this tail, so only the tail is searched).
+    std::string pending;
+    bool stopped = false;
+    auto print = [&](size_t n) {
+      fmt::print("{}", pending.substr(0, n));
       std::fflush(stdout);
-      printed = end;
+      pending.erase(0, n);
     };
     train::generate(*ck.model, ids, one, [&](int32_t id) {
       if (++produced == 1) t_first = std::chrono::steady_clock::now(), rss_first = train::resident_mb();
-      text += ck.tokenizer->decode({id});
-      if (so.stop.empty()) {
-        print_to(text.size());
-        return true;
+      pending += ck.tokenizer->decode({id});
+      if (const size_t at = so.stop.empty() ? std::string::npos : pending.find(so.stop); at != std::string::npos) {
+        print(at);
+        stopped = true;
+        return false;  // generate() stops
       }
-      if (const size_t at = text.find(so.stop); at != std::string::npos) {
-        print_to(at);
-        return false;
-      }
-      const size_t held = std::min(text.size(), so.stop.size() - 1);
-      if (text.size() - held > printed) print_to(text.size() - held);
+      const size_t held = so.stop.empty() ? 0 : std::min(pending.size(), so.stop.size() - 1);
+      print(pending.size() - held);
       return true;
     });
-    if (so.stop.empty() || text.find(so.stop) == std::string::npos) print_to(text.size());
+    if (!stopped) print(pending.size());
     fmt::print("\n");
   }
   if (stats) {

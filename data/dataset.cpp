@@ -54,21 +54,39 @@ Dataset::Dataset(const std::string& text, const Tokenizer& tok, int64_t context,
     const int64_t n_train = (int64_t)(docs.size() * (1 - val_fraction));
     TAPELM_CHECK(n_train >= 1 && (int64_t)docs.size() - n_train >= 1,
                  "dataset: {} documents of 2+ tokens are too few for a train/validation split", docs.size());
-    train_docs_.assign(docs.begin(), docs.begin() + n_train);
-    val_docs_.assign(docs.begin() + n_train, docs.end());
+    // Each split's documents one after another, and where each lies.
+    auto lay_out = [&](size_t first, size_t last, std::vector<int32_t>& tokens) {
+      std::vector<DocumentSpan> spans;
+      for (size_t i = first; i < last; ++i) {
+        spans.push_back({(int64_t)tokens.size(), (int64_t)(tokens.size() + docs[i].size())});
+        tokens.insert(tokens.end(), docs[i].begin(), docs[i].end());
+      }
+      return std::make_shared<const DocumentIndex>(std::move(spans));
+    };
+    train_docs_ = lay_out(0, (size_t)n_train, train_);
+    val_docs_ = lay_out((size_t)n_train, docs.size(), val_);
   } else {
     throw Error(fmt::format("dataset: unknown batch mode '{}' (windows or documents)", mode));
   }
 }
 
 Dataset::Dataset(std::shared_ptr<const TokenSequence> train, std::shared_ptr<const TokenSequence> val, int64_t context,
-                 int64_t vocab_size)
+                 int64_t vocab_size, std::shared_ptr<const DocumentIndex> train_documents,
+                 std::shared_ptr<const DocumentIndex> val_documents)
     : context_(context),
       vocab_size_(vocab_size),
-      mode_("windows"),
+      mode_(train_documents ? "documents" : "windows"),
       mapped_train_(std::move(train)),
-      mapped_val_(std::move(val)) {
+      mapped_val_(std::move(val)),
+      train_docs_(std::move(train_documents)),
+      val_docs_(std::move(val_documents)) {
   TAPELM_CHECK(context > 0, "dataset: context must be positive, got {}", context);
+  TAPELM_CHECK(!train_docs_ == !val_docs_, "dataset: documents for one split but not the other");
+  if (mode_ == "documents") {
+    for (auto [name, part] : {std::pair{"training", &train_docs_}, std::pair{"validation", &val_docs_}})
+      TAPELM_CHECK((*part)->size() > 0, "dataset: the {} token files hold no document of 2+ tokens", name);
+    return;
+  }
   for (auto [name, part] : {std::pair{"training", &mapped_train_}, std::pair{"validation", &mapped_val_}})
     TAPELM_CHECK((*part)->size() > context,
                  "dataset: the {} token files hold {} tokens, fewer than one context window plus its target ({})", name,
@@ -90,11 +108,26 @@ void Dataset::read(Split split, int64_t start, int64_t n, int32_t* out) const {
 }
 
 int64_t Dataset::tokens(Split s) const {
+  if (mode_ == "documents") return documents(s).tokens();
   if (mapped_train_) return (s == Split::train ? mapped_train_ : mapped_val_)->size();
-  if (mode_ == "windows") return (int64_t)(s == Split::train ? train_ : val_).size();
-  int64_t n = 0;
-  for (auto& d : s == Split::train ? train_docs_ : val_docs_) n += (int64_t)d.size();
-  return n;
+  return (int64_t)(s == Split::train ? train_ : val_).size();
+}
+
+Batch Dataset::padded(Split split, const std::vector<DocumentSpan>& pieces) const {
+  const int64_t nb = (int64_t)pieces.size();
+  int64_t longest = 0;
+  for (const DocumentSpan& p : pieces) longest = std::max(longest, p.size() - 1);
+  Batch b{full({nb, longest}, 0, DType::i32), full({nb, longest}, kIgnoreIndex, DType::i32),
+          full({nb, longest}, 1, DType::b8)};
+  std::vector<int32_t> piece(context_ + 1);
+  for (int64_t i = 0; i < nb; ++i) {
+    const int64_t n = pieces[i].size();
+    read(split, pieces[i].begin, n, piece.data());
+    std::copy_n(piece.begin(), n - 1, b.x.data<int32_t>() + i * longest);
+    std::copy_n(piece.begin() + 1, n - 1, b.y.data<int32_t>() + i * longest);
+    std::fill_n(b.pad_mask.data<uint8_t>() + i * longest, n - 1, 0);
+  }
+  return b;
 }
 
 Batch Dataset::batch(Split split, int64_t B, Generator& gen) const {
@@ -112,27 +145,15 @@ Batch Dataset::batch(Split split, int64_t B, Generator& gen) const {
     }
     return b;
   }
-  const auto& docs = split == Split::train ? train_docs_ : val_docs_;
-  std::vector<std::vector<int32_t>> picked;
-  int64_t longest = 0;
+  const DocumentIndex& docs = documents(split);
+  std::vector<DocumentSpan> picked;
   for (int64_t i = 0; i < B; ++i) {
-    const auto& d = docs[gen.randint(docs.size())];
+    const DocumentSpan d = docs[(int64_t)gen.randint(docs.size())];
     const int64_t len = std::min<int64_t>(d.size(), T + 1);
-    const int64_t start = (int64_t)gen.randint(d.size() - len + 1);  // a random window of a long doc
-    picked.emplace_back(d.begin() + start, d.begin() + start + len);
-    longest = std::max(longest, len - 1);
+    const int64_t start = d.begin + (int64_t)gen.randint(d.size() - len + 1);  // a random window of a long doc
+    picked.push_back({start, start + len});
   }
-  Batch b{full({B, longest}, 0, DType::i32), full({B, longest}, kIgnoreIndex, DType::i32),
-          full({B, longest}, 1, DType::b8)};
-  for (int64_t i = 0; i < B; ++i) {
-    const auto& d = picked[i];
-    for (int64_t t = 0; t + 1 < (int64_t)d.size(); ++t) {
-      b.x.data<int32_t>()[i * longest + t] = d[t];
-      b.y.data<int32_t>()[i * longest + t] = d[t + 1];
-      b.pad_mask.data<uint8_t>()[i * longest + t] = 0;
-    }
-  }
-  return b;
+  return padded(split, picked);
 }
 
 std::vector<Batch> Dataset::sequential_batches(Split split, int64_t B) const {
@@ -155,24 +176,16 @@ std::vector<Batch> Dataset::sequential_batches(Split split, int64_t B) const {
     return out;
   }
   // Documents: each cut into consecutive pieces of ≤ T+1 tokens, B pieces a batch.
-  std::vector<std::vector<int32_t>> pieces;
-  for (auto& d : split == Split::train ? train_docs_ : val_docs_)
-    for (size_t s = 0; s + 1 < d.size(); s += T)
-      pieces.emplace_back(d.begin() + s, d.begin() + std::min(d.size(), s + T + 1));
-  for (size_t i = 0; i < pieces.size(); i += B) {
-    const int64_t nb = std::min<int64_t>(B, pieces.size() - i);
-    int64_t longest = 0;
-    for (int64_t k = 0; k < nb; ++k) longest = std::max<int64_t>(longest, pieces[i + k].size() - 1);
-    Batch b{full({nb, longest}, 0, DType::i32), full({nb, longest}, kIgnoreIndex, DType::i32),
-            full({nb, longest}, 1, DType::b8)};
-    for (int64_t k = 0; k < nb; ++k)
-      for (int64_t t = 0; t + 1 < (int64_t)pieces[i + k].size(); ++t) {
-        b.x.data<int32_t>()[k * longest + t] = pieces[i + k][t];
-        b.y.data<int32_t>()[k * longest + t] = pieces[i + k][t + 1];
-        b.pad_mask.data<uint8_t>()[k * longest + t] = 0;
-      }
-    out.push_back(b);
+  const DocumentIndex& docs = documents(split);
+  std::vector<DocumentSpan> pieces;
+  for (int64_t i = 0; i < docs.size(); ++i) {
+    const DocumentSpan d = docs[i];
+    for (int64_t s = d.begin; s + 1 < d.end; s += T) {
+      pieces.push_back({s, std::min(d.end, s + T + 1)});
+      if ((int64_t)pieces.size() == B) out.push_back(padded(split, pieces)), pieces.clear();
+    }
   }
+  if (!pieces.empty()) out.push_back(padded(split, pieces));
   return out;
 }
 

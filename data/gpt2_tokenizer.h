@@ -22,6 +22,8 @@ namespace tapelm::data {
 
 class GPT2Tokenizer : public Tokenizer {
  public:
+  // <|endoftext|>: the last id, which nanoGPT's and llm.c's data put between documents.
+  static constexpr int32_t kEndOfText = 50256;
   // vocab: each id's token as GPT-2 writes it (every byte as a printable
   // character, bytes_to_unicode); merges: pairs of ids in rank order, each
   // making the token that is their concatenation.

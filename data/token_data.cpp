@@ -85,6 +85,23 @@ std::optional<TokenData> find_token_data(const std::string& dir) {
   return d;
 }
 
+std::shared_ptr<const DocumentIndex> documents_of(const TokenData& d, const std::string& split) {
+  const TokenSequence& tokens = *(split == "val" ? d.val : d.train);
+  const fs::path path = fs::path(d.dir) / fmt::format("documents_{}.idx", split);
+  if (!fs::exists(path)) {
+    TAPELM_CHECK(!fs::exists(fs::path(d.dir) / "index.json"),
+                 "token data {}: no document index ({}): it was tokenized by a tapelm that recorded no documents; run "
+                 "tapelm tokenize again",
+                 d.dir, path.string());
+    TAPELM_CHECK(d.tokenizer->kind() == "gpt2",
+                 "token data {}: no document index ({}), and its {} tokenizer has no end-of-text token to find "
+                 "documents by",
+                 d.dir, path.string(), d.tokenizer->kind());
+    index_documents_between(tokens, GPT2Tokenizer::kEndOfText, path.string());
+  }
+  return DocumentIndex::open(path.string(), tokens.size());
+}
+
 void check_made_with(const TokenData& d, const Tokenizer& tokenizer, const std::string& who) {
   TAPELM_CHECK(d.tokenizer->to_json() == tokenizer.to_json(),
                "{}: the token files in {} were made with another tokenizer than the checkpoint's ({})", who, d.dir,

@@ -11,6 +11,8 @@
 #include <set>
 
 #include "autograd/error.h"
+#include "data/document_finder.h"
+#include "data/document_index.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
 #include "data/utf8.h"
@@ -114,6 +116,8 @@ nlohmann::json describe_sources(const std::vector<fs::path>& files) {
   return out;
 }
 
+std::string documents_file_name(int split) { return split ? "documents_val.idx" : "documents_train.idx"; }
+
 void write_atomically(const fs::path& path, const std::string& text) {
   const fs::path tmp = path.string() + ".tmp";
   {
@@ -147,6 +151,7 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
   const nlohmann::json settings = {{"tokenizer", o.tokenizer},
                                    {"vocab_size", o.tokenizer == "bpe" ? o.vocab_size : 0},
                                    {"val_fraction", o.val_fraction},
+                                   {"doc_sep", o.doc_sep},
                                    {"shard_tokens", o.shard_tokens}};
   const nlohmann::json sources = describe_sources(files);
   const fs::path out(o.out), index_path = out / "index.json";
@@ -200,6 +205,21 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
   // Each split's shard being written: ids go to it as their block is done,
   // a new one starts every shard_tokens (no split's tokens are held whole).
   std::unique_ptr<ShardWriter> writing[2];
+  // Each split's documents (data/document_finder.h): the tokens that start
+  // inside a document's text, found as blocks are written.
+  std::unique_ptr<DocumentIndexWriter> documents[2];
+  for (int split : {0, 1})
+    documents[split] = std::make_unique<DocumentIndexWriter>((work / documents_file_name(split)).string());
+  DocumentFinder finder(o.doc_sep);
+  std::vector<DocumentSpan> found;
+  auto keep_documents = [&](int split) {  // of 2+ tokens, as text read whole keeps them
+    for (const DocumentSpan& d : found)
+      if (d.size() >= 2) documents[split]->append(d);
+    found.clear();
+  };
+  std::vector<int64_t> token_bytes(tok->vocab_size());
+  for (int32_t id = 0; id < (int32_t)token_bytes.size(); ++id) token_bytes[id] = (int64_t)tok->decode({id}).size();
+  bool in_validation = false;
   int shard_number[2] = {0, 0};
   auto shard_name = [&](int split) {  // of the split's shard being written
     return fmt::format("tokens_{}_{:06d}.bin", split ? "val" : "train", shard_number[split]);
@@ -269,7 +289,24 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
       fs::remove_all(work);
       throw Error("tokenize: " + error);
     }
-    for (int64_t b = 0; b < n_blocks; ++b) emit(split_of[b], ids[b]);
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const int split = split_of[b];
+      if (split == 1 && !in_validation) {  // documents do not cross the split
+        finder.split(counts[0], 0, found);
+        keep_documents(0);
+        in_validation = true;
+      }
+      // A byte's position: the first token of the block starting at or after it (bytes only move forward).
+      size_t token = 0;
+      int64_t token_start = 0;
+      auto position_of = [&](size_t byte) {
+        while (token < ids[b].size() && token_start < (int64_t)byte) token_start += token_bytes[ids[b][token++]];
+        return counts[split] + (int64_t)token;
+      };
+      finder.feed(blocks[b], position_of, found);
+      keep_documents(split);
+      emit(split, ids[b]);
+    }
     if (progress) progress({done, total, seconds()});
   }
   for (int split : {0, 1})
@@ -278,6 +315,9 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
                "tokenize: the input gives {} training and {} validation tokens; both splits need some (a longer input "
                "or another --val-fraction)",
                counts[0], counts[1]);
+  finder.finish(counts[1], found);
+  keep_documents(1);
+  for (int split : {0, 1}) documents[split]->close(counts[split]);
   // Into place: the old shards go, the new ones come, the index last.
   fs::remove(index_path);
   for (auto& e : fs::directory_iterator(out)) {
@@ -285,15 +325,18 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
     if (e.is_regular_file() && name.rfind("tokens_", 0) == 0 && e.path().extension() == ".bin") fs::remove(e.path());
   }
   for (auto& s : shards) fs::rename(work / s.at("file").get<std::string>(), out / s.at("file").get<std::string>());
+  for (int split : {0, 1}) fs::rename(work / documents_file_name(split), out / documents_file_name(split));
   fs::remove_all(work);
   write_atomically(out / "tokenizer.json", tok->to_json());
-  const nlohmann::json index = {{"format", "tapelm token shards 1"},
+  const nlohmann::json index = {{"format", "tapelm token shards 2"},
                                 {"settings", settings},
                                 {"sources", sources},
                                 {"vocab_size", tok->vocab_size()},
                                 {"shards", shards},
                                 {"train_tokens", counts[0]},
-                                {"val_tokens", counts[1]}};
+                                {"val_tokens", counts[1]},
+                                {"train_documents", documents[0]->count()},
+                                {"val_documents", documents[1]->count()}};
   write_atomically(index_path, index.dump(2));
   TokenizeReport r;
   r.bytes = total, r.train_tokens = counts[0], r.val_tokens = counts[1], r.shards = (int64_t)shards.size();

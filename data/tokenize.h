@@ -1,8 +1,10 @@
 // `tapelm tokenize`: a corpus of any size to token shards, once. The text is
 // streamed in blocks (memory bounded whatever the input size), blocks are
 // tokenized in parallel and written in order as llm.c-format shards
-// (data/token_file.h) beside tokenizer.json and index.json; `train --data DIR`
-// then reads them mapped (data/token_data.h).
+// (data/token_file.h) beside tokenizer.json, index.json and each split's
+// document index (data/document_index.h: the documents `--batch-mode
+// documents` draws, by the rule it applies to text, data/document_finder.h);
+// `train --data DIR` then reads them mapped (data/token_data.h).
 //
 // Blocks are cut where a character that is not whitespace is followed by one
 // that is: every tokenizer here starts a new piece there (GPT-2's pattern and
@@ -29,6 +31,7 @@ struct TokenizeOptions {
   std::string tokenizer = "gpt2";  // char, byte, bpe or gpt2
   int64_t vocab_size = 4096;       // bpe
   double val_fraction = 0.1;
+  std::string doc_sep;                 // documents' separator line, as train's --doc-sep (empty: blank lines)
   int threads = 0;                     // 0: every core
   int64_t shard_tokens = 100'000'000;  // llm.c's shard size
   int64_t block_bytes = 8 << 20;       // text per parallel task

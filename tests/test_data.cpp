@@ -5,6 +5,9 @@
 #include "data/batch_prefetcher.h"
 #include "data/corpus.h"
 #include "data/dataset.h"
+#include "data/document_finder.h"
+#include "data/document_index.h"
+#include "data/gpt2_tokenizer.h"
 #include "data/token_data.h"
 #include "data/token_file.h"
 #include "data/tokenize.h"
@@ -386,5 +389,151 @@ TEST(Tokenize, AnUnchangedInputIsANoOpAndAChangedOneIsRedone) {
   // An index that disagrees with its shards is refused.
   write_shard(o.out + "/tokens_train_000000.bin", {1, 2, 3});
   EXPECT_ERROR_CONTAINS(find_token_data(o.out), "index.json says");
+  fs::remove_all(dir);
+}
+
+// ---- documents in token data (data/document_finder.h, data/document_index.h) --
+
+// Fed in pieces cut anywhere, the finder finds split_documents's documents:
+// each span's bytes are the document's text (its lines with their newlines).
+TEST(DocumentFinder, FindsSplitDocumentsDocumentsWhereverThePiecesAreCut) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"a\nb\n\n\nc\n", ""},
+      {"  \n\nfirst doc\nline two\n \t \n\r\nsecond\n\nthird without newline", ""},
+      {"one\n%\ntwo\nlines\n%\n", "%"},
+      {"%\n%\n  \n%\nx %\n%%\nlast", "%"},  // a blank document is no document; "x %" and "%%" are text
+      {"<|endoftext|>\nA\n<|endoftext|>\n<|endoftext|>\nB b\n\nstill B\n", "<|endoftext|>"},
+  };
+  Generator gen(7);
+  for (const auto& [text, separator] : cases) {
+    const std::vector<std::string> want = split_documents(text, separator);
+    for (int trial = 0; trial < 50; ++trial) {
+      DocumentFinder finder(separator);
+      std::vector<DocumentSpan> spans;
+      size_t at = 0;
+      while (at < text.size()) {
+        const size_t n = std::min<size_t>(text.size() - at, 1 + gen.randint(trial % 2 ? 3 : 12));
+        finder.feed(
+            std::string_view(text).substr(at, n), [&](size_t i) { return (int64_t)(at + i); }, spans);
+        at += n;
+      }
+      finder.finish((int64_t)text.size(), spans);
+      std::vector<std::string> got;
+      for (const DocumentSpan& s : spans) {
+        std::string doc = text.substr((size_t)s.begin, (size_t)s.size());
+        if (doc.back() != '\n') doc += '\n';  // split_documents ends every line with one
+        got.push_back(doc);
+      }
+      ASSERT_EQ(got, want) << "separator '" << separator << "', trial " << trial;
+    }
+  }
+}
+
+// tokenize records each split's documents: with the char tokenizer a
+// document's tokens are its text's, exactly as --batch-mode documents reads
+// text, and with GPT-2's too on text whose blank lines are bare. The one
+// document the train/validation split cuts comes in two parts whose texts
+// joined are its text (the split falls before whitespace, so the newline
+// ending the line it cuts may be outside both).
+TEST(Tokenize, RecordsTheDocumentsThatTextModeReads) {
+  const std::string dir = temp_dir("tokenize_documents");
+  for (const std::string kind : {"char", "gpt2"}) {
+    std::string text;
+    Generator gen(11);
+    for (int i = 0; i < 120; ++i) {
+      text += fmt::format("Document {} begins here.\n", i);
+      for (uint64_t l = gen.randint(4); l > 0; --l) text += fmt::format("  and goes on, line {}: café 東京\n", l);
+      // Runs of blank lines (GPT-2 makes one token of "\n\n\n", which starts inside the document before).
+      // (nor of "\n\n" at the text's end).
+      if (i < 119) text += i % 7 == 3 && kind == "char" ? "\n\n\n" : "\n";
+    }
+    write(dir + "/t.txt", text);
+    const std::vector<std::string> want = split_documents(text, "");
+    TokenizeOptions o;
+    o.inputs = {dir + "/t.txt"};
+    o.out = dir + "/out_" + kind;
+    o.tokenizer = kind;
+    o.threads = 2, o.block_bytes = 300, o.shard_tokens = 1000;
+    tokenize_corpus(o);
+    std::optional<TokenData> d = find_token_data(o.out);
+    ASSERT_TRUE(d);
+    std::vector<std::string> split_docs[2];
+    for (int split : {0, 1}) {
+      auto docs = documents_of(*d, split ? "val" : "train");
+      const TokenSequence& seq = *(split ? d->val : d->train);
+      int64_t covered = 0, last_end = 0;
+      for (int64_t i = 0; i < docs->size(); ++i) {
+        const DocumentSpan s = (*docs)[i];
+        EXPECT_LE(last_end, s.begin);
+        EXPECT_GE(s.size(), 2);
+        std::vector<int32_t> ids(s.size());
+        seq.read(s.begin, s.size(), ids.data());
+        split_docs[split].push_back(d->tokenizer->decode(ids));
+        covered += s.size(), last_end = s.end;
+      }
+      EXPECT_EQ(docs->tokens(), covered);
+    }
+    std::vector<std::string> got = split_docs[0];
+    auto rest = split_docs[1].begin();
+    if (split_docs[0].size() + split_docs[1].size() == want.size() + 1) {  // the document the split cut
+      std::string joined = got.back() + *rest++;
+      const std::string& whole = want[got.size() - 1];
+      if (joined.size() + 1 == whole.size()) joined.insert(split_docs[0].back().size(), "\n");
+      got.back() = joined;
+    }
+    got.insert(got.end(), rest, split_docs[1].end());
+    ASSERT_EQ(got.size(), want.size()) << kind;
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << kind << " document " << i;
+  }
+  // A tapelm folder without its document index (made before tokenize recorded one) says to tokenize again.
+  fs::remove(dir + "/out_char/documents_val.idx");
+  std::optional<TokenData> old = find_token_data(dir + "/out_char");
+  ASSERT_TRUE(old);
+  EXPECT_ERROR_CONTAINS(documents_of(*old, "val"), "run tapelm tokenize again");
+  fs::remove_all(dir);
+}
+
+// nanoGPT's and llm.c's GPT-2 data put <|endoftext|> between documents: the
+// first --batch-mode documents run finds them by one scan and keeps the index
+// beside the shards; an index made for other shards, or cut short, is refused.
+TEST(TokenFiles, GptTwoDataIsCutIntoDocumentsAtEndOfText) {
+  const std::string dir = temp_dir("eot_documents");
+  const int32_t eot = GPT2Tokenizer::kEndOfText;
+  // llm.c's layout: each document begins with <|endoftext|>.
+  std::vector<int32_t> train = {eot, 5, 6, 7, eot, 8, eot, eot, 9, 10, 11, 12, eot, 13, 14};
+  write_shard(dir + "/d_train_000000.bin", train);
+  write_shard(dir + "/d_val_000000.bin", {eot, 1, 2, eot, 3, 4, 5});
+  std::optional<TokenData> d = find_token_data(dir);
+  ASSERT_TRUE(d);
+  auto docs = documents_of(*d, "train");
+  ASSERT_EQ(docs->size(), 4);  // [eot 8] kept (2 tokens), the lone eot dropped
+  const std::vector<std::pair<int64_t, int64_t>> want = {{0, 4}, {4, 6}, {7, 12}, {12, 15}};
+  for (int64_t i = 0; i < 4; ++i) {
+    EXPECT_EQ((*docs)[i].begin, want[i].first);
+    EXPECT_EQ((*docs)[i].end, want[i].second);
+  }
+  EXPECT_TRUE(fs::exists(dir + "/documents_train.idx"));
+  EXPECT_EQ(documents_of(*d, "val")->size(), 2);
+  // Batches: rows are a document's tokens from its start, padded and masked.
+  Dataset ds(d->train, d->val, 8, d->tokenizer->vocab_size(), documents_of(*d, "train"), documents_of(*d, "val"));
+  EXPECT_EQ(ds.mode(), "documents");
+  Generator gen(2);
+  Batch b = ds.batch(Split::train, 6, gen);
+  for (int64_t r = 0; r < 6; ++r) {
+    EXPECT_EQ(b.x.data<int32_t>()[r * b.x.size(1)], eot);  // every document here begins with it
+    EXPECT_FALSE(b.pad_mask.data<uint8_t>()[r * b.x.size(1)]);
+  }
+  EXPECT_EQ(ds.sequential_batches(Split::val, 8).size(), 1u);
+  // The index kept beside the shards is refused once the shards change, and when cut short.
+  write_shard(dir + "/d_train_000000.bin", std::vector<int32_t>(train.begin(), train.end() - 1));
+  d = find_token_data(dir);
+  EXPECT_ERROR_CONTAINS(documents_of(*d, "train"), "made for 15 tokens, but the split's token files hold 14");
+  fs::resize_file(dir + "/documents_val.idx", fs::file_size(dir + "/documents_val.idx") - 3);
+  EXPECT_ERROR_CONTAINS(documents_of(*d, "val"), "it is truncated");
+  // Data of another tokenizer with no index has no end-of-text token to cut at.
+  write(dir + "/tokenizer.json", ByteTokenizer().to_json());
+  fs::remove(dir + "/documents_train.idx");
+  d = find_token_data(dir);
+  EXPECT_ERROR_CONTAINS(documents_of(*d, "train"), "no end-of-text token");
   fs::remove_all(dir);
 }

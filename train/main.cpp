@@ -123,7 +123,10 @@ int run_eval(const std::string& dir, const std::vector<std::string>& paths, int6
   const train::TrainOptions& run = ck.train_options;
   std::optional<data::TokenData> files = paths.size() == 1 ? data::find_token_data(paths[0]) : std::nullopt;
   if (files) data::check_made_with(*files, *ck.tokenizer, "eval");
-  data::Dataset ds = files ? data::Dataset(files->train, files->val, ck.config.block_size, ck.config.vocab_size)
+  const bool documents = run.batch_mode == "documents";
+  data::Dataset ds = files ? data::Dataset(files->train, files->val, ck.config.block_size, ck.config.vocab_size,
+                                           documents ? data::documents_of(*files, "train") : nullptr,
+                                           documents ? data::documents_of(*files, "val") : nullptr)
                            : data::Dataset(data::read_corpus(paths), *ck.tokenizer, ck.config.block_size,
                                            run.val_fraction, run.batch_mode, run.doc_sep);
   NoGradGuard no_grad;
@@ -285,6 +288,8 @@ Command tokenize_command(CLI::App& tool) {
   app->add_option("--val-fraction", o->val_fraction, "The last fraction of the text held out for validation")
       ->capture_default_str()
       ->check(CLI::Range(1e-6, 1 - 1e-6));
+  app->add_option("--doc-sep", o->doc_sep,
+                  "Document separator line, recorded for --batch-mode documents (empty = blank lines)");
   app->add_option("--threads", o->threads, "Threads (0: every core)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);

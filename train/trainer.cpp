@@ -171,14 +171,10 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
   // A folder of token files (tapelm's, nanoGPT's or llm.c's) is read mapped; anything else is text.
   std::optional<data::TokenData> tokens = o.data.size() == 1 ? data::find_token_data(o.data[0]) : std::nullopt;
   if (tokens) {
-    TAPELM_CHECK(o.batch_mode == "windows",
-                 "train: {} holds token files, which are read as windows; --batch-mode {} "
-                 "needs text",
-                 o.data[0], o.batch_mode);
-    for (const char* key : {"tokenizer", "vocab_size", "val_fraction"})
+    for (const char* key : {"tokenizer", "vocab_size", "val_fraction", "doc_sep"})
       TAPELM_CHECK(!given(key),
-                   "train: {} holds token files: their tokenizer and train/val split are fixed, so {} "
-                   "cannot be set",
+                   "train: {} holds token files: their tokenizer, train/val split and documents are fixed when they "
+                   "are made, so {} cannot be set",
                    o.data[0], key);
     o.tokenizer = tokens->tokenizer->kind();
   }
@@ -203,8 +199,11 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
     run.model->dropout_gen.set_state(dropout_stream_of_rank(run.model->dropout_gen.state(), comm.rank()));
   }
   if (o.device == "cuda") run.model->to(Device::cuda);  // before the optimizer makes its state beside them
+  const bool documents = o.batch_mode == "documents";
   run.ds = tokens ? std::make_unique<data::Dataset>(tokens->train, tokens->val, run.model->config.block_size,
-                                                    run.tok->vocab_size())
+                                                    run.tok->vocab_size(),
+                                                    documents ? data::documents_of(*tokens, "train") : nullptr,
+                                                    documents ? data::documents_of(*tokens, "val") : nullptr)
                   : std::make_unique<data::Dataset>(text, *run.tok, run.model->config.block_size, o.val_fraction,
                                                     o.batch_mode, o.doc_sep);
   run.groups = optim::decay_groups(*run.model, o.weight_decay);

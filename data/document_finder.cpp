@@ -19,27 +19,35 @@ bool DocumentFinder::line_is_boundary() const {
   return separator_.empty() ? line_blank_ : line_is_separator_ && line_bytes_ == (int64_t)separator_.size();
 }
 
+int64_t DocumentFinder::line_begin() {
+  if (line_begin_byte_ != kMapped) {
+    line_begin_ = (*position_of_)(line_begin_byte_);
+    line_begin_byte_ = kMapped;
+  }
+  return line_begin_;
+}
+
 void DocumentFinder::add_line_to_document() {
   if (!in_document_) {
     in_document_ = true;
     document_has_text_ = false;
-    document_begin_ = line_begin_;
+    document_begin_ = line_begin();
   }
   document_has_text_ = document_has_text_ || line_has_text_;
 }
 
-void DocumentFinder::end_line(int64_t next_line_begin, std::vector<DocumentSpan>& out) {
-  if (line_is_boundary())
-    close_document(line_begin_, out);
-  else
+void DocumentFinder::end_line(std::vector<DocumentSpan>& out) {
+  if (!line_is_boundary())
     add_line_to_document();
-  line_begin_ = next_line_begin;
+  else if (in_document_)
+    close_document(line_begin(), out);
   line_bytes_ = 0;
   line_blank_ = true, line_has_text_ = false, line_is_separator_ = true;
 }
 
 void DocumentFinder::feed(std::string_view piece, const std::function<int64_t(size_t)>& position_of,
                           std::vector<DocumentSpan>& out) {
+  position_of_ = &position_of;
   size_t at = 0;
   while (at < piece.size()) {
     const void* nl = std::memchr(piece.data() + at, '\n', piece.size() - at);
@@ -57,13 +65,16 @@ void DocumentFinder::feed(std::string_view piece, const std::function<int64_t(si
     }
     line_bytes_ += (int64_t)(end - at);
     if (!nl) break;
-    end_line(position_of(end + 1), out);
+    end_line(out);
+    line_begin_byte_ = end + 1;  // mapped only if a document begins or ends there
     at = end + 1;
   }
+  line_begin();  // the line going on into the next piece: mapped while this piece's map is at hand
+  position_of_ = nullptr;
 }
 
 void DocumentFinder::finish(int64_t end, std::vector<DocumentSpan>& out) {
-  if (line_bytes_ > 0) end_line(end, out);  // a last line without its newline
+  if (line_bytes_ > 0) end_line(out);  // a last line without its newline
   close_document(end, out);
 }
 

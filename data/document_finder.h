@@ -23,7 +23,8 @@ namespace tapelm::data {
 class DocumentFinder {
  public:
   explicit DocumentFinder(std::string separator) : separator_(std::move(separator)) {}
-  // The next piece; position_of(i) for 0 ≤ i ≤ piece.size() (nondecreasing in i).
+  // The next piece; position_of(i) is asked only for the bytes that begin a
+  // line (just after a newline), in increasing order.
   // Documents that end in it are appended to out.
   void feed(std::string_view piece, const std::function<int64_t(size_t)>& position_of, std::vector<DocumentSpan>& out);
   // The text ends at `end`: the last document, if one is open, ends there.
@@ -35,10 +36,15 @@ class DocumentFinder {
  private:
   bool line_is_boundary() const;
   void add_line_to_document();
-  void end_line(int64_t next_line_begin, std::vector<DocumentSpan>& out);
+  int64_t line_begin();  // the line's position, mapped when first asked for
+  void end_line(std::vector<DocumentSpan>& out);
   void close_document(int64_t end, std::vector<DocumentSpan>& out);
   std::string separator_;
-  // The line in progress.
+  // The line in progress: its position, or (while feed() runs) its byte in the
+  // piece, mapped when a document begins or ends there (most lines are neither).
+  static constexpr size_t kMapped = ~size_t(0);
+  const std::function<int64_t(size_t)>* position_of_ = nullptr;
+  size_t line_begin_byte_ = kMapped;
   int64_t line_begin_ = 0, line_bytes_ = 0;
   bool line_blank_ = true;         // only ' ', '\t', '\r' so far
   bool line_has_text_ = false;     // a byte that is not whitespace

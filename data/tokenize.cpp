@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -252,6 +253,13 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
   std::vector<std::string> blocks(2 * threads);
   std::vector<std::vector<int32_t>> ids(2 * threads);
   std::vector<int> split_of(2 * threads);
+  // Each block's line starts (the byte after each newline) and the first token
+  // starting at or after each: where documents can begin and end, mapped to
+  // tokens in the parallel part so the in-order part only looks them up.
+  struct LineStart {
+    int64_t byte, token;
+  };
+  std::vector<std::vector<LineStart>> line_starts(2 * threads);
   while (more || !carry.empty()) {
     // Each block ends at a safe cut (the rest carries over); none crosses val_start.
     int64_t n_blocks = 0;
@@ -280,6 +288,16 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
     for (int64_t b = 0; b < n_blocks; ++b) {
       try {
         ids[b] = tok->encode(blocks[b]);
+        line_starts[b].clear();
+        const std::string& text = blocks[b];
+        size_t token = 0;
+        int64_t token_start = 0;
+        for (const char* nl = (const char*)std::memchr(text.data(), '\n', text.size()); nl;
+             nl = (const char*)std::memchr(nl + 1, '\n', text.data() + text.size() - (nl + 1))) {
+          const int64_t byte = nl + 1 - text.data();
+          while (token < ids[b].size() && token_start < byte) token_start += token_bytes[ids[b][token++]];
+          line_starts[b].push_back({byte, (int64_t)token});
+        }
       } catch (const std::exception& e) {
 #pragma omp critical
         error = e.what();
@@ -296,12 +314,15 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
         keep_documents(0);
         in_validation = true;
       }
-      // A byte's position: the first token of the block starting at or after it (bytes only move forward).
-      size_t token = 0;
-      int64_t token_start = 0;
-      auto position_of = [&](size_t byte) {
-        while (token < ids[b].size() && token_start < (int64_t)byte) token_start += token_bytes[ids[b][token++]];
-        return counts[split] + (int64_t)token;
+      // A line start's position: the first token of the block starting at or after it (asked in increasing order).
+      size_t line = 0;
+      auto position_of = [&](size_t byte) -> int64_t {
+        if (byte == 0) return counts[split];
+        const auto& starts = line_starts[b];
+        while (line < starts.size() && starts[line].byte < (int64_t)byte) ++line;
+        TAPELM_CHECK(line < starts.size() && starts[line].byte == (int64_t)byte,
+                     "tokenize: byte {} of a block is no line start", byte);
+        return counts[split] + starts[line].token;
       };
       finder.feed(blocks[b], position_of, found);
       keep_documents(split);

@@ -44,18 +44,6 @@ Kind kind_of(uint32_t cp) {
   return Kind::other;
 }
 
-// GPT-2's bytes_to_unicode: the printable Latin-1 bytes stand for themselves,
-// the other 68 become U+0100 onwards in byte order.
-std::array<uint32_t, 256> byte_to_printable() {
-  std::array<uint32_t, 256> map{};
-  uint32_t next = 256;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-    map[b] = printable ? (uint32_t)b : next++;
-  }
-  return map;
-}
-
 Kind kind_at(std::string_view s, size_t i) { return kind_of(utf8_symbol_at(s, i).cp); }
 
 // One past the run of symbols of kind k that starts at byte i.
@@ -69,6 +57,18 @@ size_t run_end(std::string_view s, size_t i, Kind k) {
 }
 
 }  // namespace
+
+// GPT-2's bytes_to_unicode: the printable Latin-1 bytes stand for themselves,
+// the other 68 become U+0100 onwards in byte order.
+std::array<uint32_t, 256> gpt2_byte_to_printable() {
+  std::array<uint32_t, 256> map{};
+  uint32_t next = 256;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    map[b] = printable ? (uint32_t)b : next++;
+  }
+  return map;
+}
 
 void for_each_gpt2_chunk(std::string_view text, const std::function<void(std::string_view)>& chunk) {
   const size_t n = text.size();
@@ -120,7 +120,7 @@ std::vector<std::string> gpt2_chunks(const std::string& text) {
 
 GPT2Tokenizer::GPT2Tokenizer(std::vector<std::string> vocab, std::vector<std::array<int32_t, 2>> merges)
     : vocab_(std::move(vocab)), merges_(std::move(merges)) {
-  const std::array<uint32_t, 256> printable = byte_to_printable();
+  const std::array<uint32_t, 256> printable = gpt2_byte_to_printable();
   std::unordered_map<uint32_t, int> byte_of;
   for (int b = 0; b < 256; ++b) byte_of[printable[b]] = b;
   std::unordered_map<std::string, int32_t> id_of;

@@ -52,6 +52,11 @@ class GPT2Tokenizer : public Tokenizer {
   std::unordered_map<uint64_t, Merge> merge_of_;  // (left << 32 | right) -> rank and result
 };
 
+// GPT-2's bytes_to_unicode: the character each byte is written as in its
+// vocabulary (the printable Latin-1 bytes as themselves, the other 68 as
+// U+0100 onwards in byte order); every byte-level BPE vocabulary uses it.
+std::array<uint32_t, 256> gpt2_byte_to_printable();
+
 // GPT-2's pre-tokenization: the chunks (as byte strings) that the pattern
 // above matches one after another; they concatenate to the text.
 std::vector<std::string> gpt2_chunks(const std::string& text);

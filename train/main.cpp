@@ -20,6 +20,7 @@
 #include "train/compare.h"
 #include "train/distributed.h"
 #include "train/flop_report.h"
+#include "train/hugging_face.h"
 #include "train/memory.h"
 #include "train/sampler.h"
 #include "train/thread_policy.h"
@@ -318,6 +319,26 @@ Command tokenize_command(CLI::App& tool) {
           }};
 }
 
+Command export_command(CLI::App& tool) {
+  struct Options {
+    std::string checkpoint, format = "hf", out;
+  };
+  auto o = std::make_shared<Options>();
+  auto* app = tool.add_subcommand(
+      "export", "Write a checkpoint as a Hugging Face transformers folder (AutoModelForCausalLM loads it)");
+  app->add_option("--checkpoint", o->checkpoint, "Checkpoint directory")->required();
+  app->add_option("--format", o->format, "hf: config.json, model.safetensors and the tokenizer's files")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"hf"}));
+  app->add_option("--out", o->out, "Folder to write")->required();
+  return {app, [o] {
+            const train::Checkpoint ck = train::load_checkpoint(o->checkpoint);
+            train::export_hugging_face(*ck.model, *ck.tokenizer, o->out);
+            fmt::print("{}: {} (step {}) as a Hugging Face folder\n", o->out, o->checkpoint, ck.step);
+            return 0;
+          }};
+}
+
 Command compare_command(CLI::App& tool) {
   auto cmp = std::make_shared<train::CompareOptions>();
   cmp->train.out = "runs/compare";
@@ -410,7 +431,8 @@ int main(int argc, char** argv) {
   tool.require_subcommand(1);
   tool.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   const std::vector<Command> commands{train_command(tool),   sample_command(tool), eval_command(tool),
-                                      compare_command(tool), flops_command(tool),  tokenize_command(tool)};
+                                      compare_command(tool), flops_command(tool),  tokenize_command(tool),
+                                      export_command(tool)};
   try {
     std::vector<std::string> args = train::expand_config(std::vector<std::string>(argv, argv + argc));
     std::vector<char*> cargs;

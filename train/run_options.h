@@ -22,6 +22,7 @@ struct TrainOptions {
   nn::ModelConfig model;  // its own schema (nn::config_fields)
   // The run (run_fields()).
   std::vector<std::string> data;
+  std::string init_from;  // a Hugging Face model folder to start from (train/hugging_face.h)
   std::string tokenizer = "char";
   int64_t vocab_size = 512;  // bpe only
   std::string batch_mode = "windows";

@@ -27,6 +27,7 @@
 #include "train/checkpoint.h"
 #include "train/distributed.h"
 #include "train/gemm_peak.h"
+#include "train/hugging_face.h"
 #include "train/memory_plan.h"
 #include "train/plot.h"
 #include "train/run_lock.h"
@@ -162,8 +163,20 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
   Run run;
   run.schedule = {o.schedule, o.lr, std::min(o.min_lr, o.lr), o.warmup,
                   o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
-  run.schedule.at(0);  // validates the kind
-  if (!o.resume) {     // the mixer's reference recipe where no flag says otherwise; errors before the corpus is read
+  run.schedule.at(0);                          // validates the kind
+  std::optional<HuggingFaceModel> pretrained;  // --init-from: the model, config and tokenizer are the folder's
+  if (!o.resume && !o.init_from.empty()) {
+    for (const std::string& key : given_model_keys)
+      TAPELM_CHECK(key == "dropout", "train --init-from: the model is {}'s, so {} cannot be set (only --dropout)",
+                   o.init_from, key);
+    for (const char* key : {"tokenizer", "vocab_size"})
+      TAPELM_CHECK(!given(key), "train --init-from: the tokenizer is {}'s, so {} cannot be set", o.init_from, key);
+    pretrained = import_hugging_face(o.init_from);
+    pretrained->config.dropout = o.model.dropout;
+    o.model = pretrained->config;
+    o.tokenizer = pretrained->tokenizer->kind();
+  } else if (!o.resume) {  // the mixer's reference recipe where no flag says otherwise; errors before the corpus is
+                           // read
     o.model = nn::with_recipe(o.model, given_model_keys);
     nn::check_config(o.model);
   }
@@ -190,6 +203,16 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
     if (tokens) data::check_made_with(*tokens, *run.tok, "train --resume");
     run.model = std::move(ck.model);
     run.start_step = ck.step;
+  } else if (pretrained) {
+    run.tok = std::move(pretrained->tokenizer);
+    if (tokens) data::check_made_with(*tokens, *run.tok, "train --init-from");
+    check_training_fits(o.model, o.optimizer);
+    Generator init(o.seed);
+    run.model = std::make_unique<nn::GPT>(o.model, init);  // with the run's dropout, then the folder's weights
+    std::map<std::string, Tensor> weights;
+    for (const auto& p : pretrained->model->state_dict()) weights[p.name] = p.tensor;
+    run.model->load_state_dict(weights);
+    run.model->dropout_gen.set_state(dropout_stream_of_rank(run.model->dropout_gen.state(), comm.rank()));
   } else {
     run.tok = tokens ? std::move(tokens->tokenizer) : data::make_tokenizer(o.tokenizer, text, o.vocab_size);
     o.model.vocab_size = run.tok->vocab_size();

@@ -1,5 +1,6 @@
 #include "train/hugging_face.h"
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -107,6 +108,65 @@ std::vector<Link> llama_links(const nn::ModelConfig& c) {
 }
 
 std::string final_norm(const nn::ModelConfig& c) { return c.final_norm == "same" ? c.norm : c.final_norm; }
+
+// Mamba (Gu & Dao 2023) and Mamba-2 (Dao & Gu 2024): a norm and the mixer
+// per block, no MLP; the mixer's tensors have mamba_ssm's names in both.
+std::vector<Link> mamba_links(const nn::ModelConfig& c, const std::vector<std::string>& mixer_tensors) {
+  std::vector<Link> l = {{"backbone.embeddings.weight", "transformer.wte.weight"}};
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    const std::string hf = fmt::format("backbone.layers.{}.", i), t = fmt::format("transformer.h.{}.", i);
+    l.push_back({hf + "norm.weight", t + "ln_1.weight"});
+    for (const std::string& name : mixer_tensors) l.push_back({hf + "mixer." + name, t + "attn." + name});
+  }
+  l.push_back({"backbone.norm_f.weight", "transformer.ln_f.weight"});
+  if (!c.tie_weights) l.push_back({"lm_head.weight", "lm_head.weight"});
+  return l;
+}
+
+void check_mamba_block(const nn::ModelConfig& c, const std::string& w) {
+  require(c.position == "none", w, "needs --position none, the model has " + c.position);
+  require(c.norm == "rmsnorm" && final_norm(c) == "rmsnorm", w, "needs RMSNorm everywhere");
+}
+
+// The fields Mamba's and Mamba-2's configs share, read or written.
+json mamba_common(const nn::ModelConfig& c) {
+  return {{"vocab_size", c.vocab_size},
+          {"hidden_size", c.n_embd},
+          {"intermediate_size", 2 * c.n_embd},
+          {"state_size", c.d_state},
+          {"num_hidden_layers", c.n_layer},
+          {"layer_norm_epsilon", c.norm_eps},
+          {"expand", 2},
+          {"conv_kernel", c.d_conv},
+          {"use_bias", false},
+          {"use_conv_bias", true},
+          {"hidden_act", "silu"},
+          {"residual_in_fp32", true},
+          {"tie_word_embeddings", c.tie_weights},
+          {"max_position_embeddings", c.block_size},  // not the class's: tapelm's training context, read back
+          {"use_cache", true},
+          {"dtype", "float32"}};
+}
+
+nn::ModelConfig mamba_config_of(const json& j, const std::string& path, const std::string& mixer, bool tie_default) {
+  nn::ModelConfig c;
+  c.mixer = mixer, c.position = "none", c.norm = "rmsnorm", c.bias = false;
+  c.vocab_size = j.at("vocab_size").get<int64_t>();
+  c.n_embd = j.at("hidden_size").get<int64_t>();
+  c.n_layer = j.at("num_hidden_layers").get<int64_t>();
+  c.n_head = 1;  // not a Mamba field; tapelm's heads are attention's
+  c.d_state = j.at("state_size").get<int64_t>();
+  c.d_conv = field<int64_t>(j, "conv_kernel", 4);
+  c.norm_eps = field<double>(j, "layer_norm_epsilon", 1e-5);
+  c.tie_weights = field<bool>(j, "tie_word_embeddings", tie_default);
+  c.block_size = field<int64_t>(j, "max_position_embeddings", 2048);  // no positions: only decoding's window
+  require(field<int64_t>(j, "expand", 2) == 2 && field<int64_t>(j, "intermediate_size", 2 * c.n_embd) == 2 * c.n_embd,
+          path, "expand is not 2 (tapelm's Mamba blocks are twice the model's width inside)");
+  require(!field<bool>(j, "use_bias", false) && field<bool>(j, "use_conv_bias", true), path,
+          "use_bias true or use_conv_bias false: tapelm's Mamba has mamba_ssm's (no projection bias, a conv bias)");
+  require(field<std::string>(j, "hidden_act", "silu") == "silu", path, "hidden_act is not silu");
+  return c;
+}
 
 const std::vector<Architecture>& architectures() {
   static const std::vector<Architecture> table = {
@@ -235,6 +295,73 @@ const std::vector<Architecture>& architectures() {
              return c;
            },
        .links = llama_links},
+      {.mixer = "mamba",
+       .hf_class = "MambaForCausalLM",
+       .model_type = "mamba",
+       .check = [](const nn::ModelConfig& c) { check_mamba_block(c, "export --format hf: MambaForCausalLM"); },
+       .to_config =
+           [](const nn::ModelConfig& c) {
+             json j = mamba_common(c);
+             j["architectures"] = {"MambaForCausalLM"};
+             j["model_type"] = "mamba";
+             j["time_step_rank"] = (c.n_embd + 15) / 16;
+             return j;
+           },
+       .from_config =
+           [](const json& j, const std::string& path) {
+             nn::ModelConfig c = mamba_config_of(j, path, "mamba", true);
+             const int64_t auto_rank = (c.n_embd + 15) / 16;
+             require(!j.contains("time_step_rank") || j["time_step_rank"] == "auto" || j["time_step_rank"] == auto_rank,
+                     path,
+                     fmt::format("time_step_rank {} is not ceil(hidden_size / 16) = {}",
+                                 j.value("time_step_rank", json()).dump(), auto_rank));
+             return c;
+           },
+       .links =
+           [](const nn::ModelConfig& c) {
+             return mamba_links(c, {"in_proj.weight", "conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight",
+                                    "dt_proj.bias", "A_log", "D", "out_proj.weight"});
+           }},
+      {.mixer = "mamba2",
+       .hf_class = "Mamba2ForCausalLM",
+       .model_type = "mamba2",
+       .check = [](const nn::ModelConfig& c) { check_mamba_block(c, "export --format hf: Mamba2ForCausalLM"); },
+       .to_config =
+           [](const nn::ModelConfig& c) {
+             json j = mamba_common(c);
+             j["architectures"] = {"Mamba2ForCausalLM"};
+             j["model_type"] = "mamba2";
+             j["num_heads"] = 2 * c.n_embd / c.ssm_headdim;
+             j["head_dim"] = c.ssm_headdim;
+             j["n_groups"] = 1;
+             j["chunk_size"] = c.chunk_size;
+             j["rms_norm"] = true;
+             j["norm_before_gate"] = false;
+             return j;  // time_step_limit left at its default (0, ∞), mamba_ssm's dt_limit
+           },
+       .from_config =
+           [](const json& j, const std::string& path) {
+             nn::ModelConfig c = mamba_config_of(j, path, "mamba2", false);
+             c.ssm_headdim = j.at("head_dim").get<int64_t>();
+             c.chunk_size = field<int64_t>(j, "chunk_size", 256);
+             require(j.at("num_heads").get<int64_t>() * c.ssm_headdim == 2 * c.n_embd, path,
+                     "num_heads × head_dim is not expand × hidden_size");
+             require(field<int64_t>(j, "n_groups", 1) == 1, path, "n_groups > 1: tapelm's Mamba-2 shares one B and C");
+             require(field<bool>(j, "rms_norm", true) && !field<bool>(j, "norm_before_gate", false), path,
+                     "the output norm is not RMSNorm after the gate (Mamba2Simple's)");
+             if (j.contains("time_step_limit")) {
+               const auto limit = j["time_step_limit"];
+               require(limit.is_array() && limit.size() == 2 && limit[0].get<double>() == 0.0 &&
+                           limit[1].get<double>() >= 1e300,
+                       path, "time_step_limit clamps Δ; tapelm's Mamba-2 does not (mamba_ssm's default (0, ∞))");
+             }
+             return c;
+           },
+       .links =
+           [](const nn::ModelConfig& c) {
+             return mamba_links(c, {"in_proj.weight", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D",
+                                    "norm.weight", "out_proj.weight"});
+           }},
   };
   return table;
 }
@@ -261,7 +388,12 @@ json read_json(const fs::path& path) {
   TAPELM_CHECK(fs::exists(path), "{}: not found", path.string());
   try {
     std::ifstream in(path);
-    return json::parse(in);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // Python's json writes ±Infinity (Mamba-2's time_step_limit); JSON has no such number.
+    for (auto [word, number] : {std::pair{"-Infinity", "-1.0e308"}, std::pair{"Infinity", "1.0e308"}})
+      for (size_t at = text.find(word); at != std::string::npos; at = text.find(word, at))
+        text.replace(at, std::strlen(word), number);
+    return json::parse(text);
   } catch (const json::exception& e) {
     throw Error(fmt::format("{}: not JSON: {}", path.string(), e.what()));
   }

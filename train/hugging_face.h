@@ -10,6 +10,8 @@
 // its weights transposed; Llama's q, k, v are rows of tapelm's fused c_attn).
 //   attention      GPT2LMHeadModel   (exact GELU: activation_function "gelu")
 //   transformer++  LlamaForCausalLM  (half-rotated RoPE, base 10000)
+//   mamba          MambaForCausalLM
+//   mamba2         Mamba2ForCausalLM
 // Tokenizers: GPT-2's as vocab.json + merges.txt; tapelm's char, byte and BPE
 // as a tokenizer.json of the tokenizers library (char: WordLevel over single
 // characters; byte and BPE: byte-level BPE, BPE's chunking as a Split regex),

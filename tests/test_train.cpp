@@ -513,6 +513,14 @@ TEST_F(Tool, ConfigFileIsOverriddenByFlags) {
   Result r = run("train --config " + dir + "/cfg.json --data " + corpus + " --out " + dir + "/c --n-layer 1");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("n_layer 1, n_head 2, n_embd 16, context 16"), std::string::npos) << r.out;
+  // An empty string is a value like any other: it does not take the next key's flag as its value.
+  std::ofstream(dir + "/empty.json") << R"({"doc_sep": "", "dropout": 0.25, "init_from": "", "n_layer": 1, "n_embd": 16,
+                                            "n_head": 2, "block_size": 16, "steps": 1, "eval_interval": 1, "batch": 2})";
+  Result empty = run("train --config " + dir + "/empty.json --data " + corpus + " --out " + dir + "/e --quiet");
+  ASSERT_EQ(empty.code, 0) << empty.out;
+  const train::Checkpoint ck = train::load_checkpoint(dir + "/e");
+  EXPECT_EQ(ck.train_options.doc_sep, "");
+  EXPECT_EQ(ck.config.dropout, 0.25);
   std::ofstream(dir + "/bad.json") << R"({"n_layers": 2})";
   Result bad = run("train --config " + dir + "/bad.json --data " + corpus);
   EXPECT_NE(bad.code, 0);

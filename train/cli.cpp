@@ -88,7 +88,12 @@ std::vector<std::string> expand_config(std::vector<std::string> args, size_t fir
         TAPELM_CHECK(it->second.second == value, "--config: {}: '{}' and '{}' both set {}, to {} and {}", path,
                      it->second.first, key, flag, it->second.second.dump(), value.dump());
       auto one = [&](const nlohmann::json& v) {
-        from_file.push_back(flag + "=" + (v.is_string() ? v.get<std::string>() : v.dump()));
+        const std::string text = v.is_string() ? v.get<std::string>() : v.dump();
+        if (!text.empty()) return from_file.push_back(flag + "=" + text);  // "=": a text like "---" stays a value
+        // CLI11 reads "--flag=" as wanting the next argument (an empty --doc-sep took the flag after it as
+        // its value): an empty string goes apart from its flag.
+        from_file.push_back(flag);
+        from_file.push_back("");
       };
       if (value.is_array())
         for (auto& v : value) one(v);

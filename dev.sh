@@ -36,6 +36,19 @@ install_missing() {
   fi
 }
 
+# llama.cpp for tests/test_gguf.cpp: node-llama-cpp's prebuilt CPU build, the
+# version pinned in tests/llama_cpp/package-lock.json, from the npm registry.
+# Without Node.js or the registry the test says so and skips.
+install_llama_cpp() {
+  [[ -d tests/llama_cpp/node_modules/node-llama-cpp ]] && return
+  if ! command -v npm >/dev/null; then
+    echo "dev.sh: no npm here: the llama.cpp test will skip"
+    return
+  fi
+  (cd tests/llama_cpp && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error) ||
+    echo "dev.sh: could not install node-llama-cpp: the llama.cpp test will skip"
+}
+
 build() {  # [DIR [CMAKE OPTIONS...]]; $TARGETS (optional): build only these
   local dir=${1:-build}
   shift || true
@@ -56,6 +69,7 @@ case "${1:-}" in
   test)
     install_missing
     build
+    install_llama_cpp
     cd build && ctest --output-on-failure -j "$(nproc)"
     ;;
   build)

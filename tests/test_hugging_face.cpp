@@ -83,7 +83,7 @@ TEST(HuggingFace, ExportThenImportGivesTheSameLogitsAndTokenizer) {
     train::export_hugging_face(model, *tok, out);
     train::HuggingFaceModel back = train::import_hugging_face(out);
     nn::ModelConfig want = c;
-    want.bias = want.bias || k.mixer == "attention";  // GPT2LMHeadModel has biases: zeros where the model has none
+    want.bias = want.bias || k.mixer == "attention";      // GPT2LMHeadModel has biases: zeros where the model has none
     if (k.mixer.rfind("mamba", 0) == 0) want.n_head = 1;  // no Mamba field
     EXPECT_EQ(back.config.to_json(), want.to_json()) << out;
     EXPECT_EQ(max_abs_diff(logits_of(*back.model, c.vocab_size), logits_of(model, c.vocab_size)), 0.0) << out;

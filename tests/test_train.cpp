@@ -916,3 +916,26 @@ TEST_F(Tool, TrainsOnTheDocumentsOfATokenizedFolder) {
   EXPECT_NE(bad.code, 0);
   EXPECT_NE(bad.out.find("doc_sep cannot be set"), std::string::npos) << bad.out;
 }
+
+// export (both formats) and train --init-from from the command line: the
+// fine-tuned run samples; model flags beside --init-from are refused.
+TEST_F(Tool, ExportsAndFineTunesFromAHuggingFaceFolder) {
+  ASSERT_EQ(run(tiny(dir + "/base") + " --steps 2 --eval-interval 2").code, 0);
+  Result hf = run("export --checkpoint " + dir + "/base --format hf --out " + dir + "/hf");
+  ASSERT_EQ(hf.code, 0) << hf.out;
+  Result gguf = run("export --checkpoint " + dir + "/base --format gguf --gguf-type f16 --out " + dir + "/m.gguf");
+  ASSERT_EQ(gguf.code, 0) << gguf.out;
+  std::ifstream g(dir + "/m.gguf", std::ios::binary);
+  char magic[4] = {};
+  g.read(magic, 4);
+  EXPECT_EQ(std::string(magic, 4), "GGUF");
+  const std::string tune = "train --init-from " + dir + "/hf --data " + corpus + " --out " + dir +
+                           "/tuned --steps 2 --eval-interval 2 --eval-batches 1 --batch 2 --quiet";
+  Result r = run(tune);
+  ASSERT_EQ(r.code, 0) << r.out;
+  Result s = run("sample --checkpoint " + dir + "/tuned --tokens 10 --temperature 0");
+  EXPECT_EQ(s.code, 0) << s.out;
+  Result bad = run(tune + " --overwrite --n-layer 3");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.out.find("so n_layer cannot be set (only --dropout)"), std::string::npos) << bad.out;
+}

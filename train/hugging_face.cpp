@@ -175,7 +175,7 @@ const std::vector<Architecture>& architectures() {
        .model_type = "gpt2",
        .check =
            [](const nn::ModelConfig& c) {
-             const std::string w = "export --format hf: GPT2LMHeadModel";
+             const std::string w = "export: GPT2LMHeadModel";
              require(c.position == "learned", w, "needs --position learned, the model has " + c.position);
              require(c.norm == "layernorm" && final_norm(c) == "layernorm", w, "needs LayerNorm everywhere");
              require(c.ffn == "gelu", w, "needs --ffn gelu, the model has " + c.ffn);
@@ -230,7 +230,7 @@ const std::vector<Architecture>& architectures() {
        .model_type = "llama",
        .check =
            [](const nn::ModelConfig& c) {
-             const std::string w = "export --format hf: LlamaForCausalLM";
+             const std::string w = "export: LlamaForCausalLM";
              require(c.position == "rope", w, "needs --position rope, the model has " + c.position);
              require(c.norm == "rmsnorm" && final_norm(c) == "rmsnorm", w, "needs RMSNorm everywhere");
              require(c.ffn == "swiglu", w, "needs --ffn swiglu, the model has " + c.ffn);
@@ -298,7 +298,7 @@ const std::vector<Architecture>& architectures() {
       {.mixer = "mamba",
        .hf_class = "MambaForCausalLM",
        .model_type = "mamba",
-       .check = [](const nn::ModelConfig& c) { check_mamba_block(c, "export --format hf: MambaForCausalLM"); },
+       .check = [](const nn::ModelConfig& c) { check_mamba_block(c, "export: MambaForCausalLM"); },
        .to_config =
            [](const nn::ModelConfig& c) {
              json j = mamba_common(c);
@@ -325,7 +325,7 @@ const std::vector<Architecture>& architectures() {
       {.mixer = "mamba2",
        .hf_class = "Mamba2ForCausalLM",
        .model_type = "mamba2",
-       .check = [](const nn::ModelConfig& c) { check_mamba_block(c, "export --format hf: Mamba2ForCausalLM"); },
+       .check = [](const nn::ModelConfig& c) { check_mamba_block(c, "export: Mamba2ForCausalLM"); },
        .to_config =
            [](const nn::ModelConfig& c) {
              json j = mamba_common(c);
@@ -371,6 +371,16 @@ std::string class_list() {
   for (const Architecture& a : architectures())
     s += fmt::format("{}{} -> {}", s.empty() ? "" : ", ", a.mixer, a.hf_class);
   return s;
+}
+
+const Architecture& architecture_of(const nn::ModelConfig& c) {
+  for (const Architecture& a : architectures())
+    if (a.mixer == c.mixer) {
+      a.check(c);
+      return a;
+    }
+  throw Error(
+      fmt::format("export: the {} mixer has no transformers class; those that have one: {}", c.mixer, class_list()));
 }
 
 void write_text(const fs::path& path, const std::string& text) {
@@ -573,14 +583,11 @@ std::map<std::string, Tensor> read_weights(const fs::path& dir) {
 
 }  // namespace
 
+std::string hugging_face_class(const nn::ModelConfig& c) { return architecture_of(c).hf_class; }
+
 void export_hugging_face(const nn::GPT& model, const data::Tokenizer& tokenizer, const std::string& out) {
   const nn::ModelConfig& c = model.config;
-  const Architecture* arch = nullptr;
-  for (const Architecture& a : architectures())
-    if (a.mixer == c.mixer) arch = &a;
-  TAPELM_CHECK(arch, "export --format hf: the {} mixer has no transformers class; those that have one: {}", c.mixer,
-               class_list());
-  arch->check(c);
+  const Architecture* arch = &architecture_of(c);
   std::map<std::string, Tensor> mine;
   for (const auto& p : model.state_dict())
     mine[p.name] = p.tensor.device() == Device::cpu ? p.tensor : p.tensor.to(Device::cpu);

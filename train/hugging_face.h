@@ -25,8 +25,12 @@
 
 namespace tapelm::train {
 
-// An Error naming the mixer and the classes there are when the model has no
-// transformers class, or naming the field that differs from the class's shape.
+// The model's transformers class (GPT2LMHeadModel, LlamaForCausalLM,
+// MambaForCausalLM, Mamba2ForCausalLM); an Error naming the mixer and the
+// classes there are when it has none, or the field that differs from the
+// class's shape. GGUF's architectures are these classes' (train/gguf.h).
+std::string hugging_face_class(const nn::ModelConfig& config);
+
 void export_hugging_face(const nn::GPT& model, const data::Tokenizer& tokenizer, const std::string& out);
 
 struct HuggingFaceModel {

@@ -20,6 +20,7 @@
 #include "train/compare.h"
 #include "train/distributed.h"
 #include "train/flop_report.h"
+#include "train/gguf.h"
 #include "train/hugging_face.h"
 #include "train/memory.h"
 #include "train/sampler.h"
@@ -321,20 +322,30 @@ Command tokenize_command(CLI::App& tool) {
 
 Command export_command(CLI::App& tool) {
   struct Options {
-    std::string checkpoint, format = "hf", out;
+    std::string checkpoint, format = "hf", out, gguf_type = "f32";
   };
   auto o = std::make_shared<Options>();
   auto* app = tool.add_subcommand(
-      "export", "Write a checkpoint as a Hugging Face transformers folder (AutoModelForCausalLM loads it)");
+      "export",
+      "Write a checkpoint as a Hugging Face transformers folder (AutoModelForCausalLM loads it) or a GGUF file "
+      "(llama.cpp runs it)");
   app->add_option("--checkpoint", o->checkpoint, "Checkpoint directory")->required();
-  app->add_option("--format", o->format, "hf: config.json, model.safetensors and the tokenizer's files")
+  app->add_option("--format", o->format,
+                  "hf: a folder of config.json, model.safetensors and the tokenizer's files; gguf: one file")
       ->capture_default_str()
-      ->check(CLI::IsMember({"hf"}));
-  app->add_option("--out", o->out, "Folder to write")->required();
+      ->check(CLI::IsMember({"hf", "gguf"}));
+  app->add_option("--gguf-type", o->gguf_type, "GGUF weights: f32, or f16 / bf16 for the large matrices")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  app->add_option("--out", o->out, "Folder (hf) or file (gguf) to write")->required();
   return {app, [o] {
             const train::Checkpoint ck = train::load_checkpoint(o->checkpoint);
-            train::export_hugging_face(*ck.model, *ck.tokenizer, o->out);
-            fmt::print("{}: {} (step {}) as a Hugging Face folder\n", o->out, o->checkpoint, ck.step);
+            if (o->format == "gguf")
+              train::export_gguf(*ck.model, *ck.tokenizer, o->out, o->gguf_type);
+            else
+              train::export_hugging_face(*ck.model, *ck.tokenizer, o->out);
+            fmt::print("{}: {} (step {}) as {}\n", o->out, o->checkpoint, ck.step,
+                       o->format == "gguf" ? "a GGUF file (" + o->gguf_type + ")" : "a Hugging Face folder");
             return 0;
           }};
 }

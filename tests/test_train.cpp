@@ -484,7 +484,8 @@ TEST(Readme, CommandContractMatchesTheSchemas) {
     }
   }
   ASSERT_FALSE(train_row.empty() || config_row.empty() || mixer_line.empty());
-  std::set<std::string> listed, schema{"--data", "--out", "--config", "--resume", "--overwrite", "--quiet"};
+  std::set<std::string> listed,
+      schema{"--data", "--out", "--config", "--resume", "--overwrite", "--init-from", "--quiet"};
   const std::regex flag("--[a-z0-9-]+");
   for (auto it = std::sregex_iterator(train_row.begin(), train_row.end(), flag); it != std::sregex_iterator(); ++it)
     listed.insert(it->str());
@@ -514,7 +515,7 @@ TEST_F(Tool, ConfigFileIsOverriddenByFlags) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("n_layer 1, n_head 2, n_embd 16, context 16"), std::string::npos) << r.out;
   // An empty string is a value like any other: it does not take the next key's flag as its value.
-  std::ofstream(dir + "/empty.json") << R"({"doc_sep": "", "dropout": 0.25, "init_from": "", "n_layer": 1, "n_embd": 16,
+  std::ofstream(dir + "/empty.json") << R"({"doc_sep": "", "dropout": 0.25, "n_layer": 1, "n_embd": 16,
                                             "n_head": 2, "block_size": 16, "steps": 1, "eval_interval": 1, "batch": 2})";
   Result empty = run("train --config " + dir + "/empty.json --data " + corpus + " --out " + dir + "/e --quiet");
   ASSERT_EQ(empty.code, 0) << empty.out;
@@ -935,6 +936,9 @@ TEST_F(Tool, ExportsAndFineTunesFromAHuggingFaceFolder) {
   ASSERT_EQ(r.code, 0) << r.out;
   Result s = run("sample --checkpoint " + dir + "/tuned --tokens 10 --temperature 0");
   EXPECT_EQ(s.code, 0) << s.out;
+  Result both = run(tune + " --resume");
+  EXPECT_NE(both.code, 0);
+  EXPECT_NE(both.out.find("--init-from starts a new run"), std::string::npos) << both.out;
   Result bad = run(tune + " --overwrite --n-layer 3");
   EXPECT_NE(bad.code, 0);
   EXPECT_NE(bad.out.find("so n_layer cannot be set (only --dropout)"), std::string::npos) << bad.out;

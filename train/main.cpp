@@ -209,6 +209,9 @@ Command train_command(CLI::App& tool) {
   train::add_model_flags(app, t->model);
   train::add_run_flags(app, *t);
   app->add_flag("--resume", t->resume, "Continue the run in --out from its checkpoint, exactly");
+  app->add_option("--init-from", t->init_from,
+                  "Start from a Hugging Face model folder (GPT-2, Llama, Mamba or Mamba-2: its config, weights and "
+                  "tokenizer)");
   app->add_flag("--overwrite", t->overwrite,
                 "Start a new run in an --out that holds one (its checkpoint and log are replaced)");
   app->add_flag("--quiet", t->quiet, "No progress lines (evaluations still print)");

@@ -12,10 +12,6 @@ const std::vector<RunField>& run_fields() {
   constexpr double count = double(int64_t(1) << 40), inf = std::numeric_limits<double>::infinity();
   static const std::vector<RunField> fields{
       {.key = "data", .flag = "--data", .member = &O::data, .help = "Corpus: text file(s) or folder(s) of text files"},
-      {.key = "init_from",
-       .flag = "--init-from",
-       .member = &O::init_from,
-       .help = "Start from a Hugging Face model folder (GPT-2 or Llama shaped; its weights, config and tokenizer)"},
       {.key = "tokenizer",
        .flag = "--tokenizer",
        .member = &O::tokenizer,

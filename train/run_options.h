@@ -17,12 +17,12 @@ struct TrainOptions {
   // continues, how much it prints.
   std::string out = "runs/default";
   bool resume = false;
+  std::string init_from;   // a Hugging Face model folder to start from (train/hugging_face.h)
   bool overwrite = false;  // start a new run in an --out that holds one
   bool quiet = false;
   nn::ModelConfig model;  // its own schema (nn::config_fields)
   // The run (run_fields()).
   std::vector<std::string> data;
-  std::string init_from;  // a Hugging Face model folder to start from (train/hugging_face.h)
   std::string tokenizer = "char";
   int64_t vocab_size = 512;  // bpe only
   std::string batch_mode = "windows";

@@ -165,6 +165,9 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
                   o.lr_decay_steps > 0 ? o.lr_decay_steps : o.steps};
   run.schedule.at(0);                          // validates the kind
   std::optional<HuggingFaceModel> pretrained;  // --init-from: the model, config and tokenizer are the folder's
+  TAPELM_CHECK(!o.resume || o.init_from.empty(),
+               "train: --init-from starts a new run from {}; --resume continues the one in {}: give one of them",
+               o.init_from, o.out);
   if (!o.resume && !o.init_from.empty()) {
     for (const std::string& key : given_model_keys)
       TAPELM_CHECK(key == "dropout", "train --init-from: the model is {}'s, so {} cannot be set (only --dropout)",

@@ -27,9 +27,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 TEXTS = [
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n",
-    "  What?  42 lords,\t'tis so -- \"done\"!\n\n\nEnd",
+    "  What?  3 lords,\n'tis so -- done!\n\n\nEnd",  # tinyshakespeare's 65 characters only (the char tokenizers)
 ]
-WIDE_TEXTS = ["caf\u00e9 \u6771\u4eac 42!\n\t  spaces   end \U0001F600 \u0394x=1.5e-3",
+WIDE_TEXTS = ["  What?  42 lords,\t'tis so -- \"done\"!", "caf\u00e9 \u6771\u4eac 42!\n\t  spaces   end \U0001F600 \u0394x=1.5e-3",
               "I'm sure it's 2024's best: you'll see, we've done, they'd go."]
 POSITIONS = [0, 7, 15, 31]
 

@@ -15,6 +15,7 @@
 #include "nn/mixers.h"
 #include "tests/test_helpers.h"
 #include "train/hugging_face.h"
+#include "train/sampler.h"
 
 using namespace tapelm;
 using tapelm::testing::max_abs_diff;
@@ -172,4 +173,77 @@ TEST(HuggingFace, HostileFoldersAreOneClearErrorEach) {
   nn::GPT rope_model(rope, init);
   EXPECT_ERROR_CONTAINS(train::export_hugging_face(rope_model, *tok, dir + "/rope"), "needs --position learned");
   fs::remove_all(dir);
+}
+
+// transformers read tapelm's exported folders, and tapelm reads folders
+// transformers wrote (save_pretrained), to the same logits (≤ 1e-4), the
+// same argmax everywhere, the same 100 greedy tokens and the same tokenizer
+// ids: tests/golden/hugging_face/<name>/transformers.json, written by
+// tests/golden/hugging_face.py with transformers on the lent machine (all of
+// them or, until they are first made, none: then the test skips and says so).
+TEST(HuggingFace, MatchesTransformersGoldens) {
+  const fs::path root = fs::path(TAPELM_SOURCE_DIR) / "tests/golden/hugging_face";
+  const std::vector<std::string> expected = {"attention", "transformer++", "mamba",    "mamba2",   "gpt2tok",
+                                             "hf_gpt2",   "hf_llama",      "hf_mamba", "hf_mamba2"};
+  int made = 0;
+  for (const std::string& name : expected) made += fs::exists(root / name / "transformers.json");
+  if (made == 0)
+    GTEST_SKIP() << "transformers' goldens are not made yet: run tests/golden/hugging_face.py where transformers is "
+                    "and commit its output into "
+                 << root;
+  for (const std::string& name : expected) {
+    SCOPED_TRACE(name);
+    const fs::path dir = root / name;
+    const nlohmann::json golden = nlohmann::json::parse(std::ifstream(dir / "transformers.json"));
+    ASSERT_FALSE(golden.contains("error")) << golden["error"];
+    std::unique_ptr<data::Tokenizer> tok;
+    train::HuggingFaceModel m;
+    if (name == "gpt2tok") {
+      tok = data::GPT2Tokenizer::shipped();  // the files transformers read are tapelm export's of this one
+    } else {
+      m = train::import_hugging_face(dir.string());
+      tok = std::move(m.tokenizer);
+      EXPECT_EQ(golden["class"], m.config.mixer == "attention"       ? "GPT2LMHeadModel"
+                                 : m.config.mixer == "transformer++" ? "LlamaForCausalLM"
+                                 : m.config.mixer == "mamba"         ? "MambaForCausalLM"
+                                                                     : "Mamba2ForCausalLM");
+    }
+    for (const auto& t : golden["tokenizer"]) {
+      const std::string text = t["text"];
+      EXPECT_EQ(tok->encode(text), t["ids"].get<std::vector<int32_t>>()) << text;
+      EXPECT_EQ(t["decoded"], text);  // transformers decodes its ids back to the text
+    }
+    if (name == "gpt2tok") continue;
+    const std::vector<int32_t> ids = golden["ids"];
+    NoGradGuard no_grad;
+    Tensor idx = Tensor::empty({1, (int64_t)ids.size()}, DType::i32);
+    std::copy(ids.begin(), ids.end(), idx.data<int32_t>());
+    const Tensor logits = m.model->forward(idx);
+    const int64_t V = m.config.vocab_size;
+    double worst = 0;
+    for (const auto& [position, row] : golden["logits"].items()) {
+      const std::vector<double> want = row;
+      for (int64_t v = 0; v < V; ++v)
+        worst = std::max(worst, std::abs(logits.data<float>()[std::stoll(position) * V + v] - want[v]));
+    }
+    EXPECT_LE(worst, 1e-4);
+    std::vector<int32_t> argmax;
+    for (int64_t t = 0; t < (int64_t)ids.size(); ++t) {
+      const float* row = logits.data<float>() + t * V;
+      argmax.push_back((int32_t)(std::max_element(row, row + V) - row));
+    }
+    if (golden["min_top2_margin"].get<double>() > 1e-3) {
+      EXPECT_EQ(argmax, golden["argmax"].get<std::vector<int32_t>>());
+    }
+    // Greedy, as `tapelm sample --temperature 0` decodes.
+    train::SampleOptions greedy;
+    greedy.temperature = 0, greedy.tokens = 100;
+    const std::vector<int32_t> seq =
+        train::generate(*m.model, std::vector<int32_t>(ids.begin(), ids.begin() + 8), greedy);
+    EXPECT_EQ(std::vector<int32_t>(seq.begin() + 8, seq.end()), golden["greedy"].get<std::vector<int32_t>>())
+        << "closest call on transformers' greedy path: top-2 margin " << golden["greedy_min_top2_margin"];
+    fmt::print("{}: {} logits within {:.2e} of transformers' ({} {}), 100 greedy tokens equal\n", name,
+               golden["class"].get<std::string>(), worst, golden["transformers"].get<std::string>(),
+               golden["torch"].get<std::string>());
+  }
 }

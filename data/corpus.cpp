@@ -20,6 +20,17 @@ std::string read_file(const std::string& path, const std::string& what) {
   return ss.str();
 }
 
+void write_file(const std::string& path, const std::string& text, const std::string& what) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    TAPELM_CHECK(out.good(), "{}: cannot write {}", what, tmp);
+  }
+  fs::rename(tmp, path);
+}
+
 std::string read_corpus(const std::vector<std::string>& paths) {
   TAPELM_CHECK(!paths.empty(), "corpus: no input path given");
   std::string text;

@@ -9,6 +9,9 @@ namespace tapelm::data {
 
 // A file's bytes; an Error "<what>: cannot read <path>" when it cannot be opened.
 std::string read_file(const std::string& path, const std::string& what);
+// Writes text to path.tmp, then renames it to path (a reader never sees half
+// a file); an Error "<what>: cannot write <path>.tmp" when it fails.
+void write_file(const std::string& path, const std::string& text, const std::string& what);
 
 // Concatenated bytes of every file. Throws Error for a missing, unreadable or
 // empty input, naming the path.

@@ -70,6 +70,13 @@ std::array<uint32_t, 256> gpt2_byte_to_printable() {
   return map;
 }
 
+std::string gpt2_printable(std::string_view bytes) {
+  static const std::array<uint32_t, 256> printable = gpt2_byte_to_printable();
+  std::string s;
+  for (unsigned char b : bytes) append_symbol(s, printable[b]);
+  return s;
+}
+
 void for_each_gpt2_chunk(std::string_view text, const std::function<void(std::string_view)>& chunk) {
   const size_t n = text.size();
   size_t i = 0;

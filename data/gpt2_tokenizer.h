@@ -56,6 +56,8 @@ class GPT2Tokenizer : public Tokenizer {
 // vocabulary (the printable Latin-1 bytes as themselves, the other 68 as
 // U+0100 onwards in byte order); every byte-level BPE vocabulary uses it.
 std::array<uint32_t, 256> gpt2_byte_to_printable();
+// Bytes as a byte-level BPE vocabulary writes them, each as its character above.
+std::string gpt2_printable(std::string_view bytes);
 
 // GPT-2's pre-tokenization: the chunks (as byte strings) that the pattern
 // above matches one after another; they concatenate to the text.

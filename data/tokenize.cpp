@@ -12,6 +12,7 @@
 #include <set>
 
 #include "autograd/error.h"
+#include "data/corpus.h"
 #include "data/document_finder.h"
 #include "data/document_index.h"
 #include "data/token_file.h"
@@ -119,17 +120,6 @@ nlohmann::json describe_sources(const std::vector<fs::path>& files) {
 
 std::string documents_file_name(int split) { return split ? "documents_val.idx" : "documents_train.idx"; }
 
-void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    TAPELM_CHECK(out.good(), "tokenize: cannot write {}", tmp.string());
-  }
-  fs::rename(tmp, path);
-}
-
 }  // namespace
 
 size_t safe_cut(const std::string& text, size_t limit) {
@@ -218,8 +208,7 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
       if (d.size() >= 2) documents[split]->append(d);
     found.clear();
   };
-  std::vector<int64_t> token_bytes(tok->vocab_size());
-  for (int32_t id = 0; id < (int32_t)token_bytes.size(); ++id) token_bytes[id] = (int64_t)tok->decode({id}).size();
+  const std::vector<int64_t> token_bytes = token_byte_lengths(*tok);
   bool in_validation = false;
   int shard_number[2] = {0, 0};
   auto shard_name = [&](int split) {  // of the split's shard being written
@@ -348,7 +337,7 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
   for (auto& s : shards) fs::rename(work / s.at("file").get<std::string>(), out / s.at("file").get<std::string>());
   for (int split : {0, 1}) fs::rename(work / documents_file_name(split), out / documents_file_name(split));
   fs::remove_all(work);
-  write_atomically(out / "tokenizer.json", tok->to_json());
+  write_file((out / "tokenizer.json").string(), tok->to_json(), "tokenize");
   const nlohmann::json index = {{"format", "tapelm token shards 2"},
                                 {"settings", settings},
                                 {"sources", sources},
@@ -358,7 +347,7 @@ TokenizeReport tokenize_corpus(const TokenizeOptions& o, const std::function<voi
                                 {"val_tokens", counts[1]},
                                 {"train_documents", documents[0]->count()},
                                 {"val_documents", documents[1]->count()}};
-  write_atomically(index_path, index.dump(2));
+  write_file(index_path.string(), index.dump(2), "tokenize");
   TokenizeReport r;
   r.bytes = total, r.train_tokens = counts[0], r.val_tokens = counts[1], r.shards = (int64_t)shards.size();
   r.seconds = seconds();

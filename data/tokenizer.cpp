@@ -89,6 +89,12 @@ std::string ByteTokenizer::to_json() const { return nlohmann::json{{"kind", "byt
 
 // ---- bpe --------------------------------------------------------------------
 
+std::vector<int64_t> token_byte_lengths(const Tokenizer& tok) {
+  std::vector<int64_t> bytes(tok.vocab_size());
+  for (int32_t id = 0; id < (int32_t)bytes.size(); ++id) bytes[id] = (int64_t)tok.decode({id}).size();
+  return bytes;
+}
+
 std::vector<std::string> bpe_chunks(const std::string& text) {
   // GPT-2-like pre-tokenisation: runs of letters (and non-ASCII bytes), digits,
   // other symbols, or whitespace; a single space before a word joins the word.

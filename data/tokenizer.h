@@ -27,6 +27,10 @@ class Tokenizer {
   virtual std::string to_json() const = 0;  // read back by tokenizer_from_json (data/tokenizers.h)
 };
 
+// Each token's length in bytes (its decoded text), indexed by id: what a
+// token stands for in bits per byte, and where tokens start in their text.
+std::vector<int64_t> token_byte_lengths(const Tokenizer& tok);
+
 class CharTokenizer : public Tokenizer {
  public:
   explicit CharTokenizer(const std::string& corpus);

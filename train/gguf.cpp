@@ -13,7 +13,6 @@
 
 #include "autograd/error.h"
 #include "data/gpt2_tokenizer.h"
-#include "data/utf8.h"
 #include "train/hugging_face.h"
 
 namespace tapelm::train {
@@ -269,17 +268,11 @@ void mamba(Model& m, const nn::ModelConfig& c, const Source& s, bool two) {
 // The tokenizer as byte-level BPE: each token written as its bytes' GPT-2 characters.
 void add_tokenizer(Model& m, const data::Tokenizer& tok) {
   const nlohmann::json t = nlohmann::json::parse(tok.to_json());
-  const auto printable = data::gpt2_byte_to_printable();
   std::vector<std::string> tokens, merges;
-  auto spell = [&](const std::string& bytes) {
-    std::string s;
-    for (unsigned char b : bytes) data::append_symbol(s, printable[b]);
-    return s;
-  };
   if (tok.kind() == "gpt2") {
     tokens = t.at("vocab").get<std::vector<std::string>>();
   } else {
-    for (int32_t id = 0; id < (int32_t)tok.vocab_size(); ++id) tokens.push_back(spell(tok.decode({id})));
+    for (int32_t id = 0; id < (int32_t)tok.vocab_size(); ++id) tokens.push_back(data::gpt2_printable(tok.decode({id})));
   }
   if (t.contains("merges"))
     for (const auto& pair : t.at("merges"))

@@ -9,6 +9,7 @@
 
 #include "autograd/error.h"
 #include "autograd/safetensors.h"
+#include "data/corpus.h"
 #include "data/gpt2_tokenizer.h"
 #include "data/tokenizers.h"
 #include "data/utf8.h"
@@ -383,17 +384,6 @@ const Architecture& architecture_of(const nn::ModelConfig& c) {
       fmt::format("export: the {} mixer has no transformers class; those that have one: {}", c.mixer, class_list()));
 }
 
-void write_text(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    TAPELM_CHECK(out.good(), "export: cannot write {}", tmp.string());
-  }
-  fs::rename(tmp, path);
-}
-
 json read_json(const fs::path& path) {
   TAPELM_CHECK(fs::exists(path), "{}: not found", path.string());
   try {
@@ -434,17 +424,10 @@ Tensor rows_of(const Tensor& t, int64_t first, int64_t n) {
 
 // ---- tokenizers -------------------------------------------------------------
 
-std::string printable_bytes(const std::string& bytes, const std::array<uint32_t, 256>& printable) {
-  std::string s;
-  for (unsigned char b : bytes) data::append_symbol(s, printable[b]);
-  return s;
-}
-
 // A byte-level BPE model: ids 0..255 the bytes, then one token per merge.
 json byte_level_bpe(const std::vector<std::pair<int32_t, int32_t>>& merges) {
-  const auto printable = data::gpt2_byte_to_printable();
   std::vector<std::string> token;
-  for (int b = 0; b < 256; ++b) token.push_back(printable_bytes(std::string(1, (char)b), printable));
+  for (int b = 0; b < 256; ++b) token.push_back(data::gpt2_printable(std::string(1, (char)b)));
   json vocab = json::object(), merge_lines = json::array();
   for (auto [a, b] : merges) {
     merge_lines.push_back(token.at(a) + " " + token.at(b));
@@ -527,17 +510,17 @@ void write_tokenizer(const data::Tokenizer& tok, int64_t block_size, const fs::p
     for (const auto& m : t.at("merges"))
       merges += vocab.at(m.at(0).get<size_t>()).get<std::string>() + " " +
                 vocab.at(m.at(1).get<size_t>()).get<std::string>() + "\n";
-    write_text(out / "vocab.json", ids.dump());
-    write_text(out / "merges.txt", merges);
+    data::write_file((out / "vocab.json").string(), ids.dump(), "export");
+    data::write_file((out / "merges.txt").string(), merges, "export");
     config["tokenizer_class"] = "GPT2Tokenizer";
     for (const char* key : {"bos_token", "eos_token", "unk_token"}) config[key] = "<|endoftext|>";
     config["add_prefix_space"] = false;
   } else {
-    write_text(out / "tokenizer.json", tokenizers_json(tok).dump());
+    data::write_file((out / "tokenizer.json").string(), tokenizers_json(tok).dump(), "export");
     config["tokenizer_class"] = "PreTrainedTokenizerFast";
     config["tapelm_tokenizer"] = tok.to_json();  // read back exactly by import
   }
-  write_text(out / "tokenizer_config.json", config.dump(2));
+  data::write_file((out / "tokenizer_config.json").string(), config.dump(2), "export");
 }
 
 std::unique_ptr<data::Tokenizer> read_tokenizer(const fs::path& dir) {
@@ -605,7 +588,7 @@ void export_hugging_face(const nn::GPT& model, const data::Tokenizer& tokenizer,
   save_safetensors((fs::path(out) / "model.safetensors").string(), file);
   json config = arch->to_config(c);
   if (tokenizer.kind() == "gpt2") config["bos_token_id"] = config["eos_token_id"] = data::GPT2Tokenizer::kEndOfText;
-  write_text(fs::path(out) / "config.json", config.dump(2));
+  data::write_file((fs::path(out) / "config.json").string(), config.dump(2), "export");
   write_tokenizer(tokenizer, c.block_size, out);
 }
 
@@ -635,8 +618,9 @@ HuggingFaceModel import_hugging_face(const std::string& dir) {
   std::map<std::string, Tensor> hf = read_weights(dir);
   Generator init(0);
   m.model = std::make_unique<nn::GPT>(m.config, init);
+  // The model's own tensors: a row-split link writes its rows into them, a whole one replaces the entry.
   std::map<std::string, Tensor> mine;
-  for (const auto& p : m.model->state_dict()) mine[p.name] = p.tensor.clone();
+  for (const auto& p : m.model->state_dict()) mine[p.name] = p.tensor;
   std::set<std::string> used;
   for (const Link& l : arch->links(m.config)) {
     auto it = hf.find(l.hf);
@@ -645,9 +629,8 @@ HuggingFaceModel import_hugging_face(const std::string& dir) {
     if (l.tapelm.empty()) continue;
     Tensor& t = mine.at(l.tapelm);
     const Tensor& v = it->second;
-    const Shape want = l.transposed  ? Shape{t.shape()[1], t.shape()[0]}
-                       : l.rows >= 0 ? rows_of(t, l.first_row, l.rows).shape()
-                                     : t.shape();
+    Shape want = l.transposed ? Shape{t.shape()[1], t.shape()[0]} : t.shape();
+    if (l.rows >= 0) want[0] = l.rows;
     TAPELM_CHECK(v.shape() == want, "{}: tensor '{}' has shape {}, the config makes it {}", dir, l.hf, v.str_shape(),
                  Tensor::empty(want, DType::f32).str_shape());
     if (l.transposed)

@@ -135,8 +135,7 @@ int run_eval(const std::string& dir, const std::vector<std::string>& paths, int6
   ck.model->eval();
   // Each token's text in bytes, for bits per byte (loss in bits over the bytes the tokens stand for: a figure
   // that compares across tokenizers).
-  std::vector<int64_t> bytes_of(ck.config.vocab_size);
-  for (int32_t id = 0; id < (int32_t)bytes_of.size(); ++id) bytes_of[id] = (int64_t)ck.tokenizer->decode({id}).size();
+  const std::vector<int64_t> bytes_of = data::token_byte_lengths(*ck.tokenizer);
   double total = 0;
   int64_t tokens = 0, bytes = 0;
   for (auto& b : ds.sequential_batches(data::Split::val, batch)) {

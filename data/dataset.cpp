@@ -93,6 +93,13 @@ Dataset::Dataset(std::shared_ptr<const TokenSequence> train, std::shared_ptr<con
                  (*part)->size(), context + 1);
 }
 
+Dataset::Dataset(const TokenData& d, int64_t context, int64_t vocab_size, const std::string& mode)
+    : Dataset(d.train, d.val, context, vocab_size, mode == "documents" ? documents_of(d, "train") : nullptr,
+              mode == "documents" ? documents_of(d, "val") : nullptr) {
+  TAPELM_CHECK(mode == "windows" || mode == "documents", "dataset: unknown batch mode '{}' (windows or documents)",
+               mode);
+}
+
 void Dataset::read(Split split, int64_t start, int64_t n, int32_t* out) const {
   if (!mapped_train_) {
     const auto& data = split == Split::train ? train_ : val_;

@@ -16,6 +16,7 @@
 
 #include "autograd/tensor.h"
 #include "data/document_index.h"
+#include "data/token_data.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
 
@@ -46,6 +47,8 @@ class Dataset {
   Dataset(std::shared_ptr<const TokenSequence> train, std::shared_ptr<const TokenSequence> val, int64_t context,
           int64_t vocab_size, std::shared_ptr<const DocumentIndex> train_documents = nullptr,
           std::shared_ptr<const DocumentIndex> val_documents = nullptr);
+  // A token folder in `mode`: windows, or documents (each split's documents_of).
+  Dataset(const TokenData& data, int64_t context, int64_t vocab_size, const std::string& mode);
 
   Batch batch(Split split, int64_t batch_size, Generator& gen) const;
   // Every non-overlapping window of the split, in order (for `eval`), B at a time.

@@ -76,6 +76,7 @@ std::optional<TokenData> find_token_data(const std::string& dir) {
   } else {
     d.tokenizer = GPT2Tokenizer::shipped();
   }
+  d.tokenizer_kind = d.tokenizer->kind();
   // Ids must fit the files' type: a vocabulary past 65,536 in uint16 files cannot be these tokens.
   for (const auto* seq : {d.train.get(), d.val.get()})
     for (const TokenFile& f : seq->files())
@@ -93,10 +94,10 @@ std::shared_ptr<const DocumentIndex> documents_of(const TokenData& d, const std:
                  "token data {}: no document index ({}): it was tokenized by a tapelm that recorded no documents; run "
                  "tapelm tokenize again",
                  d.dir, path.string());
-    TAPELM_CHECK(d.tokenizer->kind() == "gpt2",
+    TAPELM_CHECK(d.tokenizer_kind == "gpt2",
                  "token data {}: no document index ({}), and its {} tokenizer has no end-of-text token to find "
                  "documents by",
-                 d.dir, path.string(), d.tokenizer->kind());
+                 d.dir, path.string(), d.tokenizer_kind);
     index_documents_between(tokens, GPT2Tokenizer::kEndOfText, path.string());
   }
   return DocumentIndex::open(path.string(), tokens.size());

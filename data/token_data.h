@@ -22,6 +22,7 @@ struct TokenData {
   std::string dir, layout;  // layout: "nanoGPT" or "shards"
   std::shared_ptr<const TokenSequence> train, val;
   std::unique_ptr<Tokenizer> tokenizer;
+  std::string tokenizer_kind;  // the tokenizer's, kept when a run takes the tokenizer itself
 };
 
 // The folder's token data, or nothing when it holds none (a folder of text);

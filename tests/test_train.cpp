@@ -897,6 +897,13 @@ TEST_F(Tool, TrainsAndEvaluatesOnANanoGptTokenFolder) {
   Result bad = run("train --data " + data + " --out " + dir + "/run2 --steps 3 --tokenizer char" + flags);
   EXPECT_NE(bad.code, 0);
   EXPECT_NE(bad.out.find("holds token files"), std::string::npos) << bad.out;
+  // Documents: the folder has no index, so the run cuts it at <|endoftext|> and keeps the index beside it.
+  Result docs = run("train --data " + data + " --out " + dir + "/run3 --steps 3 --eval-interval 3 --eval-batches 2" +
+                    " --batch-mode documents" + flags);
+  ASSERT_EQ(docs.code, 0) << docs.out;
+  EXPECT_TRUE(fs::exists(data + "/documents_train.idx"));
+  Result docs_eval = run("eval --checkpoint " + dir + "/run3 --data " + data);
+  EXPECT_EQ(docs_eval.code, 0) << docs_eval.out;
 }
 
 // tokenize → train --batch-mode documents → eval on the token folder: the

@@ -592,7 +592,7 @@ void export_hugging_face(const nn::GPT& model, const data::Tokenizer& tokenizer,
   write_tokenizer(tokenizer, c.block_size, out);
 }
 
-HuggingFaceModel import_hugging_face(const std::string& dir) {
+HuggingFaceModel import_hugging_face(const std::string& dir, double dropout, uint64_t seed) {
   const fs::path config_path = fs::path(dir) / "config.json";
   TAPELM_CHECK(fs::is_directory(dir), "--init-from {}: not a folder", dir);
   const json j = read_json(config_path);
@@ -610,13 +610,14 @@ HuggingFaceModel import_hugging_face(const std::string& dir) {
   } catch (const json::exception& e) {
     throw Error(fmt::format("{}: {}", config_path.string(), e.what()));
   }
+  m.config.dropout = dropout;
   nn::check_config(m.config);
   m.tokenizer = read_tokenizer(dir);
   TAPELM_CHECK(m.tokenizer->vocab_size() == m.config.vocab_size,
                "{}: the tokenizer has {} tokens but the model's vocab_size is {}", dir, m.tokenizer->vocab_size(),
                m.config.vocab_size);
   std::map<std::string, Tensor> hf = read_weights(dir);
-  Generator init(0);
+  Generator init(seed);
   m.model = std::make_unique<nn::GPT>(m.config, init);
   // The model's own tensors: a row-split link writes its rows into them, a whole one replaces the entry.
   std::map<std::string, Tensor> mine;

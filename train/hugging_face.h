@@ -41,7 +41,9 @@ struct HuggingFaceModel {
 
 // An Error naming the file for a missing or truncated file, an unknown
 // architecture, a missing, unexpected or wrongly shaped tensor, or a config
-// tapelm's model cannot follow.
-HuggingFaceModel import_hugging_face(const std::string& dir);
+// tapelm's model cannot follow. The model is built as `train` builds a fresh
+// one (its config with `dropout`, from Generator(seed): the dropout stream is
+// the seed's), then takes the folder's weights.
+HuggingFaceModel import_hugging_face(const std::string& dir, double dropout = 0.0, uint64_t seed = 0);
 
 }  // namespace tapelm::train

@@ -125,10 +125,7 @@ int run_eval(const std::string& dir, const std::vector<std::string>& paths, int6
   const train::TrainOptions& run = ck.train_options;
   std::optional<data::TokenData> files = paths.size() == 1 ? data::find_token_data(paths[0]) : std::nullopt;
   if (files) data::check_made_with(*files, *ck.tokenizer, "eval");
-  const bool documents = run.batch_mode == "documents";
-  data::Dataset ds = files ? data::Dataset(files->train, files->val, ck.config.block_size, ck.config.vocab_size,
-                                           documents ? data::documents_of(*files, "train") : nullptr,
-                                           documents ? data::documents_of(*files, "val") : nullptr)
+  data::Dataset ds = files ? data::Dataset(*files, ck.config.block_size, ck.config.vocab_size, run.batch_mode)
                            : data::Dataset(data::read_corpus(paths), *ck.tokenizer, ck.config.block_size,
                                            run.val_fraction, run.batch_mode, run.doc_sep);
   NoGradGuard no_grad;

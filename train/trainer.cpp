@@ -174,8 +174,7 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
                    o.init_from, key);
     for (const char* key : {"tokenizer", "vocab_size"})
       TAPELM_CHECK(!given(key), "train --init-from: the tokenizer is {}'s, so {} cannot be set", o.init_from, key);
-    pretrained = import_hugging_face(o.init_from);
-    pretrained->config.dropout = o.model.dropout;
+    pretrained = import_hugging_face(o.init_from, o.model.dropout, o.seed);
     o.model = pretrained->config;
     o.tokenizer = pretrained->tokenizer->kind();
   } else if (!o.resume) {  // the mixer's reference recipe where no flag says otherwise; errors before the corpus is
@@ -210,11 +209,7 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
     run.tok = std::move(pretrained->tokenizer);
     if (tokens) data::check_made_with(*tokens, *run.tok, "train --init-from");
     check_training_fits(o.model, o.optimizer);
-    Generator init(o.seed);
-    run.model = std::make_unique<nn::GPT>(o.model, init);  // with the run's dropout, then the folder's weights
-    std::map<std::string, Tensor> weights;
-    for (const auto& p : pretrained->model->state_dict()) weights[p.name] = p.tensor;
-    run.model->load_state_dict(weights);
+    run.model = std::move(pretrained->model);  // built with the run's dropout and seed, holding the folder's weights
     run.model->dropout_gen.set_state(dropout_stream_of_rank(run.model->dropout_gen.state(), comm.rank()));
   } else {
     run.tok = tokens ? std::move(tokens->tokenizer) : data::make_tokenizer(o.tokenizer, text, o.vocab_size);
@@ -225,11 +220,8 @@ Run set_up(TrainOptions& o, const std::vector<std::string>& given_model_keys,
     run.model->dropout_gen.set_state(dropout_stream_of_rank(run.model->dropout_gen.state(), comm.rank()));
   }
   if (o.device == "cuda") run.model->to(Device::cuda);  // before the optimizer makes its state beside them
-  const bool documents = o.batch_mode == "documents";
-  run.ds = tokens ? std::make_unique<data::Dataset>(tokens->train, tokens->val, run.model->config.block_size,
-                                                    run.tok->vocab_size(),
-                                                    documents ? data::documents_of(*tokens, "train") : nullptr,
-                                                    documents ? data::documents_of(*tokens, "val") : nullptr)
+  run.ds = tokens ? std::make_unique<data::Dataset>(*tokens, run.model->config.block_size, run.tok->vocab_size(),
+                                                    o.batch_mode)
                   : std::make_unique<data::Dataset>(text, *run.tok, run.model->config.block_size, o.val_fraction,
                                                     o.batch_mode, o.doc_sep);
   run.groups = optim::decay_groups(*run.model, o.weight_decay);

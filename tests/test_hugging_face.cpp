@@ -160,6 +160,15 @@ TEST(HuggingFace, HostileFoldersAreOneClearErrorEach) {
     j["rope_parameters"]["rope_theta"] = 500000.0;
   });
   EXPECT_ERROR_CONTAINS(train::import_hugging_face(dir + "/llama"), "RoPE with theta 500000");
+  // Mamba-2's Δ clamp, as transformers 5 writes non-finite floats ({"__float__": "Infinity"}; the
+  // golden hf_mamba2 reads its default (0, ∞)): a finite upper limit is refused, a garbled one is an error.
+  const fs::path mamba2 = fs::path(TAPELM_SOURCE_DIR) / "tests/golden/hugging_face/hf_mamba2";
+  fs::copy(mamba2, dir + "/mamba2", fs::copy_options::recursive);
+  rewrite_json(dir + "/mamba2/config.json", [](auto& j) { j["time_step_limit"] = {0.0, 0.1}; });
+  EXPECT_ERROR_CONTAINS(train::import_hugging_face(dir + "/mamba2"), "time_step_limit clamps");
+  rewrite_json(dir + "/mamba2/config.json",
+               [](auto& j) { j["time_step_limit"] = {0.0, nlohmann::json{{"__float__", "lots"}}}; });
+  EXPECT_ERROR_CONTAINS(train::import_hugging_face(dir + "/mamba2"), "time_step_limit: expected a number");
   // Models with no transformers class, or not of their class's shape.
   nn::ModelConfig gla = small("gla");
   gla.vocab_size = tok->vocab_size();

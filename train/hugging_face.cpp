@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -48,6 +49,19 @@ void require(bool ok, const std::string& what, const std::string& message) {
 template <class T>
 T field(const json& j, const char* key, T fallback) {
   return j.contains(key) && !j[key].is_null() ? j[key].get<T>() : fallback;
+}
+
+// A float of a config: a JSON number, or transformers 5's spelling of a
+// non-finite one ({"__float__": "Infinity"}: Mamba-2's time_step_limit).
+double config_float(const json& v, const std::string& what) {
+  if (v.is_number()) return v.get<double>();
+  if (v.is_object() && v.size() == 1 && v.contains("__float__") && v["__float__"].is_string()) {
+    const std::string s = v["__float__"];
+    if (s == "Infinity") return std::numeric_limits<double>::infinity();
+    if (s == "-Infinity") return -std::numeric_limits<double>::infinity();
+    if (s == "NaN") return std::numeric_limits<double>::quiet_NaN();
+  }
+  throw Error(fmt::format("{}: expected a number, got {}", what, v.dump()));
 }
 
 // GPT-2 (Radford et al. 2019) as nanoGPT's GPT: learned positions, LayerNorm,
@@ -352,8 +366,9 @@ const std::vector<Architecture>& architectures() {
                      "the output norm is not RMSNorm after the gate (Mamba2Simple's)");
              if (j.contains("time_step_limit")) {
                const auto limit = j["time_step_limit"];
-               require(limit.is_array() && limit.size() == 2 && limit[0].get<double>() == 0.0 &&
-                           limit[1].get<double>() >= 1e300,
+               require(limit.is_array() && limit.size() == 2 &&
+                           config_float(limit[0], path + ": time_step_limit") == 0.0 &&
+                           config_float(limit[1], path + ": time_step_limit") >= 1e300,
                        path, "time_step_limit clamps Δ; tapelm's Mamba-2 does not (mamba_ssm's default (0, ∞))");
              }
              return c;
@@ -389,11 +404,27 @@ json read_json(const fs::path& path) {
   try {
     std::ifstream in(path);
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    // Python's json writes ±Infinity (Mamba-2's time_step_limit); JSON has no such number.
-    for (auto [word, number] : {std::pair{"-Infinity", "-1.0e308"}, std::pair{"Infinity", "1.0e308"}})
-      for (size_t at = text.find(word); at != std::string::npos; at = text.find(word, at))
-        text.replace(at, std::strlen(word), number);
-    return json::parse(text);
+    // Python's json writes a bare ±Infinity (Mamba-2's time_step_limit);
+    // JSON has no such number. Outside strings only: a token may be spelt so.
+    std::string out;
+    bool in_string = false;
+    for (size_t i = 0; i < text.size(); ++i) {
+      const char c = text[i];
+      if (in_string) {
+        out += c;
+        if (c == '\\' && i + 1 < text.size())
+          out += text[++i];
+        else if (c == '"')
+          in_string = false;
+      } else if (c == '"') {
+        in_string = true, out += c;
+      } else if (text.compare(i, 8, "Infinity") == 0) {
+        out += "1.0e308", i += 7;
+      } else {
+        out += c;
+      }
+    }
+    return json::parse(out);
   } catch (const json::exception& e) {
     throw Error(fmt::format("{}: not JSON: {}", path.string(), e.what()));
   }

@@ -31,7 +31,7 @@ TEXTS = [
 ]
 WIDE_TEXTS = ["  What?  42 lords,\t'tis so -- \"done\"!", "caf\u00e9 \u6771\u4eac 42!\n\t  spaces   end \U0001F600 \u0394x=1.5e-3",
               "I'm sure it's 2024's best: you'll see, we've done, they'd go."]
-POSITIONS = [0, 7, 15, 31]
+POSITIONS = [0, 7, 15, 31]  # those before the sequence's end (a BPE tokenizer makes fewer than 32 ids)
 
 
 def describe(folder, texts):
@@ -49,7 +49,7 @@ def describe(folder, texts):
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
         out["ids"] = ids
-        out["logits"] = {str(p): logits[p].tolist() for p in POSITIONS}
+        out["logits"] = {str(p): logits[p].tolist() for p in POSITIONS if p < len(ids)}
         out["argmax"] = logits.argmax(-1).tolist()
         top2 = logits.topk(2, -1).values
         out["min_top2_margin"] = float((top2[:, 0] - top2[:, 1]).min())
@@ -116,7 +116,12 @@ def main():
         shutil.rmtree(dst, ignore_errors=True)
         if name == "export_gpt2tok":  # GPT-2's tokenizer files alone (the model is left out: 50,257 rows)
             os.makedirs(dst)
-            result = guarded(describe, src, TEXTS + WIDE_TEXTS)
+            files = [f for f in os.listdir(src) if f not in ("config.json", "model.safetensors")]
+            for f in files:
+                shutil.copy(os.path.join(src, f), dst)
+            result = guarded(describe, dst, TEXTS + WIDE_TEXTS)
+            for f in files:  # tapelm ships these files (data/): only what transformers made of them is kept
+                os.remove(os.path.join(dst, f))
         else:
             shutil.copytree(src, dst)
             wide = [] if "char" in open(os.path.join(src, "tokenizer_config.json")).read() else WIDE_TEXTS

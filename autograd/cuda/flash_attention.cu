@@ -1,20 +1,24 @@
 // Fused attention for bf16 mode, FlashAttention-2 (Dao 2023): the T×T scores
-// never reach memory. A block of four warps takes 64 rows of one (batch,
-// head), a warp 16 of them, and streams tiles of 64 keys through shared
-// memory, rounded to bfloat16 as they load (the rounding autocast gives a
-// product's operands). Every product is a tensor-core mma.sync
-// m16n8k16 (bfloat16 in, float32 accumulate) on register fragments fed by
-// ldmatrix; scores, probabilities and the output accumulate in registers, and
-// a score tile becomes the next product's operand without leaving them (the
-// C fragment of m16n8 pairs is the A fragment of m16n8k16). The softmax is
-// the online one (running max m and sum l per row, O rescaled by e^(m_old −
-// m_new)) in float32; only each row's log-sum-exp is saved.
+// never reach memory. q, k and v are first rounded to bfloat16 (the rounding
+// autocast gives a product's operands) into head-major copies, each 64-row
+// tile one contiguous block. A block of four warps takes 64 rows of one
+// (batch, head), a warp 16 of them, and streams tiles of 64 keys through
+// shared memory with cp.async in two stages: the next visible tile is on its
+// way while the warps compute on this one. Every product is a tensor-core
+// mma.sync m16n8k16 (bfloat16 in, float32 accumulate) on register fragments
+// fed by ldmatrix; scores, probabilities and the output accumulate in
+// registers, and a score tile becomes the next product's operand without
+// leaving them (the C fragment of m16n8 pairs is the A fragment of
+// m16n8k16). The softmax is the online one (running max m and sum l per row,
+// O rescaled by e^(m_old − m_new)) in float32; only each row's log-sum-exp is
+// saved.
 //
-// Backward, with P recomputed from the log-sum-exp and D = rowsum(dO ⊙ O):
-// one kernel per key tile accumulates dK = Σ dSᵀQ and dV = Σ PᵀdO over the
-// query tiles (its warps own 16 keys each: Sᵀ = K Qᵀ), another per query
-// tile accumulates dQ = Σ dS K over the key tiles. Each gradient element is
-// summed by one thread in a fixed order: no atomics, the same bits every run.
+// Backward, with P recomputed from the log-sum-exp and D = rowsum(dO ⊙ O)
+// (one pass, which also rounds dO to bfloat16 head-major): one kernel per key
+// tile accumulates dK = Σ dSᵀQ and dV = Σ PᵀdO over the query tiles (its
+// warps own 16 keys each: Sᵀ = K Qᵀ), another per query tile accumulates
+// dQ = Σ dS K over the key tiles. Each gradient element is summed by one
+// thread in a fixed order: no atomics, the same bits every run.
 //
 // Masks: the dense [B,Tq,Tk] mask of the op (true = hidden). A pre-pass
 // classes every (batch, query tile, key tile) as hidden (skipped: a causal
@@ -50,9 +54,9 @@ struct Dims {
   float scale;
   __host__ __device__ int64_t q_tiles() const { return (Tq + kTile - 1) / kTile; }
   __host__ __device__ int64_t k_tiles() const { return (Tk + kTile - 1) / kTile; }
-  __device__ TileClass tile(const uint8_t* map, int64_t b, int64_t qt, int64_t kt) const {
-    return (TileClass)map[(b * q_tiles() + qt) * k_tiles() + kt];
-  }
+  // Rows of the head-major bfloat16 operands: whole tiles.
+  __host__ __device__ int64_t q_padded() const { return q_tiles() * kTile; }
+  __host__ __device__ int64_t k_padded() const { return k_tiles() * kTile; }
 };
 
 // ---- tensor-core building blocks ---------------------------------------------
@@ -148,20 +152,45 @@ __device__ inline void zero(float acc[][4]) {
 
 // ---- memory ------------------------------------------------------------------
 
-// Rows [r0, r0 + 64) of head h of batch b of x (token rows ld apart, the head
-// at column h·HD) into a bfloat16 tile (row stride HD + kPad); rows past T are zeros.
+// Asynchronous 16-byte copies global → shared (cp.async, sm_80+): a tile
+// streams in while the warps compute on the previous one. A group is the
+// copies issued since the last commit; wait<n> returns once all but the n
+// most recent groups have landed (this thread's; a barrier makes them every thread's).
+__device__ inline void cp_async16(void* smem, const void* gmem) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ inline void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// A 64 × HD tile of a head-major bfloat16 operand (contiguous rows) into a
+// shared tile of row stride HD + kPad.
 template <int HD>
-__device__ void load_tile(const float* x, const Dims& d, int64_t T, int64_t b, int64_t h, int64_t r0, bf16* tile) {
-  constexpr int ld = HD + kPad, quads = HD / 4;
-  for (int e = threadIdx.x; e < kTile * quads; e += kThreads) {
-    const int r = e / quads, c = 4 * (e % quads);
-    const int64_t row = r0 + r;
-    const float4 v = row < T ? *reinterpret_cast<const float4*>(x + (b * T + row) * d.ld + h * HD + c)
-                             : make_float4(0.f, 0.f, 0.f, 0.f);
-    uint2 packed;
-    packed.x = pack_bf16(v.x, v.y), packed.y = pack_bf16(v.z, v.w);
-    *reinterpret_cast<uint2*>(tile + r * ld + c) = packed;
+__device__ void copy_tile(const bf16* src, bf16* tile) {
+  constexpr int ld = HD + kPad, chunks = HD / 8;  // 8 bfloat16 per 16-byte copy
+  for (int e = threadIdx.x; e < kTile * chunks; e += kThreads) {
+    const int r = e / chunks, c = 8 * (e % chunks);
+    cp_async16(tile + r * ld + c, src + r * HD + c);
   }
+}
+
+// Key tile kt of a head's K and V into a stage: K, then V a tile after it.
+template <int HD>
+__device__ void copy_key_tile(const bf16* kh, const bf16* vh, int64_t kt, bf16* stage) {
+  copy_tile<HD>(kh + kt * kTile * HD, stage);
+  copy_tile<HD>(vh + kt * kTile * HD, stage + kTile * (HD + kPad));
+}
+
+// 64 rows' log-sum-exp and D (padded arrays: no bounds) into shared memory.
+__device__ inline void copy_row_stats(const float* lse, const float* dsum, int64_t offset, float* slse, float* sd) {
+  const int t = threadIdx.x;
+  if (t < 16)
+    cp_async16(slse + 4 * t, lse + offset + 4 * t);
+  else if (t < 32)
+    cp_async16(sd + 4 * (t - 16), dsum + offset + 4 * (t - 16));
 }
 
 // Writes a warp's 16 × HD float32 accumulator rows r0 + (g, g+8) of head h
@@ -180,6 +209,48 @@ __device__ void store_rows(const float acc[][4], float* x, int64_t ld, int64_t T
     for (int n = 0; n < HD / 8; ++n)
       *reinterpret_cast<float2*>(dst + 8 * n) = make_float2(acc[n][2 * half] * s, acc[n][2 * half + 1] * s);
   }
+}
+
+// ---- the operands in bfloat16 ---------------------------------------------------
+
+// One thread per 8 features of a head-major row (b, h, i), i < Tp: x's token
+// row i (row stride ld, the head at column h·HD) rounded to bfloat16, zeros past T.
+template <int HD>
+__global__ void k_round_heads(const float* x, int64_t ld, int64_t T, int64_t Tp, int64_t H, int64_t total, bf16* y) {
+  const int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;  // over B·H·Tp·HD/8
+  if (e >= total) return;
+  const int64_t c = 8 * (e % (HD / 8)), row = e / (HD / 8), i = row % Tp, bh = row / Tp;
+  uint4 packed = make_uint4(0, 0, 0, 0);
+  if (i < T) {
+    const float* src = x + ((bh / H) * T + i) * ld + (bh % H) * HD + c;
+    const float4 a = *reinterpret_cast<const float4*>(src), b = *reinterpret_cast<const float4*>(src + 4);
+    packed = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
+  }
+  *reinterpret_cast<uint4*>(y + row * HD + c) = packed;
+}
+
+// The backward's row pass, the same thread layout: dO rounded to bfloat16
+// head-major (zeros past Tq) and D[b,h,i] = Σ_c dO ⊙ O (0 past Tq); dO and O
+// are [B,Tq,H,HD]. A row's HD/8 threads are adjacent lanes, reduced in a fixed tree.
+template <int HD>
+__global__ void k_backward_rows(const float* dout, const float* out, int64_t Tq, int64_t Tp, int64_t H, int64_t total,
+                                bf16* dout16, float* dsum) {
+  const int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  const int64_t c = 8 * (e % (HD / 8)), row = e / (HD / 8), i = row % Tp, bh = row / Tp;
+  float s = 0.f;
+  uint4 packed = make_uint4(0, 0, 0, 0);
+  if (e < total && i < Tq) {
+    const int64_t at = (((bh / H) * Tq + i) * H + bh % H) * HD + c;
+    const float4 g0 = *reinterpret_cast<const float4*>(dout + at), g1 = *reinterpret_cast<const float4*>(dout + at + 4);
+    const float4 o0 = *reinterpret_cast<const float4*>(out + at), o1 = *reinterpret_cast<const float4*>(out + at + 4);
+    s = g0.x * o0.x + g0.y * o0.y + g0.z * o0.z + g0.w * o0.w + g1.x * o1.x + g1.y * o1.y + g1.z * o1.z + g1.w * o1.w;
+    packed = make_uint4(pack_bf16(g0.x, g0.y), pack_bf16(g0.z, g0.w), pack_bf16(g1.x, g1.y), pack_bf16(g1.z, g1.w));
+  }
+#pragma unroll
+  for (int o = HD / 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (e >= total) return;
+  *reinterpret_cast<uint4*>(dout16 + row * HD + c) = packed;
+  if (c == 0) dsum[row] = s;
 }
 
 // Query i cannot see key j: outside the sequences, or masked.
@@ -212,34 +283,55 @@ constexpr size_t tile_bytes() {
   return kTile * (HD + kPad) * sizeof(bf16);
 }
 
+// The next tile at or after `t` of a walk along one row (or column) of the
+// tile map that is not hidden; `end` if none.
+__device__ inline int64_t next_seen(const uint8_t* map, int64_t first, int64_t step, int64_t t, int64_t end) {
+  while (t < end && map[first + t * step] == kHidden) ++t;
+  return t;
+}
+
+// A block per (query tile, batch·head). Shared memory: the Q tile and two
+// stages of K and V tiles: the next visible key tile is copied while the
+// warps compute on this one.
 template <int HD>
 __global__ void __launch_bounds__(kThreads)
-    k_flash_forward(const float* q, const float* k, const float* v, const uint8_t* mask, const uint8_t* map, Dims d,
+    k_flash_forward(const bf16* q, const bf16* k, const bf16* v, const uint8_t* mask, const uint8_t* map, Dims d,
                     float* o, float* lse) {
-  constexpr int ld = HD + kPad;
+  constexpr int ld = HD + kPad, tile = kTile * ld;
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* sq = reinterpret_cast<bf16*>(smem);
-  bf16* sk = sq + kTile * ld;
-  bf16* sv = sk + kTile * ld;
+  bf16* skv = sq + tile;  // stage s: K at skv + 2s·tile, V after it
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t qt = blockIdx.x, b = blockIdx.y / d.H, h = blockIdx.y % d.H, q0 = qt * kTile;
+  const int64_t bh = blockIdx.y, qt = blockIdx.x, b = bh / d.H, h = bh % d.H, q0 = qt * kTile;
   const int64_t i0 = q0 + warp * 16 + g;  // this thread's rows: i0 and i0 + 8
-  load_tile<HD>(q, d, d.Tq, b, h, q0, sq);
-  __syncthreads();
-  uint32_t qf[HD / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < HD / 16; ++kk) load_a(qf[kk], sq, ld, warp * 16, kk * 16, lane);
+  const int64_t nk = d.k_tiles(), row_of_map = (b * d.q_tiles() + qt) * nk;
+  const bf16* kh = k + bh * d.k_padded() * HD;
+  const bf16* vh = v + bh * d.k_padded() * HD;
   float acc[HD / 8][4];
   zero<HD>(acc);
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // l: this thread's share of the row sums
-  for (int64_t kt = 0; kt < d.k_tiles(); ++kt) {
-    const TileClass cls = d.tile(map, b, qt, kt);
-    if (cls == kHidden) continue;
-    const int64_t k0 = kt * kTile;
-    __syncthreads();  // every warp is done with the previous K and V
-    load_tile<HD>(k, d, d.Tk, b, h, k0, sk);
-    load_tile<HD>(v, d, d.Tk, b, h, k0, sv);
+  uint32_t qf[HD / 16][4];
+  int64_t kt = next_seen(map, row_of_map, 1, 0, nk);
+  if (kt < nk) {
+    copy_tile<HD>(q + (bh * d.q_padded() + q0) * HD, sq);
+    cp_async_commit();
+    copy_key_tile<HD>(kh, vh, kt, skv);
+    cp_async_commit();
+    cp_async_wait<1>();  // Q (the key tile may still be on its way)
     __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) load_a(qf[kk], sq, ld, warp * 16, kk * 16, lane);
+  }
+  for (int stage = 0; kt < nk; stage ^= 1) {
+    const int64_t next = next_seen(map, row_of_map, 1, kt + 1, nk);
+    if (next < nk) copy_key_tile<HD>(kh, vh, next, skv + 2 * (stage ^ 1) * tile);
+    cp_async_commit();
+    cp_async_wait<1>();  // this tile's K and V
+    __syncthreads();
+    const bf16* sk = skv + 2 * stage * tile;
+    const bf16* sv = sk + tile;
+    const TileClass cls = (TileClass)map[row_of_map + kt];
+    const int64_t k0 = kt * kTile;
     float s[8][4];
     zero<64>(s);
     product_b_rows<64, HD>(s, qf, sk, ld, lane);  // S = Q Kᵀ
@@ -278,6 +370,8 @@ __global__ void __launch_bounds__(kThreads)
     uint32_t pf[4][4];
     c_to_a(pf, s);
     product_b_cols<HD, 64>(acc, pf, sv, ld, lane);  // O += P V
+    __syncthreads();  // every warp is done with this stage before the next iteration refills it
+    kt = next;
   }
   float inv[2];
 #pragma unroll
@@ -290,72 +384,60 @@ __global__ void __launch_bounds__(kThreads)
   if (t == 0)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const int64_t i = i0 + 8 * r;
-      if (i < d.Tq) lse[(b * d.H + h) * d.Tq + i] = l[r] > 0.f ? m[r] + logf(l[r]) : INFINITY;  // +∞: P = 0 later
+      const int64_t i = i0 + 8 * r;  // < q_padded: the padded rows get +∞ too (P = 0 in the backward)
+      lse[bh * d.q_padded() + i] = i < d.Tq && l[r] > 0.f ? m[r] + logf(l[r]) : INFINITY;
     }
 }
 
 // ---- backward ------------------------------------------------------------------
 
-// D[b,h,i] = Σ_c dO ⊙ O over the head's features: a warp per (b, i, h).
-__global__ void k_row_dot(const float* dout, const float* out, float* dsum, int64_t rows, int64_t H, int64_t Tq,
-                          int hd) {
-  const int64_t row = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;  // (b·Tq + i)·H + h
-  const int lane = threadIdx.x % 32;
-  if (row >= rows) return;
-  float s = 0.f;
-  for (int c = lane; c < hd; c += 32) s += dout[row * hd + c] * out[row * hd + c];
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  const int64_t h = row % H, bi = row / H, b = bi / Tq, i = bi % Tq;
-  if (lane == 0) dsum[(b * H + h) * Tq + i] = s;
-}
-
-// A row's log-sum-exp and D (rows past Tq: +∞ and 0, so P = 0 there).
-__device__ inline void row_stats(const float* lse, const float* dsum, const Dims& d, int64_t b, int64_t h, int64_t i,
-                                 float& l, float& dd) {
-  l = i < d.Tq ? lse[(b * d.H + h) * d.Tq + i] : INFINITY;
-  dd = i < d.Tq ? dsum[(b * d.H + h) * d.Tq + i] : 0.f;
-}
-
-// dO arrives as [B,Tq,H,HD] (the output's layout), q, k, v with row stride d.ld.
-template <int HD>
-__device__ void load_dout_tile(const float* dout, const Dims& d, int64_t b, int64_t h, int64_t r0, bf16* tile) {
-  Dims dd = d;
-  dd.ld = d.H * HD;
-  load_tile<HD>(dout, dd, d.Tq, b, h, r0, tile);
-}
-
 // dK and dV of one key tile: its warps own 16 keys each and walk the query
-// tiles that see any of its keys. Scores are held transposed (keys × queries).
+// tiles that see any of its keys, the next one's Q, dO, log-sum-exp and D
+// copied while this one's are used. Scores are held transposed (keys × queries).
 template <int HD>
 __global__ void __launch_bounds__(kThreads)
-    k_flash_backward_dkdv(const float* q, const float* k, const float* v, const float* dout, const float* lse,
+    k_flash_backward_dkdv(const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse,
                           const float* dsum, const uint8_t* mask, const uint8_t* map, Dims d, float* dk, float* dv) {
-  constexpr int ld = HD + kPad;
+  constexpr int ld = HD + kPad, tile = kTile * ld;
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* sk = reinterpret_cast<bf16*>(smem);
-  bf16* sv = sk + kTile * ld;
-  bf16* sq = sv + kTile * ld;
-  bf16* sdo = sq + kTile * ld;
-  float* slse = reinterpret_cast<float*>(sdo + kTile * ld);
-  float* sd = slse + kTile;
+  bf16* sv = sk + tile;
+  bf16* sqdo = sv + tile;  // stage s: Q at sqdo + 2s·tile, dO after it
+  float* sstats = reinterpret_cast<float*>(sqdo + 4 * tile);  // stage s: lse at sstats + 128s, D after it
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t kt = blockIdx.x, b = blockIdx.y / d.H, h = blockIdx.y % d.H, k0 = kt * kTile;
+  const int64_t bh = blockIdx.y, kt = blockIdx.x, b = bh / d.H, h = bh % d.H, k0 = kt * kTile;
   const int64_t j0 = k0 + warp * 16 + g;  // this thread's keys: j0 and j0 + 8
-  load_tile<HD>(k, d, d.Tk, b, h, k0, sk);
-  load_tile<HD>(v, d, d.Tk, b, h, k0, sv);
+  const int64_t nq = d.q_tiles(), nk = d.k_tiles(), column_of_map = b * nq * nk + kt;
+  const bf16* qh = q + bh * d.q_padded() * HD;
+  const bf16* doh = dout + bh * d.q_padded() * HD;
   float dk_acc[HD / 8][4], dv_acc[HD / 8][4];
   zero<HD>(dk_acc);
   zero<HD>(dv_acc);
-  for (int64_t qt = 0; qt < d.q_tiles(); ++qt) {
-    const TileClass cls = d.tile(map, b, qt, kt);
-    if (cls == kHidden) continue;
-    const int64_t q0 = qt * kTile;
-    __syncthreads();  // every warp is done with the previous Q and dO
-    load_tile<HD>(q, d, d.Tq, b, h, q0, sq);
-    load_dout_tile<HD>(dout, d, b, h, q0, sdo);
-    for (int r = threadIdx.x; r < kTile; r += kThreads) row_stats(lse, dsum, d, b, h, q0 + r, slse[r], sd[r]);
+  auto copy_query_tile = [&](int64_t qt, int stage) {
+    bf16* to = sqdo + 2 * stage * tile;
+    copy_tile<HD>(qh + qt * kTile * HD, to);
+    copy_tile<HD>(doh + qt * kTile * HD, to + tile);
+    copy_row_stats(lse, dsum, bh * d.q_padded() + qt * kTile, sstats + 128 * stage, sstats + 128 * stage + 64);
+  };
+  int64_t qt = next_seen(map, column_of_map, nk, 0, nq);
+  if (qt < nq) {
+    copy_tile<HD>(k + (bh * d.k_padded() + k0) * HD, sk);
+    copy_tile<HD>(v + (bh * d.k_padded() + k0) * HD, sv);
+    copy_query_tile(qt, 0);
+    cp_async_commit();
+  }
+  for (int stage = 0; qt < nq; stage ^= 1) {
+    const int64_t next = next_seen(map, column_of_map, nk, qt + 1, nq);
+    if (next < nq) copy_query_tile(next, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
     __syncthreads();
+    const bf16* sq = sqdo + 2 * stage * tile;
+    const bf16* sdo = sq + tile;
+    const float* slse = sstats + 128 * stage;
+    const float* sd = slse + 64;
+    const TileClass cls = (TileClass)map[column_of_map + qt * nk];
+    const int64_t q0 = qt * kTile;
     // K's and V's fragments are read again for each query tile rather than
     // held: with both gradients accumulating, registers are what is short.
     uint32_t kvf[HD / 16][4];
@@ -386,46 +468,63 @@ __global__ void __launch_bounds__(kThreads)
       for (int e = 0; e < 4; ++e) ds[n][e] = p[n][e] * (ds[n][e] - sd[8 * n + 2 * t + e % 2]) * d.scale;
     c_to_a(af, ds);
     product_b_cols<HD, 64>(dk_acc, af, sq, ld, lane);  // dK += dSᵀ Q
+    __syncthreads();  // every warp is done with this stage before the next iteration refills it
+    qt = next;
   }
   store_rows<HD>(dv_acc, dv, d.ld, d.Tk, b, h, k0 + warp * 16, lane);
   store_rows<HD>(dk_acc, dk, d.ld, d.Tk, b, h, k0 + warp * 16, lane);
 }
 
-// dQ of one query tile: its warps own 16 rows each and walk the key tiles it sees.
+// dQ of one query tile: its warps own 16 rows each and walk the key tiles it
+// sees, the next one's K and V copied while this one's are used.
 template <int HD>
 __global__ void __launch_bounds__(kThreads)
-    k_flash_backward_dq(const float* q, const float* k, const float* v, const float* dout, const float* lse,
+    k_flash_backward_dq(const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse,
                         const float* dsum, const uint8_t* mask, const uint8_t* map, Dims d, float* dq) {
-  constexpr int ld = HD + kPad;
+  constexpr int ld = HD + kPad, tile = kTile * ld;
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* sq = reinterpret_cast<bf16*>(smem);
-  bf16* sdo = sq + kTile * ld;
-  bf16* sk = sdo + kTile * ld;
-  bf16* sv = sk + kTile * ld;
+  bf16* sdo = sq + tile;
+  bf16* skv = sdo + tile;  // stage s: K at skv + 2s·tile, V after it
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t qt = blockIdx.x, b = blockIdx.y / d.H, h = blockIdx.y % d.H, q0 = qt * kTile;
+  const int64_t bh = blockIdx.y, qt = blockIdx.x, b = bh / d.H, h = bh % d.H, q0 = qt * kTile;
   const int64_t i0 = q0 + warp * 16 + g;
-  load_tile<HD>(q, d, d.Tq, b, h, q0, sq);
-  load_dout_tile<HD>(dout, d, b, h, q0, sdo);
-  __syncthreads();
-  uint32_t qf[HD / 16][4], dof[HD / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < HD / 16; ++kk) {
-    load_a(qf[kk], sq, ld, warp * 16, kk * 16, lane);
-    load_a(dof[kk], sdo, ld, warp * 16, kk * 16, lane);
+  const int64_t nk = d.k_tiles(), row_of_map = (b * d.q_tiles() + qt) * nk;
+  const bf16* kh = k + bh * d.k_padded() * HD;
+  const bf16* vh = v + bh * d.k_padded() * HD;
+  float row_lse[2], row_d[2];  // the padded rows: +∞ and 0, so P = 0 there
+  for (int r = 0; r < 2; ++r) {
+    row_lse[r] = lse[bh * d.q_padded() + i0 + 8 * r];
+    row_d[r] = dsum[bh * d.q_padded() + i0 + 8 * r];
   }
-  float row_lse[2], row_d[2];
-  for (int r = 0; r < 2; ++r) row_stats(lse, dsum, d, b, h, i0 + 8 * r, row_lse[r], row_d[r]);
   float dq_acc[HD / 8][4];
   zero<HD>(dq_acc);
-  for (int64_t kt = 0; kt < d.k_tiles(); ++kt) {
-    const TileClass cls = d.tile(map, b, qt, kt);
-    if (cls == kHidden) continue;
+  uint32_t qf[HD / 16][4], dof[HD / 16][4];
+  int64_t kt = next_seen(map, row_of_map, 1, 0, nk);
+  if (kt < nk) {
+    copy_tile<HD>(q + (bh * d.q_padded() + q0) * HD, sq);
+    copy_tile<HD>(dout + (bh * d.q_padded() + q0) * HD, sdo);
+    cp_async_commit();
+    copy_key_tile<HD>(kh, vh, kt, skv);
+    cp_async_commit();
+    cp_async_wait<1>();  // Q and dO
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      load_a(qf[kk], sq, ld, warp * 16, kk * 16, lane);
+      load_a(dof[kk], sdo, ld, warp * 16, kk * 16, lane);
+    }
+  }
+  for (int stage = 0; kt < nk; stage ^= 1) {
+    const int64_t next = next_seen(map, row_of_map, 1, kt + 1, nk);
+    if (next < nk) copy_key_tile<HD>(kh, vh, next, skv + 2 * (stage ^ 1) * tile);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const bf16* sk = skv + 2 * stage * tile;
+    const bf16* sv = sk + tile;
+    const TileClass cls = (TileClass)map[row_of_map + kt];
     const int64_t k0 = kt * kTile;
-    __syncthreads();
-    load_tile<HD>(k, d, d.Tk, b, h, k0, sk);
-    load_tile<HD>(v, d, d.Tk, b, h, k0, sv);
-    __syncthreads();
     float p[8][4], ds[8][4];
     zero<64>(p);
     zero<64>(ds);
@@ -443,6 +542,8 @@ __global__ void __launch_bounds__(kThreads)
     uint32_t af[4][4];
     c_to_a(af, ds);
     product_b_cols<HD, 64>(dq_acc, af, sk, ld, lane);  // dQ += dS K
+    __syncthreads();
+    kt = next;
   }
   store_rows<HD>(dq_acc, dq, d.ld, d.Tq, b, h, q0 + warp * 16, lane);
 }
@@ -455,30 +556,58 @@ void launch(Kernel kernel, size_t smem, dim3 grid, Args... args) {
   TAPELM_CUDA_LAUNCHED();
 }
 
+unsigned blocks_for(int64_t threads) { return (unsigned)((threads + 255) / 256); }
+
 template <int HD>
-void forward_hd(const float* q, const float* k, const float* v, const uint8_t* mask, const uint8_t* map, const Dims& d,
+void round_hd(const float* q, const float* k, const float* v, const Dims& d, bf16* q16, bf16* k16, bf16* v16) {
+  const int64_t q_total = d.B * d.H * d.q_padded() * (HD / 8), k_total = d.B * d.H * d.k_padded() * (HD / 8);
+  k_round_heads<HD><<<blocks_for(q_total), 256, 0, stream()>>>(q, d.ld, d.Tq, d.q_padded(), d.H, q_total, q16);
+  TAPELM_CUDA_LAUNCHED();
+  if (d.Tk == 0) return;
+  k_round_heads<HD><<<blocks_for(k_total), 256, 0, stream()>>>(k, d.ld, d.Tk, d.k_padded(), d.H, k_total, k16);
+  TAPELM_CUDA_LAUNCHED();
+  k_round_heads<HD><<<blocks_for(k_total), 256, 0, stream()>>>(v, d.ld, d.Tk, d.k_padded(), d.H, k_total, v16);
+  TAPELM_CUDA_LAUNCHED();
+}
+
+template <int HD>
+void forward_hd(const bf16* q, const bf16* k, const bf16* v, const uint8_t* mask, const uint8_t* map, const Dims& d,
                 float* o, float* lse) {
-  launch(k_flash_forward<HD>, 3 * tile_bytes<HD>(), dim3((unsigned)d.q_tiles(), (unsigned)(d.B * d.H)), q, k, v, mask,
+  launch(k_flash_forward<HD>, 5 * tile_bytes<HD>(), dim3((unsigned)d.q_tiles(), (unsigned)(d.B * d.H)), q, k, v, mask,
          map, d, o, lse);
 }
 
 template <int HD>
-void backward_hd(const float* q, const float* k, const float* v, const float* dout, const float* lse, const float* dsum,
+void backward_hd(const bf16* q, const bf16* k, const bf16* v, const float* out, const float* dout, const float* lse,
                  const uint8_t* mask, const uint8_t* map, const Dims& d, float* dq, float* dk, float* dv) {
+  const int64_t rows = d.B * d.H * d.q_padded();
+  bf16* dout16 = static_cast<bf16*>(allocate(rows * HD * sizeof(bf16)));
+  float* dsum = static_cast<float*>(allocate(rows * sizeof(float)));
+  const int64_t total = rows * (HD / 8);
+  k_backward_rows<HD><<<blocks_for(total), 256, 0, stream()>>>(dout, out, d.Tq, d.q_padded(), d.H, total, dout16, dsum);
+  TAPELM_CUDA_LAUNCHED();
   const unsigned bh = (unsigned)(d.B * d.H);
-  launch(k_flash_backward_dkdv<HD>, 4 * tile_bytes<HD>() + 2 * kTile * sizeof(float), dim3((unsigned)d.k_tiles(), bh),
-         q, k, v, dout, lse, dsum, mask, map, d, dk, dv);
-  launch(k_flash_backward_dq<HD>, 4 * tile_bytes<HD>(), dim3((unsigned)d.q_tiles(), bh), q, k, v, dout, lse, dsum, mask,
-         map, d, dq);
+  launch(k_flash_backward_dkdv<HD>, 6 * tile_bytes<HD>() + 4 * kTile * sizeof(float), dim3((unsigned)d.k_tiles(), bh),
+         q, k, v, dout16, lse, dsum, mask, map, d, dk, dv);
+  launch(k_flash_backward_dq<HD>, 6 * tile_bytes<HD>(), dim3((unsigned)d.q_tiles(), bh), q, k, v, dout16, lse, dsum,
+         mask, map, d, dq);
+  release(dout16);  // stream-ordered: after the kernels that read them
+  release(dsum);
 }
 
 Dims dims_of(const FlashAttentionShape& s) {
   return {s.batch, s.tq, s.tk, s.heads, s.row_stride ? s.row_stride : s.heads * s.head_dim, s.scale};
 }
 
+Error bad_head_size(int64_t head_dim) {
+  return Error(fmt::format("flash attention: head size {} (32, 64 or 128)", head_dim));
+}
+
 }  // namespace
 
 bool flash_attention_supported(int64_t head_dim) { return head_dim == 32 || head_dim == 64 || head_dim == 128; }
+
+int64_t flash_attention_padded(int64_t t) { return (t + kTile - 1) / kTile * kTile; }
 
 int64_t flash_attention_tile_map_size(const FlashAttentionShape& s) {
   const Dims d = dims_of(s);
@@ -495,10 +624,31 @@ void flash_attention_tile_map(const uint8_t* mask, const FlashAttentionShape& s,
   TAPELM_CUDA_LAUNCHED();
 }
 
-void flash_attention_forward(const float* q, const float* k, const float* v, const uint8_t* mask, const uint8_t* map,
-                             const FlashAttentionShape& s, float* out, float* lse) {
+void flash_attention_round_operands(const float* q, const float* k, const float* v, const FlashAttentionShape& s,
+                                    void* q16, void* k16, void* v16) {
   const Dims d = dims_of(s);
   if (d.B == 0 || d.Tq == 0) return;
+  auto* q_ = static_cast<bf16*>(q16);
+  auto* k_ = static_cast<bf16*>(k16);
+  auto* v_ = static_cast<bf16*>(v16);
+  switch (s.head_dim) {
+    case 32:
+      return round_hd<32>(q, k, v, d, q_, k_, v_);
+    case 64:
+      return round_hd<64>(q, k, v, d, q_, k_, v_);
+    case 128:
+      return round_hd<128>(q, k, v, d, q_, k_, v_);
+  }
+  throw bad_head_size(s.head_dim);
+}
+
+void flash_attention_forward(const void* q16, const void* k16, const void* v16, const uint8_t* mask,
+                             const uint8_t* map, const FlashAttentionShape& s, float* out, float* lse) {
+  const Dims d = dims_of(s);
+  if (d.B == 0 || d.Tq == 0) return;
+  auto* q = static_cast<const bf16*>(q16);
+  auto* k = static_cast<const bf16*>(k16);
+  auto* v = static_cast<const bf16*>(v16);
   switch (s.head_dim) {
     case 32:
       return forward_hd<32>(q, k, v, mask, map, d, out, lse);
@@ -507,33 +657,26 @@ void flash_attention_forward(const float* q, const float* k, const float* v, con
     case 128:
       return forward_hd<128>(q, k, v, mask, map, d, out, lse);
   }
-  throw Error(fmt::format("flash attention: head size {} (32, 64 or 128)", s.head_dim));
+  throw bad_head_size(s.head_dim);
 }
 
-void flash_attention_backward(const float* q, const float* k, const float* v, const float* out, const float* dout,
+void flash_attention_backward(const void* q16, const void* k16, const void* v16, const float* out, const float* dout,
                               const float* lse, const uint8_t* mask, const uint8_t* map, const FlashAttentionShape& s,
                               float* dq, float* dk, float* dv) {
   const Dims d = dims_of(s);
   if (d.B == 0 || d.Tq == 0 || d.Tk == 0) return;
-  float* dsum = static_cast<float*>(allocate(d.B * d.H * d.Tq * sizeof(float)));
-  const int64_t rows = d.B * d.Tq * d.H;
-  k_row_dot<<<(unsigned)((rows + 7) / 8), 256, 0, stream()>>>(dout, out, dsum, rows, d.H, d.Tq, (int)s.head_dim);
-  TAPELM_CUDA_LAUNCHED();
+  auto* q = static_cast<const bf16*>(q16);
+  auto* k = static_cast<const bf16*>(k16);
+  auto* v = static_cast<const bf16*>(v16);
   switch (s.head_dim) {
     case 32:
-      backward_hd<32>(q, k, v, dout, lse, dsum, mask, map, d, dq, dk, dv);
-      break;
+      return backward_hd<32>(q, k, v, out, dout, lse, mask, map, d, dq, dk, dv);
     case 64:
-      backward_hd<64>(q, k, v, dout, lse, dsum, mask, map, d, dq, dk, dv);
-      break;
+      return backward_hd<64>(q, k, v, out, dout, lse, mask, map, d, dq, dk, dv);
     case 128:
-      backward_hd<128>(q, k, v, dout, lse, dsum, mask, map, d, dq, dk, dv);
-      break;
-    default:
-      release(dsum);
-      throw Error(fmt::format("flash attention: head size {} (32, 64 or 128)", s.head_dim));
+      return backward_hd<128>(q, k, v, out, dout, lse, mask, map, d, dq, dk, dv);
   }
-  release(dsum);  // stream-ordered: after the kernels that read it
+  throw bad_head_size(s.head_dim);
 }
 
 }  // namespace tapelm::cuda

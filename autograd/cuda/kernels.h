@@ -153,26 +153,34 @@ void masked_softmax_backward(const void* probs, Element probs_element, const flo
                              int64_t rows, int64_t cols, float scale);
 // Fused attention for bf16 mode (flash_attention.cu, FlashAttention-2):
 // q [batch, tq, heads, head_dim], k and v [batch, tk, heads, head_dim],
-// float32, read as bfloat16 operands, each token's row row_stride elements
-// after the previous one (0: heads·head_dim, contiguous; 3·heads·head_dim
-// reads q, k and v in place from one packed projection); dq, dk and dv are
-// written with the same layout. mask [batch, tq, tk] (true = hidden) or null.
-// The forward writes out [batch, tq, heads, head_dim] and the log-sum-exp of
-// each row [batch, heads, tq]. The tile map (uint8, tile_map_size entries,
-// from flash_attention_tile_map) classes each 64×64 tile of every batch row
-// as hidden, visible or mixed, so hidden tiles are skipped and only mixed
-// ones read the mask. Every row start must be 16-byte aligned.
+// float32, each token's row row_stride elements after the previous one (0:
+// heads·head_dim, contiguous; 3·heads·head_dim reads q, k and v in place
+// from one packed projection); dq, dk and dv are written with the same
+// layout. The kernels read bfloat16 copies (flash_attention_round_operands):
+// head-major [batch, heads, t rounded up to 64, head_dim], the rows past t
+// zero, so every 64-row tile is one contiguous block copied to shared memory
+// asynchronously, without bounds checks. mask [batch, tq, tk] (true = hidden)
+// or null. The forward writes out [batch, tq, heads, head_dim] and each row's
+// log-sum-exp [batch, heads, tq rounded up to 64] (+∞ past tq). The tile map
+// (uint8, tile_map_size entries, from flash_attention_tile_map) classes each
+// 64×64 tile of every batch row as hidden, visible or mixed, so hidden tiles
+// are skipped and only mixed ones read the mask. Every row start must be
+// 16-byte aligned.
 struct FlashAttentionShape {
   int64_t batch, tq, tk, heads, head_dim;
   float scale;
   int64_t row_stride = 0;
 };
 bool flash_attention_supported(int64_t head_dim);  // 32, 64, 128
+int64_t flash_attention_padded(int64_t t);         // t rounded up to the 64-row tile
 int64_t flash_attention_tile_map_size(const FlashAttentionShape& s);
 void flash_attention_tile_map(const uint8_t* mask, const FlashAttentionShape& s, uint8_t* map);
-void flash_attention_forward(const float* q, const float* k, const float* v, const uint8_t* mask, const uint8_t* map,
+// q16 holds batch·heads·padded(tq)·head_dim bfloat16 values, k16 and v16 batch·heads·padded(tk)·head_dim.
+void flash_attention_round_operands(const float* q, const float* k, const float* v, const FlashAttentionShape& s,
+                                    void* q16, void* k16, void* v16);
+void flash_attention_forward(const void* q16, const void* k16, const void* v16, const uint8_t* mask, const uint8_t* map,
                              const FlashAttentionShape& s, float* out, float* lse);
-void flash_attention_backward(const float* q, const float* k, const float* v, const float* out, const float* dout,
+void flash_attention_backward(const void* q16, const void* k16, const void* v16, const float* out, const float* dout,
                               const float* lse, const uint8_t* mask, const uint8_t* map, const FlashAttentionShape& s,
                               float* dq, float* dk, float* dv);
 

@@ -80,13 +80,18 @@ void masked_softmax(const float*, const uint8_t*, void*, Element, int64_t, int64
 void masked_softmax_backward(const void*, Element, const float*, void*, Element, int64_t, int64_t, float) { no_cuda(); }
 void attention_mask(const uint8_t*, uint8_t*, int64_t, int64_t, int64_t, int64_t) { no_cuda(); }
 bool flash_attention_supported(int64_t) { return false; }
+int64_t flash_attention_padded(int64_t) { no_cuda(); }
 int64_t flash_attention_tile_map_size(const FlashAttentionShape&) { no_cuda(); }
 void flash_attention_tile_map(const uint8_t*, const FlashAttentionShape&, uint8_t*) { no_cuda(); }
-void flash_attention_forward(const float*, const float*, const float*, const uint8_t*, const uint8_t*,
+void flash_attention_round_operands(const float*, const float*, const float*, const FlashAttentionShape&, void*, void*,
+                                    void*) {
+  no_cuda();
+}
+void flash_attention_forward(const void*, const void*, const void*, const uint8_t*, const uint8_t*,
                              const FlashAttentionShape&, float*, float*) {
   no_cuda();
 }
-void flash_attention_backward(const float*, const float*, const float*, const float*, const float*, const float*,
+void flash_attention_backward(const void*, const void*, const void*, const float*, const float*, const float*,
                               const uint8_t*, const uint8_t*, const FlashAttentionShape&, float*, float*, float*) {
   no_cuda();
 }

@@ -82,10 +82,18 @@ Tensor flash_attention_cuda(const std::vector<Tensor>& inputs, const Tensor& mas
   const uint8_t* pm = mask.defined() ? mask.cuda_data<uint8_t>() : nullptr;
   Tensor tile_map = Tensor::empty({cuda::flash_attention_tile_map_size(shape)}, DType::b8, Device::cuda);
   cuda::flash_attention_tile_map(pm, shape, tile_map.cuda_data<uint8_t>());
-  Tensor out = Tensor::empty({d.B, d.Tq, d.H, d.hd}, DType::f32, Device::cuda);
-  Tensor lse = Tensor::empty({d.B, d.H, d.Tq}, DType::f32, Device::cuda);
+  // The kernels' bfloat16 copies of q, k and v (head-major, whole tiles), kept for the backward.
+  const int64_t q_elements = d.B * d.H * cuda::flash_attention_padded(d.Tq) * d.hd,
+                k_elements = d.B * d.H * cuda::flash_attention_padded(d.Tk) * d.hd;
+  const std::shared_ptr<void> operands(cuda::allocate((q_elements + 2 * k_elements) * 2), cuda::release);
+  char* q16 = static_cast<char*>(operands.get());
+  char* k16 = q16 + 2 * q_elements;
+  char* v16 = k16 + 2 * k_elements;
   const std::array<float*, 3> in = parts(inputs);
-  cuda::flash_attention_forward(in[0], in[1], in[2], pm, tile_map.cuda_data<uint8_t>(), shape, out.cuda_data<float>(),
+  cuda::flash_attention_round_operands(in[0], in[1], in[2], shape, q16, k16, v16);
+  Tensor out = Tensor::empty({d.B, d.Tq, d.H, d.hd}, DType::f32, Device::cuda);
+  Tensor lse = Tensor::empty({d.B, d.H, cuda::flash_attention_padded(d.Tq)}, DType::f32, Device::cuda);
+  cuda::flash_attention_forward(q16, k16, v16, pm, tile_map.cuda_data<uint8_t>(), shape, out.cuda_data<float>(),
                                 lse.cuda_data<float>());
   const int64_t scores = d.B * d.H * d.Tq * d.Tk;
   FlopCounter::add("attention", 4 * scores * d.hd);
@@ -96,7 +104,10 @@ Tensor flash_attention_cuda(const std::vector<Tensor>& inputs, const Tensor& mas
     std::vector<Tensor> grads;
     for (const Tensor& t : inputs) grads.push_back(Tensor::empty(t.shape(), t.dtype(), Device::cuda));
     const std::array<float*, 3> g = parts(grads);
-    cuda::flash_attention_backward(in[0], in[1], in[2], out.cuda_data<float>(), grad.cuda_data<float>(),
+    const char* q16 = static_cast<const char*>(operands.get());  // the closure holds the copies
+    const char* k16 = q16 + 2 * q_elements;
+    const char* v16 = k16 + 2 * k_elements;
+    cuda::flash_attention_backward(q16, k16, v16, out.cuda_data<float>(), grad.cuda_data<float>(),
                                    lse.cuda_data<float>(), mask.defined() ? mask.cuda_data<uint8_t>() : nullptr,
                                    tile_map.cuda_data<uint8_t>(), shape, g[0], g[1], g[2]);
     FlopCounter::add("attention", 8 * scores * d.hd);

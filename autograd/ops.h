@@ -47,7 +47,12 @@ Tensor square(const Tensor& x);
 // (read transposed in place, never copied). 2·m·n·k FLOPs per matrix.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 // x Wᵀ + b over the last axis of x (F.linear); W [out, in]; b [out] or undefined.
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
+// With an activation, act(x) Wᵀ + b as one op: linear(gelu(x), W, b). On the
+// GPU the activation is applied by the pass that makes the product's operand
+// (its bfloat16 copy in bf16), so act(x) is never written in float32; on the
+// CPU it is the two ops composed.
+enum class Activation { none, relu, gelu, gelu_tanh, silu };
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Activation activation = Activation::none);
 
 // ---- reduce.cpp ----------------------------------------------------------
 Tensor sum(const Tensor& a, std::vector<int64_t> axes, bool keepdim = false);

@@ -15,15 +15,11 @@ FeedForward::FeedForward(int64_t dim, int64_t hidden, const std::string& kind_, 
   drop = register_module("dropout", std::make_shared<Dropout>(dropout, dropout_gen));
 }
 
+// gelu and relu: the projection reads c_fc's output through the activation
+// (one op: on the GPU the activation's output is never stored in float32).
 Tensor FeedForward::forward(const Tensor& x) const {
-  Tensor h;
-  if (kind == "gelu")
-    h = gelu(c_fc->forward(x));
-  else if (kind == "relu")
-    h = relu(c_fc->forward(x));
-  else
-    h = mul(silu(c_gate->forward(x)), c_fc->forward(x));
-  return drop->forward(c_proj->forward(h));
+  if (kind == "swiglu") return drop->forward(c_proj->forward(mul(silu(c_gate->forward(x)), c_fc->forward(x))));
+  return drop->forward(c_proj->forward(c_fc->forward(x), kind == "gelu" ? Activation::gelu : Activation::relu));
 }
 
 }  // namespace tapelm::nn

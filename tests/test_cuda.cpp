@@ -205,6 +205,10 @@ TEST(Cuda, ProductsMatchTheCpu) {
            [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); });
   check_op("linear without bias", {{{57, 37}}, {{53, 37}}},
            [](const std::vector<Tensor>& x) { return linear(x[0], x[1], Tensor()); });
+  // Through an activation: the CPU composes the two ops, the GPU applies it making the operand.
+  for (Activation a : {Activation::relu, Activation::gelu, Activation::gelu_tanh, Activation::silu})
+    check_op(fmt::format("linear through activation {}", (int)a), {{{3, 19, 37}}, {{53, 37}}, {{53}}},
+             [a](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2], a); });
 }
 
 TEST(Cuda, RowOpsMatchTheCpu) {
@@ -312,6 +316,14 @@ TEST(Cuda, Bf16ProductsMatchTheCpuWithinTheBf16Bound) {
   check_op(
       "bf16 linear (bias gradient from the rounding pass)", {{{3, 19, 40}}, {{56, 40}}, {{56}}},
       [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); }, kBf16Bound);
+  // Through GELU (the FFN's c_proj): GELU applied by the rounding pass, at
+  // sizes with padding rows and columns and at multiples of 8 (the epilogue's bias).
+  check_op(
+      "bf16 linear through gelu", {{{3, 19, 37}}, {{53, 37}}, {{53}}},
+      [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2], Activation::gelu); }, kBf16Bound);
+  check_op(
+      "bf16 linear through relu (bias in the epilogue)", {{{2, 24, 40}}, {{56, 40}}, {{56}}},
+      [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2], Activation::relu); }, kBf16Bound);
   // A classifier's odd class count: the product at padded sizes, the result copied out.
   check_op(
       "bf16 linear (odd classes, no bias)", {{{2, 21, 40}}, {{61, 40}}},

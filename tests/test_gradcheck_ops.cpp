@@ -197,6 +197,16 @@ std::vector<Case> cases() {
                  return V{P({4}, 1), P({3, 4}, 2)};
                },
                [](const V& x) { return linear(x[0], x[1], Tensor()); }});
+  // A linear that reads its input through an activation (the GPT FFN's c_proj).
+  for (Activation a : {Activation::relu, Activation::gelu, Activation::gelu_tanh, Activation::silu})
+    c.push_back({"linear_through_" + std::string(a == Activation::relu        ? "relu"
+                                                 : a == Activation::gelu      ? "gelu"
+                                                 : a == Activation::gelu_tanh ? "gelu_tanh"
+                                                                              : "silu"),
+                 [=] {
+                   return V{P({2, 3, 4}, 1), P({5, 4}, 2), P({5}, 3)};
+                 },
+                 [a](const V& x) { return linear(x[0], x[1], x[2], a); }});
   // Fused attention, [B,T,H,hd] layout: a causal mask, a query with every key
   // hidden (row 0 of batch 1: zeros, no gradient), and cross-length Tq < Tk.
   c.push_back({"attention_masked",

@@ -8,6 +8,7 @@
 #include "autograd/cuda/check.cuh"
 #include "autograd/cuda/kernels.h"
 #include "autograd/cuda/strided.cuh"
+#include "autograd/cuda/unary.cuh"
 
 namespace tapelm::cuda {
 
@@ -15,6 +16,8 @@ using detail::coalesce;
 using detail::count;
 using detail::fits_32_bits;
 using detail::offset_of;
+using detail::unary_df;
+using detail::unary_f;
 
 namespace {
 
@@ -28,80 +31,6 @@ int blocks_for(int64_t n) { return (int)std::min<int64_t>((n + kThreads - 1) / k
 // element count allows, see strided.cuh).
 #define GRID_STRIDE_AS(I, i, n) \
   for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (n); i += (I)blockDim.x * gridDim.x)
-
-__device__ float unary_f(Unary op, float v, float alpha) {
-  switch (op) {
-    case Unary::neg:
-      return -v;
-    case Unary::exp:
-      return expf(v);
-    case Unary::log:
-      return logf(v);
-    case Unary::sqrt:
-      return sqrtf(v);
-    case Unary::tanh:
-      return tanhf(v);
-    case Unary::sigmoid:
-      return 1.f / (1.f + expf(-v));
-    case Unary::relu:
-      return v > 0.f ? v : 0.f;
-    case Unary::gelu:
-      return 0.5f * v * (1.f + erff(v * (float)M_SQRT1_2));
-    case Unary::gelu_tanh: {
-      const float k = (float)(M_2_SQRTPI * M_SQRT1_2);
-      return 0.5f * v * (1.f + tanhf(k * (v + 0.044715f * v * v * v)));
-    }
-    case Unary::silu:
-      return v / (1.f + expf(-v));
-    case Unary::softplus:
-      return v > 20.f ? v : log1pf(expf(fminf(v, 20.f)));
-    case Unary::elu:
-      return v > 0.f ? v : alpha * expm1f(fminf(v, 0.f));
-    case Unary::square:
-      return v * v;
-  }
-  return 0.f;
-}
-
-__device__ float unary_df(Unary op, float v, float y, float g, float alpha) {
-  switch (op) {
-    case Unary::neg:
-      return -g;
-    case Unary::exp:
-      return g * y;
-    case Unary::log:
-      return g / v;
-    case Unary::sqrt:
-      return g / (2.f * y);
-    case Unary::tanh:
-      return g * (1.f - y * y);
-    case Unary::sigmoid:
-      return g * y * (1.f - y);
-    case Unary::relu:
-      return v > 0.f ? g : 0.f;
-    case Unary::gelu: {
-      const float cdf = 0.5f * (1.f + erff(v * (float)M_SQRT1_2));
-      const float pdf = expf(-0.5f * v * v) * (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
-      return g * (cdf + v * pdf);
-    }
-    case Unary::gelu_tanh: {
-      const float k = (float)(M_2_SQRTPI * M_SQRT1_2);
-      const float t = tanhf(k * (v + 0.044715f * v * v * v));
-      return g * (0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * k * (1.f + 3.f * 0.044715f * v * v));
-    }
-    case Unary::silu: {
-      const float s = 1.f / (1.f + expf(-v));
-      return g * s * (1.f + v * (1.f - s));
-    }
-    case Unary::softplus:
-      return v > 20.f ? g : g / (1.f + expf(-v));
-    case Unary::elu:
-      return v > 0.f ? g : g * (y + alpha);
-    case Unary::square:
-      return 2.f * v * g;
-  }
-  return 0.f;
-}
 
 __global__ void k_fill(float* p, int64_t n, float value) { GRID_STRIDE(i, n) p[i] = value; }
 
@@ -244,6 +173,10 @@ void unary_forward(Unary op, const float* x, float* y, int64_t n, float alpha) {
 
 void unary_backward(Unary op, const float* x, const float* y, const float* dy, float* dx, int64_t n, float alpha) {
   if (n == 0) return;
+  if (!y) {  // a derivative of x alone (kernels.h): x is read in y's place
+    TAPELM_CHECK(derivative_reads_x_alone(op), "cuda unary_backward: this function's derivative needs its output");
+    y = x;
+  }
   if (wide(n, {x, y, dy, dx}))
     k_unary_back4<<<blocks_for(n / 4), kThreads, 0, stream()>>>(
         op, reinterpret_cast<const float4*>(x), reinterpret_cast<const float4*>(y), reinterpret_cast<const float4*>(dy),

@@ -22,6 +22,7 @@
 #include "autograd/cuda/eight.cuh"
 #include "autograd/cuda/kernels.h"
 #include "autograd/cuda/runtime.h"
+#include "autograd/cuda/unary.cuh"
 
 namespace tapelm::cuda {
 
@@ -153,7 +154,7 @@ using detail::store8;
 template <class Out, class I>
 __global__ void k_convert_rows(const float* __restrict__ x, int64_t ld_x, int64_t bs_x, int64_t rows, int64_t cols,
                                Out* __restrict__ y, int64_t ld_y, int64_t bs_y, I out_rows, int64_t out_cols, I groups,
-                               I total, bool wide_in, bool wide_out) {
+                               I total, bool wide_in, bool wide_out, Unary activation) {
   for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < total; i += (I)blockDim.x * gridDim.x) {
     const I row = i / groups, b = row / out_rows, r = row % out_rows;
     const int64_t c0 = (int64_t)(i % groups) * 8;
@@ -165,6 +166,9 @@ __global__ void k_convert_rows(const float* __restrict__ x, int64_t ld_x, int64_
 #pragma unroll
       for (int k = 0; k < 8; ++k) v[k] = r < rows && c0 + k < cols ? xr[k] : 0.f;
     }
+    if (activation != Unary::identity)  // f(0) = 0 (ProductOperand): the padding stays zero
+#pragma unroll
+      for (int k = 0; k < 8; ++k) v[k] = detail::unary_f(activation, v[k], 0.f);
     Out* yr = y + b * bs_y + r * ld_y + c0;
     if (wide_out && c0 + 8 <= out_cols) {
       store8(yr, v);
@@ -189,7 +193,8 @@ struct RowsCopy {
 };
 
 template <class Out>
-void convert_rows(const float* x, int64_t ld_x, int64_t bs_x, Out* y, int64_t ld_y, int64_t bs_y, RowsCopy n) {
+void convert_rows(const float* x, int64_t ld_x, int64_t bs_x, Out* y, int64_t ld_y, int64_t bs_y, RowsCopy n,
+                  Unary activation = Unary::identity) {
   if (n.out_rows == 0 || n.out_cols == 0 || n.batch == 0) return;
   const bool wide_in = aligned(x, ld_x, bs_x, sizeof(float)), wide_out = aligned(y, ld_y, bs_y, sizeof(Out));
   const int64_t groups = (n.out_cols + 7) / 8, total = n.batch * n.out_rows * groups;
@@ -197,10 +202,10 @@ void convert_rows(const float* x, int64_t ld_x, int64_t bs_x, Out* y, int64_t ld
   if (total <= INT32_MAX)
     k_convert_rows<Out, uint32_t><<<blocks, 256, 0, stream()>>>(x, ld_x, bs_x, n.rows, n.cols, y, ld_y, bs_y,
                                                                 (uint32_t)n.out_rows, n.out_cols, (uint32_t)groups,
-                                                                (uint32_t)total, wide_in, wide_out);
+                                                                (uint32_t)total, wide_in, wide_out, activation);
   else
     k_convert_rows<Out, int64_t><<<blocks, 256, 0, stream()>>>(x, ld_x, bs_x, n.rows, n.cols, y, ld_y, bs_y, n.out_rows,
-                                                               n.out_cols, groups, total, wide_in, wide_out);
+                                                               n.out_cols, groups, total, wide_in, wide_out, activation);
   TAPELM_CUDA_LAUNCHED();
 }
 
@@ -212,11 +217,13 @@ void convert_rows(const float* x, int64_t ld_x, int64_t bs_x, Out* y, int64_t ld
 // (zeros add nothing to a sum; the extra rows and columns of the result are
 // dropped). round8 in kernels.h.
 
-// A rows × cols float32 matrix (batch entries of it) rounded to a padded bfloat16 copy.
+// A rows × cols float32 matrix (batch entries of it) rounded to a padded
+// bfloat16 copy, through an activation on the way.
 MatrixRef padded_bf16_copy(const float* x, int64_t ld, int64_t batch_stride, int64_t rows, int64_t cols, int64_t batch,
-                           __nv_bfloat16* y) {
+                           __nv_bfloat16* y, Unary activation = Unary::identity) {
   const int64_t ld_y = round8(cols), bs_y = batch_stride ? round8(rows) * ld_y : 0;
-  convert_rows(x, ld, batch_stride, y, ld_y, bs_y, {rows, cols, round8(rows), ld_y, batch_stride ? batch : 1});
+  convert_rows(x, ld, batch_stride, y, ld_y, bs_y, {rows, cols, round8(rows), ld_y, batch_stride ? batch : 1},
+               activation);
   return {y, ld_y, bs_y, Element::bf16, true};
 }
 size_t padded_bf16_bytes(int64_t rows, int64_t cols, int64_t batch) {
@@ -269,8 +276,23 @@ void sum_columns(const float* x, int64_t rows, int64_t cols, int64_t ld, float* 
 
 }  // namespace
 
-ProductOperand::ProductOperand(const float* data, int64_t rows, int64_t cols, int64_t ld, float* column_sums)
+ProductOperand::ProductOperand(const float* data, int64_t rows, int64_t cols, int64_t ld, float* column_sums,
+                               Unary activation)
     : ref_{data, ld, 0, Element::f32} {
+  if (activation != Unary::identity) {
+    TAPELM_CHECK(!column_sums && derivative_reads_x_alone(activation),
+                 "cuda ProductOperand: an activation is for a relu, gelu, gelu_tanh or silu input, without sums");
+    if (rows == 0 || cols == 0) return;
+    if (g_precision != ProductPrecision::bf16) {  // the activation's output in float32, held here
+      rounded_ = std::shared_ptr<void>(allocate(rows * cols * sizeof(float)), [](void* p) { release(p); });
+      convert_rows(data, ld, 0, static_cast<float*>(rounded_.get()), cols, 0, {rows, cols, rows, cols, 1}, activation);
+      ref_ = {rounded_.get(), cols, 0, Element::f32};
+      return;
+    }
+    rounded_ = std::shared_ptr<void>(allocate(padded_bf16_bytes(rows, cols, 1)), [](void* p) { release(p); });
+    ref_ = padded_bf16_copy(data, ld, 0, rows, cols, 1, static_cast<__nv_bfloat16*>(rounded_.get()), activation);
+    return;
+  }
   if (g_precision != ProductPrecision::bf16 || rows == 0 || cols == 0) {
     if (column_sums) sum_columns(data, rows, cols, ld, column_sums);
     return;

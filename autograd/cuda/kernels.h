@@ -23,7 +23,11 @@ struct Strided {
 void fill(float* p, int64_t n, float value);
 
 // ---- elementwise (ops/unary.cpp, scalar.cpp, binary.cpp) -----------------
-enum class Unary { neg, exp, log, sqrt, tanh, sigmoid, relu, gelu, gelu_tanh, silu, softplus, elu, square };
+enum class Unary { neg, exp, log, sqrt, tanh, sigmoid, relu, gelu, gelu_tanh, silu, softplus, elu, square, identity };
+// The functions whose derivative reads x alone, not their output: unary_backward takes y = null for them.
+inline bool derivative_reads_x_alone(Unary op) {
+  return op == Unary::relu || op == Unary::gelu || op == Unary::gelu_tanh || op == Unary::silu || op == Unary::identity;
+}
 void unary_forward(Unary op, const float* x, float* y, int64_t n, float alpha);
 void unary_backward(Unary op, const float* x, const float* y, const float* dy, float* dx, int64_t n, float alpha);
 
@@ -103,10 +107,15 @@ void gemm_bf16_result(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
 // lives; in fp32 precision the matrix itself, held by its tensor. With
 // column_sums (cols floats), the matrix's column sums too, from the pass that
 // rounds it where it can (no padding columns): a linear's bias gradient.
+// With an activation (one whose value at 0 is 0: relu, gelu, gelu_tanh,
+// silu), the operand is activation(matrix), applied by the pass that makes
+// the copy (a float32 copy in fp32 precision): a linear that reads its input
+// through its activation never stores the activation's output in float32.
 class ProductOperand {
  public:
   ProductOperand() = default;
-  ProductOperand(const float* data, int64_t rows, int64_t cols, int64_t ld, float* column_sums = nullptr);
+  ProductOperand(const float* data, int64_t rows, int64_t cols, int64_t ld, float* column_sums = nullptr,
+                 Unary activation = Unary::identity);
   MatrixRef ref() const { return ref_; }  // batch stride 0
 
  private:

@@ -12,6 +12,7 @@
 #include "autograd/flops.h"
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
+#include "autograd/ops/activation.h"
 #include "autograd/parallel.h"
 
 namespace tapelm {
@@ -126,8 +127,13 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
 // it (no separate add pass); backward dx = G W, dW = Gᵀ x (one GEMM each), db = Σ_rows G.
 // FLOPs: "linear" 2·rows·out·in forward, 4·rows·out·in backward (the same
 // count as matmul); "linear.bias" rows·out each way.
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+// With an activation a: y = a(x) Wᵀ + b. On the GPU a(x) exists only as the
+// product's operand (ProductOperand applies a as it makes it), dW reads that
+// operand and dx = a'(x) ⊙ (G W); its FLOPs are booked as "linear.<a>", the
+// activation op's counts. On the CPU: the activation op, then the product.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b, Activation activation) {
   const char* op = "linear";
+  if (activation != Activation::none && !x.is_cuda()) return linear(detail::activation_op(activation).apply(x), w, b);
   TAPELM_CHECK(x.dim() >= 1 && w.dim() == 2 && x.size(-1) == w.size(1) && x.dtype() == w.dtype() &&
                    (!b.defined() || (b.dim() == 1 && b.size(0) == w.size(0) && b.dtype() == w.dtype())),
                "linear: input {} with weight {}{}: expected [..., in], [out, in] and [out] of one dtype", x.str_shape(),
@@ -142,7 +148,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   cuda::ProductOperand x_operand, w_operand;
   if (device == Device::cuda) {
     TAPELM_CHECK(x.dtype() == DType::f32, "linear: cuda tensors must be float32, got {}", dtype_name(x.dtype()));
-    x_operand = cuda::ProductOperand(x.cuda_data<float>(), rows, in, in);
+    x_operand = cuda::ProductOperand(
+        x.cuda_data<float>(), rows, in, in, nullptr,
+        activation == Activation::none ? cuda::Unary::identity : detail::activation_op(activation).kind);
     w_operand = cuda::ProductOperand(w.cuda_data<float>(), out_f, in, in);
     cuda::linear_forward(rows, out_f, in, x_operand.ref(), w_operand.ref(),
                          b.defined() ? b.cuda_data<float>() : nullptr, y.cuda_data<float>());
@@ -157,8 +165,12 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   }
   FlopCounter::add(op, 2 * rows * out_f * in);
   if (b.defined()) FlopCounter::add("linear.bias", rows * out_f);
+  if (activation != Activation::none)
+    FlopCounter::add(detail::activation_op(activation).in_linear,
+                     detail::activation_op(activation).forward_flops * rows * in);
   return record(
-      op, y, {x, w, b}, [x, w, b, rows, in, out_f, x_operand, w_operand](const Tensor& grad) -> std::vector<Tensor> {
+      op, y, {x, w, b},
+      [x, w, b, rows, in, out_f, x_operand, w_operand, activation](const Tensor& grad) -> std::vector<Tensor> {
         Tensor gx, gw, gb;
         if (grad.is_cuda()) {
           // Rounded once for both products; its column sums are the bias's gradient (deterministic: chunks of
@@ -169,6 +181,12 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
           if (x.requires_grad()) {
             gx = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
             cuda::gemm(false, false, rows, in, out_f, g.ref(), w_operand.ref(), {gx.cuda_data<float>(), in, 0}, 1, 0.f);
+            if (activation != Activation::none) {  // dx = a'(x) ⊙ (G W), in place
+              const detail::ActivationOp& a = detail::activation_op(activation);
+              cuda::unary_backward(a.kind, x.cuda_data<float>(), nullptr, gx.cuda_data<float>(), gx.cuda_data<float>(),
+                                   rows * in, 0.f);
+              FlopCounter::add(a.in_linear, a.backward_flops * rows * in);
+            }
           }
           if (w.requires_grad()) {
             gw = Tensor::empty(w.shape(), w.dtype(), Device::cuda);

@@ -15,6 +15,7 @@
 #include "autograd/eigen_maps.h"
 #include "autograd/flops.h"
 #include "autograd/ops.h"
+#include "autograd/ops/activation.h"
 #include "autograd/parallel.h"
 
 namespace tapelm {
@@ -68,6 +69,12 @@ Tensor unary(const char* op, cuda::Unary kind, double alpha, const Tensor& x, in
 template <class A>
 using S = typename std::decay_t<A>::Scalar;
 
+// One of the activations a linear can read its input through: its name, kernel and FLOPs from their table.
+template <class F, class DF>
+Tensor activation(Activation a, const Tensor& x, F f, DF df) {
+  const detail::ActivationOp& op = detail::activation_op(a);
+  return unary(op.name, op.kind, 0, x, op.forward_flops, op.backward_flops, f, df);
+}
 }  // namespace
 
 Tensor neg(const Tensor& x) {
@@ -108,15 +115,15 @@ Tensor sigmoid(const Tensor& x) {
 }
 
 Tensor relu(const Tensor& x) {
-  return unary(
-      "relu", cuda::Unary::relu, 0, x, 1, 1, [](auto v) { return v.max(S<decltype(v)>(0)); },
+  return activation(
+      Activation::relu, x, [](auto v) { return v.max(S<decltype(v)>(0)); },
       [](auto v, auto, auto grad) { return (v > S<decltype(v)>(0)).select(grad, S<decltype(v)>(0)); });
 }
 
 // GELU(x) = x·Φ(x) = ½x(1 + erf(x/√2));  GELU'(x) = Φ(x) + x·φ(x).
 Tensor gelu(const Tensor& x) {
-  return unary(
-      "gelu", cuda::Unary::gelu, 0, x, 5, 9,
+  return activation(
+      Activation::gelu, x,
       [](auto v) {
         using T = S<decltype(v)>;
         return T(0.5) * v * (T(1) + (v * T(M_SQRT1_2)).erf());
@@ -131,8 +138,8 @@ Tensor gelu(const Tensor& x) {
 
 // GELU_tanh(x) = ½x(1 + tanh(u)), u = √(2/π)(x + 0.044715x³).
 Tensor gelu_tanh(const Tensor& x) {
-  return unary(
-      "gelu_tanh", cuda::Unary::gelu_tanh, 0, x, 9, 14,
+  return activation(
+      Activation::gelu_tanh, x,
       [](auto v) {
         using T = S<decltype(v)>;
         return T(0.5) * v * (T(1) + (T(M_2_SQRTPI * M_SQRT1_2) * (v + T(0.044715) * v * v * v)).tanh());
@@ -149,8 +156,8 @@ Tensor gelu_tanh(const Tensor& x) {
 
 // silu(x) = x·σ(x);  silu'(x) = σ(x)(1 + x(1 − σ(x))).
 Tensor silu(const Tensor& x) {
-  return unary(
-      "silu", cuda::Unary::silu, 0, x, 5, 8, [](auto v) { return v / (S<decltype(v)>(1) + (-v).exp()); },
+  return activation(
+      Activation::silu, x, [](auto v) { return v / (S<decltype(v)>(1) + (-v).exp()); },
       [](auto v, auto, auto grad) {
         using T = S<decltype(v)>;
         ArrayX<T> s = T(1) / (T(1) + (-v).exp());
@@ -191,5 +198,30 @@ Tensor square(const Tensor& x) {
       "square", cuda::Unary::square, 0, x, 1, 2, [](auto v) { return v * v; },
       [](auto v, auto, auto grad) { return S<decltype(v)>(2) * v * grad; });
 }
+
+namespace detail {
+
+const ActivationOp& activation_op(Activation a) {
+  // FLOPs by the file's convention (every operation and transcendental call one per element).
+  static const ActivationOp relu_op{"relu", "linear.relu", cuda::Unary::relu, 1, 1, relu},
+      gelu_op{"gelu", "linear.gelu", cuda::Unary::gelu, 5, 9, gelu},
+      gelu_tanh_op{"gelu_tanh", "linear.gelu_tanh", cuda::Unary::gelu_tanh, 9, 14, gelu_tanh},
+      silu_op{"silu", "linear.silu", cuda::Unary::silu, 5, 8, silu};
+  switch (a) {
+    case Activation::relu:
+      return relu_op;
+    case Activation::gelu:
+      return gelu_op;
+    case Activation::gelu_tanh:
+      return gelu_tanh_op;
+    case Activation::silu:
+      return silu_op;
+    case Activation::none:
+      break;
+  }
+  throw Error("activation_op: no activation");
+}
+
+}  // namespace detail
 
 }  // namespace tapelm

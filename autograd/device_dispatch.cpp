@@ -85,14 +85,15 @@ const std::vector<std::string>& cuda_kernel_ops() {
                                                "attention_qkv",
                                                "attention_mask",
                                                "dropout",
-                                               "masked_fill"};
+                                               "masked_fill",
+                                               "causal_conv1d"};
   return ops;
 }
 
 const std::vector<std::string>& cpu_fallback_ops() {
-  static const std::vector<std::string> ops = {"max",           "scale_norm",       "where",      "logical_not",
-                                               "cumsum",        "gated_recurrence", "delta_rule", "selective_scan",
-                                               "gau_attention", "causal_conv1d"};
+  static const std::vector<std::string> ops = {"max",         "scale_norm",     "where",
+                                               "logical_not", "cumsum",         "gated_recurrence",
+                                               "delta_rule",  "selective_scan", "gau_attention"};
   return ops;
 }
 

@@ -290,10 +290,23 @@ TEST(Cuda, FallbackOpsMatchTheCpuAndAreCounted) {
   reset_fallback_counts();
   check_op("where (fallback)", {{{4, 9}, Input::mask, 300}, {{4, 9}}, {{4, 9}}},
            [](const std::vector<Tensor>& x) { return where(x[0], x[1], x[2]); });
-  check_op("causal_conv1d (fallback)", {{{2, 13, 6}}, {{6, 4}}, {{6}}},
-           [](const std::vector<Tensor>& x) { return causal_conv1d(x[0], x[1], x[2]); });
-  EXPECT_EQ(fallback_counts()["causal_conv1d"], 1);  // the GPU's forward; the CPU's is no fallback
+  check_op("cumsum (fallback)", {{{3, 7, 5}}}, [](const std::vector<Tensor>& x) { return cumsum(x[0], 1); });
+  EXPECT_EQ(fallback_counts()["cumsum"], 1);  // the GPU's forward; the CPU's is no fallback
   EXPECT_EQ(fallback_counts()["where"], 1);
+}
+
+// The short causal convolution (Mamba's): awkward sizes, a kernel longer
+// than the sequence, one tap, with and without a bias; no fallback.
+TEST(Cuda, CausalConvolutionMatchesTheCpu) {
+  REQUIRE_GPU();
+  reset_fallback_counts();
+  check_op("causal_conv1d", {{{3, 37, 29}}, {{29, 4}}, {{29}}},
+           [](const std::vector<Tensor>& x) { return causal_conv1d(x[0], x[1], x[2]); });
+  check_op("causal_conv1d without bias, k > t", {{{2, 3, 5}}, {{5, 6}}},
+           [](const std::vector<Tensor>& x) { return causal_conv1d(x[0], x[1]); });
+  check_op("causal_conv1d, one tap, many rows", {{{4, 300, 3}}, {{3, 1}}, {{3}}},
+           [](const std::vector<Tensor>& x) { return causal_conv1d(x[0], x[1], x[2]); });
+  EXPECT_EQ(fallback_counts().count("causal_conv1d"), 0u);
 }
 
 // bf16 products (autocast's recipe) against the CPU in float64: within the

@@ -193,6 +193,14 @@ void flash_attention_backward(const void* q16, const void* k16, const void* v16,
                               const float* lse, const uint8_t* mask, const uint8_t* map, const FlashAttentionShape& s,
                               float* dq, float* dk, float* dv);
 
+// The depthwise causal convolution (ops/conv1d.cpp): x and y [batch, t,
+// channels], w [channels, k], bias [channels] or null; the backward writes
+// dx, dw and db (null without a bias).
+void causal_conv1d_forward(const float* x, const float* w, const float* bias, float* y, int64_t batch, int64_t t,
+                           int64_t channels, int64_t k);
+void causal_conv1d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                            int64_t batch, int64_t t, int64_t channels, int64_t k);
+
 // The causal and key-padding mask [batch, tq, tk]: entry (b, i, j) is true
 // where j > past + i or key_pad[b, j] (key_pad [batch, tk], may be null).
 void attention_mask(const uint8_t* key_pad, uint8_t* mask, int64_t batch, int64_t tq, int64_t tk, int64_t past);

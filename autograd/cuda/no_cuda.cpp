@@ -95,6 +95,13 @@ void flash_attention_backward(const void*, const void*, const void*, const float
                               const uint8_t*, const uint8_t*, const FlashAttentionShape&, float*, float*, float*) {
   no_cuda();
 }
+void causal_conv1d_forward(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t) {
+  no_cuda();
+}
+void causal_conv1d_backward(const float*, const float*, const float*, float*, float*, float*, int64_t, int64_t, int64_t,
+                            int64_t) {
+  no_cuda();
+}
 void embedding_forward(const float*, const int32_t*, float*, int64_t, int64_t) { no_cuda(); }
 void embedding_backward(const float*, const int32_t*, const int32_t*, float*, int64_t, int64_t) { no_cuda(); }
 void cross_entropy_forward(const void*, Element, int64_t, const int32_t*, float*, float*, int64_t, int64_t, int32_t) {

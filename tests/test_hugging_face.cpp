@@ -166,8 +166,9 @@ TEST(HuggingFace, HostileFoldersAreOneClearErrorEach) {
   fs::copy(mamba2, dir + "/mamba2", fs::copy_options::recursive);
   rewrite_json(dir + "/mamba2/config.json", [](auto& j) { j["time_step_limit"] = {0.0, 0.1}; });
   EXPECT_ERROR_CONTAINS(train::import_hugging_face(dir + "/mamba2"), "time_step_limit clamps");
-  rewrite_json(dir + "/mamba2/config.json",
-               [](auto& j) { j["time_step_limit"] = {0.0, nlohmann::json{{"__float__", "lots"}}}; });
+  rewrite_json(dir + "/mamba2/config.json", [](auto& j) {
+    j["time_step_limit"] = {0.0, nlohmann::json{{"__float__", "lots"}}};
+  });
   EXPECT_ERROR_CONTAINS(train::import_hugging_face(dir + "/mamba2"), "time_step_limit: expected a number");
   // Models with no transformers class, or not of their class's shape.
   nn::ModelConfig gla = small("gla");

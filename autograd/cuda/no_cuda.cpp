@@ -61,7 +61,7 @@ void gemm(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const fl
   no_cuda();
 }
 double measure_product_peak(int64_t, int) { no_cuda(); }
-ProductOperand::ProductOperand(const float*, int64_t, int64_t, int64_t, float*) { no_cuda(); }
+ProductOperand::ProductOperand(const float*, int64_t, int64_t, int64_t, float*, Unary) { no_cuda(); }
 void copy_rows(const float*, int64_t, float*, int64_t, int64_t, int64_t) { no_cuda(); }
 void linear_forward(int64_t, int64_t, int64_t, MatrixRef, MatrixRef, const float*, float*) { no_cuda(); }
 void gemm_bf16_result(bool, bool, int64_t, int64_t, int64_t, MatrixRef, MatrixRef, void*, int64_t) { no_cuda(); }

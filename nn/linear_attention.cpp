@@ -173,7 +173,7 @@ Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, M
     };
     q = phi(q);
     k = phi(k);
-    if (normalize_) v = concat({v, ones({B, n_head, T, 1}, x.dtype())}, -1);  // last column accumulates z
+    if (normalize_) v = concat({v, ones({B, n_head, T, 1}, x.dtype(), x.device())}, -1);  // last column accumulates z
   } else {
     if (rotary_) {
       q = rotary_->apply(q, ctx.positions);
@@ -184,7 +184,7 @@ Tensor LinearRecurrentMixer::forward(const Tensor& x, const MixerContext& ctx, M
   Tensor log_decay;  // [B,H,T,1] or [B,H,T,K]
   switch (recipe.decay) {
     case DecayKind::none:
-      log_decay = zeros({B, n_head, T, 1}, x.dtype());
+      log_decay = zeros({B, n_head, T, 1}, x.dtype(), x.device());
       break;
     case DecayKind::fixed:
       log_decay = expand(retnet_log_gamma_.like(x), {B, n_head, T, 1});

@@ -118,12 +118,11 @@ Tensor GPT::hidden(const Tensor& idx, const Tensor& pad_mask, DecodeState* state
       TAPELM_CHECK(p[i] < config.block_size, "model: position {} is beyond the context length {} (sequence too long)",
                    p[i], config.block_size);
   }
-  const DType dt = transformer->wte->weight.dtype();
   Tensor x;
   {
     FlopCounter::Scope scope("embedding");
     x = transformer->wte->forward(idx);
-    if (transformer->wpe) x = add(x, transformer->wpe->forward(ctx.positions, dt));
+    if (transformer->wpe) x = add(x, transformer->wpe->forward(ctx.positions, x));
     x = transformer->drop->forward(x);
   }
   for (size_t i = 0; i < transformer->h.size(); ++i)

@@ -46,13 +46,15 @@ LearnedPositionEmbedding::LearnedPositionEmbedding(int64_t n_pos, int64_t dim, G
   weight = register_parameter("weight", randn({n_pos, dim}, gen, DType::f32, 0.0, 0.02));
 }
 
-Tensor LearnedPositionEmbedding::forward(const Tensor& positions, DType) const { return embedding(weight, positions); }
+Tensor LearnedPositionEmbedding::forward(const Tensor& positions, const Tensor&) const {
+  return embedding(weight, positions);
+}
 
 SinusoidalPositionEmbedding::SinusoidalPositionEmbedding(int64_t n_pos, int64_t dim)
     : table_(sinusoidal_table(n_pos, dim, DType::f64)) {}
 
-Tensor SinusoidalPositionEmbedding::forward(const Tensor& positions, DType dtype) const {
-  return embedding(table_.as(dtype), positions);
+Tensor SinusoidalPositionEmbedding::forward(const Tensor& positions, const Tensor& like) const {
+  return embedding(table_.like(like), positions);
 }
 
 std::shared_ptr<PositionEmbedding> make_position_embedding(const std::string& kind, int64_t n_pos, int64_t dim,
@@ -68,8 +70,8 @@ ScaledSinusoidalEmbedding::ScaledSinusoidalEmbedding(int64_t n_pos, int64_t dim,
   scale = register_parameter("scale", full({1}, scale_init));
 }
 
-Tensor ScaledSinusoidalEmbedding::forward(const Tensor& positions, DType dtype) const {
-  return mul(embedding(table_.as(dtype), positions), scale);
+Tensor ScaledSinusoidalEmbedding::forward(const Tensor& positions, const Tensor& like) const {
+  return mul(embedding(table_.like(like), positions), scale);
 }
 
 Rotary::Rotary(int64_t rd, int64_t mp, double b, Layout l) : rotary_dim(rd), max_pos(mp), base(b), layout(l) {

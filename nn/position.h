@@ -24,17 +24,18 @@ Tensor position_ids(int64_t batch, int64_t T, const Tensor& pad_mask, const std:
 Tensor sinusoidal_table(int64_t n_pos, int64_t dim, DType dtype, bool concatenated = false);
 
 // An absolute position embedding, added to the token embedding (the model's
-// "transformer.wpe"): positions [B,T] int32 -> [B,T,dim].
+// "transformer.wpe"): positions [B,T] int32 -> [B,T,dim], in the dtype and
+// on the device of `like` (the token embeddings it is added to).
 class PositionEmbedding : public Module {
  public:
-  virtual Tensor forward(const Tensor& positions, DType dtype) const = 0;
+  virtual Tensor forward(const Tensor& positions, const Tensor& like) const = 0;
 };
 
 // GPT-2's learned table, `weight` [n_pos, dim], N(0, 0.02²).
 class LearnedPositionEmbedding : public PositionEmbedding {
  public:
   LearnedPositionEmbedding(int64_t n_pos, int64_t dim, Generator& gen);
-  Tensor forward(const Tensor& positions, DType dtype) const override;
+  Tensor forward(const Tensor& positions, const Tensor& like) const override;
   Tensor weight;
 };
 
@@ -42,7 +43,7 @@ class LearnedPositionEmbedding : public PositionEmbedding {
 class SinusoidalPositionEmbedding : public PositionEmbedding {
  public:
   SinusoidalPositionEmbedding(int64_t n_pos, int64_t dim);
-  Tensor forward(const Tensor& positions, DType dtype) const override;
+  Tensor forward(const Tensor& positions, const Tensor& like) const override;
 
  private:
   ConstantTensor table_;  // [n_pos, dim]
@@ -57,7 +58,7 @@ class SinusoidalPositionEmbedding : public PositionEmbedding {
 class ScaledSinusoidalEmbedding : public PositionEmbedding {
  public:
   ScaledSinusoidalEmbedding(int64_t n_pos, int64_t dim, double scale_init);
-  Tensor forward(const Tensor& positions, DType dtype) const override;
+  Tensor forward(const Tensor& positions, const Tensor& like) const override;
   Tensor scale;
 
  private:

@@ -17,7 +17,7 @@ Tensor ShortConvolution::forward(const Tensor& x, Tensor* cache) const {
   Tensor w = reshape(weight, {channels, kernel});
   if (!cache) return causal_conv1d(x, w, bias);
   const int64_t B = x.size(0), T = x.size(1);
-  if (!cache->defined()) *cache = zeros({B, kernel - 1, channels}, x.dtype());
+  if (!cache->defined()) *cache = zeros({B, kernel - 1, channels}, x.dtype(), x.device());
   TAPELM_CHECK(cache->size(0) == B, "ShortConvolution: the cache holds {} sequences, the input {}", cache->size(0), B);
   Tensor full = concat({*cache, x}, 1);
   *cache = slice(full, 1, T, T + kernel - 1).clone();

@@ -11,7 +11,7 @@ Tensor shift_tokens(const Tensor& x, const Tensor& pad, Tensor* last) {
   const int64_t B = x.size(0), T = x.size(1), d = x.size(2), h = (d + 1) / 2;
   TAPELM_CHECK(!pad.defined() || (pad.dtype() == DType::b8 && pad.shape() == (Shape{B, T})),
                "shift_tokens: pad must be bool [{},{}], got {}", B, T, pad.str_shape());
-  Tensor before = last && last->defined() ? *last : zeros({B, 1, h}, x.dtype());
+  Tensor before = last && last->defined() ? *last : zeros({B, 1, h}, x.dtype(), x.device());
   TAPELM_CHECK(before.numel() == B * h, "shift_tokens: the carried token holds {} values, expected [{},{}]",
                before.numel(), B, h);
   // Source rows per sequence: [before, x_0, …, x_{T−1}] (first halves); each

@@ -86,14 +86,15 @@ const std::vector<std::string>& cuda_kernel_ops() {
                                                "attention_mask",
                                                "dropout",
                                                "masked_fill",
-                                               "causal_conv1d"};
+                                               "causal_conv1d",
+                                               "gated_recurrence",
+                                               "selective_scan",
+                                               "delta_rule"};
   return ops;
 }
 
 const std::vector<std::string>& cpu_fallback_ops() {
-  static const std::vector<std::string> ops = {"max",         "scale_norm",     "where",
-                                               "logical_not", "cumsum",         "gated_recurrence",
-                                               "delta_rule",  "selective_scan", "gau_attention"};
+  static const std::vector<std::string> ops = {"max", "scale_norm", "where", "logical_not", "cumsum", "gau_attention"};
   return ops;
 }
 

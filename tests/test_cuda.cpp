@@ -309,6 +309,195 @@ TEST(Cuda, CausalConvolutionMatchesTheCpu) {
   EXPECT_EQ(fallback_counts().count("causal_conv1d"), 0u);
 }
 
+// The linear-recurrence core (linear attention, RetNet, gated retention,
+// GLA, Mamba-2, Mamba's unfused forms): a vector decay and a decay per step,
+// widths under and over a 32-column tile, one value column (several slices a
+// block), a key width past 256 (32 rows a thread), sequences across the
+// backward's 64-step checkpoints; every form; no fallback.
+TEST(Cuda, GatedRecurrenceMatchesTheCpu) {
+  REQUIRE_GPU();
+  reset_fallback_counts();
+  auto recurrence = [](RecurrenceForm form) {
+    // g = −(0.5 + |x|)/4: log-decays in (−∞, −0.125], as the mixers make them.
+    return [form](const std::vector<Tensor>& x) {
+      return gated_recurrence(x[0], x[1], x[2], mul_scalar(x[3], -0.25), form, 16);
+    };
+  };
+  for (const RecurrenceForm form : {RecurrenceForm::recurrent, RecurrenceForm::parallel, RecurrenceForm::chunkwise})
+    check_op("gated_recurrence, vector decay",
+             {{{2, 3, 37, 5}}, {{2, 3, 37, 5}}, {{2, 3, 37, 7}}, {{2, 3, 37, 5}, Input::positive}}, recurrence(form));
+  check_op("gated_recurrence, decay per step, two column tiles, past a checkpoint",
+           {{{2, 2, 70, 19}}, {{2, 2, 70, 19}}, {{2, 2, 70, 45}}, {{2, 2, 70, 1}, Input::positive}},
+           recurrence(RecurrenceForm::chunkwise));
+  check_op("gated_recurrence, one value column (Mamba's unfused scan)",
+           {{{3, 5, 130, 16}}, {{3, 5, 130, 16}}, {{3, 5, 130, 1}}, {{3, 5, 130, 16}, Input::positive}},
+           recurrence(RecurrenceForm::recurrent));
+  check_op("gated_recurrence, key width 300",
+           {{{1, 2, 6, 300}}, {{1, 2, 6, 300}}, {{1, 2, 6, 3}}, {{1, 2, 6, 1}, Input::positive}},
+           recurrence(RecurrenceForm::chunkwise));
+  EXPECT_EQ(fallback_counts().count("gated_recurrence"), 0u);
+}
+
+// The delta rule (DeltaNet, Gated DeltaNet): a plain and a gated decay,
+// widths under and over a 32-column tile, sequences across the backward's
+// 64-step checkpoints, a key width past 256; every form; no fallback.
+TEST(Cuda, DeltaRuleMatchesTheCpu) {
+  REQUIRE_GPU();
+  reset_fallback_counts();
+  // k normalised per step as the mixers do (‖k‖ = 1 keeps I − βkkᵀ a contraction), β in (0, 1), g ≤ 0.
+  auto delta = [](RecurrenceForm form) {
+    return [form](const std::vector<Tensor>& x) {
+      const Tensor k = div(x[1], sqrt(sum(square(x[1]), {-1}, true)));
+      return delta_rule(x[0], k, x[2], sigmoid(x[3]), mul_scalar(x[4], -0.1), form, 16);
+    };
+  };
+  auto inputs = [](int64_t B, int64_t H, int64_t T, int64_t K, int64_t V) {
+    return std::vector<Input>{
+        {{B, H, T, K}}, {{B, H, T, K}}, {{B, H, T, V}}, {{B, H, T, 1}}, {{B, H, T, 1}, Input::positive}};
+  };
+  for (const RecurrenceForm form : {RecurrenceForm::recurrent, RecurrenceForm::parallel, RecurrenceForm::chunkwise})
+    check_op("delta_rule", inputs(2, 3, 37, 5, 7), delta(form));
+  check_op("delta_rule, two column tiles, past a checkpoint", inputs(2, 2, 70, 19, 45),
+           delta(RecurrenceForm::chunkwise));
+  check_op("delta_rule, key width 300", inputs(1, 2, 6, 300, 3), delta(RecurrenceForm::chunkwise));
+  EXPECT_EQ(fallback_counts().count("delta_rule"), 0u);
+}
+
+// Mamba's selective scan: state sizes for each of the kernel's bounds (16,
+// 64, 256), channels that leave a warp part-empty and span two blocks,
+// sequences across the backward's checkpoints; no fallback.
+TEST(Cuda, SelectiveScanMatchesTheCpu) {
+  REQUIRE_GPU();
+  reset_fallback_counts();
+  // Δ > 0 and A < 0, as Mamba makes them (softplus, −exp).
+  auto scan = [](const std::vector<Tensor>& x) {
+    return selective_scan(x[0], mul_scalar(x[1], 0.3), mul_scalar(x[2], -1), x[3], x[4]);
+  };
+  auto inputs = [](int64_t B, int64_t T, int64_t D, int64_t N) {
+    return std::vector<Input>{
+        {{B, T, D}}, {{B, T, D}, Input::positive}, {{D, N}, Input::positive}, {{B, T, N}}, {{B, T, N}}};
+  };
+  check_op("selective_scan, N 5, 29 channels", inputs(2, 37, 29, 5), scan);
+  check_op("selective_scan, N 16, past a checkpoint", inputs(3, 130, 70, 16), scan);
+  check_op("selective_scan, N 40, two blocks", inputs(2, 9, 131, 40), scan);
+  check_op("selective_scan, N 100", inputs(1, 5, 3, 100), scan);
+  EXPECT_EQ(fallback_counts().count("selective_scan"), 0u);
+}
+
+// Decoding on the GPU: the carried states stay there, and a sequence run in
+// pieces gives what it gives whole (each core), within the fp32 bound.
+TEST(Cuda, CarriedStatesContinueOnTheGpu) {
+  REQUIRE_GPU();
+  NoGradGuard ng;
+  Generator gen(31);
+  auto on_gpu = [](const Tensor& t) { return t.to(Device::cuda); };
+  auto magnitudes = [&](const Shape& shape, double scale) {  // scale·|x|, x normal
+    Tensor t = randn(shape, gen);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = (float)(scale * std::fabs(t.data<float>()[i]));
+    return t;
+  };
+  auto pieces = [](const std::function<Tensor(int64_t, int64_t, Tensor*)>& run, int64_t T) {
+    Tensor state;
+    std::vector<Tensor> parts;
+    for (auto [a, b] : std::vector<std::pair<int64_t, int64_t>>{{0, 4}, {4, 5}, {5, T}})
+      parts.push_back(run(a, b, &state));
+    EXPECT_TRUE(state.is_cuda());
+    return concat(parts, 2 - (parts[0].dim() == 3));
+  };
+  {
+    const Tensor q = on_gpu(randn({2, 3, 23, 6}, gen)), k = on_gpu(randn({2, 3, 23, 6}, gen)),
+                 v = on_gpu(randn({2, 3, 23, 9}, gen)), g = on_gpu(magnitudes({2, 3, 23, 6}, -0.2));
+    const Tensor whole = gated_recurrence(q, k, v, g);
+    auto cut = [](const Tensor& x, int64_t a, int64_t b) { return slice(x, 2, a, b); };
+    const Tensor pieced = pieces(
+        [&](int64_t a, int64_t b, Tensor* s) {
+          return gated_recurrence(cut(q, a, b), cut(k, a, b), cut(v, a, b), cut(g, a, b), RecurrenceForm::chunkwise, 64,
+                                  s);
+        },
+        23);
+    EXPECT_LE(relative_error(pieced.to_vector(), whole.to_vector()), kFp32Bound);
+  }
+  {
+    Tensor k = randn({2, 3, 23, 6}, gen);
+    k = div(k, sqrt(sum(square(k), {-1}, true)));
+    const Tensor q = on_gpu(randn({2, 3, 23, 6}, gen)), kg = on_gpu(k), v = on_gpu(randn({2, 3, 23, 9}, gen)),
+                 beta = on_gpu(magnitudes({2, 3, 23, 1}, 0.3)), g = on_gpu(magnitudes({2, 3, 23, 1}, -0.1));
+    const Tensor whole = delta_rule(q, kg, v, beta, g);
+    auto cut = [](const Tensor& x, int64_t a, int64_t b) { return slice(x, 2, a, b); };
+    const Tensor pieced = pieces(
+        [&](int64_t a, int64_t b, Tensor* s) {
+          return delta_rule(cut(q, a, b), cut(kg, a, b), cut(v, a, b), cut(beta, a, b), cut(g, a, b),
+                            RecurrenceForm::chunkwise, 64, s);
+        },
+        23);
+    EXPECT_LE(relative_error(pieced.to_vector(), whole.to_vector()), kFp32Bound);
+  }
+  {
+    const Tensor u = on_gpu(randn({2, 23, 7}, gen)), dt = on_gpu(magnitudes({2, 23, 7}, 0.3)),
+                 A = on_gpu(magnitudes({7, 16}, -1)), Bm = on_gpu(randn({2, 23, 16}, gen)),
+                 Cm = on_gpu(randn({2, 23, 16}, gen));
+    const Tensor whole = selective_scan(u, dt, A, Bm, Cm);
+    auto cut = [](const Tensor& x, int64_t a, int64_t b) { return slice(x, 1, a, b); };
+    const Tensor pieced = pieces(
+        [&](int64_t a, int64_t b, Tensor* s) {
+          return selective_scan(cut(u, a, b), cut(dt, a, b), A, cut(Bm, a, b), cut(Cm, a, b), s);
+        },
+        23);
+    EXPECT_LE(relative_error(pieced.to_vector(), whole.to_vector()), kFp32Bound);
+  }
+}
+
+// Every mixer of the table as a small model on the GPU (float32) against the
+// CPU in float64: the loss and every parameter's gradient within the fp32
+// bound, and with bf16 products within the bf16 bound; the step repeated on
+// the GPU gives the same bits; decoding token by token on the GPU (fp32)
+// gives the full forward's logits.
+TEST(Cuda, EveryMixerMatchesTheCpu) {
+  REQUIRE_GPU();
+  const Bf16Scope restore;  // each case sets its precision; fp32 again at the end
+  for (const Precision precision : {Precision::fp32, Precision::bf16})
+    for (const nn::MixerSpec& spec : nn::mixer_table()) {
+      SCOPED_TRACE(spec.name + " " + precision_name(precision));
+      set_gpu_precision(precision);
+      const double bound = precision == Precision::fp32 ? kFp32Bound : kBf16Bound;
+      nn::ModelConfig c;
+      c.mixer = spec.name, c.n_layer = 2, c.n_head = 2, c.n_embd = 32, c.block_size = 19, c.vocab_size = 29;
+      c.dropout = 0;
+      c = nn::with_recipe(c, {"mixer", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "dropout"});
+      Generator g1(3), g2(3), data(4);
+      nn::GPT cpu(c, g1), gpu(c, g2);
+      cpu.to(DType::f64);
+      gpu.to(Device::cuda);
+      const Tensor x = randint({3, 19}, 29, data), y = randint({3, 19}, 29, data);
+      Tensor lc = cpu.loss(x, y);
+      backward(lc);
+      Tensor lg = gpu.loss(x, y);
+      backward(lg);
+      EXPECT_LE(std::fabs(lg.item() - lc.item()) / lc.item(), bound);
+      auto pc = cpu.named_parameters(), pg = gpu.named_parameters();
+      ASSERT_EQ(pc.size(), pg.size());
+      for (size_t i = 0; i < pc.size(); ++i) {
+        ASSERT_TRUE(pg[i].tensor.grad().defined()) << pg[i].name;
+        EXPECT_LE(relative_error(pg[i].tensor.grad().to_vector(), pc[i].tensor.grad().to_vector()), bound)
+            << pg[i].name;
+      }
+      // The same step again on the GPU: the same bits.
+      std::vector<std::vector<double>> first;
+      for (const auto& p : pg) first.push_back(p.tensor.grad().to_vector());
+      gpu.zero_grad();
+      backward(gpu.loss(x, y));
+      for (size_t i = 0; i < pg.size(); ++i) EXPECT_EQ(pg[i].tensor.grad().to_vector(), first[i]) << pg[i].name;
+      if (precision == Precision::bf16) continue;
+      NoGradGuard ng;
+      const Tensor ids = slice(x, 1, 0, 9);
+      const Tensor full = gpu.forward(ids);
+      nn::DecodeState state = gpu.init_decode(3);
+      std::vector<Tensor> steps;
+      for (int64_t t = 0; t < 9; ++t) steps.push_back(gpu.forward(slice(ids, 1, t, t + 1).clone(), Tensor(), &state));
+      EXPECT_LE(relative_error(concat(steps, 1).to_vector(), full.to_vector()), kFp32Bound);
+    }
+}
+
 // bf16 products (autocast's recipe) against the CPU in float64: within the
 // bf16 bound, fixed before measuring.
 TEST(Cuda, Bf16ProductsMatchTheCpuWithinTheBf16Bound) {

@@ -201,6 +201,41 @@ void causal_conv1d_forward(const float* x, const float* w, const float* bias, fl
 void causal_conv1d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
                             int64_t batch, int64_t t, int64_t channels, int64_t k);
 
+// The linear-recurrence core (ops/recurrence.cpp) in its recurrent form:
+// per slice (batch row × head) q, k [steps, K], v, o [steps, V], g [steps,
+// GK] (GK = K, or 1: one decay per step), slices one after another. `state`
+// ([slices, K, V], may be null) is the initial state, and gets the final one.
+// The backward writes dq, dk, dv and dg (training: from a zero state).
+struct RecurrenceShape {
+  int64_t slices, steps, K, V, GK;
+};
+bool gated_recurrence_supported(int64_t K);  // K ≤ 1024
+void gated_recurrence_forward(const float* q, const float* k, const float* v, const float* g, float* o, float* state,
+                              const RecurrenceShape& s);
+void gated_recurrence_backward(const float* q, const float* k, const float* v, const float* g, const float* dout,
+                               float* dq, float* dk, float* dv, float* dg, const RecurrenceShape& s);
+// The delta rule (ops/delta_rule.cpp) in its recurrent form, laid out as
+// gated_recurrence's (GK = 1): beta and g [slices, steps]; K ≤ 1024.
+void delta_rule_forward(const float* q, const float* k, const float* v, const float* beta, const float* g, float* o,
+                        float* state, const RecurrenceShape& s);
+void delta_rule_backward(const float* q, const float* k, const float* v, const float* beta, const float* g,
+                         const float* dout, float* dq, float* dk, float* dv, float* dbeta, float* dg,
+                         const RecurrenceShape& s);
+
+// Mamba's selective scan (ops/selective_scan.cpp): u, delta, y [batch,
+// steps, channels], A [channels, N], B, C [batch, steps, N]; `state` ([batch,
+// channels, N], may be null) the initial state, and gets the final one. The
+// backward writes du, ddelta, dA, dB and dC (training: from a zero state).
+struct ScanShape {
+  int64_t batch, steps, channels, N;
+};
+bool selective_scan_supported(int64_t N);  // N ≤ 256
+void selective_scan_forward(const float* u, const float* delta, const float* A, const float* B, const float* C,
+                            float* y, float* state, const ScanShape& s);
+void selective_scan_backward(const float* u, const float* delta, const float* A, const float* B, const float* C,
+                             const float* dy, float* du, float* ddelta, float* dA, float* dB, float* dC,
+                             const ScanShape& s);
+
 // The causal and key-padding mask [batch, tq, tk]: entry (b, i, j) is true
 // where j > past + i or key_pad[b, j] (key_pad [batch, tk], may be null).
 void attention_mask(const uint8_t* key_pad, uint8_t* mask, int64_t batch, int64_t tq, int64_t tk, int64_t past);

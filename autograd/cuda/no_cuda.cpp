@@ -95,6 +95,32 @@ void flash_attention_backward(const void*, const void*, const void*, const float
                               const uint8_t*, const uint8_t*, const FlashAttentionShape&, float*, float*, float*) {
   no_cuda();
 }
+bool gated_recurrence_supported(int64_t) { return false; }
+void gated_recurrence_forward(const float*, const float*, const float*, const float*, float*, float*,
+                              const RecurrenceShape&) {
+  no_cuda();
+}
+void gated_recurrence_backward(const float*, const float*, const float*, const float*, const float*, float*, float*,
+                               float*, float*, const RecurrenceShape&) {
+  no_cuda();
+}
+bool selective_scan_supported(int64_t) { return false; }
+void selective_scan_forward(const float*, const float*, const float*, const float*, const float*, float*, float*,
+                            const ScanShape&) {
+  no_cuda();
+}
+void selective_scan_backward(const float*, const float*, const float*, const float*, const float*, const float*, float*,
+                             float*, float*, float*, float*, const ScanShape&) {
+  no_cuda();
+}
+void delta_rule_forward(const float*, const float*, const float*, const float*, const float*, float*, float*,
+                        const RecurrenceShape&) {
+  no_cuda();
+}
+void delta_rule_backward(const float*, const float*, const float*, const float*, const float*, const float*, float*,
+                         float*, float*, float*, float*, const RecurrenceShape&) {
+  no_cuda();
+}
 void causal_conv1d_forward(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t) {
   no_cuda();
 }

@@ -168,19 +168,40 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   return {q.size(0) * q.size(1), q.size(2), q.size(3), v.size(3)};
 }
 
+// On the GPU (autograd/cuda/delta_rule.cu) every form runs the recurrent
+// kernel: the forms give the same numbers, and the FLOPs booked are the
+// recurrent form's, the work the kernel does.
+Tensor delta_rule_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
+                       Tensor* state, const Dims& d) {
+  TAPELM_CHECK(q.dtype() == DType::f32, "delta_rule: cuda tensors must be float32, got {}", dtype_name(q.dtype()));
+  TAPELM_CHECK(cuda::gated_recurrence_supported(d.K), "delta_rule: key width {} on cuda (at most 1024)", d.K);
+  if (state)
+    prepare_state("delta_rule", state, {q.size(0), q.size(1), d.K, d.V}, q.dtype(), {q, k, v, beta, g}, Device::cuda);
+  const cuda::RecurrenceShape shape{d.BH, d.steps, d.K, d.V, 1};
+  Tensor o = Tensor::empty({q.size(0), q.size(1), d.steps, d.V}, q.dtype(), Device::cuda);
+  cuda::delta_rule_forward(q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(), beta.cuda_data<float>(),
+                           g.cuda_data<float>(), o.cuda_data<float>(), state ? state->cuda_data<float>() : nullptr,
+                           shape);
+  FlopCounter::add("delta_rule", forward_flops(d, RecurrenceForm::recurrent, 1));
+  return record("delta_rule", o, {q, k, v, beta, g}, [q, k, v, beta, g, d, shape](const Tensor& dO) {
+    auto like = [](const Tensor& x) { return Tensor::empty(x.shape(), x.dtype(), Device::cuda); };
+    Tensor dq = like(q), dk = like(k), dv = like(v), db = like(beta), dg = like(g);
+    cuda::delta_rule_backward(q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(), beta.cuda_data<float>(),
+                              g.cuda_data<float>(), dO.cuda_data<float>(), dq.cuda_data<float>(), dk.cuda_data<float>(),
+                              dv.cuda_data<float>(), db.cuda_data<float>(), dg.cuda_data<float>(), shape);
+    FlopCounter::add("delta_rule", d.BH * d.steps * d.K * d.V * 26);
+    return std::vector<Tensor>{dq, dk, dv, db, dg};
+  });
+}
+
 }  // namespace
 
 Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
                   RecurrenceForm form, int64_t chunk, Tensor* state) {
-  if (op_device("delta_rule", {&q, &k, &v, &beta, &g}) == Device::cuda) {
-    return cpu_fallback_with_state("delta_rule", {q, k, v, beta, g}, state,
-                                   [&](const std::vector<Tensor>& c, Tensor* s) {
-                                     return delta_rule(c[0], c[1], c[2], c[3], c[4], form, chunk, s);
-                                   });
-  }
-
+  const Device device = op_device("delta_rule", {&q, &k, &v, &beta, &g});
   const Dims d = check_inputs(q, k, v, beta, g);
   TAPELM_CHECK(chunk > 0, "delta_rule: chunk size must be positive, got {}", chunk);
+  if (device == Device::cuda) return delta_rule_cuda(q, k, v, beta, g, state, d);
   if (state) prepare_state("delta_rule", state, {q.size(0), q.size(1), d.K, d.V}, q.dtype(), {q, k, v, beta, g});
   Tensor o = Tensor::empty({q.size(0), q.size(1), d.steps, d.V}, q.dtype());
   dispatch_float("delta_rule", q.dtype(), [&](auto tag) {

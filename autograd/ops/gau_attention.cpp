@@ -274,13 +274,13 @@ int64_t GauAttentionState::bytes() const {
 
 Tensor gau_attention(const GauAttentionInputs& in, RecurrenceForm form, GauAttentionState* state) {
   if (op_device("gau_attention", {&in.q, &in.k, &in.v, &in.ql, &in.kl, &in.bias}) == Device::cuda) {
-    TAPELM_CHECK(!state, "gau_attention: decoding with a carried state runs on the CPU only for now");
+    // The carried state stays on the host, where the fallback runs.
     return cpu_fallback("gau_attention", {in.q, in.k, in.v, in.ql, in.kl, in.bias, in.position, in.key_pad},
                         [&](const std::vector<Tensor>& c) {
                           GauAttentionInputs h = in;
                           h.q = c[0], h.k = c[1], h.v = c[2], h.ql = c[3], h.kl = c[4], h.bias = c[5],
                           h.position = c[6], h.key_pad = c[7];
-                          return gau_attention(h, form, nullptr);
+                          return gau_attention(h, form, state);
                         });
   }
 

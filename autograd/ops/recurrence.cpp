@@ -179,19 +179,42 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   return {q.size(0) * q.size(1), q.size(2), q.size(3), v.size(3), g.size(3)};
 }
 
+// On the GPU (autograd/cuda/recurrence.cu) every form runs the recurrent
+// kernel: the forms give the same numbers, and the FLOPs booked are the
+// recurrent form's, the work the kernel does.
+Tensor gated_recurrence_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, Tensor* state,
+                             const Dims& d) {
+  TAPELM_CHECK(q.dtype() == DType::f32, "gated_recurrence: cuda tensors must be float32, got {}",
+               dtype_name(q.dtype()));
+  TAPELM_CHECK(cuda::gated_recurrence_supported(d.K), "gated_recurrence: key width {} on cuda (at most 1024)", d.K);
+  if (state)
+    prepare_state("gated_recurrence", state, {q.size(0), q.size(1), d.K, d.V}, q.dtype(), {q, k, v, g}, Device::cuda);
+  const cuda::RecurrenceShape shape{d.BH, d.steps, d.K, d.V, d.GK};
+  Tensor o = Tensor::empty({q.size(0), q.size(1), d.steps, d.V}, q.dtype(), Device::cuda);
+  cuda::gated_recurrence_forward(q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(), g.cuda_data<float>(),
+                                 o.cuda_data<float>(), state ? state->cuda_data<float>() : nullptr, shape);
+  FlopCounter::add("gated_recurrence", forward_flops(d, RecurrenceForm::recurrent, 1));
+  return record("gated_recurrence", o, {q, k, v, g}, [q, k, v, g, d, shape](const Tensor& dO) -> std::vector<Tensor> {
+    Tensor dq = Tensor::empty(q.shape(), q.dtype(), Device::cuda),
+           dk = Tensor::empty(k.shape(), k.dtype(), Device::cuda);
+    Tensor dv = Tensor::empty(v.shape(), v.dtype(), Device::cuda),
+           dg = Tensor::empty(g.shape(), g.dtype(), Device::cuda);
+    cuda::gated_recurrence_backward(q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(),
+                                    g.cuda_data<float>(), dO.cuda_data<float>(), dq.cuda_data<float>(),
+                                    dk.cuda_data<float>(), dv.cuda_data<float>(), dg.cuda_data<float>(), shape);
+    FlopCounter::add("gated_recurrence", d.BH * d.steps * d.K * d.V * (3 + 12));
+    return {dq, dk, dv, dg};
+  });
+}
+
 }  // namespace
 
 Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, RecurrenceForm form,
                         int64_t chunk, Tensor* state) {
-  if (op_device("gated_recurrence", {&q, &k, &v, &g}) == Device::cuda) {
-    return cpu_fallback_with_state("gated_recurrence", {q, k, v, g}, state,
-                                   [&](const std::vector<Tensor>& c, Tensor* s) {
-                                     return gated_recurrence(c[0], c[1], c[2], c[3], form, chunk, s);
-                                   });
-  }
-
+  const Device device = op_device("gated_recurrence", {&q, &k, &v, &g});
   const Dims d = check_inputs(q, k, v, g);
   TAPELM_CHECK(chunk > 0, "gated_recurrence: chunk size must be positive, got {}", chunk);
+  if (device == Device::cuda) return gated_recurrence_cuda(q, k, v, g, state, d);
   if (state) prepare_state("gated_recurrence", state, {q.size(0), q.size(1), d.K, d.V}, q.dtype(), {q, k, v, g});
   Tensor o = Tensor::empty({q.size(0), q.size(1), d.steps, d.V}, q.dtype());
   dispatch_float("gated_recurrence", q.dtype(), [&](auto tag) {

@@ -39,16 +39,18 @@ using CMapV = Eigen::Map<const Vec<T>>;
 template <class T>
 using AlignedVector = std::vector<T, Eigen::aligned_allocator<T>>;
 
-// Checks and prepares a carried state (inference only): zeros of `shape` when
-// undefined, else it must have that shape.
+// Checks and prepares a carried state (inference only): zeros of `shape` on
+// `device` when undefined, else it must have that shape and be there.
 inline void prepare_state(const char* op, Tensor* state, const Shape& shape, DType dtype,
-                          const std::vector<Tensor>& inputs) {
+                          const std::vector<Tensor>& inputs, Device device = Device::cpu) {
   bool any_grad = false;
   for (const Tensor& t : inputs) any_grad = any_grad || t.requires_grad();
   TAPELM_CHECK(!grad_enabled() || !any_grad, "{}: a carried state is for inference; run it under NoGradGuard", op);
-  if (!state->defined()) *state = zeros(shape, dtype);
+  if (!state->defined()) *state = zeros(shape, dtype, device);
   TAPELM_CHECK(state->shape() == shape && state->dtype() == dtype, "{}: state {} {} does not match {} {}", op,
                dtype_name(state->dtype()), state->str_shape(), dtype_name(dtype), shape_str(shape));
+  TAPELM_CHECK(state->device() == device, "{}: state on {}, inputs on {}", op, device_name(state->device()),
+               device_name(device));
 }
 
 // The block length a form runs with: the whole sequence for the parallel form.

@@ -34,17 +34,39 @@ void check_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Ten
       u.dtype() == delta.dtype() && u.dtype() == A.dtype() && u.dtype() == Bm.dtype() && u.dtype() == Cm.dtype(),
       "selective_scan: dtypes differ");
 }
+// On the GPU: autograd/cuda/selective_scan.cu, the same recurrence and reverse scan.
+Tensor selective_scan_cuda(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm, const Tensor& Cm,
+                           Tensor* state) {
+  const int64_t Bn = u.size(0), T = u.size(1), D = u.size(2), N = A.size(1);
+  TAPELM_CHECK(u.dtype() == DType::f32, "selective_scan: cuda tensors must be float32, got {}", dtype_name(u.dtype()));
+  TAPELM_CHECK(cuda::selective_scan_supported(N), "selective_scan: state size {} on cuda (at most 256)", N);
+  if (state) detail::prepare_state("selective_scan", state, {Bn, D, N}, u.dtype(), {u, delta, A, Bm, Cm}, Device::cuda);
+  const cuda::ScanShape shape{Bn, T, D, N};
+  Tensor y = Tensor::empty(u.shape(), u.dtype(), Device::cuda);
+  cuda::selective_scan_forward(u.cuda_data<float>(), delta.cuda_data<float>(), A.cuda_data<float>(),
+                               Bm.cuda_data<float>(), Cm.cuda_data<float>(), y.cuda_data<float>(),
+                               state ? state->cuda_data<float>() : nullptr, shape);
+  FlopCounter::add("selective_scan", 7 * Bn * T * D * N);
+  return record("selective_scan", y, {u, delta, A, Bm, Cm},
+                [u, delta, A, Bm, Cm, shape](const Tensor& dy) -> std::vector<Tensor> {
+                  auto like = [](const Tensor& x) { return Tensor::empty(x.shape(), x.dtype(), Device::cuda); };
+                  Tensor du = like(u), dd = like(delta), dA = like(A), dB = like(Bm), dC = like(Cm);
+                  cuda::selective_scan_backward(u.cuda_data<float>(), delta.cuda_data<float>(), A.cuda_data<float>(),
+                                                Bm.cuda_data<float>(), Cm.cuda_data<float>(), dy.cuda_data<float>(),
+                                                du.cuda_data<float>(), dd.cuda_data<float>(), dA.cuda_data<float>(),
+                                                dB.cuda_data<float>(), dC.cuda_data<float>(), shape);
+                  FlopCounter::add("selective_scan", 21 * shape.batch * shape.steps * shape.channels * shape.N);
+                  return {du, dd, dA, dB, dC};
+                });
+}
+
 }  // namespace
 
 Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm, const Tensor& Cm,
                       Tensor* state) {
-  if (op_device("selective_scan", {&u, &delta, &A, &Bm, &Cm}) == Device::cuda) {
-    return cpu_fallback_with_state(
-        "selective_scan", {u, delta, A, Bm, Cm}, state,
-        [&](const std::vector<Tensor>& c, Tensor* s) { return selective_scan(c[0], c[1], c[2], c[3], c[4], s); });
-  }
-
+  const Device device = op_device("selective_scan", {&u, &delta, &A, &Bm, &Cm});
   check_scan(u, delta, A, Bm, Cm);
+  if (device == Device::cuda) return selective_scan_cuda(u, delta, A, Bm, Cm, state);
   const int64_t Bn = u.size(0), T = u.size(1), D = u.size(2), N = A.size(1);
   if (state) detail::prepare_state("selective_scan", state, {Bn, D, N}, u.dtype(), {u, delta, A, Bm, Cm});
   Tensor y = Tensor::empty(u.shape(), u.dtype());

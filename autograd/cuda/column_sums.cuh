@@ -56,14 +56,22 @@ __global__ void k_add_chunks(const float* part, Outputs<S> outs, int64_t chunks,
   }
 }
 
+// The terms of a plain row-major matrix x (row stride ld): its column sums.
+struct MatrixColumns {
+  static constexpr int kSums = 1;
+  const float* x;
+  int64_t ld;
+  __device__ void operator()(int64_t row, int64_t col, float* terms) const { terms[0] = x[row * ld + col]; }
+};
+
 // outs.out[s][col] = scale · Σ_row terms(row, col)[s]; a null output is skipped.
 template <class Terms>
 void column_sums(const Terms& terms, int64_t rows, int64_t cols, Outputs<Terms::kSums> outs, float scale = 1.f) {
   if (cols == 0) return;
   const int64_t chunks = rows == 0 ? 1 : (rows + kChunkRows - 1) / kChunkRows;
   float* part = static_cast<float*>(allocate(Terms::kSums * chunks * cols * sizeof(float)));
-  k_column_chunks<<<dim3((unsigned)((cols + 31) / 32), (unsigned)chunks), dim3(32, 8), 0, stream()>>>(terms, part,
-                                                                                                      rows, cols);
+  k_column_chunks<<<dim3((unsigned)((cols + 31) / 32), (unsigned)chunks), dim3(32, 8), 0, stream()>>>(terms, part, rows,
+                                                                                                      cols);
   TAPELM_CUDA_LAUNCHED();
   k_add_chunks<<<(unsigned)((cols + 255) / 256), 256, 0, stream()>>>(part, outs, chunks, cols, scale);
   TAPELM_CUDA_LAUNCHED();

@@ -56,34 +56,26 @@ struct WeightTerms {
   }
 };
 
-// db_c = Σ_{b,t} g_{t,c}.
-struct BiasTerms {
-  static constexpr int kSums = 1;
-  const float* g;
-  int64_t C;
-  __device__ void operator()(int64_t row, int64_t c, float* terms) const { terms[0] = g[row * C + c]; }
-};
-
 unsigned grid_for(int64_t n) { return (unsigned)std::min<int64_t>((n + 255) / 256, 132 * 64); }
 
 }  // namespace
 
-void causal_conv1d_forward(const float* x, const float* w, const float* bias, float* y, int64_t B, int64_t T,
-                           int64_t C, int64_t K) {
+void causal_conv1d_forward(const float* x, const float* w, const float* bias, float* y, int64_t B, int64_t T, int64_t C,
+                           int64_t K) {
   if (B * T * C == 0) return;
   k_conv_forward<<<grid_for(B * T * C), 256, 0, stream()>>>(x, w, bias, y, {B, T, C, K});
   TAPELM_CUDA_LAUNCHED();
 }
 
-void causal_conv1d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
-                            int64_t B, int64_t T, int64_t C, int64_t K) {
+void causal_conv1d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db, int64_t B,
+                            int64_t T, int64_t C, int64_t K) {
   const ConvDims d{B, T, C, K};
   if (B * T * C > 0) {
     k_conv_backward_x<<<grid_for(B * T * C), 256, 0, stream()>>>(w, dy, dx, d);
     TAPELM_CUDA_LAUNCHED();
   }
   detail::column_sums(WeightTerms{x, dy, d}, B * T, C * K, {dw});
-  if (db) detail::column_sums(BiasTerms{dy, C}, B * T, C, {db});
+  if (db) detail::column_sums(detail::MatrixColumns{dy, C}, B * T, C, {db});  // db_c = Σ_{b,t} g_{t,c}
 }
 
 }  // namespace tapelm::cuda

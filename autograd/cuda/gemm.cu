@@ -205,7 +205,8 @@ void convert_rows(const float* x, int64_t ld_x, int64_t bs_x, Out* y, int64_t ld
                                                                 (uint32_t)total, wide_in, wide_out, activation);
   else
     k_convert_rows<Out, int64_t><<<blocks, 256, 0, stream()>>>(x, ld_x, bs_x, n.rows, n.cols, y, ld_y, bs_y, n.out_rows,
-                                                               n.out_cols, groups, total, wide_in, wide_out, activation);
+                                                               n.out_cols, groups, total, wide_in, wide_out,
+                                                               activation);
   TAPELM_CUDA_LAUNCHED();
 }
 
@@ -268,10 +269,7 @@ struct ColumnsRounded {
 
 // Σ over rows of each column, in its own pass.
 void sum_columns(const float* x, int64_t rows, int64_t cols, int64_t ld, float* sums) {
-  Strided kept, over_rows;
-  kept.ndim = over_rows.ndim = 1;
-  kept.size[0] = cols, kept.stride[0] = 1, over_rows.size[0] = rows, over_rows.stride[0] = ld;
-  reduce_sum(x, kept, over_rows, sums, 1.f);
+  detail::column_sums(detail::MatrixColumns{x, ld}, rows, cols, {sums});
 }
 
 }  // namespace

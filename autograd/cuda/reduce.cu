@@ -42,14 +42,6 @@ __global__ void k_reduce_block(const float* x, Strided kept, Strided reduced, fl
   if (threadIdx.x == 0) out[o] = part[0] * scale;
 }
 
-// A row-major matrix's column sums (a bias's gradient).
-struct MatrixColumn {
-  static constexpr int kSums = 1;
-  const float* x;
-  int64_t cols;
-  __device__ void operator()(int64_t r, int64_t j, float* t) const { t[0] = x[r * cols + j]; }
-};
-
 }  // namespace
 
 void reduce_sum(const float* x, const Strided& kept_view, const Strided& reduced_view, float* out, float scale) {
@@ -60,7 +52,7 @@ void reduce_sum(const float* x, const Strided& kept_view, const Strided& reduced
   coalesce({&reduced});
   if (kept.ndim == 1 && kept.stride[0] == 1 && reduced.ndim == 1 && reduced.stride[0] == kept.size[0] &&
       n_red >= 4 * kBlock) {  // the columns of a tall matrix
-    detail::column_sums(MatrixColumn{x, n_out}, n_red, n_out, {out}, scale);
+    detail::column_sums(detail::MatrixColumns{x, n_out}, n_red, n_out, {out}, scale);
     return;
   }
   if (n_red >= 4 * kBlock || n_out < 1024) {

@@ -2,7 +2,6 @@
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -401,9 +400,8 @@ const Architecture& architecture_of(const nn::ModelConfig& c) {
 
 json read_json(const fs::path& path) {
   TAPELM_CHECK(fs::exists(path), "{}: not found", path.string());
+  const std::string text = data::read_file(path.string(), path.filename().string());
   try {
-    std::ifstream in(path);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     // Python's json writes a bare ±Infinity (Mamba-2's time_step_limit);
     // JSON has no such number. Outside strings only: a token may be spelt so.
     std::string out;

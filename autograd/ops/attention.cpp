@@ -86,9 +86,12 @@ Tensor flash_attention_cuda(const std::vector<Tensor>& inputs, const Tensor& mas
   const int64_t q_elements = d.B * d.H * cuda::flash_attention_padded(d.Tq) * d.hd,
                 k_elements = d.B * d.H * cuda::flash_attention_padded(d.Tk) * d.hd;
   const std::shared_ptr<void> operands(cuda::allocate((q_elements + 2 * k_elements) * 2), cuda::release);
-  char* q16 = static_cast<char*>(operands.get());
-  char* k16 = q16 + 2 * q_elements;
-  char* v16 = k16 + 2 * k_elements;
+  // The copies within that one buffer (2 bytes an element): q16, k16, v16.
+  auto copies = [=] {
+    char* q16 = static_cast<char*>(operands.get());
+    return std::array<char*, 3>{q16, q16 + 2 * q_elements, q16 + 2 * (q_elements + k_elements)};
+  };
+  const auto [q16, k16, v16] = copies();
   const std::array<float*, 3> in = parts(inputs);
   cuda::flash_attention_round_operands(in[0], in[1], in[2], shape, q16, k16, v16);
   Tensor out = Tensor::empty({d.B, d.Tq, d.H, d.hd}, DType::f32, Device::cuda);
@@ -104,9 +107,7 @@ Tensor flash_attention_cuda(const std::vector<Tensor>& inputs, const Tensor& mas
     std::vector<Tensor> grads;
     for (const Tensor& t : inputs) grads.push_back(Tensor::empty(t.shape(), t.dtype(), Device::cuda));
     const std::array<float*, 3> g = parts(grads);
-    const char* q16 = static_cast<const char*>(operands.get());  // the closure holds the copies
-    const char* k16 = q16 + 2 * q_elements;
-    const char* v16 = k16 + 2 * k_elements;
+    const auto [q16, k16, v16] = copies();  // the closure holds the buffer
     cuda::flash_attention_backward(q16, k16, v16, out.cuda_data<float>(), grad.cuda_data<float>(),
                                    lse.cuda_data<float>(), mask.defined() ? mask.cuda_data<uint8_t>() : nullptr,
                                    tile_map.cuda_data<uint8_t>(), shape, g[0], g[1], g[2]);

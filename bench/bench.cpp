@@ -4,6 +4,7 @@
 //   build/tapelm_bench --n-layer 4 --n-head 4 --n-embd 128 --context 64 --batch 12 --threads 1
 //   build/tapelm_bench ... --profile        time per op kind, forward and backward (on the GPU: CUDA events)
 //   build/tapelm_bench --mixer retnet --decode 64,256,1024,4096   decoding tokens/s against context
+//   build/tapelm_bench ... --decode 1024,8192 --decode-batch 1,16,64   … at several batch sizes
 //   build/tapelm_bench --loader tokens/ --context 1024 --batch 16   batches/s of the token-file loader, one core
 //   build/tapelm_bench ... --device cuda --precision bf16   on the GPU: steps timed with CUDA events,
 //                                                         peak GPU memory from the memory pool
@@ -68,25 +69,29 @@ void print_profile(int64_t steps, bool gpu) {
              gpu ? fmt::format(" {:>18.3f}", 1e3 * host_total / steps) : "");
 }
 
-void decode_bench(const nn::ModelConfig& c, const std::vector<int64_t>& contexts, int64_t tokens, bool json,
-                  const std::string& label, Device device) {
+void decode_bench(const nn::ModelConfig& c, const std::vector<int64_t>& contexts, const std::vector<int64_t>& batches,
+                  int64_t tokens, bool json, const std::string& label, Device device) {
   Generator gen(1337);
   nn::GPT model(c, gen);
   model.to(device);  // each token's logits come back to the host, so the host's clock times the GPU too
-  if (!json)
-    fmt::print("decoding, {} mixer, L{} D{}, batch 1, {} threads\n{:>8} {:>12} {:>16}\n", c.mixer, c.n_layer, c.n_embd,
-               omp_get_max_threads(), "context", "tokens/s", "state bytes/seq");
-  for (auto& p : train::measure_decode_speed(model, contexts, tokens)) {
-    if (json)
-      fmt::print("{}\n", nlohmann::json{{"label", label},
-                                        {"mixer", c.mixer},
-                                        {"context", p.context},
-                                        {"tokens_per_s", p.tokens_per_s},
-                                        {"state_bytes", p.state_bytes},
-                                        {"threads", omp_get_max_threads()}}
-                             .dump());
-    else
-      fmt::print("{:>8} {:>12.0f} {:>16}\n", p.context, p.tokens_per_s, p.state_bytes);
+  for (const int64_t batch : batches) {
+    if (!json)
+      fmt::print("decoding, {} mixer, L{} D{}, batch {}, {} threads, {}\n{:>8} {:>12} {:>16}\n", c.mixer, c.n_layer,
+                 c.n_embd, batch, omp_get_max_threads(), device_name(device), "context", "tokens/s", "state bytes/seq");
+    for (auto& p : train::measure_decode_speed(model, contexts, tokens, batch)) {
+      if (json)
+        fmt::print("{}\n", nlohmann::json{{"label", label},
+                                          {"mixer", c.mixer},
+                                          {"device", device_name(device)},
+                                          {"batch", p.batch},
+                                          {"context", p.context},
+                                          {"tokens_per_s", p.tokens_per_s},
+                                          {"state_bytes", p.state_bytes},
+                                          {"threads", omp_get_max_threads()}}
+                               .dump());
+      else
+        fmt::print("{:>8} {:>12.0f} {:>16}\n", p.context, p.tokens_per_s, p.state_bytes);
+    }
   }
 }
 
@@ -126,6 +131,10 @@ int main(int argc, char** argv) {
   app.add_option("--decode", decode_contexts, "Measure decoding tokens/s at these context lengths instead of training")
       ->delimiter(',');
   app.add_option("--decode-tokens", decode_tokens, "Tokens timed per context length")->capture_default_str();
+  std::vector<int64_t> decode_batches{1};
+  app.add_option("--decode-batch", decode_batches, "Sequences decoded together, one run each (with --decode)")
+      ->delimiter(',')
+      ->capture_default_str();
   try {
     std::vector<std::string> args = train::expand_config(std::vector<std::string>(argv, argv + argc), 1);
     std::vector<char*> cargs;
@@ -164,7 +173,7 @@ int main(int argc, char** argv) {
       c.block_size =
           std::max(c.block_size, *std::max_element(decode_contexts.begin(), decode_contexts.end()) + decode_tokens);
       nn::check_config(c);
-      decode_bench(c, decode_contexts, decode_tokens, json, label, device);
+      decode_bench(c, decode_contexts, decode_batches, decode_tokens, json, label, device);
       return 0;
     }
     const bool gpu = device == Device::cuda;

@@ -173,14 +173,6 @@ struct ChannelSums {
   }
 };
 
-// dA at (d, n): the batch rows' parts in row order.
-struct BatchSums {
-  static constexpr int kSums = 1;
-  const float* rows;
-  int64_t cols;
-  __device__ void operator()(int64_t b, int64_t col, float* terms) const { terms[0] = rows[b * cols + col]; }
-};
-
 template <class F>
 void with_states(int64_t N, F f) {
   if (N <= 16) return f(std::integral_constant<int, 16>());
@@ -223,7 +215,8 @@ void selective_scan_backward(const float* u, const float* delta, const float* A,
     fill(dA_rows, BD * s.N, 0.f);
   }
   detail::column_sums(ChannelSums{part, warps, cols}, warps, cols, {dC, dB});
-  detail::column_sums(BatchSums{dA_rows, s.channels * s.N}, s.batch, s.channels * s.N, {dA});
+  // dA at (d, n): the column sums of the batch rows' parts [batch, channels·N], rows in order.
+  detail::column_sums(detail::MatrixColumns{dA_rows, s.channels * s.N}, s.batch, s.channels * s.N, {dA});
   release(dA_rows);
   release(part);
   release(chunk_states);

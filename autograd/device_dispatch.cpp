@@ -89,12 +89,13 @@ const std::vector<std::string>& cuda_kernel_ops() {
                                                "causal_conv1d",
                                                "gated_recurrence",
                                                "selective_scan",
-                                               "delta_rule"};
+                                               "delta_rule",
+                                               "cumsum"};
   return ops;
 }
 
 const std::vector<std::string>& cpu_fallback_ops() {
-  static const std::vector<std::string> ops = {"max", "scale_norm", "where", "logical_not", "cumsum", "gau_attention"};
+  static const std::vector<std::string> ops = {"max", "scale_norm", "where", "logical_not", "gau_attention"};
   return ops;
 }
 

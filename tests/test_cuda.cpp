@@ -186,7 +186,8 @@ TEST(Cuda, ReductionsAndShapeOpsMatchTheCpu) {
   });
   check_op("expand", {{{3, 1, 5}}}, [](const std::vector<Tensor>& x) { return expand(x[0], {2, 3, 4, 5}); });
   check_op("max (fallback)", {{{4, 9, 5}}}, [](const std::vector<Tensor>& x) { return max(x[0], {1}); });
-  check_op("cumsum (fallback)", {{{4, 9, 5}}}, [](const std::vector<Tensor>& x) { return cumsum(x[0], 1); });
+  check_op("cumsum", {{{4, 9, 5}}}, [](const std::vector<Tensor>& x) { return cumsum(x[0], 1); });
+  check_op("cumsum, last axis", {{{3, 70}}}, [](const std::vector<Tensor>& x) { return cumsum(x[0], -1); });
 }
 
 TEST(Cuda, ProductsMatchTheCpu) {
@@ -290,8 +291,9 @@ TEST(Cuda, FallbackOpsMatchTheCpuAndAreCounted) {
   reset_fallback_counts();
   check_op("where (fallback)", {{{4, 9}, Input::mask, 300}, {{4, 9}}, {{4, 9}}},
            [](const std::vector<Tensor>& x) { return where(x[0], x[1], x[2]); });
-  check_op("cumsum (fallback)", {{{3, 7, 5}}}, [](const std::vector<Tensor>& x) { return cumsum(x[0], 1); });
-  EXPECT_EQ(fallback_counts()["cumsum"], 1);  // the GPU's forward; the CPU's is no fallback
+  check_op("scale_norm (fallback)", {{{3, 7, 5}}, {{1}, Input::positive}},
+           [](const std::vector<Tensor>& x) { return scale_norm(x[0], x[1]); });
+  EXPECT_EQ(fallback_counts()["scale_norm"], 1);  // the GPU's forward; the CPU's is no fallback
   EXPECT_EQ(fallback_counts()["where"], 1);
 }
 
@@ -313,7 +315,9 @@ TEST(Cuda, CausalConvolutionMatchesTheCpu) {
 // GLA, Mamba-2, Mamba's unfused forms): a vector decay and a decay per step,
 // widths under and over a 32-column tile, one value column (several slices a
 // block), a key width past 256 (32 rows a thread), sequences across the
-// backward's 64-step checkpoints; every form; no fallback.
+// backward's 64-step checkpoints; every form (a decay per step: the
+// chunkwise and parallel forms are products of chunks, in fp32 and bf16); no
+// fallback.
 TEST(Cuda, GatedRecurrenceMatchesTheCpu) {
   REQUIRE_GPU();
   reset_fallback_counts();
@@ -326,9 +330,17 @@ TEST(Cuda, GatedRecurrenceMatchesTheCpu) {
   for (const RecurrenceForm form : {RecurrenceForm::recurrent, RecurrenceForm::parallel, RecurrenceForm::chunkwise})
     check_op("gated_recurrence, vector decay",
              {{{2, 3, 37, 5}}, {{2, 3, 37, 5}}, {{2, 3, 37, 7}}, {{2, 3, 37, 5}, Input::positive}}, recurrence(form));
-  check_op("gated_recurrence, decay per step, two column tiles, past a checkpoint",
-           {{{2, 2, 70, 19}}, {{2, 2, 70, 19}}, {{2, 2, 70, 45}}, {{2, 2, 70, 1}, Input::positive}},
-           recurrence(RecurrenceForm::chunkwise));
+  // A decay per step: the chunkwise and parallel forms run as products of chunks.
+  for (const RecurrenceForm form : {RecurrenceForm::recurrent, RecurrenceForm::parallel, RecurrenceForm::chunkwise})
+    check_op("gated_recurrence, decay per step, two column tiles, past a checkpoint",
+             {{{2, 2, 70, 19}}, {{2, 2, 70, 19}}, {{2, 2, 70, 45}}, {{2, 2, 70, 1}, Input::positive}},
+             recurrence(form));
+  {
+    const Bf16Scope bf16;
+    check_op("gated_recurrence, decay per step, bf16 products of chunks",
+             {{{2, 3, 50, 16}}, {{2, 3, 50, 16}}, {{2, 3, 50, 24}}, {{2, 3, 50, 1}, Input::positive}},
+             recurrence(RecurrenceForm::chunkwise), kBf16Bound);
+  }
   check_op("gated_recurrence, one value column (Mamba's unfused scan)",
            {{{3, 5, 130, 16}}, {{3, 5, 130, 16}}, {{3, 5, 130, 1}}, {{3, 5, 130, 16}, Input::positive}},
            recurrence(RecurrenceForm::recurrent));

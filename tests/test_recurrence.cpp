@@ -3,6 +3,7 @@
 // divides T and some that do not) == the primitive-op reference, in values and
 // gradients; float64 gradcheck of every form; carried state; and the same bits
 // at any thread count.
+#include "autograd/ops/recurrence_common.h"
 #include "autograd/ops_reference.h"
 #include "tests/test_helpers.h"
 
@@ -59,6 +60,32 @@ TEST_P(RecurrenceForms, AllFormsAndChunkSizesAgreeInValuesAndGradients) {
       EXPECT_LT(max_abs_diff(g[i], want_grads[i]), 1e-12)
           << "grad " << i << " form " << (int)form << " chunk " << chunk;
   }
+}
+
+// The GPU's chunkwise form for a decay per head and step, products of
+// chunks (recurrence_common.h), run here on the CPU in float64: the
+// reference's values and gradients for chunk sizes that divide T and some
+// that do not (zero padding), one chunk (the parallel form) and a chunk
+// longer than T; and a float64 gradcheck.
+TEST(Recurrence, ChunkProductsFormMatchesTheReference) {
+  const int64_t T = 12;
+  Inputs in = make(2, 2, T, 4, 3, 1, 4);
+  Generator gen(10);
+  Tensor up = randn({2, 2, T, 3}, gen, DType::f64);
+  auto ref = [&] { return gated_recurrence_reference(in.q, in.k, in.v, in.g); };
+  Tensor want = ref();
+  std::vector<Tensor> want_grads = grads_of(in, ref, up);
+  for (int64_t C : {1, 2, 5, 12, 16}) {
+    auto f = [&, C] { return detail::gated_recurrence_chunks(in.q, in.k, in.v, in.g, C); };
+    EXPECT_LT(max_abs_diff(f(), want), 1e-12) << "chunk " << C;
+    clear_tape();
+    std::vector<Tensor> g = grads_of(in, f, up);
+    for (int i = 0; i < 4; ++i) EXPECT_LT(max_abs_diff(g[i], want_grads[i]), 1e-12) << "grad " << i << " chunk " << C;
+  }
+  Inputs small = make(1, 2, 5, 3, 2, 1, 5);
+  expect_gradcheck(
+      [](const std::vector<Tensor>& x) { return detail::gated_recurrence_chunks(x[0], x[1], x[2], x[3], 2); },
+      {small.q, small.k, small.v, small.g});
 }
 
 TEST_P(RecurrenceForms, GradcheckEveryForm) {

@@ -59,6 +59,10 @@ void add_inplace(float* dst, const float* src, int64_t n);
 // fixed order. `kept` and `reduced` describe x's dimensions split in two.
 void reduce_sum(const float* x, const Strided& kept, const Strided& reduced, float* out, float scale);
 
+// y = the cumulative sum of x viewed as [outer, n, inner] along n (from the
+// end when `reverse`: the backward's), each line added in order.
+void cumsum(const float* x, float* y, int64_t outer, int64_t n, int64_t inner, bool reverse);
+
 // ---- products (gemm.cu, cuBLAS) --------------------------------------------
 // The operands' precision, for every product until changed: fp32 (exact
 // float32, no TF32) or bf16 (as PyTorch's autocast: the operands rounded to

@@ -24,6 +24,7 @@
 // where the states S_t are recomputed chunk by chunk from checkpoints taken
 // every `chunk` steps, so memory stays O((T/C)·K·V).
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/device_dispatch.h"
@@ -179,9 +180,11 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   return {q.size(0) * q.size(1), q.size(2), q.size(3), v.size(3), g.size(3)};
 }
 
-// On the GPU (autograd/cuda/recurrence.cu) every form runs the recurrent
-// kernel: the forms give the same numbers, and the FLOPs booked are the
-// recurrent form's, the work the kernel does.
+// On the GPU: with a decay per head and step, the chunkwise and parallel
+// forms run as products of chunks (gated_recurrence_chunks; the parallel
+// form is one chunk over the sequence); otherwise, and with a carried state,
+// the recurrent kernel (autograd/cuda/recurrence.cu), which books the
+// recurrent form's FLOPs, the work it does.
 Tensor gated_recurrence_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, Tensor* state,
                              const Dims& d) {
   TAPELM_CHECK(q.dtype() == DType::f32, "gated_recurrence: cuda tensors must be float32, got {}",
@@ -209,12 +212,67 @@ Tensor gated_recurrence_cuda(const Tensor& q, const Tensor& k, const Tensor& v, 
 
 }  // namespace
 
+namespace detail {
+
+namespace {
+// Host mask [n, n]: true above the diagonal (s > t), or on it too when `diagonal`.
+Tensor upper_mask(int64_t n, bool diagonal) {
+  Tensor m = Tensor::empty({n, n}, DType::b8);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t s = 0; s < n; ++s) m.data<uint8_t>()[t * n + s] = diagonal ? s >= t : s > t;
+  return m;
+}
+
+}  // namespace
+
+// The chunkwise form of a decay per head and step (RetNet, gated retention,
+// linear attention, Mamba-2) as products of chunks, for the GPU: its tensor
+// cores do the work the recurrent kernel does one step at a time (Yang et
+// al. 2023, GLA §3; Mamba-2's SSD). Per chunk of C steps with L the
+// cumulative log-decay inside it (L_t − L_s ≤ 0 for s ≤ t, so every exp ≤ 1):
+//   O = ((Q Kᵀ) ⊙ e^{L_t − L_s})_{s≤t} V + (Q ⊙ e^{L}) S_in,
+//   ΔS = (K ⊙ e^{L_C − L})ᵀ V,   S_in(n) = Σ_{m<n} e^{Λ_{n−1} − Λ_m} ΔS_m
+// with Λ the cumulative sum of the chunks' total decays: the carry between
+// chunks is one more product, lower-triangular over the T/C chunks. Made of
+// recorded ops (their backwards are the gradient). T is padded with zeros
+// to whole chunks (a zero key writes nothing, a zero decay keeps the state).
+Tensor gated_recurrence_chunks(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, int64_t C) {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), K = q.size(3), V = v.size(3);
+  const int64_t N = ceil_div(T, C), Tp = N * C;
+  auto padded = [&](const Tensor& x) {
+    if (Tp == T) return x;
+    return concat({x, zeros({B, H, Tp - T, x.size(3)}, x.dtype(), x.device())}, 2);
+  };
+  const Tensor Q = reshape(padded(q), {B, H, N, C, K}), Kc = reshape(padded(k), {B, H, N, C, K}),
+               Vc = reshape(padded(v), {B, H, N, C, V});
+  const Tensor L = cumsum(reshape(padded(g), {B, H, N, C}), -1);  // inclusive, from each chunk's start
+  const Tensor Lt = unsqueeze(L, -1);                             // [B,H,N,C,1]
+  const Tensor decay = exp(masked_fill(sub(Lt, unsqueeze(L, -2)), upper_mask(C, false), -INFINITY));
+  const Tensor intra = matmul(mul(matmul(Q, Kc, false, true), decay), Vc);                     // [B,H,N,C,V]
+  const Tensor L_end = slice(L, -1, C - 1, C);                                                 // [B,H,N,1]
+  const Tensor writes = matmul(mul(Kc, exp(sub(unsqueeze(L_end, -1), Lt))), Vc, true, false);  // ΔS [B,H,N,K,V]
+  const Tensor Lambda = cumsum(reshape(L_end, {B, H, N}), -1);
+  const Tensor before = sub(Lambda, reshape(L_end, {B, H, N}));  // Λ_{n−1}
+  const Tensor carry =
+      exp(masked_fill(sub(unsqueeze(before, -1), unsqueeze(Lambda, -2)), upper_mask(N, true), -INFINITY));
+  const Tensor S_in = reshape(matmul(carry, reshape(writes, {B, H, N, K * V})), {B, H, N, K, V});
+  const Tensor inter = matmul(mul(Q, exp(Lt)), S_in);
+  const Tensor o = reshape(add(intra, inter), {B, H, Tp, V});
+  return Tp == T ? o : slice(o, 2, 0, T);
+}
+
+}  // namespace detail
+
 Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, RecurrenceForm form,
                         int64_t chunk, Tensor* state) {
   const Device device = op_device("gated_recurrence", {&q, &k, &v, &g});
   const Dims d = check_inputs(q, k, v, g);
   TAPELM_CHECK(chunk > 0, "gated_recurrence: chunk size must be positive, got {}", chunk);
-  if (device == Device::cuda) return gated_recurrence_cuda(q, k, v, g, state, d);
+  if (device == Device::cuda) {
+    if (form != RecurrenceForm::recurrent && d.GK == 1 && !state && d.steps > 0)
+      return detail::gated_recurrence_chunks(q, k, v, g, std::min(block_length(form, chunk, d.steps), d.steps));
+    return gated_recurrence_cuda(q, k, v, g, state, d);
+  }
   if (state) prepare_state("gated_recurrence", state, {q.size(0), q.size(1), d.K, d.V}, q.dtype(), {q, k, v, g});
   Tensor o = Tensor::empty({q.size(0), q.size(1), d.steps, d.V}, q.dtype());
   dispatch_float("gated_recurrence", q.dtype(), [&](auto tag) {

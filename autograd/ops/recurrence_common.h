@@ -53,6 +53,11 @@ inline void prepare_state(const char* op, Tensor* state, const Shape& shape, DTy
                device_name(device));
 }
 
+// gated_recurrence's chunkwise form for a decay per head and step (g
+// [B,H,T,1]) as products of chunks of C steps, made of recorded ops: the
+// GPU's form (ops/recurrence.cpp); on either device, from a zero state.
+Tensor gated_recurrence_chunks(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, int64_t C);
+
 // The block length a form runs with: the whole sequence for the parallel form.
 inline int64_t block_length(RecurrenceForm form, int64_t chunk, int64_t T) {
   return form == RecurrenceForm::parallel ? std::max<int64_t>(T, 1) : chunk;

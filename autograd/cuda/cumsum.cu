@@ -6,6 +6,7 @@
 
 #include "autograd/cuda/check.cuh"
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/launch.cuh"
 
 namespace tapelm::cuda {
 
@@ -29,8 +30,7 @@ __global__ void k_cumsum(const float* x, float* y, int64_t outer, int64_t n, int
 void cumsum(const float* x, float* y, int64_t outer, int64_t n, int64_t inner, bool reverse) {
   const int64_t lines = outer * inner;
   if (lines == 0 || n == 0) return;
-  const unsigned grid = (unsigned)std::min<int64_t>((lines + 255) / 256, 132 * 32);
-  k_cumsum<<<grid, 256, 0, stream()>>>(x, y, outer, n, inner, reverse);
+  k_cumsum<<<grid_for(lines), kLoopThreads, 0, stream()>>>(x, y, outer, n, inner, reverse);
   TAPELM_CUDA_LAUNCHED();
 }
 

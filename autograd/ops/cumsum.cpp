@@ -16,7 +16,7 @@ Tensor cumsum_kernel(const Tensor& a, int64_t axis, bool reverse) {
   FlopCounter::add("cumsum", a.numel());
   if (a.is_cuda()) {  // autograd/cuda/cumsum.cu
     TAPELM_CHECK(a.dtype() == DType::f32, "cumsum: cuda tensors must be float32, got {}", dtype_name(a.dtype()));
-    Tensor out = Tensor::empty(a.shape(), a.dtype(), Device::cuda);
+    Tensor out = Tensor::empty_like(a);
     cuda::cumsum(a.cuda_data<float>(), out.cuda_data<float>(), outer, n, inner, reverse);
     return out;
   }

@@ -90,6 +90,7 @@ const std::vector<std::string>& cuda_kernel_ops() {
                                                "gated_recurrence",
                                                "selective_scan",
                                                "delta_rule",
+                                               "decay_scores",
                                                "cumsum"};
   return ops;
 }

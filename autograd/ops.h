@@ -199,6 +199,14 @@ struct GauAttentionInputs {
 Tensor gau_attention(const GauAttentionInputs& in, RecurrenceForm form = RecurrenceForm::chunkwise,
                      GauAttentionState* state = nullptr);
 
+// ---- decay_scores.cpp ----------------------------------------------------
+// A chunk's scores under a decay per key (GLA's vector gates; the chunkwise
+// form's intra-chunk part): q, k, L [..., C, K] -> A [..., C, C],
+// A_{t,s} = Σ_k q_{t,k} k_{s,k} e^{L_{t,k} − L_{s,k}} for s ≤ t, 0 above the
+// diagonal; L the cumulative log-decay inside the chunk. Exact (no
+// sub-chunk rescaling): with L non-increasing no factor exceeds 1.
+Tensor decay_scores(const Tensor& q, const Tensor& k, const Tensor& L);
+
 // ---- conv1d.cpp ----------------------------------------------------------
 // Depthwise causal convolution: x [B,T,C], w [C,K], b [C] (optional) -> [B,T,C],
 // y_t = b + Σ_j w_j ⊙ x_{t−K+1+j} with zeros before the start (Mamba's conv1d).

@@ -315,9 +315,9 @@ TEST(Cuda, CausalConvolutionMatchesTheCpu) {
 // GLA, Mamba-2, Mamba's unfused forms): a vector decay and a decay per step,
 // widths under and over a 32-column tile, one value column (several slices a
 // block), a key width past 256 (32 rows a thread), sequences across the
-// backward's 64-step checkpoints; every form (a decay per step: the
-// chunkwise and parallel forms are products of chunks, in fp32 and bf16); no
-// fallback.
+// backward's 64-step checkpoints; every form (the chunkwise and parallel
+// forms are products of chunks, in fp32 and bf16, with decay_scores for a
+// vector decay); no fallback.
 TEST(Cuda, GatedRecurrenceMatchesTheCpu) {
   REQUIRE_GPU();
   reset_fallback_counts();
@@ -341,9 +341,24 @@ TEST(Cuda, GatedRecurrenceMatchesTheCpu) {
              {{{2, 3, 50, 16}}, {{2, 3, 50, 16}}, {{2, 3, 50, 24}}, {{2, 3, 50, 1}, Input::positive}},
              recurrence(RecurrenceForm::chunkwise), kBf16Bound);
   }
-  check_op("gated_recurrence, one value column (Mamba's unfused scan)",
-           {{{3, 5, 130, 16}}, {{3, 5, 130, 16}}, {{3, 5, 130, 1}}, {{3, 5, 130, 16}, Input::positive}},
-           recurrence(RecurrenceForm::recurrent));
+  {
+    const Bf16Scope bf16;
+    check_op("gated_recurrence, vector decay, bf16 products of chunks",
+             {{{2, 3, 50, 16}}, {{2, 3, 50, 16}}, {{2, 3, 50, 24}}, {{2, 3, 50, 16}, Input::positive}},
+             recurrence(RecurrenceForm::chunkwise), kBf16Bound);
+  }
+  check_op("gated_recurrence, vector decay, two column tiles, past a checkpoint",
+           {{{1, 2, 70, 40}}, {{1, 2, 70, 40}}, {{1, 2, 70, 33}}, {{1, 2, 70, 40}, Input::positive}},
+           recurrence(RecurrenceForm::chunkwise));
+  for (const RecurrenceForm form : {RecurrenceForm::recurrent, RecurrenceForm::chunkwise})
+    check_op("gated_recurrence, one value column (Mamba's unfused scan)",
+             {{{3, 5, 130, 16}}, {{3, 5, 130, 16}}, {{3, 5, 130, 1}}, {{3, 5, 130, 16}, Input::positive}},
+             recurrence(form));
+  // The chunk form's scores under a vector decay: chunks of 1 and of 37 steps, a key width of 70.
+  check_op("decay_scores", {{{3, 2, 37, 70}}, {{3, 2, 37, 70}}, {{3, 2, 37, 70}}},
+           [](const std::vector<Tensor>& x) { return decay_scores(x[0], x[1], mul_scalar(x[2], 0.1)); });
+  check_op("decay_scores, chunks of one step", {{{4, 1, 5}}, {{4, 1, 5}}, {{4, 1, 5}}},
+           [](const std::vector<Tensor>& x) { return decay_scores(x[0], x[1], x[2]); });
   check_op("gated_recurrence, key width 300",
            {{{1, 2, 6, 300}}, {{1, 2, 6, 300}}, {{1, 2, 6, 3}}, {{1, 2, 6, 1}, Input::positive}},
            recurrence(RecurrenceForm::chunkwise));

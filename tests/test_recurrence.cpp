@@ -62,30 +62,52 @@ TEST_P(RecurrenceForms, AllFormsAndChunkSizesAgreeInValuesAndGradients) {
   }
 }
 
-// The GPU's chunkwise form for a decay per head and step, products of
-// chunks (recurrence_common.h), run here on the CPU in float64: the
+// The GPU's chunkwise form, products of chunks (recurrence_common.h), run
+// here on the CPU in float64 for a decay per step and per key: the
 // reference's values and gradients for chunk sizes that divide T and some
 // that do not (zero padding), one chunk (the parallel form) and a chunk
 // longer than T; and a float64 gradcheck.
 TEST(Recurrence, ChunkProductsFormMatchesTheReference) {
-  const int64_t T = 12;
-  Inputs in = make(2, 2, T, 4, 3, 1, 4);
-  Generator gen(10);
-  Tensor up = randn({2, 2, T, 3}, gen, DType::f64);
-  auto ref = [&] { return gated_recurrence_reference(in.q, in.k, in.v, in.g); };
-  Tensor want = ref();
-  std::vector<Tensor> want_grads = grads_of(in, ref, up);
-  for (int64_t C : {1, 2, 5, 12, 16}) {
-    auto f = [&, C] { return detail::gated_recurrence_chunks(in.q, in.k, in.v, in.g, C); };
-    EXPECT_LT(max_abs_diff(f(), want), 1e-12) << "chunk " << C;
-    clear_tape();
-    std::vector<Tensor> g = grads_of(in, f, up);
-    for (int i = 0; i < 4; ++i) EXPECT_LT(max_abs_diff(g[i], want_grads[i]), 1e-12) << "grad " << i << " chunk " << C;
+  const int64_t T = 12, K = 4;
+  for (const int64_t gk : {int64_t(1), K}) {
+    Inputs in = make(2, 2, T, K, 3, gk, 4);
+    Generator gen(10);
+    Tensor up = randn({2, 2, T, 3}, gen, DType::f64);
+    auto ref = [&] { return gated_recurrence_reference(in.q, in.k, in.v, in.g); };
+    Tensor want = ref();
+    std::vector<Tensor> want_grads = grads_of(in, ref, up);
+    for (int64_t C : {1, 2, 5, 12, 16}) {
+      auto f = [&, C] { return detail::gated_recurrence_chunks(in.q, in.k, in.v, in.g, C); };
+      EXPECT_LT(max_abs_diff(f(), want), 1e-12) << "chunk " << C << " gk " << gk;
+      clear_tape();
+      std::vector<Tensor> g = grads_of(in, f, up);
+      for (int i = 0; i < 4; ++i)
+        EXPECT_LT(max_abs_diff(g[i], want_grads[i]), 1e-12) << "grad " << i << " chunk " << C << " gk " << gk;
+    }
+    Inputs small = make(1, 2, 5, 3, 2, gk == 1 ? 1 : 3, 5);
+    expect_gradcheck(
+        [](const std::vector<Tensor>& x) { return detail::gated_recurrence_chunks(x[0], x[1], x[2], x[3], 2); },
+        {small.q, small.k, small.v, small.g});
   }
-  Inputs small = make(1, 2, 5, 3, 2, 1, 5);
-  expect_gradcheck(
-      [](const std::vector<Tensor>& x) { return detail::gated_recurrence_chunks(x[0], x[1], x[2], x[3], 2); },
-      {small.q, small.k, small.v, small.g});
+}
+
+// decay_scores (the chunk form's scores under a decay per key) against its
+// definition written with primitive ops, A = Σ_k q_t k_s e^{L_t − L_s} masked
+// to s ≤ t, on chunks of 1, 5 and 7 steps (its gradcheck is in
+// test_gradcheck_ops.cpp).
+TEST(Recurrence, DecayScoresMatchTheirDefinition) {
+  Generator gen(21);
+  const int64_t K = 3;
+  for (const int64_t C : {1, 5, 7}) {
+    Tensor above = Tensor::empty({C, C}, DType::b8);  // s > t
+    for (int64_t t = 0; t < C; ++t)
+      for (int64_t s = 0; s < C; ++s) above.data<uint8_t>()[t * C + s] = s > t;
+    Tensor q = randn({2, 3, C, K}, gen, DType::f64), k = randn({2, 3, C, K}, gen, DType::f64);
+    Tensor L = cumsum(neg(softplus(randn({2, 3, C, K}, gen, DType::f64))), -2);
+    Tensor terms = mul(mul(unsqueeze(q, -2), unsqueeze(k, -3)), exp(sub(unsqueeze(L, -2), unsqueeze(L, -3))));
+    Tensor want = masked_fill(sum(terms, {-1}), above, 0.0);
+    EXPECT_LT(max_abs_diff(decay_scores(q, k, L), want), 1e-13) << "chunk " << C;
+  }
 }
 
 TEST_P(RecurrenceForms, GradcheckEveryForm) {

@@ -226,6 +226,14 @@ void delta_rule_backward(const float* q, const float* k, const float* v, const f
                          const float* dout, float* dq, float* dk, float* dv, float* dbeta, float* dg,
                          const RecurrenceShape& s);
 
+// A chunk's scores under a decay per key (ops/decay_scores.cpp): q, k, L
+// and their gradients [chunks, C, K], A and dA [chunks, C, C],
+// A_{t,s} = Σ_k q_{t,k} k_{s,k} e^{L_{t,k} − L_{s,k}} for s ≤ t, 0 above.
+void decay_scores_forward(const float* q, const float* k, const float* L, float* A, int64_t chunks, int64_t C,
+                          int64_t K);
+void decay_scores_backward(const float* q, const float* k, const float* L, const float* dA, float* dq, float* dk,
+                           float* dL, int64_t chunks, int64_t C, int64_t K);
+
 // Mamba's selective scan (ops/selective_scan.cpp): u, delta, y [batch,
 // steps, channels], A [channels, N], B, C [batch, steps, N]; `state` ([batch,
 // channels, N], may be null) the initial state, and gets the final one. The

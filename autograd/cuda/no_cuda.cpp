@@ -122,6 +122,11 @@ void delta_rule_backward(const float*, const float*, const float*, const float*,
                          float*, float*, float*, float*, const RecurrenceShape&) {
   no_cuda();
 }
+void decay_scores_forward(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t) { no_cuda(); }
+void decay_scores_backward(const float*, const float*, const float*, const float*, float*, float*, float*, int64_t,
+                           int64_t, int64_t) {
+  no_cuda();
+}
 void causal_conv1d_forward(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t) {
   no_cuda();
 }

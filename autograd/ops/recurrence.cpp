@@ -180,10 +180,10 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   return {q.size(0) * q.size(1), q.size(2), q.size(3), v.size(3), g.size(3)};
 }
 
-// On the GPU: with a decay per head and step, the chunkwise and parallel
-// forms run as products of chunks (gated_recurrence_chunks; the parallel
-// form is one chunk over the sequence); otherwise, and with a carried state,
-// the recurrent kernel (autograd/cuda/recurrence.cu), which books the
+// On the GPU: the chunkwise and parallel forms run as products of chunks
+// (gated_recurrence_chunks; the parallel form is one chunk over the
+// sequence); the recurrent form, and any form with a carried state, the
+// recurrent kernel (autograd/cuda/recurrence.cu), which books the
 // recurrent form's FLOPs, the work it does.
 Tensor gated_recurrence_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, Tensor* state,
                              const Dims& d) {
@@ -198,10 +198,8 @@ Tensor gated_recurrence_cuda(const Tensor& q, const Tensor& k, const Tensor& v, 
                                  o.cuda_data<float>(), state ? state->cuda_data<float>() : nullptr, shape);
   FlopCounter::add("gated_recurrence", forward_flops(d, RecurrenceForm::recurrent, 1));
   return record("gated_recurrence", o, {q, k, v, g}, [q, k, v, g, d, shape](const Tensor& dO) -> std::vector<Tensor> {
-    Tensor dq = Tensor::empty(q.shape(), q.dtype(), Device::cuda),
-           dk = Tensor::empty(k.shape(), k.dtype(), Device::cuda);
-    Tensor dv = Tensor::empty(v.shape(), v.dtype(), Device::cuda),
-           dg = Tensor::empty(g.shape(), g.dtype(), Device::cuda);
+    Tensor dq = Tensor::empty_like(q), dk = Tensor::empty_like(k);
+    Tensor dv = Tensor::empty_like(v), dg = Tensor::empty_like(g);
     cuda::gated_recurrence_backward(q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(),
                                     g.cuda_data<float>(), dO.cuda_data<float>(), dq.cuda_data<float>(),
                                     dk.cuda_data<float>(), dv.cuda_data<float>(), dg.cuda_data<float>(), shape);
@@ -225,19 +223,21 @@ Tensor upper_mask(int64_t n, bool diagonal) {
 
 }  // namespace
 
-// The chunkwise form of a decay per head and step (RetNet, gated retention,
-// linear attention, Mamba-2) as products of chunks, for the GPU: its tensor
-// cores do the work the recurrent kernel does one step at a time (Yang et
-// al. 2023, GLA §3; Mamba-2's SSD). Per chunk of C steps with L the
-// cumulative log-decay inside it (L_t − L_s ≤ 0 for s ≤ t, so every exp ≤ 1):
-//   O = ((Q Kᵀ) ⊙ e^{L_t − L_s})_{s≤t} V + (Q ⊙ e^{L}) S_in,
-//   ΔS = (K ⊙ e^{L_C − L})ᵀ V,   S_in(n) = Σ_{m<n} e^{Λ_{n−1} − Λ_m} ΔS_m
+// The chunkwise form as products of chunks, for the GPU: its tensor cores do
+// the work the recurrent kernel does one step at a time (Yang et al. 2023,
+// GLA §3; Mamba-2's SSD). Per chunk of C steps with L the cumulative
+// log-decay inside it (L_t − L_s ≤ 0 for s ≤ t, so every exp ≤ 1):
+//   O = A V + (Q ⊙ e^{L}) S_in,   A_{t,s} = Σ_k q_{t,k} k_{s,k} e^{L_{t,k} − L_{s,k}} (s ≤ t)
+//   ΔS = (K ⊙ e^{L_C − L})ᵀ V,   S_in(n) = Σ_{m<n} diag(e^{Λ_{n−1} − Λ_m}) ΔS_m
 // with Λ the cumulative sum of the chunks' total decays: the carry between
-// chunks is one more product, lower-triangular over the T/C chunks. Made of
-// recorded ops (their backwards are the gradient). T is padded with zeros
-// to whole chunks (a zero key writes nothing, a zero decay keeps the state).
+// chunks is one more product, lower-triangular over the T/C chunks, per
+// decay column. A decay per step (g [B,H,T,1]: RetNet, gated retention,
+// linear attention, Mamba-2) makes A = (Q Kᵀ) ⊙ e^{L_t − L_s}, a product; a
+// decay per key (GLA) computes A exactly with decay_scores. Made of recorded
+// ops (their backwards are the gradient). T is padded with zeros to whole
+// chunks (a zero key writes nothing, a zero decay keeps the state).
 Tensor gated_recurrence_chunks(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, int64_t C) {
-  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), K = q.size(3), V = v.size(3);
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), K = q.size(3), V = v.size(3), GK = g.size(3);
   const int64_t N = ceil_div(T, C), Tp = N * C;
   auto padded = [&](const Tensor& x) {
     if (Tp == T) return x;
@@ -245,18 +245,22 @@ Tensor gated_recurrence_chunks(const Tensor& q, const Tensor& k, const Tensor& v
   };
   const Tensor Q = reshape(padded(q), {B, H, N, C, K}), Kc = reshape(padded(k), {B, H, N, C, K}),
                Vc = reshape(padded(v), {B, H, N, C, V});
-  const Tensor L = cumsum(reshape(padded(g), {B, H, N, C}), -1);  // inclusive, from each chunk's start
-  const Tensor Lt = unsqueeze(L, -1);                             // [B,H,N,C,1]
-  const Tensor decay = exp(masked_fill(sub(Lt, unsqueeze(L, -2)), upper_mask(C, false), -INFINITY));
-  const Tensor intra = matmul(mul(matmul(Q, Kc, false, true), decay), Vc);                     // [B,H,N,C,V]
-  const Tensor L_end = slice(L, -1, C - 1, C);                                                 // [B,H,N,1]
-  const Tensor writes = matmul(mul(Kc, exp(sub(unsqueeze(L_end, -1), Lt))), Vc, true, false);  // ΔS [B,H,N,K,V]
-  const Tensor Lambda = cumsum(reshape(L_end, {B, H, N}), -1);
-  const Tensor before = sub(Lambda, reshape(L_end, {B, H, N}));  // Λ_{n−1}
+  const Tensor L = cumsum(reshape(padded(g), {B, H, N, C, GK}), -2);  // inclusive, from each chunk's start
+  const Tensor scores =
+      GK == 1 ? mul(matmul(Q, Kc, false, true),
+                    exp(masked_fill(sub(L, reshape(L, {B, H, N, 1, C})), upper_mask(C, false), -INFINITY)))
+              : decay_scores(Q, Kc, L);
+  const Tensor intra = matmul(scores, Vc);                                     // [B,H,N,C,V]
+  const Tensor L_end = slice(L, -2, C - 1, C);                                 // [B,H,N,1,GK]
+  const Tensor writes = matmul(mul(Kc, exp(sub(L_end, L))), Vc, true, false);  // ΔS [B,H,N,K,V]
+  const Tensor ends = permute(reshape(L_end, {B, H, N, GK}), {0, 1, 3, 2});    // [B,H,GK,N]
+  const Tensor Lambda = cumsum(ends, -1), before = sub(Lambda, ends);          // Λ_n, Λ_{n−1}
   const Tensor carry =
       exp(masked_fill(sub(unsqueeze(before, -1), unsqueeze(Lambda, -2)), upper_mask(N, true), -INFINITY));
-  const Tensor S_in = reshape(matmul(carry, reshape(writes, {B, H, N, K * V})), {B, H, N, K, V});
-  const Tensor inter = matmul(mul(Q, exp(Lt)), S_in);
+  // ΔS's rows grouped by their decay column: [B,H,GK,N,(K/GK)·V].
+  const Tensor grouped = permute(reshape(writes, {B, H, N, GK, K / GK * V}), {0, 1, 3, 2, 4});
+  const Tensor S_in = reshape(permute(matmul(carry, grouped), {0, 1, 3, 2, 4}), {B, H, N, K, V});
+  const Tensor inter = matmul(mul(Q, exp(L)), S_in);
   const Tensor o = reshape(add(intra, inter), {B, H, Tp, V});
   return Tp == T ? o : slice(o, 2, 0, T);
 }
@@ -269,7 +273,7 @@ Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const
   const Dims d = check_inputs(q, k, v, g);
   TAPELM_CHECK(chunk > 0, "gated_recurrence: chunk size must be positive, got {}", chunk);
   if (device == Device::cuda) {
-    if (form != RecurrenceForm::recurrent && d.GK == 1 && !state && d.steps > 0)
+    if (form != RecurrenceForm::recurrent && !state && d.steps > 0)
       return detail::gated_recurrence_chunks(q, k, v, g, std::min(block_length(form, chunk, d.steps), d.steps));
     return gated_recurrence_cuda(q, k, v, g, state, d);
   }

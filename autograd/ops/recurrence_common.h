@@ -53,9 +53,9 @@ inline void prepare_state(const char* op, Tensor* state, const Shape& shape, DTy
                device_name(device));
 }
 
-// gated_recurrence's chunkwise form for a decay per head and step (g
-// [B,H,T,1]) as products of chunks of C steps, made of recorded ops: the
-// GPU's form (ops/recurrence.cpp); on either device, from a zero state.
+// gated_recurrence's chunkwise form (a decay per step, g [B,H,T,1], or per
+// key, g [B,H,T,K]) as products of chunks of C steps, made of recorded ops:
+// the GPU's form (ops/recurrence.cpp); on either device, from a zero state.
 Tensor gated_recurrence_chunks(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, int64_t C);
 
 // The block length a form runs with: the whole sequence for the parallel form.

@@ -91,6 +91,7 @@ const std::vector<std::string>& cuda_kernel_ops() {
                                                "selective_scan",
                                                "delta_rule",
                                                "decay_scores",
+                                               "unit_tril_inverse",
                                                "cumsum"};
   return ops;
 }

@@ -367,7 +367,8 @@ TEST(Cuda, GatedRecurrenceMatchesTheCpu) {
 
 // The delta rule (DeltaNet, Gated DeltaNet): a plain and a gated decay,
 // widths under and over a 32-column tile, sequences across the backward's
-// 64-step checkpoints, a key width past 256; every form; no fallback.
+// 64-step checkpoints, a key width past 256; every form (the chunkwise and
+// parallel forms are products of chunks, in fp32 and bf16); no fallback.
 TEST(Cuda, DeltaRuleMatchesTheCpu) {
   REQUIRE_GPU();
   reset_fallback_counts();
@@ -384,9 +385,20 @@ TEST(Cuda, DeltaRuleMatchesTheCpu) {
   };
   for (const RecurrenceForm form : {RecurrenceForm::recurrent, RecurrenceForm::parallel, RecurrenceForm::chunkwise})
     check_op("delta_rule", inputs(2, 3, 37, 5, 7), delta(form));
-  check_op("delta_rule, two column tiles, past a checkpoint", inputs(2, 2, 70, 19, 45),
-           delta(RecurrenceForm::chunkwise));
-  check_op("delta_rule, key width 300", inputs(1, 2, 6, 300, 3), delta(RecurrenceForm::chunkwise));
+  // The recurrent kernel and the products of chunks (the UT transform) at awkward widths.
+  for (const RecurrenceForm form : {RecurrenceForm::recurrent, RecurrenceForm::chunkwise}) {
+    check_op("delta_rule, two column tiles, past a checkpoint", inputs(2, 2, 70, 19, 45), delta(form));
+    check_op("delta_rule, key width 300", inputs(1, 2, 6, 300, 3), delta(form));
+  }
+  {
+    const Bf16Scope bf16;
+    check_op("delta_rule, bf16 products of chunks", inputs(2, 3, 50, 16, 24), delta(RecurrenceForm::chunkwise),
+             kBf16Bound);
+  }
+  // The UT transform alone: chunks of 1, 16 and 37 steps.
+  for (const int64_t C : {1, 16, 37})
+    check_op("unit_tril_inverse", {{{3, 2, C, C}}},
+             [](const std::vector<Tensor>& x) { return unit_tril_inverse(mul_scalar(x[0], 0.2)); });
   EXPECT_EQ(fallback_counts().count("delta_rule"), 0u);
 }
 

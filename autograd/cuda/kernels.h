@@ -234,6 +234,10 @@ void decay_scores_forward(const float* q, const float* k, const float* L, float*
 void decay_scores_backward(const float* q, const float* k, const float* L, const float* dA, float* dq, float* dk,
                            float* dL, int64_t chunks, int64_t C, int64_t K);
 
+// X = (I + N)⁻¹ for N strictly lower-triangular (ops/unit_tril_inverse.cpp):
+// N and X [matrices, C, C]; N's diagonal and upper part are not read.
+void unit_tril_inverse(const float* N, float* X, int64_t matrices, int64_t C);
+
 // Mamba's selective scan (ops/selective_scan.cpp): u, delta, y [batch,
 // steps, channels], A [channels, N], B, C [batch, steps, N]; `state` ([batch,
 // channels, N], may be null) the initial state, and gets the final one. The

@@ -127,6 +127,7 @@ void decay_scores_backward(const float*, const float*, const float*, const float
                            int64_t, int64_t) {
   no_cuda();
 }
+void unit_tril_inverse(const float*, float*, int64_t, int64_t) { no_cuda(); }
 void causal_conv1d_forward(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t) {
   no_cuda();
 }

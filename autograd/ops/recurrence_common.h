@@ -58,6 +58,12 @@ inline void prepare_state(const char* op, Tensor* state, const Shape& shape, DTy
 // the GPU's form (ops/recurrence.cpp); on either device, from a zero state.
 Tensor gated_recurrence_chunks(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, int64_t C);
 
+// delta_rule's chunkwise form (the WY/UT representation, g and beta
+// [B,H,T,1]) as products of chunks of C steps, made of recorded ops: the
+// GPU's form (ops/delta_rule.cpp); on either device, from a zero state.
+Tensor delta_rule_chunks(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
+                         int64_t C);
+
 // The block length a form runs with: the whole sequence for the parallel form.
 inline int64_t block_length(RecurrenceForm form, int64_t chunk, int64_t T) {
   return form == RecurrenceForm::parallel ? std::max<int64_t>(T, 1) : chunk;

@@ -84,6 +84,7 @@ const std::vector<std::string>& cuda_kernel_ops() {
                                                "scaled_dot_product_attention",
                                                "attention_qkv",
                                                "attention_mask",
+                                               "above_diagonal",  // made on the host, copied
                                                "dropout",
                                                "masked_fill",
                                                "causal_conv1d",

@@ -125,9 +125,10 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, double value);
 // mask ? a : b, all three broadcast together.
 Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b);
 Tensor logical_not(const Tensor& mask);  // not differentiable
-// Host mask [n, n], true above the diagonal (j > i), or on and above it when
-// `diagonal`: the entries a causal block leaves out.
-Tensor above_diagonal(int64_t n, bool diagonal = false);
+// Mask [n, n] on `device`, true above the diagonal (j > i), or on and above
+// it when `diagonal`: the entries a causal block leaves out (made on the host
+// and copied: n² bytes).
+Tensor above_diagonal(int64_t n, bool diagonal = false, Device device = Device::cpu);
 // Attention's causal and key-padding mask [B,1,Tq,Tk] on `device`: query i
 // (at position past + i; past < 0 means Tk − Tq) hides key j when j > past + i
 // or key_pad[b, j] (key_pad: bool [B,Tk] on the host, or undefined).

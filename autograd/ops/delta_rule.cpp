@@ -218,7 +218,8 @@ Tensor delta_rule_chunks(const Tensor& q, const Tensor& k, const Tensor& v, cons
   };
   const Tensor Q = chunked(q), Kc = chunked(k), Vc = chunked(v), b = chunked(beta);
   const Tensor L = cumsum(chunked(g), -2);  // [B,H,N,C,1], inclusive, from each chunk's start
-  const Tensor decay = exp(masked_fill(sub(L, reshape(L, {B, H, N, 1, C})), above_diagonal(C), -INFINITY));
+  const Tensor decay =
+      exp(masked_fill(sub(L, reshape(L, {B, H, N, 1, C})), above_diagonal(C, false, q.device()), -INFINITY));
   const Tensor X = unit_tril_inverse(mul(b, mul(matmul(Kc, Kc, false, true), decay)));  // reads s < t only
   const Tensor gamma = exp(L);
   const Tensor W = matmul(X, mul(mul(b, gamma), Kc)), Uv = matmul(X, mul(b, Vc));

@@ -235,17 +235,18 @@ Tensor gated_recurrence_chunks(const Tensor& q, const Tensor& k, const Tensor& v
   const Tensor Q = reshape(padded(q), {B, H, N, C, K}), Kc = reshape(padded(k), {B, H, N, C, K}),
                Vc = reshape(padded(v), {B, H, N, C, V});
   const Tensor L = cumsum(reshape(padded(g), {B, H, N, C, GK}), -2);  // inclusive, from each chunk's start
-  const Tensor scores = GK == 1
-                            ? mul(matmul(Q, Kc, false, true),
-                                  exp(masked_fill(sub(L, reshape(L, {B, H, N, 1, C})), above_diagonal(C), -INFINITY)))
-                            : decay_scores(Q, Kc, L);
+  const Tensor scores =
+      GK == 1
+          ? mul(matmul(Q, Kc, false, true),
+                exp(masked_fill(sub(L, reshape(L, {B, H, N, 1, C})), above_diagonal(C, false, q.device()), -INFINITY)))
+          : decay_scores(Q, Kc, L);
   const Tensor intra = matmul(scores, Vc);                                     // [B,H,N,C,V]
   const Tensor L_end = slice(L, -2, C - 1, C);                                 // [B,H,N,1,GK]
   const Tensor writes = matmul(mul(Kc, exp(sub(L_end, L))), Vc, true, false);  // ΔS [B,H,N,K,V]
   const Tensor ends = permute(reshape(L_end, {B, H, N, GK}), {0, 1, 3, 2});    // [B,H,GK,N]
   const Tensor Lambda = cumsum(ends, -1), before = sub(Lambda, ends);          // Λ_n, Λ_{n−1}
-  const Tensor carry =
-      exp(masked_fill(sub(unsqueeze(before, -1), unsqueeze(Lambda, -2)), above_diagonal(N, true), -INFINITY));
+  const Tensor carry = exp(
+      masked_fill(sub(unsqueeze(before, -1), unsqueeze(Lambda, -2)), above_diagonal(N, true, q.device()), -INFINITY));
   // ΔS's rows grouped by their decay column: [B,H,GK,N,(K/GK)·V].
   const Tensor grouped = permute(reshape(writes, {B, H, N, GK, K / GK * V}), {0, 1, 3, 2, 4});
   const Tensor S_in = reshape(permute(matmul(carry, grouped), {0, 1, 3, 2, 4}), {B, H, N, K, V});

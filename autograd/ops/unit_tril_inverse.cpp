@@ -52,7 +52,7 @@ Tensor unit_tril_inverse(const Tensor& N) {
   FlopCounter::add(op, matrices * C * (C - 1) * (C + 1) / 3);
   return record(op, X, {N}, [X, C](const Tensor& dX) -> std::vector<Tensor> {
     const Tensor full = neg(matmul(matmul(X, dX, true, false), X, false, true));  // −Xᵀ dX Xᵀ
-    return {masked_fill(full, above_diagonal(C, true), 0.0)};
+    return {masked_fill(full, above_diagonal(C, true, X.device()), 0.0)};
   });
 }
 

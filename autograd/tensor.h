@@ -95,6 +95,8 @@ class Tensor {
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
   // A fresh, uninitialised contiguous tensor.
   static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
+  // The same, of like's shape, dtype and device.
+  static Tensor empty_like(const Tensor& like) { return empty(like.shape(), like.dtype(), like.device()); }
 
   bool defined() const { return impl_ != nullptr; }
   const Shape& shape() const { return impl().shape; }

@@ -9,6 +9,7 @@
 #include "autograd/cuda/check.cuh"
 #include "autograd/cuda/column_sums.cuh"
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/launch.cuh"
 
 namespace tapelm::cuda {
 
@@ -56,14 +57,12 @@ struct WeightTerms {
   }
 };
 
-unsigned grid_for(int64_t n) { return (unsigned)std::min<int64_t>((n + 255) / 256, 132 * 64); }
-
 }  // namespace
 
 void causal_conv1d_forward(const float* x, const float* w, const float* bias, float* y, int64_t B, int64_t T, int64_t C,
                            int64_t K) {
   if (B * T * C == 0) return;
-  k_conv_forward<<<grid_for(B * T * C), 256, 0, stream()>>>(x, w, bias, y, {B, T, C, K});
+  k_conv_forward<<<grid_for(B * T * C), kLoopThreads, 0, stream()>>>(x, w, bias, y, {B, T, C, K});
   TAPELM_CUDA_LAUNCHED();
 }
 
@@ -71,7 +70,7 @@ void causal_conv1d_backward(const float* x, const float* w, const float* dy, flo
                             int64_t T, int64_t C, int64_t K) {
   const ConvDims d{B, T, C, K};
   if (B * T * C > 0) {
-    k_conv_backward_x<<<grid_for(B * T * C), 256, 0, stream()>>>(w, dy, dx, d);
+    k_conv_backward_x<<<grid_for(B * T * C), kLoopThreads, 0, stream()>>>(w, dy, dx, d);
     TAPELM_CUDA_LAUNCHED();
   }
   detail::column_sums(WeightTerms{x, dy, d}, B * T, C * K, {dw});

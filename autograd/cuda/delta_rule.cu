@@ -15,6 +15,7 @@
 
 #include "autograd/cuda/check.cuh"
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/launch.cuh"
 #include "autograd/cuda/recurrence_layout.cuh"
 #include "autograd/cuda/runtime.h"
 
@@ -206,8 +207,6 @@ __global__ void k_delta_add_parts(DeltaParts part, const float* g, float* dq, fl
   }
 }
 
-unsigned grid_for(int64_t n) { return (unsigned)std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 132 * 32)); }
-
 }  // namespace
 
 void delta_rule_forward(const float* q, const float* k, const float* v, const float* beta, const float* g, float* o,
@@ -241,7 +240,7 @@ void delta_rule_backward(const float* q, const float* k, const float* v, const f
     fill(part.rows, 2 * s.slices * s.steps * s.K, 0.f);
     fill(part.groups, 2 * s.slices * s.steps * l.R, 0.f);
   }
-  k_delta_add_parts<<<grid_for(s.slices * s.steps * std::max<int64_t>(s.K, 1)), 256, 0, stream()>>>(
+  k_delta_add_parts<<<grid_for(s.slices * s.steps * std::max<int64_t>(s.K, 1)), kLoopThreads, 0, stream()>>>(
       part, g, dq, dk, dbeta, dg, s, tiles, l.R);
   TAPELM_CUDA_LAUNCHED();
   release(part.groups);

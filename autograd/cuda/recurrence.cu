@@ -18,6 +18,7 @@
 
 #include "autograd/cuda/check.cuh"
 #include "autograd/cuda/kernels.h"
+#include "autograd/cuda/launch.cuh"
 #include "autograd/cuda/recurrence_layout.cuh"
 #include "autograd/cuda/runtime.h"
 
@@ -203,8 +204,6 @@ __global__ void k_recurrence_scalar_decay(const float* part, const float* g, flo
   }
 }
 
-unsigned grid_for(int64_t n) { return (unsigned)std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 132 * 32)); }
-
 }  // namespace
 
 bool gated_recurrence_supported(int64_t K) { return K >= 1 && K <= 1024; }
@@ -239,10 +238,11 @@ void gated_recurrence_backward(const float* q, const float* k, const float* v, c
     fill(part, 3 * s.slices * s.steps * s.K, 0.f);
   }
   const int64_t tiles = std::max<int64_t>(l.tiles, 1);
-  k_recurrence_add_tiles<<<grid_for(s.slices * s.steps * s.K), 256, 0, stream()>>>(part, g, dq, dk, dg, s, tiles);
+  k_recurrence_add_tiles<<<grid_for(s.slices * s.steps * s.K), kLoopThreads, 0, stream()>>>(part, g, dq, dk, dg, s,
+                                                                                            tiles);
   TAPELM_CUDA_LAUNCHED();
   if (s.GK == 1) {
-    k_recurrence_scalar_decay<<<grid_for(s.slices * s.steps), 256, 0, stream()>>>(part, g, dg, s, tiles);
+    k_recurrence_scalar_decay<<<grid_for(s.slices * s.steps), kLoopThreads, 0, stream()>>>(part, g, dg, s, tiles);
     TAPELM_CUDA_LAUNCHED();
   }
   release(part);

@@ -105,7 +105,7 @@ Tensor flash_attention_cuda(const std::vector<Tensor>& inputs, const Tensor& mas
     // A gradient that does not start on 16 bytes (a view at an offset) is copied to one that does.
     const Tensor grad = reinterpret_cast<uintptr_t>(given.cuda_data<float>()) % 16 ? given.clone() : given;
     std::vector<Tensor> grads;
-    for (const Tensor& t : inputs) grads.push_back(Tensor::empty(t.shape(), t.dtype(), Device::cuda));
+    for (const Tensor& t : inputs) grads.push_back(Tensor::empty_like(t));
     const std::array<float*, 3> g = parts(grads);
     const auto [q16, k16, v16] = copies();  // the closure holds the buffer
     cuda::flash_attention_backward(q16, k16, v16, out.cuda_data<float>(), grad.cuda_data<float>(),
@@ -143,7 +143,7 @@ Tensor attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const T
   const size_t p_bytes = scores * (pe == cuda::Element::bf16 ? 2 : 4);
   // A buffer of the pool, held by the backward closure (P) or by this call (S, dP, dS).
   auto buffer = [](size_t bytes) { return std::shared_ptr<void>(cuda::allocate(bytes), cuda::release); };
-  Tensor out = Tensor::empty(q.shape(), q.dtype(), Device::cuda);
+  Tensor out = Tensor::empty_like(q);
   std::shared_ptr<void> probs = buffer(p_bytes);
   // Batch row b of a [B,T,H,hd] tensor as H matrices T×hd, and of [B,H,Tq,Tk] scores as H matrices Tq×Tk.
   auto heads = [=](const Tensor& t, int64_t T, int64_t b) {
@@ -170,9 +170,8 @@ Tensor attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const T
   FlopCounter::add("attention", 4 * scores * d.hd);
   FlopCounter::add("attention.softmax", 7 * scores);
   return record("attention", out, {q, k, v}, [=](const Tensor& grad) -> std::vector<Tensor> {
-    Tensor dq = Tensor::empty(q.shape(), q.dtype(), Device::cuda),
-           dk = Tensor::empty(k.shape(), k.dtype(), Device::cuda);
-    Tensor dv = Tensor::empty(v.shape(), v.dtype(), Device::cuda);
+    Tensor dq = Tensor::empty_like(q), dk = Tensor::empty_like(k);
+    Tensor dv = Tensor::empty_like(v);
     std::shared_ptr<void> dp = buffer(scores * 4), ds = pe == cuda::Element::f32 ? dp : buffer(p_bytes);
     for (int64_t b = 0; b < d.B; ++b) {
       cuda::gemm(true, false, d.Tk, d.hd, d.Tq, squares(probs.get(), pe, b), heads(grad, d.Tq, b),

@@ -21,14 +21,13 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& w, const Tensor& b) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), K = w.size(1);
   if (device == Device::cuda) {  // autograd/cuda/conv1d.cu
     TAPELM_CHECK(x.dtype() == DType::f32, "causal_conv1d: cuda tensors must be float32, got {}", dtype_name(x.dtype()));
-    Tensor y = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+    Tensor y = Tensor::empty_like(x);
     cuda::causal_conv1d_forward(x.cuda_data<float>(), w.cuda_data<float>(),
                                 b.defined() ? b.cuda_data<float>() : nullptr, y.cuda_data<float>(), B, T, C, K);
     FlopCounter::add("causal_conv1d", 2 * K * B * T * C);
     return record("causal_conv1d", y, {x, w, b}, [x, w, b, B, T, C, K](const Tensor& grad) -> std::vector<Tensor> {
-      Tensor dx = Tensor::empty(x.shape(), x.dtype(), Device::cuda),
-             dw = Tensor::empty(w.shape(), w.dtype(), Device::cuda);
-      Tensor db = b.defined() ? Tensor::empty(b.shape(), b.dtype(), Device::cuda) : Tensor();
+      Tensor dx = Tensor::empty_like(x), dw = Tensor::empty_like(w);
+      Tensor db = b.defined() ? Tensor::empty_like(b) : Tensor();
       cuda::causal_conv1d_backward(x.cuda_data<float>(), w.cuda_data<float>(), grad.cuda_data<float>(),
                                    dx.cuda_data<float>(), dw.cuda_data<float>(),
                                    db.defined() ? db.cuda_data<float>() : nullptr, B, T, C, K);

@@ -58,7 +58,7 @@ Tensor cross_entropy_cuda(const Tensor& logits, const Tensor& host_targets, int6
   FlopCounter::add("cross_entropy", 4 * rows * V);
   return record("cross_entropy", loss, {logits, Tensor()},
                 [logits, targets, lse, rows, V, kept, ignore_index](const Tensor& grad) -> std::vector<Tensor> {
-                  Tensor gx = Tensor::empty(logits.shape(), logits.dtype(), Device::cuda);
+                  Tensor gx = Tensor::empty_like(logits);
                   cuda::cross_entropy_backward(logits.cuda_data<float>(), cuda::Element::f32, V,
                                                targets.cuda_data<int32_t>(), lse.cuda_data<float>(),
                                                gx.cuda_data<float>(), rows, V, rows, V, ignore_index,

@@ -184,8 +184,8 @@ Tensor delta_rule_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const 
                            shape);
   FlopCounter::add("delta_rule", forward_flops(d, RecurrenceForm::recurrent, 1));
   return record("delta_rule", o, {q, k, v, beta, g}, [q, k, v, beta, g, d, shape](const Tensor& dO) {
-    auto like = [](const Tensor& x) { return Tensor::empty(x.shape(), x.dtype(), Device::cuda); };
-    Tensor dq = like(q), dk = like(k), dv = like(v), db = like(beta), dg = like(g);
+    Tensor dq = Tensor::empty_like(q), dk = Tensor::empty_like(k), dv = Tensor::empty_like(v),
+           db = Tensor::empty_like(beta), dg = Tensor::empty_like(g);
     cuda::delta_rule_backward(q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(), beta.cuda_data<float>(),
                               g.cuda_data<float>(), dO.cuda_data<float>(), dq.cuda_data<float>(), dk.cuda_data<float>(),
                               dv.cuda_data<float>(), db.cuda_data<float>(), dg.cuda_data<float>(), shape);

@@ -18,8 +18,8 @@ Tensor dropout(const Tensor& a, double p, bool training, Generator& gen) {
   const int64_t n = a.numel();
   if (op_device("dropout", {&a}) == Device::cuda) {
     TAPELM_CHECK(a.dtype() == DType::f32, "dropout: cuda runs float32, got {}", dtype_name(a.dtype()));
-    Tensor scale_mask = Tensor::empty(a.shape(), a.dtype(), Device::cuda);
-    Tensor out = Tensor::empty(a.shape(), a.dtype(), Device::cuda);
+    Tensor scale_mask = Tensor::empty_like(a);
+    Tensor out = Tensor::empty_like(a);
     cuda::dropout(a.cuda_data<float>(), out.cuda_data<float>(), scale_mask.cuda_data<float>(), n, (float)p,
                   p < 1 ? (float)(1.0 / (1.0 - p)) : 0.f, gen.next_u64());
     FlopCounter::add("dropout", n);

@@ -84,7 +84,7 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
   if (op_device("masked_fill", {&a}) == Device::cuda) {  // a host mask is uploaded
     TAPELM_CHECK(a.dtype() == DType::f32, "masked_fill: cuda runs float32, got {}", dtype_name(a.dtype()));
     const Tensor m = mask.is_cuda() ? mask : mask.to(Device::cuda);
-    Tensor out = Tensor::empty(a.shape(), a.dtype(), Device::cuda);
+    Tensor out = Tensor::empty_like(a);
     cuda::masked_fill(a.cuda_data<float>(), m.cuda_data<uint8_t>(),
                       cuda_broadcast_view("masked_fill", m.shape(), a.shape()), out.cuda_data<float>(), (float)value);
     return record("masked_fill", out, {a, Tensor()}, [m](const Tensor& grad) -> std::vector<Tensor> {

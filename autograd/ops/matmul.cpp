@@ -175,11 +175,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b, Activation acti
         if (grad.is_cuda()) {
           // Rounded once for both products; its column sums are the bias's gradient (deterministic: chunks of
           // rows in order, autograd/cuda/column_sums.cuh).
-          if (b.defined() && b.requires_grad()) gb = Tensor::empty(b.shape(), b.dtype(), Device::cuda);
+          if (b.defined() && b.requires_grad()) gb = Tensor::empty_like(b);
           const cuda::ProductOperand g(grad.cuda_data<float>(), rows, out_f, out_f,
                                        gb.defined() ? gb.cuda_data<float>() : nullptr);
           if (x.requires_grad()) {
-            gx = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+            gx = Tensor::empty_like(x);
             cuda::gemm(false, false, rows, in, out_f, g.ref(), w_operand.ref(), {gx.cuda_data<float>(), in, 0}, 1, 0.f);
             if (activation != Activation::none) {  // dx = a'(x) ⊙ (G W), in place
               const detail::ActivationOp& a = detail::activation_op(activation);
@@ -189,7 +189,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b, Activation acti
             }
           }
           if (w.requires_grad()) {
-            gw = Tensor::empty(w.shape(), w.dtype(), Device::cuda);
+            gw = Tensor::empty_like(w);
             cuda::gemm(true, false, out_f, in, rows, g.ref(), x_operand.ref(), {gw.cuda_data<float>(), in, 0}, 1, 0.f);
           }
         } else

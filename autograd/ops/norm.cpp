@@ -37,16 +37,15 @@ enum class NormKind { layer, rms, scale };
 Tensor norm_cuda(const char* op, const Tensor& x, const Tensor& w, const Tensor& b, double eps, bool center,
                  int64_t rows, int64_t d) {
   TAPELM_CHECK(x.dtype() == DType::f32, "{}: cuda tensors must be float32", op);
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor y = Tensor::empty_like(x);
   Tensor mean = Tensor::empty({rows}, x.dtype(), Device::cuda), rstd = Tensor::empty({rows}, x.dtype(), Device::cuda);
   cuda::norm_forward(center, x.cuda_data<float>(), w.cuda_data<float>(), b.defined() ? b.cuda_data<float>() : nullptr,
                      y.cuda_data<float>(), mean.cuda_data<float>(), rstd.cuda_data<float>(), rows, d, (float)eps);
   FlopCounter::add(op, (center ? 6 : 4) * x.numel() + (b.defined() ? x.numel() : 0));
   return record(op, y, {x, w, b},
                 [op, x, w, b, mean, rstd, rows, d, center](const Tensor& grad) -> std::vector<Tensor> {
-                  Tensor gx = Tensor::empty(x.shape(), x.dtype(), Device::cuda),
-                         gw = Tensor::empty(w.shape(), w.dtype(), Device::cuda);
-                  Tensor gb = b.defined() ? Tensor::empty(b.shape(), b.dtype(), Device::cuda) : Tensor();
+                  Tensor gx = Tensor::empty_like(x), gw = Tensor::empty_like(w);
+                  Tensor gb = b.defined() ? Tensor::empty_like(b) : Tensor();
                   cuda::norm_backward(center, x.cuda_data<float>(), w.cuda_data<float>(), mean.cuda_data<float>(),
                                       rstd.cuda_data<float>(), grad.cuda_data<float>(), gx.cuda_data<float>(),
                                       gw.cuda_data<float>(), gb.defined() ? gb.cuda_data<float>() : nullptr, rows, d);

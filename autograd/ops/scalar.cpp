@@ -14,7 +14,7 @@ template <class F>
 Tensor map_scalar(const char* op, cuda::ScalarOp kind, double s, const Tensor& a, int64_t flops_per_elem, F f) {
   if (op_device(op, {&a}) == Device::cuda) {
     TAPELM_CHECK(a.dtype() == DType::f32, "{}: a cuda tensor must be float32, got {}", op, dtype_name(a.dtype()));
-    Tensor out = Tensor::empty(a.shape(), a.dtype(), Device::cuda);
+    Tensor out = Tensor::empty_like(a);
     cuda::scalar_map(kind, a.cuda_data<float>(), out.cuda_data<float>(), a.numel(), (float)s);
     FlopCounter::add(op, flops_per_elem * a.numel());
     return out;

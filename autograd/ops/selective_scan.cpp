@@ -42,15 +42,15 @@ Tensor selective_scan_cuda(const Tensor& u, const Tensor& delta, const Tensor& A
   TAPELM_CHECK(cuda::selective_scan_supported(N), "selective_scan: state size {} on cuda (at most 256)", N);
   if (state) detail::prepare_state("selective_scan", state, {Bn, D, N}, u.dtype(), {u, delta, A, Bm, Cm}, Device::cuda);
   const cuda::ScanShape shape{Bn, T, D, N};
-  Tensor y = Tensor::empty(u.shape(), u.dtype(), Device::cuda);
+  Tensor y = Tensor::empty_like(u);
   cuda::selective_scan_forward(u.cuda_data<float>(), delta.cuda_data<float>(), A.cuda_data<float>(),
                                Bm.cuda_data<float>(), Cm.cuda_data<float>(), y.cuda_data<float>(),
                                state ? state->cuda_data<float>() : nullptr, shape);
   FlopCounter::add("selective_scan", 7 * Bn * T * D * N);
   return record("selective_scan", y, {u, delta, A, Bm, Cm},
                 [u, delta, A, Bm, Cm, shape](const Tensor& dy) -> std::vector<Tensor> {
-                  auto like = [](const Tensor& x) { return Tensor::empty(x.shape(), x.dtype(), Device::cuda); };
-                  Tensor du = like(u), dd = like(delta), dA = like(A), dB = like(Bm), dC = like(Cm);
+                  Tensor du = Tensor::empty_like(u), dd = Tensor::empty_like(delta), dA = Tensor::empty_like(A),
+                         dB = Tensor::empty_like(Bm), dC = Tensor::empty_like(Cm);
                   cuda::selective_scan_backward(u.cuda_data<float>(), delta.cuda_data<float>(), A.cuda_data<float>(),
                                                 Bm.cuda_data<float>(), Cm.cuda_data<float>(), dy.cuda_data<float>(),
                                                 du.cuda_data<float>(), dd.cuda_data<float>(), dA.cuda_data<float>(),

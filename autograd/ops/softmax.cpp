@@ -43,11 +43,11 @@ Tensor softmax_impl(const char* op, const Tensor& x, bool log_form) {
   const int64_t n = x.size(-1), rows = n == 0 ? 0 : x.numel() / n;
   if (op_device(op, {&x}) == Device::cuda) {
     TAPELM_CHECK(x.dtype() == DType::f32, "{}: a cuda tensor must be float32", op);
-    Tensor y = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+    Tensor y = Tensor::empty_like(x);
     cuda::softmax_forward(x.cuda_data<float>(), y.cuda_data<float>(), rows, n, log_form);
     FlopCounter::add(op, 5 * x.numel());
     return record(op, y, {x}, [op, y, rows, n, log_form](const Tensor& grad) -> std::vector<Tensor> {
-      Tensor gx = Tensor::empty(y.shape(), y.dtype(), Device::cuda);
+      Tensor gx = Tensor::empty_like(y);
       cuda::softmax_backward(y.cuda_data<float>(), grad.cuda_data<float>(), gx.cuda_data<float>(), rows, n, log_form);
       FlopCounter::add(op, 4 * y.numel());
       return {gx};

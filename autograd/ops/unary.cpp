@@ -30,11 +30,11 @@ Tensor unary(const char* op, cuda::Unary kind, double alpha, const Tensor& x, in
   const int64_t n = x.numel();
   if (op_device(op, {&x}) == Device::cuda) {
     TAPELM_CHECK(x.dtype() == DType::f32, "{}: a cuda tensor must be float32, got {}", op, dtype_name(x.dtype()));
-    Tensor y = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+    Tensor y = Tensor::empty_like(x);
     cuda::unary_forward(kind, x.cuda_data<float>(), y.cuda_data<float>(), n, (float)alpha);
     FlopCounter::add(op, fwd_flops * n);
     return record(op, y, {x}, [op, kind, alpha, x, y, bwd_flops, n](const Tensor& grad) -> std::vector<Tensor> {
-      Tensor gx = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+      Tensor gx = Tensor::empty_like(x);
       cuda::unary_backward(kind, x.cuda_data<float>(), y.cuda_data<float>(), grad.cuda_data<float>(),
                            gx.cuda_data<float>(), n, (float)alpha);
       FlopCounter::add(op, bwd_flops * n);

@@ -40,13 +40,7 @@ struct DeltaInputs {
 template <int KPT>
 __device__ inline float advance(float (&S)[KPT], const StatePlace& at, const RecurrenceShape& s, const DeltaInputs& in,
                                 int64_t t, float* shared, int& turn) {
-  float part = 0.f;
-#pragma unroll
-  for (int m = 0; m < KPT; ++m) {
-    const int64_t i = at.row(m);
-    if (at.live && i < s.K) part += S[m] * in.k[t * s.K + i];
-  }
-  const float u = detail::sum_over_rows(shared, turn, part);
+  const float u = detail::sum_over_rows(shared, turn, detail::rows_dot(S, at, s.K, in.k + t * s.K));
   if (at.live) {
     const float alpha = expf(in.g[t]), w = in.beta[t] * (in.v[t * s.V + at.j] - alpha * u);
 #pragma unroll
@@ -65,29 +59,14 @@ __global__ void k_delta_forward(DeltaInputs inputs, float* o, float* state, Recu
   const DeltaInputs in = inputs.at(at.slice, s);
   o += at.slice * s.steps * s.V;
   float S[KPT];
-#pragma unroll
-  for (int m = 0; m < KPT; ++m) {
-    const int64_t i = at.row(m);
-    S[m] = state && at.live && i < s.K ? state[detail::state_index(s.K, s.V, at.slice, 1, 0, i, at.j)] : 0.f;
-  }
+  detail::load_state(S, state, at, s.K, s.V);
   int turn = 0;
   for (int64_t t = 0; t < s.steps; ++t) {
     advance(S, at, s, in, t, shared, turn);
-    float part = 0.f;
-#pragma unroll
-    for (int m = 0; m < KPT; ++m) {
-      const int64_t i = at.row(m);
-      if (at.live && i < s.K) part += S[m] * in.q[t * s.K + i];
-    }
-    const float ot = detail::sum_over_rows(shared, turn, part);
+    const float ot = detail::sum_over_rows(shared, turn, detail::rows_dot(S, at, s.K, in.q + t * s.K));
     if (at.r == 0 && at.live) o[t * s.V + at.j] = ot;
   }
-  if (state && at.live)
-#pragma unroll
-    for (int m = 0; m < KPT; ++m) {
-      const int64_t i = at.row(m);
-      if (i < s.K) state[detail::state_index(s.K, s.V, at.slice, 1, 0, i, at.j)] = S[m];
-    }
+  if (state) detail::store_state(S, state, at, s.K, s.V);
 }
 
 // Where the backward's per-tile parts go: dq and dk per row, [2][tiles][slices][T][K];
@@ -116,9 +95,7 @@ __global__ void k_delta_backward(DeltaInputs inputs, const float* dout, float* c
   // Pass 1: the state entering each chunk.
   float S[KPT] = {};
   for (int64_t c = 0; c < chunks; ++c) {
-#pragma unroll
-    for (int m = 0; m < KPT; ++m)
-      if (row_ok(at.row(m))) checkpoint(c, at.row(m)) = S[m];
+    detail::store_state(S, checkpoints, at, s.K, s.V, chunks, c);
     if (c + 1 == chunks) break;
     for (int64_t t = c * kChunk; t < (c + 1) * kChunk; ++t) advance(S, at, s, in, t, shared, turn);
   }
@@ -127,13 +104,10 @@ __global__ void k_delta_backward(DeltaInputs inputs, const float* dout, float* c
   float G[KPT] = {}, r_next = 0.f;
   for (int64_t c = chunks - 1; c >= 0; --c) {
     const int64_t t0 = c * kChunk, t1 = min(T, t0 + kChunk);
-#pragma unroll
-    for (int m = 0; m < KPT; ++m) S[m] = row_ok(at.row(m)) ? checkpoint(c, at.row(m)) : 0.f;
+    detail::load_state(S, checkpoints, at, s.K, s.V, chunks, c);
     for (int64_t t = t0; t < t1; ++t) {
       advance(S, at, s, in, t, shared, turn);
-#pragma unroll
-      for (int m = 0; m < KPT; ++m)
-        if (row_ok(at.row(m))) chunk_state(t - t0, at.row(m)) = S[m];
+      detail::store_state(S, chunk_states, at, s.K, s.V, kChunk, t - t0);
     }
     for (int64_t t = t1 - 1; t >= t0; --t) {
       const float alpha = expf(in.g[t]), beta = in.beta[t];
@@ -226,10 +200,10 @@ void delta_rule_backward(const float* q, const float* k, const float* v, const f
   if (s.slices == 0 || s.steps == 0) return;
   const detail::StateLayout l = detail::state_layout(s.K, s.V);
   const int64_t chunks = (s.steps + kChunk - 1) / kChunk, tiles = std::max<int64_t>(l.tiles, 1);
-  auto scratch = [](int64_t floats) { return static_cast<float*>(allocate(std::max<int64_t>(floats, 1) * 4)); };
-  float* checkpoints = scratch(s.slices * chunks * s.K * s.V);
-  float* chunk_states = scratch(s.slices * kChunk * s.K * s.V);
-  const DeltaParts part{scratch(2 * tiles * s.slices * s.steps * s.K), scratch(2 * tiles * s.slices * s.steps * l.R)};
+  float* checkpoints = allocate_floats(s.slices * chunks * s.K * s.V);
+  float* chunk_states = allocate_floats(s.slices * kChunk * s.K * s.V);
+  const DeltaParts part{allocate_floats(2 * tiles * s.slices * s.steps * s.K),
+                        allocate_floats(2 * tiles * s.slices * s.steps * l.R)};
   if (s.V > 0) {
     detail::with_rows_per_thread(l, [&](auto kpt) {
       k_delta_backward<decltype(kpt)::value><<<l.grid(s.slices), l.block(), l.shared_bytes(), stream()>>>(

@@ -64,31 +64,15 @@ __global__ void k_recurrence_forward(const float* q, const float* k, const float
   q += at.slice * T * s.K, k += at.slice * T * s.K, v += at.slice * T * s.V, g += at.slice * T * s.GK;
   o += at.slice * T * s.V;
   float S[KPT];
-#pragma unroll
-  for (int m = 0; m < KPT; ++m) {
-    const int64_t i = at.row(m);
-    S[m] = state && at.live && i < s.K ? state[detail::state_index(s.K, s.V, at.slice, 1, 0, i, at.j)] : 0.f;
-  }
+  detail::load_state(S, state, at, s.K, s.V);
   int turn = 0;
   for (int64_t t = 0; t < T; ++t) {
     const float vj = at.live ? v[t * s.V + at.j] : 0.f;
     advance(S, at, s, k, g, vj, t);
-    float part = 0.f;
-#pragma unroll
-    for (int m = 0; m < KPT; ++m) {
-      const int64_t i = at.row(m);
-      if (at.live && i < s.K) part += S[m] * q[t * s.K + i];
-    }
-    const float ot = detail::sum_over_rows(shared, turn, part);
+    const float ot = detail::sum_over_rows(shared, turn, detail::rows_dot(S, at, s.K, q + t * s.K));
     if (at.r == 0 && at.live) o[t * s.V + at.j] = ot;
   }
-  if (state && at.live) {
-#pragma unroll
-    for (int m = 0; m < KPT; ++m) {
-      const int64_t i = at.row(m);
-      if (i < s.K) state[detail::state_index(s.K, s.V, at.slice, 1, 0, i, at.j)] = S[m];
-    }
-  }
+  if (state) detail::store_state(S, state, at, s.K, s.V);
 }
 
 // Writes part[(sum, tile, slice, t, i)]: dq, dk and dg's column sums over this block's tile.
@@ -107,9 +91,7 @@ __global__ void k_recurrence_backward(const float* q, const float* k, const floa
   // Pass 1: the state entering each chunk.
   float S[KPT] = {};
   for (int64_t c = 0; c < chunks; ++c) {
-#pragma unroll
-    for (int m = 0; m < KPT; ++m)
-      if (row_ok(at.row(m))) checkpoints[detail::state_index(s.K, s.V, slice, chunks, c, at.row(m), at.j)] = S[m];
+    detail::store_state(S, checkpoints, at, s.K, s.V, chunks, c);
     if (c + 1 == chunks) break;
     for (int64_t t = c * kChunk; t < (c + 1) * kChunk; ++t)
       advance(S, at, s, k, g, at.live ? v[t * s.V + at.j] : 0.f, t);
@@ -120,15 +102,10 @@ __global__ void k_recurrence_backward(const float* q, const float* k, const floa
   int turn = 0;
   for (int64_t c = chunks - 1; c >= 0; --c) {
     const int64_t t0 = c * kChunk, t1 = min(T, t0 + kChunk);
-#pragma unroll
-    for (int m = 0; m < KPT; ++m)
-      S[m] = row_ok(at.row(m)) ? checkpoints[detail::state_index(s.K, s.V, slice, chunks, c, at.row(m), at.j)] : 0.f;
+    detail::load_state(S, checkpoints, at, s.K, s.V, chunks, c);
     for (int64_t t = t0; t < t1; ++t) {
       advance(S, at, s, k, g, at.live ? v[t * s.V + at.j] : 0.f, t);
-#pragma unroll
-      for (int m = 0; m < KPT; ++m)
-        if (row_ok(at.row(m)))
-          chunk_states[detail::state_index(s.K, s.V, slice, kChunk, t - t0, at.row(m), at.j)] = S[m];
+      detail::store_state(S, chunk_states, at, s.K, s.V, kChunk, t - t0);
     }
     for (int64_t t = t1 - 1; t >= t0; --t) {
       const float dj = at.live ? dout[t * s.V + at.j] : 0.f, vj = at.live ? v[t * s.V + at.j] : 0.f;
@@ -224,10 +201,9 @@ void gated_recurrence_backward(const float* q, const float* k, const float* v, c
   if (s.slices == 0 || s.steps == 0) return;
   const detail::StateLayout l = detail::state_layout(s.K, s.V);
   const int64_t chunks = (s.steps + kChunk - 1) / kChunk, state = s.K * s.V;
-  auto scratch = [](int64_t floats) { return static_cast<float*>(allocate(std::max<int64_t>(floats, 1) * 4)); };
-  float* checkpoints = scratch(s.slices * chunks * state);
-  float* chunk_states = scratch(s.slices * kChunk * state);
-  float* part = scratch(3 * l.tiles * s.slices * s.steps * s.K);
+  float* checkpoints = allocate_floats(s.slices * chunks * state);
+  float* chunk_states = allocate_floats(s.slices * kChunk * state);
+  float* part = allocate_floats(3 * l.tiles * s.slices * s.steps * s.K);
   if (s.V > 0) {
     detail::with_rows_per_thread(l, [&](auto kpt) {
       k_recurrence_backward<decltype(kpt)::value><<<l.grid(s.slices), l.block(), l.shared_bytes(), stream()>>>(

@@ -72,6 +72,44 @@ __device__ inline int64_t state_index(int64_t K, int64_t V, int64_t slice, int64
   return ((slice * count + n) * K + i) * V + j;
 }
 
+// The thread's rows of state n of its slice's `count` in `states`
+// ([slices][count][K][V]) into S: 0 past K, for a thread not live, and when
+// there are no states (null).
+template <int KPT>
+__device__ inline void load_state(float (&S)[KPT], const float* states, const StatePlace& at, int64_t K, int64_t V,
+                                  int64_t count = 1, int64_t n = 0) {
+#pragma unroll
+  for (int m = 0; m < KPT; ++m) {
+    const int64_t i = at.row(m);
+    S[m] = states && at.live && i < K ? states[state_index(K, V, at.slice, count, n, i, at.j)] : 0.f;
+  }
+}
+
+// S, the thread's rows, into state n of its slice's `count` in `states`.
+template <int KPT>
+__device__ inline void store_state(const float (&S)[KPT], float* states, const StatePlace& at, int64_t K, int64_t V,
+                                   int64_t count = 1, int64_t n = 0) {
+  if (!at.live) return;
+#pragma unroll
+  for (int m = 0; m < KPT; ++m) {
+    const int64_t i = at.row(m);
+    if (i < K) states[state_index(K, V, at.slice, count, n, i, at.j)] = S[m];
+  }
+}
+
+// The thread's part of (Sᵀx)_j = Σ_i S[i,j] x_i, over its rows (x: one
+// step's K values); sum_over_rows adds the row groups' parts.
+template <int KPT>
+__device__ inline float rows_dot(const float (&S)[KPT], const StatePlace& at, int64_t K, const float* x) {
+  float part = 0.f;
+#pragma unroll
+  for (int m = 0; m < KPT; ++m) {
+    const int64_t i = at.row(m);
+    if (at.live && i < K) part += S[m] * x[i];
+  }
+  return part;
+}
+
 // Σ over the R row groups of each thread's `part` for its column and slice,
 // added in row-group order, returned to every thread. `turn` counts the
 // calls: they alternate between the two halves of `shared`, so one barrier a

@@ -23,6 +23,10 @@ std::string why_unavailable();  // "" when a GPU can be used
 // unwritten fails its test.
 void* allocate(size_t bytes);
 void release(void* p);
+// Scratch of n floats (one at least, so a zero size still gives a buffer to release).
+inline float* allocate_floats(int64_t n) {
+  return static_cast<float*>(allocate(size_t(n > 1 ? n : 1) * sizeof(float)));
+}
 bool poison_enabled();
 
 void copy_to_device(void* dst, const void* src, size_t bytes);  // waits for nothing: the stream orders it

@@ -199,11 +199,10 @@ void selective_scan_backward(const float* u, const float* delta, const float* A,
                              const ScanShape& s) {
   const int64_t T = s.steps, BD = s.batch * s.channels, chunks = std::max<int64_t>(1, (T + kChunk - 1) / kChunk);
   const int64_t warps = (s.channels + 31) / 32, cols = s.batch * T * s.N;
-  auto scratch = [](int64_t floats) { return static_cast<float*>(allocate(std::max<int64_t>(floats, 1) * 4)); };
-  float* checkpoints = scratch(chunks * s.N * BD);
-  float* chunk_states = scratch(kChunk * s.N * BD);
-  float* part = scratch(2 * warps * cols);
-  float* dA_rows = scratch(BD * s.N);
+  float* checkpoints = allocate_floats(chunks * s.N * BD);
+  float* chunk_states = allocate_floats(kChunk * s.N * BD);
+  float* part = allocate_floats(2 * warps * cols);
+  float* dA_rows = allocate_floats(BD * s.N);
   if (BD > 0 && T > 0) {
     const dim3 grid((unsigned)((s.channels + kThreads - 1) / kThreads), (unsigned)s.batch);
     with_states(s.N, [&](auto n) {

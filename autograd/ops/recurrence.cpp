@@ -195,10 +195,8 @@ Tensor gated_recurrence_cuda(const Tensor& q, const Tensor& k, const Tensor& v, 
                                  o.cuda_data<float>(), state ? state->cuda_data<float>() : nullptr, shape);
   FlopCounter::add("gated_recurrence", forward_flops(d, RecurrenceForm::recurrent, 1));
   return record("gated_recurrence", o, {q, k, v, g}, [q, k, v, g, d, shape](const Tensor& dO) -> std::vector<Tensor> {
-    Tensor dq = Tensor::empty(q.shape(), q.dtype(), Device::cuda),
-           dk = Tensor::empty(k.shape(), k.dtype(), Device::cuda);
-    Tensor dv = Tensor::empty(v.shape(), v.dtype(), Device::cuda),
-           dg = Tensor::empty(g.shape(), g.dtype(), Device::cuda);
+    Tensor dq = Tensor::empty_like(q), dk = Tensor::empty_like(k);
+    Tensor dv = Tensor::empty_like(v), dg = Tensor::empty_like(g);
     cuda::gated_recurrence_backward(q.cuda_data<float>(), k.cuda_data<float>(), v.cuda_data<float>(),
                                     g.cuda_data<float>(), dO.cuda_data<float>(), dq.cuda_data<float>(),
                                     dk.cuda_data<float>(), dv.cuda_data<float>(), dg.cuda_data<float>(), shape);

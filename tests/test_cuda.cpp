@@ -404,7 +404,8 @@ TEST(Cuda, DeltaRuleMatchesTheCpu) {
 
 // Mamba's selective scan: state sizes for each of the kernel's bounds (16,
 // 64, 256), channels that leave a warp part-empty and span two blocks,
-// sequences across the backward's checkpoints; no fallback.
+// sequences of one chunk and of several run in parallel (64 steps each); no
+// fallback.
 TEST(Cuda, SelectiveScanMatchesTheCpu) {
   REQUIRE_GPU();
   reset_fallback_counts();
@@ -417,7 +418,8 @@ TEST(Cuda, SelectiveScanMatchesTheCpu) {
         {{B, T, D}}, {{B, T, D}, Input::positive}, {{D, N}, Input::positive}, {{B, T, N}}, {{B, T, N}}};
   };
   check_op("selective_scan, N 5, 29 channels", inputs(2, 37, 29, 5), scan);
-  check_op("selective_scan, N 16, past a checkpoint", inputs(3, 130, 70, 16), scan);
+  check_op("selective_scan, N 16, three chunks, the last part-filled", inputs(3, 130, 70, 16), scan);
+  check_op("selective_scan, N 64, one step", inputs(2, 1, 33, 64), scan);
   check_op("selective_scan, N 40, two blocks", inputs(2, 9, 131, 40), scan);
   check_op("selective_scan, N 100", inputs(1, 5, 3, 100), scan);
   EXPECT_EQ(fallback_counts().count("selective_scan"), 0u);
@@ -471,17 +473,17 @@ TEST(Cuda, CarriedStatesContinueOnTheGpu) {
         23);
     EXPECT_LE(relative_error(pieced.to_vector(), whole.to_vector()), kFp32Bound);
   }
-  {
-    const Tensor u = on_gpu(randn({2, 23, 7}, gen)), dt = on_gpu(magnitudes({2, 23, 7}, 0.3)),
-                 A = on_gpu(magnitudes({7, 16}, -1)), Bm = on_gpu(randn({2, 23, 16}, gen)),
-                 Cm = on_gpu(randn({2, 23, 16}, gen));
+  {  // 150 steps: the last piece (145) runs as three chunks from a carried state
+    const Tensor u = on_gpu(randn({2, 150, 7}, gen)), dt = on_gpu(magnitudes({2, 150, 7}, 0.3)),
+                 A = on_gpu(magnitudes({7, 16}, -1)), Bm = on_gpu(randn({2, 150, 16}, gen)),
+                 Cm = on_gpu(randn({2, 150, 16}, gen));
     const Tensor whole = selective_scan(u, dt, A, Bm, Cm);
     auto cut = [](const Tensor& x, int64_t a, int64_t b) { return slice(x, 1, a, b); };
     const Tensor pieced = pieces(
         [&](int64_t a, int64_t b, Tensor* s) {
           return selective_scan(cut(u, a, b), cut(dt, a, b), A, cut(Bm, a, b), cut(Cm, a, b), s);
         },
-        23);
+        150);
     EXPECT_LE(relative_error(pieced.to_vector(), whole.to_vector()), kFp32Bound);
   }
 }

@@ -213,6 +213,15 @@ DeltaInputs make_delta(int64_t B, int64_t H, int64_t T, int64_t K, int64_t V, bo
   for (Tensor* t : {&in.q, &in.k, &in.v, &in.beta, &in.g}) t->requires_grad_();
   return in;
 }
+
+// f's value, then the gradients of ⟨f, upstream⟩ with respect to q, k, v, β and g.
+std::vector<Tensor> delta_grads(DeltaInputs& in, const std::function<Tensor()>& f, const Tensor& upstream) {
+  for (Tensor* t : {&in.q, &in.k, &in.v, &in.beta, &in.g}) t->zero_grad();
+  Tensor out = f();
+  Tensor kept = out.detach().clone();
+  backward(out, upstream);
+  return {kept, in.q.grad(), in.k.grad(), in.v.grad(), in.beta.grad(), in.g.grad()};
+}
 }  // namespace
 
 class DeltaRule : public ::testing::TestWithParam<bool> {};  // param: gated
@@ -222,13 +231,7 @@ TEST_P(DeltaRule, AllFormsAndChunkSizesAgreeInValuesAndGradients) {
   DeltaInputs in = make_delta(2, 2, T, 4, 3, GetParam(), 11);
   Generator gen(12);
   Tensor up = randn({2, 2, T, 3}, gen, DType::f64);
-  auto grads = [&](const std::function<Tensor()>& f) {
-    for (Tensor* t : {&in.q, &in.k, &in.v, &in.beta, &in.g}) t->zero_grad();
-    Tensor out = f();
-    Tensor kept = out.detach().clone();
-    backward(out, up);
-    return std::vector<Tensor>{kept, in.q.grad(), in.k.grad(), in.v.grad(), in.beta.grad(), in.g.grad()};
-  };
+  auto grads = [&](const std::function<Tensor()>& f) { return delta_grads(in, f, up); };
   auto want = grads([&] { return delta_rule_reference(in.q, in.k, in.v, in.beta, in.g); });
   std::vector<std::pair<RecurrenceForm, int64_t>> forms{{RecurrenceForm::recurrent, 64},
                                                         {RecurrenceForm::parallel, 64}};
@@ -251,13 +254,7 @@ TEST_P(DeltaRule, ChunkProductsFormMatchesTheReference) {
   DeltaInputs in = make_delta(2, 2, T, 4, 3, GetParam(), 15);
   Generator gen(16);
   Tensor up = randn({2, 2, T, 3}, gen, DType::f64);
-  auto grads = [&](const std::function<Tensor()>& f) {
-    for (Tensor* t : {&in.q, &in.k, &in.v, &in.beta, &in.g}) t->zero_grad();
-    Tensor out = f();
-    Tensor kept = out.detach().clone();
-    backward(out, up);
-    return std::vector<Tensor>{kept, in.q.grad(), in.k.grad(), in.v.grad(), in.beta.grad(), in.g.grad()};
-  };
+  auto grads = [&](const std::function<Tensor()>& f) { return delta_grads(in, f, up); };
   auto want = grads([&] { return delta_rule_reference(in.q, in.k, in.v, in.beta, in.g); });
   for (int64_t C : {1, 2, 5, 12, 16}) {
     auto got = grads([&, C] { return detail::delta_rule_chunks(in.q, in.k, in.v, in.beta, in.g, C); });

@@ -4,8 +4,6 @@
 // its K inputs: K is small, 4 in Mamba); dw and db are column sums over the
 // B·T rows (column_sums.cuh: a fixed order, no atomics), dw's columns being
 // the (c, j) pairs.
-#include <algorithm>
-
 #include "autograd/cuda/check.cuh"
 #include "autograd/cuda/column_sums.cuh"
 #include "autograd/cuda/kernels.h"

@@ -316,8 +316,9 @@ TEST(Cuda, CausalConvolutionMatchesTheCpu) {
 // widths under and over a 32-column tile, one value column (several slices a
 // block), a key width past 256 (32 rows a thread), sequences across the
 // backward's 64-step checkpoints; every form (the chunkwise and parallel
-// forms are products of chunks, in fp32 and bf16, with decay_scores for a
-// vector decay); no fallback.
+// forms are products of chunks, with decay_scores for a vector decay; in
+// bf16 mode too, where their products stay fp32: kChunkProducts, so within
+// the fp32 bound); no fallback.
 TEST(Cuda, GatedRecurrenceMatchesTheCpu) {
   REQUIRE_GPU();
   reset_fallback_counts();
@@ -337,15 +338,15 @@ TEST(Cuda, GatedRecurrenceMatchesTheCpu) {
              recurrence(form));
   {
     const Bf16Scope bf16;
-    check_op("gated_recurrence, decay per step, bf16 products of chunks",
+    check_op("gated_recurrence, decay per step, products of chunks in bf16 mode",
              {{{2, 3, 50, 16}}, {{2, 3, 50, 16}}, {{2, 3, 50, 24}}, {{2, 3, 50, 1}, Input::positive}},
-             recurrence(RecurrenceForm::chunkwise), kBf16Bound);
+             recurrence(RecurrenceForm::chunkwise), kFp32Bound);
   }
   {
     const Bf16Scope bf16;
-    check_op("gated_recurrence, vector decay, bf16 products of chunks",
+    check_op("gated_recurrence, vector decay, products of chunks in bf16 mode",
              {{{2, 3, 50, 16}}, {{2, 3, 50, 16}}, {{2, 3, 50, 24}}, {{2, 3, 50, 16}, Input::positive}},
-             recurrence(RecurrenceForm::chunkwise), kBf16Bound);
+             recurrence(RecurrenceForm::chunkwise), kFp32Bound);
   }
   check_op("gated_recurrence, vector decay, two column tiles, past a checkpoint",
            {{{1, 2, 70, 40}}, {{1, 2, 70, 40}}, {{1, 2, 70, 33}}, {{1, 2, 70, 40}, Input::positive}},
@@ -368,7 +369,8 @@ TEST(Cuda, GatedRecurrenceMatchesTheCpu) {
 // The delta rule (DeltaNet, Gated DeltaNet): a plain and a gated decay,
 // widths under and over a 32-column tile, sequences across the backward's
 // 64-step checkpoints, a key width past 256; every form (the chunkwise and
-// parallel forms are products of chunks, in fp32 and bf16); no fallback.
+// parallel forms are products of chunks, which stay fp32 in bf16 mode); no
+// fallback.
 TEST(Cuda, DeltaRuleMatchesTheCpu) {
   REQUIRE_GPU();
   reset_fallback_counts();
@@ -392,8 +394,8 @@ TEST(Cuda, DeltaRuleMatchesTheCpu) {
   }
   {
     const Bf16Scope bf16;
-    check_op("delta_rule, bf16 products of chunks", inputs(2, 3, 50, 16, 24), delta(RecurrenceForm::chunkwise),
-             kBf16Bound);
+    check_op("delta_rule, products of chunks in bf16 mode", inputs(2, 3, 50, 16, 24),
+             delta(RecurrenceForm::chunkwise), kFp32Bound);
   }
   // The UT transform alone: chunks of 1, 16 and 37 steps.
   for (const int64_t C : {1, 16, 37})
@@ -576,6 +578,32 @@ TEST(Cuda, Bf16ProductsMatchTheCpuWithinTheBf16Bound) {
       "bf16 attention (head size 7: the unfused form)", {{{2, 13, 3, 7}}, {{2, 13, 3, 7}}, {{2, 13, 3, 7}}},
       [mask](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], mask, 0.3); },
       kBf16Bound);
+}
+
+// A product's backward runs in the precision its forward ran in, whatever the
+// precision is when backward() runs: the same bits as a backward in it.
+TEST(Cuda, ABackwardRunsInItsForwardsPrecision) {
+  REQUIRE_GPU();
+  const Bf16Scope restore;
+  Generator gen(11);
+  const Tensor a0 = randn({3, 19, 37}, gen).to(Device::cuda), b0 = randn({3, 37, 24}, gen).to(Device::cuda);
+  const Tensor x0 = randn({5, 37}, gen).to(Device::cuda), w0 = randn({24, 37}, gen).to(Device::cuda);
+  for (const Precision forward : {Precision::bf16, Precision::fp32}) {
+    SCOPED_TRACE(precision_name(forward));
+    const Precision other = forward == Precision::bf16 ? Precision::fp32 : Precision::bf16;
+    std::vector<std::vector<double>> grads[2];
+    for (const Precision during_backward : {forward, other}) {
+      Tensor a = a0.detach().requires_grad_(), b = b0.detach().requires_grad_();
+      Tensor x = x0.detach().requires_grad_(), w = w0.detach().requires_grad_();
+      set_gpu_precision(forward);
+      const Tensor y = add(sum(square(matmul(a, b))), sum(square(linear(x, w, Tensor()))));
+      set_gpu_precision(during_backward);
+      backward(y);
+      for (const Tensor* t : {&a, &b, &x, &w}) grads[during_backward != forward].push_back(t->grad().to_vector());
+    }
+    EXPECT_EQ(grads[1], grads[0]);
+  }
+  EXPECT_EQ(gpu_precision(), Precision::bf16) << "the last precision set stays";
 }
 
 // The classifier and its loss as one op: in fp32 the two ops composed; in

@@ -3,7 +3,8 @@
 //   A_{t,s} = Σ_k q_{t,k} k_{s,k} e^{L_{t,k} − L_{s,k}} (s ≤ t; 0 above the diagonal).
 // A thread per score, its K terms in order; the backward a thread per (p, k)
 // of q, k and L: dq and dk are its two ordered sums over the chunk and
-// dL = q·dq − k·dk. No atomics: the same bits every run.
+// dL = q·dq − k·dk with the diagonal term, which cancels, left out of both
+// (as on the CPU). No atomics: the same bits every run.
 #include "autograd/cuda/check.cuh"
 #include "autograd/cuda/kernels.h"
 #include "autograd/cuda/launch.cuh"
@@ -37,11 +38,12 @@ __global__ void k_scores_backward(const float* q, const float* k, const float* L
     const float *kc = k + chunk * d.C * d.K + j, *qc = q + chunk * d.C * d.K + j, *Lc = L + chunk * d.C * d.K + j;
     const float* dAc = dA + chunk * d.C * d.C;
     const float Lp = Lc[p * d.K];
-    float gq = 0.f, gk = 0.f;
-    for (int64_t s = 0; s <= p; ++s) gq += dAc[p * d.C + s] * kc[s * d.K] * expf(Lp - Lc[s * d.K]);   // p the query
-    for (int64_t t = p; t < d.C; ++t) gk += dAc[t * d.C + p] * qc[t * d.K] * expf(Lc[t * d.K] - Lp);  // p the key
-    dq[i] = gq;
-    dk[i] = gk;
+    float gq = 0.f, gk = 0.f;  // the off-diagonal sums
+    for (int64_t s = 0; s < p; ++s) gq += dAc[p * d.C + s] * kc[s * d.K] * expf(Lp - Lc[s * d.K]);        // p the query
+    for (int64_t t = p + 1; t < d.C; ++t) gk += dAc[t * d.C + p] * qc[t * d.K] * expf(Lc[t * d.K] - Lp);  // p the key
+    const float diagonal = dAc[p * d.C + p];
+    dq[i] = gq + diagonal * k[i];
+    dk[i] = gk + diagonal * q[i];
     dL[i] = q[i] * gq - k[i] * gk;
   }
 }

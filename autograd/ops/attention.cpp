@@ -169,7 +169,8 @@ Tensor attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const T
                d.H, 0.f);
   FlopCounter::add("attention", 4 * scores * d.hd);
   FlopCounter::add("attention.softmax", 7 * scores);
-  return record("attention", out, {q, k, v}, [=](const Tensor& grad) -> std::vector<Tensor> {
+  return record("attention", out, {q, k, v}, [=, precision = gpu_precision()](const Tensor& grad) -> std::vector<Tensor> {
+    const PrecisionScope as_forward(precision);  // P is kept in the forward's precision
     Tensor dq = Tensor::empty_like(q), dk = Tensor::empty_like(k);
     Tensor dv = Tensor::empty_like(v);
     std::shared_ptr<void> dp = buffer(scores * 4), ds = pe == cuda::Element::f32 ? dp : buffer(p_bytes);

@@ -168,9 +168,9 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   return {q.size(0) * q.size(1), q.size(2), q.size(3), v.size(3)};
 }
 
-// On the GPU (autograd/cuda/delta_rule.cu) every form runs the recurrent
-// kernel: the forms give the same numbers, and the FLOPs booked are the
-// recurrent form's, the work the kernel does.
+// The recurrent kernel on the GPU (autograd/cuda/delta_rule.cu): the
+// recurrent form and decoding run it (the other forms run delta_rule_chunks)
+// and it books the recurrent form's FLOPs, the work it does.
 Tensor delta_rule_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
                        Tensor* state, const Dims& d) {
   TAPELM_CHECK(q.dtype() == DType::f32, "delta_rule: cuda tensors must be float32, got {}", dtype_name(q.dtype()));
@@ -207,9 +207,11 @@ namespace detail {
 // Only the K×K carry S_{n+1} = P_n S_n + R_n runs chunk after chunk; the
 // rest is batched over every chunk. Made of recorded ops (their backwards
 // are the gradient). T is padded with zeros to whole chunks (β = 0 and k = 0
-// write nothing, g = 0 keeps the state).
+// write nothing, g = 0 keeps the state). The products run in fp32 whatever
+// the model's precision (kChunkProducts in recurrence_common.h).
 Tensor delta_rule_chunks(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
                          int64_t C) {
+  const PrecisionScope fp32_products(kChunkProducts);
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), K = q.size(3), V = v.size(3);
   const int64_t N = ceil_div(T, C), Tp = N * C;
   auto chunked = [&](const Tensor& x) {

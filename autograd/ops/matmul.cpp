@@ -98,7 +98,9 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
     });
   FlopCounter::add(op, 2 * nbatch * m * n * k);
 
-  return record(op, out, {a, b}, [a, b, ta, tb](const Tensor& grad) -> std::vector<Tensor> {
+  // The backward's products run in the forward's precision, whatever it is then.
+  return record(op, out, {a, b}, [a, b, ta, tb, precision = gpu_precision()](const Tensor& grad) -> std::vector<Tensor> {
+    const PrecisionScope as_forward(precision);
     Tensor ga, gb;
     if (a.requires_grad()) {
       // d op(A) = G·op(B)ᵀ; if A is stored transposed, dA = op(B)·Gᵀ.
@@ -170,9 +172,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b, Activation acti
                      detail::activation_op(activation).forward_flops * rows * in);
   return record(
       op, y, {x, w, b},
-      [x, w, b, rows, in, out_f, x_operand, w_operand, activation](const Tensor& grad) -> std::vector<Tensor> {
+      [x, w, b, rows, in, out_f, x_operand, w_operand, activation,
+       precision = gpu_precision()](const Tensor& grad) -> std::vector<Tensor> {
         Tensor gx, gw, gb;
         if (grad.is_cuda()) {
+          const PrecisionScope as_forward(precision);  // the operands kept are in the forward's precision
           // Rounded once for both products; its column sums are the bias's gradient (deterministic: chunks of
           // rows in order, autograd/cuda/column_sums.cuh).
           if (b.defined() && b.requires_grad()) gb = Tensor::empty_like(b);

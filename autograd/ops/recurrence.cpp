@@ -225,7 +225,11 @@ namespace detail {
 // decay per key (GLA) computes A exactly with decay_scores. Made of recorded
 // ops (their backwards are the gradient). T is padded with zeros to whole
 // chunks (a zero key writes nothing, a zero decay keeps the state).
+// The products run in fp32 whatever the model's precision: the states, the
+// decays and their sums stay float32, as fla and mamba_ssm keep them (see
+// kChunkProducts in recurrence_common.h).
 Tensor gated_recurrence_chunks(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, int64_t C) {
+  const PrecisionScope fp32_products(kChunkProducts);
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), K = q.size(3), V = v.size(3), GK = g.size(3);
   const int64_t N = ceil_div(T, C), Tp = N * C;
   auto padded = [&](const Tensor& x) {

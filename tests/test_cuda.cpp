@@ -394,8 +394,8 @@ TEST(Cuda, DeltaRuleMatchesTheCpu) {
   }
   {
     const Bf16Scope bf16;
-    check_op("delta_rule, products of chunks in bf16 mode", inputs(2, 3, 50, 16, 24),
-             delta(RecurrenceForm::chunkwise), kFp32Bound);
+    check_op("delta_rule, products of chunks in bf16 mode", inputs(2, 3, 50, 16, 24), delta(RecurrenceForm::chunkwise),
+             kFp32Bound);
   }
   // The UT transform alone: chunks of 1, 16 and 37 steps.
   for (const int64_t C : {1, 16, 37})

@@ -57,7 +57,7 @@ void scores_backward(const S* q, const S* k, const S* L, const S* dA, S* dq, S* 
     const S *qn = q + at, *kn = k + at, *Ln = L + at, *dAn = dA + n * d.C * d.C;
     for (int64_t p = 0; p < d.C; ++p)
       for (int64_t j = 0; j < d.K; ++j) {
-        S gq = 0, gk = 0;  // the off-diagonal sums
+        S gq = 0, gk = 0;                // the off-diagonal sums
         for (int64_t s = 0; s < p; ++s)  // p as the query
           gq += dAn[p * d.C + s] * kn[s * d.K + j] * std::exp(Ln[p * d.K + j] - Ln[s * d.K + j]);
         for (int64_t t = p + 1; t < d.C; ++t)  // p as the key

@@ -31,9 +31,8 @@ void set_gpu_precision(Precision p);
 Precision gpu_precision();
 
 // Sets the GPU's product precision until the scope ends, then restores the
-// one before. A product's backward runs in the precision its forward ran in
-// (matmul and linear record it, as autocast's saved operands do in PyTorch),
-// so a scope around a forward covers that part of the backward too.
+// one before. An op's backward runs in the precision its forward ran in (the
+// tape records it), so a scope around a forward covers its backward too.
 class PrecisionScope {
  public:
   explicit PrecisionScope(Precision p) : saved_(gpu_precision()) { set_gpu_precision(p); }

@@ -169,31 +169,29 @@ Tensor attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const T
                d.H, 0.f);
   FlopCounter::add("attention", 4 * scores * d.hd);
   FlopCounter::add("attention.softmax", 7 * scores);
-  return record("attention", out, {q, k, v},
-                [=, precision = gpu_precision()](const Tensor& grad) -> std::vector<Tensor> {
-                  const PrecisionScope as_forward(precision);  // P is kept in the forward's precision
-                  Tensor dq = Tensor::empty_like(q), dk = Tensor::empty_like(k);
-                  Tensor dv = Tensor::empty_like(v);
-                  std::shared_ptr<void> dp = buffer(scores * 4), ds = pe == cuda::Element::f32 ? dp : buffer(p_bytes);
-                  for (int64_t b = 0; b < d.B; ++b) {
-                    cuda::gemm(true, false, d.Tk, d.hd, d.Tq, squares(probs.get(), pe, b), heads(grad, d.Tq, b),
-                               heads_out(dv, d.Tk, b), d.H, 0.f);  // dV = Pᵀ G
-                    cuda::gemm(false, true, d.Tq, d.Tk, d.hd, heads(grad, d.Tq, b), heads(v, d.Tk, b),
-                               squares_out(static_cast<float*>(dp.get()), b), d.H, 0.f);  // dP = G Vᵀ
-                  }
-                  // dS = scale·P ⊙ (dP − rowsum(dP ⊙ P))
-                  cuda::masked_softmax_backward(probs.get(), pe, static_cast<const float*>(dp.get()), ds.get(), pe,
-                                                d.B * d.H * d.Tq, d.Tk, (float)scale);
-                  for (int64_t b = 0; b < d.B; ++b) {
-                    cuda::gemm(false, false, d.Tq, d.hd, d.Tk, squares(ds.get(), pe, b), heads(k, d.Tk, b),
-                               heads_out(dq, d.Tq, b), d.H, 0.f);  // dQ = dS K
-                    cuda::gemm(true, false, d.Tk, d.hd, d.Tq, squares(ds.get(), pe, b), heads(q, d.Tq, b),
-                               heads_out(dk, d.Tk, b), d.H, 0.f);  // dK = dSᵀ Q
-                  }
-                  FlopCounter::add("attention", 8 * scores * d.hd);
-                  FlopCounter::add("attention.softmax", 5 * scores);
-                  return {dq, dk, dv};
-                });
+  return record("attention", out, {q, k, v}, [=](const Tensor& grad) -> std::vector<Tensor> {
+    Tensor dq = Tensor::empty_like(q), dk = Tensor::empty_like(k);
+    Tensor dv = Tensor::empty_like(v);
+    std::shared_ptr<void> dp = buffer(scores * 4), ds = pe == cuda::Element::f32 ? dp : buffer(p_bytes);
+    for (int64_t b = 0; b < d.B; ++b) {
+      cuda::gemm(true, false, d.Tk, d.hd, d.Tq, squares(probs.get(), pe, b), heads(grad, d.Tq, b),
+                 heads_out(dv, d.Tk, b), d.H, 0.f);  // dV = Pᵀ G
+      cuda::gemm(false, true, d.Tq, d.Tk, d.hd, heads(grad, d.Tq, b), heads(v, d.Tk, b),
+                 squares_out(static_cast<float*>(dp.get()), b), d.H, 0.f);  // dP = G Vᵀ
+    }
+    // dS = scale·P ⊙ (dP − rowsum(dP ⊙ P))
+    cuda::masked_softmax_backward(probs.get(), pe, static_cast<const float*>(dp.get()), ds.get(), pe, d.B * d.H * d.Tq,
+                                  d.Tk, (float)scale);
+    for (int64_t b = 0; b < d.B; ++b) {
+      cuda::gemm(false, false, d.Tq, d.hd, d.Tk, squares(ds.get(), pe, b), heads(k, d.Tk, b), heads_out(dq, d.Tq, b),
+                 d.H, 0.f);  // dQ = dS K
+      cuda::gemm(true, false, d.Tk, d.hd, d.Tq, squares(ds.get(), pe, b), heads(q, d.Tq, b), heads_out(dk, d.Tk, b),
+                 d.H, 0.f);  // dK = dSᵀ Q
+    }
+    FlopCounter::add("attention", 8 * scores * d.hd);
+    FlopCounter::add("attention.softmax", 5 * scores);
+    return {dq, dk, dv};
+  });
 }
 
 }  // namespace

@@ -175,7 +175,6 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   return record("linear", loss, {x, weight, Tensor()},
                 [x, weight, d_targets, lse, saved, x_operand, w_operand, rows, V, C, ld, padded_rows, kept,
                  ignore_index](const Tensor& grad) -> std::vector<Tensor> {
-                  const PrecisionScope as_forward(Precision::bf16);  // this path runs only in bf16
                   TAPELM_CHECK(saved->logits,
                                "linear_cross_entropy: a second backward (the first turned its logits into their "
                                "gradient); run the forward again");

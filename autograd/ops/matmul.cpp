@@ -98,30 +98,27 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
     });
   FlopCounter::add(op, 2 * nbatch * m * n * k);
 
-  // The backward's products run in the forward's precision, whatever it is then.
-  return record(op, out, {a, b},
-                [a, b, ta, tb, precision = gpu_precision()](const Tensor& grad) -> std::vector<Tensor> {
-                  const PrecisionScope as_forward(precision);
-                  Tensor ga, gb;
-                  if (a.requires_grad()) {
-                    // d op(A) = G·op(B)ᵀ; if A is stored transposed, dA = op(B)·Gᵀ.
-                    ga = ta ? matmul(b, grad, tb, true) : matmul(grad, b, false, !tb);
-                    ga = sum_to(ga, a.shape());
-                  }
-                  if (b.requires_grad()) {
-                    // d op(B) = op(A)ᵀ·G; if B is stored transposed, dB = Gᵀ·op(A).
-                    if (b.dim() == 2 && !ta && a.dim() > 2) {
-                      // Fold a's batch into rows so the weight gradient is one GEMM.
-                      Tensor a2 = reshape(a, {-1, a.size(-1)});
-                      Tensor g2 = reshape(grad, {-1, grad.size(-1)});
-                      gb = tb ? matmul(g2, a2, true, false) : matmul(a2, g2, true, false);
-                    } else {
-                      gb = tb ? matmul(grad, a, true, ta) : matmul(a, grad, !ta, false);
-                      gb = sum_to(gb, b.shape());
-                    }
-                  }
-                  return {ga, gb};
-                });
+  return record(op, out, {a, b}, [a, b, ta, tb](const Tensor& grad) -> std::vector<Tensor> {
+    Tensor ga, gb;
+    if (a.requires_grad()) {
+      // d op(A) = G·op(B)ᵀ; if A is stored transposed, dA = op(B)·Gᵀ.
+      ga = ta ? matmul(b, grad, tb, true) : matmul(grad, b, false, !tb);
+      ga = sum_to(ga, a.shape());
+    }
+    if (b.requires_grad()) {
+      // d op(B) = op(A)ᵀ·G; if B is stored transposed, dB = Gᵀ·op(A).
+      if (b.dim() == 2 && !ta && a.dim() > 2) {
+        // Fold a's batch into rows so the weight gradient is one GEMM.
+        Tensor a2 = reshape(a, {-1, a.size(-1)});
+        Tensor g2 = reshape(grad, {-1, grad.size(-1)});
+        gb = tb ? matmul(g2, a2, true, false) : matmul(a2, g2, true, false);
+      } else {
+        gb = tb ? matmul(grad, a, true, ta) : matmul(a, grad, !ta, false);
+        gb = sum_to(gb, b.shape());
+      }
+    }
+    return {ga, gb};
+  });
 }
 
 // linear(x, W, b) = x Wᵀ + b (torch.nn.functional.linear), x [..., in],
@@ -173,11 +170,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b, Activation acti
                      detail::activation_op(activation).forward_flops * rows * in);
   return record(
       op, y, {x, w, b},
-      [x, w, b, rows, in, out_f, x_operand, w_operand, activation,
-       precision = gpu_precision()](const Tensor& grad) -> std::vector<Tensor> {
+      [x, w, b, rows, in, out_f, x_operand, w_operand, activation](const Tensor& grad) -> std::vector<Tensor> {
         Tensor gx, gw, gb;
         if (grad.is_cuda()) {
-          const PrecisionScope as_forward(precision);  // the operands kept are in the forward's precision
           // Rounded once for both products; its column sums are the bias's gradient (deterministic: chunks of
           // rows in order, autograd/cuda/column_sums.cuh).
           if (b.defined() && b.requires_grad()) gb = Tensor::empty_like(b);

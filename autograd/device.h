@@ -30,6 +30,20 @@ Precision parse_precision(const std::string& name);  // an Error naming the choi
 void set_gpu_precision(Precision p);
 Precision gpu_precision();
 
+// Sets the GPU's product precision until the scope ends, then restores the
+// one before. An op's backward runs in the precision its forward ran in (the
+// tape records it), so a scope around a forward covers its backward too.
+class PrecisionScope {
+ public:
+  explicit PrecisionScope(Precision p) : saved_(gpu_precision()) { set_gpu_precision(p); }
+  ~PrecisionScope() { set_gpu_precision(saved_); }
+  PrecisionScope(const PrecisionScope&) = delete;
+  PrecisionScope& operator=(const PrecisionScope&) = delete;
+
+ private:
+  Precision saved_;
+};
+
 // Throws one clear Error naming `what` (e.g. "train --device cuda") when the
 // CUDA device cannot be used.
 void require_cuda(const std::string& what);

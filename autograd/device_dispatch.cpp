@@ -84,17 +84,21 @@ const std::vector<std::string>& cuda_kernel_ops() {
                                                "scaled_dot_product_attention",
                                                "attention_qkv",
                                                "attention_mask",
+                                               "above_diagonal",  // made on the host, copied
                                                "dropout",
                                                "masked_fill",
                                                "causal_conv1d",
                                                "gated_recurrence",
                                                "selective_scan",
-                                               "delta_rule"};
+                                               "delta_rule",
+                                               "decay_scores",
+                                               "unit_tril_inverse",
+                                               "cumsum"};
   return ops;
 }
 
 const std::vector<std::string>& cpu_fallback_ops() {
-  static const std::vector<std::string> ops = {"max", "scale_norm", "where", "logical_not", "cumsum", "gau_attention"};
+  static const std::vector<std::string> ops = {"max", "scale_norm", "where", "logical_not", "gau_attention"};
   return ops;
 }
 

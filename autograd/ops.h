@@ -125,6 +125,10 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, double value);
 // mask ? a : b, all three broadcast together.
 Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b);
 Tensor logical_not(const Tensor& mask);  // not differentiable
+// Mask [n, n] on `device`, true above the diagonal (j > i), or on and above
+// it when `diagonal`: the entries a causal block leaves out (made on the host
+// and copied: n² bytes).
+Tensor above_diagonal(int64_t n, bool diagonal = false, Device device = Device::cpu);
 // Attention's causal and key-padding mask [B,1,Tq,Tk] on `device`: query i
 // (at position past + i; past < 0 means Tk − Tq) hides key j when j > past + i
 // or key_pad[b, j] (key_pad: bool [B,Tk] on the host, or undefined).
@@ -198,6 +202,20 @@ struct GauAttentionInputs {
 };
 Tensor gau_attention(const GauAttentionInputs& in, RecurrenceForm form = RecurrenceForm::chunkwise,
                      GauAttentionState* state = nullptr);
+
+// ---- decay_scores.cpp ----------------------------------------------------
+// A chunk's scores under a decay per key (GLA's vector gates; the chunkwise
+// form's intra-chunk part): q, k, L [..., C, K] -> A [..., C, C],
+// A_{t,s} = Σ_k q_{t,k} k_{s,k} e^{L_{t,k} − L_{s,k}} for s ≤ t, 0 above the
+// diagonal; L the cumulative log-decay inside the chunk. Exact (no
+// sub-chunk rescaling): with L non-increasing no factor exceeds 1.
+Tensor decay_scores(const Tensor& q, const Tensor& k, const Tensor& L);
+
+// ---- unit_tril_inverse.cpp -----------------------------------------------
+// (I + N)⁻¹ for N strictly lower-triangular [..., C, C] (its diagonal and
+// upper part are not read): the delta rule's UT transform, by forward
+// substitution.
+Tensor unit_tril_inverse(const Tensor& N);
 
 // ---- conv1d.cpp ----------------------------------------------------------
 // Depthwise causal convolution: x [B,T,C], w [C,K], b [C] (optional) -> [B,T,C],

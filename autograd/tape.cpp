@@ -42,7 +42,7 @@ Tensor record(const char* op, Tensor output, const std::vector<Tensor>& inputs, 
   if (!any) return output;
   output.impl().requires_grad = true;
   output.impl().is_leaf = false;
-  Node node{op, FlopCounter::current_component(), {}, output.impl_ptr(), std::move(backward)};
+  Node node{op, FlopCounter::current_component(), gpu_precision(), {}, output.impl_ptr(), std::move(backward)};
   node.inputs.reserve(inputs.size());
   for (const Tensor& t : inputs) node.inputs.push_back(t.defined() ? t.impl_ptr() : nullptr);
   g_tape.push_back(std::move(node));
@@ -77,6 +77,7 @@ void backward(const Tensor& root, const Tensor& grad_output) {
       std::vector<Tensor> grads;
       {
         FlopCounter::BackwardScope scope(node.op, node.component);
+        const PrecisionScope as_recorded(node.precision);
         if (Profiler::enabled()) {  // clock reads only when profiling
           const Profiler::Span span = Profiler::begin();
           grads = node.backward(Tensor(node.output->grad));

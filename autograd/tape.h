@@ -23,6 +23,10 @@ using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>
 struct Node {
   const char* op;
   int component;  // FlopCounter component path in force when the op ran
+  // The GPU's product precision in force when the op ran: its backward runs in
+  // it, whatever the precision is then (as autocast's saved operands do in
+  // PyTorch), so a PrecisionScope around a forward covers its backward too.
+  Precision precision = Precision::fp32;
   std::vector<std::shared_ptr<TensorImpl>> inputs;
   std::shared_ptr<TensorImpl> output;
   BackwardFn backward;  // returns one gradient per input (undefined = none)

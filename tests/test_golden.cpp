@@ -200,6 +200,27 @@ TEST_P(Golden, MambaAndMamba2) {
     }
 }
 
+// An op of the GPU's chunk forms against its definition in PyTorch: the
+// output and the gradient of every input.
+void check_op(const std::string& name, DType dt, const std::function<Tensor(const std::vector<Tensor>&)>& op,
+              const std::vector<std::string>& inputs) {
+  TensorFile f = load_safetensors(golden_path(name + ".safetensors"));
+  std::vector<Tensor> x;
+  for (const std::string& in : inputs) x.push_back(f.tensors.at("input." + in).to(dt).requires_grad_());
+  Tensor y = op(x);
+  expect_close(y, f.tensors.at("output.y"), dt, name + " output");
+  backward(y, f.tensors.at("upstream.y").to(dt));
+  for (size_t i = 0; i < inputs.size(); ++i)
+    expect_close(x[i].grad(), f.tensors.at("grad.input." + inputs[i]), dt, name + " grad of " + inputs[i]);
+}
+
+TEST_P(Golden, DecayScoresAndUnitTrilInverse) {
+  check_op("op_decay_scores", GetParam(), [](const std::vector<Tensor>& x) { return decay_scores(x[0], x[1], x[2]); },
+           {"q", "k", "L"});
+  check_op("op_unit_tril_inverse", GetParam(), [](const std::vector<Tensor>& x) { return unit_tril_inverse(x[0]); },
+           {"N"});
+}
+
 void check_model(const std::string& name, DType dt) {
   std::ifstream cfg_file(golden_path(name + ".json"));
   std::string json((std::istreambuf_iterator<char>(cfg_file)), std::istreambuf_iterator<char>());

@@ -314,6 +314,16 @@ std::vector<Case> cases() {
                  return V{P({1, 4, 2}, 1), P({2, 1}, 2)};
                },
                [](const V& x) { return causal_conv1d(x[0], x[1]); }});
+  c.push_back({"decay_scores",  // L in any order: the op assumes nothing of it
+               [=] {
+                 return V{P({2, 4, 3}, 1), P({2, 4, 3}, 2), P({2, 4, 3}, 3)};
+               },
+               [](const V& x) { return decay_scores(x[0], x[1], x[2]); }});
+  c.push_back({"unit_tril_inverse",  // N's diagonal and upper part are not read: their gradient is 0
+               [=] {
+                 return V{P({2, 5, 5}, 1, 0.4)};
+               },
+               [](const V& x) { return unit_tril_inverse(x[0]); }});
   // Graph-level cases.
   c.push_back({"reused_tensor",
                [=] {

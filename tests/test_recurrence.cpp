@@ -3,6 +3,7 @@
 // divides T and some that do not) == the primitive-op reference, in values and
 // gradients; float64 gradcheck of every form; carried state; and the same bits
 // at any thread count.
+#include "autograd/ops/recurrence_common.h"
 #include "autograd/ops_reference.h"
 #include "tests/test_helpers.h"
 
@@ -59,6 +60,68 @@ TEST_P(RecurrenceForms, AllFormsAndChunkSizesAgreeInValuesAndGradients) {
       EXPECT_LT(max_abs_diff(g[i], want_grads[i]), 1e-12)
           << "grad " << i << " form " << (int)form << " chunk " << chunk;
   }
+}
+
+// The GPU's chunkwise form, products of chunks (recurrence_common.h), run
+// here on the CPU in float64 for a decay per step and per key: the
+// reference's values and gradients for chunk sizes that divide T and some
+// that do not (zero padding), one chunk (the parallel form) and a chunk
+// longer than T; and a float64 gradcheck.
+TEST(Recurrence, ChunkProductsFormMatchesTheReference) {
+  const int64_t T = 12, K = 4;
+  for (const int64_t gk : {int64_t(1), K}) {
+    Inputs in = make(2, 2, T, K, 3, gk, 4);
+    Generator gen(10);
+    Tensor up = randn({2, 2, T, 3}, gen, DType::f64);
+    auto ref = [&] { return gated_recurrence_reference(in.q, in.k, in.v, in.g); };
+    Tensor want = ref();
+    std::vector<Tensor> want_grads = grads_of(in, ref, up);
+    for (int64_t C : {1, 2, 5, 12, 16}) {
+      auto f = [&, C] { return detail::gated_recurrence_chunks(in.q, in.k, in.v, in.g, C); };
+      EXPECT_LT(max_abs_diff(f(), want), 1e-12) << "chunk " << C << " gk " << gk;
+      clear_tape();
+      std::vector<Tensor> g = grads_of(in, f, up);
+      for (int i = 0; i < 4; ++i)
+        EXPECT_LT(max_abs_diff(g[i], want_grads[i]), 1e-12) << "grad " << i << " chunk " << C << " gk " << gk;
+    }
+    Inputs small = make(1, 2, 5, 3, 2, gk == 1 ? 1 : 3, 5);
+    expect_gradcheck(
+        [](const std::vector<Tensor>& x) { return detail::gated_recurrence_chunks(x[0], x[1], x[2], x[3], 2); },
+        {small.q, small.k, small.v, small.g});
+  }
+}
+
+// decay_scores (the chunk form's scores under a decay per key) against its
+// definition written with primitive ops, A = Σ_k q_t k_s e^{L_t − L_s} masked
+// to s ≤ t, on chunks of 1, 5 and 7 steps (its gradcheck is in
+// test_gradcheck_ops.cpp).
+TEST(Recurrence, DecayScoresMatchTheirDefinition) {
+  Generator gen(21);
+  const int64_t K = 3;
+  for (const int64_t C : {1, 5, 7}) {
+    Tensor q = randn({2, 3, C, K}, gen, DType::f64), k = randn({2, 3, C, K}, gen, DType::f64);
+    Tensor L = cumsum(neg(softplus(randn({2, 3, C, K}, gen, DType::f64))), -2);
+    Tensor terms = mul(mul(unsqueeze(q, -2), unsqueeze(k, -3)), exp(sub(unsqueeze(L, -2), unsqueeze(L, -3))));
+    Tensor want = masked_fill(sum(terms, {-1}), above_diagonal(C), 0.0);
+    EXPECT_LT(max_abs_diff(decay_scores(q, k, L), want), 1e-13) << "chunk " << C;
+  }
+}
+
+// unit_tril_inverse (the delta rule's UT transform) inverts I + N for N
+// strictly lower-triangular, whatever N holds on and above its diagonal
+// (not read); a matrix of one entry and an empty batch too.
+TEST(Recurrence, UnitTrilInverseInverts) {
+  Generator gen(22);
+  for (const int64_t C : {1, 2, 9}) {
+    Tensor N = randn({3, 2, C, C}, gen, DType::f64, 0, 0.5);
+    Tensor strict = masked_fill(N, above_diagonal(C, true), 0.0);
+    Tensor eye = Tensor::empty({C, C}, DType::f64);
+    for (int64_t i = 0; i < C * C; ++i) eye.data<double>()[i] = i % (C + 1) == 0;
+    Tensor X = unit_tril_inverse(N);
+    EXPECT_LT(max_abs_diff(matmul(add(eye, strict), X), expand(eye, {3, 2, C, C})), 1e-12) << "C " << C;
+    EXPECT_LT(max_abs_diff(X, unit_tril_inverse(strict)), 1e-15) << "C " << C;
+  }
+  EXPECT_EQ(unit_tril_inverse(zeros({0, 4, 4}, DType::f64)).shape(), (Shape{0, 4, 4}));
 }
 
 TEST_P(RecurrenceForms, GradcheckEveryForm) {
@@ -150,6 +213,15 @@ DeltaInputs make_delta(int64_t B, int64_t H, int64_t T, int64_t K, int64_t V, bo
   for (Tensor* t : {&in.q, &in.k, &in.v, &in.beta, &in.g}) t->requires_grad_();
   return in;
 }
+
+// f's value, then the gradients of ⟨f, upstream⟩ with respect to q, k, v, β and g.
+std::vector<Tensor> delta_grads(DeltaInputs& in, const std::function<Tensor()>& f, const Tensor& upstream) {
+  for (Tensor* t : {&in.q, &in.k, &in.v, &in.beta, &in.g}) t->zero_grad();
+  Tensor out = f();
+  Tensor kept = out.detach().clone();
+  backward(out, upstream);
+  return {kept, in.q.grad(), in.k.grad(), in.v.grad(), in.beta.grad(), in.g.grad()};
+}
 }  // namespace
 
 class DeltaRule : public ::testing::TestWithParam<bool> {};  // param: gated
@@ -159,13 +231,7 @@ TEST_P(DeltaRule, AllFormsAndChunkSizesAgreeInValuesAndGradients) {
   DeltaInputs in = make_delta(2, 2, T, 4, 3, GetParam(), 11);
   Generator gen(12);
   Tensor up = randn({2, 2, T, 3}, gen, DType::f64);
-  auto grads = [&](const std::function<Tensor()>& f) {
-    for (Tensor* t : {&in.q, &in.k, &in.v, &in.beta, &in.g}) t->zero_grad();
-    Tensor out = f();
-    Tensor kept = out.detach().clone();
-    backward(out, up);
-    return std::vector<Tensor>{kept, in.q.grad(), in.k.grad(), in.v.grad(), in.beta.grad(), in.g.grad()};
-  };
+  auto grads = [&](const std::function<Tensor()>& f) { return delta_grads(in, f, up); };
   auto want = grads([&] { return delta_rule_reference(in.q, in.k, in.v, in.beta, in.g); });
   std::vector<std::pair<RecurrenceForm, int64_t>> forms{{RecurrenceForm::recurrent, 64},
                                                         {RecurrenceForm::parallel, 64}};
@@ -177,6 +243,28 @@ TEST_P(DeltaRule, AllFormsAndChunkSizesAgreeInValuesAndGradients) {
       EXPECT_LT(max_abs_diff(got[i], want[i]), 1e-12)
           << (i ? "grad " : "value ") << i << " form " << (int)form << " chunk " << chunk;
   }
+}
+
+// The GPU's chunkwise form, products of chunks with the UT transform
+// (recurrence_common.h), run here on the CPU in float64: the reference's
+// values and gradients for chunk sizes that divide T and some that do not,
+// one chunk (the parallel form) and a chunk longer than T; and a gradcheck.
+TEST_P(DeltaRule, ChunkProductsFormMatchesTheReference) {
+  const int64_t T = 12;
+  DeltaInputs in = make_delta(2, 2, T, 4, 3, GetParam(), 15);
+  Generator gen(16);
+  Tensor up = randn({2, 2, T, 3}, gen, DType::f64);
+  auto grads = [&](const std::function<Tensor()>& f) { return delta_grads(in, f, up); };
+  auto want = grads([&] { return delta_rule_reference(in.q, in.k, in.v, in.beta, in.g); });
+  for (int64_t C : {1, 2, 5, 12, 16}) {
+    auto got = grads([&, C] { return detail::delta_rule_chunks(in.q, in.k, in.v, in.beta, in.g, C); });
+    for (size_t i = 0; i < got.size(); ++i)
+      EXPECT_LT(max_abs_diff(got[i], want[i]), 1e-12) << (i ? "grad " : "value ") << i << " chunk " << C;
+  }
+  DeltaInputs small = make_delta(1, 2, 5, 3, 2, GetParam(), 17);
+  expect_gradcheck(
+      [](const std::vector<Tensor>& x) { return detail::delta_rule_chunks(x[0], x[1], x[2], x[3], x[4], 2); },
+      {small.q, small.k, small.v, small.beta, small.g});
 }
 
 TEST_P(DeltaRule, GradcheckEveryForm) {

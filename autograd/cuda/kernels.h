@@ -59,6 +59,10 @@ void add_inplace(float* dst, const float* src, int64_t n);
 // fixed order. `kept` and `reduced` describe x's dimensions split in two.
 void reduce_sum(const float* x, const Strided& kept, const Strided& reduced, float* out, float scale);
 
+// y = the cumulative sum of x viewed as [outer, n, inner] along n (from the
+// end when `reverse`: the backward's), each line added in order.
+void cumsum(const float* x, float* y, int64_t outer, int64_t n, int64_t inner, bool reverse);
+
 // ---- products (gemm.cu, cuBLAS) --------------------------------------------
 // The operands' precision, for every product until changed: fp32 (exact
 // float32, no TF32) or bf16 (as PyTorch's autocast: the operands rounded to
@@ -221,6 +225,18 @@ void delta_rule_forward(const float* q, const float* k, const float* v, const fl
 void delta_rule_backward(const float* q, const float* k, const float* v, const float* beta, const float* g,
                          const float* dout, float* dq, float* dk, float* dv, float* dbeta, float* dg,
                          const RecurrenceShape& s);
+
+// A chunk's scores under a decay per key (ops/decay_scores.cpp): q, k, L
+// and their gradients [chunks, C, K], A and dA [chunks, C, C],
+// A_{t,s} = Σ_k q_{t,k} k_{s,k} e^{L_{t,k} − L_{s,k}} for s ≤ t, 0 above.
+void decay_scores_forward(const float* q, const float* k, const float* L, float* A, int64_t chunks, int64_t C,
+                          int64_t K);
+void decay_scores_backward(const float* q, const float* k, const float* L, const float* dA, float* dq, float* dk,
+                           float* dL, int64_t chunks, int64_t C, int64_t K);
+
+// X = (I + N)⁻¹ for N strictly lower-triangular (ops/unit_tril_inverse.cpp):
+// N and X [matrices, C, C]; N's diagonal and upper part are not read.
+void unit_tril_inverse(const float* N, float* X, int64_t matrices, int64_t C);
 
 // Mamba's selective scan (ops/selective_scan.cpp): u, delta, y [batch,
 // steps, channels], A [channels, N], B, C [batch, steps, N]; `state` ([batch,

@@ -95,6 +95,7 @@ void flash_attention_backward(const void*, const void*, const void*, const float
                               const uint8_t*, const uint8_t*, const FlashAttentionShape&, float*, float*, float*) {
   no_cuda();
 }
+void cumsum(const float*, float*, int64_t, int64_t, int64_t, bool) { no_cuda(); }
 bool gated_recurrence_supported(int64_t) { return false; }
 void gated_recurrence_forward(const float*, const float*, const float*, const float*, float*, float*,
                               const RecurrenceShape&) {
@@ -121,6 +122,12 @@ void delta_rule_backward(const float*, const float*, const float*, const float*,
                          float*, float*, float*, float*, const RecurrenceShape&) {
   no_cuda();
 }
+void decay_scores_forward(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t) { no_cuda(); }
+void decay_scores_backward(const float*, const float*, const float*, const float*, float*, float*, float*, int64_t,
+                           int64_t, int64_t) {
+  no_cuda();
+}
+void unit_tril_inverse(const float*, float*, int64_t, int64_t) { no_cuda(); }
 void causal_conv1d_forward(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t) {
   no_cuda();
 }

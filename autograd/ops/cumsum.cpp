@@ -13,6 +13,13 @@ Tensor cumsum_kernel(const Tensor& a, int64_t axis, bool reverse) {
   int64_t outer = 1, inner = 1, n = a.size(axis);
   for (int64_t d = 0; d < axis; ++d) outer *= a.size(d);
   for (int64_t d = axis + 1; d < a.dim(); ++d) inner *= a.size(d);
+  FlopCounter::add("cumsum", a.numel());
+  if (a.is_cuda()) {  // autograd/cuda/cumsum.cu
+    TAPELM_CHECK(a.dtype() == DType::f32, "cumsum: cuda tensors must be float32, got {}", dtype_name(a.dtype()));
+    Tensor out = Tensor::empty_like(a);
+    cuda::cumsum(a.cuda_data<float>(), out.cuda_data<float>(), outer, n, inner, reverse);
+    return out;
+  }
   Tensor out = Tensor::empty(a.shape(), a.dtype());
   dispatch_float("cumsum", a.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -30,15 +37,12 @@ Tensor cumsum_kernel(const Tensor& a, int64_t axis, bool reverse) {
         }
       }
   });
-  FlopCounter::add("cumsum", a.numel());
   return out;
 }
 }  // namespace
 
 Tensor cumsum(const Tensor& a, int64_t axis) {
-  if (op_device("cumsum", {&a}) == Device::cuda)
-    return cpu_fallback("cumsum", {a}, [&](const std::vector<Tensor>& c) { return cumsum(c[0], axis); });
-
+  op_device("cumsum", {&a});
   int64_t ax = normalize_axis("cumsum", axis, a.dim());
   Tensor out = cumsum_kernel(a, ax, false);
   return record("cumsum", out, {a},

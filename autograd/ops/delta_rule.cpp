@@ -168,9 +168,9 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   return {q.size(0) * q.size(1), q.size(2), q.size(3), v.size(3)};
 }
 
-// On the GPU (autograd/cuda/delta_rule.cu) every form runs the recurrent
-// kernel: the forms give the same numbers, and the FLOPs booked are the
-// recurrent form's, the work the kernel does.
+// The recurrent kernel on the GPU (autograd/cuda/delta_rule.cu): the
+// recurrent form and decoding run it (the other forms run delta_rule_chunks)
+// and it books the recurrent form's FLOPs, the work it does.
 Tensor delta_rule_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
                        Tensor* state, const Dims& d) {
   TAPELM_CHECK(q.dtype() == DType::f32, "delta_rule: cuda tensors must be float32, got {}", dtype_name(q.dtype()));
@@ -196,12 +196,63 @@ Tensor delta_rule_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const 
 
 }  // namespace
 
+namespace detail {
+
+// The chunkwise form above as products of chunks, for the GPU (Yang et al.
+// 2024, §3; fla's chunk_delta_rule). Per chunk, with the UT transform
+// X = (I + diag(β) M)⁻¹ (unit_tril_inverse), γ = e^{L}, K̃ = K ⊙ e^{L_C − L}:
+//   W = X (βγ ⊙ K),   U_v = X (β ⊙ V)                         (chunk-local)
+//   S_{n+1} = P_n S_n + R_n,   P_n = γ_C I − K̃ᵀ W,   R_n = K̃ᵀ U_v
+//   U = U_v − W S_n,   O = (γ ⊙ Q) S_n + ((Q Kᵀ) ⊙ D)_{s≤t} U,   D_ts = e^{L_t − L_s}
+// Only the K×K carry S_{n+1} = P_n S_n + R_n runs chunk after chunk; the
+// rest is batched over every chunk. Made of recorded ops (their backwards
+// are the gradient). T is padded with zeros to whole chunks (β = 0 and k = 0
+// write nothing, g = 0 keeps the state). The products run in fp32 whatever
+// the model's precision (kChunkProducts in recurrence_common.h).
+Tensor delta_rule_chunks(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
+                         int64_t C) {
+  const PrecisionScope fp32_products(kChunkProducts);
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), K = q.size(3), V = v.size(3);
+  const int64_t N = ceil_div(T, C), Tp = N * C;
+  auto chunked = [&](const Tensor& x) {
+    const Tensor p = Tp == T ? x : concat({x, zeros({B, H, Tp - T, x.size(3)}, x.dtype(), x.device())}, 2);
+    return reshape(p, {B, H, N, C, x.size(3)});
+  };
+  const Tensor Q = chunked(q), Kc = chunked(k), Vc = chunked(v), b = chunked(beta);
+  const Tensor L = cumsum(chunked(g), -2);  // [B,H,N,C,1], inclusive, from each chunk's start
+  const Tensor decay =
+      exp(masked_fill(sub(L, reshape(L, {B, H, N, 1, C})), above_diagonal(C, false, q.device()), -INFINITY));
+  const Tensor X = unit_tril_inverse(mul(b, mul(matmul(Kc, Kc, false, true), decay)));  // reads s < t only
+  const Tensor gamma = exp(L);
+  const Tensor W = matmul(X, mul(mul(b, gamma), Kc)), Uv = matmul(X, mul(b, Vc));
+  const Tensor L_end = slice(L, -2, C - 1, C);    // [B,H,N,1,1]
+  const Tensor Kt = mul(Kc, exp(sub(L_end, L)));  // K̃
+  Tensor eye = Tensor::empty({K, K}, DType::f64);
+  for (int64_t i = 0; i < K * K; ++i) eye.data<double>()[i] = i % (K + 1) == 0;
+  const Tensor P = sub(mul(exp(L_end), eye.to(q.dtype()).to(q.device())), matmul(Kt, W, true, false));  // [B,H,N,K,K]
+  const Tensor R = matmul(Kt, Uv, true, false);                                                         // [B,H,N,K,V]
+  std::vector<Tensor> S{zeros({B, H, 1, K, V}, q.dtype(), q.device())};  // S_0 = 0, so S_1 = R_0
+  for (int64_t n = 1; n < N; ++n)
+    S.push_back(n == 1 ? slice(R, 2, 0, 1) : add(matmul(slice(P, 2, n - 1, n), S.back()), slice(R, 2, n - 1, n)));
+  const Tensor S_in = N == 1 ? S[0] : concat(S, 2);  // [B,H,N,K,V], the state entering each chunk
+  const Tensor U = sub(Uv, matmul(W, S_in));
+  const Tensor o = add(matmul(mul(Q, gamma), S_in), matmul(mul(matmul(Q, Kc, false, true), decay), U));
+  const Tensor out = reshape(o, {B, H, Tp, V});
+  return Tp == T ? out : slice(out, 2, 0, T);
+}
+
+}  // namespace detail
+
 Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
                   RecurrenceForm form, int64_t chunk, Tensor* state) {
   const Device device = op_device("delta_rule", {&q, &k, &v, &beta, &g});
   const Dims d = check_inputs(q, k, v, beta, g);
   TAPELM_CHECK(chunk > 0, "delta_rule: chunk size must be positive, got {}", chunk);
-  if (device == Device::cuda) return delta_rule_cuda(q, k, v, beta, g, state, d);
+  if (device == Device::cuda) {  // chunkwise and parallel: products of chunks; recurrent and decoding: the kernel
+    if (form != RecurrenceForm::recurrent && !state && d.steps > 0)
+      return detail::delta_rule_chunks(q, k, v, beta, g, std::min(block_length(form, chunk, d.steps), d.steps));
+    return delta_rule_cuda(q, k, v, beta, g, state, d);
+  }
   if (state) prepare_state("delta_rule", state, {q.size(0), q.size(1), d.K, d.V}, q.dtype(), {q, k, v, beta, g});
   Tensor o = Tensor::empty({q.size(0), q.size(1), d.steps, d.V}, q.dtype());
   dispatch_float("delta_rule", q.dtype(), [&](auto tag) {

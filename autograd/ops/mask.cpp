@@ -109,4 +109,12 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
   });
 }
 
+Tensor above_diagonal(int64_t n, bool diagonal, Device device) {
+  TAPELM_CHECK(n >= 0, "above_diagonal: size must be non-negative, got {}", n);
+  Tensor m = Tensor::empty({n, n}, DType::b8);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) m.data<uint8_t>()[i * n + j] = diagonal ? j >= i : j > i;
+  return device == Device::cpu ? m : m.to(device);
+}
+
 }  // namespace tapelm

@@ -24,6 +24,7 @@
 // where the states S_t are recomputed chunk by chunk from checkpoints taken
 // every `chunk` steps, so memory stays O((T/C)·K·V).
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/device_dispatch.h"
@@ -179,9 +180,11 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   return {q.size(0) * q.size(1), q.size(2), q.size(3), v.size(3), g.size(3)};
 }
 
-// On the GPU (autograd/cuda/recurrence.cu) every form runs the recurrent
-// kernel: the forms give the same numbers, and the FLOPs booked are the
-// recurrent form's, the work the kernel does.
+// On the GPU: the chunkwise and parallel forms run as products of chunks
+// (gated_recurrence_chunks; the parallel form is one chunk over the
+// sequence); the recurrent form, and any form with a carried state, the
+// recurrent kernel (autograd/cuda/recurrence.cu), which books the
+// recurrent form's FLOPs, the work it does.
 Tensor gated_recurrence_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, Tensor* state,
                              const Dims& d) {
   TAPELM_CHECK(q.dtype() == DType::f32, "gated_recurrence: cuda tensors must be float32, got {}",
@@ -207,12 +210,67 @@ Tensor gated_recurrence_cuda(const Tensor& q, const Tensor& k, const Tensor& v, 
 
 }  // namespace
 
+namespace detail {
+
+// The chunkwise form as products of chunks, for the GPU: its tensor cores do
+// the work the recurrent kernel does one step at a time (Yang et al. 2023,
+// GLA §3; Mamba-2's SSD). Per chunk of C steps with L the cumulative
+// log-decay inside it (L_t − L_s ≤ 0 for s ≤ t, so every exp ≤ 1):
+//   O = A V + (Q ⊙ e^{L}) S_in,   A_{t,s} = Σ_k q_{t,k} k_{s,k} e^{L_{t,k} − L_{s,k}} (s ≤ t)
+//   ΔS = (K ⊙ e^{L_C − L})ᵀ V,   S_in(n) = Σ_{m<n} diag(e^{Λ_{n−1} − Λ_m}) ΔS_m
+// with Λ the cumulative sum of the chunks' total decays: the carry between
+// chunks is one more product, lower-triangular over the T/C chunks, per
+// decay column. A decay per step (g [B,H,T,1]: RetNet, gated retention,
+// linear attention, Mamba-2) makes A = (Q Kᵀ) ⊙ e^{L_t − L_s}, a product; a
+// decay per key (GLA) computes A exactly with decay_scores. Made of recorded
+// ops (their backwards are the gradient). T is padded with zeros to whole
+// chunks (a zero key writes nothing, a zero decay keeps the state).
+// The products run in fp32 whatever the model's precision: the states, the
+// decays and their sums stay float32, as fla and mamba_ssm keep them (see
+// kChunkProducts in recurrence_common.h).
+Tensor gated_recurrence_chunks(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, int64_t C) {
+  const PrecisionScope fp32_products(kChunkProducts);
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), K = q.size(3), V = v.size(3), GK = g.size(3);
+  const int64_t N = ceil_div(T, C), Tp = N * C;
+  auto padded = [&](const Tensor& x) {
+    if (Tp == T) return x;
+    return concat({x, zeros({B, H, Tp - T, x.size(3)}, x.dtype(), x.device())}, 2);
+  };
+  const Tensor Q = reshape(padded(q), {B, H, N, C, K}), Kc = reshape(padded(k), {B, H, N, C, K}),
+               Vc = reshape(padded(v), {B, H, N, C, V});
+  const Tensor L = cumsum(reshape(padded(g), {B, H, N, C, GK}), -2);  // inclusive, from each chunk's start
+  const Tensor scores =
+      GK == 1
+          ? mul(matmul(Q, Kc, false, true),
+                exp(masked_fill(sub(L, reshape(L, {B, H, N, 1, C})), above_diagonal(C, false, q.device()), -INFINITY)))
+          : decay_scores(Q, Kc, L);
+  const Tensor intra = matmul(scores, Vc);                                     // [B,H,N,C,V]
+  const Tensor L_end = slice(L, -2, C - 1, C);                                 // [B,H,N,1,GK]
+  const Tensor writes = matmul(mul(Kc, exp(sub(L_end, L))), Vc, true, false);  // ΔS [B,H,N,K,V]
+  const Tensor ends = permute(reshape(L_end, {B, H, N, GK}), {0, 1, 3, 2});    // [B,H,GK,N]
+  const Tensor Lambda = cumsum(ends, -1), before = sub(Lambda, ends);          // Λ_n, Λ_{n−1}
+  const Tensor carry = exp(
+      masked_fill(sub(unsqueeze(before, -1), unsqueeze(Lambda, -2)), above_diagonal(N, true, q.device()), -INFINITY));
+  // ΔS's rows grouped by their decay column: [B,H,GK,N,(K/GK)·V].
+  const Tensor grouped = permute(reshape(writes, {B, H, N, GK, K / GK * V}), {0, 1, 3, 2, 4});
+  const Tensor S_in = reshape(permute(matmul(carry, grouped), {0, 1, 3, 2, 4}), {B, H, N, K, V});
+  const Tensor inter = matmul(mul(Q, exp(L)), S_in);
+  const Tensor o = reshape(add(intra, inter), {B, H, Tp, V});
+  return Tp == T ? o : slice(o, 2, 0, T);
+}
+
+}  // namespace detail
+
 Tensor gated_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, RecurrenceForm form,
                         int64_t chunk, Tensor* state) {
   const Device device = op_device("gated_recurrence", {&q, &k, &v, &g});
   const Dims d = check_inputs(q, k, v, g);
   TAPELM_CHECK(chunk > 0, "gated_recurrence: chunk size must be positive, got {}", chunk);
-  if (device == Device::cuda) return gated_recurrence_cuda(q, k, v, g, state, d);
+  if (device == Device::cuda) {
+    if (form != RecurrenceForm::recurrent && !state && d.steps > 0)
+      return detail::gated_recurrence_chunks(q, k, v, g, std::min(block_length(form, chunk, d.steps), d.steps));
+    return gated_recurrence_cuda(q, k, v, g, state, d);
+  }
   if (state) prepare_state("gated_recurrence", state, {q.size(0), q.size(1), d.K, d.V}, q.dtype(), {q, k, v, g});
   Tensor o = Tensor::empty({q.size(0), q.size(1), d.steps, d.V}, q.dtype());
   dispatch_float("gated_recurrence", q.dtype(), [&](auto tag) {

@@ -53,6 +53,25 @@ inline void prepare_state(const char* op, Tensor* state, const Shape& shape, DTy
                device_name(device));
 }
 
+// The precision of the chunk forms' products, forward and backward, whatever
+// the model's: fp32. The recipe, fla's and mamba_ssm's keep states,
+// decays and their sums in float32; in bf16 the products would round the
+// carried state S_in, the decayed scores and the UT inverse to 8 bits, which
+// the recurrent kernels never do. These products are a small share of the
+// step's FLOPs (the chunk is 64 steps, the head 64 wide).
+inline constexpr Precision kChunkProducts = Precision::fp32;
+
+// gated_recurrence's chunkwise form (a decay per step, g [B,H,T,1], or per
+// key, g [B,H,T,K]) as products of chunks of C steps, made of recorded ops:
+// the GPU's form (ops/recurrence.cpp); on either device, from a zero state.
+Tensor gated_recurrence_chunks(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g, int64_t C);
+
+// delta_rule's chunkwise form (the WY/UT representation, g and beta
+// [B,H,T,1]) as products of chunks of C steps, made of recorded ops: the
+// GPU's form (ops/delta_rule.cpp); on either device, from a zero state.
+Tensor delta_rule_chunks(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
+                         int64_t C);
+
 // The block length a form runs with: the whole sequence for the parallel form.
 inline int64_t block_length(RecurrenceForm form, int64_t chunk, int64_t T) {
   return form == RecurrenceForm::parallel ? std::max<int64_t>(T, 1) : chunk;

@@ -252,7 +252,7 @@ def main():
                dict(nano, ffn="relu", norm="dyt", position="sinusoidal"), pad)
     # Each family draws from its own seed, so a change in one leaves the others' files as they are.
     for seed, cases in ((1, mixer_cases), (2, gau_case), (3, mamba_cases), (4, optimizer_cases),
-                        (5, flash_pytorch_cases)):
+                        (5, flash_pytorch_cases), (6, chunk_op_cases)):
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             cases()
@@ -608,6 +608,28 @@ def mamba_cases():
         return F.linear(rmsnorm(y * F.silu(z), p2["norm.weight"]), p2["out_proj.weight"])
 
     module_case("mamba2", p2, {"x": rand(2, 7, C)}, mamba2, {"input.pad_mask": pad})
+
+
+def chunk_op_cases():
+    """The two ops of the GPU's chunk forms, each from its definition: decay_scores
+    (GLA's scores under a decay per key, Yang et al. 2023 §4.2) over chunks of 5
+    steps, and unit_tril_inverse (the delta rule's UT transform) as PyTorch's
+    triangular solve, which reads only N's strictly lower part too."""
+    C, K = 5, 4
+    log_decay = -(0.05 + torch.rand(2, 3, C, K, dtype=DT))
+    inputs = {"q": rand(2, 3, C, K), "k": rand(2, 3, C, K),
+              "L": log_decay.cumsum(-2).requires_grad_()}
+    causal = torch.ones(C, C, dtype=torch.bool).tril()
+
+    def decay_scores(q, k, L):  # A_ts = Σ_k q_tk k_sk e^{L_tk − L_sk}, s ≤ t
+        exponent = (L[..., :, None, :] - L[..., None, :, :]).masked_fill(~causal[..., None], -math.inf)
+        return (q[..., :, None, :] * k[..., None, :, :] * exponent.exp()).sum(-1)
+
+    module_case("op_decay_scores", {}, inputs, decay_scores)
+    eye = torch.eye(7, dtype=DT)
+    module_case("op_unit_tril_inverse", {}, {"N": rand(2, 3, 7, 7, scale=0.5)},
+                lambda N: torch.linalg.solve_triangular(N, eye.expand_as(N), upper=False,
+                                                        unitriangular=True))
 
 
 def optimizer_case(name, make_opt):
